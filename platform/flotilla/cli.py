@@ -1,0 +1,142 @@
+"""``flotilla`` command line: a thin shell over the Python API.
+
+Heavy modules are imported inside commands so ``flotilla --help`` stays fast.
+Every ``FlotillaError`` becomes a short red message (with its hint) and exit 1;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from flotilla.errors import FlotillaError
+
+app = typer.Typer(help="Train model families on Ray from zero-copy branches of a lakeFS data hub.", no_args_is_help=True)
+hub_app = typer.Typer(help="The local lakeFS data hub flotilla runs itself.", no_args_is_help=True)
+app.add_typer(hub_app, name="hub")
+
+console = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(fn: F) -> F:
+    """Turn FlotillaError into a readable message and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FlotillaError as exc:
+            err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+            if exc.hint:
+                err.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _say(msg: str) -> None:
+    err.print(f"[dim]{msg}[/]")
+
+
+@hub_app.command("install")
+@friendly
+def hub_install() -> None:
+    """Make sure the lakeFS server binary is there (env var, PATH, cache, download or Go build)."""
+    from flotilla.hub import local
+    from flotilla.hub.binary import binary_version
+
+    path = local.install(report=_say)
+    console.print(f"{binary_version(path)}  ({path})")
+
+
+@hub_app.command("up")
+@friendly
+def hub_up(timeout: float = typer.Option(60.0, help="seconds to wait for the server to become healthy")) -> None:
+    """Start the local hub (idempotent) and wait until it is healthy."""
+    from flotilla.hub import local
+
+    st = local.up(timeout=timeout, report=_say)
+    if st.note:
+        err.print(f"[yellow]{st.note}[/]")
+    console.print(f"[green]✓[/] {st.describe()}")
+
+
+@hub_app.command("down")
+@friendly
+def hub_down() -> None:
+    """Stop the local hub gracefully (its data stays)."""
+    from flotilla.hub import local
+
+    console.print(local.down())
+
+
+@hub_app.command("status")
+@friendly
+def hub_status() -> None:
+    """Is the local hub running and healthy? (exit 3 when it is not running)"""
+    from flotilla.hub import local
+
+    st = local.status()
+    console.print(st.describe(), highlight=False)
+    if not st.running:
+        raise typer.Exit(3)
+
+
+@hub_app.command("logs")
+@friendly
+def hub_logs(
+    lines: int = typer.Option(50, "-n", "--lines", help="how many trailing lines"),
+    follow: bool = typer.Option(False, "-f", "--follow", help="keep printing new lines"),
+) -> None:
+    """Show the local hub's server log."""
+    from flotilla.hub import local
+
+    hub = local.local_hub()
+    console.print(hub.tail(lines), highlight=False, markup=False)
+    if follow:
+        with open(hub.log_path, errors="replace") as fh:
+            fh.seek(0, 2)
+            try:
+                while True:
+                    line = fh.readline()
+                    if line:
+                        sys.stdout.write(line)
+                        sys.stdout.flush()
+                    else:
+                        time.sleep(0.3)
+            except KeyboardInterrupt:
+                pass
+
+
+@app.command("demo")
+@friendly
+def demo(repo: str = typer.Option("faces", help="repository to use")) -> None:
+    """Run the reference workflow on the embedded default (local hub)."""
+    from flotilla.demo import run_demo
+
+    run_demo(repo=repo, console=console)
+
+
+@app.command("version")
+def version() -> None:
+    """Print flotilla's version."""
+    from flotilla import __version__
+
+    console.print(__version__)
+
+
+def main() -> None:  # console-script entry point
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""One exception hierarchy for the whole platform.
+
+Every library boundary (lakeFS SDK, Ray, torch, YAML) translates its own errors
+into one of these, so callers catch ``FlotillaError`` and get a message that says
+what went wrong *and what to do next*. The CLI maps any ``FlotillaError`` to a
+clean one-paragraph message and exit code 1; anything else is a bug.
+
+Messages must never contain credentials: construct them from names and ids only.
+"""
+
+from __future__ import annotations
+
+
+class FlotillaError(Exception):
+    """Base of every error flotilla raises on purpose.
+
+    ``hint`` is the next step for the user; it is appended to the message so
+    that a plain ``str(err)`` already tells the whole story.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message}\n  hint: {hint}" if hint else message)
+
+
+class ConfigError(FlotillaError):
+    """Settings, environment or on-disk state of flotilla itself are wrong."""
+
+
+class SpecError(FlotillaError):
+    """A YAML/typed spec is invalid; ``problems`` lists every problem found at once."""
+
+    def __init__(self, message: str, problems: list[str] | None = None, *, hint: str | None = None) -> None:
+        self.problems = list(problems or [])
+        body = message + "".join(f"\n  - {p}" for p in self.problems)
+        super().__init__(body, hint=hint)
+
+
+class HubError(FlotillaError):
+    """Anything that went wrong talking to (or running) the lakeFS data hub."""
+
+
+class BinaryNotFoundError(HubError):
+    """No lakeFS server binary could be found, downloaded or built."""
+
+
+class ServerError(HubError):
+    """The local lakeFS server failed to start, crashed, or is in a bad state."""
+
+
+class HubUnavailableError(HubError):
+    """The hub's endpoint does not answer (server down, wrong port)."""
+
+
+class AuthError(HubError):
+    """The hub rejected the credentials (401/403)."""
+
+
+class NotFoundError(HubError):
+    """A repository, ref or object does not exist."""
+
+
+class InvalidNameError(HubError):
+    """A repository, branch or object name breaks lakeFS's (or flotilla's) rules."""
+
+
+class ConflictError(HubError):
+    """A write clashed with existing state (branch exists, merge conflict, ...)."""
+
+
+class MergeConflictError(ConflictError):
+    """A merge found conflicting paths; the destination was left untouched."""
+
+    def __init__(self, source: str, destination: str, paths: list[str], *, hint: str | None = None) -> None:
+        self.source = source
+        self.destination = destination
+        self.paths = list(paths)
+        shown = "".join(f"\n  - {p}" for p in self.paths[:50])
+        more = f"\n  ... and {len(self.paths) - 50} more" if len(self.paths) > 50 else ""
+        listing = shown + more if self.paths else " (lakeFS did not list the paths)"
+        super().__init__(
+            f"merge of {source!r} into {destination!r} conflicts; {destination!r} was not changed."
+            f" Conflicting paths:{listing}",
+            hint=hint
+            or "resolve by committing the wanted version of each path on the source branch "
+            "(or merge with strategy='source-wins' / 'dest-wins'), then merge again",
+        )
+
+
+class DataValidationError(FlotillaError):
+    """A dataset failed the validation gate; nothing was merged."""

@@ -1,0 +1,27 @@
+"""The data hub: a lakeFS server (local or remote) and flotilla's API over it."""
+
+from flotilla.hub.client import Hub
+from flotilla.hub.credentials import HubCredentials
+from flotilla.hub.experiment import Experiment, Retention
+from flotilla.hub.local import down, install, local_hub, logs, status, up
+from flotilla.hub.repo import Change, CommitInfo, ObjectInfo, Repo
+from flotilla.hub.server import HubStatus, LocalHub
+
+__all__ = [
+    "Change",
+    "CommitInfo",
+    "Experiment",
+    "Hub",
+    "HubCredentials",
+    "HubStatus",
+    "LocalHub",
+    "ObjectInfo",
+    "Repo",
+    "Retention",
+    "down",
+    "install",
+    "local_hub",
+    "logs",
+    "status",
+    "up",
+]

@@ -1,0 +1,204 @@
+"""Finding, downloading or building the lakeFS server binary.
+
+Order (first hit wins): ``$FLOTILLA_LAKEFS_BIN`` → ``lakefs`` on ``PATH`` →
+flotilla's per-version cache → the official release archive (only when the
+internet answers) → a build from lakeFS's Go module at the pinned version.
+Downloads and builds land in the cache atomically (temp file + rename) under a
+file lock, so two ``make`` runs never race and a build happens once per machine.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import platform as _stdlib_platform
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+from flotilla.errors import BinaryNotFoundError
+from flotilla.settings import Settings
+
+Reporter = Callable[[str], None]
+RELEASE_URL = "https://github.com/treeverse/lakeFS/releases/download/v{v}/lakeFS_{v}_{os}_{arch}.tar.gz"
+MIN_GO = (1, 26, 4)
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def cached_binary(settings: Settings) -> Path:
+    return settings.cache / "lakefs" / settings.lakefs_version / "lakefs"
+
+
+def find_binary(settings: Settings) -> Path | None:
+    """Return an existing binary without downloading or building anything."""
+    env = os.environ.get("FLOTILLA_LAKEFS_BIN")
+    if env:
+        path = Path(env).expanduser()
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise BinaryNotFoundError(
+                f"FLOTILLA_LAKEFS_BIN={env} is not an executable file",
+                hint="point it at a lakeFS server binary, or unset it to let flotilla provide one",
+            )
+        return path
+    on_path = shutil.which("lakefs")
+    if on_path:
+        return Path(on_path)
+    cached = cached_binary(settings)
+    return cached if cached.is_file() and os.access(cached, os.X_OK) else None
+
+
+def ensure_binary(settings: Settings, report: Reporter = _noop, *, allow_download: bool = True) -> Path:
+    """Return a lakeFS binary, downloading or building it into the cache if needed."""
+    found = find_binary(settings)
+    if found:
+        return found
+    target = cached_binary(settings)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(target.parent / ".lock"):
+        if target.is_file():  # another process finished while we waited for the lock
+            return target
+        errors: list[str] = []
+        if allow_download:
+            try:
+                _download(settings.lakefs_version, target, report)
+                return target
+            except _Unavailable as exc:
+                errors.append(f"download: {exc}")
+        try:
+            _build(settings, target, report)
+            return target
+        except _Unavailable as exc:
+            errors.append(f"build from the Go module: {exc}")
+    raise BinaryNotFoundError(
+        "no lakeFS server binary found, downloaded or built (" + "; ".join(errors) + ")",
+        hint=(
+            "provide one of: (1) FLOTILLA_LAKEFS_BIN=/path/to/lakefs, "
+            "(2) a 'lakefs' binary on PATH, or "
+            f"(3) internet access or Go >= {'.'.join(map(str, MIN_GO))} so flotilla can fetch/build "
+            f"lakeFS v{settings.lakefs_version} into {target.parent}"
+        ),
+    )
+
+
+def binary_version(binary: Path) -> str:
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
+    return (out.stdout or out.stderr).strip()
+
+
+class _Unavailable(Exception):
+    """This way of obtaining the binary does not work here; try the next one."""
+
+
+@contextmanager
+def _locked(path: Path):
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _download(version: str, target: Path, report: Reporter) -> None:
+    arch = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        _stdlib_platform.machine().lower()
+    )
+    osname = {"Linux": "Linux", "Darwin": "Darwin"}.get(_stdlib_platform.system())
+    if not arch or not osname:
+        raise _Unavailable(f"no release archive for {_stdlib_platform.system()}/{_stdlib_platform.machine()}")
+    url = RELEASE_URL.format(v=version, os=osname, arch=arch)
+    try:
+        resp = urllib.request.urlopen(url, timeout=5)  # noqa: S310 - fixed https URL
+    except Exception as exc:  # no internet is the normal case on locked-down machines
+        raise _Unavailable(f"release archive not reachable ({type(exc).__name__})") from None
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    total = int(resp.headers.get("Content-Length") or 0) or None
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        archive = Path(tmp) / "lakefs.tar.gz"
+        with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn()) as bar:
+            task = bar.add_task(f"downloading lakeFS v{version}", total=total)
+            with open(archive, "wb") as out:
+                while chunk := resp.read(1 << 20):
+                    out.write(chunk)
+                    bar.advance(task, len(chunk))
+        with tarfile.open(archive) as tar:
+            member = next((m for m in tar.getmembers() if Path(m.name).name == "lakefs" and m.isfile()), None)
+            if member is None:
+                raise _Unavailable("release archive has no 'lakefs' binary")
+            src = tar.extractfile(member)
+            assert src is not None
+            _install_atomically(src.read(), target)
+    report(f"downloaded lakeFS v{version} to {target}")
+
+
+def _go_version(go: str) -> tuple[int, ...]:
+    out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, timeout=60).stdout.strip()
+    nums = out.removeprefix("go").split("-")[0].split(".")
+    return tuple(int(n) for n in nums if n.isdigit())
+
+
+def _build(settings: Settings, target: Path, report: Reporter) -> None:
+    go = shutil.which("go")
+    if not go:
+        raise _Unavailable("no 'go' on PATH")
+    if _go_version(go) < MIN_GO:
+        # the go command fetches a newer toolchain through the module proxy by itself (GOTOOLCHAIN=auto)
+        report(f"local Go is older than {'.'.join(map(str, MIN_GO))}; letting 'go' fetch a toolchain")
+    version = settings.lakefs_version
+    work = settings.cache / "lakefs"
+    env = {
+        **os.environ,
+        "GOMODCACHE": str(work / "gomod"),
+        "GOCACHE": str(work / "gocache"),
+        "GOFLAGS": "-modcacherw",
+        "CGO_ENABLED": "0",
+    }
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    started = time.monotonic()
+    with console.status(f"building lakeFS v{version} from its Go module (first time only, several minutes)") as status:
+        dl = _run([go, "mod", "download", "-json", f"github.com/treeverse/lakefs@v{version}"], env, work)
+        try:
+            src_dir = Path(json.loads(dl)["Dir"])
+        except (ValueError, KeyError):
+            raise _Unavailable(f"'go mod download' gave no module directory: {dl[-500:]}") from None
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
+            src = Path(tmp) / "src"
+            shutil.copytree(src_dir, src)
+            for p in src.rglob("*"):  # the module cache is read-only; go build wants to write nothing, but be safe
+                if not p.is_symlink():
+                    p.chmod(p.stat().st_mode | 0o200)
+            status.update(f"compiling lakeFS v{version} (go build ./cmd/lakefs)")
+            out = Path(tmp) / "lakefs"
+            ldflags = f"-s -w -X github.com/treeverse/lakefs/pkg/version.Version={version}"
+            _run([go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(out), "./cmd/lakefs"], env, src)
+            _install_atomically(out.read_bytes(), target)
+    report(f"built lakeFS v{version} in {time.monotonic() - started:.0f}s -> {target}")
+
+
+def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> str:
+    cwd.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise _Unavailable(f"'{' '.join(cmd[:3])} ...' failed (exit {proc.returncode}): {proc.stderr.strip()[-1500:]}")
+    return proc.stdout
+
+
+def _install_atomically(data: bytes, target: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".lakefs-")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, target)

@@ -1,0 +1,92 @@
+"""``flotilla.Hub``: a connection to a lakeFS data hub.
+
+A ``Hub`` is cheap: it holds credentials and creates the SDK client lazily on
+first use. ``Hub()`` with no arguments connects to whatever
+:func:`~flotilla.hub.credentials.resolve_credentials` finds (the local hub by
+default). Repository-level work goes through :class:`~flotilla.hub.repo.Repo`
+handles from :meth:`Hub.repo` / :meth:`Hub.ensure_repo`.
+"""
+
+from __future__ import annotations
+
+import lakefs
+
+from flotilla.errors import ConfigError
+from flotilla.hub._translate import translate
+from flotilla.hub.credentials import HubCredentials, resolve_credentials
+from flotilla.hub.repo import Repo
+from flotilla.names import check_repo_id
+from flotilla.settings import Settings
+
+
+class Hub:
+    """A lakeFS endpoint plus credentials; the entry point of the data API."""
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        *,
+        credentials: HubCredentials | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.credentials = credentials or resolve_credentials(self.settings, endpoint, access_key_id, secret_access_key)
+        self._client: lakefs.Client | None = None
+
+    def __repr__(self) -> str:
+        return f"Hub({self.credentials})"
+
+    @property
+    def endpoint(self) -> str:
+        return self.credentials.endpoint
+
+    @property
+    def client(self) -> lakefs.Client:
+        if self._client is None:
+            self._client = lakefs.Client(
+                host=self.credentials.endpoint,
+                username=self.credentials.access_key_id,
+                password=self.credentials.secret_access_key,
+            )
+        return self._client
+
+    def version(self) -> str:
+        """The server's version; also the cheapest authenticated round trip (a health check)."""
+        with translate("read the server version", self.endpoint):
+            return self.client.version
+
+    def repo(self, name: str) -> Repo:
+        """A handle on an existing repository (not checked until first use)."""
+        return Repo(self, check_repo_id(name))
+
+    def repos(self) -> list[str]:
+        with translate("list repositories", self.endpoint):
+            return [r.id for r in lakefs.repositories(client=self.client)]
+
+    def ensure_repo(self, name: str, *, default_branch: str = "main", storage_namespace: str | None = None) -> Repo:
+        """Create the repository if it does not exist; return its handle either way.
+
+        On a local blockstore the namespace defaults to ``local://<name>``; on a
+        cloud blockstore pass ``storage_namespace`` (e.g. ``s3://bucket/faces``).
+        """
+        check_repo_id(name)
+        if storage_namespace is None:
+            with translate("read the server's storage config", self.endpoint):
+                cfg = self.client.storage_config
+            if cfg.blockstore_type != "local":
+                raise ConfigError(
+                    f"the hub stores data on {cfg.blockstore_type}; flotilla cannot guess a storage namespace",
+                    hint=f"pass storage_namespace, e.g. {cfg.blockstore_namespace_example}",
+                )
+            storage_namespace = f"local://{name}"
+        with translate(f"create repository {name!r}", self.endpoint):
+            lakefs.Repository(name, client=self.client).create(
+                storage_namespace=storage_namespace, default_branch=default_branch, exist_ok=True
+            )
+        return Repo(self, name)
+
+    def delete_repo(self, name: str) -> None:
+        with translate(f"delete repository {name!r}", self.endpoint, not_found=lambda: f"repositories: {self.repos()}"):
+            lakefs.Repository(check_repo_id(name), client=self.client).delete()

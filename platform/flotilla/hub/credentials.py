@@ -1,0 +1,98 @@
+"""Where the hub's endpoint and key pair come from.
+
+Resolution order, first complete hit wins:
+1. explicit arguments;
+2. environment: ``LAKECTL_SERVER_ENDPOINT_URL``, ``LAKECTL_CREDENTIALS_ACCESS_KEY_ID``,
+   ``LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY`` (the names lakectl and the lakeFS SDK use);
+3. flotilla's local hub (its 0600 credentials file), the embedded default;
+4. the lakectl config file (``$LAKECTL_CONFIG_FILE`` or ``~/.lakectl.yaml``).
+
+``HubCredentials`` never shows its secret in ``repr``/``str``, so logging a
+credentials object or an exception that holds one cannot leak it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from flotilla.errors import AuthError, ConfigError
+from flotilla.settings import Settings
+
+ENV_ENDPOINT = "LAKECTL_SERVER_ENDPOINT_URL"
+ENV_KEY = "LAKECTL_CREDENTIALS_ACCESS_KEY_ID"
+ENV_SECRET = "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"
+
+
+@dataclass(frozen=True)
+class HubCredentials:
+    endpoint: str
+    access_key_id: str = field(repr=False)
+    secret_access_key: str = field(repr=False)
+    source: str = "arguments"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "endpoint", _normalise_endpoint(self.endpoint))
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} (key {self.access_key_id[:4]}…, from {self.source})"
+
+    def s3_options(self) -> dict[str, str]:
+        """Options for pyarrow/fsspec S3 clients talking to lakeFS's S3 gateway."""
+        return {
+            "endpoint_override": self.endpoint.split("://", 1)[1],
+            "scheme": self.endpoint.split("://", 1)[0],
+            "access_key": self.access_key_id,
+            "secret_key": self.secret_access_key,
+            "region": "us-east-1",
+        }
+
+
+def _normalise_endpoint(url: str) -> str:
+    url = url.strip().rstrip("/")
+    if url.endswith("/api/v1"):
+        url = url[: -len("/api/v1")]
+    if "://" not in url:
+        url = "http://" + url
+    return url
+
+
+def resolve_credentials(
+    settings: Settings,
+    endpoint: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+) -> HubCredentials:
+    """Apply the resolution order above; raise ``AuthError`` naming every place looked at."""
+    if endpoint or access_key_id or secret_access_key:
+        missing = [n for n, v in (("endpoint", endpoint), ("access_key_id", access_key_id), ("secret_access_key", secret_access_key)) if not v]
+        if missing:
+            raise ConfigError(
+                f"incomplete hub credentials: missing {', '.join(missing)}",
+                hint="pass endpoint, access_key_id and secret_access_key together (or none, to use the local hub)",
+            )
+        return HubCredentials(endpoint, access_key_id, secret_access_key, source="arguments")  # type: ignore[arg-type]
+    env = os.environ
+    if env.get(ENV_ENDPOINT) and env.get(ENV_KEY) and env.get(ENV_SECRET):
+        return HubCredentials(env[ENV_ENDPOINT], env[ENV_KEY], env[ENV_SECRET], source="environment")
+    local = settings.hub_dir / "credentials.json"
+    if local.exists():
+        data = json.loads(local.read_text())
+        return HubCredentials(f"http://127.0.0.1:{settings.hub_port}", data["access_key_id"], data["secret_access_key"], source="local hub")
+    lakectl = Path(env.get("LAKECTL_CONFIG_FILE") or Path.home() / ".lakectl.yaml")
+    if lakectl.exists():
+        cfg = yaml.safe_load(lakectl.read_text()) or {}
+        creds = cfg.get("credentials") or {}
+        url = (cfg.get("server") or {}).get("endpoint_url")
+        if url and creds.get("access_key_id") and creds.get("secret_access_key"):
+            return HubCredentials(url, creds["access_key_id"], creds["secret_access_key"], source=str(lakectl))
+    raise AuthError(
+        "no lakeFS hub credentials found (looked at arguments, LAKECTL_* environment variables, "
+        f"the local hub in {settings.hub_dir}, and {lakectl})",
+        hint="start the embedded hub with 'flotilla hub up', or set LAKECTL_SERVER_ENDPOINT_URL, "
+        "LAKECTL_CREDENTIALS_ACCESS_KEY_ID and LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY",
+    )

@@ -1,0 +1,126 @@
+"""Experiment branches: the lakeFS way to run one experiment.
+
+::
+
+    with repo.experiment("lr 3e-4 / bs 64", source="main", merge_into="main") as exp:
+        exp.put("models/age/model.pt", weights)
+        exp.put("models/age/card.json", card)
+    # committed on the experiment branch, merged into main, branch kept or deleted by policy
+
+On entry the source ref is resolved **once** to a commit id and the branch is
+created from that commit, so everything the experiment reads is pinned even if
+``main`` moves meanwhile. On success pending changes are committed (with the
+experiment's metadata plus the pinned base commit), then optionally merged; on
+failure the branch is deleted (or kept for debugging), so nothing half-done
+reaches the destination.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, Literal
+
+from flotilla.names import branch_id
+
+if TYPE_CHECKING:
+    from flotilla.hub.repo import CommitInfo, ObjectInfo, Repo
+
+
+@dataclass(frozen=True)
+class Retention:
+    """What happens to the experiment branch afterwards.
+
+    ``on_success``: ``"keep"`` (default: the branch is the experiment's record) or
+    ``"delete"`` (only sensible after a merge, which keeps its commits reachable).
+    ``on_failure``: ``"delete"`` (default) or ``"keep"`` to inspect what went wrong.
+    """
+
+    on_success: Literal["keep", "delete"] = "keep"
+    on_failure: Literal["keep", "delete"] = "delete"
+
+
+class Experiment:
+    """Context manager owning one experiment branch; also usable with explicit start()/finish()."""
+
+    def __init__(
+        self,
+        repo: Repo,
+        name: str,
+        source: str = "main",
+        *,
+        merge_into: str | None = None,
+        message: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        retention: Retention = Retention(),
+        prefix: str = "exp-",
+    ) -> None:
+        self.repo = repo
+        self.name = name
+        self.branch = branch_id(name, prefix=prefix)
+        self.source = source
+        self.merge_into = merge_into
+        self.message = message or f"experiment {name}"
+        self.metadata = dict(metadata or {})
+        self.retention = retention
+        self.base_commit: str | None = None
+        self.commit_id: str | None = None
+        self.merge_commit: str | None = None
+        self.deleted = False
+
+    def __repr__(self) -> str:
+        return f"Experiment({self.name!r} -> branch {self.branch!r} @ {self.base_commit or 'not started'})"
+
+    # ---- lifecycle ----------------------------------------------------------------
+    def start(self) -> Experiment:
+        self.base_commit = self.repo.resolve(self.source)
+        self.repo.create_branch(self.branch, self.base_commit)
+        return self
+
+    def __enter__(self) -> Experiment:
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.abort()
+        return False
+
+    def finish(self) -> str | None:
+        """Commit pending changes, merge if asked, apply retention; return the final commit id."""
+        try:
+            if self.repo.uncommitted(self.branch):
+                self.commit(self.message)
+            if self.merge_into:
+                meta = {**self.metadata, "flotilla.experiment": self.name, "flotilla.base_commit": self.base_commit}
+                self.merge_commit = self.repo.merge(
+                    self.branch, self.merge_into, f"Merge experiment {self.name} into {self.merge_into}", meta
+                )
+        except BaseException:
+            self.abort()
+            raise
+        if self.retention.on_success == "delete":
+            self._delete()
+        return self.merge_commit or self.commit_id
+
+    def abort(self) -> None:
+        if self.retention.on_failure == "delete":
+            self._delete()
+
+    def _delete(self) -> None:
+        self.repo.delete_branch(self.branch, missing_ok=True)
+        self.deleted = True
+
+    # ---- work on the branch -------------------------------------------------------
+    def put(self, path: str, data: bytes | str | IO[bytes]) -> ObjectInfo:
+        return self.repo.put(self.branch, path, data)
+
+    def get(self, path: str) -> bytes:
+        return self.repo.get(self.branch, path)
+
+    def commit(self, message: str, metadata: Mapping[str, Any] | None = None) -> CommitInfo:
+        meta = {**self.metadata, **(metadata or {}), "flotilla.experiment": self.name, "flotilla.base_commit": self.base_commit}
+        info = self.repo.commit(self.branch, message, meta)
+        self.commit_id = info.id
+        return info

@@ -1,0 +1,40 @@
+"""Python twins of ``flotilla hub install | up | down | status | logs``.
+
+Each takes optional :class:`~flotilla.settings.Settings` (default: from the
+environment), so tests and notebooks drive the same code the CLI does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flotilla.hub.binary import Reporter, _noop, ensure_binary, find_binary
+from flotilla.hub.server import HubStatus, LocalHub
+from flotilla.settings import Settings
+
+
+def local_hub(settings: Settings | None = None, *, install: bool = False, report: Reporter = _noop) -> LocalHub:
+    """The local hub of ``settings``; with ``install=True`` the binary is fetched/built if missing."""
+    settings = settings or Settings.from_env()
+    binary = ensure_binary(settings, report) if install else find_binary(settings)
+    return LocalHub(settings.hub_dir, settings.hub_port, binary)
+
+
+def install(settings: Settings | None = None, report: Reporter = _noop) -> Path:
+    return ensure_binary(settings or Settings.from_env(), report)
+
+
+def up(settings: Settings | None = None, timeout: float = 60.0, report: Reporter = _noop) -> HubStatus:
+    return local_hub(settings, install=True, report=report).up(timeout=timeout)
+
+
+def down(settings: Settings | None = None) -> str:
+    return local_hub(settings).down()
+
+
+def status(settings: Settings | None = None) -> HubStatus:
+    return local_hub(settings).status()
+
+
+def logs(settings: Settings | None = None, lines: int = 50) -> str:
+    return local_hub(settings).tail(lines)

@@ -1,0 +1,304 @@
+"""The local lakeFS server flotilla runs itself (the embedded default hub).
+
+State lives under ``<FLOTILLA_HOME>/hub``::
+
+    config.yaml        lakeFS config (0600: holds the encryption secret)
+    credentials.json   admin key pair + endpoint (0600), generated once
+    metadata/          local KV store (badger)     block/   local blockstore
+    cache/             committed-data cache        lakefs.log, lakefs.pid
+
+The server binds 127.0.0.1 only, usage statistics are off, and the admin user is
+created at start-up from ``installation.*`` (a no-op once it exists), so there
+is no interactive setup step. ``up`` is idempotent; ``down`` sends SIGTERM and
+waits, so badger closes cleanly and data survives restarts.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+import signal
+import socket
+import string
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from flotilla.errors import ServerError
+from flotilla.hub.credentials import HubCredentials
+
+_KEY_ALPHABET = string.ascii_uppercase + "234567"
+
+
+@dataclass(frozen=True)
+class HubStatus:
+    """What ``flotilla hub status`` reports."""
+
+    running: bool
+    healthy: bool
+    pid: int | None
+    endpoint: str
+    state_dir: Path
+    note: str = ""
+
+    def describe(self) -> str:
+        if self.running and self.healthy:
+            return f"lakeFS hub running (pid {self.pid}) at {self.endpoint}, state in {self.state_dir}"
+        if self.running:
+            return f"lakeFS hub process {self.pid} is running but not healthy at {self.endpoint}. {self.note}".strip()
+        return f"lakeFS hub is not running (state in {self.state_dir}). {self.note}".strip()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600 from the first byte (no window where it is world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # like Go's listener: connections of a previous server in TIME_WAIT do not block the port
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1 (for tests and parallel hubs)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalHub:
+    """Lifecycle of one local lakeFS server bound to one state directory."""
+
+    def __init__(self, state_dir: Path, port: int, binary: Path | None = None) -> None:
+        self.state_dir = Path(state_dir)
+        self.port = port
+        self.binary = binary
+        self.config_path = self.state_dir / "config.yaml"
+        self.credentials_path = self.state_dir / "credentials.json"
+        self.log_path = self.state_dir / "lakefs.log"
+        self.pid_path = self.state_dir / "lakefs.pid"
+        self.block_dir = self.state_dir / "block"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # ---- credentials and config -------------------------------------------------
+    def credentials(self) -> HubCredentials:
+        """The admin credentials, generated (once) on first use and kept 0600."""
+        if self.credentials_path.exists():
+            data = json.loads(self.credentials_path.read_text())
+        else:
+            data = {
+                "access_key_id": "AKIAJ" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(15)),
+                "secret_access_key": secrets.token_urlsafe(30)[:40],
+                "encrypt_secret": secrets.token_urlsafe(48),
+            }
+            _write_private(self.credentials_path, json.dumps(data, indent=2))
+        return HubCredentials(self.endpoint, data["access_key_id"], data["secret_access_key"], source="local hub")
+
+    def _write_config(self) -> None:
+        creds = self.credentials()
+        encrypt = json.loads(self.credentials_path.read_text())["encrypt_secret"]
+        import_root = str(self.state_dir.parent / "imports")
+        config = {
+            "listen_address": f"127.0.0.1:{self.port}",
+            "logging": {"format": "text", "level": "INFO", "output": "-"},
+            "database": {"type": "local", "local": {"path": str(self.state_dir / "metadata")}},
+            "blockstore": {
+                "type": "local",
+                "local": {
+                    "path": str(self.block_dir),
+                    "import_enabled": True,
+                    "allowed_external_prefixes": [import_root],
+                },
+            },
+            "committed": {"local_cache": {"dir": str(self.state_dir / "cache")}},
+            "auth": {"encrypt": {"secret_key": encrypt}},
+            "installation": {
+                "user_name": "admin",
+                "access_key_id": creds.access_key_id,
+                "secret_access_key": creds.secret_access_key,
+            },
+            "stats": {"enabled": False},
+            "email_subscription": {"enabled": False},
+            # no phoning home from a local hub: the machine may have no internet at all
+            "security": {"check_latest_version": False},
+        }
+        _write_private(self.config_path, yaml.safe_dump(config, sort_keys=False))
+
+    # ---- process state ----------------------------------------------------------
+    def _read_pid(self) -> int | None:
+        try:
+            return int(self.pid_path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _alive(self, pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        # a zombie child of ours counts as dead
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                stat = fh.read()
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                return b"lakefs" in fh.read()
+        except FileNotFoundError:
+            return os.name != "posix" or not Path("/proc").exists()
+
+    def healthy(self, timeout: float = 1.0) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.endpoint}/_health", timeout=timeout) as resp:  # noqa: S310
+                return 200 <= resp.status < 300
+        except Exception:
+            return False
+
+    def status(self) -> HubStatus:
+        pid = self._read_pid()
+        if pid is None:
+            return HubStatus(False, False, None, self.endpoint, self.state_dir)
+        if not self._alive(pid):
+            return HubStatus(
+                False,
+                False,
+                pid,
+                self.endpoint,
+                self.state_dir,
+                note=f"stale pid file (process {pid} is gone; it crashed or was killed). Last log lines:\n"
+                + self.tail(15),
+            )
+        return HubStatus(True, self.healthy(), pid, self.endpoint, self.state_dir)
+
+    def tail(self, lines: int = 50) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log yet)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    # ---- lifecycle --------------------------------------------------------------
+    def up(self, timeout: float = 60.0) -> HubStatus:
+        """Start the server if needed and wait until it answers health checks."""
+        st = self.status()
+        if st.running:
+            if st.healthy or self._wait_healthy(pid=st.pid, timeout=timeout):
+                return self.status()
+            raise ServerError(
+                f"lakeFS process {st.pid} is running but {self.endpoint} is not healthy. Last log lines:\n{self.tail(20)}",
+                hint="run 'flotilla hub down' then 'flotilla hub up'",
+            )
+        stale_note = st.note
+        self.pid_path.unlink(missing_ok=True)
+        if self.binary is None:
+            raise ServerError("no lakeFS binary configured", hint="run 'flotilla hub install' first")
+        if not _port_free(self.port):
+            raise ServerError(
+                f"port {self.port} on 127.0.0.1 is already in use by another program",
+                hint="set FLOTILLA_HUB_PORT to a free port (or stop what is using it)",
+            )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        self._write_config()
+        # LAKEFS_* variables would silently override our config (credentials, ports): drop them.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LAKEFS_")}
+        log = open(self.log_path, "ab")
+        try:
+            proc = subprocess.Popen(
+                [str(self.binary), "run", "-c", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.state_dir,
+                start_new_session=True,  # survives the CLI that started it; Ctrl-C in a shell does not kill it
+            )
+        finally:
+            log.close()
+        self.pid_path.write_text(str(proc.pid))
+        if not self._wait_healthy(pid=proc.pid, timeout=timeout, proc=proc):
+            code = proc.poll()
+            if code is None:
+                self._terminate(proc.pid, 10)
+            self.pid_path.unlink(missing_ok=True)
+            why = f"exited with code {code}" if code is not None else f"did not become healthy within {timeout:.0f}s"
+            raise ServerError(
+                f"lakeFS server {why}. Last log lines ({self.log_path}):\n{self.tail(20)}",
+                hint="fix what the log says (a port clash, a locked metadata dir), then 'flotilla hub up' again",
+            )
+        st = self.status()
+        if stale_note:
+            return HubStatus(st.running, st.healthy, st.pid, st.endpoint, st.state_dir, note="recovered from a " + stale_note.split(".")[0])
+        return st
+
+    def _wait_healthy(self, pid: int | None, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.healthy(timeout=1.0):
+                return True
+            if proc is not None and proc.poll() is not None:
+                return False
+            if proc is None and pid is not None and not self._alive(pid):
+                return False
+            time.sleep(0.1)
+        return False
+
+    def down(self, timeout: float = 30.0) -> str:
+        """Stop the server gracefully (SIGTERM, then SIGKILL after ``timeout``) and say what happened."""
+        pid = self._read_pid()
+        if pid is None:
+            return "lakeFS hub was not running"
+        if not self._alive(pid):
+            self.pid_path.unlink(missing_ok=True)
+            return f"lakeFS hub was not running (removed stale pid file for process {pid})"
+        how = self._terminate(pid, timeout)
+        self.pid_path.unlink(missing_ok=True)
+        return f"lakeFS hub (pid {pid}) stopped {how}"
+
+    def _terminate(self, pid: int, timeout: float) -> str:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return "(it had already exited)"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _reap(pid)
+            if not self._alive(pid):
+                return "gracefully (SIGTERM)"
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+        _reap(pid)
+        return f"forcibly (SIGKILL after {timeout:.0f}s without exiting on SIGTERM)"
+
+
+def _reap(pid: int) -> None:
+    """Collect our own child's exit status so it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

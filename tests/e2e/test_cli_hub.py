@@ -1,0 +1,68 @@
+"""The CLI as a user runs it: separate processes, exit codes, a private FLOTILLA_HOME."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flotilla.hub.server import free_port
+
+FLOTILLA = [sys.executable, "-m", "flotilla.cli"]
+
+
+@pytest.fixture
+def cli(tmp_path, lakefs_binary):
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLOTILLA_HOME": str(tmp_path / "home"),
+        "FLOTILLA_HUB_PORT": str(port),
+        "FLOTILLA_LAKEFS_BIN": str(lakefs_binary),
+        "COLUMNS": "200",
+    }
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([*FLOTILLA, *args], env=env, capture_output=True, text=True, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"flotilla {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    run.port = port  # type: ignore[attr-defined]
+    yield run
+    run("hub", "down", check=False)
+
+
+def test_hub_up_status_logs_down(cli, tmp_path):
+    assert cli("hub", "status", check=False).returncode == 3
+    up = cli("hub", "up")
+    assert "running" in up.stdout and "127.0.0.1" in up.stdout
+    assert cli("hub", "up").returncode == 0  # idempotent
+    assert "running" in cli("hub", "status").stdout
+    assert "lakeFS" in cli("hub", "logs", "-n", "30").stdout
+    assert "gracefully" in cli("hub", "down").stdout
+    assert cli("hub", "status", check=False).returncode == 3
+    creds = Path(tmp_path / "home" / "hub" / "credentials.json")
+    assert oct(creds.stat().st_mode & 0o777) == "0o600"
+
+
+def test_demo_runs_the_workflow_and_leaves_the_hub_up(cli):
+    out = cli("demo").stdout
+    assert "merged into main" in out and "Initialise the data hub" in out and "flotilla hub down" in out
+    assert "running" in cli("hub", "status").stdout
+
+
+def test_errors_are_one_clear_message_and_exit_1(cli, tmp_path):
+    cli("hub", "up")
+    # a second hub on the same port but another home: the port is taken
+    env_home = tmp_path / "other"
+    proc = subprocess.run(
+        [*FLOTILLA, "hub", "up"],
+        env={**os.environ, "FLOTILLA_HOME": str(env_home), "FLOTILLA_HUB_PORT": str(cli.port)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "already in use" in proc.stderr and "FLOTILLA_HUB_PORT" in proc.stderr and "Traceback" not in proc.stderr

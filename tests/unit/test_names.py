@@ -1,0 +1,63 @@
+import random
+import string
+
+import pytest
+
+from flotilla.errors import InvalidNameError
+from flotilla.names import BRANCH_RE, branch_id, check_branch_id, check_object_path, check_repo_id, safe_local_path
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["lr=3e-4/bs 64", "train_fn_1a2b_00003", "Ünïcødé naïve", "a..b", "-leading", "x" * 300, "a/b", "a-b", "tab\there", "a--0123456789ab"],
+)
+def test_branch_id_is_valid_and_deterministic(name):
+    bid = branch_id(name)
+    assert BRANCH_RE.match(bid) and len(bid) <= 96
+    assert branch_id(name) == bid
+    assert check_branch_id(bid) == bid
+
+
+def test_valid_names_are_kept_verbatim_and_prefixed():
+    assert branch_id("trial_00003") == "trial_00003"
+    assert branch_id("lr-1", prefix="exp-") == "exp-lr-1"
+
+
+def test_branch_ids_never_collide_on_near_miss_names():
+    rng = random.Random(0)
+    alphabet = string.ascii_letters + string.digits + "-_/. =:"
+    names = {"a/b", "a-b", "a b", "a.b", "a_b", "A/b", "a//b"}
+    names |= {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))) for _ in range(5000)}
+    names = {n for n in names if n.strip()}
+    ids = {branch_id(n) for n in names}
+    assert len(ids) == len(names)
+
+
+def test_a_name_that_looks_hashed_is_hashed_again_so_families_stay_disjoint():
+    hashed = branch_id("a/b")
+    assert hashed.startswith("a-b--")
+    assert branch_id(hashed) != hashed
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "a/b", "-x", "ü", "a.b"])
+def test_bad_branch_ids_name_the_rule(bad):
+    with pytest.raises(InvalidNameError, match="letters, digits"):
+        check_branch_id(bad)
+
+
+@pytest.mark.parametrize("bad", ["ab", "Faces", "fa_ces", "-faces", "x" * 64, "fa ces"])
+def test_bad_repo_ids_name_the_rule(bad):
+    with pytest.raises(InvalidNameError, match="lowercase"):
+        check_repo_id(bad)
+
+
+@pytest.mark.parametrize("bad", ["../etc/passwd", "a/../../b", "/abs", "a//b", "a\\b", "a/./b", "x\x00y", "..", ""])
+def test_object_paths_reject_traversal(bad):
+    with pytest.raises(InvalidNameError):
+        check_object_path(bad)
+
+
+def test_safe_local_path_stays_under_root():
+    assert str(safe_local_path("/cache", "datasets/faces/shard-0.parquet")) == "/cache/datasets/faces/shard-0.parquet"
+    with pytest.raises(InvalidNameError):
+        safe_local_path("/cache", "../../etc/passwd")
