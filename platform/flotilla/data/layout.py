@@ -1,0 +1,193 @@
+"""The dataset layout in the hub, chosen for zero-copy branching and streaming.
+
+::
+
+    datasets/<name>/manifest.json                 schema version, counts, splits, shards, provenance
+    datasets/<name>/images/shard-00000.parquet    sample_id, image (encoded bytes), format, sha256
+    datasets/<name>/labels.parquet                sample_id, split, age, gender, emotion (nullable)
+
+* Images are **immutable** and sharded (``SHARD_ROWS`` per file, a few MB), so
+  loading streams whole shards and caches them by checksum; a new commit that
+  only fixes labels leaves every shard's checksum — and every node's cache — valid.
+* Labels live in one small table keyed by ``sample_id``; a label fix rewrites
+  only that table (a tiny commit). A **missing label is null**, never 0: UTKFace
+  has no emotion, FER2013 has no age or gender.
+* The manifest pins shard checksums and sizes so readers verify what they read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+SHARD_ROWS = 2048
+SPLITS = ("train", "val", "test")
+EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+GENDERS = ("female", "male")
+AGE_RANGE = (0.0, 120.0)
+LABEL_COLUMNS = ("age", "gender", "emotion")
+
+IMAGE_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("image", pa.binary(), nullable=False),
+        pa.field("format", pa.string(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),
+    ]
+)
+LABEL_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("age", pa.float32()),
+        # int16, not int8: an out-of-range value (gender 300) must reach the gate to be reported
+        pa.field("gender", pa.int16()),
+        pa.field("emotion", pa.int16()),
+    ]
+)
+
+
+def dataset_prefix(name: str) -> str:
+    return f"datasets/{name}/"
+
+
+def shard_path(name: str, index: int) -> str:
+    return f"datasets/{name}/images/shard-{index:05d}.parquet"
+
+
+def labels_path(name: str) -> str:
+    return f"datasets/{name}/labels.parquet"
+
+
+def manifest_path(name: str) -> str:
+    return f"datasets/{name}/manifest.json"
+
+
+def split_for(sample_id: str, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> str:
+    """Deterministic split from the id's hash: stable across re-imports and label fixes."""
+    h = int.from_bytes(hashlib.blake2b(sample_id.encode(), digest_size=8).digest(), "big") / 2**64
+    return "train" if h < fractions[0] else "val" if h < fractions[0] + fractions[1] else "test"
+
+
+@dataclass
+class Sample:
+    """One image plus whatever labels its source has (None = unknown)."""
+
+    sample_id: str
+    image: bytes
+    format: str
+    age: float | None = None
+    gender: int | None = None
+    emotion: int | None = None
+    split: str | None = None
+    source: str = ""  # where it came from (file name, CSV row), for error reports
+
+
+@dataclass
+class ShardInfo:
+    path: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    name: str
+    counts: dict[str, int]
+    label_counts: dict[str, int]
+    shards: list[ShardInfo]
+    image: dict[str, Any]
+    provenance: dict[str, Any]
+    schema_version: int = SCHEMA_VERSION
+    labels: dict[str, Any] = field(
+        default_factory=lambda: {
+            "path": "labels.parquet",
+            "gender": list(GENDERS),
+            "emotion": list(EMOTIONS),
+            "age_range": list(AGE_RANGE),
+        }
+    )
+    created: float = field(default_factory=time.time)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Manifest:
+        d = json.loads(text)
+        d["shards"] = [ShardInfo(**s) for s in d["shards"]]
+        return cls(**d)
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    # no dictionary/compression on encoded images: they are already compressed, and raw pages decode fastest
+    pq.write_table(table, buf, compression="none", use_dictionary=["sample_id", "format"], row_group_size=512)
+    return buf.getvalue()
+
+
+def encode_shard(samples: list[Sample]) -> bytes:
+    table = pa.table(
+        {
+            "sample_id": [s.sample_id for s in samples],
+            "image": [s.image for s in samples],
+            "format": [s.format for s in samples],
+            "sha256": [hashlib.sha256(s.image).hexdigest() for s in samples],
+        },
+        schema=IMAGE_SCHEMA,
+    )
+    return _parquet_bytes(table)
+
+
+def labels_table(samples: Iterable[Sample]) -> pa.Table:
+    rows = list(samples)
+    wild = [s for s in rows for v in (s.gender, s.emotion) if v is not None and not -(2**15) <= v < 2**15]
+    if wild:
+        from flotilla.errors import DataValidationError
+
+        raise DataValidationError(
+            f"{len(wild)} sample(s) have a gender/emotion code that is not even a 16-bit integer, e.g. "
+            + ", ".join(f"{s.sample_id} ({s.source or 'unknown source'})" for s in wild[:5]),
+            hint="gender is 0 (female) or 1 (male); emotion is 0..6 in the order " + ", ".join(EMOTIONS),
+        )
+    return pa.table(
+        {
+            "sample_id": [s.sample_id for s in rows],
+            "split": [s.split or split_for(s.sample_id) for s in rows],
+            "age": [s.age for s in rows],
+            "gender": [s.gender for s in rows],
+            "emotion": [s.emotion for s in rows],
+        },
+        schema=LABEL_SCHEMA,
+    )
+
+
+def encode_labels(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table.cast(LABEL_SCHEMA), buf, compression="zstd")
+    return buf.getvalue()
+
+
+def decode_table(data: bytes) -> pa.Table:
+    return pq.read_table(pa.BufferReader(data))
+
+
+def chunked(samples: Iterable[Sample], size: int = SHARD_ROWS) -> Iterator[list[Sample]]:
+    batch: list[Sample] = []
+    for s in samples:
+        batch.append(s)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

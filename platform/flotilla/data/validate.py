@@ -1,0 +1,393 @@
+"""The validation gate every dataset passes before it reaches ``main``.
+
+``validate(labels, image_shards)`` streams the image shards once (one shard in
+memory at a time, each image decoded and dropped) and returns a
+:class:`ValidationReport`. Nothing raises on bad *data*: a wrong schema, a
+broken image or an odd label is an :class:`Issue` in the report, so one run
+lists every problem. ``report.raise_if_failed()`` turns error-severity issues
+into a :class:`~flotilla.errors.DataValidationError`.
+
+Checks (``Issue.check`` is ``<family>.<problem>``):
+
+* ``schema.*``: columns and types of both tables, empty/duplicate sample ids,
+  splits, image formats, images without a label row and label rows without an image;
+* ``labels.*``: age finite in ``AGE_RANGE``, gender in {0, 1}, emotion in 0..6,
+  no row with all labels null (a single null label is fine: it means "unknown");
+* ``images.*``: undecodable, truncated or CRC-broken bytes, ``sha256`` column not
+  matching the bytes, empty images, format column not matching the bytes; sizes
+  and modes that differ from the majority are warnings;
+* ``duplicates.*``: identical bytes with conflicting labels (error), with the same
+  labels or across splits (warnings);
+* ``missing.*``: null fraction of a label column above ``Thresholds.max_missing``;
+* ``representativeness.*``: age bands, genders, emotions and gender x age-band
+  cells below ``min_group_count`` or ``min_group_fraction`` of a uniform share,
+  for the labels the dataset has at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from PIL import Image, ImageFile
+
+from flotilla.data import layout
+from flotilla.data.report import CHECKS, SEVERITIES, Affected, Issue, Thresholds, ValidationReport
+
+__all__ = ["AGE_BANDS", "CHECKS", "FORMATS", "SEVERITIES", "Issue", "Thresholds", "ValidationReport", "validate"]
+
+FORMATS = ("png", "jpeg")
+AGE_BANDS = tuple(f"{10 * i}-{10 * i + 9}" for i in range(8)) + ("80+",)
+_PIL_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg"}
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+
+
+def _stringlike(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _compatible(have: pa.DataType, want: pa.DataType) -> bool:
+    if pa.types.is_string(want):
+        return _stringlike(have)
+    if pa.types.is_binary(want):
+        return pa.types.is_binary(have) or pa.types.is_large_binary(have) or pa.types.is_binary_view(have)
+    return have == want
+
+
+def _usable(col: pa.ChunkedArray, want: pa.DataType) -> pa.ChunkedArray | None:
+    """The column cast to a type the checks can read, or None when its values cannot be checked."""
+    t = col.type
+    if pa.types.is_integer(want) or pa.types.is_floating(want):
+        ok = pa.types.is_integer(t) or pa.types.is_floating(t)
+        return pc.cast(col, pa.float64()) if ok else None
+    if pa.types.is_binary(want):
+        return col if _compatible(t, want) else None
+    try:
+        return pc.cast(col, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def _png_problem(data: bytes) -> tuple[str, str] | None:
+    """Walk the PNG chunks: ('truncated' | 'decode', why) or None. Pillow skips IDAT CRCs and a missing end."""
+    view, pos, n = memoryview(data), 8, len(data)
+    while pos + 8 <= n:
+        length = int.from_bytes(view[pos:pos + 4], "big")
+        ctype = bytes(view[pos + 4:pos + 8])
+        end = pos + 12 + length
+        if end > n:
+            return "truncated", f"{ctype.decode('latin-1')!r} chunk runs past the end of the file"
+        if zlib.crc32(view[pos + 4:end - 4]) != int.from_bytes(view[end - 4:end], "big"):
+            return "decode", f"CRC mismatch in the {ctype.decode('latin-1')!r} chunk (corrupt bytes)"
+        if ctype == b"IEND":
+            return None
+        pos = end
+    return "truncated", "the file ends before the IEND chunk"
+
+
+def _fmt(v: float) -> str:
+    return str(v) if not np.isfinite(v) else str(int(v)) if v == int(v) else f"{v:g}"
+
+
+class _Gate:
+    def __init__(self, t: Thresholds) -> None:
+        self.t = t
+        self.ids: dict[str, Affected] = defaultdict(lambda: Affected(t.max_examples))
+        self.issues: list[Issue] = []
+        self.label_row: dict[str, int] = {}
+        self.values: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # col -> (v, null, valid)
+        self.splits: list[Any] = []
+        self.image_ids: set[str] = set()
+        self.first_of_hash: dict[bytes, str] = {}
+        self.dup_groups: dict[bytes, list[str]] = {}
+        self.shard_problems: dict[tuple[str, str], list[int]] = defaultdict(list)
+        self.sizes: dict[str, Affected] = defaultdict(lambda: Affected(t.max_examples))
+        self.modes: dict[str, Affected] = defaultdict(lambda: Affected(t.max_examples))
+        self.formats: Counter[str] = Counter()
+        self.n_images = self.n_bytes = self.shards = 0
+        self.skipped_shard = False
+        self.names: list[str] | None = None
+        self.n_labels = 0
+
+    def issue(self, check: str, severity: str, reason: str, count: int = 0) -> None:
+        self.issues.append(Issue(check, severity, reason, count))
+
+    # -- labels ------------------------------------------------------------
+    def labels(self, table: pa.Table) -> None:
+        n, names = table.num_rows, table.column_names
+        cols: dict[str, pa.ChunkedArray] = {}
+        for f in layout.LABEL_SCHEMA:
+            if f.name not in names:
+                self.issue("schema.missing_column", "error", f"labels table has no {f.name!r} column", n)
+                continue
+            col = table.column(names.index(f.name))
+            if not _compatible(col.type, f.type):
+                self.issue("schema.type", "error",
+                           f"labels column {f.name!r} is {col.type}, expected {f.type}"
+                           " (write labels with layout.labels_table / encode_labels)", n)
+            if (usable := _usable(col, f.type)) is not None:
+                cols[f.name] = usable
+        for c, k in sorted(Counter(names).items()):
+            if c not in layout.LABEL_SCHEMA.names:
+                self.issue("schema.unknown_column", "error", f"labels table has an unknown column {c!r}", n)
+            elif k > 1:
+                self.issue("schema.duplicate_column", "error", f"labels table has {k} columns named {c!r}", n)
+        sids = cols["sample_id"].to_pylist() if "sample_id" in cols else [None] * n
+        for i, sid in enumerate(sids if "sample_id" in cols else []):
+            if sid is None or not sid.strip():
+                self.ids["schema.empty_sample_id"].add(f"<labels row {i}>", f"sample_id={sid!r}")
+            elif sid in self.label_row:
+                self.ids["schema.duplicate_sample_id"].add(sid, "more than one label row")
+            else:
+                self.label_row[sid] = i
+        name = [s if s and s.strip() else f"<labels row {i}>" for i, s in enumerate(sids)]
+        if "split" in cols:
+            self.splits = cols["split"].to_pylist()
+            for i, s in enumerate(self.splits):
+                if s not in layout.SPLITS:
+                    self.ids["schema.split"].add(name[i], f"split={s!r}")
+        for col in layout.LABEL_COLUMNS:
+            if col not in cols:
+                continue
+            null = pc.is_null(cols[col]).to_numpy(zero_copy_only=False).astype(bool)
+            v = pc.fill_null(cols[col], 0.0).to_numpy(zero_copy_only=False).astype(np.float64)
+            if col == "age":
+                ok = np.isfinite(v) & (v >= layout.AGE_RANGE[0]) & (v <= layout.AGE_RANGE[1])
+            else:
+                top = len(layout.GENDERS if col == "gender" else layout.EMOTIONS) - 1
+                ok = (v == np.floor(v)) & (v >= 0) & (v <= top)
+            for i in np.flatnonzero(~null & ~ok):
+                self.ids[f"labels.{col}"].add(name[i], f"{col}={_fmt(v[i])}")
+            self.values[col] = (v, null, ~null & ok)
+        if self.values:
+            none = np.logical_and.reduce([nl for _, nl, _ in self.values.values()])
+            for i in np.flatnonzero(none):
+                self.ids["labels.no_labels"].add(name[i], "age, gender and emotion all null")
+        self.names, self.n_labels = (name if "sample_id" in cols else None), n
+
+    # -- images ------------------------------------------------------------
+    def shard(self, k: int, table: Any) -> None:
+        self.shards += 1
+        try:
+            if isinstance(table, (bytes, bytearray, memoryview)):
+                table = layout.decode_table(bytes(table))
+            if isinstance(table, pa.RecordBatch):
+                table = pa.Table.from_batches([table])
+        except Exception as e:  # noqa: BLE001 - an unreadable shard is a finding, not a crash
+            table = f"unreadable Parquet ({type(e).__name__}: {e})"
+        if not isinstance(table, pa.Table):
+            self.shard_problems[("schema.shard", str(table) if isinstance(table, str)
+                                 else f"not a pyarrow Table but {type(table).__name__}")].append(k)
+            self.skipped_shard = True
+            return
+        names, cols = table.column_names, {}
+        for f in layout.IMAGE_SCHEMA:
+            if f.name not in names:
+                self.shard_problems[("schema.missing_column", f"no {f.name!r} column")].append(k)
+                continue
+            col = table.column(names.index(f.name))
+            if not _compatible(col.type, f.type):
+                self.shard_problems[("schema.type", f"{f.name!r} is {col.type}, expected {f.type}")].append(k)
+            if (usable := _usable(col, f.type)) is not None:
+                cols[f.name] = usable.to_pylist()
+        for c in sorted(set(names) - set(layout.IMAGE_SCHEMA.names)):
+            self.shard_problems[("schema.unknown_column", f"unknown column {c!r}")].append(k)
+        if "sample_id" not in cols or "image" not in cols:
+            self.skipped_shard = True
+            return
+        fmts, shas = cols.get("format"), cols.get("sha256")
+        for i, sid in enumerate(cols["sample_id"]):
+            self.image(sid if sid and sid.strip() else f"<shard {k} row {i}>", cols["image"][i],
+                       fmts[i] if fmts else None, shas[i] if shas else None, fmts is not None, shas is not None)
+
+    def image(self, sid: str, data: bytes | None, fmt: str | None, sha: str | None,
+              has_fmt: bool, has_sha: bool) -> None:
+        ids, self.n_images = self.ids, self.n_images + 1
+        if sid.startswith("<shard "):
+            ids["schema.empty_sample_id"].add(sid, "image row with an empty sample_id")
+        elif sid in self.image_ids:
+            ids["schema.duplicate_sample_id"].add(sid, "more than one image row")
+        self.image_ids.add(sid)
+        want = fmt.lower() if isinstance(fmt, str) else None
+        if has_fmt and want not in FORMATS:
+            ids["schema.format"].add(sid, f"format={fmt!r}")
+        if not data:
+            ids["images.empty"].add(sid, "no image bytes")
+            return
+        self.n_bytes += len(data)
+        digest = hashlib.sha256(data)
+        if has_sha and (sha or "").lower() != (hexd := digest.hexdigest()):
+            ids["images.sha256"].add(sid, f"column {str(sha)[:12]}.. != bytes {hexd[:12]}..")
+        key = digest.digest()
+        if (first := self.first_of_hash.setdefault(key, sid)) != sid:
+            self.dup_groups.setdefault(key, [first]).append(sid)
+        problem = _png_problem(data) if data[:8] == _PNG_SIG else None
+        if problem is None:
+            try:
+                with Image.open(io.BytesIO(data)) as im:
+                    im.load()
+                    size, mode, got = im.size, im.mode, _PIL_FORMATS.get(im.format, str(im.format).lower())
+            except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad bytes
+                msg = f"{type(e).__name__}: {e}".replace(" <_io.BytesIO object", "")
+                problem = ("truncated" if "truncat" in msg or isinstance(e, EOFError) else "decode", msg)
+        if problem is not None:
+            ids[f"images.{problem[0]}"].add(sid, problem[1])
+            return
+        if 0 in size:
+            ids["images.empty"].add(sid, f"size {size[0]}x{size[1]}")
+            return
+        self.sizes[f"{size[0]}x{size[1]}"].add(sid, f"{size[0]}x{size[1]}")
+        self.modes[mode].add(sid, f"mode {mode}")
+        self.formats[got] += 1
+        if want in FORMATS and got != want:
+            ids["images.format_mismatch"].add(sid, f"format column says {want}, bytes are {got}")
+
+    # -- checks that need everything ----------------------------------------
+    def finish(self, name: str) -> ValidationReport:
+        t, ids = self.t, self.ids
+        if not self.n_labels or not self.n_images:
+            self.issue("schema.empty_dataset", "error", f"the dataset has {self.n_labels} label rows and"
+                       f" {self.n_images} images", 0)
+        for (check, why), shards in sorted(self.shard_problems.items()):
+            shown = ", ".join(map(str, shards[:10])) + (" ..." if len(shards) > 10 else "")
+            self.issue(check, "error", f"image shard(s) {shown}: {why}", len(shards))
+        if self.names is not None:
+            for sid in self.image_ids - self.label_row.keys():
+                if not sid.startswith("<"):
+                    ids["schema.image_without_label"].add(sid, "no label row")
+            if not self.skipped_shard:  # else ids of unreadable shards are unknown
+                for sid in self.label_row.keys() - self.image_ids:
+                    ids["schema.label_without_image"].add(sid, "no image")
+        groups = self.duplicates()
+        for check, b in sorted(ids.items()):
+            severity, reason = CHECKS[check]
+            n_groups = f" ({groups[check]} group(s) of identical images)" if check in groups else ""
+            self.issues.append(b.issue(check, severity, reason + n_groups))
+        for kind, buckets in (("size", self.sizes), ("mode", self.modes)):
+            if len(buckets) > 1:
+                major = max(buckets, key=lambda k, b=buckets: (b[k].count, k))
+                odd = Affected(t.max_examples)
+                for k in sorted(buckets.keys() - {major}):
+                    odd.merge(buckets[k])
+                self.issues.append(odd.issue(f"images.{kind}", "warning", f"image {kind} differs from the"
+                                             f" majority {major} ({buckets[major].count} images)"))
+        missing = self.missing()
+        group_counts, hist = self.representativeness()
+        splits = Counter("null" if s is None else str(s) for s in self.splits)
+        counts = {"samples": self.n_labels, "images": self.n_images, "shards": self.shards,
+                  "image_bytes": self.n_bytes, "splits": {s: splits.get(s, 0) for s in layout.SPLITS} | splits,
+                  "labels": {c: self.n_labels - m["null"] for c, m in missing.items()}}
+        stats = {"sizes": {k: b.count for k, b in self.sizes.items()},
+                 "modes": {k: b.count for k, b in self.modes.items()}, "formats": dict(self.formats)}
+        self.issues.sort(key=lambda i: (SEVERITIES.index(i.severity), i.check, i.reason))
+        return ValidationReport(self.issues, counts, group_counts, missing, stats, hist, t.to_dict(), name)
+
+    def duplicates(self) -> dict[str, int]:
+        """Groups of identical bytes: conflicting labels, same labels, across splits."""
+        n_groups: Counter[str] = Counter()
+        for group in self.dup_groups.values():
+            group = list(dict.fromkeys(group))  # one id twice = duplicate_sample_id, reported already
+            rows = {s: self.label_row[s] for s in group if s in self.label_row}
+            if len(group) < 2:
+                continue
+            conflict = any(len({_fmt(v[r]) for r in rows.values() if not null[r]}) > 1
+                           for v, null, _ in self.values.values())
+            splits = {self.splits[r] for r in rows.values()} if self.splits else set()
+            kinds = ["duplicates.conflicting_labels" if conflict else "duplicates.same_labels"]
+            kinds += ["duplicates.cross_split"] * (len(splits) > 1)
+            for s in group:
+                others = ", ".join(x for x in group[:6] if x != s) + (" ..." if len(group) > 6 else "")
+                r = rows.get(s)
+                labels = "no label row" if r is None else ", ".join(
+                    f"{c}={'null' if null[r] else _fmt(v[r])}" for c, (v, null, _) in self.values.items())
+                where = f"split={self.splits[r]}; " if r is not None and self.splits else ""
+                for kind in kinds:
+                    self.ids[kind].add(s, f"same bytes as {others}; {where}{labels}")
+            n_groups.update(kinds)
+        return n_groups
+
+    def missing(self) -> dict[str, dict[str, Any]]:
+        out, n = {}, self.n_labels
+        for col in layout.LABEL_COLUMNS:
+            null = self.values[col][1] if col in self.values else np.ones(n, bool)
+            k = int(null.sum())
+            frac = k / n if n else 0.0
+            out[col] = {"null": k, "fraction": round(frac, 6), "present": col in self.values and k < n}
+            limit = self.t.missing_limit(col, out[col]["present"])
+            if limit is not None and frac > limit:
+                b = Affected(self.t.max_examples)
+                for i in np.flatnonzero(null) if self.names else []:
+                    b.add(self.names[i], f"{col} is null")
+                b.count = k
+                self.issues.append(b.issue(f"missing.{col}", "error", f"{frac:.1%} of the {col} labels are"
+                                           f" null, above max_missing={limit:.1%}"))
+        return out
+
+    def representativeness(self) -> tuple[dict[str, dict[str, int]], dict[str, Any]]:
+        codes: dict[str, tuple[np.ndarray, tuple[str, ...]]] = {}
+        for col, keys in (("age", AGE_BANDS), ("gender", layout.GENDERS), ("emotion", layout.EMOTIONS)):
+            if col in self.values and self.values[col][2].any():
+                v, _, ok = self.values[col]
+                v = np.where(ok, v, -10.0)  # invalid values (NaN, inf) never reach the groups
+                c = np.minimum(v // 10, len(AGE_BANDS) - 1) if col == "age" else v
+                codes["age_band" if col == "age" else col] = (np.where(ok, c, -1).astype(np.int64), keys)
+        if "age_band" in codes and "gender" in codes:
+            (a, bands), (g, genders) = codes["age_band"], codes["gender"]
+            cell = np.where((a >= 0) & (g >= 0), g * len(bands) + a, -1)
+            codes["gender_x_age_band"] = (cell, tuple(f"{x}/{y}" for x in genders for y in bands))
+        t, out = self.t, {}
+        for gname, (code, keys) in codes.items():
+            counts = np.bincount(code[code >= 0], minlength=len(keys))
+            out[gname] = dict(zip(keys, map(int, counts)))
+            total, share = int(counts.sum()), counts.sum() / len(keys)
+            for k, key in enumerate(keys):
+                c, why = int(counts[k]), []
+                if c < t.min_group_count:
+                    why.append(f"below min_group_count={t.min_group_count}")
+                if c < t.min_group_fraction * share:
+                    why.append(f"below {t.min_group_fraction:.0%} of the uniform share {share:.1f}")
+                if why:
+                    b = Affected(t.max_examples)
+                    for i in np.flatnonzero(code == k):
+                        b.add(self.names[i] if self.names else f"<labels row {i}>", f"{gname}={key}")
+                    self.issues.append(b.issue(f"representativeness.{gname}", t.representativeness,
+                                               f"{gname} {key!r}: {c} of {total} samples, {'; '.join(why)}"))
+        hist = {}
+        if "age" in self.values and self.values["age"][2].any():
+            v, _, ok = self.values["age"]
+            counts, edges = np.histogram(v[ok], bins=np.arange(0, layout.AGE_RANGE[1] + 5, 5))
+            hist["age"] = {"edges": [int(e) for e in edges], "counts": [int(c) for c in counts]}
+        return out, hist
+
+
+def validate(labels: pa.Table, image_shards: Iterable[pa.Table | pa.RecordBatch | bytes] | pa.Table,
+             thresholds: Thresholds | None = None, *, name: str = "",
+             on_shard: Callable[[int, int], None] | None = None) -> ValidationReport:
+    """Run every check; ``image_shards`` is consumed once, one shard at a time.
+
+    Shards are ``pyarrow`` tables/batches with ``layout.IMAGE_SCHEMA`` columns (or
+    their Parquet bytes); ``on_shard(index, images_so_far)`` reports progress.
+    """
+    t = thresholds or Thresholds()
+    gate = _Gate(t)
+    gate.labels(labels)
+    if isinstance(image_shards, (pa.Table, pa.RecordBatch, bytes)):
+        image_shards = [image_shards]
+    strict, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+    try:
+        for k, shard in enumerate(image_shards):
+            gate.shard(k, shard)
+            if on_shard is not None:
+                on_shard(k, gate.n_images)
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = strict
+    return gate.finish(name)
