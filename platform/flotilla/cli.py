@@ -7,40 +7,22 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import functools
 import sys
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 
-from flotilla.errors import FlotillaError
+from flotilla.cli_common import friendly
+from flotilla.cli_data import app as data_app
 
 app = typer.Typer(help="Train model families on Ray from zero-copy branches of a lakeFS data hub.", no_args_is_help=True)
 hub_app = typer.Typer(help="The local lakeFS data hub flotilla runs itself.", no_args_is_help=True)
 app.add_typer(hub_app, name="hub")
+app.add_typer(data_app, name="data")
 
 console = Console()
 err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly(fn: F) -> F:
-    """Turn FlotillaError into a readable message and a non-zero exit."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except FlotillaError as exc:
-            err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
-            if exc.hint:
-                err.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _say(msg: str) -> None:

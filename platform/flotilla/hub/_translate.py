@@ -17,6 +17,7 @@ import urllib3.exceptions
 from flotilla.errors import (
     AuthError,
     ConflictError,
+    DataValidationError,
     HubError,
     HubUnavailableError,
     InvalidNameError,
@@ -77,6 +78,11 @@ def translate(
     except lex.BadRequestException as exc:
         raise InvalidNameError(f"cannot {action}: {_server_message(exc)}") from None
     except lex.LakeFSException as exc:
+        if getattr(exc, "status_code", None) == 412:  # a pre-* hook (e.g. flotilla's data gate) refused
+            raise DataValidationError(
+                f"cannot {action}: a lakeFS hook refused it: {_server_message(exc)}",
+                hint="run 'flotilla data validate --merge' on the source branch (or fix what the hook names)",
+            ) from None
         raise HubError(f"cannot {action}: {_server_message(exc)} (HTTP {getattr(exc, 'status_code', '?')})") from None
     except (urllib3.exceptions.HTTPError, ConnectionError, OSError) as exc:
         if isinstance(exc, (FileNotFoundError, PermissionError)):

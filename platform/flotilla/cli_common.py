@@ -1,0 +1,31 @@
+"""What every CLI module shares: turning FlotillaError into one clear message and exit 1."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from flotilla.errors import FlotillaError
+
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(fn: F) -> F:
+    """Print a FlotillaError's message and hint (no traceback) and exit 1; anything else is a bug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FlotillaError as exc:
+            err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+            if exc.hint:
+                err.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,142 @@
+"""``flotilla data generate | import | validate | show | list`` — thin over :mod:`flotilla.data.api`."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from flotilla.cli_common import friendly
+
+app = typer.Typer(help="Datasets in the hub: generate, import, validate, show.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+REPO = typer.Option("faces", "--repo", help="hub repository")
+REPORTS = typer.Option(Path("artifacts/reports"), "--report-dir", help="where the JSON report and PNG plot go")
+
+
+@contextmanager
+def _bar(what: str, total: int | None):
+    cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*cols, console=err, transient=False) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _summarise(result) -> None:
+    m = result.manifest
+    console.print(
+        f"[green]✓[/] dataset [bold]{result.dataset}[/]: {m.counts['samples']} samples "
+        f"(train {m.counts['train']}, val {m.counts['val']}, test {m.counts['test']}) in {len(m.shards)} shards"
+    )
+    console.print(f"[green]✓[/] validation passed; merged into main as {result.merge_commit[:12]}")
+    for kind, path in result.report_paths.items():
+        console.print(f"  report ({kind}): {path}")
+
+
+@app.command("generate")
+@friendly
+def generate(
+    n: int = typer.Option(20_000, "--n", help="number of images"),
+    name: str = typer.Option("synthetic", "--name", help="dataset name in the hub"),
+    seed: int = typer.Option(0, help="generator seed (same seed, same images)"),
+    size: int = typer.Option(64, help="image side in pixels"),
+    lighting: float = typer.Option(0.0, help="shift: lighting (-1..1)"),
+    age_mix: float = typer.Option(0.0, help="shift: blend ages towards older (0..1)"),
+    occlusion: float = typer.Option(0.0, help="shift: probability of an unseen occluder (0..1)"),
+    repo: str = REPO,
+    report_dir: Path = REPORTS,
+) -> None:
+    """Generate synthetic faces and ingest them (own branch → validation gate → merge into main)."""
+    from flotilla.data.api import generate as run
+    from flotilla.data.synthetic import FaceSpec, Shift
+    from flotilla.hub import Hub
+
+    spec = FaceSpec(size=size, shift=Shift(lighting=lighting, age_mix=age_mix, occlusion=occlusion))
+    with _bar(f"generating + uploading {name}", n) as advance:
+        result = run(Hub(), repo, name, n, seed=seed, spec=spec, report_dir=report_dir, on_progress=advance)
+    _summarise(result)
+
+
+@app.command("import")
+@friendly
+def import_(
+    path: Path = typer.Argument(..., help="folder (utkface, folder) or CSV file (fer2013)"),
+    fmt: str = typer.Option(..., "--format", help="utkface | fer2013 | folder"),
+    name: str = typer.Option(..., "--name", help="dataset name in the hub"),
+    labels: Path = typer.Option(None, "--labels", help="labels CSV (format 'folder')"),
+    repo: str = REPO,
+    report_dir: Path = REPORTS,
+) -> None:
+    """Import a dataset in a real-world format (own branch → validation gate → merge into main)."""
+    from flotilla.data.api import import_dataset
+    from flotilla.hub import Hub
+
+    with _bar(f"importing {name}", None) as advance:
+        result, problems = import_dataset(Hub(), repo, name, fmt, path, labels_csv=labels, report_dir=report_dir, on_progress=advance)
+    for p in problems[:20]:
+        err.print(f"[yellow]skipped[/] {p}")
+    if len(problems) > 20:
+        err.print(f"[yellow]... and {len(problems) - 20} more skipped entries[/]")
+    _summarise(result)
+
+
+@app.command("validate")
+@friendly
+def validate(
+    dataset: str = typer.Option(..., "--dataset", help="dataset name"),
+    ref: str = typer.Option("main", "--ref", help="branch, tag or commit to validate"),
+    merge: bool = typer.Option(False, "--merge", help="if it passes, record the report and merge REF into main"),
+    repo: str = REPO,
+    report_dir: Path = REPORTS,
+) -> None:
+    """Run the validation gate on a dataset at any ref (exit 1 if it fails)."""
+    from flotilla.data.ingest import save_report_files, validate_and_merge
+    from flotilla.hub import Hub
+
+    report, merged = validate_and_merge(Hub(), repo, ref, dataset, merge=merge)
+    report.render_table(console)
+    paths = save_report_files(report, report_dir, dataset)
+    console.print(f"report: {paths['json']}  plot: {paths['png']}")
+    if merged:
+        console.print(f"[green]✓[/] merged {ref} into main as {merged[:12]}")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command("show")
+@friendly
+def show(
+    dataset: str = typer.Option(None, "--dataset", help="dataset name (omit to list datasets)"),
+    ref: str = typer.Option("main", "--ref"),
+    repo: str = REPO,
+) -> None:
+    """Show a dataset's manifest, counts and provenance at a ref (or list the datasets)."""
+    from flotilla.data.store import list_datasets, read_manifest
+    from flotilla.hub import Hub
+
+    r = Hub().repo(repo)
+    commit = r.resolve(ref)
+    if not dataset:
+        for name in list_datasets(r, commit):
+            console.print(name)
+        return
+    m = read_manifest(r, commit, dataset)
+    t = Table(title=f"lakefs://{repo}/{ref} ({commit[:12]}) — {dataset}")
+    t.add_column("field")
+    t.add_column("value")
+    t.add_row("samples", str(m.counts["samples"]))
+    for split in ("train", "val", "test"):
+        t.add_row(f"  {split}", str(m.counts.get(split, 0)))
+    for col, k in m.label_counts.items():
+        t.add_row(f"labelled {col}", f"{k} ({k / max(1, m.counts['samples']):.0%})")
+    t.add_row("shards", f"{len(m.shards)} ({sum(s.bytes for s in m.shards) / 1e6:.1f} MB)")
+    t.add_row("image formats", ", ".join(f"{k}: {v}" for k, v in m.image.get("formats", {}).items()))
+    for k, v in m.provenance.items():
+        t.add_row(f"provenance.{k}", str(v)[:100])
+    console.print(t)

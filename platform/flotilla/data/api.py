@@ -1,0 +1,91 @@
+"""The data API the CLI and jobs call: generate, import, validate, show.
+
+Each function takes a :class:`~flotilla.hub.client.Hub` and plain arguments, so
+``flotilla data ...`` is a thin shell over it and notebooks call the same code.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from flotilla.data.layout import Sample
+from flotilla.hub.client import Hub
+
+Progress = Callable[[int], None]
+
+
+def synthetic_samples(n: int, seed: int = 0, spec: Any = None, *, batch_size: int = 1024) -> Iterator[Sample]:
+    """Synthetic faces as PNG-encoded samples; ids ``syn-<seed>-<index>`` are stable per (seed, index)."""
+    from PIL import Image
+
+    from flotilla.data.synthetic import FaceSpec, iter_batches
+
+    spec = spec or FaceSpec()
+    for batch in iter_batches(n, seed=seed, spec=spec, batch_size=batch_size):
+        for k in range(len(batch.index)):
+            buf = io.BytesIO()
+            Image.fromarray(batch.images[k]).save(buf, format="PNG", compress_level=1)
+            yield Sample(
+                sample_id=f"syn-{seed}-{int(batch.index[k]):07d}",
+                image=buf.getvalue(),
+                format="png",
+                age=float(batch.age[k]),
+                gender=int(batch.gender[k]),
+                emotion=int(batch.emotion[k]),
+                source=f"synthetic seed={seed} index={int(batch.index[k])}",
+            )
+
+
+def generate(
+    hub: Hub,
+    repo: str,
+    name: str,
+    n: int,
+    *,
+    seed: int = 0,
+    spec: Any = None,
+    into: str = "main",
+    report_dir: Path | None = None,
+    thresholds: Any = None,
+    on_progress: Progress | None = None,
+):
+    """Generate ``n`` synthetic faces and ingest them as dataset ``name`` (branch → gate → merge)."""
+    from flotilla.data.ingest import ingest
+    from flotilla.data.synthetic import FaceSpec
+
+    spec = spec or FaceSpec()
+    provenance = {"source": "synthetic", "generator": "flotilla.data.synthetic", "seed": seed, "n": n, "spec": asdict(spec)}
+    return ingest(
+        hub, repo, name, synthetic_samples(n, seed, spec), provenance=provenance, into=into,
+        report_dir=report_dir, thresholds=thresholds, on_progress=on_progress,
+    )
+
+
+def import_dataset(
+    hub: Hub,
+    repo: str,
+    name: str,
+    fmt: str,
+    path: Path,
+    *,
+    labels_csv: Path | None = None,
+    into: str = "main",
+    report_dir: Path | None = None,
+    thresholds: Any = None,
+    on_progress: Progress | None = None,
+):
+    """Import a UTKFace folder, a FER2013 CSV or a folder + labels CSV as dataset ``name``."""
+    from flotilla.data.importers import import_source
+    from flotilla.data.ingest import ingest
+
+    result = import_source(fmt, Path(path), labels_csv=Path(labels_csv) if labels_csv else None)
+    provenance = {"source": fmt, "path": str(path), **({"labels_csv": str(labels_csv)} if labels_csv else {})}
+    out = ingest(
+        hub, repo, name, result.samples, provenance=provenance, into=into,
+        report_dir=report_dir, thresholds=thresholds, on_progress=on_progress,
+    )
+    return out, result.problems

@@ -1,0 +1,237 @@
+"""Loading a dataset for training: pinned to a commit, read through the hub, cached per node.
+
+``resolve_data`` turns any ref into a :class:`DataRef` (repository, **commit id**,
+dataset) once; everything downstream reads that commit, so every worker of a
+run sees the same bytes even if ``main`` moves. :class:`HubDataset` is
+picklable (it carries the ref and the hub credentials, never a local path), reads
+shards through lakeFS's S3 gateway, so it works on any node of a cluster, and
+keeps them in the node's :class:`~flotilla.data.cache.BlobCache` keyed by the
+shard's SHA-256 from the manifest (verified on fetch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flotilla.data import layout
+from flotilla.data.cache import BlobCache
+from flotilla.data.layout import Manifest, ShardInfo
+from flotilla.errors import DataValidationError, HubError
+from flotilla.hub.credentials import HubCredentials
+from flotilla.settings import Settings
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """A dataset pinned to an immutable commit."""
+
+    repo: str
+    commit: str
+    dataset: str
+    ref: str = ""  # what the user asked for (branch/tag), for lineage only
+
+    def uri(self, path: str = "") -> str:
+        return f"lakefs://{self.repo}/{self.commit}/{path}"
+
+
+def resolve_data(hub: Any, repo: str, ref: str, dataset: str) -> DataRef:
+    """Resolve ``ref`` to a commit id once and check the dataset exists there."""
+    from flotilla.data.store import read_manifest
+
+    r = hub.repo(repo)
+    commit = r.resolve(ref)
+    read_manifest(r, commit, dataset)
+    return DataRef(repo, commit, dataset, ref)
+
+
+def default_cache_dir() -> Path:
+    return Settings.from_env().cache / "data"
+
+
+class HubDataset:
+    """One dataset at one commit; batches for one worker (rank) of a run."""
+
+    def __init__(
+        self,
+        ref: DataRef,
+        credentials: HubCredentials,
+        *,
+        cache_dir: str | Path | None = None,
+        cache_max_bytes: int | None = None,
+        image_size: int | None = None,
+    ) -> None:
+        self.ref = ref
+        self.credentials = credentials
+        self.cache_dir = str(cache_dir) if cache_dir else None
+        self.cache_max_bytes = cache_max_bytes
+        self.image_size = image_size
+
+    def __repr__(self) -> str:
+        return f"HubDataset({self.ref.uri(layout.dataset_prefix(self.ref.dataset))})"
+
+    # pickling: drop process-local handles (filesystem, cache, decoded tables)
+    def __getstate__(self) -> dict[str, Any]:
+        keep = ("ref", "credentials", "cache_dir", "cache_max_bytes", "image_size")
+        return {k: self.__dict__[k] for k in keep}
+
+    @cached_property
+    def _fs(self):
+        import pyarrow.fs as pafs
+
+        return pafs.S3FileSystem(**self.credentials.s3_options(), connect_timeout=5, request_timeout=60)
+
+    @cached_property
+    def cache(self) -> BlobCache:
+        root = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+        return BlobCache(root, self.cache_max_bytes) if self.cache_max_bytes else BlobCache(root)
+
+    def _read(self, path: str) -> bytes:
+        key = f"{self.ref.repo}/{self.ref.commit}/{path}"
+        try:
+            with self._fs.open_input_stream(key) as fh:
+                return fh.read()
+        except OSError as exc:
+            raise HubError(
+                f"cannot read {self.ref.uri(path)} through the hub's S3 gateway at {self.credentials.endpoint}: {exc}",
+                hint="check the hub is up ('flotilla hub status') and reachable from this node",
+            ) from None
+
+    def _read_cached(self, path: str, key: str) -> bytes:
+        return self.cache.get(key, lambda: self._read(path))
+
+    # ---- metadata -------------------------------------------------------------------
+    @cached_property
+    def manifest(self) -> Manifest:
+        path = layout.manifest_path(self.ref.dataset)
+        return Manifest.from_json(self._read_cached(path, _commit_key(self.ref, path)))
+
+    @cached_property
+    def labels(self) -> pa.Table:
+        path = layout.labels_path(self.ref.dataset)
+        return layout.decode_table(self._read_cached(path, _commit_key(self.ref, path)))
+
+    def read_shard(self, shard: ShardInfo) -> pa.Table:
+        def fetch() -> bytes:
+            data = self._read(shard.path)
+            if hashlib.sha256(data).hexdigest() != shard.sha256:
+                raise DataValidationError(
+                    f"{self.ref.uri(shard.path)} does not match the checksum in its manifest",
+                    hint="the object was altered after ingest; re-ingest the dataset",
+                )
+            return data
+
+        return layout.decode_table(self.cache.get(shard.sha256, fetch))
+
+    def split_size(self, split: str) -> int:
+        return int(pc.sum(pc.equal(self.labels.column("split"), split)).as_py() or 0)
+
+    def _split_rows(self, split: str) -> list[np.ndarray]:
+        """Per shard, the row numbers of ``split``'s samples (sample ids only are read, once)."""
+        cache = self.__dict__.setdefault("_split_rows_cache", {})
+        if split not in cache:
+            cache[split] = [self._rows_in_split(self.read_shard(s), split) for s in self.manifest.shards]
+        return cache[split]
+
+    def _rows_in_split(self, table: pa.Table, split: str) -> np.ndarray:
+        splits = self._splits
+        return np.array([j for j, sid in enumerate(table.column("sample_id").to_pylist()) if splits[self._label_index[sid]] == split], dtype=np.int64)
+
+    @cached_property
+    def _splits(self) -> list[str]:
+        return self.labels.column("split").to_pylist()
+
+    @cached_property
+    def _label_index(self) -> dict[str, int]:
+        return {sid: i for i, sid in enumerate(self.labels.column("sample_id").to_pylist())}
+
+    # ---- batches ----------------------------------------------------------------------
+    def iter_batches(
+        self,
+        split: str = "train",
+        batch_size: int = 256,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Yield batches for ``rank`` of ``world_size``: every rank gets the same number of samples
+        (so DDP never waits on a rank that ran out), shards in a seeded per-epoch order, rows shuffled
+        within each shard. Each batch: ``image`` uint8 [B,H,W,3]; ``age`` float32, ``gender`` and
+        ``emotion`` int64 (0 where unknown); ``mask_age``/``mask_gender``/``mask_emotion`` bool."""
+        if split not in layout.SPLITS:
+            raise ValueError(f"unknown split {split!r}; use one of {layout.SPLITS}")
+        rng = np.random.default_rng([seed, epoch])
+        shards = self.manifest.shards
+        order = rng.permutation(len(shards)) if shuffle else np.arange(len(shards))
+        buf: list[tuple[str, bytes]] = []
+        for i in order:
+            rows = self._split_rows(split)[i]
+            if shuffle:
+                rows = rng.permutation(rows)
+            mine = rows[rank::world_size][: len(rows) // world_size]  # floor per shard: equal on every rank
+            if not len(mine):
+                continue
+            table = self.read_shard(shards[i]).take(pa.array(mine))
+            for sid, img in zip(table.column("sample_id").to_pylist(), table.column("image").to_pylist()):
+                buf.append((sid, img))
+                if len(buf) == batch_size:
+                    yield self._collate(buf)
+                    buf = []
+        if buf and not drop_last:
+            yield self._collate(buf)
+
+    def _collate(self, items: list[tuple[str, bytes]]) -> dict[str, np.ndarray]:
+        idx = [self._label_index[sid] for sid, _ in items]
+        out: dict[str, np.ndarray] = {"image": np.stack([self._decode(b) for _, b in items])}
+        for col, dtype in (("age", np.float32), ("gender", np.int64), ("emotion", np.int64)):
+            values = self.labels.column(col).take(pa.array(idx)).to_pylist()
+            out["mask_" + col] = np.array([v is not None for v in values], dtype=bool)
+            out[col] = np.array([0 if v is None else v for v in values], dtype=dtype)
+        return out
+
+    def _decode(self, data: bytes) -> np.ndarray:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:
+            im = im.convert("RGB")
+            if self.image_size and im.size != (self.image_size, self.image_size):
+                im = im.resize((self.image_size, self.image_size), Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+
+    # ---- Ray Data -----------------------------------------------------------------------
+    def to_ray(self, split: str = "train"):
+        """A Ray Data dataset of this split: one read task per shard, on whatever node runs it."""
+        import ray
+
+        ds = self
+        n = len(self.manifest.shards)
+
+        def rows(item: dict[str, Any]) -> list[dict[str, Any]]:
+            table = ds.read_shard(ds.manifest.shards[item["shard"]])
+            table = table.take(pa.array(ds._rows_in_split(table, split)))
+            keep = list(zip(table.column("sample_id").to_pylist(), table.column("image").to_pylist()))
+            if not keep:
+                return []
+            batch = ds._collate(keep)
+            return [{k: v[i] for k, v in batch.items()} | {"sample_id": keep[i][0]} for i in range(len(keep))]
+
+        return ray.data.from_items([{"shard": i} for i in range(n)], override_num_blocks=max(1, n)).flat_map(rows)
+
+
+def _commit_key(ref: DataRef, path: str) -> str:
+    """Objects at a commit never change: (repo, commit, path) is a valid content key."""
+    return hashlib.sha256(f"{ref.repo}\0{ref.commit}\0{path}".encode()).hexdigest()
+

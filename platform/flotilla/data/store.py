@@ -1,0 +1,94 @@
+"""Writing a dataset into a hub branch and reading its metadata back at a commit.
+
+Writing streams: samples are grouped into shards of ``SHARD_ROWS`` and each
+shard is uploaded as soon as it is full, so memory stays bounded by one shard.
+Shards a previous version of the dataset had beyond the new count are deleted,
+so a branch never holds a stale mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from flotilla import __version__
+from flotilla.data import layout
+from flotilla.data.layout import Manifest, Sample, ShardInfo
+from flotilla.errors import NotFoundError
+from flotilla.hub.repo import Repo
+
+
+@dataclass
+class WriteResult:
+    manifest: Manifest
+    labels: pa.Table
+
+
+def write_dataset(
+    repo: Repo,
+    branch: str,
+    name: str,
+    samples: Iterable[Sample],
+    provenance: dict[str, Any],
+    *,
+    shard_rows: int = layout.SHARD_ROWS,
+    on_shard: Callable[[int], None] | None = None,
+) -> WriteResult:
+    """Upload shards, labels and manifest for ``name`` on ``branch`` (uncommitted)."""
+    label_rows: list[Sample] = []
+    shards: list[ShardInfo] = []
+    formats: dict[str, int] = {}
+    for index, chunk in enumerate(layout.chunked(samples, shard_rows)):
+        data = layout.encode_shard(chunk)
+        path = layout.shard_path(name, index)
+        repo.put(branch, path, data)
+        shards.append(ShardInfo(path=path, rows=len(chunk), bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
+        for s in chunk:
+            formats[s.format] = formats.get(s.format, 0) + 1
+            s.image = b""  # labels only from here on: keep memory bounded by one shard
+        label_rows.extend(chunk)
+        if on_shard:
+            on_shard(len(chunk))
+    stale = {o.path for o in repo.list(branch, f"{layout.dataset_prefix(name)}images/")} - {s.path for s in shards}
+    if stale:
+        repo.delete(branch, sorted(stale))
+    labels = layout.labels_table(label_rows)
+    repo.put(branch, layout.labels_path(name), layout.encode_labels(labels))
+    manifest = Manifest(
+        name=name,
+        counts=_counts(labels),
+        label_counts={c: labels.num_rows - labels.column(c).null_count for c in layout.LABEL_COLUMNS},
+        shards=shards,
+        image={"formats": formats},
+        provenance={**provenance, "flotilla_version": __version__},
+    )
+    repo.put(branch, layout.manifest_path(name), manifest.to_json())
+    return WriteResult(manifest, labels)
+
+
+def _counts(labels: pa.Table) -> dict[str, int]:
+    splits = labels.column("split").to_pylist()
+    return {"samples": labels.num_rows, **{s: splits.count(s) for s in layout.SPLITS}}
+
+
+def read_manifest(repo: Repo, ref: str, name: str) -> Manifest:
+    try:
+        return Manifest.from_json(repo.get(ref, layout.manifest_path(name)))
+    except NotFoundError:
+        present = sorted({o.path.split("/")[1] for o in repo.list(ref, "datasets/") if o.path.count("/") >= 2})
+        raise NotFoundError(
+            f"no dataset {name!r} at {ref!r} in repository {repo.name!r}",
+            hint=f"datasets there: {', '.join(present) or '(none)'}; create one with 'flotilla data generate' or 'flotilla data import'",
+        ) from None
+
+
+def read_labels(repo: Repo, ref: str, name: str) -> pa.Table:
+    return layout.decode_table(repo.get(ref, layout.labels_path(name)))
+
+
+def list_datasets(repo: Repo, ref: str) -> list[str]:
+    return sorted({o.path.split("/")[1] for o in repo.list(ref, "datasets/") if o.path.endswith("/manifest.json")})

@@ -1,0 +1,161 @@
+"""Datasets in the real hub: ingest → gate → merge, the pre-merge hook, commit-pinned cached loading."""
+
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from flotilla.data import layout
+from flotilla.data.api import generate, synthetic_samples
+from flotilla.data.gate import install_gate
+from flotilla.data.ingest import ingest, validate_and_merge, validation_path
+from flotilla.data.loader import HubDataset, resolve_data
+from flotilla.data.store import read_labels, read_manifest
+from flotilla.data.validate import Thresholds
+from flotilla.errors import DataValidationError
+
+SMALL = Thresholds(min_group_count=3)
+
+
+@pytest.fixture
+def faces(hub, repo, tmp_path):
+    """A validated synthetic dataset of 480 faces merged into the test repo's main."""
+    result = generate(hub, repo.name, "faces", 480, seed=1, thresholds=SMALL, report_dir=tmp_path / "reports")
+    return result
+
+
+def test_generate_lands_validated_on_main_with_provenance(faces, repo, tmp_path):
+    assert faces.passed and faces.merge_commit
+    assert faces.branch not in repo.branches()  # ingest branch cleaned up after the merge
+    m = read_manifest(repo, "main", "faces")
+    assert m.counts["samples"] == 480 and sum(m.counts[s] for s in layout.SPLITS) == 480
+    assert m.provenance["source"] == "synthetic" and m.provenance["seed"] == 1
+    assert m.label_counts == {"age": 480, "gender": 480, "emotion": 480}
+    report = json.loads(repo.get("main", validation_path("faces")))
+    assert report["passed"] and set(report["fingerprint"]) == {"labels.parquet", "manifest.json"}
+    meta = repo.commit_info(faces.commit).metadata
+    assert meta["flotilla.validation"] == "passed" and meta["provenance.source"] == "synthetic"
+    assert faces.report_paths["png"].stat().st_size > 1000  # label-distribution plot
+    assert json.loads(faces.report_paths["json"].read_text())["passed"] is True
+
+
+def _defective_samples():
+    samples = list(synthetic_samples(300, seed=2))
+    samples[0].image = b"\x89PNG\r\n\x1a\nthis is not a png"  # corrupt bytes
+    samples[1].age = 150.0  # out of range
+    samples[2] = layout.Sample(  # same image as sample 3, conflicting gender
+        "dup-conflict", samples[3].image, "png", samples[3].age, 1 - samples[3].gender, samples[3].emotion
+    )
+    for s in samples:  # 'disgust' almost gone: an under-represented group
+        if s.emotion == 1:
+            s.emotion = 0
+    samples[4].emotion = 1
+    return samples
+
+
+def test_every_injected_defect_is_caught_and_main_is_unchanged(hub, repo, tmp_path):
+    install_gate(repo, "main")
+    head = repo.resolve("main")
+    with pytest.raises(DataValidationError) as info:
+        ingest(hub, repo.name, "bad", _defective_samples(), provenance={"source": "test"}, thresholds=Thresholds(min_group_count=5), report_dir=tmp_path)
+    msg = str(info.value)
+    assert repo.resolve("main") == head  # main untouched
+    assert not repo.exists("main", layout.manifest_path("bad"))
+    report = json.loads((tmp_path / "bad-validation.json").read_text())
+    found = json.dumps(report)
+    for sid in ("syn-2-0000000", "syn-2-0000001", "dup-conflict"):
+        assert sid in found, sid
+    checks = {i["check"] for i in report["issues"] if i["severity"] == "error"}
+    assert len(checks) >= 4, checks  # image, range, duplicate, representativeness
+    assert "ingest-bad" in msg and "failed validation" in msg
+    kept = [b for b in repo.branches() if b.startswith("ingest-bad")]
+    assert kept, "the failed ingest branch is kept for fixing"
+
+
+def test_pre_merge_hook_refuses_labels_edited_after_validation(faces, hub, repo):
+    repo.create_branch("relabel", "main")
+    labels = read_labels(repo, "relabel", "faces")
+    ages = labels.column("age").to_numpy().copy()
+    ages[0] = 999.0  # an edit the gate never saw
+    edited = labels.set_column(labels.schema.get_field_index("age"), "age", pa.array(ages, pa.float32()))
+    repo.put("relabel", layout.labels_path("faces"), layout.encode_labels(edited))
+    repo.commit("relabel", "sneaky label edit")
+    head = repo.resolve("main")
+    with pytest.raises(DataValidationError) as info:
+        repo.merge("relabel", "main")
+    assert "changed after validation" in str(info.value)
+    assert repo.resolve("main") == head
+    with pytest.raises(DataValidationError):  # the gate itself catches the bad age
+        validate_and_merge(hub, repo.name, "relabel", "faces", thresholds=SMALL, merge=True)
+    ages[0] = 33.0  # a legitimate fix
+    fixed = labels.set_column(labels.schema.get_field_index("age"), "age", pa.array(ages, pa.float32()))
+    repo.put("relabel", layout.labels_path("faces"), layout.encode_labels(fixed))
+    repo.commit("relabel", "fix one age")
+    report, merged = validate_and_merge(hub, repo.name, "relabel", "faces", thresholds=SMALL, merge=True)
+    assert report.passed and repo.resolve("main") == merged
+
+
+def test_loader_is_pinned_balanced_across_ranks_and_cached(faces, hub, repo, tmp_path):
+    ref = resolve_data(hub, repo.name, "main", "faces")
+    ds = HubDataset(ref, hub.credentials, cache_dir=tmp_path / "cache")
+    n_train = ds.manifest.counts["train"]
+    seen = []
+    for b in ds.iter_batches("train", batch_size=64, seed=0):
+        assert b["image"].dtype == np.uint8 and b["image"].shape[1:] == (64, 64, 3)
+        assert b["mask_age"].all() and b["gender"].max() <= 1
+        seen += [int(x) for x in b["age"]]
+    assert len(seen) == n_train
+    ranks = [sum(len(b["age"]) for b in ds.iter_batches("train", 32, rank=r, world_size=2, epoch=1)) for r in range(2)]
+    assert ranks[0] == ranks[1] > 0.45 * n_train  # equal per rank, nothing much dropped
+    misses = ds.cache.stats.misses
+    list(ds.iter_batches("val", 64, epoch=2))
+    assert ds.cache.stats.misses == misses and ds.cache.stats.hits > 0  # later epochs never re-read
+    # main moves on: the pinned ref still reads the old commit
+    repo.put("main", "unrelated.txt", "x")
+    repo.commit("main", "unrelated")
+    assert HubDataset(ref, hub.credentials, cache_dir=tmp_path / "c2").manifest.counts["samples"] == 480
+
+
+def test_label_fix_commit_reuses_cached_image_shards(faces, hub, repo, tmp_path):
+    cache = tmp_path / "cache"
+    first = HubDataset(resolve_data(hub, repo.name, "main", "faces"), hub.credentials, cache_dir=cache)
+    list(first.iter_batches("train", 128))
+    labels = read_labels(repo, "main", "faces")
+    repo.create_branch("fix", "main")
+    genders = labels.column("gender").to_numpy().copy()
+    genders[:5] = 1 - genders[:5]
+    fixed = labels.set_column(labels.schema.get_field_index("gender"), "gender", pa.array(genders, pa.int16()))
+    repo.put("fix", layout.labels_path("faces"), layout.encode_labels(fixed))
+    repo.commit("fix", "fix 5 gender labels")
+    validate_and_merge(hub, repo.name, "fix", "faces", thresholds=SMALL, merge=True)
+    second = HubDataset(resolve_data(hub, repo.name, "main", "faces"), hub.credentials, cache_dir=cache)
+    assert second.ref.commit != first.ref.commit
+    list(second.iter_batches("train", 128))
+    shard_bytes = sum(s.bytes for s in second.manifest.shards)
+    assert second.cache.stats.bytes_fetched < shard_bytes / 10  # only labels/manifest re-read, no image shard
+
+
+def test_importers_land_partial_labels_as_nulls(hub, repo, tmp_path):
+    from PIL import Image
+
+    rows = ["emotion,pixels,Usage"]
+    rng = np.random.default_rng(0)
+    for i in range(140):
+        rows.append(f"{i % 7}," + " ".join(map(str, rng.integers(0, 256, 48 * 48))) + f",{'Training' if i % 5 else 'PublicTest'}")
+    csv = tmp_path / "fer.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    from flotilla.data.api import import_dataset
+
+    result, problems = import_dataset(hub, repo.name, "fer", "fer2013", csv, thresholds=SMALL)
+    assert not problems and result.passed
+    m = read_manifest(repo, "main", "fer")
+    assert m.label_counts == {"age": 0, "gender": 0, "emotion": 140}
+    ds = HubDataset(resolve_data(hub, repo.name, "main", "fer"), hub.credentials, cache_dir=tmp_path / "c", image_size=64)
+    b = next(ds.iter_batches("train", 16))
+    assert not b["mask_age"].any() and not b["mask_gender"].any() and b["mask_emotion"].all()
+    assert b["image"].shape == (16, 64, 64, 3)
+    raw = layout.decode_table(repo.get("main", m.shards[0].path)).column("image")[0].as_py()
+    with Image.open(io.BytesIO(raw)) as im:  # stored as 48x48 greyscale PNG, as imported
+        assert (im.mode, im.size) == ("L", (48, 48))
