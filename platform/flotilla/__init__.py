@@ -19,6 +19,8 @@ _EXPORTS = {
     "LocalHub": "flotilla.hub.server",
     "Settings": "flotilla.settings",
     "branch_id": "flotilla.names",
+    "train": "flotilla.train.run",
+    "FamilySpec": "flotilla.specs",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__", "errors"]

@@ -99,6 +99,57 @@ def hub_logs(
                 pass
 
 
+def parse_sets(sets: list[str] | None) -> dict:
+    """``--set optim.lr=0.01 --set epochs=3`` → nested overrides (values parsed as YAML scalars)."""
+    import yaml
+
+    from flotilla.errors import SpecError
+
+    out: dict = {}
+    for item in sets or []:
+        if "=" not in item:
+            raise SpecError(f"--set {item!r} is not KEY=VALUE", hint="e.g. --set optim.lr=0.01")
+        key, value = item.split("=", 1)
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+@app.command("train")
+@friendly
+def train_cmd(
+    spec: str = typer.Argument(..., help="family spec YAML, e.g. jobs/face_family.yaml"),
+    sets: list[str] = typer.Option(None, "--set", help="override a spec field: --set epochs=3 --set optim.lr=0.01"),
+    address: str = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)"),
+    check: bool = typer.Option(False, "--check", help="validate the spec and exit"),
+) -> None:
+    """Train a model family (DDP or DeepSpeed) on a pinned hub commit; each model on its own branch."""
+    from rich.table import Table
+
+    from flotilla.specs import load_family_spec
+
+    family = load_family_spec(spec, parse_sets(sets))
+    if check:
+        console.print(f"[green]✓[/] {spec} is valid: {len(family.tasks)} task(s), strategy {family.strategy}, backend {family.backend}")
+        return
+    from flotilla.train.run import train
+
+    result = train(family, address=address)
+    table = Table(title=f"run {result.run_id} — data lakefs://{result.data.repo}/{result.data.commit[:12]} ({result.wall_s:.0f}s)")
+    for col in ("model", "metric", "value", "branch"):
+        table.add_column(col)
+    for m in result.models:
+        for k, v in sorted(m.metrics.items()):
+            if not k.endswith("/n"):
+                table.add_row(m.name, k, f"{v:.4f}", m.branch)
+    console.print(table)
+    for m in result.models:
+        console.print(f"model {m.name}: {m.model_uri}" + (f" (promoted: {m.merge_commit[:12]})" if m.merge_commit else ""))
+
+
 @app.command("demo")
 @friendly
 def demo(repo: str = typer.Option("faces", help="repository to use")) -> None:

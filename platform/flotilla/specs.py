@@ -1,0 +1,184 @@
+"""Typed specs and YAML loading that reports every problem at once.
+
+YAML is a thin layer over these pydantic models: unknown keys are errors (with
+a "did you mean"), every invalid field is listed in one :class:`SpecError`, and
+``yaml.safe_load`` is the only loader. Library code receives these objects,
+never raw dicts.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from flotilla.errors import SpecError
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Spec):
+    """Which data: a dataset in a hub repository at a ref (resolved to a commit id once)."""
+
+    repo: str = "faces"
+    ref: str = "main"
+    dataset: str = "synthetic"
+    image_size: int = Field(64, ge=16, le=512)
+
+
+class ModelSpec(_Spec):
+    backbone: Literal["small_cnn", "resnet"] = "small_cnn"
+    width: int = Field(32, ge=4, le=512)
+    head_hidden: int = Field(0, ge=0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class OptimSpec(_Spec):
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(3e-3, gt=0, le=10)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["constant", "cosine", "onecycle"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+
+
+class DeepSpeedSpec(_Spec):
+    """ZeRO config for the ``deepspeed`` backend; dtype ``auto`` = bf16 on GPUs that have it, else fp32."""
+
+    stage: Literal[0, 1, 2, 3] = 2
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    offload_optimizer: bool = False
+
+
+class ScalingSpec(_Spec):
+    workers: int = Field(2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)  # fractional GPUs allowed (e.g. 0.5)
+
+    @model_validator(mode="after")
+    def _gpu_consistency(self) -> ScalingSpec:
+        if self.gpus_per_worker and not self.use_gpu:
+            raise ValueError("gpus_per_worker > 0 needs use_gpu: true")
+        return self
+
+
+class TransferSpec(_Spec):
+    """Initialise from a model in the hub: ``lakefs://repo/ref/path/to/model.pt`` or a run id."""
+
+    source: str
+    load_heads: bool = False
+    freeze_backbone_epochs: int = Field(0, ge=0)
+
+
+class TrackingSpec(_Spec):
+    wandb: bool = True
+    project: str = "flotilla"
+
+
+class FailureSpec(_Spec):
+    max_failures: int = Field(2, ge=0)
+
+
+class FamilySpec(_Spec):
+    """A family of models trained on one data commit (see ``jobs/face_family.yaml``)."""
+
+    name: str
+    tasks: list[str | dict[str, Any]] = Field(default_factory=lambda: ["age", "gender", "emotion"], min_length=1)
+    strategy: Literal["shared", "separate"] = "shared"
+    weighting: Literal["fixed", "uncertainty"] = "fixed"
+    backend: Literal["ddp", "deepspeed"] = "ddp"
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    optim: OptimSpec = OptimSpec()
+    deepspeed: DeepSpeedSpec = DeepSpeedSpec()
+    scaling: ScalingSpec = ScalingSpec()
+    transfer: TransferSpec | None = None
+    tracking: TrackingSpec = TrackingSpec()
+    failure: FailureSpec = FailureSpec()
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(128, ge=1)
+    seed: int = 0
+    merge_into: str | None = None  # e.g. "main": promote the run's branch when it finishes
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_resolve(cls, tasks: list[Any]) -> list[Any]:
+        from flotilla.models.tasks import resolve_tasks
+
+        resolve_tasks(tasks)  # raises SpecError listing every task problem
+        return tasks
+
+    @model_validator(mode="after")
+    def _freeze_needs_ddp(self) -> FamilySpec:
+        if self.transfer and self.transfer.freeze_backbone_epochs and self.backend == "deepspeed":
+            raise ValueError("transfer.freeze_backbone_epochs is supported with backend: ddp only")
+        return self
+
+    def task_specs(self):
+        from flotilla.models.tasks import resolve_tasks
+
+        return resolve_tasks(self.tasks)
+
+
+def _did_you_mean(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
+    """Suggest the closest valid key for a misspelled one, walking nested specs."""
+    fields = model.model_fields
+    for part in loc[:-1]:
+        f = fields.get(str(part))
+        ann = getattr(f, "annotation", None) if f else None
+        sub = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if sub is None:
+            return ""
+        fields = sub.model_fields
+    close = difflib.get_close_matches(str(loc[-1]), list(fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def parse_spec(model: type[_Spec], data: Any, source: str = "spec") -> Any:
+    """Validate ``data`` against ``model``; raise one SpecError listing every problem."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source} must be a mapping of keys to values, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            if e["type"] == "extra_forbidden":
+                problems.append(f"{where}: unknown key{_did_you_mean(e['loc'], model)}")
+            else:
+                problems.append(f"{where}: {e['msg']}")
+        raise SpecError(f"{source} is invalid ({len(problems)} problem(s)):", problems) from None
+    except SpecError as exc:
+        raise SpecError(f"{source} is invalid:", exc.problems or [exc.message]) from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"spec file {p} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{p} is not valid YAML: {exc}") from None
+    return data
+
+
+def load_family_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> FamilySpec:
+    data = load_yaml(path)
+    if overrides:
+        data = deep_merge(data or {}, overrides)
+    return parse_spec(FamilySpec, data, source=str(path))
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

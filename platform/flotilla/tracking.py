@@ -1,0 +1,54 @@
+"""Experiment tracking with W&B, on rank 0 only.
+
+Offline unless ``WANDB_API_KEY`` is set (offline runs land in ``$WANDB_DIR`` and
+can be synced later with ``wandb sync``). The run config carries the data commit
+and branch so a W&B run always points back to the exact data; it is built from
+the validated spec, which never holds credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class Tracker:
+    def __init__(self, run: Any) -> None:
+        self.run = run
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        self.run.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
+
+    def finish(self) -> None:
+        self.run.finish()
+
+
+def start_tracking(spec: Any, config: dict[str, Any]) -> Tracker | None:
+    try:
+        import wandb
+    except ImportError:  # pragma: no cover - wandb is a dependency
+        return None
+    mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    try:
+        run = wandb.init(
+            project=spec.tracking.project,
+            name=config["model_name"] and f"{config['run_id']}/{config['model_name']}",
+            group=config["run_id"],
+            mode=mode,
+            dir=os.environ.get("WANDB_DIR") or None,
+            config={
+                "spec": spec.model_dump(mode="json"),
+                "tasks": [t["name"] for t in config["tasks"]],
+                "data": config["data_ref"],
+                "branch": config["branch"],
+                "run_id": config["run_id"],
+            },
+            reinit="finish_previous",
+        )
+    except Exception as exc:  # tracking must never take training down
+        log.warning("W&B tracking disabled: %s", type(exc).__name__)
+        return None
+    return Tracker(run)

@@ -1,0 +1,1 @@
+"""Training model families with Ray Train (DDP or DeepSpeed); see :func:`flotilla.train.run.train`."""

@@ -1,0 +1,121 @@
+"""Models in the hub: where a run's model lives, reading it back, and its model card.
+
+Layout on a run's branch (and on main once promoted)::
+
+    runs/<run_id>/<model>/checkpoint_*/        Ray Train checkpoints (written through the S3 gateway)
+    models/<run_id>/<model>/model.pt           the chosen weights: {"config", "state"}
+    models/<run_id>/<model>/card.json          the model card (lineage, metrics, resolved config)
+    models/<run_id>/<model>/metrics.json       per-epoch history
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from flotilla.errors import NotFoundError, SpecError
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    repo: str
+    commit: str
+    path: str  # .../model.pt
+
+    @property
+    def uri(self) -> str:
+        return f"lakefs://{self.repo}/{self.commit}/{self.path}"
+
+
+def model_dir(run_id: str, model: str) -> str:
+    return f"models/{run_id}/{model}/"
+
+
+def parse_lakefs_uri(uri: str) -> tuple[str, str, str]:
+    if not uri.startswith("lakefs://"):
+        raise SpecError(f"not a lakeFS URI: {uri!r}", hint="use lakefs://<repo>/<ref>/<path/to/model.pt> or a run id")
+    parts = uri[len("lakefs://"):].split("/", 2)
+    if len(parts) < 3 or not all(parts):
+        raise SpecError(f"lakeFS URI {uri!r} needs a repository, a ref and a path")
+    return parts[0], parts[1], parts[2]
+
+
+def resolve_model(hub: Any, source: str, default_repo: str) -> ModelLocation:
+    """A transfer source (lakeFS URI or run id) → an immutable location (commit id)."""
+    if source.startswith("lakefs://"):
+        repo, ref, path = parse_lakefs_uri(source)
+        if path.endswith("/"):
+            path += "model.pt"
+        r = hub.repo(repo)
+        commit = r.resolve(ref)
+        r.stat(commit, path)
+        return ModelLocation(repo, commit, path)
+    r = hub.repo(default_repo)
+    from flotilla.names import branch_id
+
+    for ref in ("main", branch_id(source, prefix="exp-")):
+        try:
+            commit = r.resolve(ref)
+        except NotFoundError:
+            continue
+        found = sorted(o.path for o in r.list(commit, f"models/{source}/") if o.path.endswith("/model.pt"))
+        if found:
+            return ModelLocation(default_repo, commit, found[0])
+    raise NotFoundError(
+        f"no model of run {source!r} in repository {default_repo!r} (looked on main and its run branch)",
+        hint="pass a lakeFS URI like lakefs://faces/main/models/<run>/family/model.pt",
+    )
+
+
+def read_model_bytes(repo: str, commit: str, path: str, credentials: Any) -> bytes:
+    """Read through the S3 gateway, so it works on any node of a cluster."""
+    import pyarrow.fs as pafs
+
+    fs = pafs.S3FileSystem(**credentials.s3_options())
+    with fs.open_input_stream(f"{repo}/{commit}/{path}") as fh:
+        return fh.read()
+
+
+def code_version() -> dict[str, Any]:
+    """Git sha and dirty flag of the flotilla checkout running this (or 'unknown' outside git)."""
+    from flotilla import __version__
+
+    root = Path(__file__).resolve().parents[3]
+    info: dict[str, Any] = {"flotilla_version": __version__, "git_sha": "unknown", "dirty": None}
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if sha.returncode == 0:
+            info["git_sha"] = sha.stdout.strip()
+            st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10)
+            info["dirty"] = bool(st.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def model_card(
+    *, run_id: str, model: str, tasks: list[dict[str, Any]], metrics: dict[str, float], history: list[dict[str, Any]],
+    data_ref: Any, branch: str, spec: Any, parent: ModelLocation | None, code: dict[str, Any], best_epoch: int,
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "model": model,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "tasks": tasks,
+        "metrics": metrics,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "data": asdict(data_ref),
+        "branch": branch,
+        "code": code,
+        "config": spec.model_dump(mode="json"),
+        "parent": None if parent is None else {**asdict(parent), "uri": parent.uri},
+    }
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=float)

@@ -1,0 +1,236 @@
+"""The per-worker training loop Ray Train runs (DDP or DeepSpeed, CPU or GPU).
+
+Everything a worker needs arrives in ``config``: the validated spec as a dict,
+the resolved tasks, the pinned :class:`DataRef`, and an object-store reference to
+the hub credentials (so the secret never sits in a config Ray may display).
+Data is read through the hub on whichever node the worker runs; checkpoints go
+to Ray's storage, which flotilla points at the run's own hub branch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CKPT_MODEL = "model.pt"
+CKPT_STATE = "train_state.pt"
+CKPT_META = "meta.json"
+
+
+def _unwrap(model: torch.nn.Module) -> Any:
+    return getattr(model, "module", model)
+
+
+def _lr_lambda(spec: Any, steps_per_epoch: int):
+    total = max(1, spec.epochs * steps_per_epoch)
+    warm = int(spec.optim.warmup_epochs * steps_per_epoch)
+
+    def f(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if spec.optim.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        if spec.optim.schedule == "onecycle":
+            return max(0.02, 1.0 - progress) if progress > 0.3 else 0.3 + progress * (0.7 / 0.3)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def _optimizer(spec: Any, model: Any) -> torch.optim.Optimizer:
+    groups = model.param_groups(lr=spec.optim.lr, weight_decay=spec.optim.weight_decay)
+    if spec.optim.name == "sgd":
+        return torch.optim.SGD(groups, lr=spec.optim.lr, momentum=spec.optim.momentum)
+    return torch.optim.AdamW(groups, lr=spec.optim.lr)
+
+
+def deepspeed_config(spec: Any, use_gpu: bool) -> dict[str, Any]:
+    ds = spec.deepspeed
+    dtype = ds.dtype
+    if dtype == "auto":
+        dtype = "bf16" if use_gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    cfg: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": spec.batch_size,
+        "gradient_accumulation_steps": 1,
+        "zero_optimization": {"stage": ds.stage},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if ds.offload_optimizer and ds.stage >= 2:
+        cfg["zero_optimization"]["offload_optimizer"] = {"device": "cpu"}
+    if dtype == "bf16":
+        cfg["bf16"] = {"enabled": True}
+    elif dtype == "fp16":
+        cfg["fp16"] = {"enabled": True}
+    return cfg
+
+
+def _load_parent(config: dict[str, Any], model: Any, creds: Any) -> None:
+    parent = config.get("parent")
+    if not parent:
+        return
+    from flotilla.train.artifacts import read_model_bytes
+
+    blob = read_model_bytes(parent["repo"], parent["commit"], parent["path"], creds)
+    state = torch.load(_as_file(blob), map_location="cpu", weights_only=True)
+    model.load_backbone(state["state"], strict=True)
+    if config["spec"]["transfer"].get("load_heads"):
+        model.load_heads(state["state"])
+
+
+def _as_file(blob: bytes):
+    import io
+
+    return io.BytesIO(blob)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    from flotilla.data.loader import DataRef, HubDataset
+    from flotilla.models.family import MultiTaskModel, compute_losses
+    from flotilla.models.tasks import resolve_tasks
+    from flotilla.specs import FamilySpec
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    spec = FamilySpec.model_validate(config["spec"])
+    tasks = resolve_tasks(config["tasks"])
+    torch.manual_seed(spec.seed)
+    np.random.seed(spec.seed)
+    torch.set_num_threads(max(1, int(round(spec.scaling.cpus_per_worker))))
+    creds = ray.get(config["credentials"])
+    data = HubDataset(DataRef(**config["data_ref"]), creds, image_size=spec.data.image_size)
+
+    model = MultiTaskModel(
+        tasks, spec.model.backbone, width=spec.model.width, head_hidden=spec.model.head_hidden,
+        dropout=spec.model.dropout, weighting=spec.weighting,
+    )
+    _load_parent(config, model, creds)
+    start_epoch, history = 0, []
+    resumed_from = None
+    ckpt = ray.train.get_checkpoint()
+    train_state = None
+    if ckpt:
+        with ckpt.as_directory() as d:
+            saved = torch.load(Path(d) / CKPT_MODEL, map_location="cpu", weights_only=True)
+            model.load_state_dict(saved["state"])
+            meta = json.loads((Path(d) / CKPT_META).read_text())
+            start_epoch, history = meta["epoch"] + 1, meta["history"]
+            resumed_from = meta["epoch"]
+            if (Path(d) / CKPT_STATE).exists():
+                train_state = torch.load(Path(d) / CKPT_STATE, map_location="cpu", weights_only=True)
+
+    optimizer = _optimizer(spec, model)
+    per_rank = sum(len(r) // world for r in data._split_rows("train"))
+    steps_per_epoch = max(1, math.ceil(per_rank / spec.batch_size))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(spec, steps_per_epoch))
+    if train_state is not None:
+        optimizer.load_state_dict(train_state["optimizer"])
+        scheduler.load_state_dict(train_state["scheduler"])
+    if spec.backend == "deepspeed":
+        import deepspeed
+
+        # DeepSpeed broadcasts parameters as raw bytes, which needs contiguous (not channels_last) storage
+        model = model.to(memory_format=torch.contiguous_format)
+        engine, optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=deepspeed_config(spec, spec.scaling.use_gpu)
+        )
+        net, device = engine, engine.device
+    else:
+        net = ray.train.torch.prepare_model(model)
+        device = ray.train.torch.get_device()
+        engine = None
+    core = _unwrap(net)
+
+    tracker = None
+    if rank == 0 and spec.tracking.wandb:
+        from flotilla.tracking import start_tracking
+
+        tracker = start_tracking(spec, config)
+
+    freeze_epochs = spec.transfer.freeze_backbone_epochs if spec.transfer else 0
+    chaos = config.get("chaos") or {}
+    for epoch in range(start_epoch, spec.epochs):
+        if chaos and ckpt is None and rank == chaos.get("kill_rank", 1) and epoch == chaos.get("after_epoch", 0) + 1:
+            # test hook: this worker dies mid-run, some seconds after the last checkpoint was registered by
+            # the controller; Ray Train must restart the group from that checkpoint
+            time.sleep(chaos.get("delay_s", 5.0))
+            os._exit(17)
+        frozen = epoch < freeze_epochs
+        net.train()
+        if frozen:  # BN statistics of a frozen backbone stay as the parent left them
+            core.backbone.eval()
+        t0, n_seen, sums = time.perf_counter(), 0, {}
+        for batch in data.iter_batches("train", spec.batch_size, seed=spec.seed, epoch=epoch, rank=rank, world_size=world):
+            out = net(torch.as_tensor(batch["image"], device=device))
+            loss, per_task = compute_losses(out, batch, tasks, core.loss_weighting)
+            if engine is not None:
+                engine.backward(loss)
+                engine.step()
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if frozen:  # DDP-safe freeze: gradients still flow through DDP, but the backbone never moves
+                    for p in core.backbone.parameters():
+                        p.grad = None
+                optimizer.step()
+            scheduler.step()
+            n = len(batch["image"])
+            n_seen += n
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
+            for k, v in per_task.items():
+                sums[k] = sums.get(k, 0.0) + v * n
+        train_time = time.perf_counter() - t0
+        metrics = {"epoch": epoch, "train/samples_per_s": n_seen * world / max(train_time, 1e-9)}
+        metrics.update({f"train/{k}" if k == "loss" else f"train/{k}_loss": v / max(1, n_seen) for k, v in sums.items()})
+        metrics.update(_evaluate(net, data, tasks, spec.batch_size, rank, world, device))
+        metrics["resumed_from_epoch"] = -1 if resumed_from is None else resumed_from
+        history.append(metrics)
+        if tracker is not None:
+            tracker.log(metrics, step=epoch)
+        _report(metrics, history, epoch, core, optimizer if engine is None else None, scheduler, rank, ray.train)
+    if tracker is not None:
+        tracker.finish()
+
+
+def _evaluate(net, data, tasks, batch_size, rank, world, device) -> dict[str, float]:
+    import torch.distributed as dist
+
+    from flotilla.models.metrics import MetricAccumulator
+
+    acc = MetricAccumulator(tasks)
+    net.eval()
+    with torch.no_grad():
+        for batch in data.iter_batches("val", batch_size, shuffle=False, rank=rank, world_size=world):
+            acc.update(net(torch.as_tensor(batch["image"], device=device)), batch)
+    states = [acc.state()]
+    if world > 1 and dist.is_initialized():
+        states = [None] * world
+        dist.all_gather_object(states, acc.state())
+    merged = MetricAccumulator.from_states(tasks, states).compute()
+    return {f"val/{k}": float(v) for k, v in merged.items()}
+
+
+def _report(metrics, history, epoch, core, optimizer, scheduler, rank, train) -> None:
+    if rank != 0:
+        train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        torch.save({"config": core.config(), "state": core.state_dict()}, Path(d) / CKPT_MODEL)
+        if optimizer is not None:
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, Path(d) / CKPT_STATE)
+        (Path(d) / CKPT_META).write_text(json.dumps({"epoch": epoch, "history": history}, default=float))
+        train.report(metrics, checkpoint=train.Checkpoint.from_directory(d))

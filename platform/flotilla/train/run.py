@@ -1,0 +1,204 @@
+"""``flotilla.train(spec)``: a family of models, each run on its own hub branch.
+
+The data ref is resolved once to a commit id; each model (one for ``shared``,
+one per task for ``separate`` — the several-teams case) gets a branch created
+from that commit. Ray Train writes checkpoints straight onto the branch through
+lakeFS's S3 gateway (so every node of a cluster reaches them), a controller
+callback commits each checkpoint (and each failure/restart) so the branch
+history tells the run's story, and at the end the best checkpoint becomes
+``models/<run>/<model>/model.pt`` with its model card and metrics, committed
+together; optionally merged into ``merge_into``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flotilla.data.loader import DataRef, resolve_data
+from flotilla.errors import FlotillaError
+from flotilla.hub.client import Hub
+from flotilla.names import branch_id
+from flotilla.specs import FamilySpec, load_family_spec
+from flotilla.train import artifacts
+from flotilla.train.callbacks import HubCommitCallback
+
+
+@dataclass
+class ModelResult:
+    name: str
+    tasks: list[str]
+    branch: str
+    commit: str
+    model_uri: str
+    metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    wall_s: float
+    merge_commit: str | None = None
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    data: DataRef
+    models: list[ModelResult] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def metric(self, key: str) -> float:
+        """A validation metric like ``"age/mae"`` from whichever model trained that task."""
+        for m in self.models:
+            if key in m.metrics:
+                return m.metrics[key]
+        raise KeyError(key)
+
+
+def hub_filesystem(credentials: Any):
+    """pyarrow S3 filesystem over lakeFS's gateway; bucket = repository, key = ``<ref>/<path>``."""
+    import pyarrow.fs as pafs
+
+    # lakeFS has no object for a branch's "directory" itself: never try to create one
+    return pafs.S3FileSystem(**credentials.s3_options(), check_directory_existence_before_creation=True)
+
+
+def ensure_ray(address: str | None = None) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address)
+        else:
+            # the dashboard also runs the state API that Train/Tune's placement-group cleanup relies on
+            ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+
+
+def train(
+    spec: FamilySpec | str | Path,
+    *,
+    hub: Hub | None = None,
+    address: str | None = None,
+    run_id: str | None = None,
+    chaos: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``spec``'s family; return where each model, its card and its metrics live."""
+    import ray
+
+    if not isinstance(spec, FamilySpec):
+        spec = load_family_spec(spec)
+    hub = hub or Hub()
+    started = time.monotonic()
+    data_ref = resolve_data(hub, spec.data.repo, spec.data.ref, spec.data.dataset)
+    run_id = run_id or branch_id(f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    parent = artifacts.resolve_model(hub, spec.transfer.source, spec.data.repo) if spec.transfer else None
+    ensure_ray(address)
+    creds_ref = ray.put(hub.credentials)
+    tasks = [t.to_dict() for t in spec.task_specs()]
+    groups = [("family", tasks)] if spec.strategy == "shared" else [(t["name"], [t]) for t in tasks]
+    result = TrainResult(run_id, data_ref)
+
+    def one(name: str, group: list[dict[str, Any]]) -> ModelResult:
+        return _train_one(hub, spec, data_ref, run_id, name, group, parent, creds_ref, chaos)
+
+    with ThreadPoolExecutor(max_workers=len(groups)) as pool:  # separate models train concurrently
+        result.models = list(pool.map(lambda g: one(*g), groups))
+    result.wall_s = time.monotonic() - started
+    return result
+
+
+def _train_one(hub, spec, data_ref, run_id, name, tasks, parent, creds_ref, chaos) -> ModelResult:
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from flotilla.train.loop import train_loop_per_worker
+
+    repo = hub.repo(data_ref.repo)
+    branch = branch_id(run_id if name == "family" else f"{run_id}-{name}", prefix="exp-")
+    repo.create_branch(branch, data_ref.commit)
+    config = {
+        "spec": spec.model_dump(mode="json"),
+        "tasks": tasks,
+        "data_ref": data_ref.__dict__,
+        "credentials": creds_ref,
+        "run_id": run_id,
+        "model_name": name,
+        "branch": branch,
+        "parent": None if parent is None else parent.__dict__,
+        "chaos": chaos,
+    }
+    resources = {"CPU": spec.scaling.cpus_per_worker}
+    if spec.scaling.use_gpu:
+        resources["GPU"] = spec.scaling.gpus_per_worker or 1
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=spec.scaling.workers, use_gpu=spec.scaling.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=name,
+            storage_path=f"{data_ref.repo}/{branch}/runs/{run_id}",
+            storage_filesystem=hub_filesystem(hub.credentials),
+            failure_config=FailureConfig(max_failures=spec.failure.max_failures),
+            callbacks=[HubCommitCallback(hub.credentials, data_ref.repo, branch, name)],
+        ),
+    )
+    t0 = time.monotonic()
+    try:
+        fit = trainer.fit()
+    except Exception as exc:
+        raise FlotillaError(
+            f"training {name!r} of run {run_id!r} failed: {type(exc).__name__}: {str(exc)[:2000]}",
+            hint=f"the checkpoints so far are on branch {branch!r}; see the worker logs above",
+        ) from None
+    wall = time.monotonic() - t0
+    return _publish(hub, spec, data_ref, run_id, name, tasks, branch, fit, parent, wall)
+
+
+def _publish(hub, spec, data_ref, run_id, name, tasks, branch, fit, parent, wall) -> ModelResult:
+    """Best checkpoint → models/<run>/<model>/, with card and history, in one commit; merge if asked."""
+    import json
+
+    from flotilla.models.tasks import resolve_tasks
+    from flotilla.train.loop import CKPT_META, CKPT_MODEL
+
+    repo = hub.repo(data_ref.repo)
+    primary = resolve_tasks(tasks)[0]
+    key, mode = f"val/{primary.primary_key}", primary.mode
+    best = fit.get_best_checkpoint(metric=key, mode=mode) if fit.best_checkpoints else fit.checkpoint
+    with best.as_directory() as d:
+        weights = (Path(d) / CKPT_MODEL).read_bytes()
+        meta = json.loads((Path(d) / CKPT_META).read_text())
+    history = json.loads(artifacts.dumps(_final_history(fit, meta)))
+    best_metrics = {k[4:]: v for k, v in history[meta["epoch"]].items() if k.startswith("val/")} if len(history) > meta["epoch"] else {}
+    card = artifacts.model_card(
+        run_id=run_id, model=name, tasks=tasks, metrics=best_metrics, history=history, data_ref=data_ref,
+        branch=branch, spec=spec, parent=parent, code=artifacts.code_version(), best_epoch=meta["epoch"],
+    )
+    base = artifacts.model_dir(run_id, name)
+    repo.put(branch, base + "model.pt", weights)
+    repo.put(branch, base + "card.json", artifacts.dumps(card))
+    repo.put(branch, base + "metrics.json", artifacts.dumps(history))
+    meta_commit = {
+        "flotilla.kind": "model",
+        "flotilla.run_id": run_id,
+        "flotilla.model": name,
+        "flotilla.data_commit": data_ref.commit,
+        "flotilla.git_sha": card["code"]["git_sha"],
+        **({"flotilla.parent": parent.uri} if parent else {}),
+        **{f"metric.{k}": v for k, v in best_metrics.items() if not k.endswith("/n")},
+    }
+    commit = repo.commit(branch, f"Model {name} of run {run_id} (best epoch {meta['epoch']})", meta_commit)
+    model = ModelResult(name, [t["name"] for t in tasks], branch, commit.id, f"lakefs://{data_ref.repo}/{commit.id}/{base}model.pt", best_metrics, history, wall)
+    if spec.merge_into:
+        model.merge_commit = repo.merge(branch, spec.merge_into, f"Promote model {name} of run {run_id}", meta_commit)
+    return model
+
+
+def _final_history(fit, meta) -> list[dict[str, Any]]:
+    history = meta["history"]
+    df = getattr(fit, "metrics_dataframe", None)
+    if df is not None and len(df) > len(history):  # epochs after the best checkpoint
+        history = [{k: v for k, v in row.items() if not str(k).startswith("_")} for row in df.to_dict("records")]
+    return history

@@ -1,0 +1,132 @@
+"""Ray Train on a real local Ray, reading a real lakeFS: lineage, DeepSpeed vs DDP, fault tolerance, transfer."""
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+
+from flotilla.data.api import generate
+from flotilla.data.validate import Thresholds
+from flotilla.settings import Settings
+from flotilla.specs import FamilySpec, parse_spec
+from flotilla.train.artifacts import parse_lakefs_uri
+from flotilla.train.run import train
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    tmp = tempfile.mkdtemp(prefix="fl-ray-", dir="/tmp")
+    old = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "TORCH_EXTENSIONS_DIR", "RAY_TRAIN_ENABLE_PRINT_PATCH")}
+    os.environ["RAY_TMPDIR"] = tmp
+    # DeepSpeed compiles its CPU comm op once (~25 s); keep it in flotilla's cache across runs
+    os.environ["TORCH_EXTENSIONS_DIR"] = str(Settings.from_env().cache / "torch_extensions")
+    os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
+    ray.init(address="local", num_cpus=4, include_dashboard=False, _temp_dir=f"{tmp}/ray")
+    yield
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def data_repo(hub):
+    name = "train-tests"
+    hub.ensure_repo(name)
+    generate(hub, name, "faces", 900, seed=5, thresholds=Thresholds(min_group_count=3))
+    yield hub.repo(name)
+    hub.delete_repo(name)
+
+
+def tiny(name: str, **over) -> FamilySpec:
+    base = {
+        "name": name,
+        "data": {"repo": "train-tests", "dataset": "faces"},
+        "model": {"width": 8},
+        "epochs": 2,
+        "batch_size": 64,
+        "scaling": {"workers": 2, "cpus_per_worker": 1},
+        "optim": {"lr": 0.003},
+    }
+    for k, v in over.items():
+        base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return parse_spec(FamilySpec, base)
+
+
+@pytest.fixture(scope="module")
+def family(hub, data_repo, local_ray):
+    return train(tiny("fam"), hub=hub)
+
+
+def test_shared_family_run_lives_on_its_branch_with_lineage(family, data_repo, hub):
+    (model,) = family.models
+    assert model.name == "family" and model.tasks == ["age", "gender", "emotion"]
+    card = json.loads(data_repo.get(model.commit, f"models/{family.run_id}/family/card.json"))
+    assert card["data"]["commit"] == data_repo.resolve("main") == family.data.commit
+    assert card["code"]["git_sha"] and card["config"]["name"] == "fam" and card["parent"] is None
+    assert set(card["metrics"]) >= {"age/mae", "gender/accuracy", "gender/auc", "emotion/accuracy", "emotion/macro_f1"}
+    history = json.loads(data_repo.get(model.commit, f"models/{family.run_id}/family/metrics.json"))
+    assert len(history) == 2 and history[1]["train/loss"] < history[0]["train/loss"]
+    messages = [c.message for c in data_repo.log(model.branch, 6)]
+    assert messages[0].startswith("Model family") and "family: checkpoint epoch 1" in messages and "family: checkpoint epoch 0" in messages
+    repo_name, commit, path = parse_lakefs_uri(model.model_uri)
+    state = torch.load(__import__("io").BytesIO(data_repo.get(commit, path)), weights_only=True)
+    assert set(state) == {"config", "state"} and "heads.emotion.weight" in "".join(state["state"])
+    # W&B ran offline on rank 0 with the data commit in its config, and no credential anywhere
+    runs = list(Path(os.environ["WANDB_DIR"]).glob("wandb/offline-run-*/run-*.wandb"))
+    assert runs, "no offline W&B run"
+    blobs = b"".join(p.read_bytes() for p in runs)
+    assert family.data.commit.encode() in blobs
+    assert hub.credentials.secret_access_key.encode() not in blobs
+
+
+def test_deepspeed_zero2_matches_ddp_on_a_tiny_fixed_seed_run(hub, data_repo, local_ray):
+    ddp = train(tiny("cmp-ddp", epochs=1, tracking={"wandb": False}), hub=hub)
+    ds = train(tiny("cmp-ds", epochs=1, backend="deepspeed", deepspeed={"stage": 2, "dtype": "fp32"}, tracking={"wandb": False}), hub=hub)
+    a, b = ddp.models[0].history[0]["train/loss"], ds.models[0].history[0]["train/loss"]
+    assert abs(a - b) / a < 0.02, (a, b)
+    assert abs(ddp.metric("age/mae") - ds.metric("age/mae")) < 0.5
+
+
+def test_killed_worker_resumes_from_its_checkpoint(hub, data_repo, local_ray):
+    result = train(tiny("chaos", epochs=3, tracking={"wandb": False}), hub=hub, chaos={"kill_rank": 1, "after_epoch": 0})
+    (model,) = result.models
+    assert [h["epoch"] for h in model.history] == [0, 1, 2]
+    assert model.history[-1]["resumed_from_epoch"] == 0
+    log = [c.message for c in data_repo.log(model.branch, 10)]
+    failure = next(i for i, m in enumerate(log) if "worker failure" in m)
+    assert log.index("family: checkpoint epoch 0") > failure > log.index("family: checkpoint epoch 1")
+
+
+def test_transfer_learning_loads_the_parent_and_records_it(family, hub, data_repo, local_ray):
+    parent = family.models[0].model_uri
+    child = train(
+        tiny("child", epochs=1, tasks=["age"], transfer={"source": parent, "freeze_backbone_epochs": 1}, tracking={"wandb": False}),
+        hub=hub,
+    )
+    (model,) = child.models
+    card = json.loads(data_repo.get(model.commit, f"models/{child.run_id}/family/card.json"))
+    assert card["parent"]["uri"] == parent
+    load = lambda uri: torch.load(__import__("io").BytesIO(data_repo.get(*parse_lakefs_uri(uri)[1:])), weights_only=True)["state"]
+    p, c = load(parent), load(model.model_uri)
+    backbone = [k for k in p if k.startswith("backbone.") and "num_batches" not in k]
+    assert backbone and all(torch.equal(p[k], c[k]) for k in backbone)  # frozen: identical to the parent
+    assert not torch.equal(p["heads.age.weight"], c["heads.age.weight"])  # the head trained
+
+
+def test_separate_strategy_trains_one_model_per_task_on_its_own_branch(hub, data_repo, local_ray):
+    result = train(tiny("sep", epochs=1, strategy="separate", scaling={"workers": 1}, tracking={"wandb": False}), hub=hub)
+    assert sorted(m.name for m in result.models) == ["age", "emotion", "gender"]
+    assert len({m.branch for m in result.models}) == 3
+    assert all(m.tasks == [m.name] for m in result.models)
+    assert {"age/mae", "gender/auc", "emotion/macro_f1"} <= {k for m in result.models for k in m.metrics}
