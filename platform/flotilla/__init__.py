@@ -21,6 +21,8 @@ _EXPORTS = {
     "branch_id": "flotilla.names",
     "train": "flotilla.train.run",
     "FamilySpec": "flotilla.specs",
+    "sweep": "flotilla.tune.sweep",
+    "SweepSpec": "flotilla.tune.spec",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__", "errors"]

@@ -15,11 +15,16 @@ from rich.console import Console
 
 from flotilla.cli_common import friendly
 from flotilla.cli_data import app as data_app
+from flotilla.cli_jobs import cluster_app, jobs_app
+from flotilla.cli_sweep import sweep_command
 
 app = typer.Typer(help="Train model families on Ray from zero-copy branches of a lakeFS data hub.", no_args_is_help=True)
 hub_app = typer.Typer(help="The local lakeFS data hub flotilla runs itself.", no_args_is_help=True)
 app.add_typer(hub_app, name="hub")
 app.add_typer(data_app, name="data")
+app.add_typer(cluster_app, name="cluster")
+app.add_typer(jobs_app, name="jobs")
+app.command("sweep")(sweep_command)
 
 console = Console()
 err = Console(stderr=True)

@@ -109,15 +109,18 @@ def train(
     return result
 
 
-def _train_one(hub, spec, data_ref, run_id, name, tasks, parent, creds_ref, chaos) -> ModelResult:
+def _train_one(
+    hub, spec, data_ref, run_id, name, tasks, parent, creds_ref, chaos, *, branch: str | None = None, callbacks: tuple = ()
+) -> ModelResult:
+    """Fit one model on its branch (created from the data commit unless it exists, e.g. a resumed trial)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from flotilla.train.loop import train_loop_per_worker
 
     repo = hub.repo(data_ref.repo)
-    branch = branch_id(run_id if name == "family" else f"{run_id}-{name}", prefix="exp-")
-    repo.create_branch(branch, data_ref.commit)
+    branch = branch or branch_id(run_id if name == "family" else f"{run_id}-{name}", prefix="exp-")
+    repo.create_branch(branch, data_ref.commit, exist_ok=True)
     config = {
         "spec": spec.model_dump(mode="json"),
         "tasks": tasks,
@@ -141,7 +144,7 @@ def _train_one(hub, spec, data_ref, run_id, name, tasks, parent, creds_ref, chao
             storage_path=f"{data_ref.repo}/{branch}/runs/{run_id}",
             storage_filesystem=hub_filesystem(hub.credentials),
             failure_config=FailureConfig(max_failures=spec.failure.max_failures),
-            callbacks=[HubCommitCallback(hub.credentials, data_ref.repo, branch, name)],
+            callbacks=[HubCommitCallback(hub.credentials, data_ref.repo, branch, name), *callbacks],
         ),
     )
     t0 = time.monotonic()

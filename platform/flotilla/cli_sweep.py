@@ -1,0 +1,95 @@
+"""``flotilla sweep SPEC | resume ID | show ID | list | dashboard ID`` — thin over :mod:`flotilla.tune.sweep`."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from flotilla.cli_common import friendly
+
+console = Console()
+
+
+def _show(result) -> None:
+    from flotilla.tune.report import trials_table
+
+    console.print(trials_table(result))
+    if result.winner:
+        w = result.winner
+        console.print(f"[green]✓[/] winner {w.trial_id}: {result.objective} = {w.metrics.get(result.objective, float('nan')):.4f}  params {w.params}")
+        if result.promotion_commit:
+            console.print(f"[green]✓[/] promoted into main as {result.promotion_commit[:12]} (branch {w.branch})")
+    for name, path in result.plots.items():
+        console.print(f"  plot ({name}): {path}")
+    console.print(f"  Optuna study: optuna-dashboard sqlite:///{result.directory}/optuna.db --host 127.0.0.1")
+
+
+ACTIONS = ("resume", "show", "list", "dashboard")
+
+
+def sweep_command(
+    target: str = typer.Argument(..., help="a sweep spec YAML (run it), or one of: resume ID | show ID | list | dashboard ID"),
+    sweep_id: str = typer.Argument(None, help="sweep id (for resume/show/dashboard)"),
+    address: str = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)"),
+    port: int = typer.Option(8080, "--port", help="optuna-dashboard port on 127.0.0.1"),
+) -> None:
+    """Run a sweep (`flotilla sweep tuning/face_family.yaml`) or manage one (`flotilla sweep resume ID`)."""
+    if target in ACTIONS:
+        if target != "list" and not sweep_id:
+            raise typer.BadParameter(f"'flotilla sweep {target}' needs a sweep id (see 'flotilla sweep list')")
+        {"resume": lambda: resume(sweep_id, address), "show": lambda: show(sweep_id), "list": list_,
+         "dashboard": lambda: dashboard(sweep_id, port)}[target]()
+        return
+    _run(target, address)
+
+
+@friendly
+def _run(spec: str, address: str | None) -> None:
+    from flotilla.tune.sweep import sweep
+
+    result = sweep(spec, address=address)
+    _show(result)
+
+
+@friendly
+def resume(sweep_id: str, address: str | None = None) -> None:
+    """Finish an interrupted sweep without re-running finished trials."""
+    from flotilla.tune.sweep import resume as run
+
+    _show(run(sweep_id, address=address))
+
+
+@friendly
+def show(sweep_id: str) -> None:
+    """Show a finished sweep's trials, winner and plots."""
+    from flotilla.tune.sweep import load_result
+
+    _show(load_result(sweep_id))
+
+
+@friendly
+def list_() -> None:
+    """List sweeps in FLOTILLA_HOME."""
+    from flotilla.tune.sweep import list_sweeps
+
+    for s in list_sweeps():
+        console.print(s)
+
+
+@friendly
+def dashboard(sweep_id: str, port: int = 8080) -> None:
+    """Open the sweep's Optuna study in optuna-dashboard (bound to 127.0.0.1)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from flotilla.errors import ConfigError
+    from flotilla.tune.sweep import sweeps_dir
+
+    db = sweeps_dir() / sweep_id / "optuna.db"
+    if not db.exists():
+        raise ConfigError(f"sweep {sweep_id!r} has no Optuna study at {db}", hint="list sweeps with 'flotilla sweep list'")
+    exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).parent / "optuna-dashboard")
+    console.print(f"optuna-dashboard on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    subprocess.run([exe, f"sqlite:///{db}", "--host", "127.0.0.1", "--port", str(port)])

@@ -1,0 +1,94 @@
+"""Sweep-owned branches: record that each trial's branch lives while it runs, delete losers at once.
+
+A Tune callback on the sweep driver. On a trial's first result it checks the
+trial's branch exists (the trial created it from the pinned commit) and notes
+it; when Tune ends a trial early (ASHA) or it fails, its branch is deleted right
+away unless retention keeps everything, so a long sweep never piles up dead
+branches. Events go to ``lifecycle.jsonl`` so a resumed sweep and its report
+see the whole story. Credentials are never pickled with Tune's state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+log = logging.getLogger(__name__)
+
+
+class TrialBranchCallback(Callback):
+    def __init__(self, credentials: Any, repo: str, keep: str, max_epochs: int, journal: str) -> None:
+        self.credentials = credentials
+        self.repo_name = repo
+        self.keep = keep
+        self.max_epochs = max_epochs
+        self.journal = journal
+        self._seen: set[str] = set()
+        self._repo = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("credentials", "_repo")} | {"credentials": None, "_repo": None}
+
+    def attach(self, credentials: Any) -> None:
+        self.credentials = credentials
+        self._repo = None
+
+    @property
+    def repo(self):
+        if self._repo is None:
+            from flotilla.hub.client import Hub
+            from flotilla.settings import Settings
+
+            self._repo = Hub(credentials=self.credentials, settings=Settings.from_env()).repo(self.repo_name)
+        return self._repo
+
+    def _event(self, **kw: Any) -> None:
+        with open(self.journal, "a") as fh:
+            fh.write(json.dumps({**kw, "t": time.time()}) + "\n")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        branch = result.get("branch")
+        if branch and trial.trial_id not in self._seen:
+            self._seen.add(trial.trial_id)
+            self._event(trial_id=trial.trial_id, branch=branch, event="running", seen_live=self.repo.branch_exists(branch))
+
+    def _end(self, trial: Any, status: str) -> None:
+        branch = (trial.last_result or {}).get("branch")
+        epochs = int((trial.last_result or {}).get("training_iteration", 0))
+        if status == "complete" and epochs < self.max_epochs:
+            status = "stopped"
+        self._event(trial_id=trial.trial_id, branch=branch, event=status, epochs=epochs)
+        if branch and status in ("stopped", "errored") and self.keep != "all":
+            try:
+                self.repo.delete_branch(branch, missing_ok=True)
+                self._event(trial_id=trial.trial_id, branch=branch, event="branch_deleted")
+            except Exception as exc:  # cleanup is retried at the end of the sweep
+                log.warning("could not delete %s: %s", branch, exc)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, "complete")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, "errored")
+
+
+def read_lifecycle(path: Path) -> dict[str, dict[str, Any]]:
+    """Per trial: its branch, whether it was seen live, and how it ended."""
+    out: dict[str, dict[str, Any]] = {}
+    if not Path(path).exists():
+        return out
+    for line in Path(path).read_text().splitlines():
+        e = json.loads(line)
+        rec = out.setdefault(e["trial_id"], {"seen_live": False})
+        if e.get("branch"):
+            rec["branch"] = e["branch"]
+        if e["event"] == "running":
+            rec["seen_live"] = rec["seen_live"] or e["seen_live"]
+        else:
+            rec.setdefault("events", []).append(e["event"])
+    return out

@@ -1,0 +1,83 @@
+"""Sweep results people would rather see than read: a rich table and PNG plots.
+
+Plots: Optuna's optimisation history, parallel coordinates and parameter
+importances (from the study in ``optuna.db``), and a per-task trade-off scatter
+(age MAE against gender accuracy, coloured by emotion accuracy) over trials.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def trials_table(result: Any):
+    from rich.table import Table
+
+    t = Table(title=f"sweep {result.sweep_id} — objective {result.objective} ({result.mode})")
+    params = sorted({k for tr in result.trials for k in tr.params})
+    for col in ("trial", "status", "epochs", *params, result.objective, "branch"):
+        t.add_column(col)
+    key = (lambda tr: tr.metrics.get(result.objective, float("inf"))) if result.mode == "min" else (lambda tr: -tr.metrics.get(result.objective, float("-inf")))
+    for tr in sorted(result.trials, key=key):
+        star = " ★" if result.winner and tr.trial_id == result.winner.trial_id else ""
+        row = [tr.trial_id + star, tr.status, str(tr.epochs)]
+        row += [_fmt(tr.params.get(p)) for p in params]
+        row += [_fmt(tr.metrics.get(result.objective)), tr.branch if tr.kept else "(deleted)"]
+        t.add_row(*row)
+    return t
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def write_plots(d: Path, sweep_id: str, result: Any) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    import optuna.visualization.matplotlib as ov
+
+    out_dir = d / "plots"
+    out_dir.mkdir(exist_ok=True)
+    paths: dict[str, str] = {}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=sweep_id, storage=f"sqlite:///{d / 'optuna.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    for name, fn in (("history", ov.plot_optimization_history), ("parallel", ov.plot_parallel_coordinate),
+                     ("importance", ov.plot_param_importances)):
+        if len(complete) < (2 if name != "importance" else 3):
+            continue
+        try:
+            ax = fn(study)
+            fig = (ax[0] if hasattr(ax, "__len__") else ax).figure
+            fig.set_size_inches(9, 5)
+            fig.tight_layout()
+            fig.savefig(out_dir / f"{name}.png", dpi=90)
+            plt.close(fig)
+            paths[name] = str(out_dir / f"{name}.png")
+        except Exception:  # a plot Optuna cannot draw for this study (e.g. one distinct value) is skipped
+            plt.close("all")
+    pts = [t for t in result.trials if {"val/age/mae", "val/gender/accuracy"} <= set(t.metrics)]
+    if pts:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        sc = ax.scatter([t.metrics["val/age/mae"] for t in pts], [t.metrics["val/gender/accuracy"] for t in pts],
+                        c=[t.metrics.get("val/emotion/accuracy", 0.0) for t in pts], cmap="viridis", s=60)
+        for t in pts:
+            ax.annotate(t.trial_id[-5:] + (" ★" if result.winner and t is result.winner else ""),
+                        (t.metrics["val/age/mae"], t.metrics["val/gender/accuracy"]), fontsize=7)
+        ax.set_xlabel("age MAE (years, lower is better)")
+        ax.set_ylabel("gender accuracy")
+        fig.colorbar(sc, label="emotion accuracy")
+        ax.set_title(f"per-task trade-off — {sweep_id}")
+        fig.tight_layout()
+        fig.savefig(out_dir / "tradeoff.png", dpi=90)
+        plt.close(fig)
+        paths["tradeoff"] = str(out_dir / "tradeoff.png")
+    return paths

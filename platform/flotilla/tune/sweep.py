@@ -1,0 +1,247 @@
+"""``flotilla.sweep(spec)`` / ``resume(id)``: Ray Tune + Optuna + ASHA over a pinned data commit.
+
+State of a sweep lives in ``$FLOTILLA_HOME/sweeps/<id>/``: the spec and the pinned
+commits (``sweep.json``), the Optuna study (``optuna.db``, SQLite, so
+``optuna-dashboard sqlite:///…/optuna.db`` opens it), Tune's experiment state
+(``tune/``), a trial ledger and the plots. Trials train on branches of their
+own; ASHA-stopped and failed trials lose theirs as soon as Tune ends them (unless
+``retention.keep: all``); the winner is merged into ``promote.into`` with its
+provenance, one merge at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flotilla.errors import ConfigError, NotFoundError
+from flotilla.hub.client import Hub
+from flotilla.names import branch_id
+from flotilla.settings import Settings
+from flotilla.tune.spec import SweepSpec, load_sweep_spec
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    params: dict[str, Any]
+    status: str  # completed | stopped | errored
+    epochs: int
+    metrics: dict[str, float]
+    branch: str
+    run_id: str = ""
+    kept: bool = False
+    seen_live: bool = False
+
+
+@dataclass
+class SweepResult:
+    sweep_id: str
+    directory: str
+    data_commits: dict[str, str]
+    objective: str
+    mode: str
+    trials: list[TrialRecord] = field(default_factory=list)
+    winner: TrialRecord | None = None
+    promotion_commit: str | None = None
+    plots: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True, default=float)
+
+
+def sweeps_dir(settings: Settings | None = None) -> Path:
+    return (settings or Settings.from_env()).home / "sweeps"
+
+
+class DefineByRun:
+    """Optuna define-by-run space (picklable: Tune checkpoints its searcher); a param with ``when``
+    is only suggested when the params it names took those values, so conditional spaces work."""
+
+    def __init__(self, space: dict[str, Any]) -> None:
+        self.space = space
+
+    def __call__(self, trial: Any) -> None:
+        chosen: dict[str, Any] = {}
+        for name, p in self.space.items():
+            if p.when and any(chosen.get(k) != v for k, v in p.when.items()):
+                continue
+            if p.type == "choice":
+                chosen[name] = trial.suggest_categorical(name, p.values)
+            elif p.type == "int":
+                chosen[name] = trial.suggest_int(name, int(p.low), int(p.high), step=p.step or 1)
+            else:
+                chosen[name] = trial.suggest_float(name, p.low, p.high, log=p.type == "loguniform")
+        return None
+
+
+def _pin_commits(hub: Hub, spec: SweepSpec, family: Any) -> dict[str, str]:
+    refs = {family.data.ref}
+    if "data.ref" in spec.space:
+        refs |= set(spec.space["data.ref"].values or [])
+    repo = hub.repo(family.data.repo)
+    from flotilla.data.store import read_manifest
+
+    commits = {}
+    for ref in sorted(refs):
+        commits[ref] = repo.resolve(ref)
+        read_manifest(repo, commits[ref], family.data.dataset)  # every variant must hold the dataset
+    return commits
+
+
+def sweep(
+    spec: SweepSpec | str | Path, *, hub: Hub | None = None, address: str | None = None, sweep_id: str | None = None,
+    root: Path | None = None,
+) -> SweepResult:
+    if not isinstance(spec, SweepSpec):
+        root = root or (Path(spec).resolve().parent.parent if Path(spec).parent.name == "tuning" else Path.cwd())
+        spec = load_sweep_spec(spec)
+    hub = hub or Hub()
+    family = spec.family(root)
+    sweep_id = sweep_id or branch_id(f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    d = sweeps_dir(hub.settings) / sweep_id
+    d.mkdir(parents=True, exist_ok=False)
+    commits = _pin_commits(hub, spec, family)
+    state = {"spec": spec.model_dump(mode="json"), "family": family.model_dump(mode="json"), "commits": commits}
+    (d / "sweep.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+    return _run(hub, spec, state, d, sweep_id, address, restore=False)
+
+
+def resume(sweep_id: str, *, hub: Hub | None = None, address: str | None = None) -> SweepResult:
+    """Finish an interrupted sweep: finished trials are kept, unfinished/errored ones run again."""
+    hub = hub or Hub()
+    d = sweeps_dir(hub.settings) / sweep_id
+    if not (d / "sweep.json").exists():
+        known = sorted(p.name for p in sweeps_dir(hub.settings).glob("*") if (p / "sweep.json").exists())
+        raise NotFoundError(f"no sweep {sweep_id!r} in {d.parent}", hint=f"known sweeps: {', '.join(known) or '(none)'}")
+    state = json.loads((d / "sweep.json").read_text())
+    return _run(hub, SweepSpec.model_validate(state["spec"]), state, d, sweep_id, address, restore=True)
+
+
+def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: str, address: str | None, *, restore: bool) -> SweepResult:
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from flotilla.train.run import ensure_ray
+    from flotilla.tune.lifecycle import TrialBranchCallback
+    from flotilla.tune.trial import run_trial
+
+    ensure_ray(address)
+    # Save Tune's experiment state on every controller step (not every few minutes): trials here are long
+    # and few, so it is cheap, and a driver killed with SIGKILL then loses no finished trial.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    family = state["family"]
+    obj = spec.objective
+    ctx = {
+        "sweep_id": sweep_id, "family": family, "commits": state["commits"], "credentials": ray.put(hub.credentials),
+        "weights": obj.weights, "ledger": str(d / "ledger.jsonl"),
+    }
+
+    def trainable(config: dict[str, Any]) -> None:
+        run_trial(config, ctx)
+
+    trainable = tune.with_resources(trainable, {"CPU": spec.budget.trial_cpus})
+    lifecycle = TrialBranchCallback(hub.credentials, family["data"]["repo"], spec.retention.keep, family["epochs"], str(d / "lifecycle.jsonl"))
+    tune_dir = d / "tune"
+    if restore:
+        tuner = tune.Tuner.restore(str(tune_dir / sweep_id), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        sampler = (
+            optuna.samplers.TPESampler(seed=spec.searcher.seed, n_startup_trials=spec.searcher.n_startup_trials, multivariate=spec.searcher.multivariate)
+            if spec.searcher.type == "tpe"
+            else optuna.samplers.RandomSampler(seed=spec.searcher.seed)
+        )
+        search = OptunaSearch(
+            space=DefineByRun(spec.space), metric=obj.metric, mode=obj.mode, sampler=sampler,
+            storage=optuna.storages.RDBStorage(f"sqlite:///{d / 'optuna.db'}"), study_name=sweep_id,
+        )
+        scheduler = (
+            # max_t one past the last epoch: ASHA must never stop a trial *at* its last epoch, or the trial
+            # would be killed before it publishes its model and card on its branch
+            ASHAScheduler(time_attr="training_iteration", max_t=family["epochs"] + 1, grace_period=spec.scheduler.grace_period,
+                          reduction_factor=spec.scheduler.reduction_factor)
+            if spec.scheduler.type == "asha"
+            else FIFOScheduler()
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=search, scheduler=scheduler, metric=obj.metric, mode=obj.mode, num_samples=spec.budget.trials,
+                max_concurrent_trials=spec.budget.concurrency, time_budget_s=spec.budget.time_limit_s,
+            ),
+            run_config=tune.RunConfig(name=sweep_id, storage_path=str(tune_dir), callbacks=[lifecycle], verbose=1),
+        )
+    if restore:  # the restored run config holds the callback without its credentials (they are never pickled)
+        for cb in tuner._local_tuner.get_run_config().callbacks or []:
+            if isinstance(cb, TrialBranchCallback):
+                cb.attach(hub.credentials)
+    grid = tuner.fit()
+    return _finish(hub, spec, state, d, sweep_id, grid, lifecycle)
+
+
+def _finish(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: str, grid: Any, lifecycle: Any) -> SweepResult:
+    from flotilla.tune.lifecycle import read_lifecycle
+    from flotilla.tune.report import write_plots
+
+    family = state["family"]
+    repo = hub.repo(family["data"]["repo"])
+    obj = spec.objective
+    live = read_lifecycle(d / "lifecycle.jsonl")
+    result = SweepResult(sweep_id, str(d), state["commits"], obj.metric, obj.mode)
+    for r in grid:
+        trial_id = Path(r.path).name.split("_")[-2] if r.path else "?"
+        m = r.metrics or {}
+        trial_id = m.get("trial_id", trial_id)
+        epochs = int(m.get("training_iteration", 0))
+        status = "errored" if r.error else ("completed" if epochs >= family["epochs"] else "stopped")
+        metrics = {k: float(v) for k, v in m.items() if k.startswith("val/") and isinstance(v, (int, float))}
+        params = {k: v for k, v in (r.config or {}).items() if v is not None}
+        branch = m.get("branch") or live.get(trial_id, {}).get("branch", "")
+        result.trials.append(TrialRecord(trial_id, params, status, epochs, metrics, branch, run_id=m.get("run_id", ""),
+                                         seen_live=live.get(trial_id, {}).get("seen_live", False)))
+    done = [t for t in result.trials if t.status == "completed" and obj.metric in t.metrics]
+    if done:
+        pick = min if obj.mode == "min" else max
+        result.winner = pick(done, key=lambda t: t.metrics[obj.metric])
+    existing = set(repo.branches())
+    for t in result.trials:
+        keep = t is result.winner or (spec.retention.keep == "all") or (spec.retention.keep == "completed" and t.status == "completed")
+        if not keep and t.branch in existing:
+            repo.delete_branch(t.branch, missing_ok=True)
+        t.kept = keep and t.branch in existing
+    if result.winner and spec.promote.into:
+        w = result.winner
+        meta = {
+            "flotilla.kind": "promotion", "flotilla.sweep_id": sweep_id, "flotilla.trial_id": w.trial_id,
+            "flotilla.data_commit": state["commits"][w.params.get("data.ref", family["data"]["ref"])],
+            "params": w.params, **{f"metric.{k[4:]}": v for k, v in w.metrics.items() if not k.endswith("/n")},
+        }
+        result.promotion_commit = repo.merge(w.branch, spec.promote.into, f"Promote sweep {sweep_id} winner {w.trial_id}", meta)
+    result.plots = write_plots(d, sweep_id, result)
+    (d / "results.json").write_text(result.to_json())
+    return result
+
+
+def list_sweeps(settings: Settings | None = None) -> list[str]:
+    root = sweeps_dir(settings)
+    return sorted(p.name for p in root.glob("*") if (p / "sweep.json").exists()) if root.exists() else []
+
+
+def load_result(sweep_id: str, settings: Settings | None = None) -> SweepResult:
+    p = sweeps_dir(settings) / sweep_id / "results.json"
+    if not p.exists():
+        raise ConfigError(f"sweep {sweep_id!r} has no results yet", hint=f"finish it with 'flotilla sweep resume {sweep_id}'")
+    data = json.loads(p.read_text())
+    data["trials"] = [TrialRecord(**t) for t in data["trials"]]
+    data["winner"] = TrialRecord(**data["winner"]) if data["winner"] else None
+    return SweepResult(**data)
+
+
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard loggers per trial

@@ -1,0 +1,127 @@
+"""Sweeps on a real local Ray + real lakeFS: branch per trial, ASHA cleanup, promotion, resume after a kill."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from flotilla.data.api import generate
+from flotilla.data.validate import Thresholds
+from flotilla.specs import parse_spec
+from flotilla.tune.spec import SweepSpec
+from flotilla.tune.sweep import resume, sweep, sweeps_dir
+
+pytestmark = pytest.mark.timeout(900)
+REPO = "sweep-tests"
+
+
+def sweep_spec(name: str, trials: int = 8, concurrency: int = 2, **over) -> SweepSpec:
+    spec = {
+        "name": name,
+        "base": {
+            "name": "fam", "data": {"repo": REPO, "dataset": "faces"}, "model": {"width": 8}, "epochs": 3,
+            "batch_size": 64, "scaling": {"workers": 1, "cpus_per_worker": 0.5}, "tracking": {"wandb": False},
+            "failure": {"max_failures": 0},
+        },
+        "space": {
+            "optim.lr": {"type": "loguniform", "low": 1e-4, "high": 3e-2},
+            "model.width": {"type": "choice", "values": [4, 8]},
+            "optim.name": {"type": "choice", "values": ["adamw", "sgd"]},
+            "optim.momentum": {"type": "uniform", "low": 0.8, "high": 0.95, "when": {"optim.name": "sgd"}},
+        },
+        "objective": {"weights": {"val/age/mae": -0.02, "val/gender/accuracy": 1.0, "val/emotion/accuracy": 1.0}, "mode": "max"},
+        "searcher": {"type": "tpe", "n_startup_trials": 3, "seed": 1},
+        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        "budget": {"trials": trials, "concurrency": concurrency, "trial_cpus": 0.25},
+        **over,
+    }
+    return parse_spec(SweepSpec, spec)
+
+
+@pytest.fixture(scope="module")
+def sweep_env(hub, hub_settings):
+    tmp = tempfile.mkdtemp(prefix="fl-ray-", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = tmp
+    hub.ensure_repo(REPO)
+    generate(hub, REPO, "faces", 600, seed=7, thresholds=Thresholds(min_group_count=2))
+    yield tmp
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def local_ray(sweep_env):
+    # the dashboard runs the state API that Tune's placement-group cleanup needs (see stack notes)
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _temp_dir=f"{sweep_env}/ray")
+    yield
+    ray.shutdown()
+
+
+def test_sweep_promotes_the_winner_and_only_kept_branches_remain(hub, local_ray):
+    repo = hub.repo(REPO)
+    before = set(repo.branches())
+    result = sweep(sweep_spec("promo"), hub=hub)
+    assert len(result.trials) == 8
+    assert all(t.seen_live for t in result.trials), "every trial's branch existed while it ran"
+    stopped = [t for t in result.trials if t.status == "stopped"]
+    assert stopped, "ASHA stopped nobody"
+    after = set(repo.branches()) - before
+    assert after == {t.branch for t in result.trials if t.kept}
+    assert not any(t.branch in after for t in stopped)
+    w = result.winner
+    assert w and w.status == "completed" and w.branch in after
+    head = repo.commit_info("main")
+    assert head.id == result.promotion_commit and head.message.startswith(f"Promote sweep {result.sweep_id}")
+    assert head.metadata["flotilla.sweep_id"] == result.sweep_id
+    assert json.loads(head.metadata["params"]) == w.params
+    assert head.metadata["flotilla.data_commit"] == result.data_commits["main"]
+    assert w.run_id.startswith(result.sweep_id)
+    card = json.loads(repo.get("main", f"models/{w.run_id}/family/card.json"))
+    assert card["data"]["commit"] == result.data_commits["main"] and card["branch"] == w.branch
+    assert {"history", "tradeoff"} <= set(result.plots) and all(Path(p).stat().st_size > 0 for p in result.plots.values())
+    conditional = [t for t in result.trials if t.params.get("optim.name") == "adamw"]
+    assert all("optim.momentum" not in t.params for t in conditional)
+
+
+def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_settings, sweep_env, tmp_path):
+    spec_path = tmp_path / "sweep.json"
+    spec_path.write_text(sweep_spec("resume", trials=5, concurrency=1).model_dump_json())
+    code = (
+        "import json,sys; from flotilla.tune.spec import SweepSpec; from flotilla.tune.sweep import sweep;"
+        f"sweep(SweepSpec.model_validate(json.load(open({str(spec_path)!r}))), sweep_id='resume-test')"
+    )
+    env = {**os.environ, "FLOTILLA_HOME": str(hub_settings.home), "FLOTILLA_HUB_PORT": str(hub_settings.hub_port)}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    d = sweeps_dir(hub_settings) / "resume-test"
+    deadline = time.time() + 400
+    ended = []
+    while time.time() < deadline and len(ended) < 2:
+        time.sleep(1)
+        journal = d / "lifecycle.jsonl"
+        if journal.exists():
+            ended = [json.loads(x) for x in journal.read_text().splitlines() if json.loads(x)["event"] in ("complete", "stopped")]
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+    assert len(ended) >= 2, "no trial finished in time"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started die at once
+    proc.wait()
+    time.sleep(2)
+
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _temp_dir=f"{sweep_env}/ray")
+    try:
+        result = resume("resume-test", hub=hub)
+    finally:
+        ray.shutdown()
+    assert len(result.trials) == 5 and all(t.status in ("completed", "stopped") for t in result.trials)
+    starts = [json.loads(x)["trial_id"] for x in (d / "ledger.jsonl").read_text().splitlines()]
+    finished_before_kill = {e["trial_id"] for e in ended}
+    for trial_id in finished_before_kill:
+        assert starts.count(trial_id) == 1, f"finished trial {trial_id} ran again"
+    assert result.winner is not None and result.promotion_commit
