@@ -1,0 +1,197 @@
+"""``flotilla cluster up | down | status`` and ``flotilla jobs submit | list | status | logs | stop``.
+
+Thin over :mod:`flotilla.jobs`; Ray is imported inside the commands so
+``flotilla --help`` stays fast. ``--address`` (or FLOTILLA_RAY_ADDRESS) is a
+cluster's Jobs API URL (its dashboard, e.g. ``http://127.0.0.1:8265`` after
+``ray dashboard cluster.yaml``); without it the local flotilla cluster is used.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flotilla.cli_common import friendly
+
+cluster_app = typer.Typer(help="The local Ray cluster flotilla runs itself (token auth on, dashboard on 127.0.0.1).", no_args_is_help=True)
+jobs_app = typer.Typer(help="Ingest, train and sweep jobs on a Ray cluster (Ray Jobs API).", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+ADDRESS = typer.Option(None, "--address", help="Jobs API URL of a Ray cluster (default: FLOTILLA_RAY_ADDRESS, else the local cluster)")
+_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "STOPPED": "yellow", "RUNNING": "cyan", "PENDING": "dim"}
+
+
+@cluster_app.command("up")
+@friendly
+def cluster_up(
+    num_cpus: int = typer.Option(None, "--num-cpus", help="CPUs the head offers (default: all)"),
+    workers: int = typer.Option(0, "--workers", help="extra local worker nodes (to try multi-node scheduling)"),
+    worker_cpus: int = typer.Option(1, "--worker-cpus", help="CPUs per extra worker node"),
+    port: int = typer.Option(None, "--port", help="GCS port (default: FLOTILLA_RAY_PORT or 6390)"),
+    dashboard_port: int = typer.Option(None, "--dashboard-port", help="dashboard port (default: FLOTILLA_DASHBOARD_PORT or 8275)"),
+    timeout: float = typer.Option(90.0, help="seconds to wait for every node"),
+) -> None:
+    """Start the local Ray cluster (idempotent) and wait until every node is alive."""
+    from flotilla.jobs.cluster import LocalCluster
+
+    cluster = LocalCluster()
+    t0 = time.monotonic()
+    with err.status("starting the local Ray cluster") as spin:
+        st = cluster.up(
+            num_cpus=num_cpus, workers=workers, worker_cpus=worker_cpus, ray_port=port, dashboard_port=dashboard_port,
+            timeout=timeout, report=lambda m: spin.update(m),
+        )
+    console.print(f"[green]✓[/] {st.describe()} ({time.monotonic() - t0:.1f}s)", highlight=False)
+    console.print(f"  auth token: {cluster.token_path} (0600; paste its contents into the dashboard's token dialog)", highlight=False)
+
+
+@cluster_app.command("down")
+@friendly
+def cluster_down(timeout: float = typer.Option(15.0, help="seconds of SIGTERM before SIGKILL")) -> None:
+    """Stop the local Ray cluster's processes (only this cluster's; never `ray stop`)."""
+    from flotilla.jobs.cluster import LocalCluster
+
+    with err.status("stopping the local Ray cluster"):
+        msg = LocalCluster().down(timeout=timeout)
+    console.print(msg, highlight=False)
+
+
+@cluster_app.command("status")
+@friendly
+def cluster_status(address: str = ADDRESS) -> None:
+    """Is the cluster running and answering? (exit 3 when it is not running)"""
+    from flotilla.jobs.cluster import status
+
+    st = status(address=address)
+    console.print(st.describe(), highlight=False)
+    if st.running and st.local:
+        from flotilla.jobs.cluster import LocalCluster
+
+        console.print(f"  auth token: {LocalCluster().token_path} (0600)", highlight=False)
+    if not st.running:
+        raise typer.Exit(3)
+
+
+@jobs_app.command("submit")
+@friendly
+def jobs_submit(
+    spec: str = typer.Argument(..., help="job spec YAML, e.g. jobs/ingest_synthetic.yaml"),
+    address: str = ADDRESS,
+    follow: bool = typer.Option(False, "-f", "--follow", help="stream the job's logs until it ends (exit 1 unless it succeeds)"),
+    check: bool = typer.Option(False, "--check", help="validate and pin the data commit, print the pinned spec, submit nothing"),
+) -> None:
+    """Validate a job spec, pin its data commit and submit it (a bad spec is refused with every problem)."""
+    import yaml
+
+    from flotilla.jobs.submit import submit
+
+    handle = submit(spec, address, dry_run=check)
+    if check:
+        console.print(f"[green]✓[/] {spec} is valid; it would be submitted as {handle.submission_id} with:")
+        console.print(yaml.safe_dump(handle.pinned.model_dump(mode="json", exclude_none=True), sort_keys=False), highlight=False, markup=False)
+        return
+    pinned = (handle.pinned.pinned or {}) if hasattr(handle.pinned, "pinned") else {}
+    extra = f" on data commit {pinned['data_commit'][:12]} ({pinned['data_repo']}@{pinned['data_ref']})" if pinned else ""
+    console.print(f"[green]✓[/] submitted [bold]{handle.submission_id}[/]{extra}", highlight=False)
+    if follow:
+        _follow(handle)
+    else:
+        console.print(f"  follow it: flotilla jobs logs {handle.submission_id} -f", highlight=False)
+
+
+def _follow(handle) -> None:
+    try:
+        for chunk in handle.tail(follow=True):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        err.print(f"[yellow]stopped following; the job keeps running. Stop it with: flotilla jobs stop {handle.submission_id}[/]")
+        raise typer.Exit(130) from None
+    final = handle.wait(timeout=60)
+    console.print(f"job {handle.submission_id}: [{_STYLE.get(final, 'white')}]{final}[/]", highlight=False)
+    if final != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+@jobs_app.command("list")
+@friendly
+def jobs_list(address: str = ADDRESS) -> None:
+    """Jobs the cluster knows, newest first."""
+    from flotilla.jobs.submit import list_jobs
+
+    table = Table()
+    table.add_column("submission id", no_wrap=True)
+    for col in ("status", "kind", "spec", "data commit", "started", "duration"):
+        table.add_column(col, no_wrap=col in ("status", "started"))
+    for j in list_jobs(address):
+        md = j.metadata or {}
+        start = time.strftime("%m-%d %H:%M:%S", time.localtime(j.start_time / 1000)) if j.start_time else "-"
+        dur = f"{((j.end_time or time.time() * 1000) - j.start_time) / 1000:.0f}s" if j.start_time else "-"
+        status = str(j.status)
+        table.add_row(
+            j.submission_id or j.job_id or "?", f"[{_STYLE.get(status, 'white')}]{status}[/]", md.get("flotilla.kind", "-"),
+            md.get("flotilla.spec", "-"), md.get("flotilla.data_commit", "-")[:12], start, dur,
+        )
+    console.print(table)
+
+
+@jobs_app.command("status")
+@friendly
+def jobs_status(submission_id: str = typer.Argument(...), address: str = ADDRESS) -> None:
+    """A job's status, message and metadata (and its result once it succeeded)."""
+    from flotilla.jobs.submit import get_job, parse_result
+
+    handle = get_job(submission_id, address)
+    info = handle.info()
+    status = str(info.status)
+    console.print(f"{submission_id}: [{_STYLE.get(status, 'white')}]{status}[/] {info.message or ''}", highlight=False)
+    for k, v in sorted((info.metadata or {}).items()):
+        console.print(f"  {k}: {v}", highlight=False)
+    if status in ("SUCCEEDED", "FAILED"):
+        result = parse_result(handle.logs())
+        if result is not None:
+            console.print_json(data=result)
+
+
+@jobs_app.command("logs")
+@friendly
+def jobs_logs(
+    submission_id: str = typer.Argument(...),
+    follow: bool = typer.Option(False, "-f", "--follow", help="keep streaming until the job ends"),
+    address: str = ADDRESS,
+) -> None:
+    """A job's driver log (what its entrypoint printed, plus Ray's worker output)."""
+    from flotilla.jobs.submit import get_job
+
+    handle = get_job(submission_id, address)
+    if follow:
+        _follow(handle)
+    else:
+        sys.stdout.write(handle.logs())
+
+
+@jobs_app.command("stop")
+@friendly
+def jobs_stop(
+    submission_id: str = typer.Argument(...),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="wait until the job has ended"),
+    address: str = ADDRESS,
+) -> None:
+    """Stop a running job (SIGTERM to its driver, SIGKILL a few seconds later)."""
+    from flotilla.jobs.submit import get_job
+
+    handle = get_job(submission_id, address)
+    if not handle.stop():
+        console.print(f"{submission_id} was not running ({handle.status()})", highlight=False)
+        return
+    if wait:
+        with err.status(f"stopping {submission_id}"):
+            final = handle.wait(timeout=120)
+        console.print(f"{submission_id}: {final}", highlight=False)
+    else:
+        console.print(f"stop requested for {submission_id}", highlight=False)

@@ -1,0 +1,396 @@
+"""The local Ray cluster flotilla runs itself (``flotilla cluster up | down | status``).
+
+State lives under ``<FLOTILLA_HOME>/ray``::
+
+    auth_token      Ray's token-auth secret (0600), generated once, reused by every node and client
+    cluster.json    pids, ports, addresses, temp dirs of the running cluster (0600)
+    logs/           output of each ``ray start`` (head.log, worker-1.log, ...)
+    tmp/            RAY_TMPDIR: Ray's session dirs, sockets and logs (see ``ray_tmpdir``)
+
+Each node is one ``ray start --block`` subprocess in its own session, so the
+processes of this cluster are exactly the process trees of the pids we record,
+and every one of them inherits ``FLOTILLA_RAY_CLUSTER=<id>`` in its environment.
+``down`` stops those and nothing else (never ``ray stop``, which kills every Ray
+of the user). Token authentication stays on (Ray 2.60's default): the nodes read
+the token through ``RAY_AUTH_TOKEN_PATH``; flotilla's clients send it as a Bearer
+header. The token is never printed, logged or put on a command line.
+
+Ray rewrites ``--node-ip-address 127.0.0.1`` to the machine's routable IP
+(``services.resolve_ip_for_localhost``), so it is not passed; GCS and raylets
+listen on all interfaces and are protected by the token, the dashboard (and the
+Jobs API) binds 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flotilla.errors import ConfigError, FlotillaError
+from flotilla.hub.server import _port_free, _write_private, free_port
+from flotilla.jobs.procs import MARKER_ENV, alive, descendants, marked_processes, reap, send, wait_gone
+from flotilla.settings import Settings, _int_env
+
+DEFAULT_RAY_PORT = 6390  # not Ray's 6379 (also Redis's): a user's own `ray start` keeps working
+DEFAULT_DASHBOARD_PORT = 8275  # not Ray's 8265: a plain ray.init() elsewhere keeps its dashboard
+_MAX_TMPDIR = 36  # <tmp>/<node>/session_<date>_<usec>_<pid>/sockets/plasma_store must stay < 108 chars
+Reporter = Callable[[str], None]
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+class ClusterError(FlotillaError):
+    """The local Ray cluster failed to start, or a cluster address does not answer."""
+
+
+def ray_dir(settings: Settings) -> Path:
+    return settings.home / "ray"
+
+
+def ray_tmpdir(settings: Settings) -> Path:
+    """Ray's temp root: under FLOTILLA_HOME when short enough, else ``/tmp/flotilla-ray-<hash of home>``.
+
+    Ray puts unix sockets below it and Linux limits socket paths to 107 bytes,
+    so a long FLOTILLA_HOME (pytest temp dirs, deep home dirs) gets a short,
+    stable stand-in: the same home always maps to the same dir.
+    """
+    candidate = ray_dir(settings) / "tmp"
+    if len(str(candidate)) <= _MAX_TMPDIR:
+        return candidate
+    digest = hashlib.sha256(str(settings.home).encode()).hexdigest()[:12]
+    return Path("/tmp") / f"flotilla-ray-{digest}"
+
+
+def token_path(settings: Settings) -> Path:
+    return ray_dir(settings) / "auth_token"
+
+
+def ensure_token(settings: Settings) -> Path:
+    """Create the cluster's auth token once (0600, 256 bits) and return its path (never its value)."""
+    path = token_path(settings)
+    if not path.exists() or not path.read_text().strip():
+        _write_private(path, secrets.token_hex(32))
+    os.chmod(path, 0o600)
+    return path
+
+
+def ray_binary() -> Path:
+    """The ``ray`` CLI of this interpreter's environment (the venv), not whatever is on PATH."""
+    path = Path(sys.executable).parent / "ray"
+    if not path.exists():
+        raise ConfigError(f"no 'ray' next to {sys.executable}", hint="install flotilla's dependencies: make venv")
+    return path
+
+
+# ---- state and status ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClusterStatus:
+    """What ``flotilla cluster status`` reports."""
+
+    running: bool
+    healthy: bool
+    address: str  # the Jobs API / dashboard URL
+    gcs_address: str = ""
+    nodes: int = 0
+    pids: list[int] = field(default_factory=list)
+    local: bool = True
+    note: str = ""
+
+    def describe(self) -> str:
+        where = "local Ray cluster" if self.local else "Ray cluster"
+        if self.running and self.healthy:
+            pids = f", pids {' '.join(map(str, self.pids))}" if self.pids else ""
+            return f"{where} running: {self.nodes} node(s), dashboard {self.address}, GCS {self.gcs_address or '?'}{pids}. {self.note}".strip()
+        if self.running:
+            return f"{where} processes are running but {self.address} does not answer. {self.note}".strip()
+        return f"{where} is not running ({self.address}). {self.note}".strip()
+
+
+def auth_headers(token_file: Path | None) -> dict[str, str]:
+    """A Bearer header from ``token_file``, else from Ray's own lookup (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)."""
+    token = ""
+    if token_file is not None and token_file.exists():
+        token = token_file.read_text().strip()
+    elif os.environ.get("RAY_AUTH_TOKEN"):
+        token = os.environ["RAY_AUTH_TOKEN"].strip()
+    else:
+        for cand in (os.environ.get("RAY_AUTH_TOKEN_PATH"), Path.home() / ".ray" / "auth_token"):
+            if cand and Path(cand).exists():
+                token = Path(cand).read_text().strip()
+                break
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def http_get(url: str, headers: dict[str, str], timeout: float = 2.0) -> Any | None:
+    """GET a dashboard JSON endpoint; None when it does not answer (or refuses us)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:  # noqa: S310
+            return json.loads(resp.read() or b"null")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def alive_nodes(address: str, headers: dict[str, str]) -> int | None:
+    data = http_get(f"{address}/api/v0/nodes?limit=1000&detail=false", headers)
+    try:
+        return sum(1 for n in data["data"]["result"]["result"] if n.get("state") == "ALIVE")
+    except (TypeError, KeyError):
+        return None
+
+
+def normalise_address(address: str) -> str:
+    address = address.strip().rstrip("/")
+    return address if "://" in address else f"http://{address}"
+
+
+class LocalCluster:
+    """Lifecycle of the one local Ray cluster that belongs to one FLOTILLA_HOME."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.dir = ray_dir(self.settings)
+        self.state_path = self.dir / "cluster.json"
+        self.log_dir = self.dir / "logs"
+        self.tmpdir = ray_tmpdir(self.settings)
+        self.token_path = token_path(self.settings)
+
+    # ---- state ---------------------------------------------------------------------------
+    def state(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.state_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def headers(self) -> dict[str, str]:
+        return auth_headers(self.token_path)
+
+    def status(self) -> ClusterStatus:
+        st = self.state()
+        if st is None:
+            port = _int_env("FLOTILLA_DASHBOARD_PORT", DEFAULT_DASHBOARD_PORT)
+            return ClusterStatus(False, False, f"http://127.0.0.1:{port}", note=f"(state in {self.dir})")
+        roots = [n["pid"] for n in st["nodes"]]
+        marked = marked_processes(st["cluster_id"]) if any(alive(p) for p in roots) else set()
+        live = [p for p in roots if p in marked]  # alive, and not a recycled pid
+        if not live:
+            return ClusterStatus(
+                False, False, st["dashboard_url"], st["gcs_address"], pids=roots,
+                note=f"stale state file: processes {' '.join(map(str, roots))} are gone (crashed or killed). "
+                "Last log lines:\n" + self.tail("head", 10),
+            )
+        nodes = alive_nodes(st["dashboard_url"], self.headers())
+        note = "" if len(live) == len(roots) else f"only {len(live)} of {len(roots)} node processes are alive"
+        return ClusterStatus(True, nodes is not None, st["dashboard_url"], st["gcs_address"], nodes or 0, live, note=note)
+
+    def tail(self, node: str = "head", lines: int = 30) -> str:
+        try:
+            return "\n".join((self.log_dir / f"{node}.log").read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log yet)"
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def up(
+        self,
+        *,
+        num_cpus: int | None = None,
+        workers: int = 0,
+        worker_cpus: int = 1,
+        ray_port: int | None = None,
+        dashboard_port: int | None = None,
+        object_store_mb: int | None = None,
+        timeout: float = 90.0,
+        report: Reporter = _noop,
+    ) -> ClusterStatus:
+        """Start head (+ ``workers`` local worker nodes) unless running; wait until all nodes are alive."""
+        current = self.status()
+        for _ in range(20):  # running but not answering yet: maybe still starting (another `up`)
+            if not current.running or current.healthy:
+                break
+            time.sleep(0.5)
+            current = self.status()
+        if current.running:
+            if current.healthy:
+                return current
+            report("the running cluster does not answer: restarting it")
+            self.down()
+        elif self.state() is not None:
+            report("cleaning up a stale cluster state")
+            self.down()
+        ray_port = ray_port or _int_env("FLOTILLA_RAY_PORT", DEFAULT_RAY_PORT)
+        dashboard_port = dashboard_port or _int_env("FLOTILLA_DASHBOARD_PORT", DEFAULT_DASHBOARD_PORT)
+        for name, port, env in (("GCS", ray_port, "FLOTILLA_RAY_PORT"), ("dashboard", dashboard_port, "FLOTILLA_DASHBOARD_PORT")):
+            if not _port_free(port):
+                raise ClusterError(f"{name} port {port} is already in use by another program", hint=f"set {env} to a free port")
+        for d in (self.dir, self.log_dir, self.tmpdir):
+            d.mkdir(parents=True, exist_ok=True)
+            os.chmod(d, 0o700)
+        token = ensure_token(self.settings)
+        cluster_id = secrets.token_hex(6)
+        env = self._env(token, cluster_id)
+        common = ["--block", "--disable-usage-stats"]
+        if object_store_mb:
+            common += ["--object-store-memory", str(object_store_mb * 1024 * 1024)]
+        head_tmp = self.tmpdir / "ray"
+        head_cmd = [
+            str(ray_binary()), "start", "--head", *common, "--port", str(ray_port),
+            "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
+            "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()),
+            "--temp-dir", str(head_tmp),
+        ]
+        if num_cpus is not None:
+            head_cmd += ["--num-cpus", str(num_cpus)]
+        (head_tmp / "ray_current_cluster").unlink(missing_ok=True)
+        state: dict[str, Any] = {
+            "cluster_id": cluster_id, "python": sys.executable, "ray_port": ray_port, "dashboard_port": dashboard_port,
+            "dashboard_url": f"http://127.0.0.1:{dashboard_port}", "gcs_address": "", "ray_tmpdir": str(self.tmpdir),
+            "token_path": str(token), "started_at": time.time(), "nodes": [],
+        }
+        t0 = time.monotonic()
+        report(f"starting Ray head (dashboard {state['dashboard_url']})")
+        state["nodes"].append(self._spawn("head", head_cmd, env, head_tmp))
+        self._save(state)
+        try:
+            state["gcs_address"] = self._wait_head(state, head_tmp, timeout)
+            self._save(state)
+            for i in range(1, workers + 1):
+                report(f"starting worker node {i}/{workers}")
+                wtmp = self.tmpdir / f"w{i}"
+                cmd = [
+                    str(ray_binary()), "start", "--address", state["gcs_address"], *common, "--num-cpus", str(worker_cpus),
+                    "--dashboard-agent-listen-port", str(free_port()), "--temp-dir", str(wtmp),
+                ]
+                state["nodes"].append(self._spawn(f"worker-{i}", cmd, env, wtmp))
+                self._save(state)
+            report(f"waiting for {workers + 1} node(s) to register")
+            self._wait_nodes(state, workers + 1, t0 + timeout)
+        except BaseException:
+            self.down()
+            raise
+        return self.status()
+
+    def _env(self, token: Path, cluster_id: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_API_SERVER_ADDRESS")}
+        env.update({
+            "RAY_TMPDIR": str(self.tmpdir), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+            "RAY_USAGE_STATS_ENABLED": "0", MARKER_ENV: cluster_id,
+            # Ray 2.60 drains a node for up to 30 s on SIGTERM (for Serve on Kubernetes); `down` means now
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+            # jobs run `python`: make it this venv's interpreter on every node of the local cluster
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        })
+        return env
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str], temp_dir: Path) -> dict[str, Any]:
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=self.dir,
+                start_new_session=True,  # outlives the CLI; its pgid = its pid, so it can be signalled as a group
+            )
+        return {"name": name, "pid": proc.pid, "temp_dir": str(temp_dir), "log": str(log_path)}
+
+    def _save(self, state: dict[str, Any]) -> None:
+        _write_private(self.state_path, json.dumps(state, indent=2))
+
+    def _wait_head(self, state: dict[str, Any], head_tmp: Path, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        pid = state["nodes"][0]["pid"]
+        addr_file = head_tmp / "ray_current_cluster"
+        while time.monotonic() < deadline:
+            reap({pid})
+            if not alive(pid):
+                raise ClusterError(
+                    f"the Ray head exited during start-up. Last lines of {self.log_dir / 'head.log'}:\n{self.tail('head', 20)}",
+                    hint="fix what the log says (a port clash, too little /dev/shm), then 'flotilla cluster up' again",
+                )
+            if addr_file.exists() and http_get(f"{state['dashboard_url']}/api/version", self.headers()):
+                return addr_file.read_text().strip()
+            time.sleep(0.3)
+        raise ClusterError(f"the Ray head did not answer within {timeout:.0f}s:\n{self.tail('head', 20)}", hint="try a longer --timeout")
+
+    def _wait_nodes(self, state: dict[str, Any], want: int, deadline: float) -> None:
+        n = 0
+        while time.monotonic() < deadline:
+            for node in state["nodes"]:
+                reap({node["pid"]})
+                if not alive(node["pid"]):
+                    raise ClusterError(
+                        f"Ray node {node['name']} exited during start-up:\n{self.tail(node['name'], 20)}",
+                        hint="see the log above; 'flotilla cluster down' cleans up what is left",
+                    )
+            n = alive_nodes(state["dashboard_url"], self.headers()) or 0
+            if n >= want:
+                return
+            time.sleep(0.3)
+        raise ClusterError(f"only {n} of {want} Ray nodes registered in time", hint="try a longer --timeout or fewer --workers")
+
+    def down(self, timeout: float = 15.0) -> str:
+        """Stop this cluster's processes only: SIGTERM to each node's ``ray start``, SIGKILL what is left after ``timeout``."""
+        st = self.state()
+        if st is None:
+            return f"local Ray cluster was not running (no state in {self.dir})"
+        recorded = [n["pid"] for n in st["nodes"]]
+        marked = marked_processes(st["cluster_id"])
+        roots = [p for p in recorded if p in marked]  # a recycled pid of a long-dead node is not ours
+        procs = descendants(roots) | marked
+        if not procs:
+            self._forget(st)
+            return f"local Ray cluster was not running (removed stale state for processes {' '.join(map(str, recorded))})"
+        # each `ray start --block` stops its node's daemons and workers on SIGTERM (no drain: see _env)
+        send(set(roots) or procs, signal.SIGTERM)  # no live node root: stray processes directly
+        how = "gracefully (SIGTERM)"
+        if not wait_gone(procs, timeout):
+            left = {p for p in procs | marked_processes(st["cluster_id"]) if alive(p)}
+            send(left, signal.SIGTERM)
+            if not wait_gone(left, 3.0):
+                send({p for p in left if alive(p)}, signal.SIGKILL)
+                wait_gone(left, 5.0)
+            how = f"({len(left)} process(es) still running after {timeout:.0f}s needed a direct SIGTERM/SIGKILL)"
+        stragglers = marked_processes(st["cluster_id"])  # e.g. a job driver started during shutdown
+        send(stragglers, signal.SIGKILL)
+        wait_gone(stragglers, 5.0)
+        self._forget(st)
+        return f"local Ray cluster ({len(recorded)} node(s)) stopped {how}"
+
+    def _forget(self, st: dict[str, Any]) -> None:
+        for node in st["nodes"]:
+            Path(node["temp_dir"], "ray_current_cluster").unlink(missing_ok=True)
+        (Path(st["ray_tmpdir"]) / "ray" / "ray_current_cluster").unlink(missing_ok=True)
+        self.state_path.unlink(missing_ok=True)
+
+
+# ---- module-level twins of the CLI -------------------------------------------------------------
+def up(settings: Settings | None = None, **kwargs: Any) -> ClusterStatus:
+    return LocalCluster(settings).up(**kwargs)
+
+
+def down(settings: Settings | None = None, timeout: float = 15.0) -> str:
+    return LocalCluster(settings).down(timeout=timeout)
+
+
+def status(settings: Settings | None = None, address: str | None = None) -> ClusterStatus:
+    """The local cluster's status, or (with ``address`` / FLOTILLA_RAY_ADDRESS) a remote cluster's."""
+    address = address or os.environ.get("FLOTILLA_RAY_ADDRESS")
+    if not address:
+        return LocalCluster(settings).status()
+    url = normalise_address(address)
+    headers = auth_headers(None)
+    version = http_get(f"{url}/api/version", headers, timeout=5)
+    if version is None:
+        return ClusterStatus(False, False, url, local=False, note="no answer (or the token was refused)")
+    return ClusterStatus(True, True, url, nodes=alive_nodes(url, headers) or 0, local=False, note=f"Ray {version.get('ray_version')}")

@@ -1,0 +1,137 @@
+"""What runs inside a submitted Ray job: ``python -m flotilla.jobs.entrypoint <pinned spec.yaml>``.
+
+The driver runs in the job's working_dir (the shipped project) on the cluster.
+It connects to the cluster the job runs on (``RAY_ADDRESS``, set by Ray), never
+starts a Ray of its own, finds hub credentials the normal way, does the work and
+ends with one ``FLOTILLA_RESULT {json}`` line that :meth:`JobHandle.result`
+parses. A :class:`FlotillaError` prints its message and hint (no traceback, no
+credentials) plus a result line with ``"ok": false`` and exits 1, so Ray marks
+the job FAILED.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from flotilla.errors import FlotillaError
+from flotilla.jobs.specs import IngestJob, JobSpec, SweepJob, TrainJob, load_job_spec
+
+RESULT_MARKER = "FLOTILLA_RESULT "  # same as flotilla.jobs.submit.RESULT_MARKER (not imported: it pulls in Ray's client)
+
+
+def say(msg: str) -> None:
+    print(f"[flotilla] {msg}", flush=True)
+
+
+def run_ingest(job: IngestJob) -> dict[str, Any]:
+    from flotilla.data.validate import Thresholds
+    from flotilla.hub.client import Hub
+
+    hub = Hub()
+    th = job.thresholds
+    thresholds = Thresholds(
+        min_group_count=th.min_group_count, min_group_fraction=th.min_group_fraction,
+        representativeness=th.representativeness, max_missing=th.max_missing,
+    )
+    done = [0, time.monotonic()]
+
+    def progress(n: int) -> None:
+        done[0] += n
+        if time.monotonic() - done[1] > 2 or n == 0:
+            done[1] = time.monotonic()
+            say(f"ingest {job.dataset}: {done[0]} samples written")
+
+    say(f"ingest {job.dataset!r} into lakefs://{job.repo}/{job.into} on hub {hub.endpoint}")
+    if job.synthetic is not None:
+        from flotilla.data.api import generate
+        from flotilla.data.synthetic import FaceSpec, Shift
+
+        s = job.synthetic
+        face = FaceSpec(size=s.size, shift=Shift(lighting=s.lighting, age_mix=s.age_mix, occlusion=s.occlusion))
+        result = generate(hub, job.repo, job.dataset, s.n, seed=s.seed, spec=face, into=job.into, thresholds=thresholds, on_progress=progress)
+        problems: list[str] = []
+    else:
+        from flotilla.data.api import import_dataset
+
+        f = job.files  # type: ignore[union-attr]
+        result, problems = import_dataset(
+            hub, job.repo, job.dataset, f.format, Path(f.path), labels_csv=Path(f.labels) if f.labels else None,
+            into=job.into, thresholds=thresholds, on_progress=progress,
+        )
+    counts = result.manifest.counts
+    say(f"ingest {job.dataset}: {counts['samples']} samples, validation {'passed' if result.passed else 'FAILED'}")
+    return {
+        "repo": result.repo, "dataset": result.dataset, "branch": result.branch, "commit": result.commit,
+        "merge_commit": result.merge_commit, "passed": result.passed, "counts": dict(counts), "skipped": len(problems),
+    }
+
+
+def _address() -> str:
+    # inside a Ray job RAY_ADDRESS points at the job's own cluster; "local" would start a second Ray
+    return os.environ.get("RAY_ADDRESS") or "auto"
+
+
+def run_train(job: TrainJob) -> dict[str, Any]:
+    from flotilla.specs import FamilySpec, parse_spec
+    from flotilla.train.run import train
+
+    family = parse_spec(FamilySpec, job.family, source=f"family of job {job.name!r}")
+    say(f"train {family.name!r}: {len(family.tasks)} task(s), {family.epochs} epoch(s), data lakefs://{family.data.repo}/{family.data.ref}")
+    result = train(family, address=_address())
+    say(f"train {family.name!r} finished in {result.wall_s:.0f}s")
+    return {
+        "run_id": result.run_id, "data_repo": result.data.repo, "data_commit": result.data.commit, "wall_s": result.wall_s,
+        "models": [
+            {"name": m.name, "branch": m.branch, "commit": m.commit, "model_uri": m.model_uri, "metrics": m.metrics,
+             "merge_commit": m.merge_commit}
+            for m in result.models
+        ],
+    }
+
+
+def run_sweep(job: SweepJob) -> dict[str, Any]:
+    try:
+        from flotilla.tune.spec import SweepSpec
+        from flotilla.tune.sweep import sweep
+    except ImportError as exc:
+        raise FlotillaError(f"this cluster's flotilla has no sweeps (flotilla.tune: {exc})", hint="submit with a flotilla that has flotilla.tune") from None
+    from flotilla.specs import parse_spec
+
+    spec = parse_spec(SweepSpec, job.sweep, source=f"sweep of job {job.name!r}")
+    say(f"sweep {spec.name!r}: {spec.budget.trials} trial(s), data commit {(job.pinned or {}).get('data_commit', '?')}")
+    result = sweep(spec, address=_address())
+    say(f"sweep {spec.name!r} finished: winner {getattr(result.winner, 'trial_id', None)}")
+    return json.loads(result.to_json())
+
+
+RUNNERS = {"ingest": run_ingest, "train": run_train, "sweep": run_sweep}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m flotilla.jobs.entrypoint <pinned job spec.yaml>", file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    try:
+        job: JobSpec = load_job_spec(argv[0], root=Path.cwd())
+        say(f"job {job.name!r} ({job.kind}) started; pid {os.getpid()}")
+        summary = RUNNERS[job.kind](job)  # type: ignore[operator]
+    except FlotillaError as exc:
+        print(f"error: {exc.message}", file=sys.stderr, flush=True)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr, flush=True)
+        print(RESULT_MARKER + json.dumps({"ok": False, "error": exc.message, "hint": exc.hint}), flush=True)
+        return 1
+    out = {"ok": True, "kind": job.kind, "name": job.name, "wall_s": round(time.monotonic() - t0, 2), **summary}
+    print(RESULT_MARKER + json.dumps(out, default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Typed job specs: ``kind: ingest | train | sweep`` plus that kind's payload.
+
+Same rules as every flotilla spec (:func:`flotilla.specs.parse_spec`): unknown
+keys are errors with a "did you mean", and every problem is reported at once —
+including the problems of the family (or sweep) spec a train (or sweep) job
+points at, so a job is never refused twice in a row for two different typos.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from flotilla.errors import FlotillaError, SpecError
+from flotilla.specs import FamilySpec, _Spec, deep_merge, load_yaml, parse_spec
+
+# names Ray would show on its dashboard: credentials never go there
+_SECRET_ENV = ("LAKECTL_", "LAKEFS_", "AWS_SECRET", "RAY_AUTH", "WANDB_API_KEY")
+_SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN", "CREDENTIAL")
+
+
+class RuntimeEnvSpec(_Spec):
+    """Extras for the job's Ray runtime env (flotilla sets working_dir and its own env_vars)."""
+
+    pip: list[str] = Field(default_factory=list)
+    env_vars: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("env_vars")
+    @classmethod
+    def _no_secrets(cls, env: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in env if k.upper().startswith(_SECRET_ENV) or any(w in k.upper() for w in _SECRET_WORDS)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(sorted(bad))} look like credentials; the Ray dashboard shows env_vars to anyone who can "
+                "open it. Set them on the cluster's nodes instead (see docs/scale-out.md)"
+            )
+        return env
+
+
+class _JobBase(_Spec):
+    name: str = Field(min_length=1, max_length=100)  # free text; submission ids use a slug of it
+    description: str = ""
+    driver_cpus: float = Field(0.0, ge=0)  # CPUs reserved for the job's driver process (0: none, Ray's default)
+    runtime_env: RuntimeEnvSpec = RuntimeEnvSpec()
+
+
+class SyntheticSource(_Spec):
+    """``flotilla data generate`` parameters."""
+
+    n: int = Field(20_000, ge=1)
+    seed: int = 0
+    size: int = Field(64, ge=32, le=512)
+    lighting: float = Field(0.0, ge=-1, le=1)
+    age_mix: float = Field(0.0, ge=0, le=1)
+    occlusion: float = Field(0.0, ge=0, le=1)
+
+
+class FilesSource(_Spec):
+    """``flotilla data import`` parameters; ``path`` as the cluster's nodes see it."""
+
+    format: Literal["utkface", "fer2013", "folder"]
+    path: str
+    labels: str | None = None
+
+
+class ThresholdsSpec(_Spec):
+    """The validation gate's knobs (:class:`flotilla.data.validate.Thresholds`)."""
+
+    min_group_count: int = Field(20, ge=0)
+    min_group_fraction: float = Field(0.1, ge=0, le=1)
+    representativeness: Literal["error", "warning"] = "error"
+    max_missing: float | None = Field(None, ge=0, le=1)
+
+
+class IngestJob(_JobBase):
+    kind: Literal["ingest"]
+    repo: str = "faces"
+    dataset: str = "synthetic"
+    into: str = "main"
+    synthetic: SyntheticSource | None = None
+    files: FilesSource | None = None
+    thresholds: ThresholdsSpec = ThresholdsSpec()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> IngestJob:
+        if (self.synthetic is None) == (self.files is None):
+            raise ValueError("give exactly one source: 'synthetic' (generate) or 'files' (import)")
+        return self
+
+
+class TrainJob(_JobBase):
+    kind: Literal["train"]
+    spec: str | None = None  # a family spec file, relative to the project root (e.g. jobs/face_family.yaml)
+    family: dict[str, Any] | None = None  # or the family spec inline
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    pinned: dict[str, str] | None = None  # written by submit(): the data commit the job reads
+
+    @model_validator(mode="after")
+    def _one_family(self) -> TrainJob:
+        if (self.spec is None) == (self.family is None):
+            raise ValueError("give exactly one of 'spec' (a family spec file) or 'family' (inline)")
+        return self
+
+
+class SweepJob(_JobBase):
+    kind: Literal["sweep"]
+    spec: str | None = None  # a sweep spec file (e.g. tuning/face_family.yaml)
+    sweep: dict[str, Any] | None = None  # or inline
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    pinned: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _one_sweep(self) -> SweepJob:
+        if (self.spec is None) == (self.sweep is None):
+            raise ValueError("give exactly one of 'spec' (a sweep spec file) or 'sweep' (inline)")
+        return self
+
+
+JobSpec = IngestJob | TrainJob | SweepJob
+KINDS: dict[str, type[_JobBase]] = {"ingest": IngestJob, "train": TrainJob, "sweep": SweepJob}
+
+
+def _problems(fn: Any) -> list[str]:
+    try:
+        fn()
+    except SpecError as exc:
+        return exc.problems or [exc.message]
+    return []
+
+
+def family_of(job: TrainJob, root: Path) -> FamilySpec:
+    """The family a train job trains: its file or inline spec with the job's overrides applied."""
+    base = job.family if job.family is not None else load_yaml(root / job.spec)  # type: ignore[operator]
+    return parse_spec(FamilySpec, deep_merge(base or {}, job.overrides), source=f"family of job {job.name!r}")
+
+
+def sweep_of(job: SweepJob, root: Path) -> Any:
+    """The sweep a sweep job runs (``flotilla.tune``, imported only when a sweep is asked for)."""
+    try:
+        from flotilla.tune.spec import SweepSpec
+    except ImportError as exc:
+        raise FlotillaError(
+            f"sweep jobs need flotilla.tune, which cannot be imported here ({exc})",
+            hint="install a flotilla version with sweeps, or submit ingest/train jobs",
+        ) from None
+    base = job.sweep if job.sweep is not None else load_yaml(root / job.spec)  # type: ignore[operator]
+    sweep = parse_spec(SweepSpec, deep_merge(base or {}, job.overrides), source=f"sweep of job {job.name!r}")
+    sweep.family(root)  # its base family must be valid too
+    return sweep
+
+
+def _inner_problems(kind: str, data: dict[str, Any], root: Path) -> list[str]:
+    """Problems of the family/sweep a job points at, even when the job itself has problems too."""
+    key, build = ("family", family_of) if kind == "train" else ("sweep", sweep_of)
+    spec, inline, overrides = data.get("spec"), data.get(key), data.get("overrides") or {}
+    if (spec is None) == (inline is None) or not isinstance(overrides, dict) or not isinstance(inline, (dict, type(None))):
+        return []  # already reported by the job's own validation
+    if spec is not None:
+        if not isinstance(spec, str):
+            return []
+        if not (root / spec).is_file():
+            return [f"spec: {spec} does not exist under {root}"]
+    shim = SimpleNamespace(spec=spec, family=inline, sweep=inline, overrides=overrides, name=data.get("name", "?"))
+    return [f"{key}: {p}" for p in _problems(lambda: build(shim, root))]
+
+
+def parse_job_spec(data: Any, source: str = "job spec", root: Path | None = None) -> JobSpec:
+    """Validate a job spec (and, for train/sweep, what it points at); one SpecError lists every problem."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source} must be a mapping of keys to values, got {type(data).__name__}")
+    kind = data.get("kind")
+    model = KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        close = difflib.get_close_matches(str(kind), list(KINDS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        problems = [f"kind: {'missing' if kind is None else repr(kind) + ' is not a job kind'}; use one of ingest, train, sweep{hint}"]
+        known = set().union(*(m.model_fields for m in KINDS.values()))
+        for key in data:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                problems.append(f"{key}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise SpecError(f"{source} is invalid ({len(problems)} problem(s)):", problems)
+    problems = _problems(lambda: parse_spec(model, data, source))
+    if kind in ("train", "sweep"):
+        problems += _inner_problems(kind, data, root or Path.cwd())
+    if problems:
+        raise SpecError(f"{source} is invalid ({len(problems)} problem(s)):", problems)
+    return model.model_validate(data)  # type: ignore[return-value]
+
+
+def load_job_spec(path: str | Path, root: Path | None = None) -> JobSpec:
+    return parse_job_spec(load_yaml(path), source=str(path), root=root)

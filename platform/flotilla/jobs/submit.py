@@ -1,0 +1,315 @@
+"""Job specs (``jobs/*.yaml``), submission to a Ray cluster's Jobs API, and handles on submitted jobs.
+
+``submit(spec)`` refuses a bad spec before anything reaches the cluster (every
+problem at once), resolves the data ref of a train/sweep job to a commit id and
+writes that commit into the spec it submits, so the job reads exactly the data
+that was on the branch at submission even if the branch moves while it queues.
+The job ships the project (``platform/``, ``jobs/``, ``tuning/``) as its
+``working_dir`` and runs ``python -m flotilla.jobs.entrypoint <pinned spec>``.
+
+Nothing secret goes into the submission: Ray shows env_vars, metadata and the
+entrypoint on its dashboard. The job finds hub credentials the normal way
+(``resolve_credentials``: the local hub's 0600 file via FLOTILLA_HOME, or the
+LAKECTL_* variables set on the cluster's nodes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import secrets
+import shlex
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flotilla.errors import FlotillaError
+from flotilla.jobs.cluster import ClusterError, LocalCluster, auth_headers, normalise_address
+from flotilla.jobs.entrypoint import RESULT_MARKER
+from flotilla.jobs.specs import JobSpec, SweepJob, TrainJob, family_of, load_job_spec, parse_job_spec, sweep_of
+from flotilla.settings import Settings
+
+PINNED_DIR = ".flotilla-job"
+# never shipped to the cluster: environments, history, outputs, local state that may hold secrets
+_EXCLUDES = (".venv", "venv", ".git", "artifacts", "wandb", "__pycache__", "*.egg-info", ".pytest_cache",
+             ".flotilla-test", ".flotilla", "node_modules", "build", "dist", "credentials.json", "auth_token")
+
+__all__ = ["JobError", "JobHandle", "RESULT_MARKER", "job_client", "list_jobs", "get_job", "submit", "project_root"]
+
+
+class JobError(FlotillaError):
+    """A job could not be submitted, or it ended without a result."""
+
+
+def project_root() -> Path:
+    """The source checkout flotilla runs from (``<root>/platform/flotilla``), else the current directory."""
+    here = Path(__file__).resolve().parents[3]
+    return here if (here / "platform" / "flotilla").is_dir() else Path.cwd()
+
+
+# ---- connecting ----------------------------------------------------------------------------------
+class _Target:
+    """Where jobs go: a Jobs API URL, its auth header, and whether it is our own local cluster."""
+
+    def __init__(self, address: str | None, settings: Settings) -> None:
+        address = address or os.environ.get("FLOTILLA_RAY_ADDRESS")
+        local = LocalCluster(settings)
+        state = local.state()
+        if address:
+            self.url = normalise_address(address)
+            self.local = bool(state) and state["dashboard_url"] == self.url
+        else:
+            st = local.status()
+            if not st.running:
+                raise ClusterError(
+                    f"no Ray cluster to submit to: the local cluster is not running and no address was given. {st.note}".strip(),
+                    hint="start one with 'flotilla cluster up', or pass --address / set FLOTILLA_RAY_ADDRESS",
+                )
+            self.url, self.local = st.address, True
+        self.headers = auth_headers(local.token_path if self.local else None)
+        self.python = state["python"] if self.local and state else "python"
+
+
+def job_client(address: str | None = None, settings: Settings | None = None):
+    """A ``JobSubmissionClient`` that carries the cluster's token; errors become ClusterError with a hint."""
+    from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobSubmissionClient
+
+    target = _Target(address, settings or Settings.from_env())
+    try:
+        client = JobSubmissionClient(target.url, headers=dict(target.headers))
+    except AuthenticationError:
+        raise ClusterError(
+            f"the Ray cluster at {target.url} refused the auth token",
+            hint="for flotilla's own cluster the token is <FLOTILLA_HOME>/ray/auth_token; for another cluster set "
+            "RAY_AUTH_TOKEN_PATH to its token file",
+        ) from None
+    except (ConnectionError, RuntimeError) as exc:
+        raise ClusterError(f"cannot reach the Ray Jobs API at {target.url}: {str(exc)[:300]}", hint="check 'flotilla cluster status'") from None
+    client._flotilla_target = target  # type: ignore[attr-defined]
+    return client
+
+
+@contextmanager
+def _quiet_ray() -> Iterator[None]:
+    """Ray's client logs every upload step at INFO; keep the user's terminal for the job's own output."""
+    names = ("ray._private.runtime_env.packaging", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk")
+    saved = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+
+
+def _call(what: str, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except RuntimeError as exc:
+        raise JobError(f"could not {what}: {str(exc)[:500]}", hint="'flotilla jobs list' shows the known submission ids") from None
+
+
+# ---- handles --------------------------------------------------------------------------------------
+class JobHandle:
+    """A submitted job: status, logs (whole or streamed), stop, wait, and its result summary."""
+
+    def __init__(self, submission_id: str, client: Any, pinned: JobSpec | None = None) -> None:
+        self.submission_id = submission_id
+        self.client = client
+        self.pinned = pinned
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.submission_id!r})"
+
+    def info(self) -> Any:
+        return _call(f"read job {self.submission_id}", self.client.get_job_info, self.submission_id)
+
+    def status(self) -> str:
+        return str(_call(f"read job {self.submission_id}", self.client.get_job_status, self.submission_id))
+
+    def logs(self) -> str:
+        return _call(f"read the logs of {self.submission_id}", self.client.get_job_logs, self.submission_id)
+
+    def tail(self, follow: bool = True) -> Iterator[str]:
+        """Log text as it arrives; ends when the job reaches a terminal state (``follow=False``: what is there now)."""
+        if not follow:
+            yield self.logs()
+            return
+        loop = asyncio.new_event_loop()
+        agen = self.client.tail_job_logs(self.submission_id)
+        try:
+            while True:
+                try:
+                    with _quiet_ray():
+                        chunk = loop.run_until_complete(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+                yield chunk
+        finally:
+            loop.run_until_complete(agen.aclose())
+            loop.close()
+
+    def stop(self) -> bool:
+        """Ask Ray to stop the job (SIGTERM to its driver's process group, SIGKILL after a few seconds)."""
+        return bool(_call(f"stop {self.submission_id}", self.client.stop_job, self.submission_id))
+
+    def wait(self, timeout: float | None = None, poll: float = 0.5) -> str:
+        """Block until the job ends; return its final status (SUCCEEDED, FAILED or STOPPED)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            st = self.status()
+            if st in ("SUCCEEDED", "FAILED", "STOPPED"):
+                return st
+            if deadline is not None and time.monotonic() > deadline:
+                raise JobError(f"job {self.submission_id} is still {st} after {timeout:.0f}s", hint="'flotilla jobs logs -f' follows it")
+            time.sleep(poll)
+
+    def result(self) -> dict[str, Any]:
+        """The summary the entrypoint printed as its last ``FLOTILLA_RESULT {json}`` line."""
+        found = parse_result(self.logs())
+        if found is None:
+            raise JobError(
+                f"job {self.submission_id} ({self.status()}) printed no result line",
+                hint=f"it did not finish its work; read 'flotilla jobs logs {self.submission_id}'",
+            )
+        return found
+
+
+def parse_result(logs: str) -> dict[str, Any] | None:
+    for line in reversed(logs.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            return json.loads(line[len(RESULT_MARKER):])
+    return None
+
+
+def get_job(submission_id: str, address: str | None = None, settings: Settings | None = None) -> JobHandle:
+    return JobHandle(submission_id, job_client(address, settings))
+
+
+def list_jobs(address: str | None = None, settings: Settings | None = None) -> list[Any]:
+    """Ray's ``JobDetails`` of every job the cluster knows, newest first."""
+    client = job_client(address, settings)
+    jobs = _call("list jobs", client.list_jobs)
+    return sorted(jobs, key=lambda j: j.start_time or 0, reverse=True)
+
+
+# ---- submitting --------------------------------------------------------------------------------------
+def submission_id(spec: JobSpec) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", spec.name.lower()).strip("-")[:40] or "job"
+    return f"{spec.kind}-{slug}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def pin(spec: JobSpec, hub: Any = None, root: Path | None = None) -> tuple[JobSpec, dict[str, str]]:
+    """Resolve a train/sweep job's data ref to a commit id and inline everything the job reads.
+
+    Returns the spec to submit (self-contained: the family or sweep inlined,
+    ``data.ref`` replaced by the commit) and the lineage for the job metadata.
+    """
+    from flotilla.data.loader import resolve_data
+
+    root = root or project_root()
+    if isinstance(spec, TrainJob):
+        family = family_of(spec, root)
+        hub = hub or _hub()
+        ref = resolve_data(hub, family.data.repo, family.data.ref, family.data.dataset)
+        pinned = family.model_dump(mode="json")
+        pinned["data"]["ref"] = ref.commit
+        lineage = {"data_repo": ref.repo, "data_ref": family.data.ref, "data_commit": ref.commit, "dataset": ref.dataset}
+        return spec.model_copy(update={"spec": None, "family": pinned, "overrides": {}, "pinned": lineage}), lineage
+    if isinstance(spec, SweepJob):
+        sweep = sweep_of(spec, root)
+        family = sweep.family(root)
+        hub = hub or _hub()
+        ref = resolve_data(hub, family.data.repo, family.data.ref, family.data.dataset)
+        pinned = sweep.model_dump(mode="json", exclude_none=True)
+        pinned["base"] = family.model_dump(mode="json")  # inline: the job needs no file but this spec
+        pinned["overrides"] = {}
+        pinned["data"] = {**pinned.get("data", {}), "ref": ref.commit}
+        dim = pinned.get("space", {}).get("data.ref")
+        if dim and dim.get("values"):  # data as a search dimension: pin every variant
+            dim["values"] = [resolve_data(hub, family.data.repo, v, family.data.dataset).commit for v in dim["values"]]
+        lineage = {"data_repo": ref.repo, "data_ref": family.data.ref, "data_commit": ref.commit, "dataset": ref.dataset}
+        return spec.model_copy(update={"spec": None, "sweep": pinned, "overrides": {}, "pinned": lineage}), lineage
+    return spec, {"data_repo": spec.repo, "dataset": spec.dataset, "data_ref": spec.into}
+
+
+def _hub() -> Any:
+    from flotilla.hub.client import Hub
+
+    return Hub()
+
+
+def _stage(root: Path, settings: Settings, sid: str, pinned: JobSpec) -> Path:
+    """A copy of the project (without environments, outputs or local state) plus the pinned spec."""
+    stage = Path(tempfile.mkdtemp(prefix="flotilla-job-"))
+    home = settings.home.resolve()
+
+    def ignore(d: str, names: list[str]) -> set[str]:
+        out = set(shutil.ignore_patterns(*_EXCLUDES)(d, names))
+        return out | {n for n in names if (Path(d) / n).resolve() == home}
+
+    shutil.copytree(root, stage / "src", ignore=ignore, symlinks=True)
+    target = stage / "src" / PINNED_DIR / f"{sid}.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(yaml.safe_dump(pinned.model_dump(mode="json", exclude_none=True), sort_keys=False))
+    return stage
+
+
+def submit(
+    spec: JobSpec | str | Path | dict[str, Any],
+    address: str | None = None,
+    *,
+    hub: Any = None,
+    settings: Settings | None = None,
+    dry_run: bool = False,
+) -> JobHandle:
+    """Validate, pin and submit a job; return its handle (``dry_run``: validate and pin only, handle has no client)."""
+    from flotilla import __version__
+
+    settings = settings or Settings.from_env()
+    root = project_root()
+    if isinstance(spec, (str, Path)):
+        spec = load_job_spec(spec, root=root)
+    elif isinstance(spec, dict):
+        spec = parse_job_spec(spec, "job spec", root=root)
+    pinned, lineage = pin(spec, hub, root)
+    sid = submission_id(spec)
+    if dry_run:
+        return JobHandle(sid, None, pinned)
+    client = job_client(address, settings)
+    target = client._flotilla_target
+    env_vars = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "PYTHONUNBUFFERED": "1", **spec.runtime_env.env_vars}
+    if (root / "platform" / "flotilla").is_dir():  # the job runs the source it was submitted with
+        env_vars["PYTHONPATH"] = "platform"
+    if target.local:  # the local hub's credentials file is found through these; remote nodes bring LAKECTL_*
+        env_vars |= {"FLOTILLA_HOME": str(settings.home), "FLOTILLA_HUB_PORT": str(settings.hub_port)}
+    runtime_env: dict[str, Any] = {"env_vars": env_vars, "excludes": list(_EXCLUDES)}
+    if spec.runtime_env.pip:
+        runtime_env["pip"] = list(spec.runtime_env.pip)
+    metadata = {
+        "flotilla.kind": spec.kind, "flotilla.spec": spec.name, "flotilla.version": __version__,
+        **{f"flotilla.{k}": str(v) for k, v in lineage.items()},
+    }
+    stage = _stage(root, settings, sid, pinned)
+    try:
+        runtime_env["working_dir"] = str(stage / "src")
+        entrypoint = f"{shlex.quote(target.python)} -m flotilla.jobs.entrypoint {PINNED_DIR}/{sid}.yaml"
+        with _quiet_ray():
+            _call(f"submit {spec.name!r} to {target.url}", lambda: client.submit_job(
+                entrypoint=entrypoint, submission_id=sid, runtime_env=runtime_env, metadata=metadata,
+                entrypoint_num_cpus=spec.driver_cpus or None,
+            ))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return JobHandle(sid, client, pinned)

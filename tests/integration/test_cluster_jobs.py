@@ -1,0 +1,193 @@
+"""A real two-node local Ray cluster (flotilla's own) running real jobs against the session's real lakeFS hub.
+
+One cluster for the module (head + one worker node, 1 CPU each): an ingest job
+followed to SUCCEEDED through its streamed logs, a train job pinned to a commit
+and stopped, a bad spec refused before submission, and ``down`` stopping this
+cluster's processes only (a second flotilla cluster keeps running). Nothing is
+mocked; the jobs find the hub through FLOTILLA_HOME like users' jobs do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from flotilla.data.store import list_datasets
+from flotilla.errors import SpecError
+from flotilla.hub.server import free_port
+from flotilla.jobs.cluster import LocalCluster, ray_tmpdir
+from flotilla.jobs.procs import alive, descendants, marked_processes
+from flotilla.jobs.submit import list_jobs, submit
+from flotilla.settings import Settings
+
+N_IMAGES = 300
+
+
+def _procs(cluster: LocalCluster) -> set[int]:
+    st = cluster.state()
+    return descendants([n["pid"] for n in st["nodes"]]) | marked_processes(st["cluster_id"])
+
+
+def _cleanup(cluster: LocalCluster) -> None:
+    cluster.down()
+    if str(cluster.tmpdir).startswith("/tmp/flotilla-ray-"):
+        shutil.rmtree(cluster.tmpdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def env(hub_settings: Settings, local_server):
+    """FLOTILLA_HOME = the session hub's home, so jobs find its 0600 credentials file."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FLOTILLA_HOME", str(hub_settings.home))
+    mp.setenv("FLOTILLA_HUB_PORT", str(hub_settings.hub_port))
+    mp.delenv("FLOTILLA_RAY_ADDRESS", raising=False)
+    yield Settings.from_env()
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def cluster(env: Settings):
+    c = LocalCluster(env)
+    t0 = time.monotonic()
+    st = c.up(num_cpus=1, workers=1, worker_cpus=1, ray_port=free_port(), dashboard_port=free_port(), object_store_mb=128)
+    print(f"\ncluster up (2 nodes): {time.monotonic() - t0:.1f}s")
+    assert st.running and st.healthy and st.nodes == 2, st.describe()
+    yield c
+    _cleanup(c)
+
+
+@pytest.fixture(scope="module")
+def data_repo(hub):
+    name = f"t-jobs-{uuid.uuid4().hex[:8]}"
+    repo = hub.ensure_repo(name)
+    yield repo
+    hub.delete_repo(name)
+
+
+@pytest.fixture(scope="module")
+def ingested(cluster, data_repo, env):
+    """Submit a small synthetic ingest and follow it to its end, keeping what was streamed."""
+    spec = {
+        "kind": "ingest", "name": "ingest-test", "repo": data_repo.name, "dataset": "faces",
+        "synthetic": {"n": N_IMAGES, "seed": 3}, "thresholds": {"min_group_count": 2},
+    }
+    t0 = time.monotonic()
+    handle = submit(spec)
+    streamed = "".join(handle.tail(follow=True))
+    final = handle.wait(timeout=120)
+    print(f"ingest job submit -> {final}: {time.monotonic() - t0:.1f}s")
+    return handle, streamed, final
+
+
+def test_state_token_and_temp_dir_are_private_and_short(cluster, env):
+    st = cluster.state()
+    token = cluster.token_path.read_text().strip()
+    assert len(token) == 64
+    for path in (cluster.token_path, cluster.state_path):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    assert token not in cluster.state_path.read_text()
+    assert not any(token in p.read_text(errors="replace") for p in cluster.log_dir.glob("*.log"))
+    # the pytest home is long: Ray's sockets go to a short stand-in instead
+    assert len(str(env.home / "ray" / "tmp")) > 36 and st["ray_tmpdir"] == str(ray_tmpdir(env))
+    assert st["ray_tmpdir"].startswith("/tmp/flotilla-ray-") and ray_tmpdir(env) == ray_tmpdir(env)
+    assert Path(st["ray_tmpdir"], "ray", "ray_current_cluster").exists()
+    assert cluster.up().pids == cluster.status().pids  # idempotent: nothing new started
+
+
+def test_bad_spec_is_refused_before_submission_with_every_problem(cluster, data_repo):
+    before = {j.submission_id for j in list_jobs()}
+    bad = {"kind": "ingest", "name": "bad", "repo": data_repo.name, "datset": "x", "synthetic": {"n": 0, "sed": 1}}
+    with pytest.raises(SpecError) as info:
+        submit(bad)
+    text = "\n".join(info.value.problems)
+    assert "datset: unknown key (did you mean 'dataset'?)" in text
+    assert "synthetic.sed: unknown key (did you mean 'seed'?)" in text
+    assert "synthetic.n:" in text
+    assert {j.submission_id for j in list_jobs()} == before
+
+
+def test_ingest_job_succeeds_and_its_logs_stream(ingested, data_repo, hub):
+    handle, streamed, final = ingested
+    assert final == "SUCCEEDED", handle.logs()[-3000:]
+    assert f"[flotilla] ingest faces: {N_IMAGES} samples, validation passed" in streamed
+    result = handle.result()
+    assert result["ok"] and result["counts"]["samples"] == N_IMAGES and result["merge_commit"]
+    assert "faces" in list_datasets(data_repo, "main")
+    assert data_repo.resolve("main") == result["merge_commit"]
+    info = handle.info()
+    assert info.metadata["flotilla.kind"] == "ingest" and info.metadata["flotilla.data_repo"] == data_repo.name
+    assert all(isinstance(v, str) for v in info.metadata.values())
+    # no credential anywhere Ray shows or stores for the job
+    shown = json.dumps({"metadata": info.metadata, "runtime_env": info.runtime_env, "entrypoint": info.entrypoint}) + handle.logs()
+    assert hub.credentials.secret_access_key not in shown and hub.credentials.access_key_id not in shown
+    assert LocalCluster().token_path.read_text().strip() not in shown
+    assert "LAKECTL" not in json.dumps(info.runtime_env)
+
+
+def test_cli_lists_and_shows_the_job(ingested):
+    from typer.testing import CliRunner
+
+    from flotilla.cli import app
+
+    handle = ingested[0]
+    runner = CliRunner()
+    out = runner.invoke(app, ["jobs", "list"], env={"COLUMNS": "220"})
+    assert out.exit_code == 0 and handle.submission_id in out.output, out.output
+    out = runner.invoke(app, ["jobs", "status", handle.submission_id], env={"COLUMNS": "220"})
+    assert out.exit_code == 0 and "SUCCEEDED" in out.output and '"merge_commit"' in out.output
+    out = runner.invoke(app, ["cluster", "status"], env={"COLUMNS": "220"})
+    assert out.exit_code == 0 and "2 node(s)" in out.output
+
+
+def test_train_job_reads_its_pinned_commit_and_can_be_stopped(ingested, data_repo):
+    assert ingested[2] == "SUCCEEDED"
+    pinned_commit = data_repo.resolve("main")
+    family = {
+        "name": "stop-me", "data": {"repo": data_repo.name, "dataset": "faces", "ref": "main", "image_size": 32},
+        "epochs": 1000, "batch_size": 32, "model": {"width": 8}, "tracking": {"wandb": False},
+        "scaling": {"workers": 1, "cpus_per_worker": 0.5},
+    }
+    handle = submit({"kind": "train", "name": "long-train", "family": family})
+    assert handle.pinned.pinned["data_commit"] == pinned_commit
+    assert handle.info().metadata["flotilla.data_commit"] == pinned_commit
+    moved = data_repo.commit("main", "main moves on after submission", allow_empty=True).id
+    assert moved != pinned_commit
+    deadline = time.monotonic() + 90
+    while "[flotilla] train 'stop-me'" not in handle.logs():
+        assert handle.status() in ("PENDING", "RUNNING"), handle.logs()[-3000:]
+        assert time.monotonic() < deadline, "train job never started"
+        time.sleep(0.5)
+    logs = handle.logs()
+    assert f"lakefs://{data_repo.name}/{pinned_commit}" in logs and moved not in logs
+    assert handle.status() == "RUNNING"
+    assert handle.stop()
+    assert handle.wait(timeout=60) == "STOPPED"
+
+
+def test_down_stops_only_this_cluster(cluster, env, tmp_path_factory):
+    other = LocalCluster(Settings(home=tmp_path_factory.mktemp("other-home"), cache=env.cache))
+    try:
+        assert other.up(num_cpus=1, ray_port=free_port(), dashboard_port=free_port(), object_store_mb=128).healthy
+        mine, theirs = _procs(cluster), _procs(other)
+        assert mine and theirs and not mine & theirs
+        tmp = Path(cluster.state()["ray_tmpdir"])
+        t0 = time.monotonic()
+        msg = cluster.down()
+        print(f"cluster down: {time.monotonic() - t0:.1f}s ({msg})")
+        time.sleep(0.5)  # orphans are reaped by init
+        assert not [p for p in mine if alive(p)], msg
+        assert not (tmp / "ray" / "ray_current_cluster").exists() and cluster.state() is None
+        assert not cluster.status().running
+        assert all(alive(p) for p in theirs)
+        st = other.status()
+        assert st.running and st.healthy and st.nodes == 1
+        assert "was not running" in cluster.down()
+    finally:
+        _cleanup(other)
+    assert os.environ["FLOTILLA_HOME"] == str(env.home)

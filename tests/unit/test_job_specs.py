@@ -1,0 +1,128 @@
+"""Job specs: every problem reported at once (with did-you-mean), credentials kept off the dashboard,
+the shipped project snapshot, and the result line protocol. No cluster or hub needed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flotilla.errors import SpecError
+from flotilla.jobs.specs import IngestJob, SweepJob, TrainJob, family_of, load_job_spec, parse_job_spec
+from flotilla.jobs.submit import PINNED_DIR, RESULT_MARKER, _stage, parse_result, project_root, submission_id
+from flotilla.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _problems(data: dict) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        parse_job_spec(data, "test spec", root=ROOT)
+    return info.value.problems
+
+
+def test_shipped_job_specs_are_valid():
+    ingest = load_job_spec(ROOT / "jobs/ingest_synthetic.yaml", root=ROOT)
+    assert isinstance(ingest, IngestJob) and ingest.synthetic is not None and ingest.files is None
+    train = load_job_spec(ROOT / "jobs/train_face_family.yaml", root=ROOT)
+    assert isinstance(train, TrainJob)
+    assert family_of(train, ROOT).epochs == train.overrides["epochs"]
+
+
+def test_misspelled_keys_are_all_reported_at_once_with_did_you_mean():
+    problems = _problems({
+        "kind": "ingest", "name": "x", "reepo": "faces", "synthetic": {"nn": 10, "seed": 1},
+        "thresholds": {"min_group_cont": 2}, "runtime_env": {"env_var": {}},
+    })
+    text = "\n".join(problems)
+    assert len(problems) == 4, text
+    assert "reepo: unknown key (did you mean 'repo'?)" in text
+    assert "synthetic.nn: unknown key (did you mean 'n'?)" in text
+    assert "thresholds.min_group_cont: unknown key (did you mean 'min_group_count'?)" in text
+    assert "runtime_env.env_var: unknown key (did you mean 'env_vars'?)" in text
+
+
+def test_train_job_reports_its_own_and_its_familys_problems_together():
+    problems = _problems({
+        "kind": "train", "name": "t", "spec": "jobs/face_family.yaml", "overides": {},
+        "overrides": {"epochs": 0, "optim": {"lrr": 0.1}},
+    })
+    text = "\n".join(problems)
+    assert "overides: unknown key (did you mean 'overrides'?)" in text
+    assert "family: epochs:" in text
+    assert "family: optim.lrr: unknown key (did you mean 'lr'?)" in text
+
+
+def test_unknown_kind_suggests_the_closest_and_still_lists_unknown_keys():
+    problems = _problems({"kind": "ingets", "name": "x", "sythetic": {}})
+    assert "did you mean 'ingest'" in problems[0]
+    assert any(p.startswith("sythetic: unknown key (did you mean 'synthetic'?)") for p in problems)
+    assert "kind: missing" in _problems({"name": "x"})[0]
+
+
+def test_exactly_one_source_and_a_missing_family_file():
+    both = _problems({"kind": "ingest", "name": "x", "synthetic": {"n": 5}, "files": {"format": "utkface", "path": "/d"}})
+    assert any("exactly one source" in p for p in both)
+    missing = _problems({"kind": "train", "name": "x", "spec": "jobs/nope.yaml"})
+    assert missing == [f"spec: jobs/nope.yaml does not exist under {ROOT}"]
+
+
+@pytest.mark.parametrize("name", ["LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", "MY_API_TOKEN", "RAY_AUTH_TOKEN", "DB_PASSWORD"])
+def test_credentials_are_refused_in_env_vars(name):
+    problems = _problems({"kind": "ingest", "name": "x", "synthetic": {"n": 5}, "runtime_env": {"env_vars": {name: "v"}}})
+    assert any(name in p and "dashboard" in p for p in problems)
+    ok = parse_job_spec({"kind": "ingest", "name": "x", "synthetic": {"n": 5}, "runtime_env": {"env_vars": {"WANDB_MODE": "offline"}}})
+    assert ok.runtime_env.env_vars == {"WANDB_MODE": "offline"}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("flotilla.tune.spec") is None, reason="flotilla.tune not present")
+def test_sweep_job_validates_the_sweep_spec_it_points_at():
+    job = parse_job_spec({"kind": "sweep", "name": "s", "spec": "tuning/face_family.yaml", "overrides": {"budget": {"trials": 2}}}, root=ROOT)
+    assert isinstance(job, SweepJob)
+    problems = _problems({"kind": "sweep", "name": "s", "spec": "tuning/face_family.yaml", "overrides": {"budgett": {}}})
+    assert any(p.startswith("sweep: budgett: unknown key") for p in problems)
+
+
+def test_submission_ids_are_readable_and_unique():
+    job = parse_job_spec({"kind": "ingest", "name": "My Ingest_v2", "synthetic": {"n": 5}})
+    ids = {submission_id(job) for _ in range(20)}
+    assert len(ids) == 20
+    assert all(i.startswith("ingest-my-ingest-v2-") for i in ids)
+
+
+def test_staged_project_has_the_pinned_spec_and_no_local_state(tmp_path):
+    root = tmp_path / "proj"
+    (root / "platform/flotilla").mkdir(parents=True)
+    (root / "platform/flotilla/__init__.py").write_text("")
+    (root / "jobs").mkdir()
+    (root / "jobs/a.yaml").write_text("x: 1")
+    for junk in (".venv/bin", ".git", "artifacts/test", "platform/flotilla/__pycache__", "home/hub"):
+        (root / junk).mkdir(parents=True)
+    (root / "home/hub/credentials.json").write_text("{}")
+    (root / "stray-credentials").mkdir()
+    (root / "stray-credentials/credentials.json").write_text("{}")
+    settings = Settings(home=root / "home", cache=tmp_path / "cache")
+    job = parse_job_spec({"kind": "ingest", "name": "x", "synthetic": {"n": 5}})
+    stage = _stage(root, settings, "sid-1", job)
+    src = stage / "src"
+    shipped = {p.relative_to(src).as_posix() for p in src.rglob("*")}
+    pinned = yaml.safe_load((src / PINNED_DIR / "sid-1.yaml").read_text())
+    shutil.rmtree(stage)
+    assert {"platform/flotilla/__init__.py", "jobs/a.yaml", f"{PINNED_DIR}/sid-1.yaml"} <= shipped
+    assert not any(s.startswith((".venv", ".git", "artifacts", "home")) or "__pycache__" in s for s in shipped)
+    assert not any(s.endswith("credentials.json") for s in shipped)
+    assert pinned["kind"] == "ingest"
+
+
+def test_result_line_protocol():
+    logs = "starting\n" + RESULT_MARKER + json.dumps({"ok": True, "n": 1}) + "\nray: worker exited\n"
+    assert parse_result(logs) == {"ok": True, "n": 1}
+    assert parse_result("no result here\n") is None
+
+
+def test_project_root_is_the_source_checkout():
+    assert project_root() == ROOT
