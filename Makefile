@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.flotilla-installed
 
-.PHONY: venv lakefs demo test bench clean-venv
+.PHONY: venv lakefs browser demo test bench clean-venv
 
 venv: $(STAMP)
 
@@ -19,10 +19,16 @@ $(STAMP): pyproject.toml
 lakefs: venv
 	$(BIN)/flotilla hub install
 
+# Headless Chromium for the dashboard browser test (Debian's package; needs root, as on CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing and not root: the dashboard browser test will be skipped"; fi; }
+
 demo: lakefs
 	$(BIN)/flotilla demo
 
-test: lakefs
+test: lakefs browser
 	$(BIN)/python -m pytest
 
 bench: lakefs

@@ -1,44 +1,98 @@
-"""The reference workflow behind ``make demo``; it grows as the platform does.
+"""The reference workflow behind ``make demo``, on the embedded default.
 
-Today: bring the local hub up, ensure the repository, run a small experiment on
-its own branch (write, commit, merge into main) and show the log of main.
+Hub up → local Ray cluster up → synthetic faces generated, validated and merged
+into the hub → a sweep over the face family submitted as a Ray job, its logs
+streamed → the winner promoted into main → a summary: dashboard URL, data
+commit, winning params, per-task metrics, the promoted model's lineage, plots.
+Hub and cluster stay up for exploring; the summary says how to stop them.
 """
 
 from __future__ import annotations
 
 import json
-import time
+from pathlib import Path
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flotilla.hub import Hub, Retention, local
+from flotilla.errors import FlotillaError
+from flotilla.hub import Hub, local
 from flotilla.settings import Settings
 
+DEMO_JOB = "jobs/sweep_demo.yaml"
+NOISE = ("TrainingReport(", "Checkpoint successfully created", "PreemptionWatcher", "core_worker.cc")
 
-def run_demo(repo: str = "faces", console: Console | None = None) -> None:
+
+def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000) -> None:
+    from flotilla.data.api import generate
+    from flotilla.data.store import list_datasets
+    from flotilla.jobs import cluster
+    from flotilla.jobs.submit import submit
+
     console = console or Console()
     settings = Settings.from_env()
-    st = local.up(settings, report=lambda m: console.print(f"[dim]{m}[/]"))
-    console.print(f"[green]✓[/] {st.describe()}")
+    say = lambda m: console.print(f"[dim]{m}[/]")  # noqa: E731
+    hub_status = local.up(settings, report=say)
+    console.print(f"[green]✓[/] {hub_status.describe()}")
+    with console.status("starting a local Ray cluster (dashboard on 127.0.0.1)"):
+        cl = cluster.up(settings, report=say)
+    console.print(f"[green]✓[/] {cl.describe()}")
+
     hub = Hub(settings=settings)
     r = hub.ensure_repo(repo)
-    console.print(f"[green]✓[/] repository [bold]{repo}[/] (lakeFS {hub.version()})")
-    if not r.exists("main", "README.md"):
-        r.put("main", "README.md", f"# {repo}\n\nThe flotilla data hub for the face model family.\n")
-        r.commit("main", "Initialise the data hub", {"flotilla.step": "init"})
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    with r.experiment(f"demo {stamp}", source="main", merge_into="main", retention=Retention(on_success="delete")) as exp:
-        console.print(f"[green]✓[/] experiment branch [bold]{exp.branch}[/] pinned to {exp.base_commit[:12]}")
-        exp.put("experiments/demo/notes.json", json.dumps({"created": stamp, "what": "hub demo"}))
-    console.print(f"[green]✓[/] committed {exp.commit_id[:12]} and merged into main as {exp.merge_commit[:12]}")
-    table = Table(title=f"lakefs://{repo}/main — log")
-    for col in ("commit", "message", "metadata"):
-        table.add_column(col)
-    for c in r.log("main", limit=8):
-        table.add_row(c.id[:12], c.message, ", ".join(f"{k}={v}" for k, v in c.metadata.items())[:80])
-    console.print(table)
+    if "demo" not in list_datasets(r, "main"):
+        cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        with Progress(*cols, console=console) as bar:
+            task = bar.add_task("synthetic faces → ingest branch → gate", total=n)
+            res = generate(hub, repo, "demo", n, seed=0, report_dir=Path("artifacts/reports"), on_progress=lambda k: bar.advance(task, k))
+        console.print(f"[green]✓[/] dataset demo: {n} faces validated and merged into main ({res.merge_commit[:12]}); report {res.report_paths.get('png')}")
+    else:
+        console.print("[green]✓[/] dataset demo already on main")
+    data_commit = r.resolve("main")
+
+    handle = submit(DEMO_JOB, settings=settings, hub=hub)
+    console.print(f"[green]✓[/] submitted sweep job [bold]{handle.submission_id}[/] (data pinned to {data_commit[:12]}); streaming its logs:")
+    for line in handle.tail(follow=True):
+        if line.strip() and not any(s in line for s in NOISE):
+            console.print(line.rstrip(), markup=False, highlight=False)
+    final = handle.wait()
+    result = handle.result()
+    if final != "SUCCEEDED" or not result or not result.get("ok"):
+        raise FlotillaError(
+            f"the demo sweep job ended {final}: {(result or {}).get('error', 'see its logs')}",
+            hint=f"flotilla jobs logs {handle.submission_id}",
+        )
+    _summary(console, hub, repo, cl, data_commit, result)
+
+
+def _summary(console: Console, hub: Hub, repo: str, cl, data_commit: str, result: dict) -> None:
+    winner = result.get("winner") or {}
+    t = Table(title="flotilla demo — summary", show_header=False)
+    t.add_column("what", style="bold")
+    t.add_column("value")
+    t.add_row("Ray dashboard", cl.address)
+    t.add_row("lakeFS hub (web UI)", f"{hub.endpoint}  (login keys in {hub.settings.hub_dir / 'credentials.json'})")
+    t.add_row("data commit", f"lakefs://{repo}/{data_commit}")
+    t.add_row("sweep", f"{result.get('sweep_id')}: {len(result.get('trials', []))} trials")
+    t.add_row("winner", f"{winner.get('trial_id')}  params {json.dumps(winner.get('params', {}), sort_keys=True)}")
+    for k, v in sorted((winner.get("metrics") or {}).items()):
+        if not k.endswith("/n"):
+            t.add_row(f"  {k}", f"{v:.4f}")
+    t.add_row("promoted into main", str(result.get("promotion_commit") or "-")[:12])
+    run_id = winner.get("run_id")
+    if run_id:
+        card = json.loads(hub.repo(repo).get("main", f"models/{run_id}/family/card.json"))
+        t.add_row("model", f"lakefs://{repo}/main/models/{run_id}/family/model.pt")
+        t.add_row("  lineage: data", f"{card['data']['repo']}@{card['data']['commit'][:12]} ({card['data']['dataset']}, from {card['data']['ref']})")
+        t.add_row("  lineage: code", f"flotilla {card['code']['flotilla_version']} git {str(card['code']['git_sha'])[:12]} dirty={card['code']['dirty']}")
+        t.add_row("  lineage: branch", card["branch"])
+        t.add_row("  lineage: parent", str((card.get("parent") or {}).get("uri", "none (trained from scratch)")))
+    for name, path in (result.get("plots") or {}).items():
+        t.add_row(f"plot {name}", path)
+    console.print(t)
     console.print(
-        f"The hub keeps running at {st.endpoint} (web UI there; credentials in {settings.hub_dir / 'credentials.json'}).\n"
-        "Stop it with: [bold].venv/bin/flotilla hub down[/]"
+        "Hub and cluster keep running. Explore: [bold].venv/bin/flotilla sweep show "
+        f"{result.get('sweep_id')}[/], the dashboard above, or lakeFS's UI.\n"
+        "Stop them with: [bold].venv/bin/flotilla cluster down && .venv/bin/flotilla hub down[/]"
     )

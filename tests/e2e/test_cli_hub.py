@@ -47,12 +47,6 @@ def test_hub_up_status_logs_down(cli, tmp_path):
     assert oct(creds.stat().st_mode & 0o777) == "0o600"
 
 
-def test_demo_runs_the_workflow_and_leaves_the_hub_up(cli):
-    out = cli("demo").stdout
-    assert "merged into main" in out and "Initialise the data hub" in out and "flotilla hub down" in out
-    assert "running" in cli("hub", "status").stdout
-
-
 def test_errors_are_one_clear_message_and_exit_1(cli, tmp_path):
     cli("hub", "up")
     # a second hub on the same port but another home: the port is taken

@@ -290,6 +290,11 @@ def submit(
     client = job_client(address, settings)
     target = client._flotilla_target
     env_vars = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "PYTHONUNBUFFERED": "1", **spec.runtime_env.env_vars}
+    # the job runs from a staged copy without .git: hand it the code version, for model cards' lineage
+    from flotilla.train.artifacts import code_version
+
+    code = code_version()
+    env_vars |= {"FLOTILLA_CODE_SHA": str(code["git_sha"]), "FLOTILLA_CODE_DIRTY": str(code["dirty"])}
     if (root / "platform" / "flotilla").is_dir():  # the job runs the source it was submitted with
         env_vars["PYTHONPATH"] = "platform"
     if target.local:  # the local hub's credentials file is found through these; remote nodes bring LAKECTL_*

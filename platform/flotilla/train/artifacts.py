@@ -84,6 +84,12 @@ def code_version() -> dict[str, Any]:
     """Git sha and dirty flag of the flotilla checkout running this (or 'unknown' outside git)."""
     from flotilla import __version__
 
+    import os
+
+    if os.environ.get("FLOTILLA_CODE_SHA"):  # set by job submission: the job runs from a copy without .git
+        dirty = os.environ.get("FLOTILLA_CODE_DIRTY")
+        return {"flotilla_version": __version__, "git_sha": os.environ["FLOTILLA_CODE_SHA"],
+                "dirty": None if dirty in (None, "None") else dirty == "True"}
     root = Path(__file__).resolve().parents[3]
     info: dict[str, Any] = {"flotilla_version": __version__, "git_sha": "unknown", "dirty": None}
     try:

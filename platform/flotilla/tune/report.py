@@ -47,7 +47,10 @@ def write_plots(d: Path, sweep_id: str, result: Any) -> dict[str, str]:
     out_dir = d / "plots"
     out_dir.mkdir(exist_ok=True)
     paths: dict[str, str] = {}
+    import warnings
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = optuna.load_study(study_name=sweep_id, storage=f"sqlite:///{d / 'optuna.db'}")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     for name, fn in (("history", ov.plot_optimization_history), ("parallel", ov.plot_parallel_coordinate),
