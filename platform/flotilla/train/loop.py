@@ -198,12 +198,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics.update({f"train/{k}" if k == "loss" else f"train/{k}_loss": v / max(1, n_seen) for k, v in sums.items()})
         metrics.update(_evaluate(net, data, tasks, spec.batch_size, rank, world, device))
         metrics["resumed_from_epoch"] = -1 if resumed_from is None else resumed_from
+        metrics["placement_group"] = _placement_group_id()
         history.append(metrics)
         if tracker is not None:
             tracker.log(metrics, step=epoch)
         _report(metrics, history, epoch, core, optimizer if engine is None else None, scheduler, rank, ray.train)
     if tracker is not None:
         tracker.finish()
+
+
+def _placement_group_id() -> str:
+    """The worker group's placement group, so a sweep can free it if Tune kills this trial (see tune.lifecycle)."""
+    import ray.util
+
+    pg = ray.util.get_current_placement_group()
+    return pg.id.hex() if pg is not None else ""
 
 
 def _evaluate(net, data, tasks, batch_size, rank, world, device) -> dict[str, float]:

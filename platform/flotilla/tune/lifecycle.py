@@ -63,12 +63,33 @@ class TrialBranchCallback(Callback):
         if status == "complete" and epochs < self.max_epochs:
             status = "stopped"
         self._event(trial_id=trial.trial_id, branch=branch, event=status, epochs=epochs)
+        if status in ("stopped", "errored"):
+            self._free_placement_group((trial.last_result or {}).get("placement_group"))
         if branch and status in ("stopped", "errored") and self.keep != "all":
             try:
                 self.repo.delete_branch(branch, missing_ok=True)
                 self._event(trial_id=trial.trial_id, branch=branch, event="branch_deleted")
             except Exception as exc:  # cleanup is retried at the end of the sweep
                 log.warning("could not delete %s: %s", branch, exc)
+
+    def _free_placement_group(self, pg_hex: str | None) -> None:
+        """Remove the killed trial's Train placement group if Ray Train's own cleaner has not.
+
+        Ray Train frees it from a monitor that polls the state API; on a loaded machine that API
+        times out and the group leaks, and then the next trial's workers wait forever for CPUs.
+        """
+        if not pg_hex:
+            return
+        import ray
+        from ray.util.placement_group import PlacementGroup
+
+        try:
+            state = ray.util.placement_group_table().get(pg_hex, {}).get("state")
+            if state and state != "REMOVED":
+                ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_hex))))
+                self._event(trial_id="-", event="placement_group_freed", placement_group=pg_hex)
+        except Exception as exc:
+            log.warning("could not free placement group %s: %s", pg_hex, exc)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, "complete")
@@ -84,6 +105,8 @@ def read_lifecycle(path: Path) -> dict[str, dict[str, Any]]:
         return out
     for line in Path(path).read_text().splitlines():
         e = json.loads(line)
+        if e["trial_id"] == "-":
+            continue
         rec = out.setdefault(e["trial_id"], {"seen_live": False})
         if e.get("branch"):
             rec["branch"] = e["branch"]
