@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,10 +24,7 @@ from flotilla.data import layout
 from flotilla.data.api import generate
 from flotilla.data.loader import HubDataset, resolve_data
 from flotilla.data.validate import Thresholds
-from flotilla.hub import Hub, LocalHub
-from flotilla.hub.binary import ensure_binary
-from flotilla.hub.server import free_port
-from flotilla.settings import Settings
+from flotilla.hub.local import private_hub
 
 
 def decode_all(tables) -> int:
@@ -53,30 +49,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=10_000)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="flotilla-bench-") as tmp:
-        home = Path(tmp)
-        settings = Settings(home=home, cache=Settings.from_env().cache, hub_port=free_port())
-        server = LocalHub(settings.hub_dir, settings.hub_port, ensure_binary(settings))
-        server.up()
-        try:
-            hub = Hub(credentials=server.credentials(), settings=settings)
-            t = time.perf_counter()
-            generate(hub, "bench", "faces", args.n, thresholds=Thresholds(min_group_count=1))
-            print(f"ingest    {args.n:>7} samples in {time.perf_counter() - t:6.2f}s (generate + encode + upload + validate + merge)")
-            ref = resolve_data(hub, "bench", "main", "faces")
-            ds = HubDataset(ref, hub.credentials, cache_dir=home / "node-cache")
-            shards = ds.manifest.shards
-            local = home / "local-shards"
-            local.mkdir()
-            for s in shards:
-                (local / Path(s.path).name).write_bytes(hub.repo("bench").get(ref.commit, s.path))
-            in_memory = [(local / Path(s.path).name).read_bytes() for s in shards]
-            cold = rate("hub cold", lambda: decode_all(ds.read_shard(s) for s in shards))
-            warm = rate("hub warm", lambda: decode_all(ds.read_shard(s) for s in shards))
-            disk = rate("local", lambda: decode_all(pq.read_table(local / Path(s.path).name) for s in shards))
-            raw = rate("raw", lambda: decode_all(layout.decode_table(b) for b in in_memory))
-        finally:
-            server.down()
+    with private_hub("flotilla-bench-") as (hub, _):
+        home = hub.settings.home
+        t = time.perf_counter()
+        generate(hub, "bench", "faces", args.n, thresholds=Thresholds(min_group_count=1))
+        print(f"ingest    {args.n:>7} samples in {time.perf_counter() - t:6.2f}s (generate + encode + upload + validate + merge)")
+        ref = resolve_data(hub, "bench", "main", "faces")
+        ds = HubDataset(ref, hub.credentials, cache_dir=home / "node-cache")
+        shards = ds.manifest.shards
+        local = home / "local-shards"
+        local.mkdir()
+        for s in shards:
+            (local / Path(s.path).name).write_bytes(hub.repo("bench").get(ref.commit, s.path))
+        in_memory = [(local / Path(s.path).name).read_bytes() for s in shards]
+        cold = rate("hub cold", lambda: decode_all(ds.read_shard(s) for s in shards))
+        warm = rate("hub warm", lambda: decode_all(ds.read_shard(s) for s in shards))
+        disk = rate("local", lambda: decode_all(pq.read_table(local / Path(s.path).name) for s in shards))
+        raw = rate("raw", lambda: decode_all(layout.decode_table(b) for b in in_memory))
     print(f"ratio hub-warm / local-disk: {warm / disk:.2f}x  (goal >= 0.9x)")
     print(f"ratio hub-cold / local-disk: {cold / disk:.2f}x  (goal >= 0.5x)")
     print(f"ratio local-disk / raw-decode: {disk / raw:.2f}x")

@@ -13,16 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 from flotilla.data.api import generate
 from flotilla.data.validate import Thresholds
-from flotilla.hub import Hub, LocalHub
-from flotilla.hub.binary import ensure_binary
-from flotilla.hub.server import free_port
-from flotilla.settings import Settings
+from flotilla.hub.local import private_hub
 from flotilla.specs import parse_spec
 from flotilla.train.run import ensure_ray
 from flotilla.tune.spec import SweepSpec
@@ -72,27 +68,20 @@ def main() -> None:
     import os
 
     os.environ["TUNE_RESULT_BUFFER_LENGTH"] = "0"
-    with tempfile.TemporaryDirectory(prefix="flotilla-bench-") as tmp:
-        settings = Settings(home=Path(tmp), cache=Settings.from_env().cache, hub_port=free_port())
-        server = LocalHub(settings.hub_dir, settings.hub_port, ensure_binary(settings))
-        server.up()
-        try:
-            hub = Hub(credentials=server.credentials(), settings=settings)
-            generate(hub, "faces", "synthetic", args.n, thresholds=Thresholds(min_group_count=1))
-            ensure_ray()
-            costs = {"asha+tpe": [], "random": []}
-            walls = {"asha+tpe": [], "random": []}
-            for seed in range(args.seeds):
-                for arm in ("asha+tpe", "random"):
-                    t = time.perf_counter()
-                    res = sweep(spec(f"hpo-{arm.replace('+', '-')}-{seed}", seed, args.trials, args.epochs, arm == "asha+tpe"), hub=hub)
-                    walls[arm].append(time.perf_counter() - t)
-                    c, total = cost_to_target(Path(res.directory), args.target)
-                    costs[arm].append(c)
-                    best = res.winner.metrics.get("val/score") if res.winner else float("nan")
-                    print(f"seed {seed} {arm:<9} trial-epochs to target: {c}  (of {total}; best {best:.3f}; {walls[arm][-1]:.0f}s)")
-        finally:
-            server.down()
+    with private_hub("flotilla-bench-") as (hub, _):
+        generate(hub, "faces", "synthetic", args.n, thresholds=Thresholds(min_group_count=1))
+        ensure_ray()
+        costs = {"asha+tpe": [], "random": []}
+        walls = {"asha+tpe": [], "random": []}
+        for seed in range(args.seeds):
+            for arm in ("asha+tpe", "random"):
+                t = time.perf_counter()
+                res = sweep(spec(f"hpo-{arm.replace('+', '-')}-{seed}", seed, args.trials, args.epochs, arm == "asha+tpe"), hub=hub)
+                walls[arm].append(time.perf_counter() - t)
+                c, total = cost_to_target(Path(res.directory), args.target)
+                costs[arm].append(c)
+                best = res.winner.metrics.get("val/score") if res.winner else float("nan")
+                print(f"seed {seed} {arm:<9} trial-epochs to target: {c}  (of {total}; best {best:.3f}; {walls[arm][-1]:.0f}s)")
     med = {k: statistics.median(v) for k, v in costs.items()}
     print(f"median trial-epochs to objective >= {args.target}: asha+tpe {med['asha+tpe']}, random {med['random']}")
     print(f"median wall time: asha+tpe {statistics.median(walls['asha+tpe']):.0f}s, random {statistics.median(walls['random']):.0f}s")

@@ -12,14 +12,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from flotilla.hub import Hub, LocalHub
-from flotilla.hub.binary import ensure_binary
-from flotilla.hub.server import free_port
-from flotilla.settings import Settings
+from flotilla.hub.local import private_hub
 
 
 def make_files(root: Path, n: int, size: int) -> None:
@@ -51,34 +47,27 @@ def main() -> None:
     ap.add_argument("--branches", type=int, default=50)
     args = ap.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="flotilla-bench-") as tmp:
-        home = Path(tmp)
-        settings = Settings(home=home, cache=Settings.from_env().cache, hub_port=free_port())
-        server = LocalHub(settings.hub_dir, settings.hub_port, ensure_binary(settings))
-        server.up()
-        try:
-            hub = Hub(credentials=server.credentials(), settings=settings)
-            results = {}
-            for label, n in (("small", args.small), ("large", args.large)):
-                src = home / "imports" / f"ds-{n}"
-                make_files(src, n, args.object_bytes)
-                repo = hub.ensure_repo(f"bench-{n}")
-                t = time.perf_counter()
-                repo.import_prefix("main", f"local://{src}/", "data/", f"import {n} objects")
-                print(f"imported {n} objects in {time.perf_counter() - t:.1f}s (zero-copy import)")
-                assert len(repo.list("main", "data/")) == n
-                results[label] = time_branching(repo, args.branches)
-                print(f"branch create, {n:>6} objects: median {results[label] * 1e3:.2f} ms over {args.branches}")
-            src = home / "imports" / f"ds-{args.large}"
-            copies = []
-            for i in range(3):
-                t = time.perf_counter()
-                shutil.copytree(src, home / f"copy-{i}")
-                copies.append(time.perf_counter() - t)
-            copy = statistics.median(copies)
-            print(f"copy {args.large} objects to a new prefix (local disk): median {copy * 1e3:.0f} ms over 3")
-        finally:
-            server.down()
+    with private_hub("flotilla-bench-") as (hub, _):
+        home = hub.settings.home
+        results = {}
+        for label, n in (("small", args.small), ("large", args.large)):
+            src = home / "imports" / f"ds-{n}"
+            make_files(src, n, args.object_bytes)
+            repo = hub.ensure_repo(f"bench-{n}")
+            t = time.perf_counter()
+            repo.import_prefix("main", f"local://{src}/", "data/", f"import {n} objects")
+            print(f"imported {n} objects in {time.perf_counter() - t:.1f}s (zero-copy import)")
+            assert len(repo.list("main", "data/")) == n
+            results[label] = time_branching(repo, args.branches)
+            print(f"branch create, {n:>6} objects: median {results[label] * 1e3:.2f} ms over {args.branches}")
+        src = home / "imports" / f"ds-{args.large}"
+        copies = []
+        for i in range(3):
+            t = time.perf_counter()
+            shutil.copytree(src, home / f"copy-{i}")
+            copies.append(time.perf_counter() - t)
+        copy = statistics.median(copies)
+        print(f"copy {args.large} objects to a new prefix (local disk): median {copy * 1e3:.0f} ms over 3")
     print(f"ratio branch@{args.large} / branch@{args.small}: {results['large'] / results['small']:.2f}x  (goal <= 1.5x)")
     print(f"ratio copy@{args.large} / branch@{args.large}: {copy / results['large']:.0f}x  (goal >= 50x)")
 

@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
-from pathlib import Path
 
 from flotilla.data.api import generate
 from flotilla.data.validate import Thresholds
-from flotilla.hub import Hub, LocalHub
-from flotilla.hub.binary import ensure_binary
-from flotilla.hub.server import free_port
-from flotilla.settings import Settings
+from flotilla.hub.local import private_hub
 from flotilla.specs import load_family_spec
 from flotilla.train.run import ensure_ray, train
 
@@ -34,27 +29,20 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
-    with tempfile.TemporaryDirectory(prefix="flotilla-bench-") as tmp:
-        settings = Settings(home=Path(tmp), cache=Settings.from_env().cache, hub_port=free_port())
-        server = LocalHub(settings.hub_dir, settings.hub_port, ensure_binary(settings))
-        server.up()
-        try:
-            hub = Hub(credentials=server.credentials(), settings=settings)
-            generate(hub, "faces", "synthetic", args.n, thresholds=Thresholds(min_group_count=1))
-            ensure_ray()
-            over = {"epochs": args.epochs, "scaling": {"workers": args.workers}, "tracking": {"wandb": False}}
-            shared_spec = load_family_spec("jobs/face_family.yaml", {**over, "name": "bench-shared"})
+    with private_hub("flotilla-bench-") as (hub, _):
+        generate(hub, "faces", "synthetic", args.n, thresholds=Thresholds(min_group_count=1))
+        ensure_ray()
+        over = {"epochs": args.epochs, "scaling": {"workers": args.workers}, "tracking": {"wandb": False}}
+        shared_spec = load_family_spec("jobs/face_family.yaml", {**over, "name": "bench-shared"})
+        t = time.perf_counter()
+        shared = train(shared_spec, hub=hub)
+        t_shared = time.perf_counter() - t
+        t_sep, separate = 0.0, {}
+        for task in ("age", "gender", "emotion"):
+            spec = load_family_spec("jobs/face_family.yaml", {**over, "name": f"bench-{task}", "tasks": [task]})
             t = time.perf_counter()
-            shared = train(shared_spec, hub=hub)
-            t_shared = time.perf_counter() - t
-            t_sep, separate = 0.0, {}
-            for task in ("age", "gender", "emotion"):
-                spec = load_family_spec("jobs/face_family.yaml", {**over, "name": f"bench-{task}", "tasks": [task]})
-                t = time.perf_counter()
-                separate[task] = train(spec, hub=hub)
-                t_sep += time.perf_counter() - t
-        finally:
-            server.down()
+            separate[task] = train(spec, hub=hub)
+            t_sep += time.perf_counter() - t
     print(f"shared 3-head model: {t_shared:.0f}s   three separate models: {t_sep:.0f}s (sum)")
     for task, (key, mode) in KEYS.items():
         a, b = shared.metric(key), separate[task].metric(key)

@@ -6,11 +6,18 @@ environment), so tests and notebooks drive the same code the CLI does.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flotilla.hub.binary import Reporter, _noop, ensure_binary, find_binary
 from flotilla.hub.server import HubStatus, LocalHub
 from flotilla.settings import Settings
+
+if TYPE_CHECKING:
+    from flotilla.hub.client import Hub
 
 
 def local_hub(settings: Settings | None = None, *, install: bool = False, report: Reporter = _noop) -> LocalHub:
@@ -38,3 +45,19 @@ def status(settings: Settings | None = None) -> HubStatus:
 
 def logs(settings: Settings | None = None, lines: int = 50) -> str:
     return local_hub(settings).tail(lines)
+
+
+@contextmanager
+def private_hub(prefix: str = "flotilla-") -> Iterator[tuple[Hub, LocalHub]]:
+    """A throwaway local hub in a temp home on a free port (benchmarks, notebooks); removed on exit."""
+    from flotilla.hub.client import Hub
+    from flotilla.hub.server import free_port
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        settings = Settings(home=Path(tmp), cache=Settings.from_env().cache, hub_port=free_port())
+        server = LocalHub(settings.hub_dir, settings.hub_port, ensure_binary(settings))
+        server.up()
+        try:
+            yield Hub(credentials=server.credentials(), settings=settings), server
+        finally:
+            server.down()
