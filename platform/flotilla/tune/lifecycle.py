@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 
 
 class TrialBranchCallback(Callback):
-    def __init__(self, credentials: Any, repo: str, keep: str, max_epochs: int, journal: str) -> None:
+    def __init__(self, credentials: Any, repo: str, keep: str, max_epochs: int, journal: str, metric: str = "") -> None:
         self.credentials = credentials
+        self.metric = metric
         self.repo_name = repo
         self.keep = keep
         self.max_epochs = max_epochs
@@ -52,6 +53,9 @@ class TrialBranchCallback(Callback):
             fh.write(json.dumps({**kw, "t": time.time()}) + "\n")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)):  # every report, in arrival order: what benchmarks count
+            self._event(trial_id=trial.trial_id, event="result", iteration=result.get("training_iteration"), value=float(value))
         branch = result.get("branch")
         if branch and trial.trial_id not in self._seen:
             self._seen.add(trial.trial_id)
@@ -110,7 +114,9 @@ def read_lifecycle(path: Path) -> dict[str, dict[str, Any]]:
         rec = out.setdefault(e["trial_id"], {"seen_live": False})
         if e.get("branch"):
             rec["branch"] = e["branch"]
-        if e["event"] == "running":
+        if e["event"] == "result":
+            rec.setdefault("results", []).append((e["iteration"], e["value"]))
+        elif e["event"] == "running":
             rec["seen_live"] = rec["seen_live"] or e["seen_live"]
         else:
             rec.setdefault("events", []).append(e["event"])

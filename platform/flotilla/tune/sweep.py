@@ -148,7 +148,9 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
         run_trial(config, ctx)
 
     trainable = tune.with_resources(trainable, {"CPU": spec.budget.trial_cpus})
-    lifecycle = TrialBranchCallback(hub.credentials, family["data"]["repo"], spec.retention.keep, family["epochs"], str(d / "lifecycle.jsonl"))
+    lifecycle = TrialBranchCallback(
+        hub.credentials, family["data"]["repo"], spec.retention.keep, family["epochs"], str(d / "lifecycle.jsonl"), obj.metric
+    )
     tune_dir = d / "tune"
     if restore:
         tuner = tune.Tuner.restore(str(tune_dir / sweep_id), trainable, resume_unfinished=True, resume_errored=True)
