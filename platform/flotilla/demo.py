@@ -21,7 +21,7 @@ from flotilla.hub import Hub, local
 from flotilla.settings import Settings
 
 DEMO_JOB = "jobs/sweep_demo.yaml"
-NOISE = ("TrainingReport(", "Checkpoint successfully created", "PreemptionWatcher", "core_worker.cc")
+NOISE = ("FLOTILLA_RESULT", "TrainingReport(", "Checkpoint successfully created", "PreemptionWatcher", "core_worker.cc")
 
 
 def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000) -> None:
