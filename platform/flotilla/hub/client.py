@@ -90,3 +90,8 @@ class Hub:
     def delete_repo(self, name: str) -> None:
         with translate(f"delete repository {name!r}", self.endpoint, not_found=lambda: f"repositories: {self.repos()}"):
             lakefs.Repository(check_repo_id(name), client=self.client).delete()
+
+
+def repo_for(credentials: HubCredentials, name: str) -> Repo:
+    """A repo handle from credentials alone (callbacks rebuilt in another process by Ray)."""
+    return Hub(credentials=credentials, settings=Settings.from_env()).repo(name)

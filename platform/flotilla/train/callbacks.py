@@ -34,10 +34,9 @@ class HubCommitCallback(ray.train.UserCallback):
     @property
     def repo(self):
         if self._repo is None:
-            from flotilla.hub.client import Hub
-            from flotilla.settings import Settings
+            from flotilla.hub.client import repo_for
 
-            self._repo = Hub(credentials=self.credentials, settings=Settings.from_env()).repo(self.repo_name)
+            self._repo = repo_for(self.credentials, self.repo_name)
         return self._repo
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
