@@ -10,6 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import ray
 
@@ -125,3 +126,49 @@ def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_setting
     for trial_id in finished_before_kill:
         assert starts.count(trial_id) == 1, f"finished trial {trial_id} ran again"
     assert result.winner is not None and result.promotion_commit
+
+
+def test_pareto_search_keeps_the_front_and_promotes_its_best_on_the_first_metric(hub, local_ray):
+    objectives = {"val/age/mae": "min", "val/emotion/accuracy": "max"}
+    repo = hub.repo(REPO)
+    repo.create_branch("pareto-into", "main")
+    before = set(repo.branches())
+    spec = sweep_spec("pareto", trials=4, objective={"metrics": objectives}, scheduler={"type": "none"},
+                      retention={"keep": "winner"}, promote={"into": "pareto-into"})
+    result = sweep(spec, hub=hub)
+    done = [t for t in result.trials if t.status == "completed"]
+    assert len(done) == 4 and result.objectives == objectives
+
+    def beats(a, b):  # a dominates b: no worse on both, better on one
+        pairs = [(-a.metrics["val/age/mae"], -b.metrics["val/age/mae"]),
+                 (a.metrics["val/emotion/accuracy"], b.metrics["val/emotion/accuracy"])]
+        return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
+
+    front = {t.trial_id for t in done if not any(beats(o, t) for o in done)}
+    assert set(result.pareto) == front and front
+    study = optuna.load_study(study_name=result.sweep_id, storage=f"sqlite:///{Path(result.directory) / 'optuna.db'}")
+    assert len(study.directions) == 2 and len(study.best_trials) == len(front)  # Optuna's own front agrees
+    assert result.winner.trial_id in front
+    assert result.winner.metrics["val/age/mae"] == min(t.metrics["val/age/mae"] for t in done)
+    kept = set(repo.branches()) - before
+    assert kept == {t.branch for t in done if t.trial_id in front}, "the whole front is kept, the rest deleted"
+    assert repo.commit_info("pareto-into").id == result.promotion_commit
+    assert "pareto" in result.plots and Path(result.plots["pareto"]).stat().st_size > 0
+
+
+def test_reaching_the_target_starts_no_new_trials_and_the_trial_that_got_there_finishes(hub, local_ray):
+    spec = sweep_spec("target", objective={"metric": "val/gender/accuracy", "mode": "max"}, scheduler={"type": "none"},
+                      budget={"trials": 6, "concurrency": 1, "trial_cpus": 0.25, "target": 0.0}, promote={"into": None})
+    result = sweep(spec, hub=hub)
+    assert len(result.trials) == 1, "a trial started after the target was reached"
+    (t,) = result.trials
+    assert t.status == "completed" and t.epochs == 3 and result.winner is t
+    card = json.loads(hub.repo(REPO).get(t.branch, f"models/{t.run_id}/family/card.json"))
+    assert card["branch"] == t.branch
+
+
+def test_a_pareto_search_with_asha_is_refused_before_anything_runs():
+    from flotilla.errors import SpecError
+
+    with pytest.raises(SpecError, match="scheduler.type: none"):
+        sweep_spec("bad", objective={"metrics": {"val/age/mae": "min", "val/gender/accuracy": "max"}})

@@ -1,7 +1,8 @@
 """Sweep results people would rather see than read: a rich table and PNG plots.
 
 Plots: Optuna's optimisation history, parallel coordinates and parameter
-importances (from the study in ``optuna.db``), and a per-task trade-off scatter
+importances (from the study in ``optuna.db``; the Pareto front too for a
+multi-objective search), and a per-task trade-off scatter
 (age MAE against gender accuracy, coloured by emotion accuracy) over trials.
 """
 
@@ -14,16 +15,20 @@ from typing import Any
 def trials_table(result: Any):
     from rich.table import Table
 
-    t = Table(title=f"sweep {result.sweep_id} — objective {result.objective} ({result.mode})")
+    objectives = getattr(result, "objectives", None) or {result.objective: result.mode}
+    what = ", ".join(f"{m} ({mode})" for m, mode in objectives.items())
+    t = Table(title=f"sweep {result.sweep_id} — {'Pareto search over ' if len(objectives) > 1 else 'objective '}{what}")
     params = sorted({k for tr in result.trials for k in tr.params})
-    for col in ("trial", "status", "epochs", *params, result.objective, "branch"):
+    for col in ("trial", "status", "epochs", *params, *objectives, "branch"):
         t.add_column(col)
     key = (lambda tr: tr.metrics.get(result.objective, float("inf"))) if result.mode == "min" else (lambda tr: -tr.metrics.get(result.objective, float("-inf")))
     for tr in sorted(result.trials, key=key):
         star = " ★" if result.winner and tr.trial_id == result.winner.trial_id else ""
+        star += " ◆" if tr.trial_id in (getattr(result, "pareto", None) or []) else ""
         row = [tr.trial_id + star, tr.status, str(tr.epochs)]
         row += [_fmt(tr.params.get(p)) for p in params]
-        row += [_fmt(tr.metrics.get(result.objective)), tr.branch if tr.kept else "(deleted)"]
+        row += [_fmt(tr.metrics.get(m)) for m in objectives]
+        row += [tr.branch if tr.kept else "(deleted)"]
         t.add_row(*row)
     return t
 
@@ -53,12 +58,20 @@ def write_plots(d: Path, sweep_id: str, result: Any) -> dict[str, str]:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = optuna.load_study(study_name=sweep_id, storage=f"sqlite:///{d / 'optuna.db'}")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    for name, fn in (("history", ov.plot_optimization_history), ("parallel", ov.plot_parallel_coordinate),
-                     ("importance", ov.plot_param_importances)):
+    multi = len(study.directions) > 1
+    # Optuna draws these for one objective; a Pareto study shows them for the first metric listed
+    one = {"target": lambda t: t.values[0], "target_name": result.objective} if multi else {}
+    plots = [("history", ov.plot_optimization_history, one), ("parallel", ov.plot_parallel_coordinate, one),
+             # Optuna ranks importance for *low* target values: flip a maximised first metric
+             ("importance", ov.plot_param_importances,
+              {**one, "target": lambda t: t.values[0] if result.mode == "min" else -t.values[0]} if multi else {})]
+    if multi and len(study.directions) <= 3:
+        plots.append(("pareto", ov.plot_pareto_front, {"target_names": list(result.objectives)}))
+    for name, fn, kwargs in plots:
         if len(complete) < (2 if name != "importance" else 3):
             continue
         try:
-            ax = fn(study)
+            ax = fn(study, **kwargs)
             fig = (ax[0] if hasattr(ax, "__len__") else ax).figure
             fig.set_size_inches(9, 5)
             fig.tight_layout()

@@ -39,19 +39,41 @@ class Param(_Spec):
 
 
 class Objective(_Spec):
-    """Optimise one reported metric, or a weighted sum of per-task metrics (``weights``)."""
+    """Optimise one reported metric, a weighted sum of per-task metrics (``weights``), or several
+    metrics at once (``metrics``: a Pareto search, no single winner until you say which one counts most)."""
 
     metric: str = "val/score"
     mode: Literal["min", "max"] = "max"
     weights: dict[str, float] | None = None  # e.g. {"val/age/mae": -0.02, "val/gender/accuracy": 1.0}
+    # multi-objective, e.g. {val/age/mae: min, val/emotion/accuracy: max}; the first one listed
+    # picks the promoted model among the Pareto-optimal trials
+    metrics: dict[str, Literal["min", "max"]] | None = None
 
     @model_validator(mode="after")
-    def _weights_need_score(self) -> Objective:
+    def _one_kind(self) -> Objective:
+        if self.metrics is not None:
+            if len(self.metrics) < 2:
+                raise ValueError("a multi-objective 'metrics' needs at least two metrics; for one, use 'metric' and 'mode'")
+            if self.weights or self.metric != "val/score":
+                raise ValueError("give one of 'metric', 'weights' or 'metrics', not several")
+            return self
         if self.weights and self.metric != "val/score":
             raise ValueError("with 'weights' the objective metric is their sum, reported as 'val/score'")
         if not self.weights and self.metric == "val/score":
-            raise ValueError("set 'metric' to a reported metric (e.g. val/age/mae) or give 'weights'")
+            raise ValueError("set 'metric' to a reported metric (e.g. val/age/mae), give 'weights', or several 'metrics'")
         return self
+
+    @property
+    def multi(self) -> bool:
+        return self.metrics is not None
+
+    @property
+    def primary(self) -> tuple[str, str]:
+        """The metric and mode that rank trials (for a Pareto search: the first metric listed)."""
+        if self.metrics:
+            name, mode = next(iter(self.metrics.items()))
+            return name, mode
+        return self.metric, self.mode
 
 
 class Searcher(_Spec):
@@ -72,6 +94,9 @@ class Budget(_Spec):
     concurrency: int = Field(2, ge=1)
     trial_cpus: float = Field(0.25, gt=0)  # the trial's own driver; its training workers come from base.scaling
     time_limit_s: float | None = Field(None, gt=0)
+    # "good enough": once a trial reports an objective at or past this, no new trials start; the
+    # running ones finish (so the one that got there publishes its model and can be promoted)
+    target: float | None = None
 
 
 class Retention(_Spec):
@@ -102,6 +127,17 @@ class SweepSpec(_Spec):
     budget: Budget = Budget()
     retention: Retention = Retention()
     promote: Promote = Promote()
+
+    @model_validator(mode="after")
+    def _multi_objective_limits(self) -> SweepSpec:
+        if self.objective.multi and self.scheduler.type == "asha":
+            raise ValueError(
+                "ASHA stops trials by one metric and 'objective.metrics' has several: set scheduler.type: none "
+                "for a Pareto search, or combine the tasks into one score with 'objective.weights'"
+            )
+        if self.objective.multi and self.budget.target is not None:
+            raise ValueError("budget.target needs a single objective; it has no meaning for a Pareto search")
+        return self
 
     def family(self, root: Path | None = None) -> FamilySpec:
         """The base family spec with the sweep's overrides and data applied (no trial params yet)."""

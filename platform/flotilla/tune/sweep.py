@@ -48,10 +48,26 @@ class SweepResult:
     trials: list[TrialRecord] = field(default_factory=list)
     winner: TrialRecord | None = None
     promotion_commit: str | None = None
+    objectives: dict[str, str] = field(default_factory=dict)  # metric -> min|max; several for a Pareto search
+    pareto: list[str] = field(default_factory=list)  # trial ids on the Pareto front (multi-objective only)
     plots: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True, default=float)
+
+
+def pareto_front(trials: list[TrialRecord], objectives: dict[str, str]) -> list[TrialRecord]:
+    """Trials no other trial beats on every objective (and strictly on one)."""
+    sign = {m: (1.0 if mode == "max" else -1.0) for m, mode in objectives.items()}
+
+    def score(t: TrialRecord) -> list[float]:
+        return [sign[m] * t.metrics[m] for m in objectives]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+    scores = {id(t): score(t) for t in trials}
+    return [t for t in trials if not any(dominates(scores[id(o)], scores[id(t)]) for o in trials if o is not t)]
 
 
 def sweeps_dir(settings: Settings | None = None) -> Path:
@@ -77,6 +93,25 @@ class DefineByRun:
             else:
                 chosen[name] = trial.suggest_float(name, p.low, p.high, log=p.type == "loguniform")
         return None
+
+
+def asha(spec: SweepSpec, epochs: int) -> Any:
+    """ASHA whose rungs all lie before the last epoch.
+
+    A rung *at* the last epoch saves nothing and would kill a trial at its final report, before it
+    publishes its model and card on its branch; so the rungs are laid out up to ``epochs - 1`` and
+    a trial that passes them always finishes (``stop_last_trials=False``).
+    """
+    from ray.tune.schedulers import ASHAScheduler
+
+    grace = spec.scheduler.grace_period
+    if grace >= epochs:
+        raise ConfigError(
+            f"scheduler.grace_period {grace} leaves ASHA nothing to stop: trials train {epochs} epochs",
+            hint=f"set scheduler.grace_period below {epochs}, or scheduler.type: none",
+        )
+    return ASHAScheduler(time_attr="training_iteration", max_t=epochs - 1, grace_period=grace,
+                         reduction_factor=spec.scheduler.reduction_factor, stop_last_trials=False)
 
 
 def _pin_commits(hub: Hub, spec: SweepSpec, family: Any) -> dict[str, str]:
@@ -126,12 +161,13 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
     import optuna
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     from flotilla.train.run import ensure_ray
     from flotilla.tune.lifecycle import TrialBranchCallback
     from flotilla.tune.trial import run_trial
+    from flotilla.tune.until import UntilTarget
 
     ensure_ray(address)
     # Save Tune's experiment state on every controller step (not every few minutes): trials here are long
@@ -149,7 +185,7 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
 
     trainable = tune.with_resources(trainable, {"CPU": spec.budget.trial_cpus})
     lifecycle = TrialBranchCallback(
-        hub.credentials, family["data"]["repo"], spec.retention.keep, family["epochs"], str(d / "lifecycle.jsonl"), obj.metric
+        hub.credentials, family["data"]["repo"], spec.retention.keep, family["epochs"], str(d / "lifecycle.jsonl"), obj.primary[0]
     )
     tune_dir = d / "tune"
     if restore:
@@ -161,21 +197,19 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
             else optuna.samplers.RandomSampler(seed=spec.searcher.seed)
         )
         search = OptunaSearch(
-            space=DefineByRun(spec.space), metric=obj.metric, mode=obj.mode, sampler=sampler,
+            space=DefineByRun(spec.space), sampler=sampler,
+            # a list of metrics and modes makes Optuna search for the Pareto front (TPE and random both can)
+            metric=list(obj.metrics) if obj.multi else obj.metric, mode=list(obj.metrics.values()) if obj.multi else obj.mode,
             storage=optuna.storages.RDBStorage(f"sqlite:///{d / 'optuna.db'}"), study_name=sweep_id,
         )
-        scheduler = (
-            # max_t one past the last epoch: ASHA must never stop a trial *at* its last epoch, or the trial
-            # would be killed before it publishes its model and card on its branch
-            ASHAScheduler(time_attr="training_iteration", max_t=family["epochs"] + 1, grace_period=spec.scheduler.grace_period,
-                          reduction_factor=spec.scheduler.reduction_factor)
-            if spec.scheduler.type == "asha"
-            else FIFOScheduler()
-        )
+        if spec.budget.target is not None:
+            search = UntilTarget(search, obj.metric, obj.mode, spec.budget.target)
+        scheduler = asha(spec, family["epochs"]) if spec.scheduler.type == "asha" else FIFOScheduler()
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=search, scheduler=scheduler, metric=obj.metric, mode=obj.mode, num_samples=spec.budget.trials,
+                search_alg=search, scheduler=scheduler, metric=None if obj.multi else obj.metric,
+                mode=None if obj.multi else obj.mode, num_samples=spec.budget.trials,
                 max_concurrent_trials=spec.budget.concurrency, time_budget_s=spec.budget.time_limit_s,
             ),
             run_config=tune.RunConfig(name=sweep_id, storage_path=str(tune_dir), callbacks=[lifecycle], verbose=1),
@@ -196,7 +230,8 @@ def _finish(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id:
     repo = hub.repo(family["data"]["repo"])
     obj = spec.objective
     live = read_lifecycle(d / "lifecycle.jsonl")
-    result = SweepResult(sweep_id, str(d), state["commits"], obj.metric, obj.mode)
+    metric, mode = obj.primary
+    result = SweepResult(sweep_id, str(d), state["commits"], metric, mode, objectives=dict(obj.metrics or {metric: mode}))
     for r in grid:
         trial_id = Path(r.path).name.split("_")[-2] if r.path else "?"
         m = r.metrics or {}
@@ -208,13 +243,15 @@ def _finish(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id:
         branch = m.get("branch") or live.get(trial_id, {}).get("branch", "")
         result.trials.append(TrialRecord(trial_id, params, status, epochs, metrics, branch, run_id=m.get("run_id", ""),
                                          seen_live=live.get(trial_id, {}).get("seen_live", False)))
-    done = [t for t in result.trials if t.status == "completed" and obj.metric in t.metrics]
-    if done:
-        pick = min if obj.mode == "min" else max
-        result.winner = pick(done, key=lambda t: t.metrics[obj.metric])
+    done = [t for t in result.trials if t.status == "completed" and set(result.objectives) <= set(t.metrics)]
+    result.pareto = [t.trial_id for t in pareto_front(done, result.objectives)] if obj.multi else []
+    if done:  # for a Pareto search the best on the first metric listed, which is always on the front
+        pick = min if mode == "min" else max
+        result.winner = pick(done, key=lambda t: t.metrics[metric])
     existing = set(repo.branches())
     for t in result.trials:
-        keep = t is result.winner or (spec.retention.keep == "all") or (spec.retention.keep == "completed" and t.status == "completed")
+        keep = (t is result.winner or t.trial_id in result.pareto or spec.retention.keep == "all"
+                or (spec.retention.keep == "completed" and t.status == "completed"))
         if not keep and t.branch in existing:
             repo.delete_branch(t.branch, missing_ok=True)
         t.kept = keep and t.branch in existing
