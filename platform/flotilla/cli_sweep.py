@@ -18,7 +18,10 @@ def _show(result) -> None:
         w = result.winner
         console.print(f"[green]✓[/] winner {w.trial_id}: {result.objective} = {w.metrics.get(result.objective, float('nan')):.4f}  params {w.params}")
         if result.promotion_commit:
-            console.print(f"[green]✓[/] promoted into main as {result.promotion_commit[:12]} (branch {w.branch})")
+            into = getattr(result, "promoted_into", None) or "main"
+            console.print(f"[green]✓[/] promoted into {into} as {result.promotion_commit[:12]} (branch {w.branch})")
+    if getattr(result, "pareto", None):
+        console.print(f"  Pareto front (◆, branches kept): {', '.join(result.pareto)}")
     for name, path in result.plots.items():
         console.print(f"  plot ({name}): {path}")
     console.print(f"  Optuna study: optuna-dashboard sqlite:///{result.directory}/optuna.db --host 127.0.0.1")
@@ -32,6 +35,7 @@ def sweep_command(
     sweep_id: str = typer.Argument(None, help="sweep id (for resume/show/dashboard)"),
     address: str = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)"),
     port: int = typer.Option(8080, "--port", help="optuna-dashboard port on 127.0.0.1"),
+    check: bool = typer.Option(False, "--check", help="validate the spec (keys, space values, objective metrics) and exit"),
 ) -> None:
     """Run a sweep (`flotilla sweep tuning/face_family.yaml`) or manage one (`flotilla sweep resume ID`)."""
     if target in ACTIONS:
@@ -40,7 +44,22 @@ def sweep_command(
         {"resume": lambda: resume(sweep_id, address), "show": lambda: show(sweep_id), "list": list_,
          "dashboard": lambda: dashboard(sweep_id, port)}[target]()
         return
-    _run(target, address)
+    (_check if check else _run)(target, address)
+
+
+@friendly
+def _check(spec: str, address: str | None = None) -> None:
+    from pathlib import Path
+
+    from flotilla.tune.spec import load_sweep_spec
+
+    s = load_sweep_spec(spec)  # raises one SpecError listing every problem
+    family = s.family(Path(spec).resolve().parent.parent if Path(spec).parent.name == "tuning" else Path.cwd())
+    obj = s.objective
+    what = obj.metrics or obj.weights or {obj.metric: obj.mode}
+    console.print(f"[green]✓[/] {spec}: {len(s.space)} dimensions ({', '.join(s.space)}), objective {what}, "
+                  f"{s.searcher.type} + {s.scheduler.type}, {s.budget.trials} trials × {family.epochs} epochs, "
+                  f"{s.budget.concurrency} at a time, data {family.data.repo}@{family.data.ref}")
 
 
 @friendly

@@ -78,3 +78,28 @@ def test_asha_rungs_all_lie_before_the_last_epoch():
 def test_a_grace_period_as_long_as_training_is_refused():
     with pytest.raises(ConfigError, match="grace_period"):
         asha(_spec(scheduler={"type": "asha", "grace_period": 4}), 4)
+
+
+def test_every_mistake_a_sweep_can_be_checked_for_is_reported_before_any_trial_runs():
+    from flotilla.errors import SpecError
+
+    spec = _spec(
+        space={"optim.lrr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
+               "weighting": {"type": "choice", "values": ["fixed", "uncertanty"]},
+               "model.width": {"type": "int", "low": 4, "high": 16}},
+        objective={"weights": {"val/age/mea": -0.02, "val/gender/accuracy": 1.0}, "mode": "max"},
+    )
+    with pytest.raises(SpecError) as err:
+        spec.check()
+    text = "\n".join(err.value.problems)
+    assert "optim.lrr" in text and "did you mean 'lr'" in text
+    assert "uncertanty" in text
+    assert "val/age/mea" in text and "val/age/mae" in text
+    assert "model.width" not in text and "val/gender/accuracy" not in text
+    assert len(err.value.problems) == 3
+
+
+def test_a_valid_sweep_checks_clean_and_returns_its_family():
+    family = _spec(objective={"metrics": {"val/age/mae": "min", "val/emotion/macro_f1": "max"}},
+                   scheduler={"type": "none"}).check()
+    assert family.epochs == 9

@@ -7,11 +7,13 @@ data variant is just a commit, resolved once when the sweep starts.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from flotilla.errors import SpecError
 from flotilla.specs import FamilySpec, _Spec, deep_merge, load_yaml, parse_spec
 
 
@@ -139,17 +141,53 @@ class SweepSpec(_Spec):
             raise ValueError("budget.target needs a single objective; it has no meaning for a Pareto search")
         return self
 
-    def family(self, root: Path | None = None) -> FamilySpec:
-        """The base family spec with the sweep's overrides and data applied (no trial params yet)."""
+    def _merged(self, root: Path | None) -> dict[str, Any]:
         base = self.base if isinstance(self.base, dict) else load_yaml((root or Path.cwd()) / self.base)
         data = {k: v for k, v in self.data.model_dump().items() if v is not None}
-        merged = deep_merge(deep_merge(base or {}, self.overrides), {"data": data} if data else {})
-        return parse_spec(FamilySpec, merged, source=f"sweep {self.name!r} base")
+        return deep_merge(deep_merge(base or {}, self.overrides), {"data": data} if data else {})
+
+    def family(self, root: Path | None = None) -> FamilySpec:
+        """The base family spec with the sweep's overrides and data applied (no trial params yet)."""
+        return parse_spec(FamilySpec, self._merged(root), source=f"sweep {self.name!r} base")
+
+    def check(self, root: Path | None = None) -> FamilySpec:
+        """Everything that can go wrong before a trial runs, reported at once.
+
+        A misspelled space key (``optim.lrr``) or choice value (``weighting: uncertanty``) would
+        otherwise surface as every trial failing minutes in, and a misspelled objective metric as
+        Tune complaining after the first epoch; so each dimension's end points and choices are
+        applied to the base spec, and the objective's metrics are matched to what the tasks report.
+        """
+        merged = self._merged(root)
+        family = parse_spec(FamilySpec, merged, source=f"sweep {self.name!r} base")
+        problems: list[str] = []
+        for name, p in self.space.items():
+            probes = p.values if p.type == "choice" else [int(p.low), int(p.high)] if p.type == "int" else [p.low, p.high]
+            for value in probes or []:
+                try:
+                    parse_spec(FamilySpec, deep_merge(merged, unflatten({name: value})), source=f"space.{name}={value!r}")
+                except SpecError as exc:
+                    problems += [f"space.{name} = {value!r}: {x}" for x in (exc.problems or [exc.message])]
+                    break
+        reported = {"train/loss"}
+        for t in family.task_specs():
+            reported |= {f"val/{t.name}/{m}" for m in t.metrics} | {f"train/{t.name}_loss"}
+        wanted = dict.fromkeys([*(self.objective.weights or {}), *(self.objective.metrics or {})])
+        if not self.objective.weights and not self.objective.metrics:
+            wanted[self.objective.metric] = None
+        for m in wanted:
+            if m not in reported:
+                close = difflib.get_close_matches(m, sorted(reported), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f"; reported: {', '.join(sorted(reported))}"
+                problems.append(f"objective: {m!r} is not a metric this family reports{hint}")
+        if problems:
+            raise SpecError(f"sweep {self.name!r} is invalid ({len(problems)} problem(s)):", problems)
+        return family
 
 
 def load_sweep_spec(path: str | Path) -> SweepSpec:
     spec = parse_spec(SweepSpec, load_yaml(path), source=str(path))
-    spec.family(Path(path).resolve().parent.parent if Path(path).parent.name == "tuning" else Path.cwd())
+    spec.check(Path(path).resolve().parent.parent if Path(path).parent.name == "tuning" else Path.cwd())
     return spec
 
 

@@ -48,6 +48,7 @@ class SweepResult:
     trials: list[TrialRecord] = field(default_factory=list)
     winner: TrialRecord | None = None
     promotion_commit: str | None = None
+    promoted_into: str | None = None
     objectives: dict[str, str] = field(default_factory=dict)  # metric -> min|max; several for a Pareto search
     pareto: list[str] = field(default_factory=list)  # trial ids on the Pareto front (multi-objective only)
     plots: dict[str, str] = field(default_factory=dict)
@@ -136,7 +137,7 @@ def sweep(
         root = root or (Path(spec).resolve().parent.parent if Path(spec).parent.name == "tuning" else Path.cwd())
         spec = load_sweep_spec(spec)
     hub = hub or Hub()
-    family = spec.family(root)
+    family = spec.check(root)
     sweep_id = sweep_id or branch_id(f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     d = sweeps_dir(hub.settings) / sweep_id
     d.mkdir(parents=True, exist_ok=False)
@@ -262,6 +263,7 @@ def _finish(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id:
             "flotilla.data_commit": state["commits"][w.params.get("data.ref", family["data"]["ref"])],
             "params": w.params, **{f"metric.{k[4:]}": v for k, v in w.metrics.items() if not k.endswith("/n")},
         }
+        result.promoted_into = spec.promote.into
         result.promotion_commit = repo.merge(w.branch, spec.promote.into, f"Promote sweep {sweep_id} winner {w.trial_id}", meta)
     result.plots = write_plots(d, sweep_id, result)
     (d / "results.json").write_text(result.to_json())
