@@ -154,6 +154,9 @@ def test_pareto_search_keeps_the_front_and_promotes_its_best_on_the_first_metric
     assert kept == {t.branch for t in done if t.trial_id in front}, "the whole front is kept, the rest deleted"
     assert repo.commit_info("pareto-into").id == result.promotion_commit
     assert "pareto" in result.plots and Path(result.plots["pareto"]).stat().st_size > 0
+    page = Path(result.plots["pareto.html"])  # interactive twin, its plotly.js shared and local (no CDN)
+    src = page.read_text().split('<script src="')[1].split('"')[0]
+    assert not src.startswith("http") and (page.parent / src).resolve().stat().st_size > 1_000_000
 
 
 def test_reaching_the_target_starts_no_new_trials_and_the_trial_that_got_there_finishes(hub, local_ray):

@@ -2,7 +2,7 @@
 
 Plots: Optuna's optimisation history, parallel coordinates and parameter
 importances (from the study in ``optuna.db``; the Pareto front too for a
-multi-objective search), and a per-task trade-off scatter
+multi-objective search) — each as PNG and as interactive HTML — and a per-task trade-off scatter
 (age MAE against gender accuracy, coloured by emotion accuracy) over trials.
 """
 
@@ -39,6 +39,23 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def _plotly_js(out_dir: Path) -> str:
+    """plotly.js written once beside all sweeps (not 4 MB per sweep, and no CDN: machines may be offline);
+    returns its path relative to ``out_dir`` for the pages' script tag."""
+    import os
+
+    import plotly
+    from plotly.offline import get_plotlyjs
+
+    asset = out_dir.parent.parent / "_assets" / f"plotly-{plotly.__version__}.min.js"
+    if not asset.exists():
+        asset.parent.mkdir(exist_ok=True)
+        tmp = asset.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(get_plotlyjs())
+        tmp.replace(asset)
+    return os.path.relpath(asset, out_dir)
 
 
 def write_plots(d: Path, sweep_id: str, result: Any) -> dict[str, str]:
@@ -78,6 +95,10 @@ def write_plots(d: Path, sweep_id: str, result: Any) -> dict[str, str]:
             fig.savefig(out_dir / f"{name}.png", dpi=90)
             plt.close(fig)
             paths[name] = str(out_dir / f"{name}.png")
+            # the same plot, interactive (hover a trial, brush the parallel axes), drawn by Optuna's plotly twin
+            interactive = getattr(optuna.visualization, fn.__name__)(study, **kwargs)
+            interactive.write_html(out_dir / f"{name}.html", include_plotlyjs=_plotly_js(out_dir), full_html=True)
+            paths[f"{name}.html"] = str(out_dir / f"{name}.html")
         except Exception:  # a plot Optuna cannot draw for this study (e.g. one distinct value) is skipped
             plt.close("all")
     pts = [t for t in result.trials if {"val/age/mae", "val/gender/accuracy"} <= set(t.metrics)]
