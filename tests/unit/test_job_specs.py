@@ -85,6 +85,9 @@ def test_sweep_job_validates_the_sweep_spec_it_points_at():
     assert isinstance(job, SweepJob)
     problems = _problems({"kind": "sweep", "name": "s", "spec": "tuning/face_family.yaml", "overrides": {"budgett": {}}})
     assert any(p.startswith("sweep: budgett: unknown key") for p in problems)
+    bad_metric = {"objective": {"weights": {"val/age/mae": -0.02, "val/emotion/acuracy": 1.0}}}
+    problems = _problems({"kind": "sweep", "name": "s", "spec": "tuning/face_family.yaml", "overrides": bad_metric})
+    assert any("val/emotion/acuracy" in p and "val/emotion/accuracy" in p for p in problems), problems
 
 
 def test_submission_ids_are_readable_and_unique():

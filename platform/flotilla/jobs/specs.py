@@ -149,7 +149,7 @@ def sweep_of(job: SweepJob, root: Path) -> Any:
         ) from None
     base = job.sweep if job.sweep is not None else load_yaml(root / job.spec)  # type: ignore[operator]
     sweep = parse_spec(SweepSpec, deep_merge(base or {}, job.overrides), source=f"sweep of job {job.name!r}")
-    sweep.family(root)  # its base family must be valid too
+    sweep.check(root)  # its base family, space and objective metrics must be valid too
     return sweep
 
 

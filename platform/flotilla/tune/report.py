@@ -73,6 +73,9 @@ def write_plots(d: Path, sweep_id: str, result: Any) -> dict[str, str]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # importance is asked for low target values on purpose (see below); flat axes are fine in a small sweep
+    warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
+    warnings.filterwarnings("ignore", message="Attempting to set identical low and high")
     study = optuna.load_study(study_name=sweep_id, storage=f"sqlite:///{d / 'optuna.db'}")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     multi = len(study.directions) > 1
