@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -155,7 +156,7 @@ def test_pareto_search_keeps_the_front_and_promotes_its_best_on_the_first_metric
     assert repo.commit_info("pareto-into").id == result.promotion_commit
     assert "pareto" in result.plots and Path(result.plots["pareto"]).stat().st_size > 0
     page = Path(result.plots["pareto.html"])  # interactive twin, its plotly.js shared and local (no CDN)
-    src = page.read_text().split('<script src="')[1].split('"')[0]
+    src = re.search(r'<script[^>]* src="([^"]+)"', page.read_text()).group(1)
     assert not src.startswith("http") and (page.parent / src).resolve().stat().st_size > 1_000_000
 
 
