@@ -162,6 +162,7 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
     import optuna
     import ray
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
@@ -213,7 +214,10 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
                 mode=None if obj.multi else obj.mode, num_samples=spec.budget.trials,
                 max_concurrent_trials=spec.budget.concurrency, time_budget_s=spec.budget.time_limit_s,
             ),
-            run_config=tune.RunConfig(name=sweep_id, storage_path=str(tune_dir), callbacks=[lifecycle], verbose=1),
+            # the JSON logger only (CSV and TensorBoard stay off): without result.json per trial, Tune warns
+            # at the end of every sweep that it "failed to fetch metrics" for each trial
+            run_config=tune.RunConfig(name=sweep_id, storage_path=str(tune_dir), callbacks=[lifecycle, JsonLoggerCallback()],
+                                      verbose=1),
         )
     if restore:  # the restored run config holds the callback without its credentials (they are never pickled)
         for cb in tuner._local_tuner.get_run_config().callbacks or []:
