@@ -87,9 +87,14 @@ def test_sweep_promotes_the_winner_and_only_kept_branches_remain(hub, local_ray)
     assert w.run_id.startswith(result.sweep_id)
     card = json.loads(repo.get("main", f"models/{w.run_id}/family/card.json"))
     assert card["data"]["commit"] == result.data_commits["main"] and card["branch"] == w.branch
-    assert {"history", "tradeoff"} <= set(result.plots) and all(Path(p).stat().st_size > 0 for p in result.plots.values())
+    assert {"history", "curves", "curves.html", "tradeoff"} <= set(result.plots) and all(Path(p).stat().st_size > 0 for p in result.plots.values())
     conditional = [t for t in result.trials if t.params.get("optim.name") == "adamw"]
     assert all("optim.momentum" not in t.params for t in conditional)
+    # the Optuna study (what optuna-dashboard shows) holds ASHA's stops as pruned, with their curves
+    study = optuna.load_study(study_name=result.sweep_id, storage=f"sqlite:///{Path(result.directory) / 'optuna.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states.count("PRUNED") == len(stopped) and states.count("COMPLETE") == len(result.trials) - len(stopped)
+    assert all(len(t.intermediate_values) == 1 for t in study.trials if t.state.name == "PRUNED")  # stopped at the one rung, epoch 1
 
 
 def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_settings, sweep_env, tmp_path):

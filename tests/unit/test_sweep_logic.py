@@ -1,4 +1,4 @@
-"""Pure sweep logic: the "good enough" target searcher wrapper and ASHA's rung layout.
+"""Pure sweep logic: the "good enough" target searcher wrapper, stopped trials as Optuna prunes, ASHA's rungs.
 
 The searcher under the wrapper is a real OptunaSearch (no Ray cluster is needed
 to ask it for configurations); the end-to-end effect is exercised by bench/hpo.py.
@@ -14,6 +14,7 @@ from ray.tune.search.optuna import OptunaSearch
 from flotilla.errors import ConfigError
 from flotilla.specs import parse_spec
 from flotilla.tune.spec import SweepSpec
+from flotilla.tune.searcher import StoppedAsPrunedOptunaSearch
 from flotilla.tune.sweep import DefineByRun, asha
 from flotilla.tune.until import UntilTarget
 
@@ -65,6 +66,46 @@ def test_the_reached_flag_survives_tunes_own_save_and_restore(tmp_path):
     fresh.restore_from_dir(str(tmp_path))
     until = fresh.searcher.searcher
     assert until.reached_by == "a" and until.suggest("z") == Searcher.FINISHED
+
+
+def _searcher(full: int = 9) -> StoppedAsPrunedOptunaSearch:
+    return StoppedAsPrunedOptunaSearch(space=DefineByRun(_spec().space), metric="val/score", mode="max",
+                                       sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2), full_iterations=full)
+
+
+def _run(s, trial_id: str, scores: list[float], error: bool = False, stopped: bool = False) -> None:
+    """Drive the searcher as Tune's controller does: a report that makes the scheduler stop the
+    trial goes to on_trial_complete only, not to on_trial_result."""
+    s.suggest(trial_id)
+    for i, v in enumerate(scores[:-1] if stopped else scores, 1):
+        s.on_trial_result(trial_id, {"val/score": v, "training_iteration": i})
+    s.on_trial_complete(trial_id, {"val/score": scores[-1], "training_iteration": len(scores)}, error=error)
+
+
+def test_a_trial_stopped_before_its_last_epoch_is_pruned_in_the_optuna_study_not_complete():
+    s = _searcher(full=3)
+    _run(s, "full", [0.2, 0.5, 0.7])
+    _run(s, "stopped", [0.1], stopped=True)
+    _run(s, "rung2", [0.3, 0.6], stopped=True)
+    _run(s, "broken", [0.4, 0.4], error=True)
+    by = {t.number: t for t in s._ot_study.trials}
+    full, stopped, rung2, broken = (by[n] for n in range(4))
+    assert full.state == optuna.trial.TrialState.COMPLETE and full.value == 0.7
+    assert stopped.state == optuna.trial.TrialState.PRUNED and stopped.value == 0.1  # the report that stopped it
+    assert stopped.intermediate_values == {1: 0.1}
+    assert rung2.state == optuna.trial.TrialState.PRUNED and rung2.intermediate_values == {1: 0.3, 2: 0.6}
+    assert broken.state == optuna.trial.TrialState.FAIL
+    assert s._ot_study.best_trial.number == 0  # a half-trained trial can never be the study's best
+    s.on_trial_complete("stopped", {"val/score": 0.1, "training_iteration": 1})  # a repeat is ignored, not re-told
+    assert isinstance(s.suggest("next"), dict)  # TPE samples from a study holding pruned trials
+
+
+def test_the_full_length_survives_tunes_save_and_restore(tmp_path):
+    s = _searcher(full=5)
+    s.save(str(tmp_path / "s.pkl"))
+    fresh = _searcher(full=1)
+    fresh.restore(str(tmp_path / "s.pkl"))
+    assert fresh.full_iterations == 5
 
 
 def test_asha_rungs_all_lie_before_the_last_epoch():

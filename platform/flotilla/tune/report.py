@@ -1,8 +1,10 @@
 """Sweep results people would rather see than read: a rich table and PNG plots.
 
 Plots: Optuna's optimisation history, parallel coordinates and parameter
-importances (from the study in ``optuna.db``; the Pareto front too for a
-multi-objective search) — each as PNG and as interactive HTML — and a per-task trade-off scatter
+importances over finished trials, and every trial's learning curve (trials the
+scheduler stopped are pruned in the study, so their curves end at the rung that
+stopped them) — from the study in ``optuna.db``; the Pareto front too for a
+multi-objective search — each as PNG and as interactive HTML — and a per-task trade-off scatter
 (age MAE against gender accuracy, coloured by emotion accuracy) over trials.
 """
 
@@ -87,8 +89,11 @@ def write_plots(d: Path, sweep_id: str, result: Any) -> dict[str, str]:
               {**one, "target": lambda t: t.values[0] if result.mode == "min" else -t.values[0]} if multi else {})]
     if multi and len(study.directions) <= 3:
         plots.append(("pareto", ov.plot_pareto_front, {"target_names": list(result.objectives)}))
+    curves = [t for t in study.trials if t.intermediate_values]
+    if not multi:  # every trial's learning curve, pruned ones ending at the ASHA rung that stopped them
+        plots.append(("curves", ov.plot_intermediate_values, {}))
     for name, fn, kwargs in plots:
-        if len(complete) < (2 if name != "importance" else 3):
+        if len(curves if name == "curves" else complete) < (2 if name != "importance" else 3):
             continue
         try:
             ax = fn(study, **kwargs)

@@ -164,10 +164,10 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     from flotilla.train.run import ensure_ray
     from flotilla.tune.lifecycle import TrialBranchCallback
+    from flotilla.tune.searcher import StoppedAsPrunedOptunaSearch
     from flotilla.tune.trial import run_trial
     from flotilla.tune.until import UntilTarget
 
@@ -198,8 +198,10 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
             if spec.searcher.type == "tpe"
             else optuna.samplers.RandomSampler(seed=spec.searcher.seed)
         )
-        search = OptunaSearch(
-            space=DefineByRun(spec.space), sampler=sampler,
+        # Optuna >= 5 runs TPE with constant_liar on by default: with several trials at once, running
+        # ones count as bad so concurrent suggestions spread out instead of landing side by side
+        search = StoppedAsPrunedOptunaSearch(
+            space=DefineByRun(spec.space), sampler=sampler, full_iterations=family["epochs"],
             # a list of metrics and modes makes Optuna search for the Pareto front (TPE and random both can)
             metric=list(obj.metrics) if obj.multi else obj.metric, mode=list(obj.metrics.values()) if obj.multi else obj.mode,
             storage=optuna.storages.RDBStorage(f"sqlite:///{d / 'optuna.db'}"), study_name=sweep_id,

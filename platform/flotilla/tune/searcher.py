@@ -1,0 +1,65 @@
+"""Optuna as Tune's searcher, told the truth about trials the scheduler stopped.
+
+Ray's ``OptunaSearch`` records every trial that ends without an error as
+``COMPLETE``, with the last value it reported. A trial ASHA stopped after one
+epoch is then, in the Optuna study, a *finished* trial whose objective is its
+epoch-1 score: optuna-dashboard lists it beside fully trained ones as if it
+were comparable, and TPE ranks it against final scores on one scale.
+
+In Optuna's own terms such a trial is ``PRUNED``, and Optuna knows what to do
+with that: the dashboard shows it as pruned with its learning curve, and TPE
+ranks pruned trials by how far they got first and their last score second —
+a trial that survived to the epoch-3 rung counts as better evidence than one
+stopped at epoch 1, which is the budget-aware reading ASHA's rungs imply.
+(``study.best_trial`` also stops being able to pick a half-trained trial.)
+A trial is pruned when it ended, without an error, before its full number of
+reports; its curve is in the study (OptunaSearch reports every result it is
+given, and the report that got it stopped is added here), and Optuna takes the
+last point of the curve as its value. A trial
+that errored is ``FAIL`` even when a last result comes with the error (Ray
+would record it ``COMPLETE`` with that value).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray.tune.search.optuna import OptunaSearch
+
+log = logging.getLogger(__name__)
+
+
+class StoppedAsPrunedOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` that tells Optuna a trial ended before ``full_iterations`` reports was pruned."""
+
+    def __init__(self, *args: Any, full_iterations: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.full_iterations = int(full_iterations)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        import optuna
+
+        if trial_id in self._ot_trials and trial_id not in self._completed_trials:
+            state = None
+            if error:
+                state = optuna.trial.TrialState.FAIL
+            elif (
+                result
+                and not isinstance(self.metric, list)  # Optuna keeps no intermediate values for a Pareto search
+                and int(result.get("training_iteration", self.full_iterations)) < self.full_iterations
+            ):
+                state = optuna.trial.TrialState.PRUNED
+            if state is not None:
+                try:
+                    if state == optuna.trial.TrialState.PRUNED and isinstance(result.get(self.metric), (int, float)):
+                        # Tune hands the report that made the scheduler stop a trial to on_trial_complete
+                        # only, never to on_trial_result: without this its curve would end a rung early
+                        # (and a trial stopped at the first rung would have none to be ranked by)
+                        self._ot_trials[trial_id].report(float(result[self.metric]), int(result["training_iteration"]))
+                    self._ot_study.tell(self._ot_trials[trial_id], state=state)
+                except Exception as exc:  # as OptunaSearch does: a study that refuses one trial must not end the sweep
+                    log.warning("Optuna did not record trial %s as %s: %s", trial_id, state.name, exc)
+                self._completed_trials.add(trial_id)
+                return
+        super().on_trial_complete(trial_id, result=result, error=error)
