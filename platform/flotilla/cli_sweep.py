@@ -11,7 +11,7 @@ console = Console()
 
 
 def _show(result) -> None:
-    from flotilla.tune.report import trials_table
+    from flotilla.tune.report import missing_plots_note, trials_table
 
     console.print(trials_table(result))
     if result.winner:
@@ -24,6 +24,8 @@ def _show(result) -> None:
         console.print(f"  Pareto front (◆, branches kept): {', '.join(result.pareto)}")
     for name, path in result.plots.items():
         console.print(f"  plot ({name}): {path}")
+    if note := missing_plots_note(result.plots, [t.status for t in result.trials]):
+        console.print(f"  [dim]{note}[/]")
     console.print(f"  Optuna study: optuna-dashboard sqlite:///{result.directory}/optuna.db --host 127.0.0.1")
 
 

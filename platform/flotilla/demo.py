@@ -19,6 +19,7 @@ from rich.table import Table
 from flotilla.errors import FlotillaError
 from flotilla.hub import Hub, local
 from flotilla.settings import Settings
+from flotilla.tune.report import missing_plots_note
 
 DEMO_JOB = "jobs/sweep_demo.yaml"
 NOISE = ("FLOTILLA_RESULT", "TrainingReport(", "Checkpoint successfully created", "PreemptionWatcher", "core_worker.cc")
@@ -91,6 +92,8 @@ def _summary(console: Console, hub: Hub, repo: str, cl, data_commit: str, result
     for name, path in (result.get("plots") or {}).items():
         t.add_row(f"plot {name}", path)
     console.print(t)
+    if note := missing_plots_note(result.get("plots") or {}, [tr.get("status", "") for tr in result.get("trials") or []]):
+        console.print(f"[dim]{note}[/]")
     console.print(
         "Hub and cluster keep running. Explore: [bold].venv/bin/flotilla sweep show "
         f"{result.get('sweep_id')}[/], the dashboard above, or lakeFS's UI.\n"

@@ -14,6 +14,7 @@ from ray.tune.search.optuna import OptunaSearch
 from flotilla.errors import ConfigError
 from flotilla.specs import parse_spec
 from flotilla.tune.spec import SweepSpec
+from flotilla.tune.report import missing_plots_note
 from flotilla.tune.searcher import StoppedAsPrunedOptunaSearch
 from flotilla.tune.sweep import DefineByRun, asha
 from flotilla.tune.until import UntilTarget
@@ -144,3 +145,11 @@ def test_a_valid_sweep_checks_clean_and_returns_its_family():
     family = _spec(objective={"metrics": {"val/age/mae": "min", "val/emotion/macro_f1": "max"}},
                    scheduler={"type": "none"}).check()
     assert family.epochs == 9
+
+
+def test_a_sweep_without_history_plots_says_it_is_because_asha_stopped_its_trials():
+    note = missing_plots_note({"curves": "c.png"}, ["completed", "stopped", "stopped", "stopped"])
+    assert note and "ASHA stopped 3 of 4" in note and "curves" in note
+    assert missing_plots_note({"history": "h.png"}, ["completed", "stopped"]) is None
+    assert missing_plots_note({}, ["completed", "completed", "stopped"]) is None  # enough finished: not ASHA's doing
+    assert missing_plots_note({}, ["errored"]) is None

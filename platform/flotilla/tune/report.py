@@ -60,6 +60,21 @@ def _plotly_js(out_dir: Path) -> str:
     return os.path.relpath(asset, out_dir)
 
 
+def missing_plots_note(plots: dict[str, str], statuses: list[str]) -> str | None:
+    """Why a sweep has no history / parallel / importance plot, when the reason is ASHA and not a bug.
+
+    Those plots are over trials that trained to the end (Optuna leaves pruned ones out); a small
+    sweep whose scheduler stopped all but one has none to draw, and a silent absence reads as a fault.
+    """
+    if "history" in plots or "pareto" in plots:
+        return None
+    done, stopped = statuses.count("completed"), statuses.count("stopped")
+    if done >= 2 or not stopped:
+        return None
+    return (f"no history/parallel/importance plots: they need 2 trials trained to the end, and ASHA stopped "
+            f"{stopped} of {len(statuses)} early; every trial's learning curve is in the curves plot")
+
+
 def write_plots(d: Path, sweep_id: str, result: Any) -> dict[str, str]:
     import matplotlib
 
