@@ -112,7 +112,10 @@ def write_plots(d: Path, sweep_id: str, result: Any) -> dict[str, str]:
             continue
         try:
             ax = fn(study, **kwargs)
-            fig = (ax[0] if hasattr(ax, "__len__") else ax).figure
+            first = ax[0] if hasattr(ax, "__len__") else ax
+            if name == "curves":  # Optuna's generic labels, said in the sweep's terms
+                first.set(xlabel="epoch", ylabel=result.objective, title=f"learning curves (ASHA's stops end early) — {sweep_id}")
+            fig = first.figure
             fig.set_size_inches(9, 5)
             fig.tight_layout()
             fig.savefig(out_dir / f"{name}.png", dpi=90)
