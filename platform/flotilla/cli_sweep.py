@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from pathlib import Path
+
 import typer
 from rich.console import Console
 
@@ -20,6 +23,9 @@ def _show(result) -> None:
         if result.promotion_commit:
             into = getattr(result, "promoted_into", None) or "main"
             console.print(f"[green]✓[/] promoted into {into} as {result.promotion_commit[:12]} (branch {w.branch})")
+        elif getattr(result, "promotion_error", None):
+            console.print(f"[red]✗[/] not promoted into {result.promoted_into}: {result.promotion_error}\n"
+                          f"  retry with 'flotilla sweep resume {result.sweep_id}' (no trial runs again)")
     if getattr(result, "pareto", None):
         console.print(f"  Pareto front (◆, branches kept): {', '.join(result.pareto)}")
     for name, path in result.plots.items():
@@ -40,6 +46,10 @@ def sweep_command(
     check: bool = typer.Option(False, "--check", help="validate the spec (keys, space values, objective metrics) and exit"),
 ) -> None:
     """Run a sweep (`flotilla sweep tuning/face_family.yaml`) or manage one (`flotilla sweep resume ID`)."""
+    if target not in ACTIONS and not Path(target).exists():
+        close = difflib.get_close_matches(target, ACTIONS, n=1)
+        if close:
+            raise typer.BadParameter(f"unknown action {target!r} (did you mean 'flotilla sweep {close[0]}'?)")
     if target in ACTIONS:
         if target != "list" and not sweep_id:
             raise typer.BadParameter(f"'flotilla sweep {target}' needs a sweep id (see 'flotilla sweep list')")
@@ -51,8 +61,6 @@ def sweep_command(
 
 @friendly
 def _check(spec: str, address: str | None = None) -> None:
-    from pathlib import Path
-
     from flotilla.tune.spec import load_sweep_spec
 
     s = load_sweep_spec(spec)  # raises one SpecError listing every problem
@@ -103,14 +111,16 @@ def dashboard(sweep_id: str, port: int = 8080) -> None:
     import shutil
     import subprocess
     import sys
-    from pathlib import Path
 
     from flotilla.errors import ConfigError
-    from flotilla.tune.sweep import sweeps_dir
+    from flotilla.tune.sweep import sweep_dir
 
-    db = sweeps_dir() / sweep_id / "optuna.db"
+    db = sweep_dir(sweep_id) / "optuna.db"
     if not db.exists():
         raise ConfigError(f"sweep {sweep_id!r} has no Optuna study at {db}", hint="list sweeps with 'flotilla sweep list'")
     exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).parent / "optuna-dashboard")
+    if not Path(exe).exists():
+        raise ConfigError("optuna-dashboard is not installed in this environment",
+                          hint="pip install optuna-dashboard (make setup installs it)")
     console.print(f"optuna-dashboard on http://127.0.0.1:{port} (Ctrl-C to stop)")
     subprocess.run([exe, f"sqlite:///{db}", "--host", "127.0.0.1", "--port", str(port)])

@@ -87,6 +87,14 @@ def test_sweep_promotes_the_winner_and_only_kept_branches_remain(hub, local_ray)
     assert w.run_id.startswith(result.sweep_id)
     card = json.loads(repo.get("main", f"models/{w.run_id}/family/card.json"))
     assert card["data"]["commit"] == result.data_commits["main"] and card["branch"] == w.branch
+    # the promoted checkpoint is the winner's best epoch by the sweep's objective, and the commit holds its metrics
+    weights = {"age/mae": -0.02, "gender/accuracy": 1.0, "emotion/accuracy": 1.0}
+    history = json.loads(repo.get("main", f"models/{w.run_id}/family/metrics.json"))
+    scores = [sum(c * h[f"val/{k}"] for k, c in weights.items()) for h in history]
+    assert card["best_epoch"] == scores.index(max(scores))
+    assert float(head.metadata["metric.score"]) == pytest.approx(max(scores)) == w.metrics["val/score"]
+    assert float(head.metadata["metric.age/mae"]) == pytest.approx(card["metrics"]["age/mae"])
+    assert max(t.metrics["val/score"] for t in result.trials if t.status == "completed") == w.metrics["val/score"]
     assert {"history", "curves", "curves.html", "tradeoff"} <= set(result.plots) and all(Path(p).stat().st_size > 0 for p in result.plots.values())
     conditional = [t for t in result.trials if t.params.get("optim.name") == "adamw"]
     assert all("optim.momentum" not in t.params for t in conditional)
@@ -134,6 +142,14 @@ def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_setting
     for trial_id in finished_before_kill:
         assert starts.count(trial_id) == 1, f"finished trial {trial_id} ran again"
     assert result.winner is not None and result.promotion_commit
+    # resuming a finished, promoted sweep runs nothing and merges nothing
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _temp_dir=f"{sweep_env}/ray")
+    try:
+        again = resume("resume-test", hub=hub)
+    finally:
+        ray.shutdown()
+    assert again.promotion_commit == result.promotion_commit == hub.repo(REPO).resolve("main")
+    assert len((d / "ledger.jsonl").read_text().splitlines()) == len(starts), "a trial ran again"
 
 
 def test_pareto_search_keeps_the_front_and_promotes_its_best_on_the_first_metric(hub, local_ray):
@@ -183,3 +199,48 @@ def test_a_pareto_search_with_asha_is_refused_before_anything_runs():
 
     with pytest.raises(SpecError, match="scheduler.type: none"):
         sweep_spec("bad", objective={"metrics": {"val/age/mae": "min", "val/gender/accuracy": "max"}})
+
+
+def test_a_promotion_target_that_does_not_exist_is_refused_before_anything_is_written(hub, sweep_env):
+    from flotilla.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match="promote.into: no branch 'no-such-branch'"):
+        sweep(sweep_spec("nowhere", promote={"into": "no-such-branch"}), hub=hub)
+    assert not [p for p in sweeps_dir(hub.settings).glob("nowhere*")], "a half-made sweep was left behind"
+
+
+def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and_no_sweep_merges_twice(hub, repo, tmp_path):
+    from flotilla.errors import FlotillaError
+    from flotilla.tune.sweep import SweepResult, TrialRecord, _promote, _read_result
+
+    repo.put("main", "models/m.txt", b"v0")
+    base = repo.commit("main", "base").id
+    repo.create_branch("trial-sw-a", base)
+    repo.put("trial-sw-a", "models/m.txt", b"the trial's")
+    repo.commit("trial-sw-a", "model")
+    repo.create_branch("into-clean", base)
+    repo.put("main", "models/m.txt", b"someone else's")  # main moved on: the promotion conflicts
+    head = repo.commit("main", "concurrent change").id
+    state = {"family": {"data": {"ref": "main"}}, "commits": {"main": base}}
+    w = TrialRecord("a", {"optim.lr": 0.1}, "completed", 3, {"val/score": 0.8, "val/age/n": 10.0}, "trial-sw-a")
+
+    def finish(into: str, d: Path) -> SweepResult:  # what _finish hands over, as a fresh run or a resume would
+        d.mkdir(exist_ok=True)
+        result = SweepResult("sw", str(d), state["commits"], "val/score", "max", trials=[w], winner=w)
+        _promote(repo, sweep_spec("sw", promote={"into": into}), state, d, "sw", result)
+        return result
+
+    with pytest.raises(FlotillaError) as err:
+        finish("main", tmp_path / "conflict")
+    assert "was not merged into 'main'" in err.value.message and "models/m.txt" in err.value.message
+    assert "flotilla sweep resume sw" in err.value.hint
+    assert repo.resolve("main") == head, "a conflicting promotion changed main"
+    saved = _read_result(tmp_path / "conflict" / "results.json")
+    assert saved.winner.trial_id == "a" and saved.promotion_commit is None and "conflict" in saved.promotion_error
+
+    first = finish("into-clean", tmp_path / "clean")
+    assert first.promotion_commit == repo.resolve("into-clean") and first.promotion_error is None
+    meta = repo.commit_info("into-clean").metadata
+    assert meta["flotilla.trial_id"] == "a" and meta["metric.score"] == "0.8" and "metric.age/n" not in meta
+    again = finish("into-clean", tmp_path / "clean")  # resuming a promoted sweep
+    assert again.promotion_commit == first.promotion_commit == repo.resolve("into-clean"), "merged twice"

@@ -6,6 +6,8 @@ to ask it for configurations); the end-to-end effect is exercised by bench/hpo.p
 
 from __future__ import annotations
 
+import json
+
 import optuna
 import pytest
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
@@ -153,3 +155,105 @@ def test_a_sweep_without_history_plots_says_it_is_because_asha_stopped_its_trial
     assert missing_plots_note({"history": "h.png"}, ["completed", "stopped"]) is None
     assert missing_plots_note({}, ["completed", "completed", "stopped"]) is None  # enough finished: not ASHA's doing
     assert missing_plots_note({}, ["errored"]) is None
+
+
+def test_what_the_sweep_decides_once_cannot_be_a_dimension_and_conditions_that_never_hold_are_reported():
+    from flotilla.errors import SpecError
+
+    spec = _spec(
+        base={"name": "fam", "data": {"repo": "r", "dataset": "d"}, "epochs": 9, "strategy": "separate"},
+        space={"merge_into": {"type": "choice", "values": ["main", None]},
+               "transfer.source": {"type": "choice", "values": ["run-a", "run-b"]},
+               "optim.momentum": {"type": "uniform", "low": 0.8, "high": 0.9, "when": {"optim.name": "sgd"}},
+               "optim.name": {"type": "choice", "values": ["adamw", "sgd"]},
+               "optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1, "when": {"optim.nam": "sgd"}},
+               "weighting": {"type": "choice", "values": ["fixed"], "when": {"optim.name": "SGD"}}},
+        promote={"into": "main/../x"},
+    )
+    with pytest.raises(SpecError) as err:
+        spec.check()
+    problems = err.value.problems
+    text = "\n".join(problems)
+    assert "space.merge_into: cannot be a search dimension: trials never merge" in text
+    assert "space.transfer.source: cannot be a search dimension" in text
+    assert "strategy: separate" in text
+    assert "space.optim.momentum.when: 'optim.name' is listed after it" in text
+    assert "space.optim.lr.when: 'optim.nam' is not a dimension of this space (did you mean 'optim.name'?)" in text
+    assert "space.weighting.when: optim.name = 'SGD' is never sampled" in text
+    assert "promote.into" in text and "invalid branch id" in text
+    assert len(problems) == 7, problems
+
+
+def test_a_base_that_merges_its_own_runs_does_not_make_trials_merge():
+    spec = _spec(base={"name": "fam", "data": {"repo": "r", "dataset": "d"}, "epochs": 9, "merge_into": "main"})
+    assert spec.check().merge_into is None and spec.family().merge_into is None
+
+
+def test_a_complete_trial_is_told_to_optuna_with_its_best_epoch_not_its_last():
+    s = _searcher(full=3)
+    _run(s, "peaked", [0.2, 0.8, 0.7])
+    (t,) = s._ot_study.trials
+    assert t.state == optuna.trial.TrialState.COMPLETE and t.value == 0.8
+    m = StoppedAsPrunedOptunaSearch(space=DefineByRun(_spec().space), metric="val/age/mae", mode="min",
+                                    sampler=optuna.samplers.RandomSampler(seed=0), full_iterations=3)
+    m.suggest("a")
+    for i, v in enumerate([9.0, 4.0], 1):
+        m.on_trial_result("a", {"val/age/mae": v, "training_iteration": i})
+    m.on_trial_complete("a", {"val/age/mae": 6.0, "training_iteration": 3})
+    assert m._ot_study.trials[0].value == 4.0
+
+
+def test_an_errored_trial_tune_runs_again_on_resume_gets_a_new_optuna_trial_with_its_params(tmp_path):
+    s = _searcher(full=2)
+    _run(s, "x", [0.4], error=True)
+    s.save(str(tmp_path / "s.pkl"))  # the driver dies; resume restores the searcher
+    fresh = _searcher(full=2)
+    fresh.restore(str(tmp_path / "s.pkl"))
+    fresh.on_trial_result("x", {"val/score": 0.5, "training_iteration": 1})  # Tune re-runs it (resume_errored)
+    fresh.on_trial_complete("x", {"val/score": 0.6, "training_iteration": 2})
+    failed, retried = fresh._ot_study.trials
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert retried.state == optuna.trial.TrialState.COMPLETE and retried.value == 0.6
+    assert retried.params == failed.params and retried.intermediate_values == {1: 0.5}
+
+
+def test_a_trial_publishes_its_best_checkpoint_by_the_sweep_objective():
+    from types import SimpleNamespace
+
+    from flotilla.train.run import _best_checkpoint
+    from flotilla.tune.trial import checkpoint_rank
+
+    epochs = [("e1", {"val/age/mae": 10.0, "val/gender/accuracy": 0.5}),   # best age; combined 0.3
+              ("e2", {"val/age/mae": 20.0, "val/gender/accuracy": 1.0}),   # best combined: 0.6
+              ("e3", {"val/age/mae": 30.0, "val/gender/accuracy": 1.0})]  # the last: 0.4
+    fit = SimpleNamespace(best_checkpoints=epochs, checkpoint="e3")
+    weights = {"val/age/mae": -0.02, "val/gender/accuracy": 1.0}
+    assert _best_checkpoint(fit, [], checkpoint_rank({"weights": weights, "mode": "max"})) == "e2"
+    assert _best_checkpoint(fit, [], checkpoint_rank({"metric": "val/age/mae", "mode": "min"})) == "e1"
+    assert _best_checkpoint(fit, [], checkpoint_rank({"metrics": {"val/age/mae": "min", "val/gender/accuracy": "max"}})) == "e3"
+    tie = SimpleNamespace(best_checkpoints=[("a", {"val/x": 1.0}), ("b", {"val/x": 1.0})], checkpoint="b")
+    assert _best_checkpoint(tie, [], checkpoint_rank({"metric": "val/x", "mode": "max"})) == "a"
+
+
+def test_a_trials_record_carries_the_metrics_of_the_epoch_it_published(tmp_path):
+    from types import SimpleNamespace
+
+    from flotilla.tune.lifecycle import read_lifecycle
+    from flotilla.tune.sweep import _trial_record
+    from flotilla.tune.trial import trial_branch
+
+    journal = tmp_path / "lifecycle.jsonl"
+    lines = [("a1b2c3d4", 1, 0.9), ("a1b2c3d4", 2, 0.3),  # a first run, killed with the driver
+             ("a1b2c3d4", 1, 0.5), ("a1b2c3d4", 2, 0.8), ("a1b2c3d4", 3, 0.6)]  # run again from the start
+    journal.write_text("".join(
+        json.dumps({"trial_id": t, "event": "result", "iteration": i, "value": v, "metrics": {"val/score": v, "val/age/mae": 10 * i}}) + "\n"
+        for t, i, v in lines))
+    live = read_lifecycle(journal)
+    assert [r[:2] for r in live["a1b2c3d4"]["results"]] == [(1, 0.5), (2, 0.8), (3, 0.6)]
+    r = SimpleNamespace(metrics={"trial_id": "a1b2c3d4", "training_iteration": 3, "val/score": 0.6, "val/age/mae": 30.0},
+                        path="/s/trainable_a1b2c3d4_1_lr=0.1_2026", config={"optim.lr": 0.1}, error=None)
+    rec = _trial_record(r, live, "sw", 3, "max", multi=False)
+    assert rec.status == "completed" and rec.metrics == {"val/score": 0.8, "val/age/mae": 20}
+    dead = SimpleNamespace(metrics={}, path="/s/trainable_deadbeef_2_lr=0.2_2026", config={"optim.lr": 0.2}, error=RuntimeError())
+    rec = _trial_record(dead, live, "sw", 3, "max", multi=False)
+    assert rec.trial_id == "deadbeef" and rec.status == "errored" and rec.branch == trial_branch("sw", "deadbeef")

@@ -70,7 +70,14 @@ def ensure_ray(address: str | None = None) -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     if not ray.is_initialized():
         if address:
-            ray.init(address=address)
+            try:
+                ray.init(address=address)
+            except ConnectionError as exc:
+                raise FlotillaError(
+                    f"cannot reach the Ray cluster at {address!r}: {exc}",
+                    hint="check the address (e.g. ray://head:10001 or head:6379) and that 'ray start --head' runs there; "
+                         "leave --address out to use a local Ray",
+                ) from None
         else:
             # the dashboard also runs the state API that Train/Tune's placement-group cleanup relies on
             ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
@@ -110,9 +117,14 @@ def train(
 
 
 def _train_one(
-    hub, spec, data_ref, run_id, name, tasks, parent, creds_ref, chaos, *, branch: str | None = None, callbacks: tuple = ()
+    hub, spec, data_ref, run_id, name, tasks, parent, creds_ref, chaos, *, branch: str | None = None, callbacks: tuple = (),
+    rank: tuple[Any, str] | str | None = None,
 ) -> ModelResult:
-    """Fit one model on its branch (created from the data commit unless it exists, e.g. a resumed trial)."""
+    """Fit one model on its branch (created from the data commit unless it exists, e.g. a resumed trial).
+
+    ``rank`` (a score function over an epoch's metrics, and a mode; or ``"last"``) picks the checkpoint
+    published; by default the first task's primary metric does. A sweep passes its objective.
+    """
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -156,20 +168,34 @@ def _train_one(
             hint=f"the checkpoints so far are on branch {branch!r}; see the worker logs above",
         ) from None
     wall = time.monotonic() - t0
-    return _publish(hub, spec, data_ref, run_id, name, tasks, branch, fit, parent, wall)
+    return _publish(hub, spec, data_ref, run_id, name, tasks, branch, fit, parent, wall, rank)
 
 
-def _publish(hub, spec, data_ref, run_id, name, tasks, branch, fit, parent, wall) -> ModelResult:
+def _best_checkpoint(fit, tasks, rank):
+    """The checkpoint to publish: best by ``rank`` or the first task's metric; the last one for ``rank=="last"``."""
+    from flotilla.models.tasks import resolve_tasks
+
+    if rank == "last" or not fit.best_checkpoints:
+        return fit.checkpoint
+    if rank is None:
+        primary = resolve_tasks(tasks)[0]
+        return fit.get_best_checkpoint(metric=f"val/{primary.primary_key}", mode=primary.mode)
+    score, mode = rank
+    scored = [(s, i, c) for i, (c, m) in enumerate(fit.best_checkpoints) if (s := score(m)) is not None]
+    if not scored:
+        return fit.checkpoint
+    sign = 1.0 if mode == "max" else -1.0
+    return max(scored, key=lambda x: (sign * x[0], -x[1]))[2]  # ties: the earlier epoch
+
+
+def _publish(hub, spec, data_ref, run_id, name, tasks, branch, fit, parent, wall, rank=None) -> ModelResult:
     """Best checkpoint → models/<run>/<model>/, with card and history, in one commit; merge if asked."""
     import json
 
-    from flotilla.models.tasks import resolve_tasks
     from flotilla.train.loop import CKPT_META, CKPT_MODEL
 
     repo = hub.repo(data_ref.repo)
-    primary = resolve_tasks(tasks)[0]
-    key, mode = f"val/{primary.primary_key}", primary.mode
-    best = fit.get_best_checkpoint(metric=key, mode=mode) if fit.best_checkpoints else fit.checkpoint
+    best = _best_checkpoint(fit, tasks, rank)
     with best.as_directory() as d:
         weights = (Path(d) / CKPT_MODEL).read_bytes()
         meta = json.loads((Path(d) / CKPT_META).read_text())

@@ -5,7 +5,11 @@ trial's branch exists (the trial created it from the pinned commit) and notes
 it; when Tune ends a trial early (ASHA) or it fails, its branch is deleted right
 away unless retention keeps everything, so a long sweep never piles up dead
 branches. Events go to ``lifecycle.jsonl`` so a resumed sweep and its report
-see the whole story. Credentials are never pickled with Tune's state.
+see the whole story; every start of a trial is a line in ``ledger.jsonl``, which
+is how a resumed sweep shows no finished trial ran twice. Both are written here,
+on the driver, never by the trial (which may run on another node). A hub that
+hiccups is logged, never allowed to end the sweep. Credentials are never
+pickled with Tune's state.
 """
 
 from __future__ import annotations
@@ -22,8 +26,13 @@ log = logging.getLogger(__name__)
 
 
 class TrialBranchCallback(Callback):
-    def __init__(self, credentials: Any, repo: str, keep: str, max_epochs: int, journal: str, metric: str = "") -> None:
+    def __init__(
+        self, credentials: Any, repo: str, keep: str, max_epochs: int, journal: str, metric: str = "",
+        *, sweep_id: str = "", ledger: str = "",
+    ) -> None:
         self.credentials = credentials
+        self.sweep_id = sweep_id
+        self.ledger = ledger
         self.metric = metric
         self.repo_name = repo
         self.keep = keep
@@ -51,17 +60,39 @@ class TrialBranchCallback(Callback):
         with open(self.journal, "a") as fh:
             fh.write(json.dumps({**kw, "t": time.time()}) + "\n")
 
+    def _branch(self, trial: Any) -> str | None:
+        """The trial's branch; named from the ids when the trial died before its first report."""
+        branch = (trial.last_result or {}).get("branch")
+        if not branch and getattr(self, "sweep_id", ""):
+            from flotilla.tune.trial import trial_branch
+
+            branch = trial_branch(self.sweep_id, trial.trial_id)
+        return branch
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if getattr(self, "ledger", ""):
+            params = {k: v for k, v in (trial.config or {}).items() if v is not None}
+            with open(self.ledger, "a") as fh:
+                fh.write(json.dumps({"trial_id": trial.trial_id, "params": params, "started": time.time()}, default=str) + "\n")
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         value = result.get(self.metric)
         if isinstance(value, (int, float)):  # every report, in arrival order: what benchmarks count
-            self._event(trial_id=trial.trial_id, event="result", iteration=result.get("training_iteration"), value=float(value))
+            metrics = {k: float(v) for k, v in result.items() if k.startswith("val/") and isinstance(v, (int, float))}
+            self._event(trial_id=trial.trial_id, event="result", iteration=result.get("training_iteration"),
+                        value=float(value), metrics=metrics)
         branch = result.get("branch")
         if branch and trial.trial_id not in self._seen:
             self._seen.add(trial.trial_id)
-            self._event(trial_id=trial.trial_id, branch=branch, event="running", seen_live=self.repo.branch_exists(branch))
+            try:
+                live: bool | None = self.repo.branch_exists(branch)
+            except Exception as exc:  # a hub hiccup must not end the sweep: Tune would let it through
+                log.warning("could not check branch %s: %s", branch, exc)
+                live = None
+            self._event(trial_id=trial.trial_id, branch=branch, event="running", seen_live=live)
 
     def _end(self, trial: Any, status: str) -> None:
-        branch = (trial.last_result or {}).get("branch")
+        branch = self._branch(trial)
         epochs = int((trial.last_result or {}).get("training_iteration", 0))
         if status == "complete" and epochs < self.max_epochs:
             status = "stopped"
@@ -114,9 +145,12 @@ def read_lifecycle(path: Path) -> dict[str, dict[str, Any]]:
         if e.get("branch"):
             rec["branch"] = e["branch"]
         if e["event"] == "result":
-            rec.setdefault("results", []).append((e["iteration"], e["value"]))
+            results = rec.setdefault("results", [])
+            if results and e["iteration"] <= results[-1][0]:  # the trial started over (a resumed sweep)
+                del results[next(i for i, r in enumerate(results) if r[0] >= e["iteration"]):]
+            results.append((e["iteration"], e["value"], e.get("metrics", {})))
         elif e["event"] == "running":
-            rec["seen_live"] = rec["seen_live"] or e["seen_live"]
+            rec["seen_live"] = rec["seen_live"] or bool(e["seen_live"])
         else:
             rec.setdefault("events", []).append(e["event"])
     return out

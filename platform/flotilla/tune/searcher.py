@@ -18,6 +18,16 @@ given, and the report that got it stopped is added here), and Optuna takes the
 last point of the curve as its value. A trial
 that errored is ``FAIL`` even when a last result comes with the error (Ray
 would record it ``COMPLETE`` with that value).
+
+A trial trained to the end is ``COMPLETE`` with its *best* epoch's value, not its
+last: the model a trial publishes is its best epoch by the sweep's objective, so
+the study's value, the sweep's ranking and the promoted checkpoint agree.
+
+A trial that errored and that Tune runs again on ``resume`` (``resume_errored``)
+gets a new Optuna trial with the same parameters when its first result arrives
+(Ray's searcher would drop every result of it with a warning, leaving the study
+with a ``FAIL`` where the sweep has a finished trial); the failed attempt stays
+in the study as ``FAIL``, as it happened.
 """
 
 from __future__ import annotations
@@ -36,6 +46,33 @@ class StoppedAsPrunedOptunaSearch(OptunaSearch):
     def __init__(self, *args: Any, full_iterations: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.full_iterations = int(full_iterations)
+        self._best: dict[str, float] = {}
+        self._failed: set[str] = set()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # a sweep saved by an older flotilla lacks these
+        self.__dict__.update({"_best": {}, "_failed": set(), **state})
+
+    def _reopen_if_retried(self, trial_id: str) -> None:
+        """A result of a trial Optuna was told had failed: Tune is running it again (resume)."""
+        if trial_id not in self._failed or trial_id not in self._completed_trials:
+            return
+        old = self._ot_trials[trial_id]
+        self._ot_study.enqueue_trial(dict(old.params), skip_if_exists=False)
+        retry = self._ot_study.ask()
+        self._space(retry)  # define-by-run: the enqueued params are what it suggests
+        self._ot_trials[trial_id] = retry
+        self._completed_trials.discard(trial_id)
+        self._failed.discard(trial_id)
+        self._best.pop(trial_id, None)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._reopen_if_retried(trial_id)
+        super().on_trial_result(trial_id, result)
+        value = result.get(self.metric) if isinstance(self.metric, str) else None
+        if isinstance(value, (int, float)) and trial_id not in self._completed_trials:
+            prev = self._best.get(trial_id)
+            if prev is None or (value > prev if self.mode == "max" else value < prev):
+                self._best[trial_id] = float(value)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         import optuna
@@ -44,6 +81,7 @@ class StoppedAsPrunedOptunaSearch(OptunaSearch):
             state = None
             if error:
                 state = optuna.trial.TrialState.FAIL
+                self._failed.add(trial_id)
             elif (
                 result
                 and not isinstance(self.metric, list)  # Optuna keeps no intermediate values for a Pareto search
@@ -62,4 +100,9 @@ class StoppedAsPrunedOptunaSearch(OptunaSearch):
                     log.warning("Optuna did not record trial %s as %s: %s", trial_id, state.name, exc)
                 self._completed_trials.add(trial_id)
                 return
+            prev = self._best.get(trial_id)
+            value = (result or {}).get(self.metric) if isinstance(self.metric, str) else None
+            if prev is not None and isinstance(value, (int, float)):  # tell the best epoch's value
+                best = max(prev, value) if self.mode == "max" else min(prev, value)
+                result = {**result, self.metric: best}
         super().on_trial_complete(trial_id, result=result, error=error)

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from flotilla.errors import SpecError
+from flotilla.errors import InvalidNameError, SpecError
+from flotilla.names import check_branch_id
 from flotilla.specs import FamilySpec, _Spec, deep_merge, load_yaml, parse_spec
 
 
@@ -144,7 +145,11 @@ class SweepSpec(_Spec):
     def _merged(self, root: Path | None) -> dict[str, Any]:
         base = self.base if isinstance(self.base, dict) else load_yaml((root or Path.cwd()) / self.base)
         data = {k: v for k, v in self.data.model_dump().items() if v is not None}
-        return deep_merge(deep_merge(base or {}, self.overrides), {"data": data} if data else {})
+        merged = deep_merge(deep_merge(base or {}, self.overrides), {"data": data} if data else {})
+        # a trial never merges on its own (the base job may say merge_into for standalone runs):
+        # the sweep promotes its one winner, into promote.into
+        merged.pop("merge_into", None)
+        return merged
 
     def family(self, root: Path | None = None) -> FamilySpec:
         """The base family spec with the sweep's overrides and data applied (no trial params yet)."""
@@ -169,6 +174,7 @@ class SweepSpec(_Spec):
                 except SpecError as exc:
                     problems += [f"space.{name} = {value!r}: {x}" for x in (exc.problems or [exc.message])]
                     break
+        problems += self._sweep_level_problems(family)
         reported = {"train/loss"}
         for t in family.task_specs():
             reported |= {f"val/{t.name}/{m}" for m in t.metrics} | {f"train/{t.name}_loss"}
@@ -183,6 +189,43 @@ class SweepSpec(_Spec):
         if problems:
             raise SpecError(f"sweep {self.name!r} is invalid ({len(problems)} problem(s)):", problems)
         return family
+
+
+    def _sweep_level_problems(self, family: FamilySpec) -> list[str]:
+        """What the sweep decides once for all trials, and conditions that could never hold."""
+        problems = []
+        for name in self.space:
+            root = name.split(".")[0]
+            if root in ("merge_into", "transfer", "strategy", "data") and name != "data.ref":
+                why = {
+                    "merge_into": "trials never merge; the sweep promotes its winner (promote.into)",
+                    "transfer": "the parent model is resolved once, when the sweep starts (set transfer in base or overrides)",
+                    "strategy": "a sweep trains one shared model per trial",
+                    "data": "only data.ref can vary per trial (each variant is pinned when the sweep starts)",
+                }[root]
+                problems.append(f"space.{name}: cannot be a search dimension: {why}")
+        if family.strategy != "shared":
+            problems.append("strategy: separate: a sweep tunes one shared model per trial; set strategy: shared in "
+                            "'overrides' (or sweep each task's model with a spec of its own)")
+        names = list(self.space)
+        for i, (name, p) in enumerate(self.space.items()):
+            for key, value in (p.when or {}).items():
+                if key not in names[:i]:
+                    if key in self.space:
+                        where = "is listed after it; list the dimension a condition names before the one it guards"
+                    else:
+                        close = difflib.get_close_matches(key, names, n=1)
+                        where = "is not a dimension of this space" + (f" (did you mean {close[0]!r}?)" if close else "")
+                    problems.append(f"space.{name}.when: {key!r} {where}")
+                elif self.space[key].type == "choice" and value not in (self.space[key].values or []):
+                    problems.append(f"space.{name}.when: {key} = {value!r} is never sampled "
+                                    f"(its choices: {self.space[key].values}), so {name} never would be")
+        if self.promote.into is not None:
+            try:
+                check_branch_id(self.promote.into)
+            except InvalidNameError as exc:
+                problems.append(f"promote.into: {exc.message}")
+        return problems
 
 
 def load_sweep_spec(path: str | Path) -> SweepSpec:

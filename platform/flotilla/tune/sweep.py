@@ -7,6 +7,13 @@ commits (``sweep.json``), the Optuna study (``optuna.db``, SQLite, so
 own; ASHA-stopped and failed trials lose theirs as soon as Tune ends them (unless
 ``retention.keep: all``); the winner is merged into ``promote.into`` with its
 provenance, one merge at a time.
+
+A trial's score is its best epoch's objective, and that epoch's checkpoint is
+the model it publishes, so the trial ranked first is the model promoted and the
+promotion commit's metrics are that model's. ``results.json`` is written before
+the merge: a merge that conflicts (or a hub that is down at the end) loses no
+results, and ``resume`` retries the promotion — once: a sweep already promoted
+is never merged twice.
 """
 
 from __future__ import annotations
@@ -18,9 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flotilla.errors import ConfigError, NotFoundError
+from flotilla.errors import ConfigError, FlotillaError, InvalidNameError, NotFoundError
 from flotilla.hub.client import Hub
-from flotilla.names import branch_id
+from flotilla.names import branch_id, check_branch_id
 from flotilla.settings import Settings
 from flotilla.tune.spec import SweepSpec, load_sweep_spec
 
@@ -52,6 +59,7 @@ class SweepResult:
     objectives: dict[str, str] = field(default_factory=dict)  # metric -> min|max; several for a Pareto search
     pareto: list[str] = field(default_factory=list)  # trial ids on the Pareto front (multi-objective only)
     plots: dict[str, str] = field(default_factory=dict)
+    promotion_error: str | None = None  # why the winner is not merged yet ('resume' retries it)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True, default=float)
@@ -73,6 +81,16 @@ def pareto_front(trials: list[TrialRecord], objectives: dict[str, str]) -> list[
 
 def sweeps_dir(settings: Settings | None = None) -> Path:
     return (settings or Settings.from_env()).home / "sweeps"
+
+
+def sweep_dir(sweep_id: str, settings: Settings | None = None) -> Path:
+    """``$FLOTILLA_HOME/sweeps/<id>``; an id is a branch-id-shaped name, so it cannot leave that folder."""
+    try:
+        check_branch_id(sweep_id)
+    except InvalidNameError:
+        raise ConfigError(f"invalid sweep id {sweep_id!r}: letters, digits, '_' and '-' only",
+                          hint="see 'flotilla sweep list' for the ids of this machine's sweeps") from None
+    return sweeps_dir(settings) / sweep_id
 
 
 class DefineByRun:
@@ -116,6 +134,7 @@ def asha(spec: SweepSpec, epochs: int) -> Any:
 
 
 def _pin_commits(hub: Hub, spec: SweepSpec, family: Any) -> dict[str, str]:
+    """Resolve every data variant to its commit, and check the promotion target, before anything runs."""
     refs = {family.data.ref}
     if "data.ref" in spec.space:
         refs |= set(spec.space["data.ref"].values or [])
@@ -126,6 +145,11 @@ def _pin_commits(hub: Hub, spec: SweepSpec, family: Any) -> dict[str, str]:
     for ref in sorted(refs):
         commits[ref] = repo.resolve(ref)
         read_manifest(repo, commits[ref], family.data.dataset)  # every variant must hold the dataset
+    if spec.promote.into and not repo.branch_exists(spec.promote.into):
+        raise NotFoundError(
+            f"promote.into: no branch {spec.promote.into!r} in repository {family.data.repo!r}; the winner would have nowhere to go",
+            hint="create it first (e.g. from main), set promote.into to an existing branch, or promote.into: null",
+        )
     return commits
 
 
@@ -139,18 +163,30 @@ def sweep(
     hub = hub or Hub()
     family = spec.check(root)
     sweep_id = sweep_id or branch_id(f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    d = sweeps_dir(hub.settings) / sweep_id
-    d.mkdir(parents=True, exist_ok=False)
-    commits = _pin_commits(hub, spec, family)
-    state = {"spec": spec.model_dump(mode="json"), "family": family.model_dump(mode="json"), "commits": commits}
+    d = sweep_dir(sweep_id, hub.settings)
+    if d.exists():
+        raise ConfigError(f"sweep {sweep_id!r} already exists in {d.parent}",
+                          hint=f"continue it with 'flotilla sweep resume {sweep_id}', or pass another sweep_id")
+    commits = _pin_commits(hub, spec, family)  # before anything is written: a bad ref leaves no half-made sweep
+    parent = None
+    if family.transfer:  # resolved once to an immutable commit: every trial warm-starts from the same weights
+        from flotilla.train.artifacts import resolve_model
+
+        parent = asdict(resolve_model(hub, family.transfer.source, family.data.repo))
+    state = {"spec": spec.model_dump(mode="json"), "family": family.model_dump(mode="json"), "commits": commits, "parent": parent}
+    d.mkdir(parents=True)
     (d / "sweep.json").write_text(json.dumps(state, indent=2, sort_keys=True))
     return _run(hub, spec, state, d, sweep_id, address, restore=False)
 
 
 def resume(sweep_id: str, *, hub: Hub | None = None, address: str | None = None) -> SweepResult:
-    """Finish an interrupted sweep: finished trials are kept, unfinished/errored ones run again."""
+    """Finish an interrupted sweep: finished trials are kept, unfinished/errored ones run again.
+
+    A sweep whose trials all finished but whose promotion did not (a merge conflict, the hub down)
+    runs no trial: it retries the promotion.
+    """
     hub = hub or Hub()
-    d = sweeps_dir(hub.settings) / sweep_id
+    d = sweep_dir(sweep_id, hub.settings)
     if not (d / "sweep.json").exists():
         known = sorted(p.name for p in sweeps_dir(hub.settings).glob("*") if (p / "sweep.json").exists())
         raise NotFoundError(f"no sweep {sweep_id!r} in {d.parent}", hint=f"known sweeps: {', '.join(known) or '(none)'}")
@@ -179,7 +215,7 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
     obj = spec.objective
     ctx = {
         "sweep_id": sweep_id, "family": family, "commits": state["commits"], "credentials": ray.put(hub.credentials),
-        "weights": obj.weights, "ledger": str(d / "ledger.jsonl"),
+        "weights": obj.weights, "objective": obj.model_dump(mode="json"), "parent": state.get("parent"),
     }
 
     def trainable(config: dict[str, Any]) -> None:
@@ -187,7 +223,8 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
 
     trainable = tune.with_resources(trainable, {"CPU": spec.budget.trial_cpus})
     lifecycle = TrialBranchCallback(
-        hub.credentials, family["data"]["repo"], spec.retention.keep, family["epochs"], str(d / "lifecycle.jsonl"), obj.primary[0]
+        hub.credentials, family["data"]["repo"], spec.retention.keep, family["epochs"], str(d / "lifecycle.jsonl"), obj.primary[0],
+        sweep_id=sweep_id, ledger=str(d / "ledger.jsonl"),
     )
     tune_dir = d / "tune"
     if restore:
@@ -229,6 +266,26 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
     return _finish(hub, spec, state, d, sweep_id, grid, lifecycle)
 
 
+def _trial_record(r: Any, live: dict[str, Any], sweep_id: str, full_epochs: int, mode: str, multi: bool) -> TrialRecord:
+    """One Tune result as a trial: its metrics are those of the epoch whose checkpoint it published."""
+    from flotilla.tune.trial import trial_branch
+
+    m = r.metrics or {}
+    # a trial that died before its first report has no metrics: its id is in its folder's name
+    trial_id = m.get("trial_id") or (Path(r.path).name.split("_")[1] if r.path else "?")
+    epochs = int(m.get("training_iteration", 0))
+    status = "errored" if r.error else ("completed" if epochs >= full_epochs else "stopped")
+    metrics = {k: float(v) for k, v in m.items() if k.startswith("val/") and isinstance(v, (int, float))}
+    history = [h for h in live.get(trial_id, {}).get("results", []) if h[2]]
+    if history and not multi:  # best epoch by the objective; ties go to the earlier epoch, as the trial chose
+        sign = 1.0 if mode == "max" else -1.0
+        metrics = max(history, key=lambda h: (sign * h[1], -h[0]))[2]
+    params = {k: v for k, v in (r.config or {}).items() if v is not None}
+    branch = m.get("branch") or live.get(trial_id, {}).get("branch") or trial_branch(sweep_id, trial_id)
+    return TrialRecord(trial_id, params, status, epochs, metrics, branch, run_id=m.get("run_id", ""),
+                       seen_live=bool(live.get(trial_id, {}).get("seen_live", False)))
+
+
 def _finish(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: str, grid: Any, lifecycle: Any) -> SweepResult:
     from flotilla.tune.lifecycle import read_lifecycle
     from flotilla.tune.report import write_plots
@@ -239,22 +296,13 @@ def _finish(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id:
     live = read_lifecycle(d / "lifecycle.jsonl")
     metric, mode = obj.primary
     result = SweepResult(sweep_id, str(d), state["commits"], metric, mode, objectives=dict(obj.metrics or {metric: mode}))
-    for r in grid:
-        trial_id = Path(r.path).name.split("_")[-2] if r.path else "?"
-        m = r.metrics or {}
-        trial_id = m.get("trial_id", trial_id)
-        epochs = int(m.get("training_iteration", 0))
-        status = "errored" if r.error else ("completed" if epochs >= family["epochs"] else "stopped")
-        metrics = {k: float(v) for k, v in m.items() if k.startswith("val/") and isinstance(v, (int, float))}
-        params = {k: v for k, v in (r.config or {}).items() if v is not None}
-        branch = m.get("branch") or live.get(trial_id, {}).get("branch", "")
-        result.trials.append(TrialRecord(trial_id, params, status, epochs, metrics, branch, run_id=m.get("run_id", ""),
-                                         seen_live=live.get(trial_id, {}).get("seen_live", False)))
+    result.trials = [_trial_record(r, live, sweep_id, family["epochs"], mode, obj.multi) for r in grid]
     done = [t for t in result.trials if t.status == "completed" and set(result.objectives) <= set(t.metrics)]
-    result.pareto = [t.trial_id for t in pareto_front(done, result.objectives)] if obj.multi else []
-    if done:  # for a Pareto search the best on the first metric listed, which is always on the front
+    front = pareto_front(done, result.objectives) if obj.multi else done
+    result.pareto = [t.trial_id for t in front] if obj.multi else []
+    if front:  # for a Pareto search: the front's best on the first metric listed
         pick = min if mode == "min" else max
-        result.winner = pick(done, key=lambda t: t.metrics[metric])
+        result.winner = pick(front, key=lambda t: t.metrics[metric])
     existing = set(repo.branches())
     for t in result.trials:
         keep = (t is result.winner or t.trial_id in result.pareto or spec.retention.keep == "all"
@@ -262,18 +310,44 @@ def _finish(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id:
         if not keep and t.branch in existing:
             repo.delete_branch(t.branch, missing_ok=True)
         t.kept = keep and t.branch in existing
-    if result.winner and spec.promote.into:
-        w = result.winner
-        meta = {
-            "flotilla.kind": "promotion", "flotilla.sweep_id": sweep_id, "flotilla.trial_id": w.trial_id,
-            "flotilla.data_commit": state["commits"][w.params.get("data.ref", family["data"]["ref"])],
-            "params": w.params, **{f"metric.{k[4:]}": v for k, v in w.metrics.items() if not k.endswith("/n")},
-        }
-        result.promoted_into = spec.promote.into
-        result.promotion_commit = repo.merge(w.branch, spec.promote.into, f"Promote sweep {sweep_id} winner {w.trial_id}", meta)
     result.plots = write_plots(d, sweep_id, result)
-    (d / "results.json").write_text(result.to_json())
+    _promote(repo, spec, state, d, sweep_id, result)
     return result
+
+
+def _promote(repo: Any, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: str, result: SweepResult) -> None:
+    """Merge the winner into ``promote.into`` once, with its provenance; results are on disk first."""
+    w = result.winner
+    if not (w and spec.promote.into):
+        (d / "results.json").write_text(result.to_json())
+        return
+    result.promoted_into = spec.promote.into
+    prior = _read_result(d / "results.json") if (d / "results.json").exists() else None
+    if prior and prior.promotion_commit and prior.winner and prior.winner.trial_id == w.trial_id:
+        result.promotion_commit = prior.promotion_commit  # a resumed, already promoted sweep: never merge twice
+        (d / "results.json").write_text(result.to_json())
+        return
+    result.promotion_error = "not merged yet"
+    (d / "results.json").write_text(result.to_json())
+    family = state["family"]
+    meta = {
+        "flotilla.kind": "promotion", "flotilla.sweep_id": sweep_id, "flotilla.trial_id": w.trial_id,
+        "flotilla.data_commit": state["commits"][w.params.get("data.ref", family["data"]["ref"])],
+        "params": w.params, **{f"metric.{k[4:]}": v for k, v in w.metrics.items() if not k.endswith("/n")},
+    }
+    try:
+        result.promotion_commit = repo.merge(w.branch, spec.promote.into, f"Promote sweep {sweep_id} winner {w.trial_id}", meta)
+        result.promotion_error = None
+    except FlotillaError as exc:
+        result.promotion_error = exc.message
+        raise FlotillaError(
+            f"sweep {sweep_id!r} finished but its winner {w.trial_id} (branch {w.branch!r}) was not merged into "
+            f"{spec.promote.into!r}: {exc.message}",
+            hint=f"{exc.hint + '; ' if exc.hint else ''}the trials' results are saved ('flotilla sweep show {sweep_id}'); "
+                 f"then 'flotilla sweep resume {sweep_id}' retries the promotion without running any trial",
+        ) from None
+    finally:
+        (d / "results.json").write_text(result.to_json())
 
 
 def list_sweeps(settings: Settings | None = None) -> list[str]:
@@ -282,9 +356,13 @@ def list_sweeps(settings: Settings | None = None) -> list[str]:
 
 
 def load_result(sweep_id: str, settings: Settings | None = None) -> SweepResult:
-    p = sweeps_dir(settings) / sweep_id / "results.json"
+    p = sweep_dir(sweep_id, settings) / "results.json"
     if not p.exists():
         raise ConfigError(f"sweep {sweep_id!r} has no results yet", hint=f"finish it with 'flotilla sweep resume {sweep_id}'")
+    return _read_result(p)
+
+
+def _read_result(p: Path) -> SweepResult:
     data = json.loads(p.read_text())
     data["trials"] = [TrialRecord(**t) for t in data["trials"]]
     data["winner"] = TrialRecord(**data["winner"]) if data["winner"] else None

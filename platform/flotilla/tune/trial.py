@@ -4,16 +4,14 @@ The Tune function trainable (the Train-v2 pattern: Tune drives a function that
 builds and fits a ``TorchTrainer``) creates ``trial-<sweep>-<trial>`` from the
 pinned data commit, trains there, and reports every epoch to Tune through
 :class:`ObjectiveReportCallback`, which adds the combined objective and the
-trial's branch. A ledger line per trial start lets a resumed sweep prove that
-no finished trial ran twice.
+trial's branch. The model it publishes is its best epoch *by the sweep's
+objective* (not by the first task's metric, as a standalone run chooses), so
+the checkpoint promoted is the one the sweep ranked.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -28,6 +26,25 @@ def combined_score(metrics: dict[str, Any], weights: dict[str, float] | None) ->
     if not weights:
         return None
     return float(sum(w * float(metrics[k]) for k, w in weights.items()))
+
+
+def checkpoint_rank(objective: dict[str, Any]) -> tuple[Callable[[dict[str, Any]], float | None], str] | str:
+    """How a trial picks the checkpoint it publishes: the sweep's objective and mode.
+
+    ``"last"`` for a Pareto search: there a trial is the point its *last* epoch reached, and that
+    epoch's checkpoint is the one published (no single metric says which epoch is best).
+    """
+    if objective.get("metrics"):
+        return "last"
+    weights, metric = objective.get("weights"), objective.get("metric", "val/score")
+
+    def score(metrics: dict[str, Any]) -> float | None:
+        if weights:
+            return combined_score(metrics, weights) if all(k in metrics for k in weights) else None
+        value = metrics.get(metric)
+        return float(value) if isinstance(value, (int, float)) else None
+
+    return score, objective.get("mode", "max")
 
 
 class ObjectiveReportCallback(TuneReportCallback):
@@ -59,21 +76,23 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     from flotilla.settings import Settings
     from flotilla.specs import FamilySpec, deep_merge, parse_spec
     from flotilla.train.run import _train_one
+    from flotilla.train.artifacts import ModelLocation
     from flotilla.tune.spec import unflatten
 
     trial_id = ray.tune.get_context().get_trial_id()
     params = {k: v for k, v in config.items() if v is not None}
-    family = parse_spec(FamilySpec, deep_merge(ctx["family"], unflatten(params)), source=f"trial {trial_id}")
+    merged = {**deep_merge(ctx["family"], unflatten(params)), "merge_into": None}  # only the sweep promotes
+    family = parse_spec(FamilySpec, merged, source=f"trial {trial_id}")
     ref = family.data.ref
     data_ref = DataRef(family.data.repo, ctx["commits"][ref], family.data.dataset, ref)
     creds = ray.get(ctx["credentials"])
     hub = Hub(credentials=creds, settings=Settings.from_env())
     branch = trial_branch(ctx["sweep_id"], trial_id)
-    with open(Path(ctx["ledger"]), "a") as fh:
-        fh.write(json.dumps({"trial_id": trial_id, "params": params, "started": time.time()}) + "\n")
     run_id = f"{ctx['sweep_id']}-{trial_id}"
+    parent = ModelLocation(**ctx["parent"]) if ctx.get("parent") else None  # resolved once, when the sweep started
     _train_one(
         hub, family, data_ref, run_id, "family", [t.to_dict() for t in family.task_specs()],
-        None, ctx["credentials"], None, branch=branch,
+        parent, ctx["credentials"], None, branch=branch,
         callbacks=(ObjectiveReportCallback(ctx.get("weights"), branch, run_id),),
+        rank=checkpoint_rank(ctx.get("objective") or {"weights": ctx.get("weights")}),
     )
