@@ -100,7 +100,7 @@ def validate(
     from flotilla.hub import Hub
 
     report, merged = validate_and_merge(Hub(), repo, ref, dataset, merge=merge)
-    report.render_table(console)
+    report.render(console)
     paths = save_report_files(report, report_dir, dataset)
     console.print(f"report: {paths['json']}  plot: {paths['png']}")
     if merged:

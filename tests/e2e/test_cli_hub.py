@@ -83,3 +83,19 @@ def test_sweep_actions_misspelled_or_pointing_outside_the_sweeps_folder_are_clea
     assert typo.returncode == 2 and "did you mean 'flotilla sweep resume'" in typo.stderr and "Traceback" not in typo.stderr
     escape = subprocess.run([*FLOTILLA, "sweep", "show", "../../etc"], capture_output=True, text=True, timeout=120, env=env)
     assert escape.returncode == 1 and "invalid sweep id '../../etc'" in escape.stderr and "Traceback" not in escape.stderr
+
+
+def test_data_validate_prints_its_report_saves_it_and_exits_by_the_verdict(cli, tmp_path):
+    import re
+
+    cli("hub", "up")
+    # 120 faces are too few for the gate's group counts: the ingest fails and leaves its branch to fix
+    failed = cli("data", "generate", "--n", "120", "--name", "few", "--report-dir", str(tmp_path / "r1"), check=False)
+    assert failed.returncode == 1
+    branch = re.search(r"--ref (ingest-few-[\w-]+)", failed.stderr.replace("\n", "")).group(1)
+    again = cli("data", "validate", "--dataset", "few", "--ref", branch, "--report-dir", str(tmp_path / "r2"), check=False)
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    assert "FAILED" in again.stdout and list((tmp_path / "r2").glob("*.json")) and list((tmp_path / "r2").glob("*.png"))
+    cli("data", "generate", "--n", "1500", "--name", "enough", "--report-dir", str(tmp_path / "r3"))
+    ok = cli("data", "validate", "--dataset", "enough", "--report-dir", str(tmp_path / "r4"))
+    assert "PASSED" in ok.stdout and "Traceback" not in ok.stderr
