@@ -106,13 +106,15 @@ def test_failed_experiment_is_deleted_and_main_unchanged(repo):
 def test_experiment_merge_conflict_leaves_main_untouched(repo):
     repo.put("main", "labels.csv", "base")
     repo.commit("main", "base")
-    with pytest.raises(MergeConflictError):
+    with pytest.raises(MergeConflictError) as err:
         with repo.experiment("clash", merge_into="main") as exp:
             exp.put("labels.csv", "experiment")
             repo.put("main", "labels.csv", "main")
             repo.commit("main", "concurrent change")
     assert repo.get("main", "labels.csv") == b"main"
-    assert exp.branch not in repo.branches()
+    # the experiment's committed work is not thrown away: its branch stays, for resolving the conflict
+    assert exp.branch in repo.branches() and repo.get(exp.branch, "labels.csv") == b"experiment"
+    assert err.value.paths == ["labels.csv"] and exp.branch in err.value.hint
 
 
 def test_bad_names_and_unknown_refs_give_our_errors(hub, repo):

@@ -12,7 +12,9 @@ created from that commit, so everything the experiment reads is pinned even if
 ``main`` moves meanwhile. On success pending changes are committed (with the
 experiment's metadata plus the pinned base commit), then optionally merged; on
 failure the branch is deleted (or kept for debugging), so nothing half-done
-reaches the destination.
+reaches the destination. A merge that conflicts is the exception: the
+experiment's work is already committed, so its branch is kept, and the error
+says where to resolve it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Literal
 
+from flotilla.errors import MergeConflictError
 from flotilla.names import branch_id
 
 if TYPE_CHECKING:
@@ -97,6 +100,14 @@ class Experiment:
                 self.merge_commit = self.repo.merge(
                     self.branch, self.merge_into, f"Merge experiment {self.name} into {self.merge_into}", meta
                 )
+        except MergeConflictError as exc:
+            # the experiment's work is committed: deleting its branch would lose it, and resolving a
+            # conflict happens on that branch; so it stays, whatever on_failure says
+            raise MergeConflictError(
+                exc.source, exc.destination, exc.paths,
+                hint=f"the experiment's commit stays on branch {self.branch!r}: commit the wanted version of each path "
+                     f"there, then merge it again (repo.merge({self.branch!r}, {self.merge_into!r})), or delete the branch",
+            ) from None
         except BaseException:
             self.abort()
             raise
