@@ -54,6 +54,16 @@ class DeepSpeedSpec(_Spec):
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     offload_optimizer: bool = False
 
+    @field_validator("stage")
+    @classmethod
+    def _no_stage_3(cls, stage: int) -> int:
+        # rank 0 writes checkpoints and the published model from its own copy of the weights;
+        # ZeRO-3 partitions the weights themselves, so that copy would be empty tensors
+        if stage == 3:
+            raise ValueError("ZeRO stage 3 is not supported: it partitions the weights, and flotilla writes the "
+                             "model from rank 0's copy; use stage 2 (optimizer state and gradients partitioned)")
+        return stage
+
 
 class ScalingSpec(_Spec):
     workers: int = Field(2, ge=1)

@@ -40,7 +40,10 @@ def _lr_lambda(spec: Any, steps_per_epoch: int):
             return 1.0
         progress = min(1.0, (step - warm) / max(1, total - warm))
         if spec.optim.schedule == "onecycle":
-            return max(0.02, 1.0 - progress) if progress > 0.3 else 0.3 + progress * (0.7 / 0.3)
+            if warm:  # the warm-up was the ramp: fall from the peak it reached, with no jump back down
+                return max(0.02, 1.0 - progress)
+            # up from 0.3 to 1.0 over the first 30 %, then down to 0.02 over the rest, with no jump at the peak
+            return max(0.02, 1.0 - (progress - 0.3) / 0.7) if progress > 0.3 else 0.3 + progress * (0.7 / 0.3)
         return 0.5 * (1 + math.cos(math.pi * progress))
 
     return f

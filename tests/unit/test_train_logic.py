@@ -1,0 +1,36 @@
+"""Pure training logic: the learning-rate schedules and what the DeepSpeed spec accepts."""
+
+from __future__ import annotations
+
+import pytest
+
+from flotilla.errors import SpecError
+from flotilla.specs import FamilySpec, parse_spec
+from flotilla.train.loop import _lr_lambda
+
+
+def _family(**over) -> FamilySpec:
+    return parse_spec(FamilySpec, {"name": "f", **over})
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "constant"])
+def test_schedules_never_jump_between_steps(schedule: str) -> None:
+    f = _lr_lambda(_family(epochs=10, optim={"schedule": schedule, "warmup_epochs": 1}), steps_per_epoch=100)
+    factors = [f(step) for step in range(1000)]
+    steps = [abs(b - a) for a, b in zip(factors, factors[1:])]
+    assert max(steps) < 0.02, (schedule, max(steps), steps.index(max(steps)))
+    assert all(0.0 <= x <= 1.0 for x in factors)
+
+
+def test_onecycle_rises_to_its_peak_then_falls_to_its_floor() -> None:
+    f = _lr_lambda(_family(epochs=10, optim={"schedule": "onecycle"}), steps_per_epoch=100)
+    assert f(0) == pytest.approx(0.3) and f(300) == pytest.approx(1.0, abs=1e-3)
+    assert f(999) == pytest.approx(0.02, abs=0.01) and f(650) == pytest.approx(0.5, abs=0.01)
+
+
+def test_zero_stage_3_is_refused_with_the_reason_and_the_alternative() -> None:
+    with pytest.raises(SpecError) as err:
+        _family(backend="deepspeed", deepspeed={"stage": 3})
+    text = str(err.value) + " ".join(err.value.problems or [])
+    assert "stage 3 is not supported" in text and "use stage 2" in text
+    assert _family(backend="deepspeed", deepspeed={"stage": 2}).deepspeed.stage == 2
