@@ -57,16 +57,32 @@ def resolve_model(hub: Any, source: str, default_repo: str) -> ModelLocation:
     r = hub.repo(default_repo)
     from flotilla.names import branch_id
 
-    for ref in ("main", branch_id(source, prefix="exp-")):
+    run, _, model = source.partition("/")  # "<run>" or "<run>/<model>" (a run of separate models has several)
+    refs = ["main", branch_id(run, prefix="exp-")]
+    if model:
+        refs.append(branch_id(f"{run}-{model}", prefix="exp-"))
+    else:  # an unpromoted run of separate models: each model on exp-<run>-<model>
+        refs += sorted(b for b in r.branches() if b.startswith(branch_id(run, prefix="exp-") + "-"))
+    prefix = f"models/{run}/{model}/" if model else f"models/{run}/"
+    found: dict[str, ModelLocation] = {}
+    for ref in refs:
         try:
             commit = r.resolve(ref)
         except NotFoundError:
             continue
-        found = sorted(o.path for o in r.list(commit, f"models/{source}/") if o.path.endswith("/model.pt"))
-        if found:
-            return ModelLocation(default_repo, commit, found[0])
+        for o in r.list(commit, prefix):
+            name = o.path[len(f"models/{run}/"):].split("/")[0]
+            if o.path == f"models/{run}/{name}/model.pt" and name not in found:
+                found[name] = ModelLocation(default_repo, commit, o.path)
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if len(found) > 1:
+        raise SpecError(
+            f"run {run!r} has {len(found)} models ({', '.join(sorted(found))}); a transfer needs one",
+            hint=f"name it as '{run}/<model>', e.g. transfer.source: {run}/{sorted(found)[0]}",
+        )
     raise NotFoundError(
-        f"no model of run {source!r} in repository {default_repo!r} (looked on main and its run branch)",
+        f"no model of run {source!r} in repository {default_repo!r} (looked on main and the run's branches)",
         hint="pass a lakeFS URI like lakefs://faces/main/models/<run>/family/model.pt",
     )
 
