@@ -125,8 +125,15 @@ def test_transfer_learning_loads_the_parent_and_records_it(family, hub, data_rep
 
 
 def test_separate_strategy_trains_one_model_per_task_on_its_own_branch(hub, data_repo, local_ray):
-    result = train(tiny("sep", epochs=1, strategy="separate", scaling={"workers": 1}, tracking={"wandb": False}), hub=hub)
+    data_repo.create_branch("sep-into", "main", exist_ok=True)
+    result = train(tiny("sep", epochs=1, strategy="separate", scaling={"workers": 1}, tracking={"wandb": False},
+                        merge_into="sep-into"), hub=hub)
     assert sorted(m.name for m in result.models) == ["age", "emotion", "gender"]
     assert len({m.branch for m in result.models}) == 3
     assert all(m.tasks == [m.name] for m in result.models)
     assert {"age/mae", "gender/auc", "emotion/macro_f1"} <= {k for m in result.models for k in m.metrics}
+    # promoted only after all three succeeded, each merge carrying its model commit's provenance
+    for m in result.models:
+        assert m.merge_commit and data_repo.stat("sep-into", f"models/{result.run_id}/{m.name}/model.pt")
+        meta = data_repo.commit_info(m.merge_commit).metadata
+        assert meta["flotilla.model"] == m.name and meta["flotilla.data_commit"] == result.data.commit

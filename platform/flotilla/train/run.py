@@ -7,7 +7,8 @@ lakeFS's S3 gateway (so every node of a cluster reaches them), a controller
 callback commits each checkpoint (and each failure/restart) so the branch
 history tells the run's story, and at the end the best checkpoint becomes
 ``models/<run>/<model>/model.pt`` with its model card and metrics, committed
-together; optionally merged into ``merge_into``.
+together; merged into ``merge_into`` (if set) only once every model of the
+family has succeeded, so a failed model never leaves half a family there.
 """
 
 from __future__ import annotations
@@ -112,6 +113,11 @@ def train(
 
     with ThreadPoolExecutor(max_workers=len(groups)) as pool:  # separate models train concurrently
         result.models = list(pool.map(lambda g: one(*g), groups))
+    if spec.merge_into:  # only once every model of the family succeeded: never half a family on the target
+        repo = hub.repo(data_ref.repo)
+        for model in result.models:
+            meta = repo.commit_info(model.commit).metadata
+            model.merge_commit = repo.merge(model.branch, spec.merge_into, f"Promote model {model.name} of run {run_id}", meta)
     result.wall_s = time.monotonic() - started
     return result
 
@@ -189,7 +195,7 @@ def _best_checkpoint(fit, tasks, rank):
 
 
 def _publish(hub, spec, data_ref, run_id, name, tasks, branch, fit, parent, wall, rank=None) -> ModelResult:
-    """Best checkpoint → models/<run>/<model>/, with card and history, in one commit; merge if asked."""
+    """Best checkpoint → models/<run>/<model>/, with card and history, in one commit (``train`` merges)."""
     import json
 
     from flotilla.train.loop import CKPT_META, CKPT_MODEL
@@ -219,10 +225,7 @@ def _publish(hub, spec, data_ref, run_id, name, tasks, branch, fit, parent, wall
         **{f"metric.{k}": v for k, v in best_metrics.items() if not k.endswith("/n")},
     }
     commit = repo.commit(branch, f"Model {name} of run {run_id} (best epoch {meta['epoch']})", meta_commit)
-    model = ModelResult(name, [t["name"] for t in tasks], branch, commit.id, f"lakefs://{data_ref.repo}/{commit.id}/{base}model.pt", best_metrics, history, wall)
-    if spec.merge_into:
-        model.merge_commit = repo.merge(branch, spec.merge_into, f"Promote model {name} of run {run_id}", meta_commit)
-    return model
+    return ModelResult(name, [t["name"] for t in tasks], branch, commit.id, f"lakefs://{data_ref.repo}/{commit.id}/{base}model.pt", best_metrics, history, wall)
 
 
 def _final_history(fit, meta) -> list[dict[str, Any]]:
