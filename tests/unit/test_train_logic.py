@@ -34,3 +34,34 @@ def test_zero_stage_3_is_refused_with_the_reason_and_the_alternative() -> None:
     text = str(err.value) + " ".join(err.value.problems or [])
     assert "stage 3 is not supported" in text and "use stage 2" in text
     assert _family(backend="deepspeed", deepspeed={"stage": 2}).deepspeed.stage == 2
+
+
+def test_a_checkpoint_always_holds_the_schedule_and_the_optimiser_only_when_rank_0_has_it_all(tmp_path) -> None:
+    import shutil
+    from types import SimpleNamespace
+
+    import torch
+
+    from flotilla.models import MultiTaskModel
+    from flotilla.models.tasks import resolve_tasks
+    from flotilla.train.loop import CKPT_STATE, _report
+
+    saved = []
+
+    def from_directory(d):
+        dest = tmp_path / f"ckpt{len(saved)}"
+        shutil.copytree(d, dest)  # the directory is temporary: keep what was written
+        saved.append(dest)
+
+    sink = SimpleNamespace(report=lambda metrics, checkpoint=None: None, Checkpoint=SimpleNamespace(from_directory=from_directory))
+    model = MultiTaskModel(resolve_tasks(["age"]), "small_cnn", width=4)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 / (step + 1))
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    _report({}, [], 0, model, opt, sched, 0, sink)  # DDP: rank 0 holds the whole optimiser
+    _report({}, [], 0, model, None, sched, 0, sink)  # DeepSpeed: ZeRO keeps it partitioned
+    ddp, ds = (torch.load(d / CKPT_STATE, weights_only=True) for d in saved)
+    assert ddp["optimizer"] is not None and ddp["scheduler"]["last_epoch"] == 3
+    assert ds["optimizer"] is None and ds["scheduler"]["last_epoch"] == 3

@@ -141,7 +141,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     steps_per_epoch = max(1, math.ceil(per_rank / spec.batch_size))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(spec, steps_per_epoch))
     if train_state is not None:
-        optimizer.load_state_dict(train_state["optimizer"])
+        if train_state.get("optimizer") is not None:  # None under DeepSpeed: ZeRO keeps it partitioned
+            optimizer.load_state_dict(train_state["optimizer"])
         scheduler.load_state_dict(train_state["scheduler"])
     if spec.backend == "deepspeed":
         import deepspeed
@@ -242,7 +243,9 @@ def _report(metrics, history, epoch, core, optimizer, scheduler, rank, train) ->
         return
     with tempfile.TemporaryDirectory() as d:
         torch.save({"config": core.config(), "state": core.state_dict()}, Path(d) / CKPT_MODEL)
-        if optimizer is not None:
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, Path(d) / CKPT_STATE)
+        # the schedule's position always (a restart must not replay warm-up); the optimiser's moments when
+        # rank 0 holds them all (DDP), not under DeepSpeed, whose ZeRO partitions them across ranks
+        state = {"optimizer": None if optimizer is None else optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        torch.save(state, Path(d) / CKPT_STATE)
         (Path(d) / CKPT_META).write_text(json.dumps({"epoch": epoch, "history": history}, default=float))
         train.report(metrics, checkpoint=train.Checkpoint.from_directory(d))
