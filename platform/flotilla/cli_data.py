@@ -57,7 +57,12 @@ def generate(
     from flotilla.data.synthetic import FaceSpec, Shift
     from flotilla.hub import Hub
 
-    spec = FaceSpec(size=size, shift=Shift(lighting=lighting, age_mix=age_mix, occlusion=occlusion))
+    try:
+        spec = FaceSpec(size=size, shift=Shift(lighting=lighting, age_mix=age_mix, occlusion=occlusion))
+    except ValueError as exc:
+        from flotilla.errors import SpecError
+
+        raise SpecError(f"invalid generator option: {exc}", hint="see 'flotilla data generate --help' for each option's range") from None
     with _bar(f"generating + uploading {name}", n) as advance:
         result = run(Hub(), repo, name, n, seed=seed, spec=spec, report_dir=report_dir, on_progress=advance)
     _summarise(result)

@@ -99,3 +99,9 @@ def test_data_validate_prints_its_report_saves_it_and_exits_by_the_verdict(cli, 
     cli("data", "generate", "--n", "1500", "--name", "enough", "--report-dir", str(tmp_path / "r3"))
     ok = cli("data", "validate", "--dataset", "enough", "--report-dir", str(tmp_path / "r4"))
     assert "PASSED" in ok.stdout and "Traceback" not in ok.stderr
+
+
+def test_a_generator_option_out_of_range_is_a_clear_error(tmp_path):
+    env = {**os.environ, "COLUMNS": "250", "FLOTILLA_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([*FLOTILLA, "data", "generate", "--n", "10", "--lighting", "2"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 1 and "lighting" in proc.stderr and "Traceback" not in proc.stderr

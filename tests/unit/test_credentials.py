@@ -53,3 +53,22 @@ def test_nothing_found_says_how_to_fix(settings):
     with pytest.raises(AuthError) as info:
         resolve_credentials(settings)
     assert "flotilla hub up" in str(info.value) and "LAKECTL_SERVER_ENDPOINT_URL" in str(info.value)
+
+
+def test_half_a_remote_hub_in_the_environment_is_an_error_not_a_silent_fall_back(settings, monkeypatch):
+    settings.hub_dir.mkdir(parents=True)  # a local hub exists: the silent fall-back would go there
+    (settings.hub_dir / "credentials.json").write_text(json.dumps({"access_key_id": "AKLOCAL", "secret_access_key": SECRET}))
+    monkeypatch.setenv("LAKECTL_SERVER_ENDPOINT_URL", "http://remote:8000")
+    monkeypatch.setenv("LAKECTL_CREDENTIALS_ACCESS_KEY_ID", "AKREMOTE")
+    with pytest.raises(ConfigError) as info:
+        resolve_credentials(settings)
+    assert "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY not" in info.value.message and "AKREMOTE" not in info.value.message
+
+
+def test_a_damaged_local_key_file_is_named_and_never_echoed(settings):
+    settings.hub_dir.mkdir(parents=True)
+    (settings.hub_dir / "credentials.json").write_text('{"access_key_id": "AKLOCAL", "secret_access_key": "' + SECRET)
+    with pytest.raises(ConfigError) as info:
+        resolve_credentials(settings)
+    assert "credentials.json" in info.value.message and "backup" in info.value.hint
+    assert SECRET not in info.value.message + info.value.hint

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import yaml
@@ -77,11 +78,18 @@ def resolve_credentials(
             )
         return HubCredentials(endpoint, access_key_id, secret_access_key, source="arguments")  # type: ignore[arg-type]
     env = os.environ
-    if env.get(ENV_ENDPOINT) and env.get(ENV_KEY) and env.get(ENV_SECRET):
+    named = [n for n in (ENV_ENDPOINT, ENV_KEY, ENV_SECRET) if env.get(n)]
+    if len(named) == 3:
         return HubCredentials(env[ENV_ENDPOINT], env[ENV_KEY], env[ENV_SECRET], source="environment")
+    if named:  # half a remote hub must not fall back, silently, to the local one
+        missing = [n for n in (ENV_ENDPOINT, ENV_KEY, ENV_SECRET) if n not in named]
+        raise ConfigError(
+            f"incomplete hub credentials in the environment: {', '.join(named)} set but {', '.join(missing)} not",
+            hint="set all three LAKECTL_* variables for a remote hub, or unset them all to use the local one",
+        )
     local = settings.hub_dir / "credentials.json"
     if local.exists():
-        data = json.loads(local.read_text())
+        data = read_credentials_file(local)
         return HubCredentials(f"http://127.0.0.1:{settings.hub_port}", data["access_key_id"], data["secret_access_key"], source="local hub")
     lakectl = Path(env.get("LAKECTL_CONFIG_FILE") or Path.home() / ".lakectl.yaml")
     if lakectl.exists():
@@ -96,3 +104,18 @@ def resolve_credentials(
         hint="start the embedded hub with 'flotilla hub up', or set LAKECTL_SERVER_ENDPOINT_URL, "
         "LAKECTL_CREDENTIALS_ACCESS_KEY_ID and LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY",
     )
+
+
+def read_credentials_file(path: Path) -> dict[str, Any]:
+    """The local hub's key file; a damaged one is named, never echoed (it holds secrets)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        if not (isinstance(data, dict) and data.get("access_key_id") and data.get("secret_access_key")):
+            raise ValueError("keys missing")
+        return data
+    except (ValueError, OSError) as exc:
+        raise ConfigError(
+            f"the local hub's credentials file {path} is unreadable or damaged ({type(exc).__name__})",
+            hint="restore it from a backup: it holds the keys the hub's existing data was written with; "
+                 "for a fresh, empty hub, move the whole hub folder aside and run 'flotilla hub up'",
+        ) from None

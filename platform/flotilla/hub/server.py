@@ -107,7 +107,9 @@ class LocalHub:
     def credentials(self) -> HubCredentials:
         """The admin credentials, generated (once) on first use and kept 0600."""
         if self.credentials_path.exists():
-            data = json.loads(self.credentials_path.read_text())
+            from flotilla.hub.credentials import read_credentials_file
+
+            data = read_credentials_file(self.credentials_path)
         else:
             data = {
                 "access_key_id": "AKIAJ" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(15)),
