@@ -52,7 +52,10 @@ class BlobCache:
         except FileNotFoundError:
             pass
         else:
-            os.utime(p)  # LRU by mtime
+            try:
+                os.utime(p)  # LRU by mtime
+            except FileNotFoundError:  # another process on this node evicted it after we read it: fine
+                pass
             self.stats.hits += 1
             return data
         data = fetch()
@@ -73,12 +76,25 @@ class BlobCache:
             raise
         self._evict()
 
+    def _entries(self) -> list[tuple[float, int, Path]]:
+        """(mtime, size, path) of every cached object; one that another process removes meanwhile is skipped."""
+        out = []
+        for f in self.root.glob("*/*"):
+            if f.name.startswith(".tmp-"):
+                continue
+            try:
+                st = f.stat()
+            except FileNotFoundError:
+                continue
+            out.append((st.st_mtime, st.st_size, f))
+        return out
+
     def size(self) -> int:
-        return sum(f.stat().st_size for f in self.root.glob("*/*") if f.is_file() and not f.name.startswith(".tmp-"))
+        return sum(size for _, size, _ in self._entries())
 
     def _evict(self) -> None:
-        with self._lock:
-            files = [(f.stat().st_mtime, f.stat().st_size, f) for f in self.root.glob("*/*") if f.is_file() and not f.name.startswith(".tmp-")]
+        with self._lock:  # a thread lock: processes sharing the folder may evict at once, hence _entries' care
+            files = self._entries()
             total = sum(s for _, s, _ in files)
             for _, size, f in sorted(files):
                 if total <= self.max_bytes:
