@@ -34,7 +34,8 @@ def test_generate_lands_validated_on_main_with_provenance(faces, repo, tmp_path)
     assert m.provenance["source"] == "synthetic" and m.provenance["seed"] == 1
     assert m.label_counts == {"age": 480, "gender": 480, "emotion": 480}
     report = json.loads(repo.get("main", validation_path("faces")))
-    assert report["passed"] and set(report["fingerprint"]) == {"labels.parquet", "manifest.json"}
+    shards = {sh.path.split("datasets/faces/")[1] for sh in m.shards}
+    assert report["passed"] and set(report["fingerprint"]) == {"labels.parquet", "manifest.json"} | shards
     meta = repo.commit_info(faces.commit).metadata
     assert meta["flotilla.validation"] == "passed" and meta["provenance.source"] == "synthetic"
     assert faces.report_paths["png"].stat().st_size > 1000  # label-distribution plot
@@ -159,3 +160,33 @@ def test_importers_land_partial_labels_as_nulls(hub, repo, tmp_path):
     raw = layout.decode_table(repo.get("main", m.shards[0].path)).column("image")[0].as_py()
     with Image.open(io.BytesIO(raw)) as im:  # stored as 48x48 greyscale PNG, as imported
         assert (im.mode, im.size) == ("L", (48, 48))
+
+
+def test_a_shard_replaced_after_ingest_is_caught_by_the_gate_and_by_the_hook(faces, hub, repo):
+    manifest = read_manifest(repo, "main", "faces")
+    shard = manifest.shards[0].path
+    import pyarrow.parquet as pq
+
+    table = layout.decode_table(repo.get("main", shard))
+    buf = io.BytesIO()
+    pq.write_table(table.slice(0, table.num_rows - 1), buf)  # one image fewer, same manifest
+    repo.create_branch("swap", "main")
+    repo.put("swap", shard, buf.getvalue())
+    repo.commit("swap", "replace an image shard in place")
+    head = repo.resolve("main")
+    with pytest.raises(DataValidationError) as info:  # the hook: the receipt's checksum for the shard is stale
+        repo.merge("swap", "main")
+    assert "changed after validation" in str(info.value) and shard.split("faces/")[1] in str(info.value)
+    with pytest.raises(DataValidationError) as info:  # the gate: the shard is not what the manifest recorded
+        validate_and_merge(hub, repo.name, "swap", "faces", thresholds=SMALL, merge=True)
+    assert "is not the one its manifest recorded" in info.value.message and "ingesting them again" in info.value.hint
+    assert repo.resolve("main") == head
+
+
+def test_validate_merge_refuses_to_merge_a_branch_into_itself_or_a_commit(faces, hub, repo):
+    with pytest.raises(DataValidationError, match="nothing to merge"):
+        validate_and_merge(hub, repo.name, "main", "faces", thresholds=SMALL, merge=True)
+    with pytest.raises(DataValidationError, match="is not a branch"):
+        validate_and_merge(hub, repo.name, repo.resolve("main"), "faces", thresholds=SMALL, merge=True)
+    report, merged = validate_and_merge(hub, repo.name, "main", "faces", thresholds=SMALL)
+    assert report.passed and merged is None

@@ -3,11 +3,13 @@
 The hook is a Lua script that lakeFS runs *inside the server* before every
 merge into the protected branch. For each dataset the merge changes, the
 source must carry ``validation.json`` that (1) says ``passed`` and (2) holds
-the lakeFS checksums of the very ``labels.parquet`` and ``manifest.json`` being
-merged. Heavy validation (decoding every image) stays in Python, where the
+the lakeFS checksums of the very ``labels.parquet``, ``manifest.json`` and
+image shards being merged. Heavy validation (decoding every image) stays in Python, where the
 ingest runs it; the hook only checks the receipt, which costs a few metadata
-look-ups. A label edit after validation changes the checksum and the merge is
-refused until the gate runs again.
+look-ups. A label edit or a replaced shard after validation changes a checksum
+and the merge is refused until the gate runs again. The hook checks the
+receipt, not the data: a client that writes its own passing report with
+matching checksums is not stopped by it.
 
 Limit (a lakeFS property): hooks of a merge are read from the *source* commit,
 so a client that deliberately deletes ``_lakefs_actions/`` on its branch skips

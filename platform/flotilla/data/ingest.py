@@ -9,14 +9,17 @@
       → passed: merge into main, delete the branch
         failed: main untouched, branch kept for fixing, DataValidationError
 
-The validation report records the lakeFS checksums of the labels table and the
-manifest it validated; the repository's pre-merge hook (:mod:`flotilla.data.gate`)
-refuses to merge a dataset whose report is missing, failed, or stale, so no
-client can bypass the gate by merging directly.
+The validation report records the lakeFS checksums of the labels table, the
+manifest and every image shard it validated; the repository's pre-merge hook
+(:mod:`flotilla.data.gate`) refuses to merge a dataset whose report is missing,
+failed, or stale, so a direct merge cannot slip past it with data the gate
+never saw. (The hook checks the receipt, not the data: a client that forges a
+passing report with matching checksums is out of its reach — see gate.py.)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -55,25 +58,51 @@ def validation_path(name: str) -> str:
     return f"{layout.dataset_prefix(name)}validation.json"
 
 
+def _shard_tables(repo: Repo, ref: str, name: str, manifest: Manifest) -> Iterable[Any]:
+    """Each image shard, checked against the sha256 its manifest recorded at ingest, then decoded.
+
+    Shards are immutable: one replaced in place (the manifest still describing the old one) would
+    pass a gate that looked only at labels and manifest, and then fail every training read.
+    """
+    for s in manifest.shards:
+        data = repo.get(ref, s.path)
+        if hashlib.sha256(data).hexdigest() != s.sha256:
+            raise DataValidationError(
+                f"image shard {s.path} of dataset {name!r} at {ref!r} is not the one its manifest recorded at ingest",
+                hint="image shards are immutable: land corrected images by ingesting them again "
+                     "(flotilla data import/generate), not by replacing a shard on a branch",
+            )
+        try:
+            yield layout.decode_table(data)
+        except Exception as exc:
+            raise DataValidationError(f"image shard {s.path} of dataset {name!r} at {ref!r} is not readable: {exc}",
+                                      hint="ingest the dataset again") from None
+
+
 def validate_ref(repo: Repo, ref: str, name: str, thresholds: Thresholds | None = None) -> ValidationReport:
     """Run the gate on what ``ref`` holds for dataset ``name`` (reads labels and every shard)."""
     manifest = read_manifest(repo, ref, name)
     labels = read_labels(repo, ref, name)
-    shards = (layout.decode_table(repo.get(ref, s.path)) for s in manifest.shards)
-    return validate(labels, shards, thresholds or Thresholds())
+    return validate(labels, _shard_tables(repo, ref, name, manifest), thresholds or Thresholds())
 
 
 def fingerprint(repo: Repo, ref: str, name: str) -> dict[str, str]:
-    """lakeFS checksums of what the gate looked at; the pre-merge hook compares them."""
-    return {
+    """lakeFS checksums of what the gate looked at (labels, manifest, every image shard); the pre-merge
+    hook compares each with what the merge brings, so nothing the gate saw can change unseen."""
+    prefix = layout.dataset_prefix(name)
+    out = {
         "labels.parquet": repo.stat(ref, layout.labels_path(name)).checksum,
         "manifest.json": repo.stat(ref, layout.manifest_path(name)).checksum,
     }
+    for s in read_manifest(repo, ref, name).shards:
+        out[s.path[len(prefix):]] = repo.stat(ref, s.path).checksum
+    return out
 
 
-def record_report(repo: Repo, branch: str, name: str, report: ValidationReport) -> None:
+def record_report(repo: Repo, branch: str, name: str, report: ValidationReport, *, at: str | None = None) -> None:
+    """Write the report, with the fingerprint of ``at`` (default: the branch as it is), onto ``branch``."""
     doc = json.loads(report.to_json())
-    doc["fingerprint"] = fingerprint(repo, branch, name)
+    doc["fingerprint"] = fingerprint(repo, at or branch, name)
     repo.put(branch, validation_path(name), json.dumps(doc, indent=2, sort_keys=True))
 
 
@@ -125,7 +154,7 @@ def ingest(
         raise DataValidationError(
             f"dataset {name!r} failed validation; {into!r} was not changed. "
             f"The data stays on branch {branch!r} (lakefs://{repo_name}/{branch}) for fixing.\n{report.summary()}",
-            hint=f"fix the labels/images on {branch!r}, then 'flotilla data validate --repo {repo_name} --ref {branch} "
+            hint=f"fix the labels on {branch!r} (images: ingest corrected ones again), then 'flotilla data validate --repo {repo_name} --ref {branch} "
             f"--dataset {name} --merge'" + (f"; report: {paths.get('json')}" if paths else ""),
         )
     if merge:
@@ -137,13 +166,30 @@ def ingest(
 def validate_and_merge(
     hub: Hub, repo_name: str, ref: str, name: str, *, into: str = "main", thresholds: Thresholds | None = None, merge: bool = False
 ) -> tuple[ValidationReport, str | None]:
-    """Re-run the gate on ``ref`` (e.g. a fixed ingest branch); with ``merge`` and a pass, record and merge."""
+    """Re-run the gate on ``ref`` (e.g. a fixed ingest branch); with ``merge`` and a pass, record and merge.
+
+    With ``merge`` the branch's pending changes are committed first and the gate runs on that commit;
+    what is merged is that commit plus the report, by commit id, so a write to the branch meanwhile
+    is never merged under a receipt it did not earn (the pre-merge hook would refuse it anyway).
+    """
     repo = hub.repo(repo_name)
-    report = validate_ref(repo, ref, name, thresholds)
     if not merge:
-        return report, None
+        return validate_ref(repo, ref, name, thresholds), None
+    if ref == into:
+        raise DataValidationError(
+            f"nothing to merge: --ref {ref!r} is the branch it would merge into",
+            hint=f"validate the branch that holds the changes, e.g. 'flotilla data validate --ref <ingest-branch> --dataset {name} --merge', "
+                 f"or leave --merge out to check {into!r} itself",
+        )
+    if not repo.branch_exists(ref):
+        raise DataValidationError(f"--merge needs a branch to record the report on; {ref!r} is not a branch of {repo_name!r}",
+                                  hint="pass the branch holding the dataset (e.g. its ingest branch), or leave --merge out")
+    if repo.uncommitted(ref):
+        repo.commit(ref, f"Changes to {name} before validation")
+    validated = repo.resolve(ref)
+    report = validate_ref(repo, validated, name, thresholds)
     if not report.passed:
         raise DataValidationError(f"dataset {name!r} at {ref!r} failed validation; nothing merged.\n{report.summary()}")
-    record_report(repo, ref, name, report)
-    repo.commit(ref, f"Validation passed for {name}", {"flotilla.validation": "passed"})
-    return report, repo.merge(ref, into, f"Merge validated dataset {name}", {"flotilla.dataset": name, "flotilla.validation": "passed"})
+    record_report(repo, ref, name, report, at=validated)
+    receipt = repo.commit(ref, f"Validation passed for {name}", {"flotilla.validation": "passed", "flotilla.validated_commit": validated})
+    return report, repo.merge(receipt.id, into, f"Merge validated dataset {name}", {"flotilla.dataset": name, "flotilla.validation": "passed"})
