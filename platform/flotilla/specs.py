@@ -125,6 +125,18 @@ class FamilySpec(_Spec):
         return tasks
 
     @model_validator(mode="after")
+    def _labels_the_hub_holds(self) -> FamilySpec:
+        # the model library takes any task, but a family trains from hub datasets, whose labels
+        # table has a fixed set of columns: a task reading another would fail inside every worker
+        from flotilla.data.layout import LABEL_COLUMNS
+
+        for t in self.task_specs():
+            if t.label not in LABEL_COLUMNS:
+                raise ValueError(f"task {t.name!r} reads label column {t.label!r}, which hub datasets do not hold "
+                                 f"(their label columns: {', '.join(LABEL_COLUMNS)})")
+        return self
+
+    @model_validator(mode="after")
     def _freeze_needs_ddp(self) -> FamilySpec:
         if self.transfer and self.transfer.freeze_backbone_epochs and self.backend == "deepspeed":
             raise ValueError("transfer.freeze_backbone_epochs is supported with backend: ddp only")

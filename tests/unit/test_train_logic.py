@@ -65,3 +65,10 @@ def test_a_checkpoint_always_holds_the_schedule_and_the_optimiser_only_when_rank
     ddp, ds = (torch.load(d / CKPT_STATE, weights_only=True) for d in saved)
     assert ddp["optimizer"] is not None and ddp["scheduler"]["last_epoch"] == 3
     assert ds["optimizer"] is None and ds["scheduler"]["last_epoch"] == 3
+
+
+def test_a_task_reading_a_label_column_hub_datasets_lack_is_refused_when_the_spec_is_parsed() -> None:
+    with pytest.raises(SpecError) as err:
+        _family(tasks=["age", {"name": "smile", "kind": "binary", "label": "smile"}])
+    assert "label column 'smile'" in " ".join(err.value.problems) and "age, gender, emotion" in " ".join(err.value.problems)
+    assert len(_family(tasks=["age", {"name": "age_l2", "label": "age", "kind": "regression", "loss": "mse"}]).tasks) == 2
