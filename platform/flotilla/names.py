@@ -57,6 +57,19 @@ def check_branch_id(branch: str) -> str:
     return branch
 
 
+DATASET_RE = re.compile(r"^[A-Za-z0-9_][-A-Za-z0-9_.]{0,99}$")
+
+
+def check_dataset_name(name: str) -> str:
+    """A dataset is one folder under ``datasets/``: a '/' would nest it where the gate never looks."""
+    if not isinstance(name, str) or not DATASET_RE.match(name) or ".." in name:
+        raise InvalidNameError(
+            f"invalid dataset name {name!r}: up to 100 letters, digits, '_', '-' and '.', no '/' and no '..'",
+            hint="e.g. 'synthetic', 'utkface' or 'faces-2026-11'",
+        )
+    return name
+
+
 def check_repo_id(repo: str) -> str:
     """Raise ``InvalidNameError`` naming the rule when ``repo`` is not a valid lakeFS repository id."""
     if not isinstance(repo, str) or not REPO_RE.match(repo):

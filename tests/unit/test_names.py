@@ -61,3 +61,17 @@ def test_safe_local_path_stays_under_root():
     assert str(safe_local_path("/cache", "datasets/faces/shard-0.parquet")) == "/cache/datasets/faces/shard-0.parquet"
     with pytest.raises(InvalidNameError):
         safe_local_path("/cache", "../../etc/passwd")
+
+
+def test_dataset_names_are_one_folder_and_every_dataset_path_checks_them():
+    from flotilla.data import layout
+    from flotilla.names import check_dataset_name
+
+    for ok in ("synthetic", "faces-2026-11", "utk_face.v2"):
+        assert check_dataset_name(ok) == ok and layout.labels_path(ok) == f"datasets/{ok}/labels.parquet"
+    for bad in ("a/b", "..", "x/../y", "", "-lead", "sp ace", "a" * 101):
+        with pytest.raises(InvalidNameError, match="invalid dataset name"):
+            check_dataset_name(bad)
+    for path in (layout.dataset_prefix, layout.labels_path, layout.manifest_path, lambda n: layout.shard_path(n, 0)):
+        with pytest.raises(InvalidNameError):
+            path("nested/set")

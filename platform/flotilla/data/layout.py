@@ -57,19 +57,22 @@ LABEL_SCHEMA = pa.schema(
 
 
 def dataset_prefix(name: str) -> str:
-    return f"datasets/{name}/"
+    """Every path of a dataset goes through here, so every way in checks the name."""
+    from flotilla.names import check_dataset_name
+
+    return f"datasets/{check_dataset_name(name)}/"
 
 
 def shard_path(name: str, index: int) -> str:
-    return f"datasets/{name}/images/shard-{index:05d}.parquet"
+    return f"{dataset_prefix(name)}images/shard-{index:05d}.parquet"
 
 
 def labels_path(name: str) -> str:
-    return f"datasets/{name}/labels.parquet"
+    return f"{dataset_prefix(name)}labels.parquet"
 
 
 def manifest_path(name: str) -> str:
-    return f"datasets/{name}/manifest.json"
+    return f"{dataset_prefix(name)}manifest.json"
 
 
 def split_for(sample_id: str, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> str:

@@ -91,4 +91,4 @@ def read_labels(repo: Repo, ref: str, name: str) -> pa.Table:
 
 
 def list_datasets(repo: Repo, ref: str) -> list[str]:
-    return sorted({o.path.split("/")[1] for o in repo.list(ref, "datasets/") if o.path.endswith("/manifest.json")})
+    return sorted({o.path.split("/")[1] for o in repo.list(ref, "datasets/") if o.path.endswith("/manifest.json") and o.path.count("/") == 2})
