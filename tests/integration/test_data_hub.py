@@ -110,6 +110,11 @@ def test_loader_is_pinned_balanced_across_ranks_and_cached(faces, hub, repo, tmp
     assert len(seen) == n_train
     ranks = [sum(len(b["age"]) for b in ds.iter_batches("train", 32, rank=r, world_size=2, epoch=1)) for r in range(2)]
     assert ranks[0] == ranks[1] > 0.45 * n_train  # equal per rank, nothing much dropped
+    n_val = ds.manifest.counts["val"]
+    w = next(w for w in range(3, 10) if n_val % w)  # a world size the split does not divide
+    per_rank = [sum(len(b["age"]) for b in ds.iter_batches("val", 16, shuffle=False, rank=r, world_size=w, equal=False))
+                for r in range(w)]
+    assert sum(per_rank) == n_val  # evaluation: every sample on exactly one rank, none dropped
     misses = ds.cache.stats.misses
     list(ds.iter_batches("val", 64, epoch=2))
     assert ds.cache.stats.misses == misses and ds.cache.stats.hits > 0  # later epochs never re-read

@@ -166,10 +166,12 @@ class HubDataset:
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
+        equal: bool = True,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Yield batches for ``rank`` of ``world_size``: every rank gets the same number of samples
         (so DDP never waits on a rank that ran out), shards in a seeded per-epoch order, rows shuffled
-        within each shard. Each batch: ``image`` uint8 [B,H,W,3]; ``age`` float32, ``gender`` and
+        within each shard. ``equal=False`` (evaluation, which has no per-step collective) gives every
+        sample to exactly one rank instead, so metrics cover the whole split whatever the world size. Each batch: ``image`` uint8 [B,H,W,3]; ``age`` float32, ``gender`` and
         ``emotion`` int64 (0 where unknown); ``mask_age``/``mask_gender``/``mask_emotion`` bool."""
         if split not in layout.SPLITS:
             raise ValueError(f"unknown split {split!r}; use one of {layout.SPLITS}")
@@ -181,7 +183,9 @@ class HubDataset:
             rows = self._split_rows(split)[i]
             if shuffle:
                 rows = rng.permutation(rows)
-            mine = rows[rank::world_size][: len(rows) // world_size]  # floor per shard: equal on every rank
+            mine = rows[rank::world_size]
+            if equal:
+                mine = mine[: len(rows) // world_size]  # floor per shard: equal on every rank
             if not len(mine):
                 continue
             table = self.read_shard(shards[i]).take(pa.array(mine))

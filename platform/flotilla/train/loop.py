@@ -200,7 +200,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         train_time = time.perf_counter() - t0
         metrics = {"epoch": epoch, "train/samples_per_s": n_seen * world / max(train_time, 1e-9)}
         metrics.update({f"train/{k}" if k == "loss" else f"train/{k}_loss": v / max(1, n_seen) for k, v in sums.items()})
-        metrics.update(_evaluate(net, data, tasks, spec.batch_size, rank, world, device))
+        # DDP's wrapper may broadcast buffers on a forward: ranks with different numbers of validation
+        # batches must not call it, so they evaluate the plain module (DeepSpeed's ZeRO <= 2 forward is local)
+        metrics.update(_evaluate(core if engine is None else net, data, tasks, spec.batch_size, rank, world, device))
         metrics["resumed_from_epoch"] = -1 if resumed_from is None else resumed_from
         metrics["placement_group"] = _placement_group_id()
         history.append(metrics)
@@ -227,7 +229,8 @@ def _evaluate(net, data, tasks, batch_size, rank, world, device) -> dict[str, fl
     acc = MetricAccumulator(tasks)
     net.eval()
     with torch.no_grad():
-        for batch in data.iter_batches("val", batch_size, shuffle=False, rank=rank, world_size=world):
+        # every validation sample on exactly one rank: metrics do not depend on the number of workers
+        for batch in data.iter_batches("val", batch_size, shuffle=False, rank=rank, world_size=world, equal=False):
             acc.update(net(torch.as_tensor(batch["image"], device=device)), batch)
     states = [acc.state()]
     if world > 1 and dist.is_initialized():
