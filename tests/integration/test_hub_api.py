@@ -166,3 +166,15 @@ def test_no_credential_leaks_into_logs_errors_or_metadata(hub, repo, local_serve
         assert creds.access_key_id not in t  # not a secret, but flotilla keeps it out of its own output too
     # lakeFS's own log may name the key id of a failed login (an identifier, like a user name), never the secret
     assert creds.secret_access_key not in local_server.log_path.read_text(errors="replace")
+
+
+def test_an_empty_commit_or_merge_says_there_is_nothing_new_not_that_a_name_is_bad(repo):
+    from flotilla.errors import HubError
+
+    repo.put("main", "a.txt", "a")
+    repo.commit("main", "a")
+    repo.create_branch("same", "main")
+    for attempt in (lambda: repo.commit("main", "nothing"), lambda: repo.merge("same", "main")):
+        with pytest.raises(HubError) as err:
+            attempt()
+        assert not isinstance(err.value, InvalidNameError) and "nothing new" in err.value.hint, err.value

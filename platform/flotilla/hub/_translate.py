@@ -76,7 +76,11 @@ def translate(
             raise conflict(msg) from None
         raise ConflictError(f"cannot {action}: {msg}") from None
     except lex.BadRequestException as exc:
-        raise InvalidNameError(f"cannot {action}: {_server_message(exc)}") from None
+        msg = _server_message(exc)
+        if "no changes" in msg.lower():  # an empty commit or merge: nothing is wrong with any name
+            raise HubError(f"cannot {action}: {msg}",
+                           hint="there is nothing new to commit or merge: write to the branch first (or pass allow_empty=True)") from None
+        raise InvalidNameError(f"cannot {action}: {msg}") from None
     except lex.LakeFSException as exc:
         if getattr(exc, "status_code", None) == 412:  # a pre-* hook (e.g. flotilla's data gate) refused
             raise DataValidationError(
