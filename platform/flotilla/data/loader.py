@@ -171,8 +171,9 @@ class HubDataset:
         """Yield batches for ``rank`` of ``world_size``: every rank gets the same number of samples
         (so DDP never waits on a rank that ran out), shards in a seeded per-epoch order, rows shuffled
         within each shard. ``equal=False`` (evaluation, which has no per-step collective) gives every
-        sample to exactly one rank instead, so metrics cover the whole split whatever the world size. Each batch: ``image`` uint8 [B,H,W,3]; ``age`` float32, ``gender`` and
-        ``emotion`` int64 (0 where unknown); ``mask_age``/``mask_gender``/``mask_emotion`` bool."""
+        sample to exactly one rank instead, so metrics cover the whole split whatever the world size.
+        Each batch: ``image`` uint8 [B,H,W,3]; ``age`` float32, ``gender`` and ``emotion`` int64
+        (0 where unknown); ``mask_age``/``mask_gender``/``mask_emotion`` bool."""
         if split not in layout.SPLITS:
             raise ValueError(f"unknown split {split!r}; use one of {layout.SPLITS}")
         rng = np.random.default_rng([seed, epoch])

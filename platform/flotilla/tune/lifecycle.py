@@ -44,6 +44,9 @@ class TrialBranchCallback(Callback):
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("credentials", "_repo")} | {"credentials": None, "_repo": None}
 
+    def __setstate__(self, state: dict[str, Any]) -> None:  # a sweep saved by an older flotilla lacks these
+        self.__dict__.update({"sweep_id": "", "ledger": "", **state})
+
     def attach(self, credentials: Any) -> None:
         self.credentials = credentials
         self._repo = None
@@ -63,14 +66,14 @@ class TrialBranchCallback(Callback):
     def _branch(self, trial: Any) -> str | None:
         """The trial's branch; named from the ids when the trial died before its first report."""
         branch = (trial.last_result or {}).get("branch")
-        if not branch and getattr(self, "sweep_id", ""):
+        if not branch and self.sweep_id:
             from flotilla.tune.trial import trial_branch
 
             branch = trial_branch(self.sweep_id, trial.trial_id)
         return branch
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if getattr(self, "ledger", ""):
+        if self.ledger:
             params = {k: v for k, v in (trial.config or {}).items() if v is not None}
             with open(self.ledger, "a") as fh:
                 fh.write(json.dumps({"trial_id": trial.trial_id, "params": params, "started": time.time()}, default=str) + "\n")

@@ -190,7 +190,6 @@ class SweepSpec(_Spec):
             raise SpecError(f"sweep {self.name!r} is invalid ({len(problems)} problem(s)):", problems)
         return family
 
-
     def _sweep_level_problems(self, family: FamilySpec) -> list[str]:
         """What the sweep decides once for all trials, and conditions that could never hold."""
         problems = []

@@ -215,7 +215,7 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
     obj = spec.objective
     ctx = {
         "sweep_id": sweep_id, "family": family, "commits": state["commits"], "credentials": ray.put(hub.credentials),
-        "weights": obj.weights, "objective": obj.model_dump(mode="json"), "parent": state.get("parent"),
+        "objective": obj.model_dump(mode="json"), "parent": state.get("parent"),
     }
 
     def trainable(config: dict[str, Any]) -> None:

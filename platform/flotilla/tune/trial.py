@@ -89,10 +89,10 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     hub = Hub(credentials=creds, settings=Settings.from_env())
     branch = trial_branch(ctx["sweep_id"], trial_id)
     run_id = f"{ctx['sweep_id']}-{trial_id}"
-    parent = ModelLocation(**ctx["parent"]) if ctx.get("parent") else None  # resolved once, when the sweep started
+    parent = ModelLocation(**ctx["parent"]) if ctx["parent"] else None  # resolved once, when the sweep started
     _train_one(
         hub, family, data_ref, run_id, "family", [t.to_dict() for t in family.task_specs()],
         parent, ctx["credentials"], None, branch=branch,
-        callbacks=(ObjectiveReportCallback(ctx.get("weights"), branch, run_id),),
-        rank=checkpoint_rank(ctx.get("objective") or {"weights": ctx.get("weights")}),
+        callbacks=(ObjectiveReportCallback(ctx["objective"].get("weights"), branch, run_id),),
+        rank=checkpoint_rank(ctx["objective"]),
     )
