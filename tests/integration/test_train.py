@@ -98,6 +98,27 @@ def test_deepspeed_zero2_matches_ddp_on_a_tiny_fixed_seed_run(hub, data_repo, lo
     assert abs(ddp.metric("age/mae") - ds.metric("age/mae")) < 0.5
 
 
+def test_deepspeed_bf16_trains_and_its_checkpoint_serves_in_fp32(hub, data_repo, local_ray):
+    """bf16 is what ``dtype: auto`` picks on a GPU; forced here so CPU CI runs the same cast.
+
+    DeepSpeed >= 0.18 casts parameters to bf16 and leaves buffers in fp32: the model's input took
+    the dtype of a buffer and BatchNorm met fp32 statistics, so every bf16 run failed at its first
+    step (first seen on an H200, bench/gpu_train.py)."""
+    from flotilla.models.family import MultiTaskModel
+
+    result = train(tiny("ds-bf16", epochs=1, backend="deepspeed", deepspeed={"stage": 2, "dtype": "bf16"},
+                        tracking={"wandb": False}), hub=hub)
+    (model,) = result.models
+    assert torch.isfinite(torch.tensor(model.history[0]["train/loss"]))
+    assert 0.0 <= model.history[0]["val/gender/accuracy"] <= 1.0
+    saved = torch.load(__import__("io").BytesIO(data_repo.get(*parse_lakefs_uri(model.model_uri)[1:])), weights_only=True)
+    assert {v.dtype for v in saved["state"].values() if v.is_floating_point()} == {torch.bfloat16}
+    served = MultiTaskModel.from_config(saved["config"])  # inference loads into fp32 on CPU
+    served.load_state_dict(saved["state"])
+    out = served.eval()(torch.randint(0, 255, (4, 64, 64, 3), dtype=torch.uint8))
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in out.values())
+
+
 def test_killed_worker_resumes_from_its_checkpoint(hub, data_repo, local_ray):
     result = train(tiny("chaos", epochs=3, tracking={"wandb": False}), hub=hub, chaos={"kill_rank": 1, "after_epoch": 0})
     (model,) = result.models

@@ -102,7 +102,10 @@ class MultiTaskModel(nn.Module):
     def prepare(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Model-ready float NCHW (channels_last) on the model's device."""
         x = torch.as_tensor(images)
-        device, dtype = self.pixel_mean.device, self.pixel_mean.dtype  # bf16 if the model was cast
+        # the weights' dtype, not a buffer's: DeepSpeed's bf16/fp16 casts parameters only and keeps
+        # buffers (pixel_mean, BN statistics) in fp32, so only the weights say what the convs expect
+        weight = next(self.backbone.parameters())
+        device, dtype = weight.device, weight.dtype
         if x.dtype == torch.uint8:
             if x.ndim != 4:
                 raise ValueError(f"uint8 images must be [B,H,W,C], got shape {tuple(x.shape)}")

@@ -75,6 +75,11 @@ def deepspeed_config(spec: Any, use_gpu: bool) -> dict[str, Any]:
         cfg["bf16"] = {"enabled": True}
     elif dtype == "fp16":
         cfg["fp16"] = {"enabled": True}
+    if dtype in ("bf16", "fp16"):
+        # DeepSpeed >= 0.18 casts parameters only and leaves buffers in fp32; BatchNorm then meets bf16
+        # weights with fp32 running statistics and refuses to run. Buffers follow the weights, as the
+        # blanket module.bfloat16() of older DeepSpeed did.
+        cfg["data_types"] = {"buffer_dtype": dtype}
     return cfg
 
 
@@ -97,13 +102,36 @@ def _as_file(blob: bytes):
     return io.BytesIO(blob)
 
 
+def train_step(net: Any, engine: Any, optimizer: Any, core: Any, batch: dict[str, Any], tasks: Any,
+               device: Any, frozen: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+    """One optimisation step on one batch, under DDP/plain torch (``engine`` None) or DeepSpeed.
+
+    Its own function so that ``bench/gpu_train.py`` times the very step the workers run.
+    """
+    from flotilla.models.family import compute_losses
+
+    out = net(torch.as_tensor(batch["image"], device=device))
+    loss, per_task = compute_losses(out, batch, tasks, core.loss_weighting)
+    if engine is not None:
+        engine.backward(loss)
+        engine.step()
+    else:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if frozen:  # DDP-safe freeze: gradients still flow through DDP, but the backbone never moves
+            for p in core.backbone.parameters():
+                p.grad = None
+        optimizer.step()
+    return loss, per_task
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray
     import ray.train
     import ray.train.torch
 
     from flotilla.data.loader import DataRef, HubDataset
-    from flotilla.models.family import MultiTaskModel, compute_losses
+    from flotilla.models.family import MultiTaskModel
     from flotilla.models.tasks import resolve_tasks
     from flotilla.specs import FamilySpec
 
@@ -179,18 +207,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             core.backbone.eval()
         t0, n_seen, sums = time.perf_counter(), 0, {}
         for batch in data.iter_batches("train", spec.batch_size, seed=spec.seed, epoch=epoch, rank=rank, world_size=world):
-            out = net(torch.as_tensor(batch["image"], device=device))
-            loss, per_task = compute_losses(out, batch, tasks, core.loss_weighting)
-            if engine is not None:
-                engine.backward(loss)
-                engine.step()
-            else:
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if frozen:  # DDP-safe freeze: gradients still flow through DDP, but the backbone never moves
-                    for p in core.backbone.parameters():
-                        p.grad = None
-                optimizer.step()
+            loss, per_task = train_step(net, engine, optimizer, core, batch, tasks, device, frozen=frozen)
             scheduler.step()
             n = len(batch["image"])
             n_seen += n
