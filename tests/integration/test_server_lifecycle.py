@@ -45,6 +45,22 @@ def test_up_is_idempotent_and_data_survives_down_up(server):
     assert again.get(commit, "a/b.txt") == b"persisted"
 
 
+def test_concurrent_ups_start_one_server(server, lakefs_binary):
+    """Four ``up`` calls at once (separate LocalHub objects, as separate CLIs would be) share one lakeFS."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings, srv = server
+    hubs = [LocalHub(settings.hub_dir, settings.hub_port, lakefs_binary) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda h: h.up(), hubs))
+    assert all(r.running and r.healthy for r in results)
+    assert len({r.pid for r in results}) == 1
+    servers = [p for p in psutil.process_iter(["cmdline"]) if str(srv.config_path) in " ".join(p.info["cmdline"] or [])]
+    assert [p.pid for p in servers] == [results[0].pid]
+    # every caller reads the credentials the running server was started with
+    Hub(credentials=hubs[3].credentials(), settings=settings).ensure_repo("one")
+
+
 def test_secrets_are_private_and_server_binds_loopback_only(server):
     _, srv = server
     st = srv.up()

@@ -6,6 +6,7 @@ State lives under ``<FLOTILLA_HOME>/hub``::
     credentials.json   admin key pair + endpoint (0600), generated once
     metadata/          local KV store (badger)     block/   local blockstore
     cache/             committed-data cache        lakefs.log, lakefs.pid
+    lifecycle.lock     held while ``up``/``down`` run, so concurrent calls take turns
 
 The server binds 127.0.0.1 only, usage statistics are off, and the admin user is
 created at start-up from ``installation.*`` (a no-op once it exists), so there
@@ -16,6 +17,7 @@ waits, so badger closes cleanly and data survives restarts.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import secrets
@@ -25,6 +27,8 @@ import string
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,8 +209,30 @@ class LocalHub:
         return "\n".join(text.splitlines()[-lines:])
 
     # ---- lifecycle --------------------------------------------------------------
+    @contextmanager
+    def _lifecycle_lock(self) -> Iterator[None]:
+        """One start or stop at a time per hub directory, across processes.
+
+        Two ``hub up`` at once (two terminals, ``make demo`` beside a notebook) would both find no
+        server, both write the config and credentials, and both start lakeFS: the second fails on
+        the port or badger's directory lock, and the pid file may name the loser. With the lock the
+        second waits for the first and then finds its server running.
+        """
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        fd = os.open(self.state_dir / "lifecycle.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
     def up(self, timeout: float = 60.0) -> HubStatus:
         """Start the server if needed and wait until it answers health checks."""
+        with self._lifecycle_lock():
+            return self._up(timeout)
+
+    def _up(self, timeout: float) -> HubStatus:
         st = self.status()
         if st.running:
             if st.healthy or self._wait_healthy(pid=st.pid, timeout=timeout):
@@ -272,6 +298,10 @@ class LocalHub:
 
     def down(self, timeout: float = 30.0) -> str:
         """Stop the server gracefully (SIGTERM, then SIGKILL after ``timeout``) and say what happened."""
+        with self._lifecycle_lock():
+            return self._down(timeout)
+
+    def _down(self, timeout: float) -> str:
         pid = self._read_pid()
         if pid is None:
             return "lakeFS hub was not running"
