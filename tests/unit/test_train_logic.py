@@ -1,4 +1,4 @@
-"""Pure training logic: the learning-rate schedules and what the DeepSpeed spec accepts."""
+"""Training logic: the learning-rate schedules, what the DeepSpeed spec accepts, the per-epoch sums over ranks."""
 
 from __future__ import annotations
 
@@ -72,3 +72,45 @@ def test_a_task_reading_a_label_column_hub_datasets_lack_is_refused_when_the_spe
         _family(tasks=["age", {"name": "smile", "kind": "binary", "label": "smile"}])
     assert "label column 'smile'" in " ".join(err.value.problems) and "age, gender, emotion" in " ".join(err.value.problems)
     assert len(_family(tasks=["age", {"name": "age_l2", "label": "age", "kind": "regression", "loss": "mse"}]).tasks) == 2
+
+
+def _sum_on_rank(rank: int, world: int, port: int, queue) -> None:
+    import torch.distributed as dist
+
+    from flotilla.train.loop import all_ranks
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        # rank 0 saw 3 samples of mean loss 1.0, rank 1 saw 5 of mean loss 3.0 and no "age" key at all
+        sums = {"loss": 3.0, "age": 1.5} if rank == 0 else {"loss": 15.0}
+        queue.put((rank, all_ranks(sums, 3 if rank == 0 else 5, ["loss", "age"], world, "cpu")))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_train_sums_cover_every_rank() -> None:
+    """A real two-process gloo group: both ranks get the totals, so train/loss is the mean over all samples."""
+    import torch.multiprocessing as mp
+
+    from flotilla.hub.server import free_port
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_sum_on_rank, args=(r, 2, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = dict(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    for rank in (0, 1):
+        sums, n = got[rank]
+        assert n == 8 and sums == {"loss": 18.0, "age": 1.5}
+    assert sums["loss"] / n == pytest.approx(2.25)  # (3 x 1.0 + 5 x 3.0) / 8, not rank 0's 1.0
+
+
+def test_one_rank_sums_are_its_own() -> None:
+    from flotilla.train.loop import all_ranks
+
+    assert all_ranks({"loss": 4.0}, 2, ["loss", "age"], 1, "cpu") == ({"loss": 4.0, "age": 0.0}, 2)

@@ -215,8 +215,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             for k, v in per_task.items():
                 sums[k] = sums.get(k, 0.0) + v * n
         train_time = time.perf_counter() - t0
-        metrics = {"epoch": epoch, "train/samples_per_s": n_seen * world / max(train_time, 1e-9)}
-        metrics.update({f"train/{k}" if k == "loss" else f"train/{k}_loss": v / max(1, n_seen) for k, v in sums.items()})
+        sums, n_all = all_ranks(sums, n_seen, ["loss"] + [t.name for t in tasks], world, device)
+        metrics = {"epoch": epoch, "train/samples_per_s": n_all / max(train_time, 1e-9)}
+        metrics.update({f"train/{k}" if k == "loss" else f"train/{k}_loss": v / max(1, n_all) for k, v in sums.items()})
         # DDP's wrapper may broadcast buffers on a forward: ranks with different numbers of validation
         # batches must not call it, so they evaluate the plain module (DeepSpeed's ZeRO <= 2 forward is local)
         metrics.update(_evaluate(core if engine is None else net, data, tasks, spec.batch_size, rank, world, device))
@@ -228,6 +229,24 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         _report(metrics, history, epoch, core, optimizer if engine is None else None, scheduler, rank, ray.train)
     if tracker is not None:
         tracker.finish()
+
+
+def all_ranks(sums: dict[str, float], n_seen: int, keys: list[str], world: int,
+              device: Any) -> tuple[dict[str, float], int]:
+    """Every rank's sample-weighted training sums added up, and the samples they cover.
+
+    Only rank 0's report reaches Ray, so without this ``train/*`` described rank 0's shard alone.
+    One all-reduce per epoch over a fixed key list (every rank sends the same shape even if it
+    saw no batch).
+    """
+    import torch.distributed as dist
+
+    if world <= 1 or not dist.is_initialized():
+        return {k: sums.get(k, 0.0) for k in keys}, n_seen
+    t = torch.tensor([sums.get(k, 0.0) for k in keys] + [float(n_seen)], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    values = t.tolist()
+    return dict(zip(keys, values[:-1])), int(values[-1])
 
 
 def _placement_group_id() -> str:
