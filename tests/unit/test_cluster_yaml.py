@@ -73,3 +73,36 @@ def test_dashboard_binds_localhost_and_token_auth_stays_on(config):
     assert "--dashboard-host=127.0.0.1" in head or "--dashboard-host 127.0.0.1" in head
     assert "RAY_AUTH_MODE=token" in head and "RAY_AUTH_MODE=token" in " ".join(config["worker_start_ray_commands"])
     assert "0.0.0.0" not in head
+
+
+def test_the_secret_step_runs_and_writes_the_env_file(config, tmp_path):
+    """Run the setup step itself: bash parses it, and its Python turns the secret JSON into the env file.
+
+    ``aws`` is replaced by a stub printing a fake secret, and HOME by a temp dir; ``python3`` is this
+    interpreter. (The first version used backslashes inside an f-string, which Python before 3.12
+    refuses — the step could never have run on the nodes' stock python3.)
+    """
+    import json
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    (step,) = [c for c in config["setup_commands"] if "flotilla/lakefs" in c]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    secret = {"endpoint": "http://hub:8000", "access_key_id": "AKIDEXAMPLE", "secret_access_key": "s3cr3t"}
+    (bin_dir / "aws").write_text(f"#!/bin/sh\necho '{json.dumps(secret)}'\n")
+    (bin_dir / "python3").symlink_to(sys.executable)
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {**os.environ, "HOME": str(tmp_path), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    subprocess.run(["bash", "-n", "-c", step], check=True)
+    subprocess.run(["bash", "-c", step], check=True, env=env, timeout=60)
+    out = tmp_path / ".flotilla" / "lakefs.env"
+    assert out.read_text().splitlines() == [
+        "LAKECTL_SERVER_ENDPOINT_URL=http://hub:8000",
+        "LAKECTL_CREDENTIALS_ACCESS_KEY_ID=AKIDEXAMPLE",
+        "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY=s3cr3t",
+    ]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
