@@ -64,7 +64,7 @@ def cluster_down(timeout: float = typer.Option(15.0, help="seconds of SIGTERM be
 @cluster_app.command("status")
 @friendly
 def cluster_status(address: str = ADDRESS) -> None:
-    """Is the cluster running and answering? (exit 3 when it is not running)"""
+    """Is the cluster running and answering? (exit 3 when it is not running, 4 when it runs but does not answer)"""
     from flotilla.jobs.cluster import status
 
     st = status(address=address)
@@ -75,6 +75,8 @@ def cluster_status(address: str = ADDRESS) -> None:
         console.print(f"  auth token: {LocalCluster().token_path} (0600)", highlight=False)
     if not st.running:
         raise typer.Exit(3)
+    if not st.healthy:
+        raise typer.Exit(4)
 
 
 @jobs_app.command("submit")
@@ -115,6 +117,11 @@ def _follow(handle) -> None:
     final = handle.wait(timeout=60)
     console.print(f"job {handle.submission_id}: [{_STYLE.get(final, 'white')}]{final}[/]", highlight=False)
     if final != "SUCCEEDED":
+        # a job that fails before its driver starts (a bad runtime_env.pip, say) has no logs to
+        # stream: Ray keeps the reason in the job's message
+        message = (handle.info().message or "").strip()
+        if message:
+            err.print(message, highlight=False, markup=False)
         raise typer.Exit(1)
 
 

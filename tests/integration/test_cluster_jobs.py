@@ -145,6 +145,22 @@ def test_cli_lists_and_shows_the_job(ingested):
     assert out.exit_code == 0 and "2 node(s)" in out.output
 
 
+def test_an_unknown_job_id_is_a_clear_error_everywhere(cluster):
+    from typer.testing import CliRunner
+
+    from flotilla.cli import app
+    from flotilla.jobs.submit import JobError, get_job
+
+    handle = get_job("ingest-no-such-job-20260101-000000-abcd")
+    for call in (handle.status, handle.logs, lambda: list(handle.tail(follow=True))):
+        with pytest.raises(JobError) as info:
+            call()
+        assert "ingest-no-such-job" in info.value.message and info.value.hint
+    for args in (["jobs", "logs", handle.submission_id, "-f"], ["jobs", "status", handle.submission_id]):
+        out = CliRunner().invoke(app, args, env={"COLUMNS": "220"})
+        assert out.exit_code == 1 and "error:" in out.output and "Traceback" not in out.output, out.output
+
+
 def test_train_job_reads_its_pinned_commit_and_can_be_stopped(ingested, data_repo):
     assert ingested[2] == "SUCCEEDED"
     pinned_commit = data_repo.resolve("main")

@@ -71,12 +71,23 @@ def test_exactly_one_source_and_a_missing_family_file():
     assert missing == [f"spec: jobs/nope.yaml does not exist under {ROOT}"]
 
 
-@pytest.mark.parametrize("name", ["LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", "MY_API_TOKEN", "RAY_AUTH_TOKEN", "DB_PASSWORD"])
+@pytest.mark.parametrize("name", ["LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", "MY_API_TOKEN", "RAY_AUTH_TOKEN", "DB_PASSWORD",
+                                  "OPENAI_API_KEY", "HF_API_KEY", "GCP_SA_KEY", "AWS_ACCESS_KEY_ID", "SSH_PRIVATE"])
 def test_credentials_are_refused_in_env_vars(name):
     problems = _problems({"kind": "ingest", "name": "x", "synthetic": {"n": 5}, "runtime_env": {"env_vars": {name: "v"}}})
     assert any(name in p and "dashboard" in p for p in problems)
-    ok = parse_job_spec({"kind": "ingest", "name": "x", "synthetic": {"n": 5}, "runtime_env": {"env_vars": {"WANDB_MODE": "offline"}}})
-    assert ok.runtime_env.env_vars == {"WANDB_MODE": "offline"}
+    fine = {"WANDB_MODE": "offline", "KEYBOARD_LAYOUT": "us", "AWS_REGION": "eu-west-1", "INDEX": "http://host/simple"}
+    ok = parse_job_spec({"kind": "ingest", "name": "x", "synthetic": {"n": 5}, "runtime_env": {"env_vars": fine}})
+    assert ok.runtime_env.env_vars == fine
+
+
+def test_user_password_urls_are_refused_in_env_values_and_pip():
+    env = {"DATABASE_URL": "postgres://app:hunter2@db/x"}
+    problems = _problems({"kind": "ingest", "name": "x", "synthetic": {"n": 5}, "runtime_env": {"env_vars": env}})
+    assert any("DATABASE_URL" in p and "user:password@" in p for p in problems)
+    pip = ["torch", "git+https://me:ghp_abc@github.com/org/pkg.git"]
+    problems = _problems({"kind": "ingest", "name": "x", "synthetic": {"n": 5}, "runtime_env": {"pip": pip}})
+    assert any(p.startswith("runtime_env.pip") and "user:password@" in p and "ghp_abc" not in p for p in problems), problems
 
 
 @pytest.mark.skipif(importlib.util.find_spec("flotilla.tune.spec") is None, reason="flotilla.tune not present")
@@ -121,6 +132,19 @@ def test_staged_project_has_the_pinned_spec_and_no_local_state(tmp_path):
     assert pinned["kind"] == "ingest"
 
 
+def test_outside_a_checkout_only_the_pinned_spec_is_staged(tmp_path):
+    """A pip-installed flotilla submits from wherever the user stands: that directory is not shipped."""
+    cwd = tmp_path / "home-of-someone"
+    (cwd / ".aws").mkdir(parents=True)
+    (cwd / ".aws/credentials").write_text("[default]")
+    (cwd / "notes.txt").write_text("private")
+    job = parse_job_spec({"kind": "ingest", "name": "x", "synthetic": {"n": 5}})
+    stage = _stage(cwd, Settings(home=tmp_path / "fh", cache=tmp_path / "cache"), "sid-2", job)
+    shipped = {p.relative_to(stage / "src").as_posix() for p in (stage / "src").rglob("*") if p.is_file()}
+    shutil.rmtree(stage)
+    assert shipped == {f"{PINNED_DIR}/sid-2.yaml"}
+
+
 def test_result_line_protocol():
     logs = "starting\n" + RESULT_MARKER + json.dumps({"ok": True, "n": 1}) + "\nray: worker exited\n"
     assert parse_result(logs) == {"ok": True, "n": 1}
@@ -129,3 +153,46 @@ def test_result_line_protocol():
 
 def test_project_root_is_the_source_checkout():
     assert project_root() == ROOT
+
+
+def test_ctrl_c_while_following_logs_is_a_keyboard_interrupt_and_closes_the_stream():
+    """Ctrl-C arrives while the log stream waits for the next chunk; the caller must see KeyboardInterrupt
+    (the CLI turns it into "stopped following"), not RuntimeError from closing a running generator.
+
+    The stand-in client only supplies ``tail_job_logs``: what is under test is the asyncio wrapper.
+    """
+    import asyncio
+    import os
+    import signal
+    import threading
+
+    from flotilla.jobs.submit import JobHandle
+
+    closed = []
+
+    class Client:
+        async def tail_job_logs(self, _sid):
+            try:
+                yield "first chunk\n"
+                await asyncio.sleep(60)  # the job is quiet: the user presses Ctrl-C here
+                yield "never"
+            finally:
+                closed.append(True)
+
+    handle = JobHandle("train-x-20260101-000000-abcd", Client())
+    chunks = handle.tail(follow=True)
+    assert next(chunks) == "first chunk\n"
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))  # a real SIGINT, as a terminal sends
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        next(chunks)
+    timer.join()
+    assert closed == [True]
+
+
+def test_a_damaged_result_line_is_a_job_error():
+    from flotilla.jobs.submit import RESULT_MARKER, JobError, parse_result
+
+    assert parse_result(f"noise\n{RESULT_MARKER}{{\"ok\": true}}\n") == {"ok": True}
+    with pytest.raises(JobError, match="damaged"):
+        parse_result(f"{RESULT_MARKER}{{\"ok\": tr[worker] interleaved\n")

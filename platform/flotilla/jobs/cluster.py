@@ -223,10 +223,18 @@ class LocalCluster:
             time.sleep(0.5)
             current = self.status()
         if current.running:
-            if current.healthy:
-                return current
-            report("the running cluster does not answer: restarting it")
-            self.down()
+            if not current.healthy:  # never kill a cluster (and its jobs) because its dashboard was slow to answer
+                raise ClusterError(
+                    f"the local Ray cluster is running (processes {' '.join(map(str, current.pids))}) but its dashboard "
+                    f"at {current.address} did not answer for 10 s",
+                    hint="it may be busy or still starting: try again shortly; to start afresh, 'flotilla cluster down' "
+                    "(this stops its jobs) then 'flotilla cluster up'",
+                )
+            running_workers = len(self.state()["nodes"]) - 1
+            if running_workers != workers:
+                report(f"already running with {running_workers} worker node(s), not {workers}: "
+                       "'flotilla cluster down' first to change it")
+            return current
         elif self.state() is not None:
             report("cleaning up a stale cluster state")
             self.down()

@@ -9,6 +9,7 @@ points at, so a job is never refused twice in a row for two different typos.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -19,8 +20,16 @@ from flotilla.errors import FlotillaError, SpecError
 from flotilla.specs import FamilySpec, _Spec, deep_merge, load_yaml, parse_spec
 
 # names Ray would show on its dashboard: credentials never go there
-_SECRET_ENV = ("LAKECTL_", "LAKEFS_", "AWS_SECRET", "RAY_AUTH", "WANDB_API_KEY")
-_SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN", "CREDENTIAL")
+_SECRET_ENV = ("LAKECTL_", "LAKEFS_", "AWS_SECRET", "AWS_SESSION", "RAY_AUTH", "WANDB_API_KEY")
+_SECRET_WORDS = ("SECRET", "PASSWORD", "PASSWD", "TOKEN", "CREDENTIAL")  # anywhere in the name
+_SECRET_PARTS = {"KEY", "APIKEY", "PRIVATE", "AUTH", "PWD", "PASS"}  # a whole _-separated part (not KEYBOARD_...)
+# user:password@ in a URL (a pip index, a git+https requirement, a database URL)
+_URL_USERINFO = re.compile(r"[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]*@", re.I)
+
+
+def _secret_name(name: str) -> bool:
+    up = name.upper()
+    return up.startswith(_SECRET_ENV) or any(w in up for w in _SECRET_WORDS) or bool(_SECRET_PARTS & set(up.split("_")))
 
 
 class RuntimeEnvSpec(_Spec):
@@ -32,13 +41,25 @@ class RuntimeEnvSpec(_Spec):
     @field_validator("env_vars")
     @classmethod
     def _no_secrets(cls, env: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in env if k.upper().startswith(_SECRET_ENV) or any(w in k.upper() for w in _SECRET_WORDS)]
+        bad = [k for k, v in env.items() if _secret_name(k) or _URL_USERINFO.search(v)]
         if bad:
             raise ValueError(
-                f"{', '.join(sorted(bad))} look like credentials; the Ray dashboard shows env_vars to anyone who can "
-                "open it. Set them on the cluster's nodes instead (see docs/scale-out.md)"
+                f"{', '.join(sorted(bad))} look like credentials (by name, or a user:password@ URL in the value); the "
+                "Ray dashboard shows env_vars to anyone who can open it. Set them on the cluster's nodes instead "
+                "(see docs/scale-out.md)"
             )
         return env
+
+    @field_validator("pip")
+    @classmethod
+    def _no_secrets_in_requirements(cls, pip: list[str]) -> list[str]:
+        bad = [req for req in pip if _URL_USERINFO.search(req)]
+        if bad:
+            raise ValueError(
+                f"{len(bad)} requirement(s) carry a user:password@ URL; Ray shows runtime_env.pip on its dashboard. "
+                "Put the index credentials in the nodes' pip config (pip.conf or PIP_INDEX_URL set on the nodes)"
+            )
+        return pip
 
 
 class _JobBase(_Spec):

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,8 @@ from flotilla.settings import Settings
 PINNED_DIR = ".flotilla-job"
 # never shipped to the cluster: environments, history, outputs, local state that may hold secrets
 _EXCLUDES = (".venv", "venv", ".git", "artifacts", "wandb", "__pycache__", "*.egg-info", ".pytest_cache",
-             ".flotilla-test", ".flotilla", "node_modules", "build", "dist", "credentials.json", "auth_token")
+             ".flotilla-test", ".flotilla", "node_modules", "build", "dist", "credentials.json", "auth_token",
+             ".env", "*.env", ".lakectl.yaml", ".aws", ".ssh", "*.pem", "*.key", "id_rsa*", "id_ed25519*")
 
 __all__ = ["JobError", "JobHandle", "RESULT_MARKER", "job_client", "list_jobs", "get_job", "submit", "project_root"]
 
@@ -51,9 +52,17 @@ class JobError(FlotillaError):
 
 
 def project_root() -> Path:
-    """The source checkout flotilla runs from (``<root>/platform/flotilla``), else the current directory."""
+    """The source checkout flotilla runs from (``<root>/platform/flotilla``), else the current directory.
+
+    Relative spec paths resolve against it. Only a source checkout is shipped to the cluster (see
+    ``_stage``): the current directory of a pip-installed flotilla may be anyone's home.
+    """
     here = Path(__file__).resolve().parents[3]
-    return here if (here / "platform" / "flotilla").is_dir() else Path.cwd()
+    return here if _is_checkout(here) else Path.cwd()
+
+
+def _is_checkout(root: Path) -> bool:
+    return (root / "platform" / "flotilla").is_dir()
 
 
 # ---- connecting ----------------------------------------------------------------------------------
@@ -81,6 +90,7 @@ class _Target:
 
 def job_client(address: str | None = None, settings: Settings | None = None):
     """A ``JobSubmissionClient`` that carries the cluster's token; errors become ClusterError with a hint."""
+    import requests
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
@@ -93,8 +103,10 @@ def job_client(address: str | None = None, settings: Settings | None = None):
             hint="for flotilla's own cluster the token is <FLOTILLA_HOME>/ray/auth_token; for another cluster set "
             "RAY_AUTH_TOKEN_PATH to its token file",
         ) from None
-    except (ConnectionError, RuntimeError) as exc:
-        raise ClusterError(f"cannot reach the Ray Jobs API at {target.url}: {str(exc)[:300]}", hint="check 'flotilla cluster status'") from None
+    except (ConnectionError, RuntimeError, ValueError, requests.RequestException) as exc:
+        # ValueError: what answered is not a Ray dashboard (requests' JSON errors are ValueErrors)
+        raise ClusterError(f"cannot reach the Ray Jobs API at {target.url}: {type(exc).__name__}: {str(exc)[:300]}",
+                           hint="check 'flotilla cluster status', and that --address names a Ray dashboard") from None
     client._flotilla_target = target  # type: ignore[attr-defined]
     return client
 
@@ -114,9 +126,19 @@ def _quiet_ray() -> Iterator[None]:
 
 
 def _call(what: str, fn: Any, *args: Any) -> Any:
+    """Run one Jobs API call; what Ray and ``requests`` raise becomes a ClusterError or JobError with a hint."""
+    import requests
+    from ray.exceptions import AuthenticationError
+
     try:
         return fn(*args)
-    except RuntimeError as exc:
+    except AuthenticationError:
+        raise ClusterError(f"could not {what}: the cluster refused the auth token",
+                           hint="for another cluster set RAY_AUTH_TOKEN_PATH to its token file") from None
+    except requests.RequestException as exc:  # the cluster went away (or an HTTP error from a proxy)
+        raise ClusterError(f"could not {what}: the Ray Jobs API did not answer ({type(exc).__name__}: {str(exc)[:300]})",
+                           hint="check 'flotilla cluster status'") from None
+    except (RuntimeError, ValueError) as exc:  # unknown id, a refused submission, a working_dir over Ray's size limit
         raise JobError(f"could not {what}: {str(exc)[:500]}", hint="'flotilla jobs list' shows the known submission ids") from None
 
 
@@ -146,18 +168,34 @@ class JobHandle:
         if not follow:
             yield self.logs()
             return
+        import aiohttp
+
         loop = asyncio.new_event_loop()
         agen = self.client.tail_job_logs(self.submission_id)
+        pending = None
         try:
             while True:
+                # a task, not a bare run of __anext__: Ctrl-C arrives while it waits, and the generator
+                # can only be closed after the task is cancelled (closing a running one raises RuntimeError)
+                pending = loop.create_task(agen.__anext__())
                 try:
                     with _quiet_ray():
-                        chunk = loop.run_until_complete(agen.__anext__())
+                        chunk = loop.run_until_complete(pending)
                 except StopAsyncIteration:
                     return
+                except (RuntimeError, aiohttp.ClientError) as exc:  # unknown id (404), the cluster went away
+                    raise JobError(f"could not follow the logs of {self.submission_id}: {type(exc).__name__}: {str(exc)[:300]}",
+                                   hint=f"'flotilla jobs status {self.submission_id}' says whether it still runs; "
+                                   "'flotilla jobs list' shows the known ids") from None
+                pending = None
                 yield chunk
         finally:
-            loop.run_until_complete(agen.aclose())
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with suppress(BaseException):
+                    loop.run_until_complete(pending)
+            with suppress(Exception):
+                loop.run_until_complete(agen.aclose())
             loop.close()
 
     def stop(self) -> bool:
@@ -189,7 +227,11 @@ class JobHandle:
 def parse_result(logs: str) -> dict[str, Any] | None:
     for line in reversed(logs.splitlines()):
         if line.startswith(RESULT_MARKER):
-            return json.loads(line[len(RESULT_MARKER):])
+            try:
+                return json.loads(line[len(RESULT_MARKER):])
+            except ValueError:
+                raise JobError(f"the job's result line is damaged: {line[:200]!r}",
+                               hint="another process's output was interleaved with it; the full logs have the run's details") from None
     return None
 
 
@@ -251,18 +293,28 @@ def _hub() -> Any:
 
 
 def _stage(root: Path, settings: Settings, sid: str, pinned: JobSpec) -> Path:
-    """A copy of the project (without environments, outputs or local state) plus the pinned spec."""
+    """A copy of the project (without environments, outputs or local state) plus the pinned spec.
+
+    Outside a source checkout only the pinned spec travels: it is self-contained (the family or
+    sweep inlined), the nodes run the flotilla they have installed, and the current directory is
+    not the project's to ship.
+    """
     stage = Path(tempfile.mkdtemp(prefix="flotilla-job-"))
-    home = settings.home.resolve()
+    try:
+        home = settings.home.resolve()
 
-    def ignore(d: str, names: list[str]) -> set[str]:
-        out = set(shutil.ignore_patterns(*_EXCLUDES)(d, names))
-        return out | {n for n in names if (Path(d) / n).resolve() == home}
+        def ignore(d: str, names: list[str]) -> set[str]:
+            out = set(shutil.ignore_patterns(*_EXCLUDES)(d, names))
+            return out | {n for n in names if (Path(d) / n).resolve() == home}
 
-    shutil.copytree(root, stage / "src", ignore=ignore, symlinks=True)
-    target = stage / "src" / PINNED_DIR / f"{sid}.yaml"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(yaml.safe_dump(pinned.model_dump(mode="json", exclude_none=True), sort_keys=False))
+        if _is_checkout(root):
+            shutil.copytree(root, stage / "src", ignore=ignore, symlinks=True)
+        target = stage / "src" / PINNED_DIR / f"{sid}.yaml"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(yaml.safe_dump(pinned.model_dump(mode="json", exclude_none=True), sort_keys=False))
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     return stage
 
 
@@ -295,7 +347,7 @@ def submit(
 
     code = code_version()
     env_vars |= {"FLOTILLA_CODE_SHA": str(code["git_sha"]), "FLOTILLA_CODE_DIRTY": str(code["dirty"])}
-    if (root / "platform" / "flotilla").is_dir():  # the job runs the source it was submitted with
+    if _is_checkout(root):  # the job runs the source it was submitted with
         env_vars["PYTHONPATH"] = "platform"
     if target.local:  # the local hub's credentials file is found through these; remote nodes bring LAKECTL_*
         env_vars |= {"FLOTILLA_HOME": str(settings.home), "FLOTILLA_HUB_PORT": str(settings.hub_port)}
