@@ -6,10 +6,11 @@ The question asked: *how much training does each searcher spend before it has
 trained a model as good as the best twentieth of this search space?* The target is
 therefore a property of the space, measured before either arm runs:
 
-1. **Calibration** — random configurations (16 per sampler and training seed,
-   seeds 1000, 1001, ..., disjoint from the measured ones) each trained the full
-   ``--epochs``; the target is the ``--percentile`` (95th) percentile of their best
-   objective. It is printed before any arm runs.
+1. **Calibration** — random configurations, spread evenly over the *measured*
+   training seeds (0 .. ``--seeds``-1) but drawn by sampler seeds 1000, 1001, ...
+   (so never the arms' own draws), each trained the full ``--epochs``; the target
+   is the ``--percentile`` (95th) percentile of their best objective. It is
+   printed before any arm runs.
 2. **Measurement** — for each seed, each arm sweeps with ``budget.target`` set to
    that target (no new trials once a trial reaches it) and at most
    ``--max-trials`` trials. Every epoch any trial trains is one trial-epoch, in
@@ -19,7 +20,7 @@ therefore a property of the space, measured before either arm runs:
    ">=N"; counted as infinite in the median).
 
 Prints per-seed figures, the medians, wall times and the ratio last.
-Run: `.venv/bin/python bench/hpo.py [--seeds 5 --epochs 9 --calib-trials 48 --percentile 95 --max-trials 48]`.
+Run: `.venv/bin/python bench/hpo.py [--seeds 5 --epochs 9 --calib-trials 50 --percentile 95 --max-trials 48]`.
 """
 
 from __future__ import annotations
@@ -48,17 +49,17 @@ SPACE = {
 }
 
 
-CALIB_PER_SEED = 16
-
-
-def spec(name: str, seed: int, trials: int, epochs: int, asha_tpe: bool, target: float | None) -> SweepSpec:
+def spec(name: str, seed: int, trials: int, epochs: int, asha_tpe: bool, target: float | None,
+         sampler_seed: int | None = None) -> SweepSpec:
+    """One arm's sweep: ``seed`` is the training seed (and the sampler's, unless ``sampler_seed`` is given)."""
     return parse_spec(SweepSpec, {
         "name": name,
         "base": {"name": "hpo", "data": {"repo": "faces", "dataset": "synthetic"}, "model": {"width": 16}, "epochs": epochs,
                  "batch_size": 64, "seed": seed, "scaling": {"workers": 1, "cpus_per_worker": 0.75}, "tracking": {"wandb": False}},
         "space": SPACE,
         "objective": OBJ,
-        "searcher": {"type": "tpe" if asha_tpe else "random", "seed": seed, "n_startup_trials": 3},
+        "searcher": {"type": "tpe" if asha_tpe else "random", "seed": seed if sampler_seed is None else sampler_seed,
+                     "n_startup_trials": 3},
         "scheduler": {"type": "asha" if asha_tpe else "none", "grace_period": 1, "reduction_factor": 3},
         "budget": {"trials": trials, "concurrency": 2, "trial_cpus": 0.25, "target": target},
         "retention": {"keep": "winner"}, "promote": {"into": None},
@@ -78,17 +79,17 @@ def cost_to_target(sweep_dir: Path, target: float) -> tuple[float, int]:
     return float("inf"), len(scores)
 
 
-def calibrate(hub, trials: int, epochs: int, percentile: float) -> tuple[float, list[float]]:
+def calibrate(hub, trials: int, epochs: int, percentile: float, seeds: int) -> tuple[float, list[float]]:
     """The ``percentile`` of random configurations' best objective (full training, no stopping).
 
-    Sweeps of 16 configurations at sampler and training seeds 1000, 1001, ..., so the estimate
-    covers training-seed variation as well as the space.
+    The configurations are spread evenly over the training seeds the arms are measured at (the
+    target must describe the space *as those seeds train it*; run 4 calibrated at other training
+    seeds), and drawn by sampler seeds 1000 + s, disjoint from the arms' own draws.
     """
     best: dict[str, float] = {}
-    for i in range(-(-trials // CALIB_PER_SEED)):
-        seed = 1000 + i
-        n = min(CALIB_PER_SEED, trials - i * CALIB_PER_SEED)
-        res = sweep(spec(f"hpo-calibration-{seed}", seed, n, epochs, asha_tpe=False, target=None), hub=hub)
+    for s in range(seeds):
+        n = trials // seeds + (1 if s < trials % seeds else 0)
+        res = sweep(spec(f"hpo-calibration-{s}", s, n, epochs, asha_tpe=False, target=None, sampler_seed=1000 + s), hub=hub)
         for r in reports(Path(res.directory)):
             best[r["trial_id"]] = max(best.get(r["trial_id"], float("-inf")), r["value"])
     scores = sorted(best.values())
@@ -100,7 +101,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=3000, help="synthetic faces")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=9, help="full training length of a trial")
-    ap.add_argument("--calib-trials", type=int, default=48, help="random configurations that place the target")
+    ap.add_argument("--calib-trials", type=int, default=50, help="random configurations that place the target")
     ap.add_argument("--percentile", type=float, default=95, help="the target's percentile among them")
     ap.add_argument("--max-trials", type=int, default=48, help="trial budget of each arm (it stops early at the target)")
     ap.add_argument("--target", type=float, default=None, help="skip calibration and use this target")
@@ -110,7 +111,7 @@ def main() -> None:
         ensure_ray()
         if args.target is None:
             t = time.perf_counter()
-            target, scores = calibrate(hub, args.calib_trials, args.epochs, args.percentile)
+            target, scores = calibrate(hub, args.calib_trials, args.epochs, args.percentile, args.seeds)
             print(f"calibration: {len(scores)} random configurations, best objectives "
                   f"{', '.join(f'{s:.3f}' for s in scores)} ({time.perf_counter() - t:.0f}s)")
             print(f"target = {args.percentile:g}th percentile = {target:.4f}", flush=True)
