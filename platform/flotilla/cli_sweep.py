@@ -121,6 +121,6 @@ def dashboard(sweep_id: str, port: int = 8080) -> None:
     exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).parent / "optuna-dashboard")
     if not Path(exe).exists():
         raise ConfigError("optuna-dashboard is not installed in this environment",
-                          hint="pip install optuna-dashboard (make setup installs it)")
+                          hint="pip install optuna-dashboard (make venv installs it)")
     console.print(f"optuna-dashboard on http://127.0.0.1:{port} (Ctrl-C to stop)")
     subprocess.run([exe, f"sqlite:///{db}", "--host", "127.0.0.1", "--port", str(port)])

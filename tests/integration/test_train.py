@@ -119,6 +119,15 @@ def test_deepspeed_bf16_trains_and_its_checkpoint_serves_in_fp32(hub, data_repo,
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in out.values())
 
 
+def test_the_commit_callback_pickles_without_the_keys(hub, data_repo, local_ray):
+    """It is pickled to the Train controller: an object-store reference travels, not the secret."""
+    from flotilla.train.callbacks import HubCommitCallback
+
+    blob = ray.cloudpickle.dumps(HubCommitCallback(ray.put(hub.credentials), data_repo.name, "main", "family"))
+    assert hub.credentials.secret_access_key.encode() not in blob
+    assert ray.cloudpickle.loads(blob).repo.resolve("main") == data_repo.resolve("main")
+
+
 def test_killed_worker_resumes_from_its_checkpoint(hub, data_repo, local_ray):
     result = train(tiny("chaos", epochs=3, tracking={"wandb": False}), hub=hub, chaos={"kill_rank": 1, "after_epoch": 0})
     (model,) = result.models

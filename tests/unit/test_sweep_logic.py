@@ -120,8 +120,14 @@ def test_asha_rungs_all_lie_before_the_last_epoch():
 
 
 def test_a_grace_period_as_long_as_training_is_refused():
+    from flotilla.errors import SpecError
+
     with pytest.raises(ConfigError, match="grace_period"):
         asha(_spec(scheduler={"type": "asha", "grace_period": 4}), 4)
+    # and by the check that runs before anything is written or Ray starts (sweep --check, jobs --check)
+    with pytest.raises(SpecError) as err:
+        _spec(scheduler={"type": "asha", "grace_period": 9}).check()
+    assert any(p.startswith("scheduler.grace_period: 9") and "below 9" in p for p in err.value.problems)
 
 
 def test_every_mistake_a_sweep_can_be_checked_for_is_reported_before_any_trial_runs():

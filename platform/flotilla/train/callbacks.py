@@ -17,6 +17,12 @@ log = logging.getLogger(__name__)
 
 
 class HubCommitCallback(ray.train.UserCallback):
+    """Commits on the run's branch from the Train controller.
+
+    ``credentials`` is best an object-store reference (``ray.put(creds)``): the callback is pickled
+    to the controller, and a reference keeps the keys themselves out of that pickle.
+    """
+
     def __init__(self, credentials: Any, repo: str, branch: str, model: str) -> None:
         self.credentials = credentials
         self.repo_name = repo
@@ -36,7 +42,8 @@ class HubCommitCallback(ray.train.UserCallback):
         if self._repo is None:
             from flotilla.hub.client import repo_for
 
-            self._repo = repo_for(self.credentials, self.repo_name)
+            creds = ray.get(self.credentials) if isinstance(self.credentials, ray.ObjectRef) else self.credentials
+            self._repo = repo_for(creds, self.repo_name)
         return self._repo
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:

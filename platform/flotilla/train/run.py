@@ -162,7 +162,7 @@ def _train_one(
             storage_path=f"{data_ref.repo}/{branch}/runs/{run_id}",
             storage_filesystem=hub_filesystem(hub.credentials),
             failure_config=FailureConfig(max_failures=spec.failure.max_failures),
-            callbacks=[HubCommitCallback(hub.credentials, data_ref.repo, branch, name), *callbacks],
+            callbacks=[HubCommitCallback(creds_ref, data_ref.repo, branch, name), *callbacks],
         ),
     )
     t0 = time.monotonic()

@@ -203,6 +203,9 @@ class SweepSpec(_Spec):
                     "data": "only data.ref can vary per trial (each variant is pinned when the sweep starts)",
                 }[root]
                 problems.append(f"space.{name}: cannot be a search dimension: {why}")
+        if self.scheduler.type == "asha" and self.scheduler.grace_period >= family.epochs:
+            problems.append(f"scheduler.grace_period: {self.scheduler.grace_period} leaves ASHA nothing to stop: trials "
+                            f"train {family.epochs} epochs; set it below {family.epochs}, or scheduler.type: none")
         if family.strategy != "shared":
             problems.append("strategy: separate: a sweep tunes one shared model per trial; set strategy: shared in "
                             "'overrides' (or sweep each task's model with a spec of its own)")
