@@ -186,7 +186,10 @@ def test_pareto_search_keeps_the_front_and_promotes_its_best_on_the_first_metric
 def test_reaching_the_target_starts_no_new_trials_and_the_trial_that_got_there_finishes(hub, local_ray):
     spec = sweep_spec("target", objective={"metric": "val/gender/accuracy", "mode": "max"}, scheduler={"type": "none"},
                       budget={"trials": 6, "concurrency": 1, "trial_cpus": 0.25, "target": 0.0}, promote={"into": None})
+    before = signal.getsignal(signal.SIGINT)
     result = sweep(spec, hub=hub)
+    # Tune leaves its graceful-stop handler installed after a normal end; the sweep gives the caller's back
+    assert signal.getsignal(signal.SIGINT) is before
     assert len(result.trials) == 1, "a trial started after the target was reached"
     (t,) = result.trials
     assert t.status == "completed" and t.epochs == 3 and result.winner is t

@@ -182,11 +182,16 @@ def test_ctrl_c_while_following_logs_is_a_keyboard_interrupt_and_closes_the_stre
     handle = JobHandle("train-x-20260101-000000-abcd", Client())
     chunks = handle.tail(follow=True)
     assert next(chunks) == "first chunk\n"
+    # Python's own handler, as in the CLI's process (an earlier test's ray.init may have replaced it here)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))  # a real SIGINT, as a terminal sends
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        next(chunks)
-    timer.join()
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            next(chunks)
+    finally:
+        timer.join()
+        signal.signal(signal.SIGINT, previous)
     assert closed == [True]
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from flotilla.errors import ConfigError, FlotillaError, InvalidNameError, NotFoundError
 from flotilla.hub.client import Hub
+from flotilla.interrupts import caller_keeps_ctrl_c
 from flotilla.names import branch_id, check_branch_id
 from flotilla.settings import Settings
 from flotilla.tune.spec import SweepSpec, load_sweep_spec
@@ -262,7 +263,8 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
         for cb in tuner._local_tuner.get_run_config().callbacks or []:
             if isinstance(cb, TrialBranchCallback):
                 cb.attach(hub.credentials)
-    grid = tuner.fit()
+    with caller_keeps_ctrl_c():  # Tune's graceful-stop handler while the sweep runs, not after
+        grid = tuner.fit()
     return _finish(hub, spec, state, d, sweep_id, grid, lifecycle)
 
 
