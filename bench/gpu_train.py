@@ -49,7 +49,9 @@ except ImportError:  # a checkout without the package installed (e.g. a bare GPU
 from flotilla.data.synthetic import generate  # noqa: E402
 from flotilla.models.family import MultiTaskModel  # noqa: E402
 from flotilla.specs import load_family_spec  # noqa: E402
-from flotilla.train.loop import _evaluate, _lr_lambda, _optimizer, _unwrap, deepspeed_config, train_step  # noqa: E402
+from flotilla.train.loop import (  # noqa: E402
+    _evaluate, _lr_lambda, _optimizer, _unwrap, build_model, deepspeed_config, train_step,
+)
 
 
 class MemoryData:
@@ -113,8 +115,7 @@ def build(spec: Any, arm: Arm, train_rows: int, init_state: dict[str, torch.Tens
     The schedule is built on the torch optimiser before DeepSpeed wraps it, as in the loop.
     """
     torch.manual_seed(spec.seed)
-    model = MultiTaskModel(spec.task_specs(), spec.model.backbone, width=spec.model.width,
-                           head_hidden=spec.model.head_hidden, dropout=spec.model.dropout, weighting=spec.weighting)
+    model = build_model(spec, spec.task_specs())
     if init_state is not None:
         model.load_state_dict(init_state)
     steps_per_epoch = max(1, -(-train_rows // spec.batch_size))
@@ -246,9 +247,7 @@ def main() -> None:
         kw = {**base, **models["small_cnn w32 b128"], "epochs": args.epochs, "seed": seed}
         ref = load_family_spec(ROOT / "jobs/face_family.yaml", {**kw, "backend": "ddp"})
         torch.manual_seed(seed)
-        init = MultiTaskModel(ref.task_specs(), ref.model.backbone, width=ref.model.width,
-                              head_hidden=ref.model.head_hidden, dropout=ref.model.dropout,
-                              weighting=ref.weighting).state_dict()
+        init = build_model(ref, ref.task_specs()).state_dict()
         learned[f"fp32 seed {seed}"], _, _ = train_and_validate(ref, Arm("fp32", dev, False), data, init)
         ds = load_family_spec(ROOT / "jobs/face_family.yaml", {**kw, "backend": "deepspeed", "deepspeed": {"stage": 2}})
         learned[f"ds-{ds_dtype} seed {seed}"], net, core = train_and_validate(ds, Arm("ds", dev, True), data, init)

@@ -250,9 +250,7 @@ class LocalHub:
                 f"port {self.port} on 127.0.0.1 is already in use by another program",
                 hint="set FLOTILLA_HUB_PORT to a free port (or stop what is using it)",
             )
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.state_dir, 0o700)
-        self._write_config()
+        self._write_config()  # the state dir exists (0700): the lifecycle lock made it
         # LAKEFS_* variables would silently override our config (credentials, ports): drop them.
         env = {k: v for k, v in os.environ.items() if not k.startswith("LAKEFS_")}
         log = open(self.log_path, "ab")

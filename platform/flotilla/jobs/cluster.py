@@ -230,7 +230,7 @@ class LocalCluster:
                     hint="it may be busy or still starting: try again shortly; to start afresh, 'flotilla cluster down' "
                     "(this stops its jobs) then 'flotilla cluster up'",
                 )
-            running_workers = len(self.state()["nodes"]) - 1
+            running_workers = len(current.pids) - 1  # live node processes, the head first
             if running_workers != workers:
                 report(f"already running with {running_workers} worker node(s), not {workers}: "
                        "'flotilla cluster down' first to change it")

@@ -102,6 +102,16 @@ def _as_file(blob: bytes):
     return io.BytesIO(blob)
 
 
+def build_model(spec: Any, tasks: Any) -> Any:
+    """The family's model as the spec describes it (the workers and bench/gpu_train.py build it here)."""
+    from flotilla.models.family import MultiTaskModel
+
+    return MultiTaskModel(
+        tasks, spec.model.backbone, width=spec.model.width, head_hidden=spec.model.head_hidden,
+        dropout=spec.model.dropout, weighting=spec.weighting,
+    )
+
+
 def train_step(net: Any, engine: Any, optimizer: Any, core: Any, batch: dict[str, Any], tasks: Any,
                device: Any, frozen: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """One optimisation step on one batch, under DDP/plain torch (``engine`` None) or DeepSpeed.
@@ -131,7 +141,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from flotilla.data.loader import DataRef, HubDataset
-    from flotilla.models.family import MultiTaskModel
     from flotilla.models.tasks import resolve_tasks
     from flotilla.specs import FamilySpec
 
@@ -145,10 +154,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     creds = ray.get(config["credentials"])
     data = HubDataset(DataRef(**config["data_ref"]), creds, image_size=spec.data.image_size)
 
-    model = MultiTaskModel(
-        tasks, spec.model.backbone, width=spec.model.width, head_hidden=spec.model.head_hidden,
-        dropout=spec.model.dropout, weighting=spec.weighting,
-    )
+    model = build_model(spec, tasks)
     _load_parent(config, model, creds)
     start_epoch, history = 0, []
     resumed_from = None
