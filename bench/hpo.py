@@ -79,7 +79,7 @@ def cost_to_target(sweep_dir: Path, target: float) -> tuple[float, int]:
     return float("inf"), len(scores)
 
 
-def calibrate(hub, trials: int, epochs: int, percentile: float, seeds: int) -> tuple[float, list[float]]:
+def calibrate(hub, trials: int, epochs: int, percentile: float, seeds: range) -> tuple[float, list[float]]:
     """The ``percentile`` of random configurations' best objective (full training, no stopping).
 
     The configurations are spread evenly over the training seeds the arms are measured at (the
@@ -87,8 +87,8 @@ def calibrate(hub, trials: int, epochs: int, percentile: float, seeds: int) -> t
     seeds), and drawn by sampler seeds 1000 + s, disjoint from the arms' own draws.
     """
     best: dict[str, float] = {}
-    for s in range(seeds):
-        n = trials // seeds + (1 if s < trials % seeds else 0)
+    for i, s in enumerate(seeds):
+        n = trials // len(seeds) + (1 if i < trials % len(seeds) else 0)
         res = sweep(spec(f"hpo-calibration-{s}", s, n, epochs, asha_tpe=False, target=None, sampler_seed=1000 + s), hub=hub)
         for r in reports(Path(res.directory)):
             best[r["trial_id"]] = max(best.get(r["trial_id"], float("-inf")), r["value"])
@@ -99,19 +99,22 @@ def calibrate(hub, trials: int, epochs: int, percentile: float, seeds: int) -> t
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=3000, help="synthetic faces")
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=5, help="how many seeds (training and sampler) to measure")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="measure seeds first-seed .. first-seed+seeds-1 (to add seeds to an earlier run at its target)")
     ap.add_argument("--epochs", type=int, default=9, help="full training length of a trial")
     ap.add_argument("--calib-trials", type=int, default=50, help="random configurations that place the target")
     ap.add_argument("--percentile", type=float, default=95, help="the target's percentile among them")
     ap.add_argument("--max-trials", type=int, default=48, help="trial budget of each arm (it stops early at the target)")
     ap.add_argument("--target", type=float, default=None, help="skip calibration and use this target")
     args = ap.parse_args()
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     with private_hub("flotilla-bench-") as (hub, _):
         generate(hub, "faces", "synthetic", args.n, thresholds=Thresholds(min_group_count=1))
         ensure_ray()
         if args.target is None:
             t = time.perf_counter()
-            target, scores = calibrate(hub, args.calib_trials, args.epochs, args.percentile, args.seeds)
+            target, scores = calibrate(hub, args.calib_trials, args.epochs, args.percentile, seeds)
             print(f"calibration: {len(scores)} random configurations, best objectives "
                   f"{', '.join(f'{s:.3f}' for s in scores)} ({time.perf_counter() - t:.0f}s)")
             print(f"target = {args.percentile:g}th percentile = {target:.4f}", flush=True)
@@ -119,7 +122,7 @@ def main() -> None:
             target = args.target
         costs: dict[str, list[float]] = {"asha+tpe": [], "random": []}
         walls: dict[str, list[float]] = {"asha+tpe": [], "random": []}
-        for seed in range(args.seeds):
+        for seed in seeds:
             for arm in ("asha+tpe", "random"):
                 t = time.perf_counter()
                 res = sweep(spec(f"hpo-{arm.replace('+', '-')}-{seed}", seed, args.max_trials, args.epochs, arm == "asha+tpe", target), hub=hub)
