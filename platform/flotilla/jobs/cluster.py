@@ -28,6 +28,7 @@ import json
 import os
 import secrets
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -73,6 +74,37 @@ def ray_tmpdir(settings: Settings) -> Path:
         return candidate
     digest = hashlib.sha256(str(settings.home).encode()).hexdigest()[:12]
     return Path("/tmp") / f"flotilla-ray-{digest}"
+
+
+def _private_dir(d: Path, shared_parent: bool) -> None:
+    """Create ``d`` as 0700; under a world-writable parent (``/tmp``), only if nobody else got there first.
+
+    The ``/tmp`` stand-in's name is predictable (a hash of the home path), so another local user
+    could create it, or a symlink by that name, before the cluster's first start; Ray would then
+    put its sockets and session files where that user can read or replace them. Such a dir is
+    refused, never reused or chmod-ed. Dirs under FLOTILLA_HOME are the user's own: a symlinked
+    one (a home on another disk) is followed.
+    """
+    if not shared_parent:
+        d.mkdir(parents=True, exist_ok=True)
+    else:
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:  # ours from an earlier start, or not: lstat tells (a dangling symlink lands here too)
+            pass
+        st = d.lstat()
+        problem = (
+            "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory" if not stat.S_ISDIR(st.st_mode)
+            else f"owned by uid {st.st_uid}, not you ({os.getuid()})" if st.st_uid != os.getuid() else ""
+        )
+        if problem:
+            raise ClusterError(
+                f"{d}, where the local Ray cluster keeps its sockets, is {problem}: "
+                "another user may have created it to read or hijack the cluster",
+                hint=f"remove {d} if you trust it is stale, or set FLOTILLA_HOME to a shorter path "
+                f"(at most {_MAX_TMPDIR - len('/ray/tmp')} characters) so Ray's files stay in your home",
+            )
+    os.chmod(d, 0o700)
 
 
 def token_path(settings: Settings) -> Path:
@@ -244,8 +276,7 @@ class LocalCluster:
             if not _port_free(port):
                 raise ClusterError(f"{name} port {port} is already in use by another program", hint=f"set {env} to a free port")
         for d in (self.dir, self.log_dir, self.tmpdir):
-            d.mkdir(parents=True, exist_ok=True)
-            os.chmod(d, 0o700)
+            _private_dir(d, shared_parent=d.parent == Path("/tmp"))
         token = ensure_token(self.settings)
         cluster_id = secrets.token_hex(6)
         env = self._env(token, cluster_id)
