@@ -21,9 +21,10 @@ from pathlib import PurePosixPath
 
 from flotilla.errors import InvalidNameError
 
-BRANCH_RE = re.compile(r"^[A-Za-z0-9_][-A-Za-z0-9_]*$")
-REPO_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
-_HASHED_TAIL = re.compile(r"--[0-9a-f]{12}$")
+# \A...\Z, not ^...$: '$' also matches before a trailing newline, so "main\n" would pass.
+BRANCH_RE = re.compile(r"\A[A-Za-z0-9_][-A-Za-z0-9_]*\Z")
+REPO_RE = re.compile(r"\A[a-z0-9][a-z0-9-]{2,62}\Z")
+_HASHED_TAIL = re.compile(r"--[0-9a-f]{12}\Z")
 _DISALLOWED = re.compile(r"[^A-Za-z0-9_]+")
 MAX_BRANCH_LEN = 96
 _SLUG_LEN = 60
@@ -57,7 +58,7 @@ def check_branch_id(branch: str) -> str:
     return branch
 
 
-DATASET_RE = re.compile(r"^[A-Za-z0-9_][-A-Za-z0-9_.]{0,99}$")
+DATASET_RE = re.compile(r"\A[A-Za-z0-9_][-A-Za-z0-9_.]{0,99}\Z")
 
 
 def check_dataset_name(name: str) -> str:

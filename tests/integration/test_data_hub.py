@@ -195,3 +195,27 @@ def test_validate_merge_refuses_to_merge_a_branch_into_itself_or_a_commit(faces,
         validate_and_merge(hub, repo.name, repo.resolve("main"), "faces", thresholds=SMALL, merge=True)
     report, merged = validate_and_merge(hub, repo.name, "main", "faces", thresholds=SMALL)
     assert report.passed and merged is None
+
+
+def test_a_damaged_cache_entry_is_never_served_to_training(hub, repo, tmp_path):
+    from flotilla.data.store import write_dataset
+
+    write_dataset(repo, "main", "tiny", synthetic_samples(24, seed=3), {"source": "test"}, shard_rows=12)
+    repo.commit("main", "tiny dataset")
+    ref = resolve_data(hub, repo.name, "main", "tiny")
+    cache = tmp_path / "cache"
+    first = HubDataset(ref, hub.credentials, cache_dir=cache)
+    shard = first.manifest.shards[0]
+    want = first.read_shard(shard)
+    # a bad sector / torn write flips a byte in the cached shard, and one in the cached manifest
+    from flotilla.data.loader import _commit_key
+
+    for key in (shard.sha256, _commit_key(ref, layout.manifest_path("tiny"))):
+        p = first.cache.path(key)
+        raw = bytearray(p.read_bytes())
+        raw[-3] ^= 0x01
+        p.write_bytes(bytes(raw))
+    second = HubDataset(ref, hub.credentials, cache_dir=cache)
+    assert second.manifest.name == "tiny"
+    assert second.read_shard(shard).equals(want)
+    assert second.cache.stats.corrupt == 2 and second.cache.stats.misses == 2

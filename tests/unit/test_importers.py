@@ -359,3 +359,43 @@ def test_parse_label_variants():
     assert "did you mean 'fear'" in parse_label("emotion", "feer")
     assert parse_label("age", "200") == 200.0 and parse_label("age", "") is None
     assert all(parse_label(c, "  ") is None for c in ("age", "gender", "emotion"))
+
+
+def test_symlinks_out_of_the_import_folder_are_refused_not_uploaded(tmp_path: Path):
+    secret = b'{"secret_access_key": "do-not-upload"}'
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "credentials.json").write_bytes(secret)
+    (home / "private").mkdir()
+    (home / "private" / "x.jpg").write_bytes(secret)
+    utk = tmp_path / "utk"
+    utk.mkdir()
+    (utk / "20_1_0_20170101.jpg").write_bytes(_jpeg(1))
+    (utk / "30_0_0_20170101.jpg").symlink_to(home / "credentials.json")  # a file name that parses, pointing out
+    (utk / "25_1_0_20170101.jpg").symlink_to(utk / "20_1_0_20170101.jpg")  # a link inside the folder is fine
+    samples, problems = import_utkface(utk).collect()
+    assert sorted(s.source for s in samples) == ["20_1_0_20170101.jpg", "25_1_0_20170101.jpg"]
+    assert [(p.source, "outside the import folder" in p.reason) for p in problems] == [("30_0_0_20170101.jpg", True)]
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "ok.jpg").write_bytes(_jpeg(2))
+    (folder / "face.jpg").symlink_to(home / "credentials.json")
+    (folder / "linked").symlink_to(home / "private", target_is_directory=True)
+    (folder / "labels.csv").write_text("file,age\nok.jpg,30\nface.jpg,31\nlinked/x.jpg,32\n")
+    samples, problems = import_folder(folder).collect()
+    assert [s.source for s in samples] == ["labels.csv:line 2 (ok.jpg)"]
+    assert [p.source for p in problems] == ["labels.csv:line 3 (face.jpg)", "labels.csv:line 4 (linked/x.jpg)"]
+    assert all("outside the import folder" in p.reason for p in problems)
+    assert all(secret not in s.image for s in samples)
+
+
+def test_a_default_labels_csv_linking_out_of_the_folder_is_refused(tmp_path: Path):
+    outside = tmp_path / "credentials.json"
+    outside.write_text('{"secret_access_key": "do-not-quote"}\n')
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "labels.csv").symlink_to(outside)
+    with pytest.raises(ImportFormatError, match="symbolic link") as err:
+        import_folder(folder)
+    assert "do-not-quote" not in str(err.value)

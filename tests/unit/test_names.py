@@ -75,3 +75,14 @@ def test_dataset_names_are_one_folder_and_every_dataset_path_checks_them():
     for path in (layout.dataset_prefix, layout.labels_path, layout.manifest_path, lambda n: layout.shard_path(n, 0)):
         with pytest.raises(InvalidNameError):
             path("nested/set")
+
+
+@pytest.mark.parametrize("tail", ["\n", "\r\n"])
+def test_a_trailing_newline_is_not_part_of_a_valid_name(tail):
+    from flotilla.names import check_dataset_name
+
+    # '$' matches before a final '\n': "main\n" used to pass as a branch id, and reach lakeFS or a path
+    for check, ok in ((check_branch_id, "main"), (check_repo_id, "faces"), (check_dataset_name, "synthetic")):
+        with pytest.raises(InvalidNameError):
+            check(ok + tail)
+    assert branch_id("main" + tail) != "main" + tail and check_branch_id(branch_id("main" + tail))

@@ -12,7 +12,7 @@
 * No range checks, no decoding: a value that parses (age 200, gender 5, emotion
   9) is passed through unchanged for the gate to report. Entries that cannot be
   parsed at all (broken file name, a CSV row with 17 pixels, a missing file, a
-  path escaping the folder, a duplicate sample id) become :class:`ImportProblem`
+  path escaping the folder, lexically or through a symlink, a duplicate sample id) become :class:`ImportProblem`
   s on :attr:`ImportResult.problems` and never crash the import.
 * Errors that make the whole input unusable (missing path, wrong CSV header,
   unknown column) raise :class:`ImportFormatError` when the importer is called.
@@ -106,7 +106,20 @@ def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _read(path: Path, source: str, problems: list[ImportProblem]) -> bytes | None:
+def _escapes(path: Path, root: Path) -> bool:
+    """Whether ``path`` leads outside ``root`` (resolved) through a symlink: an import uploads what it reads, so a
+    link in a downloaded folder must not pull in ``~/.flotilla/hub/credentials.json``. Links inside are followed."""
+    try:
+        return not path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # a symlink loop: nothing readable there anyway
+        return True
+
+
+def _read(path: Path, source: str, problems: list[ImportProblem], root: Path) -> bytes | None:
+    if _escapes(path, root):
+        problems.append(ImportProblem(source, "is a symbolic link (or inside one) that leads outside the import folder; "
+                                              "refused, so files elsewhere on this machine are never uploaded"))
+        return None
     try:
         return path.read_bytes()
     except OSError as e:
@@ -124,7 +137,7 @@ def _require(path: str | os.PathLike[str], *, directory: bool) -> Path:
 
 
 def _walk(root: Path) -> Iterator[Path]:
-    """Regular, non-hidden files under ``root``, in a stable (sorted) order; symlinked folders are not followed."""
+    """Non-hidden files under ``root``, sorted; symlinked folders are not followed (:func:`_read` checks linked files)."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
@@ -195,6 +208,7 @@ def import_utkface(root: str | os.PathLike[str]) -> ImportResult:
     ``39_1_20170116174525125.jpg.chip.jpg``, lacking race) are problems.
     """
     base = _require(root, directory=True)
+    real_base = base.resolve()
 
     def produce(problems: list[ImportProblem]) -> Iterator[Sample]:
         for path in _walk(base):
@@ -203,7 +217,7 @@ def import_utkface(root: str | os.PathLike[str]) -> ImportResult:
             if isinstance(parsed, str):
                 problems.append(ImportProblem(rel, parsed))
                 continue
-            if (data := _read(path, rel, problems)) is None:
+            if (data := _read(path, rel, problems, real_base)) is None:
                 continue
             age, gender = parsed
             yield Sample(sample_id="utk-" + path.name.split(".", 1)[0], image=data, format=detect_format(data),
@@ -332,12 +346,17 @@ def import_folder(root: str | os.PathLike[str], labels_csv: str | os.PathLike[st
     Usage names...); other values pass through for the gate. ``sample_id``
     defaults to the file path as written (leading ``./`` dropped). Only listed
     files are imported. Rows that do not parse, whose file is missing, or whose
-    path is absolute or escapes ``root`` (lexical check with
-    :func:`flotilla.names.check_object_path`) are problems. ``source`` is
+    path is absolute or escapes ``root`` (lexically, with
+    :func:`flotilla.names.check_object_path`, or through a symlink) are
+    problems. A default ``labels.csv`` that links outside ``root`` is refused. ``source`` is
     ``"<csv>:line N (<file>)"``.
     """
     base = _require(root, directory=True)
+    real_base = base.resolve()
     csv_file = _require(labels_csv if labels_csv is not None else base / "labels.csv", directory=False)
+    if labels_csv is None and _escapes(csv_file, real_base):  # its header would be quoted in errors
+        raise ImportFormatError(f"{csv_file} is a symbolic link that leads outside the folder; refused",
+                                hint="pass the labels CSV you mean explicitly (--labels)")
     col, width = _folder_header(csv_file)
 
     def produce(problems: list[ImportProblem]) -> Iterator[Sample]:
@@ -366,7 +385,7 @@ def import_folder(root: str | os.PathLike[str], labels_csv: str | os.PathLike[st
             if reasons:
                 problems.append(ImportProblem(src, "; ".join(reasons)))
                 continue
-            if (data := _read(base / rel, src, problems)) is None:
+            if (data := _read(base / rel, src, problems, real_base)) is None:
                 continue
             split_text = get("split", "").strip()
             split = SPLIT_ALIASES.get(split_text.lower(), split_text) if split_text else None

@@ -6,7 +6,8 @@ run sees the same bytes even if ``main`` moves. :class:`HubDataset` is
 picklable (it carries the ref and the hub credentials, never a local path), reads
 shards through lakeFS's S3 gateway, so it works on any node of a cluster, and
 keeps them in the node's :class:`~flotilla.data.cache.BlobCache` keyed by the
-shard's SHA-256 from the manifest (verified on fetch).
+shard's SHA-256 from the manifest (length and hash verified on every read, hit or miss;
+manifest and labels against the hash the cache recorded when it fetched them).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pyarrow.compute as pc
 from flotilla.data import layout
 from flotilla.data.cache import BlobCache
 from flotilla.data.layout import Manifest, ShardInfo
-from flotilla.errors import DataValidationError, HubError
+from flotilla.errors import HubError
 from flotilla.hub.credentials import HubCredentials
 from flotilla.settings import Settings
 
@@ -121,16 +122,10 @@ class HubDataset:
         return layout.decode_table(self._read_cached(path, _commit_key(self.ref, path)))
 
     def read_shard(self, shard: ShardInfo) -> pa.Table:
-        def fetch() -> bytes:
-            data = self._read(shard.path)
-            if hashlib.sha256(data).hexdigest() != shard.sha256:
-                raise DataValidationError(
-                    f"{self.ref.uri(shard.path)} does not match the checksum in its manifest",
-                    hint="the object was altered after ingest; re-ingest the dataset",
-                )
-            return data
-
-        return layout.decode_table(self.cache.get(shard.sha256, fetch))
+        """One shard, checked against the length and sha256 its manifest recorded, on every read (cached or not)."""
+        data = self.cache.get(shard.sha256, lambda: self._read(shard.path), sha256=shard.sha256, size=shard.bytes,
+                              what=f"{self.ref.uri(shard.path)} (as its manifest records it)")
+        return layout.decode_table(data)
 
     def split_size(self, split: str) -> int:
         return int(pc.sum(pc.equal(self.labels.column("split"), split)).as_py() or 0)
