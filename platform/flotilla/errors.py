@@ -23,6 +23,18 @@ class FlotillaError(Exception):
         self.hint = hint
         super().__init__(f"{message}\n  hint: {hint}" if hint else message)
 
+    def reword(self, message: str | None = None, *, hint: str | None = None) -> FlotillaError:
+        """Replace the message and/or hint in place and return ``self``.
+
+        For a caller that knows more than the layer that raised (e.g. that a failed
+        merge left committed work on a branch): re-raising the same object keeps its
+        class, so ``except`` clauses further up still match.
+        """
+        self.message = self.message if message is None else message
+        self.hint = self.hint if hint is None else hint
+        self.args = (f"{self.message}\n  hint: {self.hint}" if self.hint else self.message,)
+        return self
+
 
 class ConfigError(FlotillaError):
     """Settings, environment or on-disk state of flotilla itself are wrong."""

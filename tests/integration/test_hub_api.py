@@ -178,3 +178,86 @@ def test_an_empty_commit_or_merge_says_there_is_nothing_new_not_that_a_name_is_b
         with pytest.raises(HubError) as err:
             attempt()
         assert not isinstance(err.value, InvalidNameError) and "nothing new" in err.value.hint, err.value
+
+
+def test_experiment_keeps_its_committed_branch_when_the_destination_is_dirty(repo):
+    from flotilla.errors import HubError
+
+    repo.put("main", "base.txt", "base")
+    repo.commit("main", "base")
+    with pytest.raises(HubError) as err:
+        with repo.experiment("dirty-dest", merge_into="main") as exp:
+            exp.put("models/age/model.pt", "weights")
+            repo.put("main", "wip.txt", "someone's uncommitted change")  # lakeFS refuses to merge into a dirty branch
+    assert exp.branch in repo.branches() and repo.get(exp.branch, "models/age/model.pt") == b"weights"
+    assert exp.commit_id and exp.branch in str(err.value) and f"repo.merge({exp.branch!r}, 'main')" in err.value.hint
+    assert "uncommitted" in err.value.hint  # what to do about the destination (see _translate)
+    repo.commit("main", "the wip")  # the named retry works
+    assert repo.merge(exp.branch, "main") and repo.get("main", "models/age/model.pt") == b"weights"
+
+
+def test_experiment_keeps_its_committed_branch_when_the_data_gate_refuses(repo):
+    from flotilla.data.gate import install_gate
+    from flotilla.errors import DataValidationError
+
+    install_gate(repo, "main")
+    with pytest.raises(DataValidationError) as err:
+        with repo.experiment("unvalidated", merge_into="main", retention=Retention(on_failure="delete")) as exp:
+            exp.put("datasets/faces/manifest.json", "{}")  # a dataset (the gate looks for its manifest) ...
+            exp.put("datasets/faces/labels.parquet", "not validated")  # ... with no validation report
+    assert exp.branch in repo.branches() and not exp.deleted
+    assert repo.get(exp.branch, "datasets/faces/labels.parquet") == b"not validated"
+    assert exp.branch in str(err.value) and "validate --merge" in err.value.hint
+    assert not repo.exists("main", "datasets/faces/labels.parquet")
+
+
+def test_http_400s_are_told_apart_by_lakefs_message(hub, repo):
+    from flotilla.errors import HubError
+    from flotilla.hub._translate import translate
+
+    repo.put("main", "a.txt", "a")
+    repo.commit("main", "a")
+    repo.create_branch("feature", "main")
+    repo.put("feature", "b.txt", "b")
+    repo.commit("feature", "b")
+    repo.put("main", "wip.txt", "uncommitted")
+    with pytest.raises(ConflictError, match="dirty branch") as dirty:  # lakeFS: "uncommitted changes (dirty branch)"
+        repo.merge("feature", "main")
+    assert "commit them" in dirty.value.hint and not isinstance(dirty.value, InvalidNameError)
+    with pytest.raises(ConflictError, match="namespace already in use") as ns:
+        hub.ensure_repo(repo.name + "-x", storage_namespace=f"local://{repo.name}")
+    assert "storage_namespace" in ns.value.hint
+    with pytest.raises(InvalidNameError, match="branch id") as name:  # the server's own name check still names it
+        with translate("create a branch", hub.endpoint):
+            repo._sdk.branch("bad.name").create("main")
+    assert "branch_id" in name.value.hint
+    repo.commit("main", "wip")  # clean again, so the next 400s are about nothing else
+    unknown = [  # lakeFS 400s that are not about a name: the general error, quoting lakeFS
+        lambda: repo._sdk.ref("main").object("a.txt").stat(pre_sign=True),  # the local blockstore does not presign
+        lambda: repo._sdk.ref("feature").merge_into("main", strategy="nonsense"),  # "argument strategy: invalid value"
+    ]
+    for call in unknown:
+        with pytest.raises(HubError) as other:
+            with translate("do it", hub.endpoint):
+                call()
+        assert type(other.value) is HubError and "HTTP 400" in str(other.value) and other.value.hint
+
+
+def test_the_secret_key_is_refused_in_metadata_keys_and_messages_without_being_echoed(repo, local_server):
+    secret = local_server.credentials().secret_access_key
+    repo.create_branch("feature", "main")
+    repo.put("feature", "b.txt", "b")
+    repo.commit("feature", "b")
+    repo.put("feature", "c.txt", "c")
+    main_before = repo.resolve("main")
+    attempts = {
+        "metadata key": lambda: repo.commit("feature", "c", {f"aws_secret={secret}": "1"}),
+        "commit message": lambda: repo.commit("feature", f"trained with --secret {secret}"),
+        "merge message": lambda: repo.merge("feature", "main", f"merge (key {secret})"),
+    }
+    for what, attempt in attempts.items():
+        with pytest.raises(ConfigError, match="secret key") as err:
+            attempt()
+        assert secret not in str(err.value) + "".join(traceback.format_exception(err.value)), what
+    assert repo.uncommitted("feature") and repo.resolve("main") == main_before  # nothing reached history
+    assert all(secret not in c.message and secret not in str(c.metadata) for c in repo.log("feature"))

@@ -8,6 +8,7 @@ control, and a flotilla message must be safe to log.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -39,6 +40,41 @@ def unavailable(endpoint: str) -> HubUnavailableError:
         hint="start the local hub with 'flotilla hub up' (see 'flotilla hub status' and 'flotilla hub logs')"
         if local
         else "check that the lakeFS server is running and LAKECTL_SERVER_ENDPOINT_URL is right",
+    )
+
+
+_NAME_IN_MESSAGE = re.compile(r"\b(?:branch|repository|tag|ref) id\b")
+
+
+def bad_request(action: str, msg: str) -> HubError:
+    """The error for an HTTP 400, by lakeFS's message (checked against lakeFS v1.84's sources).
+
+    lakeFS answers 400 for very different things: a bad name, but also merging
+    into a branch with uncommitted changes or reusing a storage namespace. Only
+    the ones recognised here get a specific class and hint; anything else is a
+    plain :class:`HubError` quoting lakeFS, rather than a wrong guess.
+    """
+    low = msg.lower()
+    what = f"cannot {action}: {msg}"
+    if "no changes" in low:  # graveler.ErrNoChanges: an empty commit or merge, nothing is wrong with any name
+        return HubError(what, hint="there is nothing new to commit or merge: write to the branch first (or pass allow_empty=True)")
+    if "dirty branch" in low or "uncommitted changes" in low:  # graveler.ErrDirtyBranch / ErrCommitMetaRangeDirtyBranch
+        return ConflictError(
+            what,
+            hint="the target branch has uncommitted changes, and lakeFS only merges (or reverts, resets) onto a clean "
+            "branch: commit them (repo.commit) or discard them (lakectl branch reset), then try again",
+        )
+    if "namespace already in use" in low:  # api.ErrStorageNamespaceInUse, on repository create
+        return ConflictError(
+            what,
+            hint="another repository, possibly a deleted one, already stored data there: pass another storage_namespace "
+            "(on the local hub the namespace is local://<repository name>, so choose another repository name)",
+        )
+    if "invalid value" in low and _NAME_IN_MESSAGE.search(low):  # e.g. "argument branch: branch id: invalid value: ..."
+        return InvalidNameError(what, hint="flotilla.names lists the rules; branch_id(name) maps any name to a valid branch id")
+    return HubError(
+        f"{what} (HTTP 400)",
+        hint="lakeFS refused the request as invalid; its reason is quoted above ('flotilla hub logs' shows the local hub's side)",
     )
 
 
@@ -76,11 +112,7 @@ def translate(
             raise conflict(msg) from None
         raise ConflictError(f"cannot {action}: {msg}") from None
     except lex.BadRequestException as exc:
-        msg = _server_message(exc)
-        if "no changes" in msg.lower():  # an empty commit or merge: nothing is wrong with any name
-            raise HubError(f"cannot {action}: {msg}",
-                           hint="there is nothing new to commit or merge: write to the branch first (or pass allow_empty=True)") from None
-        raise InvalidNameError(f"cannot {action}: {msg}") from None
+        raise bad_request(action, _server_message(exc)) from None
     except lex.LakeFSException as exc:
         if getattr(exc, "status_code", None) == 412:  # a pre-* hook (e.g. flotilla's data gate) refused
             raise DataValidationError(

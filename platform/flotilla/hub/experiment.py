@@ -12,9 +12,10 @@ created from that commit, so everything the experiment reads is pinned even if
 ``main`` moves meanwhile. On success pending changes are committed (with the
 experiment's metadata plus the pinned base commit), then optionally merged; on
 failure the branch is deleted (or kept for debugging), so nothing half-done
-reaches the destination. A merge that conflicts is the exception: the
-experiment's work is already committed, so its branch is kept, and the error
-says where to resolve it.
+reaches the destination. A failed merge is the exception: the experiment's work
+is already committed, so whatever stopped the merge (a conflict, the data gate,
+uncommitted changes on the destination, the hub going down), its branch is
+kept and the error names it and says how to merge it again.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from flotilla.errors import MergeConflictError
+from flotilla.errors import FlotillaError, MergeConflictError
 from flotilla.names import branch_id
 
 if TYPE_CHECKING:
@@ -91,29 +92,46 @@ class Experiment:
         return False
 
     def finish(self) -> str | None:
-        """Commit pending changes, merge if asked, apply retention; return the final commit id."""
+        """Commit pending changes, merge if asked, apply retention; return the final commit id.
+
+        Once the experiment has a commit, a failed merge (conflict, data gate
+        refusal, dirty destination, hub down...) keeps the branch whatever
+        ``on_failure`` says: deleting it would throw away committed work that only
+        needs the merge retried. The error then names the branch and how to retry.
+        """
         try:
             if self.repo.uncommitted(self.branch):
                 self.commit(self.message)
-            if self.merge_into:
-                meta = {**self.metadata, "flotilla.experiment": self.name, "flotilla.base_commit": self.base_commit}
-                self.merge_commit = self.repo.merge(
-                    self.branch, self.merge_into, f"Merge experiment {self.name} into {self.merge_into}", meta
-                )
-        except MergeConflictError as exc:
-            # the experiment's work is committed: deleting its branch would lose it, and resolving a
-            # conflict happens on that branch; so it stays, whatever on_failure says
-            raise MergeConflictError(
-                exc.source, exc.destination, exc.paths,
-                hint=f"the experiment's commit stays on branch {self.branch!r}: commit the wanted version of each path "
-                     f"there, then merge it again (repo.merge({self.branch!r}, {self.merge_into!r})), or delete the branch",
-            ) from None
         except BaseException:
             self.abort()
             raise
+        if self.merge_into:
+            meta = {**self.metadata, "flotilla.experiment": self.name, "flotilla.base_commit": self.base_commit}
+            try:
+                self.merge_commit = self.repo.merge(
+                    self.branch, self.merge_into, f"Merge experiment {self.name} into {self.merge_into}", meta
+                )
+            except BaseException as exc:
+                if self.commit_id is None:  # nothing of the experiment's own is committed: nothing to keep
+                    self.abort()
+                    raise
+                self._explain_kept(exc)
+                raise
         if self.retention.on_success == "delete":
             self._delete()
         return self.merge_commit or self.commit_id
+
+    def _explain_kept(self, exc: BaseException) -> None:
+        """Name the kept branch, and how to retry the merge, in the error that is about to propagate."""
+        kept = f"the experiment's commit {self.commit_id} stays on branch {self.branch!r}"
+        retry = f"then merge it again (repo.merge({self.branch!r}, {self.merge_into!r})), or delete the branch"
+        if isinstance(exc, MergeConflictError):  # resolving a conflict happens on that branch
+            exc.reword(hint=f"{kept}: commit the wanted version of each path there, {retry}")
+        elif isinstance(exc, FlotillaError):
+            exc.reword(f"{exc.message}\n  ({kept}; the merge into {self.merge_into!r} did not complete)",
+                       hint=f"{exc.hint + '; ' if exc.hint else 'fix the cause, '}{retry}")
+        else:  # not ours (e.g. KeyboardInterrupt): leave it as it is, with a note for the traceback
+            exc.add_note(f"{kept}; {retry}")
 
     def abort(self) -> None:
         if self.retention.on_failure == "delete":

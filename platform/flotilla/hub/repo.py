@@ -2,7 +2,8 @@
 
 A thin, typed layer over the ``lakefs`` SDK: every call is translated into the
 flotilla error hierarchy, every name and object key is validated before it
-reaches the server, commit metadata is stringified and checked for secrets,
+reaches the server, commit metadata is stringified and, like commit and merge
+messages, checked for the hub's secret key,
 and merges into a branch are serialized (one at a time per destination on this
 machine) because concurrent merges into one branch have a very heavy tail.
 """
@@ -199,6 +200,7 @@ class Repo:
         """
         check_prefix(destination)
         meta = self._metadata(metadata)
+        self._message(message)
         from datetime import timedelta
 
         with self._t(f"import {source_uri!r} into {branch!r}", not_found=self._what_exists):
@@ -228,6 +230,7 @@ class Repo:
     def commit(self, branch: str, message: str, metadata: Mapping[str, Any] | None = None, *, allow_empty: bool = False) -> CommitInfo:
         """Commit what is staged on ``branch``; metadata values become strings (JSON for non-strings)."""
         meta = self._metadata(metadata)
+        self._message(message)
         with self._t(f"commit on {branch!r}", not_found=self._what_exists):
             ref = self._sdk.branch(check_branch_id(branch)).commit(message, metadata=meta, allow_empty=allow_empty)
             return _commit_info(ref.get_commit())
@@ -263,7 +266,8 @@ class Repo:
                 return ConflictError(f"cannot merge {source!r} into {destination!r}: {msg}")
             return MergeConflictError(source, destination, paths)
 
-        kw: dict[str, Any] = {"message": message or f"Merge {source} into {destination}", "metadata": meta, "allow_empty": allow_empty}
+        kw: dict[str, Any] = {"message": self._message(message or f"Merge {source} into {destination}", "merge message"), "metadata": meta,
+                              "allow_empty": allow_empty}
         if strategy:
             kw["strategy"] = strategy
         with self._merge_lock(destination):
@@ -307,13 +311,27 @@ class Repo:
         """Stringify commit metadata and refuse anything that carries a credential."""
         out = {str(k): v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in (metadata or {}).items()}
         secret = self.hub.credentials.secret_access_key
-        for k, v in out.items():
-            if secret and (secret in v or secret in k):
-                raise ConfigError(
-                    f"commit metadata key {k!r} contains the hub's secret key; refusing to write it into history",
-                    hint="remove credentials from configs before they are recorded",
-                )
+        for i, (k, v) in enumerate(out.items()):
+            if secret and secret in k:  # the key itself must not be echoed: it holds the secret
+                self._refuse_secret(f"the key of commit metadata entry #{i + 1}")
+            if secret and secret in v:
+                self._refuse_secret(f"commit metadata key {k!r}")
         return out
+
+    def _message(self, message: str, what: str = "commit message") -> str:
+        """A commit or merge message is history too: refuse one that carries the secret key."""
+        secret = self.hub.credentials.secret_access_key
+        if secret and secret in message:
+            self._refuse_secret(f"the {what}")
+        return message
+
+    @staticmethod
+    def _refuse_secret(where: str) -> None:
+        # never quote the offending text: it holds the secret
+        raise ConfigError(
+            f"{where} contains the hub's secret key; refusing to write it into history",
+            hint="remove credentials from configs, names and messages before they are recorded",
+        )
 
     # ---- experiments ------------------------------------------------------------------
     def experiment(
