@@ -51,6 +51,7 @@ def make_batch(n: int = 16, size: int = 64, seed: int = 0) -> dict[str, np.ndarr
         ({"name": "a", "kind": "regression", "metrics": ["mae"], "primary_metric": "rmse"}, "primary_metric"),
         ({"name": "a", "kind": "regression", "mode": "max"}, "mode"),
         ({"name": "a b", "kind": "regression"}, "name"),
+        ({"name": "smile\n", "kind": "binary"}, "name"),  # '$' matched before a trailing newline
         ({"name": "x", "kind": "ordinal"}, "kind"),
         ({"name": "x", "kind": "binary", "colour": "red"}, "colour"),
         ({"name": "x"}, "kind"),

@@ -40,7 +40,9 @@ DEFAULT_PRIMARY: dict[str, tuple[str, ...]] = {
 # Whether bigger is better is a property of the metric, not of the task.
 METRIC_MODE: dict[str, str] = {"mae": "min", "rmse": "min", "accuracy": "max", "auc": "max", "macro_f1": "max"}
 
-_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+# \A...\Z, not ^...$: '$' also matches before a trailing newline, so "smile\n" would pass
+# and become a metric key / YAML key that never matches the task's written name.
+_NAME_RE = re.compile(r"\A[A-Za-z][A-Za-z0-9_]{0,63}\Z")
 # Batch columns the loader owns; a task reading them would be nonsense.
 _RESERVED_LABELS = ("image", "sample_id", "split")
 
