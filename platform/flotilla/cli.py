@@ -87,7 +87,7 @@ def hub_logs(
     """Show the local hub's server log."""
     from flotilla.hub import local
 
-    hub = local.local_hub()
+    hub = local.attach()  # no binary needed to read a log
     console.print(hub.tail(lines), highlight=False, markup=False)
     if follow:
         with open(hub.log_path, errors="replace") as fh:

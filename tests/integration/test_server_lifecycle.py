@@ -126,3 +126,22 @@ def test_env_binary_is_used_first(tmp_path, monkeypatch, lakefs_binary):
     assert got == lakefs_binary
     out = subprocess.run([str(got), "--version"], capture_output=True, text=True).stdout
     assert "1.84.0" in out  # stamped version (a 'dev' version breaks lakefs-spec)
+
+
+def test_a_running_hub_can_be_inspected_and_stopped_after_its_binary_is_removed(tmp_path, monkeypatch, isolated_settings, lakefs_binary):
+    """down/status/logs need only the state dir and pid file, never the binary (it may be gone or moved)."""
+    from flotilla.hub import local
+
+    link = tmp_path / "lakefs"
+    link.symlink_to(lakefs_binary)
+    monkeypatch.setenv("FLOTILLA_LAKEFS_BIN", str(link))
+    settings = isolated_settings()
+    st = local.up(settings)
+    try:
+        link.unlink()  # the binary the server was started from is removed (an upgrade, a cleaned temp dir)
+        assert local.status(settings).running and local.status(settings).pid == st.pid
+        assert isinstance(local.logs(settings, 5), str)
+        assert "stopped" in local.down(settings)
+        assert not local.status(settings).running
+    finally:
+        LocalHub(settings.hub_dir, settings.hub_port, lakefs_binary).down()

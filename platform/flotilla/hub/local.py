@@ -27,6 +27,14 @@ def local_hub(settings: Settings | None = None, *, install: bool = False, report
     return LocalHub(settings.hub_dir, settings.hub_port, binary)
 
 
+def attach(settings: Settings | None = None) -> LocalHub:
+    """The local hub of ``settings`` without looking up the binary: stopping, inspecting and reading
+    the log of a server only need its state dir and pid file, and must work even when the binary the
+    server was started from has since been removed (or ``FLOTILLA_LAKEFS_BIN`` points nowhere)."""
+    settings = settings or Settings.from_env()
+    return LocalHub(settings.hub_dir, settings.hub_port, None)
+
+
 def install(settings: Settings | None = None, report: Reporter = _noop) -> Path:
     return ensure_binary(settings or Settings.from_env(), report)
 
@@ -36,15 +44,15 @@ def up(settings: Settings | None = None, timeout: float = 60.0, report: Reporter
 
 
 def down(settings: Settings | None = None) -> str:
-    return local_hub(settings).down()
+    return attach(settings).down()
 
 
 def status(settings: Settings | None = None) -> HubStatus:
-    return local_hub(settings).status()
+    return attach(settings).status()
 
 
 def logs(settings: Settings | None = None, lines: int = 50) -> str:
-    return local_hub(settings).tail(lines)
+    return attach(settings).tail(lines)
 
 
 @contextmanager
