@@ -10,6 +10,8 @@ file lock, so two ``make`` runs never race and a build happens once per machine.
 from __future__ import annotations
 
 import fcntl
+import gzip
+import http.client
 import json
 import os
 import platform as _stdlib_platform
@@ -19,6 +21,7 @@ import tarfile
 import tempfile
 import time
 import urllib.request
+import zlib
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -124,22 +127,40 @@ def _download(version: str, target: Path, report: Reporter) -> None:
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
     total = int(resp.headers.get("Content-Length") or 0) or None
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    with resp, tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         archive = Path(tmp) / "lakefs.tar.gz"
-        with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn()) as bar:
-            task = bar.add_task(f"downloading lakeFS v{version}", total=total)
-            with open(archive, "wb") as out:
-                while chunk := resp.read(1 << 20):
-                    out.write(chunk)
-                    bar.advance(task, len(chunk))
-        with tarfile.open(archive) as tar:
-            member = next((m for m in tar.getmembers() if Path(m.name).name == "lakefs" and m.isfile()), None)
-            if member is None:
-                raise _Unavailable("release archive has no 'lakefs' binary")
-            src = tar.extractfile(member)
-            assert src is not None
-            _install_atomically(src.read(), target)
+        # A connection that stalls or drops mid-download (timeout, IncompleteRead, reset) or a truncated
+        # archive is "no download here", like no internet at all: fall through to the Go build instead
+        # of surfacing a raw traceback. Errors writing our own cache dir are not caught: they are real.
+        try:
+            with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn()) as bar:
+                task = bar.add_task(f"downloading lakeFS v{version}", total=total)
+                got = 0
+                with open(archive, "wb") as out:
+                    while chunk := _read_chunk(resp):
+                        out.write(chunk)
+                        got += len(chunk)
+                        bar.advance(task, len(chunk))
+            if total and got < total:  # read(n) returns b"" at a dropped connection, not IncompleteRead
+                raise _Unavailable(f"download of the release archive broke off after {got} of {total} bytes")
+            with tarfile.open(archive) as tar:
+                member = next((m for m in tar.getmembers() if Path(m.name).name == "lakefs" and m.isfile()), None)
+                if member is None:
+                    raise _Unavailable("release archive has no 'lakefs' binary")
+                src = tar.extractfile(member)
+                assert src is not None
+                data = src.read()
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise _Unavailable(f"release archive is damaged or truncated ({type(exc).__name__}: {exc})") from None
+        _install_atomically(data, target)
     report(f"downloaded lakeFS v{version} to {target}")
+
+
+def _read_chunk(resp) -> bytes:
+    try:
+        return resp.read(1 << 20)
+    except (OSError, http.client.HTTPException) as exc:  # timeouts and resets are OSErrors; IncompleteRead is HTTP
+        raise _Unavailable(f"download of the release archive broke off ({type(exc).__name__}: {exc})") from None
 
 
 def _go_version(go: str) -> tuple[int, ...]:
