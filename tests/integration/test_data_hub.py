@@ -167,6 +167,27 @@ def test_importers_land_partial_labels_as_nulls(hub, repo, tmp_path):
         assert (im.mode, im.size) == ("L", (48, 48))
 
 
+def test_a_csv_with_a_stray_quote_is_not_imported_in_part(hub, repo, tmp_path):
+    """A stray quote swallows the rest of the file into one field: the first rows alone would pass
+    the gate and land on main as a silently partial dataset. The import fails instead, naming the line."""
+    from flotilla.data.api import import_dataset
+    from flotilla.data.importers import ImportFormatError
+
+    rng = np.random.default_rng(0)
+    rows = ["emotion,pixels,Usage"] + [f"{i % 7}," + " ".join(map(str, rng.integers(0, 256, 48 * 48))) + ",Training"
+                                       for i in range(140)]
+    rows[101] = rows[101].replace(",", ',"', 1)  # line 102: emotion,"pixels... never closed
+    csv = tmp_path / "fer.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    install_gate(repo, "main")
+    head = repo.resolve("main")
+    with pytest.raises(ImportFormatError) as info:
+        import_dataset(hub, repo.name, "fer", "fer2013", csv, thresholds=SMALL)
+    assert "fer.csv is malformed at line 102" in info.value.message and "fix line 102" in info.value.hint
+    assert repo.resolve("main") == head and not repo.exists("main", layout.manifest_path("fer"))
+    assert not [b for b in repo.branches() if b.startswith("ingest-")]  # nothing half-written survives
+
+
 def test_a_shard_replaced_after_ingest_is_caught_by_the_gate_and_by_the_hook(faces, hub, repo):
     manifest = read_manifest(repo, "main", "faces")
     shard = manifest.shards[0].path

@@ -159,7 +159,6 @@ def fer_csv(tmp_path: Path) -> Path:
         _fer_row("", _fer_pixels(4), ""),                                    # row 6: no emotion, no usage
         _fer_row("glad", _fer_pixels(5), "Training"),                        # row 7: emotion not an int or name
         _fer_row("1", " ".join(["300"] * 2304), "Training"),                 # row 8: pixel > 255
-        "5,1 2\n",                                                            # row 9: too few fields
     ]
     return _write(tmp_path / "fer2013.csv", "emotion,pixels,Usage\n" + "".join(rows))
 
@@ -185,12 +184,11 @@ def test_fer_labels_splits_and_pixels(fer_csv: Path):
 def test_fer_malformed_rows_are_problems(fer_csv: Path):
     samples, problems = import_fer2013(fer_csv).collect()
     by_row = {p.source.split("(row ")[1].rstrip(")"): p.reason for p in problems}
-    assert set(by_row) == {"3", "4", "7", "8", "9"}
+    assert set(by_row) == {"3", "4", "7", "8"}
     assert "3 values, expected 2304" in by_row["3"]
     assert "non-integer value 'x'" in by_row["4"]
     assert "emotion 'glad'" in by_row["7"]
     assert "outside 0..255" in by_row["8"]
-    assert "2 field(s), expected 3" in by_row["9"]
     assert any(p.source.startswith("fer2013.csv:line 7 (row 4)") for p in problems)  # line counts the blank line
 
 
@@ -240,7 +238,6 @@ def folder(tmp_path: Path) -> Path:
         "/etc/passwd,20,0,0,train,",
         "a.jpg,old,x,glad,train,again",       # unparseable labels, all reasons listed
         "a.jpg,1,0,0,train,kid-b",            # duplicate sample_id
-        "a.jpg,1",                            # wrong field count
         "",
     ]))
     return root
@@ -271,13 +268,12 @@ def test_folder_out_of_range_and_garbage_pass_through(folder: Path):
 def test_folder_problems(folder: Path):
     samples, problems = import_folder(folder).collect()
     by_line = {int(p.source.split(":line ")[1].split()[0]): p for p in problems}
-    assert sorted(by_line) == [7, 8, 9, 10, 11, 12]
+    assert sorted(by_line) == [7, 8, 9, 10, 11]
     assert by_line[7].reason == "file not found" and by_line[7].source == "labels.csv:line 7 (missing.jpg)"
     assert "'..'" in by_line[8].reason and "secret" in by_line[8].source
     assert "absolute" in by_line[9].reason
     assert all(word in by_line[10].reason for word in ("age 'old'", "gender 'x'", "emotion 'glad'"))
     assert "duplicate sample_id 'kid-b'" in by_line[11].reason
-    assert "2 field(s), expected 6" in by_line[12].reason
     assert not any("secret" in s.source or s.image == (folder.parent / "secret.jpg").read_bytes() for s in samples)
 
 
@@ -339,14 +335,54 @@ def test_import_source_rejects_unknown_kind_and_misplaced_labels(utk_dir: Path):
         import_source("utkface", utk_dir, labels_csv=utk_dir / "x.csv")
 
 
-def test_fer_bad_bytes_and_huge_fields_do_not_shift_ids_or_crash(tmp_path: Path):
+def test_fer_bad_bytes_do_not_shift_ids_and_a_huge_field_is_fatal(tmp_path: Path):
     good = " ".join(["1"] * 2304)
     path = _write(tmp_path / "f.csv", b"emotion,pixels,Usage\n" + f"0,{good},Training\n".encode()
-                  + b"\xff,1,Training\n" + f"2,{good},Training\n".encode() + b"3," + b"9" * 200_000 + b",x\n")
+                  + b"\xff,1,Training\n" + f"2,{good},Training\n".encode())
     samples, problems = import_fer2013(path).collect()
     assert [s.sample_id for s in samples] == ["fer-00000", "fer-00002"]  # the bad row keeps its index
-    assert [p.source for p in problems] == ["f.csv:line 3", "f.csv:line 5"]
-    assert "not valid UTF-8" in problems[0].reason and "cannot be parsed" in problems[1].reason
+    assert [p.source for p in problems] == ["f.csv:line 3"] and "not valid UTF-8" in problems[0].reason
+    with path.open("ab") as fh:  # "field larger than field limit": the rest of the file is unreadable
+        fh.write(b"3," + b"9" * 200_000 + b",x\n" + f"4,{good},Training\n".encode())
+    with pytest.raises(ImportFormatError) as err:
+        list(import_fer2013(path))
+    assert f"CSV {path} is malformed at line 5" in err.value.message and "field limit" in err.value.message
+    assert "fix line 5 of f.csv" in err.value.hint
+
+
+STRAY_QUOTE = {
+    # an opening quote never closed swallows every later line into one field (csv does not complain)
+    "to-the-end": ("file,age\na.jpg,1\nb.jpg,\"2\nc.jpg,3\nd.jpg,4\n", 3, "runs on to line 5"),
+    # closed further down: three lines become one row
+    "closed-later": ("file,age\na.jpg,1\n\"b.jpg,2\nc.jpg\",3\nd.jpg,4\n", 3, "runs on to line 4"),
+    # a stray delimiter: the row has a field too many
+    "extra-field": ("file,age\na.jpg,1\nb.jpg,2,\nd.jpg,4\n", 3, "has 3 field(s), expected 2"),
+    "missing-field": ("file,age\na.jpg,1\nb.jpg\nd.jpg,4\n", 3, "has 1 field(s), expected 2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRAY_QUOTE))
+def test_folder_csv_with_broken_structure_is_fatal_naming_file_and_line(case, tmp_path: Path):
+    text, line, why = STRAY_QUOTE[case]
+    for f in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        _write(tmp_path / f, _jpeg())
+    _write(tmp_path / "labels.csv", text)
+    with pytest.raises(ImportFormatError) as err:
+        import_folder(tmp_path).collect()
+    assert f"labels.csv is malformed at line {line}" in err.value.message and why in err.value.message
+    assert "nothing was imported" in err.value.message and f"fix line {line} of labels.csv" in err.value.hint
+
+
+def test_fer_csv_with_a_stray_quote_is_fatal(tmp_path: Path):
+    rows = [_fer_row(str(i), _fer_pixels(i), "Training") for i in range(4)]
+    rows[1] = rows[1].replace(",", ',"', 1)  # emotion,"pixels... : the quote runs to the end of the file
+    path = _write(tmp_path / "fer.csv", "emotion,pixels,Usage\n" + "".join(rows))
+    with pytest.raises(ImportFormatError, match="fer.csv is malformed at line 3: a quoted field opened on line 3"):
+        list(import_fer2013(path))
+    rows[1] = "1,2,3,Training\n"  # an unquoted comma: four fields
+    _write(path, "emotion,pixels,Usage\n" + "".join(rows))
+    with pytest.raises(ImportFormatError, match="line 3: the row has 4 field"):
+        list(import_fer2013(path))
 
 
 def test_parse_label_variants():

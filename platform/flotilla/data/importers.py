@@ -15,7 +15,10 @@
   path escaping the folder, lexically or through a symlink, a duplicate sample id) become :class:`ImportProblem`
   s on :attr:`ImportResult.problems` and never crash the import.
 * Errors that make the whole input unusable (missing path, wrong CSV header,
-  unknown column) raise :class:`ImportFormatError` when the importer is called.
+  unknown column) raise :class:`ImportFormatError` when the importer is called;
+  a CSV whose structure breaks further down (a parse error, a stray quote running
+  over several lines, a row with the wrong number of fields) raises it while the
+  samples are read, naming the file and line, so no partial dataset is ingested.
 """
 
 from __future__ import annotations
@@ -145,18 +148,29 @@ def _walk(root: Path) -> Iterator[Path]:
                 yield Path(dirpath, name)
 
 
-def _csv_rows(path: Path, problems: list[ImportProblem]) -> Iterator[tuple[int, list[str] | None]]:
+def _csv_rows(path: Path, problems: list[ImportProblem], width: int | None = None) -> Iterator[tuple[int, list[str] | None]]:
     """``(line number, cells)`` of a UTF-8 CSV (BOM tolerated), skipping blank lines.
 
     A row that is not valid UTF-8 gives ``cells=None`` and a problem (so row
-    indices stay stable); a CSV that cannot be parsed past some line (e.g. a
-    huge field) ends there with a problem.
+    indices stay stable). A CSV whose *structure* breaks is fatal
+    (:class:`ImportFormatError` naming the file and line), never a skipped row:
+    a parse error (e.g. a field over the csv module's size limit), a row that
+    spans several lines (no field of these formats holds a newline, so that is
+    a stray ``"`` swallowing the lines after it, up to the end of the file), or,
+    with ``width``, a row with the wrong number of fields (a stray delimiter or
+    quote shifts columns). Skipping there would import a silently partial dataset
+    that still passes the gate.
     """
     with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
         reader = csv.reader(f)
         start = 1
         try:
             for row in reader:
+                if reader.line_num > start:
+                    raise _broken(path, start, f"a quoted field opened on line {start} runs on to line {reader.line_num}"
+                                               " (an unbalanced '\"'?)")
+                if width is not None and any(cell.strip() for cell in row) and len(row) != width:
+                    raise _broken(path, start, f"the row has {len(row)} field(s), expected {width}")
                 try:
                     "".join(row).encode("utf-8")
                 except UnicodeEncodeError:
@@ -166,7 +180,14 @@ def _csv_rows(path: Path, problems: list[ImportProblem]) -> Iterator[tuple[int, 
                     yield start, row
                 start = reader.line_num + 1
         except csv.Error as e:
-            problems.append(ImportProblem(f"{path.name}:line {start}", f"CSV cannot be parsed from here on: {e}"))
+            raise _broken(path, start, f"it cannot be parsed from here on ({e})") from None
+
+
+def _broken(path: Path, line: int, why: str) -> ImportFormatError:
+    return ImportFormatError(
+        f"CSV {path} is malformed at line {line}: {why}; nothing was imported",
+        hint=f"fix line {line} of {path.name} (balance or remove the stray '\"', quote fields that contain commas, "
+             "one row per line), then run the import again")
 
 
 def _header(path: Path) -> list[str]:
@@ -270,14 +291,11 @@ def import_fer2013(csv_path: str | os.PathLike[str]) -> ImportResult:
     col = {name: names.index(name.lower()) for name in FER_HEADER}
 
     def produce(problems: list[ImportProblem]) -> Iterator[Sample]:
-        rows = _csv_rows(path, problems)
+        rows = _csv_rows(path, problems, width=len(header))
         next(rows, None)  # the header
         for index, (line, cells) in enumerate(rows):
             src = f"{path.name}:line {line} (row {index})"
             if cells is None:
-                continue
-            if len(cells) != len(header):
-                problems.append(ImportProblem(src, f"row has {len(cells)} field(s), expected {len(header)}"))
                 continue
             emotion, image = parse_label("emotion", cells[col["emotion"]]), fer_pixels_to_png(cells[col["pixels"]])
             if reasons := [r for r in (emotion, image) if isinstance(r, str)]:
@@ -360,14 +378,11 @@ def import_folder(root: str | os.PathLike[str], labels_csv: str | os.PathLike[st
     col, width = _folder_header(csv_file)
 
     def produce(problems: list[ImportProblem]) -> Iterator[Sample]:
-        rows = _csv_rows(csv_file, problems)
+        rows = _csv_rows(csv_file, problems, width=width)
         next(rows, None)  # the header
         for line, cells in rows:
             src = f"{csv_file.name}:line {line}"
             if cells is None:
-                continue
-            if len(cells) != width:
-                problems.append(ImportProblem(src, f"row has {len(cells)} field(s), expected {width}"))
                 continue
             get = {name: cells[i] for name, i in col.items()}.get
             rel = get("file", "").strip()
