@@ -102,12 +102,21 @@ def validate(
 ) -> None:
     """Run the validation gate on a dataset at any ref (exit 1 if it fails)."""
     from flotilla.data.ingest import save_report_files, validate_and_merge
+    from flotilla.errors import DataValidationError
     from flotilla.hub import Hub
 
-    report, merged = validate_and_merge(Hub(), repo, ref, dataset, merge=merge)
-    report.render(console)
-    paths = save_report_files(report, report_dir, dataset)
-    console.print(f"report: {paths['json']}  plot: {paths['png']}")
+    def show(report) -> None:
+        report.render(console)
+        paths = save_report_files(report, report_dir, dataset)
+        console.print(f"report: {paths['json']}  plot: {paths['png']}")
+
+    try:
+        report, merged = validate_and_merge(Hub(), repo, ref, dataset, merge=merge)
+    except DataValidationError as exc:  # with --merge a failure raises: show and save the report first
+        if exc.report is not None:
+            show(exc.report)
+        raise
+    show(report)
     if merged:
         console.print(f"[green]✓[/] merged {ref} into main as {merged[:12]}")
     if not report.passed:

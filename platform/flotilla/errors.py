@@ -101,4 +101,13 @@ class MergeConflictError(ConflictError):
 
 
 class DataValidationError(FlotillaError):
-    """A dataset failed the validation gate; nothing was merged."""
+    """A dataset failed the validation gate; nothing was merged.
+
+    ``report`` is the failing ``ValidationReport`` when there is one (None for problems found before
+    a report exists, e.g. an unreadable shard), so a caller such as the CLI can still show and save
+    the full report that explains the failure.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, report: object | None = None) -> None:
+        self.report = report
+        super().__init__(message, hint=hint)

@@ -95,7 +95,12 @@ def test_data_validate_prints_its_report_saves_it_and_exits_by_the_verdict(cli, 
     branch = re.search(r"--ref (ingest-few-[\w-]+)", failed.stderr.replace("\n", "")).group(1)
     again = cli("data", "validate", "--dataset", "few", "--ref", branch, "--report-dir", str(tmp_path / "r2"), check=False)
     assert again.returncode == 1 and "Traceback" not in again.stderr
-    assert "FAILED" in again.stdout and list((tmp_path / "r2").glob("*.json")) and list((tmp_path / "r2").glob("*.png"))
+    assert "dataset 'few': FAILED" in again.stdout and list((tmp_path / "r2").glob("*.json")) and list((tmp_path / "r2").glob("*.png"))
+    # with --merge a failure raises: the report is still printed and saved first, and the error names the failing checks
+    merge = cli("data", "validate", "--dataset", "few", "--ref", branch, "--merge", "--report-dir", str(tmp_path / "r5"), check=False)
+    assert merge.returncode == 1 and "Traceback" not in merge.stderr
+    assert "dataset 'few': FAILED" in merge.stdout and (tmp_path / "r5" / "few-validation.json").is_file()
+    assert "representativeness." in merge.stderr and "nothing was merged" in merge.stderr.replace("\n", " ")
     cli("data", "generate", "--n", "1500", "--name", "enough", "--report-dir", str(tmp_path / "r3"))
     ok = cli("data", "validate", "--dataset", "enough", "--report-dir", str(tmp_path / "r4"))
     assert "PASSED" in ok.stdout and "Traceback" not in ok.stderr

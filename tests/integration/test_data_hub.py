@@ -71,6 +71,11 @@ def test_every_injected_defect_is_caught_and_main_is_unchanged(hub, repo, tmp_pa
     checks = {i["check"] for i in report["issues"] if i["severity"] == "error"}
     assert len(checks) >= 4, checks  # image, range, duplicate, representativeness
     assert "ingest-bad" in msg and "failed validation" in msg
+    # the error itself says which checks failed on which samples, and how to fix each (not just counts)
+    assert "dataset 'bad' failed validation" in msg and "labels.age: 1 affected" in msg and "syn-2-0000001" in msg
+    assert "images." in msg and "duplicates.conflicting_labels" in msg and "dup-conflict" in msg
+    assert "fix or null out the out-of-range labels" in info.value.hint and "--merge" in info.value.hint
+    assert info.value.report.name == "bad" and not info.value.report.passed
     kept = [b for b in repo.branches() if b.startswith("ingest-bad")]
     assert kept, "the failed ingest branch is kept for fixing"
 
@@ -88,8 +93,11 @@ def test_pre_merge_hook_refuses_labels_edited_after_validation(faces, hub, repo)
         repo.merge("relabel", "main")
     assert "changed after validation" in str(info.value)
     assert repo.resolve("main") == head
-    with pytest.raises(DataValidationError):  # the gate itself catches the bad age
+    with pytest.raises(DataValidationError) as info:  # the gate itself catches the bad age
         validate_and_merge(hub, repo.name, "relabel", "faces", thresholds=SMALL, merge=True)
+    assert "dataset 'faces' failed validation" in info.value.message and "labels.age: 1 affected" in info.value.message
+    assert "fix or null out the out-of-range labels" in info.value.hint and "--ref relabel" in info.value.hint
+    assert info.value.report.name == "faces"
     ages[0] = 33.0  # a legitimate fix
     fixed = labels.set_column(labels.schema.get_field_index("age"), "age", pa.array(ages, pa.float32()))
     repo.put("relabel", layout.labels_path("faces"), layout.encode_labels(fixed))
@@ -216,6 +224,7 @@ def test_validate_merge_refuses_to_merge_a_branch_into_itself_or_a_commit(faces,
         validate_and_merge(hub, repo.name, repo.resolve("main"), "faces", thresholds=SMALL, merge=True)
     report, merged = validate_and_merge(hub, repo.name, "main", "faces", thresholds=SMALL)
     assert report.passed and merged is None
+    assert report.name == "faces" and report.summary().startswith("dataset 'faces': PASSED")
 
 
 def test_a_damaged_cache_entry_is_never_served_to_training(hub, repo, tmp_path):

@@ -30,6 +30,7 @@ from typing import Any
 from flotilla.data import layout
 from flotilla.data.gate import install_gate
 from flotilla.data.layout import Manifest, Sample
+from flotilla.data.report import failure_hint, failure_message
 from flotilla.data.store import read_labels, read_manifest, write_dataset
 from flotilla.data.validate import Thresholds, ValidationReport, validate
 from flotilla.errors import DataValidationError
@@ -83,7 +84,7 @@ def validate_ref(repo: Repo, ref: str, name: str, thresholds: Thresholds | None 
     """Run the gate on what ``ref`` holds for dataset ``name`` (reads labels and every shard)."""
     manifest = read_manifest(repo, ref, name)
     labels = read_labels(repo, ref, name)
-    return validate(labels, _shard_tables(repo, ref, name, manifest), thresholds or Thresholds())
+    return validate(labels, _shard_tables(repo, ref, name, manifest), thresholds or Thresholds(), name=name)
 
 
 def fingerprint(repo: Repo, ref: str, name: str) -> dict[str, str]:
@@ -152,10 +153,12 @@ def ingest(
     result = IngestResult(repo_name, name, branch, commit.id, None, report, written.manifest, paths)
     if not report.passed:
         raise DataValidationError(
-            f"dataset {name!r} failed validation; {into!r} was not changed. "
-            f"The data stays on branch {branch!r} (lakefs://{repo_name}/{branch}) for fixing.\n{report.summary()}",
-            hint=f"fix the labels on {branch!r} (images: ingest corrected ones again), then 'flotilla data validate --repo {repo_name} --ref {branch} "
-            f"--dataset {name} --merge'" + (f"; report: {paths.get('json')}" if paths else ""),
+            f"{failure_message(report)}\n{into!r} was not changed; the data stays on branch {branch!r} "
+            f"(lakefs://{repo_name}/{branch}) for fixing.",
+            hint=failure_hint(report, f"Fix the labels on {branch!r} (images: ingest corrected ones again), then "
+                                      f"'flotilla data validate --repo {repo_name} --ref {branch} --dataset {name} --merge'"
+                                      + (f"; full report: {paths.get('json')}" if paths else "")),
+            report=report,
         )
     if merge:
         result.merge_commit = repo.merge(branch, into, f"Merge validated dataset {name}", meta)
@@ -189,7 +192,9 @@ def validate_and_merge(
     validated = repo.resolve(ref)
     report = validate_ref(repo, validated, name, thresholds)
     if not report.passed:
-        raise DataValidationError(f"dataset {name!r} at {ref!r} failed validation; nothing merged.\n{report.summary()}")
+        raise DataValidationError(f"{failure_message(report)}\nat {ref!r} (commit {validated[:12]}); nothing was merged into {into!r}.",
+                                  hint=failure_hint(report, f"Fix them on {ref!r}, then run 'flotilla data validate --repo {repo_name}"
+                                                            f" --ref {ref} --dataset {name} --merge' again"), report=report)
     record_report(repo, ref, name, report, at=validated)
     receipt = repo.commit(ref, f"Validation passed for {name}", {"flotilla.validation": "passed", "flotilla.validated_commit": validated})
     return report, repo.merge(receipt.id, into, f"Merge validated dataset {name}", {"flotilla.dataset": name, "flotilla.validation": "passed"})

@@ -142,7 +142,7 @@ class ValidationReport:
     def raise_if_failed(self, hint: str | None = None) -> None:
         """Raise :class:`DataValidationError` naming failing checks, counts and example ids."""
         if not self.passed:
-            raise DataValidationError(failure_message(self), hint=hint or failure_hint(self))
+            raise DataValidationError(failure_message(self), hint=hint or failure_hint(self), report=self)
 
 
 @dataclass(frozen=True)
@@ -228,11 +228,11 @@ def failure_message(report: ValidationReport, max_issues: int = 20, examples: in
     return "\n".join(lines)
 
 
-def failure_hint(report: ValidationReport) -> str:
+def failure_hint(report: ValidationReport, next_step: str | None = None) -> str:
+    """The fix for each failing check family, then ``next_step`` (where to fix it and how to re-run)."""
     families = dict.fromkeys(i.check.split(".")[0] for i in report.errors)
     fixes = "; ".join(_HINTS[f] for f in families if f in _HINTS)
-    return (f"{fixes}. Fix the data on the ingest branch and re-run `flotilla data validate`"
-            " (nothing was merged)")
+    return f"{fixes}. " + (next_step or "Fix the data on the ingest branch and re-run `flotilla data validate` (nothing was merged)")
 
 
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
