@@ -196,6 +196,20 @@ def test_a_csv_with_a_stray_quote_is_not_imported_in_part(hub, repo, tmp_path):
     assert not [b for b in repo.branches() if b.startswith("ingest-")]  # nothing half-written survives
 
 
+def test_an_unwritable_report_dir_fails_cleanly_and_leaves_no_branch(hub, repo, tmp_path):
+    from flotilla.errors import ConfigError
+
+    (tmp_path / "afile").write_text("not a folder")
+    install_gate(repo, "main")
+    head = repo.resolve("main")
+    with pytest.raises(ConfigError) as info:  # not a raw NotADirectoryError after the commit
+        generate(hub, repo.name, "faces", 60, seed=1, thresholds=SMALL, report_dir=tmp_path / "afile" / "reports")
+    assert "cannot write the validation report of dataset 'faces'" in info.value.message
+    assert "nothing was ingested" in info.value.message and "--report-dir" in info.value.hint
+    assert not [b for b in repo.branches() if b.startswith("ingest-")]  # no orphaned ingest branch
+    assert repo.resolve("main") == head
+
+
 def test_a_shard_replaced_after_ingest_is_caught_by_the_gate_and_by_the_hook(faces, hub, repo):
     manifest = read_manifest(repo, "main", "faces")
     shard = manifest.shards[0].path

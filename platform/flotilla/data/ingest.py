@@ -33,7 +33,7 @@ from flotilla.data.layout import Manifest, Sample
 from flotilla.data.report import failure_hint, failure_message
 from flotilla.data.store import read_labels, read_manifest, write_dataset
 from flotilla.data.validate import Thresholds, ValidationReport, validate
-from flotilla.errors import DataValidationError
+from flotilla.errors import ConfigError, DataValidationError
 from flotilla.hub.client import Hub
 from flotilla.hub.repo import Repo
 from flotilla.names import branch_id
@@ -108,11 +108,27 @@ def record_report(repo: Repo, branch: str, name: str, report: ValidationReport, 
 
 
 def save_report_files(report: ValidationReport, out_dir: Path, name: str) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``<name>-validation.json`` and the ``<name>-labels.png`` plot into ``out_dir``.
+
+    Any failure (an unwritable or misnamed directory, a full disk, a plotting error) is a
+    :class:`ConfigError` naming the directory, never a raw traceback.
+    """
     paths = {"json": out_dir / f"{name}-validation.json", "png": out_dir / f"{name}-labels.png"}
-    paths["json"].write_text(report.to_json())
-    report.plot(paths["png"])
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths["json"].write_text(report.to_json())
+        report.plot(paths["png"])
+    except Exception as exc:
+        raise ConfigError(f"cannot write the validation report of dataset {name!r} to {out_dir}: {type(exc).__name__}: {exc}",
+                          hint="pass a writable report directory (--report-dir, or report_dir=...)") from exc
     return paths
+
+
+def _save_before_commit(report: ValidationReport, report_dir: Path, name: str, branch: str) -> dict[str, Path]:
+    try:
+        return save_report_files(report, report_dir, name)
+    except ConfigError as exc:
+        raise exc.reword(f"{exc.message}; nothing was ingested (the ingest branch {branch!r} was deleted)") from exc.__cause__
 
 
 def ingest(
@@ -136,6 +152,9 @@ def ingest(
     try:
         written = write_dataset(repo, branch, name, samples, provenance, on_shard=on_progress)
         report = validate_ref(repo, branch, name, thresholds)
+        # the local report first: if it cannot be written, fail while the branch is still ours to
+        # delete, rather than after the commit with an orphaned ingest branch nobody was told about
+        paths = _save_before_commit(report, report_dir, name, branch) if report_dir else {}
         record_report(repo, branch, name, report)
         meta = {
             "flotilla.kind": "ingest",
@@ -149,7 +168,6 @@ def ingest(
     except BaseException:
         repo.delete_branch(branch, missing_ok=True)  # nothing half-written survives
         raise
-    paths = save_report_files(report, report_dir, name) if report_dir else {}
     result = IngestResult(repo_name, name, branch, commit.id, None, report, written.manifest, paths)
     if not report.passed:
         raise DataValidationError(
