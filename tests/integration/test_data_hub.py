@@ -26,6 +26,42 @@ def faces(hub, repo, tmp_path):
     return result
 
 
+def test_install_gate_commits_only_the_hook_and_refuses_a_dirty_branch(hub, repo):
+    from flotilla.data.gate import ACTION_PATH
+    from flotilla.errors import ConflictError
+
+    repo.put("main", "datasets/sneaky/labels.parquet", b"never validated")  # staged on main, uncommitted
+    with pytest.raises(ConflictError) as info:
+        install_gate(repo, "main")
+    assert "datasets/sneaky/labels.parquet" in info.value.message and "uncommitted" in info.value.message
+    assert "commit them" in info.value.hint and "reset them" in info.value.hint
+    head = repo.resolve("main")
+    assert not repo.exists(head, "datasets/sneaky/labels.parquet")  # nothing ungated was committed
+    assert not repo.exists(head, ACTION_PATH)
+    repo.delete("main", "datasets/sneaky/labels.parquet")
+    before = repo.resolve("main")
+    assert install_gate(repo, "main") is True
+    head = repo.resolve("main")
+    assert repo.exists(head, ACTION_PATH) and not repo.uncommitted("main")
+    assert [c.path for c in repo.diff(before, head)] == [ACTION_PATH]  # the hook and nothing else
+    assert not [b for b in repo.branches() if b.startswith("gate-install-")]
+    assert install_gate(repo, "main") is False and repo.resolve("main") == head
+
+
+def test_a_hook_left_staged_by_an_interrupted_install_is_not_taken_for_an_installed_one(hub, repo, tmp_path):
+    from flotilla.data.gate import ACTION_PATH, action_yaml
+    from flotilla.errors import ConflictError
+
+    repo.put("main", ACTION_PATH, action_yaml("main"))  # the process died between put and commit
+    with pytest.raises(ConflictError, match="flotilla-data-gate.yaml"):
+        install_gate(repo, "main")
+    with pytest.raises(ConflictError, match="cannot ingest 'faces' into 'main'"):  # before any data is written
+        generate(hub, repo.name, "faces", 60, seed=1, thresholds=SMALL)
+    assert not [b for b in repo.branches() if b.startswith("ingest-")]
+    repo.delete("main", ACTION_PATH)  # the fix the error names: reset the staged change
+    assert install_gate(repo, "main") is True and repo.exists(repo.resolve("main"), ACTION_PATH)
+
+
 def test_generate_lands_validated_on_main_with_provenance(faces, repo, tmp_path):
     assert faces.passed and faces.merge_commit
     assert faces.branch not in repo.branches()  # ingest branch cleaned up after the merge

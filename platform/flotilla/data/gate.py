@@ -18,8 +18,11 @@ the hook; restrict writes to that prefix (lakeFS RBAC) where that matters.
 
 from __future__ import annotations
 
-from flotilla.errors import NotFoundError
+import uuid
+
+from flotilla.errors import ConflictError, NotFoundError
 from flotilla.hub.repo import Repo
+from flotilla.names import branch_id
 
 ACTION_PATH = "_lakefs_actions/flotilla-data-gate.yaml"
 
@@ -89,14 +92,50 @@ def action_yaml(branch: str) -> str:
     )
 
 
+def require_clean(repo: Repo, branch: str, doing: str) -> None:
+    """Refuse to go on while ``branch`` has uncommitted changes.
+
+    Whatever is staged on a protected branch has passed no gate: committing there would land it
+    ungated, and lakeFS refuses every merge into a dirty branch anyway (after an ingest has done all
+    its work). So say so up front, naming the paths and the fix.
+    """
+    staged = repo.uncommitted(branch)
+    if not staged:
+        return
+    shown = "".join(f"\n  - {c.type}: {c.path}" for c in staged[:20])
+    more = f"\n  ... and {len(staged) - 20} more" if len(staged) > 20 else ""
+    raise ConflictError(
+        f"cannot {doing}: {branch!r} in repository {repo.name!r} has {len(staged)} uncommitted change(s), "
+        f"which no validation gate has seen:{shown}{more}",
+        hint=f"commit them if they are wanted ('lakectl commit lakefs://{repo.name}/{branch}', or Repo.commit), "
+             f"or reset them ('lakectl branch reset lakefs://{repo.name}/{branch}'), then run this again",
+    )
+
+
 def install_gate(repo: Repo, branch: str = "main") -> bool:
-    """Commit the pre-merge hook onto ``branch`` unless it is already there (and current)."""
+    """Make sure ``branch``'s committed head carries the current pre-merge hook; True if it was installed now.
+
+    The hook is committed on a temporary branch cut from ``branch``'s committed head and merged in, so
+    the install commits nothing but the hook: committing on ``branch`` itself would also commit whatever
+    else is staged there, ungated. The check reads the committed head, not the staging area, so a hook
+    left staged by an interrupted install is not mistaken for an installed one. ``branch`` must have no
+    uncommitted changes (:func:`require_clean`).
+    """
     wanted = action_yaml(branch).encode()
+    head = repo.resolve(branch)
     try:
-        if repo.get(branch, ACTION_PATH) == wanted:
+        if repo.get(head, ACTION_PATH) == wanted:
             return False
     except NotFoundError:
         pass
-    repo.put(branch, ACTION_PATH, wanted)
-    repo.commit(branch, "Install flotilla's data validation gate (pre-merge hook)", {"flotilla.kind": "gate"})
+    require_clean(repo, branch, "install the data validation gate")
+    tmp = branch_id(f"{branch}-{uuid.uuid4().hex[:12]}", prefix="gate-install-")
+    repo.create_branch(tmp, head)
+    try:
+        repo.put(tmp, ACTION_PATH, wanted)
+        repo.commit(tmp, "Install flotilla's data validation gate (pre-merge hook)", {"flotilla.kind": "gate"})
+        # allow_empty: a concurrent install may have merged the same hook first
+        repo.merge(tmp, branch, f"Install flotilla's data validation gate on {branch}", {"flotilla.kind": "gate"}, allow_empty=True)
+    finally:
+        repo.delete_branch(tmp, missing_ok=True)
     return True

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.data import layout
-from flotilla.data.gate import install_gate
+from flotilla.data.gate import install_gate, require_clean
 from flotilla.data.layout import Manifest, Sample
 from flotilla.data.report import failure_hint, failure_message
 from flotilla.data.store import read_labels, read_manifest, write_dataset
@@ -145,6 +145,8 @@ def ingest(
     on_progress: Callable[[int], None] | None = None,
 ) -> IngestResult:
     repo = hub.ensure_repo(repo_name)
+    if merge:  # lakeFS refuses a merge into a dirty branch: say so before the data is written, not after
+        require_clean(repo, into, f"ingest {name!r} into {into!r}")
     install_gate(repo, into)
     base = repo.resolve(into)
     branch = branch_id(f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", prefix="ingest-")
