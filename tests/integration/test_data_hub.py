@@ -142,6 +142,52 @@ def test_pre_merge_hook_refuses_labels_edited_after_validation(faces, hub, repo)
     assert report.passed and repo.resolve("main") == merged
 
 
+def test_validate_merge_merges_only_the_validated_commit_and_its_receipt(faces, hub, repo, monkeypatch):
+    """A write to the branch while the gate runs (another user, a notebook) is not merged under its receipt."""
+    import flotilla.data.ingest as ingest_mod
+
+    repo.create_branch("fix", "main")
+    labels = read_labels(repo, "fix", "faces")
+    genders = labels.column("gender").to_numpy().copy()
+    genders[:2] = 1 - genders[:2]
+    fixed = labels.set_column(labels.schema.get_field_index("gender"), "gender", pa.array(genders, pa.int16()))
+    repo.put("fix", layout.labels_path("faces"), layout.encode_labels(fixed))  # a label fix, staged
+    real = ingest_mod.validate_ref
+
+    def validate_while_someone_writes(r, ref, name, thresholds=None):
+        report = real(r, ref, name, thresholds)
+        r.put("fix", "notes/unvalidated.txt", b"written while the gate ran")  # staged on the branch meanwhile
+        return report
+
+    monkeypatch.setattr(ingest_mod, "validate_ref", validate_while_someone_writes)
+    report, merged = validate_and_merge(hub, repo.name, "fix", "faces", thresholds=SMALL, merge=True)
+    assert report.passed and repo.resolve("main") == merged
+    assert not repo.exists("main", "notes/unvalidated.txt")  # not swept into the receipt commit
+    assert [c.path for c in repo.uncommitted("fix")] == ["notes/unvalidated.txt"]  # left where it was written
+    assert json.loads(repo.get("main", validation_path("faces")))["passed"]
+    assert not [b for b in repo.branches() if b.startswith("receipt-")]
+
+
+def test_pre_merge_hook_refuses_dataset_files_without_a_manifest_but_allows_removing_a_dataset(faces, hub, repo):
+    head = repo.resolve("main")
+    repo.create_branch("nomanifest", "main")
+    repo.put("nomanifest", "datasets/sneaky/labels.parquet", b"never validated")  # a dataset folder, no manifest
+    repo.commit("nomanifest", "labels without a manifest")
+    with pytest.raises(DataValidationError) as info:
+        repo.merge("nomanifest", "main")
+    assert "sneaky: files without a manifest.json" in str(info.value) and repo.resolve("main") == head
+    repo.create_branch("dropmanifest", "main")
+    repo.delete("dropmanifest", layout.manifest_path("faces"))  # the receipt's manifest is gone, the rest stays
+    repo.commit("dropmanifest", "remove the manifest only")
+    with pytest.raises(DataValidationError, match="faces: files without a manifest.json"):
+        repo.merge("dropmanifest", "main")
+    repo.create_branch("drop", "main")
+    repo.delete("drop", [o.path for o in repo.list("drop", "datasets/faces/")])  # removing a whole dataset is fine
+    repo.commit("drop", "remove the faces dataset")
+    repo.merge("drop", "main")
+    assert not repo.list("main", "datasets/faces/")
+
+
 def test_loader_is_pinned_balanced_across_ranks_and_cached(faces, hub, repo, tmp_path):
     ref = resolve_data(hub, repo.name, "main", "faces")
     ds = HubDataset(ref, hub.credentials, cache_dir=tmp_path / "cache")

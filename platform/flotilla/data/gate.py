@@ -9,7 +9,10 @@ ingest runs it; the hook only checks the receipt, which costs a few metadata
 look-ups. A label edit or a replaced shard after validation changes a checksum
 and the merge is refused until the gate runs again. The hook checks the
 receipt, not the data: a client that writes its own passing report with
-matching checksums is not stopped by it.
+matching checksums is not stopped by it. A dataset folder the merge changes that
+has files but no ``manifest.json`` is refused too (it used to be skipped, so
+anything put there without a manifest merged unchecked); a merge that removes a
+dataset entirely needs no receipt.
 
 Limit (a lakeFS property): hooks of a merge are read from the *source* commit,
 so a client that deliberately deletes ``_lakefs_actions/`` on its branch skips
@@ -47,7 +50,16 @@ for _, d in ipairs(diff.results or {}) do
   if name ~= nil then
     local prefix = "datasets/" .. name .. "/"
     local mcode = lakefs.stat_object(repo, src, prefix .. "manifest.json")
-    if mcode == 200 then
+    if mcode ~= 200 then
+      -- no manifest: fine only if nothing is left under the prefix (the merge removes the dataset);
+      -- files without a manifest are a dataset the gate cannot check, so they are refused
+      local lcode, page = lakefs.list_objects(repo, src, "", prefix, "", 1)
+      if lcode ~= 200 then
+        table.insert(problems, name .. ": cannot list the dataset (HTTP " .. tostring(lcode) .. ")")
+      elseif page ~= nil and page.results ~= nil and #page.results > 0 then
+        table.insert(problems, name .. ": files without a manifest.json (not a dataset the gate can check)")
+      end
+    else
       local rcode, body = lakefs.get_object(repo, src, prefix .. "validation.json")
       if rcode ~= 200 then
         table.insert(problems, name .. ": no validation report")

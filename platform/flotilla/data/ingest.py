@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,7 +182,8 @@ def ingest(
             report=report,
         )
     if merge:
-        result.merge_commit = repo.merge(branch, into, f"Merge validated dataset {name}", meta)
+        # by commit id: exactly what was validated and committed, even if the branch moved since
+        result.merge_commit = repo.merge(commit.id, into, f"Merge validated dataset {name}", meta)
         repo.delete_branch(branch)
     return result
 
@@ -192,8 +194,9 @@ def validate_and_merge(
     """Re-run the gate on ``ref`` (e.g. a fixed ingest branch); with ``merge`` and a pass, record and merge.
 
     With ``merge`` the branch's pending changes are committed first and the gate runs on that commit;
-    what is merged is that commit plus the report, by commit id, so a write to the branch meanwhile
-    is never merged under a receipt it did not earn (the pre-merge hook would refuse it anyway).
+    what is merged is that commit plus the report (committed on a temporary branch cut from it), so a
+    write to the branch meanwhile, staged or committed, is never merged under a receipt it did not earn.
+    ``ref`` itself does not get the report; the merge commit on ``into`` does.
     """
     repo = hub.repo(repo_name)
     if not merge:
@@ -208,13 +211,24 @@ def validate_and_merge(
         raise DataValidationError(f"--merge needs a branch to record the report on; {ref!r} is not a branch of {repo_name!r}",
                                   hint="pass the branch holding the dataset (e.g. its ingest branch), or leave --merge out")
     if repo.uncommitted(ref):
-        repo.commit(ref, f"Changes to {name} before validation")
-    validated = repo.resolve(ref)
+        validated = repo.commit(ref, f"Changes to {name} before validation").id
+    else:
+        validated = repo.resolve(ref)
     report = validate_ref(repo, validated, name, thresholds)
     if not report.passed:
         raise DataValidationError(f"{failure_message(report)}\nat {ref!r} (commit {validated[:12]}); nothing was merged into {into!r}.",
                                   hint=failure_hint(report, f"Fix them on {ref!r}, then run 'flotilla data validate --repo {repo_name}"
                                                             f" --ref {ref} --dataset {name} --merge' again"), report=report)
-    record_report(repo, ref, name, report, at=validated)
-    receipt = repo.commit(ref, f"Validation passed for {name}", {"flotilla.validation": "passed", "flotilla.validated_commit": validated})
-    return report, repo.merge(receipt.id, into, f"Merge validated dataset {name}", {"flotilla.dataset": name, "flotilla.validation": "passed"})
+    # The receipt goes on a temporary branch cut from the validated commit, not on ``ref``: a commit on
+    # ``ref`` would also sweep in whatever was written there while the gate ran, and merge it under
+    # this receipt. What is merged is exactly the validated commit plus the report.
+    tmp = branch_id(f"{name}-{uuid.uuid4().hex[:12]}", prefix="receipt-")
+    repo.create_branch(tmp, validated)
+    try:
+        record_report(repo, tmp, name, report, at=validated)
+        receipt = repo.commit(tmp, f"Validation passed for {name}", {"flotilla.validation": "passed", "flotilla.validated_commit": validated},
+                              allow_empty=True)  # empty when the validated commit already held this very receipt
+        merged = repo.merge(receipt.id, into, f"Merge validated dataset {name}", {"flotilla.dataset": name, "flotilla.validation": "passed"})
+    finally:
+        repo.delete_branch(tmp, missing_ok=True)
+    return report, merged
