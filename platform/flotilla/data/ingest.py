@@ -208,7 +208,7 @@ def validate_and_merge(
                  f"or leave --merge out to check {into!r} itself",
         )
     if not repo.branch_exists(ref):
-        raise DataValidationError(f"--merge needs a branch to record the report on; {ref!r} is not a branch of {repo_name!r}",
+        raise DataValidationError(f"--merge needs a branch (its pending changes are committed, then validated); {ref!r} is not a branch of {repo_name!r}",
                                   hint="pass the branch holding the dataset (e.g. its ingest branch), or leave --merge out")
     if repo.uncommitted(ref):
         validated = repo.commit(ref, f"Changes to {name} before validation").id
