@@ -152,6 +152,57 @@ def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_setting
     assert len((d / "ledger.jsonl").read_text().splitlines()) == len(starts), "a trial ran again"
 
 
+def test_ctrl_c_promotes_nothing_and_resume_finishes_the_cut_short_trial_from_its_checkpoint(hub, hub_settings, sweep_env, tmp_path):
+    spec_path = tmp_path / "sweep.json"
+    spec_path.write_text(sweep_spec("ctrlc", trials=3, concurrency=1, scheduler={"type": "none"}).model_dump_json())
+    code = (
+        "import json; from flotilla.tune.spec import SweepSpec; from flotilla.tune.sweep import sweep;"
+        f"sweep(SweepSpec.model_validate(json.load(open({str(spec_path)!r}))), sweep_id='ctrlc-test')"
+    )
+    env = {**os.environ, "FLOTILLA_HOME": str(hub_settings.home), "FLOTILLA_HUB_PORT": str(hub_settings.hub_port)}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    d = sweeps_dir(hub_settings) / "ctrlc-test"
+    main_before = hub.repo(REPO).resolve("main")
+    deadline, events = time.time() + 400, []
+    try:
+        while time.time() < deadline:  # one trial finished and the next has trained an epoch
+            time.sleep(0.5)
+            if (d / "lifecycle.jsonl").exists():
+                events = [json.loads(x) for x in (d / "lifecycle.jsonl").read_text().splitlines()]
+            done = {e["trial_id"] for e in events if e["event"] == "complete"}
+            if done and any(e["event"] == "result" and e["trial_id"] not in done for e in events):
+                break
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+        cut = next(e["trial_id"] for e in events if e["event"] == "result" and e["trial_id"] not in done)
+        os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends the driver
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0 and "was interrupted" in err and "flotilla sweep resume ctrlc-test" in err, err[-3000:]
+    assert hub.repo(REPO).resolve("main") == main_before, "an interrupted sweep promoted"
+    assert not (d / "results.json").exists()
+    assert hub.repo(REPO).branch_exists(f"trial-ctrlc-test-{cut}"), "the cut-short trial lost its branch"
+
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _temp_dir=f"{sweep_env}/ray")
+    try:
+        result = resume("ctrlc-test", hub=hub)
+    finally:
+        ray.shutdown()
+    # the cut-short trial went on from its checkpoint and counts as trained to the end (Tune counted its
+    # reports from 1 again), so it keeps its branch and can win
+    assert len(result.trials) == 3 and all(t.status == "completed" and t.epochs == 3 for t in result.trials), result.trials
+    starts = [json.loads(x)["trial_id"] for x in (d / "ledger.jsonl").read_text().splitlines()]
+    assert starts.count(cut) == 2 and all(starts.count(t) == 1 for t in done)
+    epochs_seen = [e["iteration"] for e in map(json.loads, (d / "lifecycle.jsonl").read_text().splitlines())
+                   if e["event"] == "result" and e["trial_id"] == cut]
+    # counted in epochs, not reports: after the resume it goes on past what it reported before (from the
+    # checkpoint Train last registered, which may be an epoch Tune never heard of), never from 1 again
+    assert epochs_seen[-1] == 3 and epochs_seen == sorted(set(epochs_seen)), epochs_seen
+    assert result.promotion_commit == hub.repo(REPO).resolve("main") != main_before
+
+
 def test_pareto_search_keeps_the_front_and_promotes_its_best_on_the_first_metric(hub, local_ray):
     objectives = {"val/age/mae": "min", "val/emotion/accuracy": "max"}
     repo = hub.repo(REPO)
@@ -183,11 +234,22 @@ def test_pareto_search_keeps_the_front_and_promotes_its_best_on_the_first_metric
     assert not src.startswith("http") and (page.parent / src).resolve().stat().st_size > 1_000_000
 
 
-def test_reaching_the_target_starts_no_new_trials_and_the_trial_that_got_there_finishes(hub, local_ray):
+def test_resume_before_tune_saved_starts_the_sweep_and_reaching_the_target_starts_no_new_trials(hub, local_ray, monkeypatch):
+    import flotilla.tune.sweep as sweep_module
+
     spec = sweep_spec("target", objective={"metric": "val/gender/accuracy", "mode": "max"}, scheduler={"type": "none"},
                       budget={"trials": 6, "concurrency": 1, "trial_cpus": 0.25, "target": 0.0}, promote={"into": None})
+
+    def driver_dies(*args, **kwargs):  # after sweep.json is written, before Tune has saved any state
+        raise RuntimeError("driver died")
+
+    monkeypatch.setattr(sweep_module, "_run", driver_dies)
+    with pytest.raises(RuntimeError):
+        sweep(spec, hub=hub, sweep_id="target-test")
+    monkeypatch.undo()
+    assert (sweeps_dir(hub.settings) / "target-test" / "sweep.json").exists()
     before = signal.getsignal(signal.SIGINT)
-    result = sweep(spec, hub=hub)
+    result = resume("target-test", hub=hub)  # nothing to restore: it starts the sweep from its pinned spec
     # Tune leaves its graceful-stop handler installed after a normal end; the sweep gives the caller's back
     assert signal.getsignal(signal.SIGINT) is before
     assert len(result.trials) == 1, "a trial started after the target was reached"
@@ -216,26 +278,27 @@ def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and
     from flotilla.errors import FlotillaError
     from flotilla.tune.sweep import SweepResult, TrialRecord, _promote, _read_result
 
-    repo.put("main", "models/m.txt", b"v0")
+    model = "models/sw-a/family/model.pt"  # where a trial of sweep 'sw' publishes (its run id is <sweep>-<trial>)
+    repo.put("main", model, b"v0")
     base = repo.commit("main", "base").id
     repo.create_branch("trial-sw-a", base)
-    repo.put("trial-sw-a", "models/m.txt", b"the trial's")
+    repo.put("trial-sw-a", model, b"the trial's")
     repo.commit("trial-sw-a", "model")
     repo.create_branch("into-clean", base)
-    repo.put("main", "models/m.txt", b"someone else's")  # main moved on: the promotion conflicts
+    repo.put("main", model, b"someone else's")  # main moved on: the promotion conflicts
     head = repo.commit("main", "concurrent change").id
-    state = {"family": {"data": {"ref": "main"}}, "commits": {"main": base}}
+    state = {"family": {"data": {"ref": "main"}}, "commits": {"main": base, "variant": base}}
     w = TrialRecord("a", {"optim.lr": 0.1}, "completed", 3, {"val/score": 0.8, "val/age/n": 10.0}, "trial-sw-a")
 
-    def finish(into: str, d: Path) -> SweepResult:  # what _finish hands over, as a fresh run or a resume would
+    def finish(into: str, d: Path, winner: TrialRecord = w) -> SweepResult:  # what _finish hands over, fresh or resumed
         d.mkdir(exist_ok=True)
-        result = SweepResult("sw", str(d), state["commits"], "val/score", "max", trials=[w], winner=w)
+        result = SweepResult("sw", str(d), state["commits"], "val/score", "max", trials=[winner], winner=winner)
         _promote(repo, sweep_spec("sw", promote={"into": into}), state, d, "sw", result)
         return result
 
     with pytest.raises(FlotillaError) as err:
         finish("main", tmp_path / "conflict")
-    assert "was not merged into 'main'" in err.value.message and "models/m.txt" in err.value.message
+    assert "was not merged into 'main'" in err.value.message and model in err.value.message
     assert "flotilla sweep resume sw" in err.value.hint
     assert repo.resolve("main") == head, "a conflicting promotion changed main"
     saved = _read_result(tmp_path / "conflict" / "results.json")
@@ -247,3 +310,36 @@ def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and
     assert meta["flotilla.trial_id"] == "a" and meta["metric.score"] == "0.8" and "metric.age/n" not in meta
     again = finish("into-clean", tmp_path / "clean")  # resuming a promoted sweep
     assert again.promotion_commit == first.promotion_commit == repo.resolve("into-clean"), "merged twice"
+
+    # a resume that re-ran an errored trial may crown another winner: still one promotion per sweep
+    repo.create_branch("trial-sw-b", base)
+    repo.put("trial-sw-b", "models/sw-b/family/model.pt", b"b's")
+    repo.commit("trial-sw-b", "model")
+    b = TrialRecord("b", {"optim.lr": 0.2}, "completed", 3, {"val/score": 0.9}, "trial-sw-b")
+    assert finish("into-clean", tmp_path / "clean", b).promotion_commit == first.promotion_commit == repo.resolve("into-clean")
+    # a merge that landed but whose answer never came back (results.json still says "not merged"): found on the branch
+    (tmp_path / "clean" / "results.json").unlink()
+    lost = finish("into-clean", tmp_path / "clean", b)
+    assert lost.promotion_commit == first.promotion_commit == repo.resolve("into-clean") and lost.promotion_error is None
+
+    # a winner trained on a data variant main lacks: promoting it would merge the variant's data too
+    repo.create_branch("variant", base)
+    repo.put("variant", "datasets/faces/extra.txt", b"data only the variant has")
+    repo.commit("variant", "variant data")
+    repo.create_branch("trial-sw-c", "variant")
+    repo.put("trial-sw-c", "models/sw-c/family/model.pt", b"c's")
+    repo.put("trial-sw-c", "runs/", b"")  # the directory marker pyarrow's S3 filesystem leaves: not data
+    repo.commit("trial-sw-c", "model")
+    repo.create_branch("into-variant-check", base)
+    c = TrialRecord("c", {"data.ref": "variant"}, "completed", 3, {"val/score": 0.95}, "trial-sw-c")
+    before = repo.resolve("into-variant-check")
+    d = tmp_path / "variant"
+    d.mkdir()
+    with pytest.raises(FlotillaError) as err:
+        result = SweepResult("sw", str(d), state["commits"], "val/score", "max", trials=[c], winner=c)
+        _promote(repo, sweep_spec("sw", promote={"into": "into-variant-check"}), state, d, "sw", result)
+    assert "datasets/faces/extra.txt" in err.value.message and "'variant'" in err.value.message
+    assert "1 path(s)" in err.value.message, err.value.message  # the directory marker is not counted
+    assert "promote.into" in err.value.hint and "flotilla sweep resume sw" in err.value.hint
+    assert repo.resolve("into-variant-check") == before, "a refused promotion changed its target"
+    assert _read_result(d / "results.json").promotion_commit is None

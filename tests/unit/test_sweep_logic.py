@@ -170,6 +170,7 @@ def test_what_the_sweep_decides_once_cannot_be_a_dimension_and_conditions_that_n
         base={"name": "fam", "data": {"repo": "r", "dataset": "d"}, "epochs": 9, "strategy": "separate"},
         space={"merge_into": {"type": "choice", "values": ["main", None]},
                "transfer.source": {"type": "choice", "values": ["run-a", "run-b"]},
+               "epochs": {"type": "int", "low": 3, "high": 9},
                "optim.momentum": {"type": "uniform", "low": 0.8, "high": 0.9, "when": {"optim.name": "sgd"}},
                "optim.name": {"type": "choice", "values": ["adamw", "sgd"]},
                "optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1, "when": {"optim.nam": "sgd"}},
@@ -182,12 +183,13 @@ def test_what_the_sweep_decides_once_cannot_be_a_dimension_and_conditions_that_n
     text = "\n".join(problems)
     assert "space.merge_into: cannot be a search dimension: trials never merge" in text
     assert "space.transfer.source: cannot be a search dimension" in text
+    assert "space.epochs: cannot be a search dimension: every trial trains the same number of epochs" in text
     assert "strategy: separate" in text
     assert "space.optim.momentum.when: 'optim.name' is listed after it" in text
     assert "space.optim.lr.when: 'optim.nam' is not a dimension of this space (did you mean 'optim.name'?)" in text
     assert "space.weighting.when: optim.name = 'SGD' is never sampled" in text
     assert "promote.into" in text and "invalid branch id" in text
-    assert len(problems) == 7, problems
+    assert len(problems) == 8, problems
 
 
 def test_a_base_that_merges_its_own_runs_does_not_make_trials_merge():
@@ -263,3 +265,39 @@ def test_a_trials_record_carries_the_metrics_of_the_epoch_it_published(tmp_path)
     dead = SimpleNamespace(metrics={}, path="/s/trainable_deadbeef_2_lr=0.2_2026", config={"optim.lr": 0.2}, error=RuntimeError())
     rec = _trial_record(dead, live, "sw", 3, "max", multi=False)
     assert rec.trial_id == "deadbeef" and rec.status == "errored" and rec.branch == trial_branch("sw", "deadbeef")
+
+
+def test_a_run_that_took_a_ctrl_c_is_told_apart_from_one_that_ended_and_the_caller_gets_its_handler_back():
+    import os
+    import signal
+    import time
+
+    from flotilla.interrupts import caller_keeps_ctrl_c
+
+    def tune_like_run(ctrl_c: bool) -> None:  # what tune.run does with SIGINT (ray/tune/tune.py)
+        original = signal.getsignal(signal.SIGINT)
+
+        def stop_gracefully(sig, frame):
+            signal.signal(signal.SIGINT, original)  # put back only when a signal arrives
+
+        signal.signal(signal.SIGINT, stop_gracefully)
+        if ctrl_c:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+
+    before = signal.getsignal(signal.SIGINT)
+    with caller_keeps_ctrl_c() as ended:
+        tune_like_run(ctrl_c=False)
+    assert not ended.interrupted and signal.getsignal(signal.SIGINT) is before
+    with caller_keeps_ctrl_c() as stopped:
+        tune_like_run(ctrl_c=True)
+    assert stopped.interrupted and signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_trial_counts_epochs_across_a_restart_not_reports():
+    from flotilla.tune.trial import EPOCHS_DONE, epochs_done, with_trial_keys
+
+    sent = with_trial_keys({"epoch": 4, "val/a": 0.5}, {"val/a": 1.0}, "trial-x", "run-x")  # a restarted trial's 5th epoch
+    assert sent[EPOCHS_DONE] == 5 and sent["val/score"] == 0.5 and sent["branch"] == "trial-x" and sent["run_id"] == "run-x"
+    assert epochs_done({**sent, "training_iteration": 1}) == 5 and epochs_done({"training_iteration": 2}) == 2
+    assert epochs_done(None) == 0

@@ -22,6 +22,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from flotilla.tune.trial import epochs_done
+
 log = logging.getLogger(__name__)
 
 
@@ -82,7 +84,7 @@ class TrialBranchCallback(Callback):
         value = result.get(self.metric)
         if isinstance(value, (int, float)):  # every report, in arrival order: what benchmarks count
             metrics = {k: float(v) for k, v in result.items() if k.startswith("val/") and isinstance(v, (int, float))}
-            self._event(trial_id=trial.trial_id, event="result", iteration=result.get("training_iteration"),
+            self._event(trial_id=trial.trial_id, event="result", iteration=epochs_done(result),
                         value=float(value), metrics=metrics)
         branch = result.get("branch")
         if branch and trial.trial_id not in self._seen:
@@ -96,7 +98,7 @@ class TrialBranchCallback(Callback):
 
     def _end(self, trial: Any, status: str) -> None:
         branch = self._branch(trial)
-        epochs = int((trial.last_result or {}).get("training_iteration", 0))
+        epochs = epochs_done(trial.last_result)
         if status == "complete" and epochs < self.max_epochs:
             status = "stopped"
         self._event(trial_id=trial.trial_id, branch=branch, event=status, epochs=epochs)
@@ -149,7 +151,7 @@ def read_lifecycle(path: Path) -> dict[str, dict[str, Any]]:
             rec["branch"] = e["branch"]
         if e["event"] == "result":
             results = rec.setdefault("results", [])
-            if results and e["iteration"] <= results[-1][0]:  # the trial started over (a resumed sweep)
+            if results and e["iteration"] <= results[-1][0]:  # the trial went back to an earlier checkpoint (or the start)
                 del results[next(i for i, r in enumerate(results) if r[0] >= e["iteration"]):]
             results.append((e["iteration"], e["value"], e.get("metrics", {})))
         elif e["event"] == "running":

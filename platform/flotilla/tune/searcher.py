@@ -13,7 +13,7 @@ a trial that survived to the epoch-3 rung counts as better evidence than one
 stopped at epoch 1, which is the budget-aware reading ASHA's rungs imply.
 (``study.best_trial`` also stops being able to pick a half-trained trial.)
 A trial is pruned when it ended, without an error, before its full number of
-reports; its curve is in the study (OptunaSearch reports every result it is
+epochs (``epochs_done``, which a trial restarted on resume carries on counting); its curve is in the study (OptunaSearch reports every result it is
 given, and the report that got it stopped is added here), and Optuna takes the
 last point of the curve as its value. A trial
 that errored is ``FAIL`` even when a last result comes with the error (Ray
@@ -36,6 +36,8 @@ import logging
 from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
+
+from flotilla.tune.trial import epochs_done
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,9 @@ class StoppedAsPrunedOptunaSearch(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._reopen_if_retried(trial_id)
-        super().on_trial_result(trial_id, result)
+        # the curve's step is the epoch, not Tune's report count: a trial restarted on resume goes on
+        # from its checkpoint, and Optuna would drop reports at steps it has seen as "already reported"
+        super().on_trial_result(trial_id, {**result, "training_iteration": epochs_done(result)})
         value = result.get(self.metric) if isinstance(self.metric, str) else None
         if isinstance(value, (int, float)) and trial_id not in self._completed_trials:
             prev = self._best.get(trial_id)
@@ -85,7 +89,7 @@ class StoppedAsPrunedOptunaSearch(OptunaSearch):
             elif (
                 result
                 and not isinstance(self.metric, list)  # Optuna keeps no intermediate values for a Pareto search
-                and int(result.get("training_iteration", self.full_iterations)) < self.full_iterations
+                and epochs_done({"training_iteration": self.full_iterations, **result}) < self.full_iterations
             ):
                 state = optuna.trial.TrialState.PRUNED
             if state is not None:
@@ -94,7 +98,7 @@ class StoppedAsPrunedOptunaSearch(OptunaSearch):
                         # Tune hands the report that made the scheduler stop a trial to on_trial_complete
                         # only, never to on_trial_result: without this its curve would end a rung early
                         # (and a trial stopped at the first rung would have none to be ranked by)
-                        self._ot_trials[trial_id].report(float(result[self.metric]), int(result["training_iteration"]))
+                        self._ot_trials[trial_id].report(float(result[self.metric]), epochs_done(result))
                     self._ot_study.tell(self._ot_trials[trial_id], state=state)
                 except Exception as exc:  # as OptunaSearch does: a study that refuses one trial must not end the sweep
                     log.warning("Optuna did not record trial %s as %s: %s", trial_id, state.name, exc)

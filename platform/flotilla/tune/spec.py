@@ -195,8 +195,10 @@ class SweepSpec(_Spec):
         problems = []
         for name in self.space:
             root = name.split(".")[0]
-            if root in ("merge_into", "transfer", "strategy", "data") and name != "data.ref":
+            if root in ("merge_into", "transfer", "strategy", "data", "epochs") and name != "data.ref":
                 why = {
+                    "epochs": "every trial trains the same number of epochs: ASHA's rungs, \"trained to the end\" and "
+                              "the winner are measured against it (set epochs in base or overrides; ASHA stops trials early)",
                     "merge_into": "trials never merge; the sweep promotes its winner (promote.into)",
                     "transfer": "the parent model is resolved once, when the sweep starts (set transfer in base or overrides)",
                     "strategy": "a sweep trains one shared model per trial",

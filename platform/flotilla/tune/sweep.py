@@ -19,18 +19,25 @@ is never merged twice.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flotilla.errors import ConfigError, FlotillaError, InvalidNameError, NotFoundError
+from flotilla.errors import ConfigError, ConflictError, FlotillaError, InvalidNameError, NotFoundError
 from flotilla.hub.client import Hub
 from flotilla.interrupts import caller_keeps_ctrl_c
 from flotilla.names import branch_id, check_branch_id
 from flotilla.settings import Settings
 from flotilla.tune.spec import SweepSpec, load_sweep_spec
+
+log = logging.getLogger(__name__)
+
+
+class SweepInterrupted(FlotillaError):
+    """A Ctrl-C (or SIGUSR1) stopped the sweep: its state is saved, and ``resume`` finishes it."""
 
 
 @dataclass
@@ -130,7 +137,9 @@ def asha(spec: SweepSpec, epochs: int) -> Any:
             f"scheduler.grace_period {grace} leaves ASHA nothing to stop: trials train {epochs} epochs",
             hint=f"set scheduler.grace_period below {epochs}, or scheduler.type: none",
         )
-    return ASHAScheduler(time_attr="training_iteration", max_t=epochs - 1, grace_period=grace,
+    from flotilla.tune.trial import EPOCHS_DONE
+
+    return ASHAScheduler(time_attr=EPOCHS_DONE, max_t=epochs - 1, grace_period=grace,
                          reduction_factor=spec.scheduler.reduction_factor, stop_last_trials=False)
 
 
@@ -203,7 +212,7 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
     from ray.tune.schedulers import FIFOScheduler
 
     from flotilla.train.run import ensure_ray
-    from flotilla.tune.lifecycle import TrialBranchCallback
+    from flotilla.tune.lifecycle import TrialBranchCallback, read_lifecycle
     from flotilla.tune.searcher import StoppedAsPrunedOptunaSearch
     from flotilla.tune.trial import run_trial
     from flotilla.tune.until import UntilTarget
@@ -228,6 +237,11 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
         sweep_id=sweep_id, ledger=str(d / "ledger.jsonl"),
     )
     tune_dir = d / "tune"
+    if restore and not tune.Tuner.can_restore(str(tune_dir / sweep_id)):
+        # the driver died before Tune saved anything (e.g. Ray failed to start): nothing ran, so
+        # resuming is starting it, from the spec and commits pinned in sweep.json
+        log.warning("sweep %s has no saved Tune state yet: starting it from its pinned spec", sweep_id)
+        restore = False
     if restore:
         tuner = tune.Tuner.restore(str(tune_dir / sweep_id), trainable, resume_unfinished=True, resume_errored=True)
     else:
@@ -263,19 +277,29 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
         for cb in tuner._local_tuner.get_run_config().callbacks or []:
             if isinstance(cb, TrialBranchCallback):
                 cb.attach(hub.credentials)
-    with caller_keeps_ctrl_c():  # Tune's graceful-stop handler while the sweep runs, not after
+    with caller_keeps_ctrl_c() as ctrl_c:  # Tune's graceful-stop handler while the sweep runs, not after
         grid = tuner.fit()
+    if ctrl_c.interrupted:
+        # fit() returns normally after a Ctrl-C, with the running trials cut short and marked finished:
+        # finishing now would delete their branches as "stopped" and promote the best of a partial sweep
+        done = sum(1 for e in read_lifecycle(d / "lifecycle.jsonl").values() if {"complete", "stopped"} & set(e.get("events", [])))
+        raise SweepInterrupted(
+            f"sweep {sweep_id!r} was interrupted: {done} trial(s) had finished; the trials that were running "
+            "keep their branches and checkpoints, nothing was promoted",
+            hint=f"'flotilla sweep resume {sweep_id}' finishes it (finished trials do not run again; cut-short "
+                 "ones go on from their last checkpoint)",
+        )
     return _finish(hub, spec, state, d, sweep_id, grid, lifecycle)
 
 
 def _trial_record(r: Any, live: dict[str, Any], sweep_id: str, full_epochs: int, mode: str, multi: bool) -> TrialRecord:
     """One Tune result as a trial: its metrics are those of the epoch whose checkpoint it published."""
-    from flotilla.tune.trial import trial_branch
+    from flotilla.tune.trial import epochs_done, trial_branch
 
     m = r.metrics or {}
     # a trial that died before its first report has no metrics: its id is in its folder's name
     trial_id = m.get("trial_id") or (Path(r.path).name.split("_")[1] if r.path else "?")
-    epochs = int(m.get("training_iteration", 0))
+    epochs = epochs_done(m)
     status = "errored" if r.error else ("completed" if epochs >= full_epochs else "stopped")
     metrics = {k: float(v) for k, v in m.items() if k.startswith("val/") and isinstance(v, (int, float))}
     history = [h for h in live.get(trial_id, {}).get("results", []) if h[2]]
@@ -305,13 +329,22 @@ def _finish(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id:
     if front:  # for a Pareto search: the front's best on the first metric listed
         pick = min if mode == "min" else max
         result.winner = pick(front, key=lambda t: t.metrics[metric])
-    existing = set(repo.branches())
+    try:
+        existing: set[str] | None = set(repo.branches())
+    except FlotillaError as exc:  # results and the promotion attempt must not hang on cleanup; resume retries it
+        log.warning("could not list the branches of %s to clean up trial branches: %s", repo.name, exc.message)
+        existing = None
     for t in result.trials:
         keep = (t is result.winner or t.trial_id in result.pareto or spec.retention.keep == "all"
                 or (spec.retention.keep == "completed" and t.status == "completed"))
-        if not keep and t.branch in existing:
-            repo.delete_branch(t.branch, missing_ok=True)
-        t.kept = keep and t.branch in existing
+        there = existing is None or t.branch in existing
+        if not keep and existing is not None and t.branch in existing:
+            try:
+                repo.delete_branch(t.branch, missing_ok=True)
+                there = False
+            except FlotillaError as exc:
+                log.warning("could not delete trial branch %s (resume retries): %s", t.branch, exc.message)
+        t.kept = keep and there
     result.plots = write_plots(d, sweep_id, result)
     _promote(repo, spec, state, d, sweep_id, result)
     return result
@@ -325,19 +358,24 @@ def _promote(repo: Any, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_i
         return
     result.promoted_into = spec.promote.into
     prior = _read_result(d / "results.json") if (d / "results.json").exists() else None
-    if prior and prior.promotion_commit and prior.winner and prior.winner.trial_id == w.trial_id:
-        result.promotion_commit = prior.promotion_commit  # a resumed, already promoted sweep: never merge twice
-        (d / "results.json").write_text(result.to_json())
-        return
     result.promotion_error = "not merged yet"
-    (d / "results.json").write_text(result.to_json())
-    family = state["family"]
-    meta = {
-        "flotilla.kind": "promotion", "flotilla.sweep_id": sweep_id, "flotilla.trial_id": w.trial_id,
-        "flotilla.data_commit": state["commits"][w.params.get("data.ref", family["data"]["ref"])],
-        "params": w.params, **{f"metric.{k[4:]}": v for k, v in w.metrics.items() if not k.endswith("/n")},
-    }
+    (d / "results.json").write_text(result.to_json())  # on disk before the hub is asked anything
     try:
+        landed = prior.promotion_commit if prior and prior.promotion_commit else _promotion_on(repo, spec.promote.into, sweep_id)
+        if landed:  # a sweep promotes once, even when a resume (re-run errored trials) crowns another winner
+            result.promotion_commit, result.promotion_error = landed, None
+            promoted = repo.commit_info(landed).metadata.get("flotilla.trial_id")
+            if promoted and promoted != w.trial_id:
+                log.warning("sweep %s: trial %s now ranks first, but trial %s was promoted already (commit %s); "
+                            "merge branch %s by hand to promote it instead", sweep_id, w.trial_id, promoted, landed[:12], w.branch)
+            return
+        _only_the_model(repo, spec.promote.into, w, sweep_id)
+        family = state["family"]
+        meta = {
+            "flotilla.kind": "promotion", "flotilla.sweep_id": sweep_id, "flotilla.trial_id": w.trial_id,
+            "flotilla.data_commit": state["commits"][w.params.get("data.ref", family["data"]["ref"])],
+            "params": w.params, **{f"metric.{k[4:]}": v for k, v in w.metrics.items() if not k.endswith("/n")},
+        }
         result.promotion_commit = repo.merge(w.branch, spec.promote.into, f"Promote sweep {sweep_id} winner {w.trial_id}", meta)
         result.promotion_error = None
     except FlotillaError as exc:
@@ -346,10 +384,42 @@ def _promote(repo: Any, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_i
             f"sweep {sweep_id!r} finished but its winner {w.trial_id} (branch {w.branch!r}) was not merged into "
             f"{spec.promote.into!r}: {exc.message}",
             hint=f"{exc.hint + '; ' if exc.hint else ''}the trials' results are saved ('flotilla sweep show {sweep_id}'); "
-                 f"then 'flotilla sweep resume {sweep_id}' retries the promotion without running any trial",
+                 f"then 'flotilla sweep resume {sweep_id}' retries the promotion (it runs no finished trial again)",
         ) from None
     finally:
         (d / "results.json").write_text(result.to_json())
+
+
+def _promotion_on(repo: Any, into: str, sweep_id: str, depth: int = 500) -> str | None:
+    """The commit that promoted ``sweep_id`` into ``into``, if a merge landed that the sweep never heard back
+    from (a lost response, a driver killed mid-merge); found by its metadata in the branch's recent log."""
+    for c in repo.log(into, limit=depth):
+        if c.metadata.get("flotilla.kind") == "promotion" and c.metadata.get("flotilla.sweep_id") == sweep_id:
+            return c.id
+    return None
+
+
+def _only_the_model(repo: Any, into: str, w: TrialRecord, sweep_id: str) -> None:
+    """Refuse a promotion that would merge more than the winner's model and checkpoints.
+
+    A trial branch starts at its data ref's pinned commit. When that ref is a data branch that
+    ``into`` lacks (``data.ref`` searched over variants), the merge would carry the variant's data
+    changes onto ``into`` along with the model.
+    """
+    run_id = w.run_id or f"{sweep_id}-{w.trial_id}"
+    ours = (f"models/{run_id}/", f"runs/{run_id}/")
+    # ... and the empty "directory" objects S3 clients leave on the way there (``runs/``)
+    extra = [c.path for c in repo.diff(into, w.branch, two_dot=False)
+             if not c.path.startswith(ours) and not (c.path.endswith("/") and any(o.startswith(c.path) for o in ours))]
+    if extra:
+        ref = w.params.get("data.ref")
+        raise ConflictError(
+            f"promoting trial {w.trial_id} would also merge {len(extra)} path(s) that are not its model into "
+            f"{into!r} (e.g. {', '.join(extra[:3])}): its branch starts from data {'ref ' + repr(ref) if ref else 'that'} "
+            f"{into!r} does not have",
+            hint=f"merge that data into {into!r} first (flotilla data validate --merge), or set promote.into to the "
+                 "data branch",
+        )
 
 
 def list_sweeps(settings: Settings | None = None) -> list[str]:

@@ -18,6 +18,22 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from flotilla.names import branch_id
 
 
+EPOCHS_DONE = "epochs_done"
+"""Result key: epochs the trial's model has trained, counted across restarts of the trial.
+
+Tune's ``training_iteration`` counts the reports of one *attempt*. A trial that was running when
+its driver died is started again on ``resume``, and Ray Train picks up the checkpoint it left on
+the trial's branch, so the model goes on from epoch k+1 while Tune counts from 1 again. ASHA's
+rungs, the study's curve and steps, and "did it train to the end" all count epochs, not reports.
+"""
+
+
+def epochs_done(result: dict[str, Any] | None) -> int:
+    """``EPOCHS_DONE`` of a result (Tune's report count for a result without it)."""
+    result = result or {}
+    return int(result.get(EPOCHS_DONE, result.get("training_iteration", 0)))
+
+
 def trial_branch(sweep_id: str, trial_id: str) -> str:
     return branch_id(f"{sweep_id}-{trial_id}", prefix="trial-")
 
@@ -48,7 +64,7 @@ def checkpoint_rank(objective: dict[str, Any]) -> tuple[Callable[[dict[str, Any]
 
 
 class ObjectiveReportCallback(TuneReportCallback):
-    """Forward each epoch's metrics to Tune, plus ``val/score`` and the trial branch."""
+    """Forward each epoch's metrics to Tune, plus ``val/score``, ``epochs_done`` and the trial branch."""
 
     def __init__(self, weights: dict[str, float] | None, branch: str, run_id: str) -> None:
         super().__init__()
@@ -58,12 +74,19 @@ class ObjectiveReportCallback(TuneReportCallback):
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         if metrics:
-            extra = {"branch": self.branch, "run_id": self.run_id}
-            score = combined_score(metrics[0], self.weights)
-            if score is not None:
-                extra["val/score"] = score
-            metrics = [{**metrics[0], **extra}, *metrics[1:]]
+            metrics = [with_trial_keys(metrics[0], self.weights, self.branch, self.run_id), *metrics[1:]]
         super().after_report(run_context, metrics, checkpoint)
+
+
+def with_trial_keys(metrics: dict[str, Any], weights: dict[str, float] | None, branch: str, run_id: str) -> dict[str, Any]:
+    """An epoch's metrics as Tune gets them: plus the trial's branch and run, ``val/score`` and ``epochs_done``."""
+    extra: dict[str, Any] = {"branch": branch, "run_id": run_id}
+    if isinstance(metrics.get("epoch"), (int, float)):
+        extra[EPOCHS_DONE] = int(metrics["epoch"]) + 1
+    score = combined_score(metrics, weights)
+    if score is not None:
+        extra["val/score"] = score
+    return {**metrics, **extra}
 
 
 def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
