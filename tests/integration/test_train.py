@@ -11,6 +11,7 @@ import ray
 import torch
 
 from flotilla.data.api import generate
+from flotilla.errors import ConflictError, MergeConflictError, NotFoundError
 from flotilla.data.validate import Thresholds
 from flotilla.settings import Settings
 from flotilla.specs import FamilySpec, parse_spec
@@ -88,6 +89,39 @@ def test_shared_family_run_lives_on_its_branch_with_lineage(family, data_repo, h
     blobs = b"".join(p.read_bytes() for p in runs)
     assert family.data.commit.encode() in blobs
     assert hub.credentials.secret_access_key.encode() not in blobs
+    # a second run under the same id would pick up this run's checkpoints: refused before it trains
+    with pytest.raises(ConflictError, match=f"run '{family.run_id}' already exists"):
+        train(tiny("fam"), hub=hub, run_id=family.run_id)
+    assert data_repo.resolve(model.branch) == model.commit
+    # a merge target that does not exist is found before training, not after
+    with pytest.raises(NotFoundError, match="merge_into: no branch 'mian'"):
+        train(tiny("fam", merge_into="mian"), hub=hub)
+
+
+def test_a_family_is_merged_whole_or_not_at_all(repo):
+    from flotilla.train.run import ModelResult, _merge_family
+
+    repo.put("main", "base.txt", "base")
+    base = repo.commit("main", "base").id
+    models = []
+    for name in ("age", "gender", "emotion"):
+        branch = repo.create_branch(f"exp-run-{name}", base)
+        repo.put(branch, f"models/run/{name}/model.pt", name)
+        commit = repo.commit(branch, f"Model {name}", {"flotilla.model": name}).id
+        models.append(ModelResult(name, [name], branch, commit, "", {}, [], 0.0))
+    repo.create_branch("into-clash", base)
+    repo.put("into-clash", "models/run/gender/model.pt", "someone else's")
+    head = repo.commit("into-clash", "a clashing gender model").id
+    with pytest.raises(MergeConflictError):  # gender conflicts after age merged: the target gets neither
+        _merge_family(repo, models, "into-clash", "run")
+    assert repo.resolve("into-clash") == head and not repo.exists("into-clash", "models/run/age/model.pt")
+    assert not [b for b in repo.branches() if b.startswith("promote-")], "the staging branch was left behind"
+    repo.create_branch("into-clean", base)
+    _merge_family(repo, models, "into-clean", "run")
+    assert repo.commit_info("into-clean").metadata["flotilla.models"] == "age,gender,emotion"
+    for m in models:
+        assert repo.get("into-clean", f"models/run/{m.name}/model.pt") == m.name.encode()
+        assert repo.commit_info(m.merge_commit).metadata["flotilla.model"] == m.name
 
 
 def test_deepspeed_zero2_matches_ddp_on_a_tiny_fixed_seed_run(hub, data_repo, local_ray):

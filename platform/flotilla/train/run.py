@@ -14,6 +14,7 @@ family has succeeded, so a failed model never leaves half a family there.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.data.loader import DataRef, resolve_data
-from flotilla.errors import FlotillaError
+from flotilla.errors import ConflictError, FlotillaError, NotFoundError
 from flotilla.hub.client import Hub
-from flotilla.names import branch_id
+from flotilla.names import branch_id, check_branch_id
 from flotilla.specs import FamilySpec, load_family_spec
 from flotilla.train import artifacts
 from flotilla.train.callbacks import HubCommitCallback
@@ -100,7 +101,11 @@ def train(
     hub = hub or Hub()
     started = time.monotonic()
     data_ref = resolve_data(hub, spec.data.repo, spec.data.ref, spec.data.dataset)
-    run_id = run_id or branch_id(f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    # a second in the name for people, 4 hex digits so two runs of one spec started in the same second
+    # (e.g. --set variants submitted together) never share a branch
+    run_id = run_id or branch_id(f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
+    if spec.merge_into:  # before any training: a typo here used to surface only after hours, as a raw hub error
+        _check_merge_target(hub, spec.data.repo, spec.merge_into)
     parent = artifacts.resolve_model(hub, spec.transfer.source, spec.data.repo) if spec.transfer else None
     ensure_ray(address)
     creds_ref = ray.put(hub.credentials)
@@ -114,12 +119,44 @@ def train(
     with ThreadPoolExecutor(max_workers=len(groups)) as pool:  # separate models train concurrently
         result.models = list(pool.map(lambda g: one(*g), groups))
     if spec.merge_into:  # only once every model of the family succeeded: never half a family on the target
-        repo = hub.repo(data_ref.repo)
-        for model in result.models:
-            meta = repo.commit_info(model.commit).metadata
-            model.merge_commit = repo.merge(model.branch, spec.merge_into, f"Promote model {model.name} of run {run_id}", meta)
+        _merge_family(hub.repo(data_ref.repo), result.models, spec.merge_into, run_id)
     result.wall_s = time.monotonic() - started
     return result
+
+
+def _check_merge_target(hub: Hub, repo_name: str, target: str) -> None:
+    check_branch_id(target)
+    if not hub.repo(repo_name).branch_exists(target):
+        raise NotFoundError(
+            f"merge_into: no branch {target!r} in repository {repo_name!r}; the trained models would have nowhere to go",
+            hint="create it first (e.g. from main), set merge_into to an existing branch, or leave merge_into out",
+        )
+
+
+def _merge_family(repo: Any, models: list[ModelResult], target: str, run_id: str) -> None:
+    """Merge every model of the family into ``target`` in one merge, or none of them.
+
+    With several models (``strategy: separate``) merging them one by one could leave the first on
+    the target when a later one conflicts or is refused (a hook, the hub going down). So they are
+    merged into a staging branch cut from the target's head first, and the staging branch is merged
+    into the target once: lakeFS makes that last merge atomic. Each model keeps its own promotion
+    commit, with its metadata, in the history.
+    """
+    if len(models) == 1:
+        m = models[0]
+        m.merge_commit = repo.merge(m.branch, target, f"Promote model {m.name} of run {run_id}", repo.commit_info(m.commit).metadata)
+        return
+    staging = branch_id(f"{run_id}-{secrets.token_hex(3)}", prefix="promote-")
+    repo.create_branch(staging, repo.resolve(target))
+    try:
+        staged = {m.name: repo.merge(m.branch, staging, f"Promote model {m.name} of run {run_id}",
+                                     repo.commit_info(m.commit).metadata) for m in models}
+        repo.merge(staging, target, f"Promote the {len(models)} models of run {run_id}",
+                   {"flotilla.kind": "family-promotion", "flotilla.run_id": run_id, "flotilla.models": ",".join(staged)})
+    finally:
+        repo.delete_branch(staging, missing_ok=True)
+    for m in models:  # each model's own promotion commit (with its provenance), now in the target's history
+        m.merge_commit = staged[m.name]
 
 
 def _train_one(
@@ -137,8 +174,20 @@ def _train_one(
     from flotilla.train.loop import train_loop_per_worker
 
     repo = hub.repo(data_ref.repo)
-    branch = branch or branch_id(run_id if name == "family" else f"{run_id}-{name}", prefix="exp-")
-    repo.create_branch(branch, data_ref.commit, exist_ok=True)
+    if branch:  # a sweep's trial: on resume it goes on where its checkpoints are
+        repo.create_branch(branch, data_ref.commit, exist_ok=True)
+    else:
+        branch = branch_id(run_id if name == "family" else f"{run_id}-{name}", prefix="exp-")
+        try:
+            repo.create_branch(branch, data_ref.commit)
+        except ConflictError:
+            # Ray Train would find the earlier run's checkpoints under the same path and "resume" it: its old
+            # weights would be published with this run's data commit and config in their card
+            raise ConflictError(
+                f"run {run_id!r} already exists (branch {branch!r} in {data_ref.repo!r}); a second run under the same "
+                "id would pick up the first one's checkpoints",
+                hint="leave run_id out (a fresh one is made), or pick another; delete the old branch to reuse the id",
+            ) from None
     config = {
         "spec": spec.model_dump(mode="json"),
         "tasks": tasks,
