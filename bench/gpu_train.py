@@ -155,7 +155,7 @@ def throughput(spec: Any, arm: Arm, data: MemoryData, warmup: int, steps: int) -
         if i == warmup:
             _sync(device)
             t0 = time.perf_counter()
-        loss, _ = train_step(net, engine, optimizer, core, next(batches), tasks, device)
+        loss, *_ = train_step(net, engine, optimizer, core, next(batches), tasks, device)
         losses.append(float(loss.detach()))
     _sync(device)
     return steps * spec.batch_size / (time.perf_counter() - t0), losses[0], losses[-1]

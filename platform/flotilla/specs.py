@@ -75,6 +75,12 @@ class ScalingSpec(_Spec):
     def _gpu_consistency(self) -> ScalingSpec:
         if self.gpus_per_worker and not self.use_gpu:
             raise ValueError("gpus_per_worker > 0 needs use_gpu: true")
+        if self.workers > 1 and 0 < self.gpus_per_worker < 1:
+            # Ray may pack two such workers onto one GPU, and NCCL (the backend Ray Train picks with GPUs)
+            # refuses two ranks on one device ("Duplicate GPU detected")
+            raise ValueError(f"gpus_per_worker {self.gpus_per_worker} with {self.workers} workers can put two ranks on one "
+                             "GPU, which NCCL refuses: use gpus_per_worker: 1 (a fractional share is for workers: 1, "
+                             "e.g. sweep trials sharing a GPU)")
         return self
 
 

@@ -74,22 +74,8 @@ def test_a_task_reading_a_label_column_hub_datasets_lack_is_refused_when_the_spe
     assert len(_family(tasks=["age", {"name": "age_l2", "label": "age", "kind": "regression", "loss": "mse"}]).tasks) == 2
 
 
-def _sum_on_rank(rank: int, world: int, port: int, queue) -> None:
-    import torch.distributed as dist
-
-    from flotilla.train.loop import all_ranks
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        # rank 0 saw 3 samples of mean loss 1.0, rank 1 saw 5 of mean loss 3.0 and no "age" key at all
-        sums = {"loss": 3.0, "age": 1.5} if rank == 0 else {"loss": 15.0}
-        queue.put((rank, all_ranks(sums, 3 if rank == 0 else 5, ["loss", "age"], world, "cpu")))
-    finally:
-        dist.destroy_process_group()
-
-
-def test_train_sums_cover_every_rank() -> None:
-    """A real two-process gloo group: both ranks get the totals, so train/loss is the mean over all samples."""
+def _on_ranks(target, world: int = 2) -> dict[int, object]:
+    """Run ``target(rank, world, port, queue)`` in ``world`` spawned processes; what each rank put, by rank."""
     import torch.multiprocessing as mp
 
     from flotilla.hub.server import free_port
@@ -97,20 +83,148 @@ def test_train_sums_cover_every_rank() -> None:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_sum_on_rank, args=(r, 2, port, queue)) for r in range(2)]
+    procs = [ctx.Process(target=target, args=(r, world, port, queue)) for r in range(world)]
     for p in procs:
         p.start()
     got = dict(queue.get(timeout=120) for _ in procs)
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
+    return got
+
+
+def _sum_on_rank(rank: int, world: int, port: int, queue) -> None:
+    import torch.distributed as dist
+
+    from flotilla.train.loop import all_ranks
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        # rank 0 saw 3 samples of mean loss 1.0 (2 with an age label, mean 0.75); rank 1 saw 5 of mean
+        # loss 3.0 and no "age" key at all
+        sums, counts = ({"loss": 3.0, "age": 1.5}, {"loss": 3, "age": 2}) if rank == 0 else ({"loss": 15.0}, {"loss": 5})
+        queue.put((rank, all_ranks(sums, counts, ["loss", "age"], world, "cpu")))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_train_sums_cover_every_rank() -> None:
+    """A real two-process gloo group: both ranks get the totals, so train/loss is the mean over all samples."""
+    got = _on_ranks(_sum_on_rank)
     for rank in (0, 1):
-        sums, n = got[rank]
-        assert n == 8 and sums == {"loss": 18.0, "age": 1.5}
-    assert sums["loss"] / n == pytest.approx(2.25)  # (3 x 1.0 + 5 x 3.0) / 8, not rank 0's 1.0
+        sums, counts = got[rank]
+        assert counts == {"loss": 8, "age": 2} and sums == {"loss": 18.0, "age": 1.5}
+    assert sums["loss"] / counts["loss"] == pytest.approx(2.25)  # (3 x 1.0 + 5 x 3.0) / 8, not rank 0's 1.0
 
 
 def test_one_rank_sums_are_its_own() -> None:
     from flotilla.train.loop import all_ranks
 
-    assert all_ranks({"loss": 4.0}, 2, ["loss", "age"], 1, "cpu") == ({"loss": 4.0, "age": 0.0}, 2)
+    assert all_ranks({"loss": 4.0}, {"loss": 2}, ["loss", "age"], 1, "cpu") == ({"loss": 4.0, "age": 0.0}, {"loss": 2, "age": 0})
+
+
+def test_a_task_labelled_on_some_samples_reads_its_labelled_sample_mean() -> None:
+    """Mixed-label data: age on 3 of 4 samples, then on none; train/age_loss is the mean over those 3."""
+    import numpy as np
+    import torch
+
+    from flotilla.models import MultiTaskModel
+    from flotilla.models.family import compute_losses, elementwise_loss, task_target
+    from flotilla.models.tasks import resolve_tasks
+    from flotilla.train.loop import add_batch, all_ranks, train_metrics
+
+    torch.manual_seed(0)
+    tasks = resolve_tasks(["age", "emotion"])
+    model = MultiTaskModel(tasks, "small_cnn", width=4).eval()
+    rng = np.random.default_rng(0)
+    sums, counts, labelled_losses, emotion_losses, totals = {}, {}, [], [], []
+    for mask_age in ([True, True, True, False], [False] * 4):
+        batch = {"image": rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8),
+                 "age": rng.uniform(1, 90, 4).astype(np.float32), "mask_age": np.array(mask_age),
+                 "emotion": rng.integers(0, 7, 4).astype(np.int64)}
+        with torch.no_grad():
+            out = model(torch.as_tensor(batch["image"]))
+            loss, per_task, labelled = compute_losses(out, batch, model.tasks, return_counts=True)
+            for task, kept in ((tasks[0], labelled_losses), (tasks[1], emotion_losses)):
+                target, mask = task_target(task, batch, out[task.name].device)
+                kept += elementwise_loss(task, out[task.name], target)[mask].tolist()
+        totals += [float(loss)] * 4
+        add_batch(sums, counts, loss, per_task, labelled, 4)
+    assert counts == {"loss": 8, "age": 3, "emotion": 8}
+    metrics = train_metrics(*all_ranks(sums, counts, ["loss", "age", "emotion"], 1, "cpu"), train_time=2.0)
+    assert metrics["train/age_loss"] == pytest.approx(np.mean(labelled_losses), rel=1e-5)
+    assert metrics["train/emotion_loss"] == pytest.approx(np.mean(emotion_losses), rel=1e-5)
+    assert metrics["train/loss"] == pytest.approx(np.mean(totals), rel=1e-5)  # the total stays sample-weighted
+    assert metrics["train/samples_per_s"] == pytest.approx(4.0)
+
+
+def test_a_resumed_optimiser_without_its_state_runs_at_the_schedules_lr() -> None:
+    """DeepSpeed's case: the checkpoint holds the schedule but no optimiser; step 25 of a cosine
+    schedule must not restart at the peak lr of step 0."""
+    import torch
+
+    from flotilla.models import MultiTaskModel
+    from flotilla.models.tasks import resolve_tasks
+    from flotilla.train.loop import _optimizer, restore_train_state
+
+    spec = _family(epochs=4, optim={"schedule": "cosine", "warmup_epochs": 1, "lr": 0.1})
+    f = _lr_lambda(spec, steps_per_epoch=10)
+
+    def fresh():
+        opt = _optimizer(spec, MultiTaskModel(resolve_tasks(["age"]), "small_cnn", width=4))
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+    opt, sched = fresh()
+    for _ in range(25):
+        opt.step()
+        sched.step()
+    expected = [0.1 * f(25)] * len(opt.param_groups)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx(expected) and f(25) < 0.9
+    for saved_optimizer in (None, opt.state_dict()):  # DeepSpeed, then DDP (which has always worked)
+        resumed, resumed_sched = fresh()
+        restore_train_state(resumed, resumed_sched, {"optimizer": saved_optimizer, "scheduler": sched.state_dict()})
+        assert [g["lr"] for g in resumed.param_groups] == pytest.approx(expected)
+        assert resumed_sched.last_epoch == 25
+
+
+def _bn_on_rank(rank: int, world: int, port: int, queue) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from flotilla.models import MultiTaskModel
+    from flotilla.models.tasks import resolve_tasks
+    from flotilla.train.loop import sync_buffers
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)  # the same weights on every rank, as after DeepSpeed's start-up broadcast
+        model = MultiTaskModel(resolve_tasks(["age"]), "small_cnn", width=4).train()
+        torch.manual_seed(100 + rank)  # each rank's own shard moves its own running statistics
+        with torch.no_grad():
+            model(torch.randint(0, 256, (8, 64, 64, 3), dtype=torch.uint8) // (rank + 1))
+        # plain lists: a tensor would cross the queue as shared memory that dies with this process
+        before = {k: v.tolist() for k, v in model.state_dict().items() if "running" in k}
+        sync_buffers(model, world)
+        after = {k: v.tolist() for k, v in model.state_dict().items() if "running" in k}
+        queue.put((rank, (before, after)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_rank_evaluates_with_rank_0s_batchnorm_statistics() -> None:
+    """A real two-process gloo group: BN running stats that differ per rank all equal rank 0's after sync."""
+    got = _on_ranks(_bn_on_rank)
+    (before0, after0), (before1, after1) = got[0], got[1]
+    assert before0 and set(before0) == set(before1)
+    assert any(before0[k] != before1[k] for k in before0), "the ranks' statistics did not differ"
+    for k in before0:
+        assert after0[k] == before0[k] and after1[k] == before0[k], k
+
+
+def test_fractional_gpus_with_several_workers_are_refused_and_allowed_for_one() -> None:
+    base = {"name": "g", "data": {"repo": "r", "dataset": "d"}}
+    with pytest.raises(SpecError, match="NCCL refuses"):
+        parse_spec(FamilySpec, {**base, "scaling": {"workers": 2, "use_gpu": True, "gpus_per_worker": 0.5}})
+    one = parse_spec(FamilySpec, {**base, "scaling": {"workers": 1, "use_gpu": True, "gpus_per_worker": 0.5}})
+    assert one.scaling.gpus_per_worker == 0.5
+    assert parse_spec(FamilySpec, {**base, "scaling": {"workers": 2, "use_gpu": True, "gpus_per_worker": 1}}).scaling.workers == 2

@@ -347,17 +347,24 @@ def compute_losses(
     batch: Mapping[str, Any],
     tasks: Sequence[TaskSpec],
     weighting: LossWeighting | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+    *,
+    return_counts: bool = False,
+) -> tuple[torch.Tensor, dict[str, float]] | tuple[torch.Tensor, dict[str, float], dict[str, int]]:
     """Total loss to backpropagate and each task's (unweighted, masked-mean) loss for logging.
 
     Per-worker masked means: under DDP each worker averages over its own labelled samples before
     gradients are averaged, a negligible bias at realistic batch sizes that avoids a collective per step.
     Costs one device sync (for the logged floats).
+
+    ``return_counts`` adds each task's number of labelled samples: a per-task mean over an epoch must
+    weight each batch's masked mean by how many samples carried that label, not by the batch size, or
+    a task labelled on a fraction of the data reads that fraction too low. The counts ride the same sync.
     """
     if weighting is None:
         weighting = LossWeighting(tasks, "fixed")
     losses: dict[str, torch.Tensor] = {}
     present: dict[str, torch.Tensor] = {}
+    counts: dict[str, torch.Tensor] = {}
     for task in tasks:
         out = outputs[task.name]
         target, mask = task_target(task, batch, out.device)
@@ -365,6 +372,11 @@ def compute_losses(
         per_sample = elementwise_loss(task, out, target)
         losses[task.name] = torch.where(mask, per_sample, torch.zeros_like(per_sample)).sum() / n.clamp_min(1)
         present[task.name] = n > 0
+        counts[task.name] = n
     total = weighting.to(next(iter(losses.values())).device)(losses, present)
-    values = torch.stack([v.detach() for v in losses.values()]).tolist()
-    return total, dict(zip(losses, values))
+    k = len(losses)
+    values = torch.stack([v.detach().float() for v in losses.values()] + [c.float() for c in counts.values()]).tolist()
+    per_task = dict(zip(losses, values[:k]))
+    if not return_counts:
+        return total, per_task
+    return total, per_task, {name: int(c) for name, c in zip(counts, values[k:])}

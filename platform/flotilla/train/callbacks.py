@@ -65,7 +65,9 @@ class HubCommitCallback(ray.train.UserCallback):
         try:
             self.repo.commit(
                 self.branch,
-                f"{self.model}: worker failure on rank(s) {ranks}; restarting from the last checkpoint",
+                # Ray calls this for the last, fatal failure too: whether a restart follows is failure.max_failures'
+                f"{self.model}: worker failure on rank(s) {ranks} (Ray Train restarts from the last checkpoint "
+                "while failure.max_failures allows)",
                 {"flotilla.kind": "failure", "flotilla.model": self.model, "failure": why},
                 allow_empty=True,
             )

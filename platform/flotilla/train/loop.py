@@ -113,15 +113,16 @@ def build_model(spec: Any, tasks: Any) -> Any:
 
 
 def train_step(net: Any, engine: Any, optimizer: Any, core: Any, batch: dict[str, Any], tasks: Any,
-               device: Any, frozen: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+               device: Any, frozen: bool = False) -> tuple[torch.Tensor, dict[str, float], dict[str, int]]:
     """One optimisation step on one batch, under DDP/plain torch (``engine`` None) or DeepSpeed.
 
-    Its own function so that ``bench/gpu_train.py`` times the very step the workers run.
+    Its own function so that ``bench/gpu_train.py`` times the very step the workers run. Returns the
+    loss, each task's masked-mean loss and each task's labelled count (see :func:`add_batch`).
     """
     from flotilla.models.family import compute_losses
 
     out = net(torch.as_tensor(batch["image"], device=device))
-    loss, per_task = compute_losses(out, batch, tasks, core.loss_weighting)
+    loss, per_task, labelled = compute_losses(out, batch, tasks, core.loss_weighting, return_counts=True)
     if engine is not None:
         engine.backward(loss)
         engine.step()
@@ -132,7 +133,7 @@ def train_step(net: Any, engine: Any, optimizer: Any, core: Any, batch: dict[str
             for p in core.backbone.parameters():
                 p.grad = None
         optimizer.step()
-    return loss, per_task
+    return loss, per_task, labelled
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -175,9 +176,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     steps_per_epoch = max(1, math.ceil(per_rank / spec.batch_size))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(spec, steps_per_epoch))
     if train_state is not None:
-        if train_state.get("optimizer") is not None:  # None under DeepSpeed: ZeRO keeps it partitioned
-            optimizer.load_state_dict(train_state["optimizer"])
-        scheduler.load_state_dict(train_state["scheduler"])
+        restore_train_state(optimizer, scheduler, train_state)
     if spec.backend == "deepspeed":
         import deepspeed
 
@@ -211,19 +210,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         net.train()
         if frozen:  # BN statistics of a frozen backbone stay as the parent left them
             core.backbone.eval()
-        t0, n_seen, sums = time.perf_counter(), 0, {}
+        t0, sums, counts = time.perf_counter(), {}, {}
         for batch in data.iter_batches("train", spec.batch_size, seed=spec.seed, epoch=epoch, rank=rank, world_size=world):
-            loss, per_task = train_step(net, engine, optimizer, core, batch, tasks, device, frozen=frozen)
+            loss, per_task, labelled = train_step(net, engine, optimizer, core, batch, tasks, device, frozen=frozen)
             scheduler.step()
-            n = len(batch["image"])
-            n_seen += n
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
-            for k, v in per_task.items():
-                sums[k] = sums.get(k, 0.0) + v * n
+            add_batch(sums, counts, loss, per_task, labelled, len(batch["image"]))
         train_time = time.perf_counter() - t0
-        sums, n_all = all_ranks(sums, n_seen, ["loss"] + [t.name for t in tasks], world, device)
-        metrics = {"epoch": epoch, "train/samples_per_s": n_all / max(train_time, 1e-9)}
-        metrics.update({f"train/{k}" if k == "loss" else f"train/{k}_loss": v / max(1, n_all) for k, v in sums.items()})
+        sums, counts = all_ranks(sums, counts, ["loss"] + [t.name for t in tasks], world, device)
+        metrics = {"epoch": epoch, **train_metrics(sums, counts, train_time)}
+        # every rank evaluates, and rank 0 saves, with rank 0's BatchNorm statistics
+        sync_buffers(core, world)
         # DDP's wrapper may broadcast buffers on a forward: ranks with different numbers of validation
         # batches must not call it, so they evaluate the plain module (DeepSpeed's ZeRO <= 2 forward is local)
         metrics.update(_evaluate(core if engine is None else net, data, tasks, spec.batch_size, rank, world, device))
@@ -237,22 +233,83 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         tracker.finish()
 
 
-def all_ranks(sums: dict[str, float], n_seen: int, keys: list[str], world: int,
-              device: Any) -> tuple[dict[str, float], int]:
-    """Every rank's sample-weighted training sums added up, and the samples they cover.
+def restore_train_state(optimizer: torch.optim.Optimizer, scheduler: Any, train_state: dict[str, Any]) -> None:
+    """Put a resumed run's optimiser and schedule back where the checkpoint left them.
 
-    Only rank 0's report reaches Ray, so without this ``train/*`` described rank 0's shard alone.
-    One all-reduce per epoch over a fixed key list (every rank sends the same shape even if it
-    saw no batch).
+    Under DeepSpeed the checkpoint has no optimiser state (ZeRO partitions it), and
+    ``LambdaLR.load_state_dict`` restores only the scheduler's counters: the param groups would keep the
+    lr of step 0 (the peak, for cosine) for the first resumed step. So every group's lr is set from the
+    schedule, on both backends (under DDP the loaded optimiser already holds the same values).
+    """
+    if train_state.get("optimizer") is not None:  # None under DeepSpeed: ZeRO keeps it partitioned
+        optimizer.load_state_dict(train_state["optimizer"])
+    scheduler.load_state_dict(train_state["scheduler"])
+    for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+        group["lr"] = lr
+
+
+def sync_buffers(module: torch.nn.Module, world: int) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics), in place.
+
+    Neither backend keeps buffers equal: DeepSpeed broadcasts parameters once at start-up and never
+    buffers, so each rank's statistics follow its own data shard; DDP's last forward still updates them
+    locally. Each rank then evaluated its validation share with its own statistics while only rank 0's
+    were saved, so ``val/*`` (best checkpoint, card, commit metadata) described no saved model.
+    Broadcast from rank 0 rather than averaging: rank 0's buffers are the ones the checkpoint holds,
+    so the model evaluated is exactly the model saved (and a plain average of running variances is
+    not the variance of the union anyway). Every rank must call it, in the same place.
     """
     import torch.distributed as dist
 
     if world <= 1 or not dist.is_initialized():
-        return {k: sums.get(k, 0.0) for k in keys}, n_seen
-    t = torch.tensor([sums.get(k, 0.0) for k in keys] + [float(n_seen)], dtype=torch.float64, device=device)
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf, src=0)
+
+
+def add_batch(sums: dict[str, float], counts: dict[str, int], loss: torch.Tensor, per_task: dict[str, float],
+              labelled: dict[str, int], n: int) -> None:
+    """Add one batch to the epoch's training sums, in place.
+
+    The total loss is weighted by the batch's samples, each task's masked-mean loss by that task's
+    labelled samples in the batch: with mixed-label data (emotion-only images with no age) a batch-size
+    weight would scale ``train/age_loss`` down by the labelled fraction.
+    """
+    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
+    counts["loss"] = counts.get("loss", 0) + n
+    for k, v in per_task.items():
+        sums[k] = sums.get(k, 0.0) + v * labelled[k]
+        counts[k] = counts.get(k, 0) + labelled[k]
+
+
+def train_metrics(sums: dict[str, float], counts: dict[str, int], train_time: float) -> dict[str, float]:
+    """``train/loss``, ``train/<task>_loss`` and ``train/samples_per_s`` from the epoch's (all-rank) sums.
+
+    A task no sample of the epoch was labelled for reads 0, as the loss it contributed.
+    """
+    metrics = {"train/samples_per_s": counts.get("loss", 0) / max(train_time, 1e-9)}
+    metrics.update({"train/loss" if k == "loss" else f"train/{k}_loss": v / max(1, counts.get(k, 0))
+                    for k, v in sums.items()})
+    return metrics
+
+
+def all_ranks(sums: dict[str, float], counts: dict[str, int], keys: list[str], world: int,
+              device: Any) -> tuple[dict[str, float], dict[str, int]]:
+    """Every rank's weighted training sums added up, and the samples each covers.
+
+    Only rank 0's report reaches Ray, so without this ``train/*`` described rank 0's shard alone.
+    One all-reduce per epoch over a fixed key list, sums and counts in one tensor (every rank sends
+    the same shape even if it saw no batch).
+    """
+    import torch.distributed as dist
+
+    if world <= 1 or not dist.is_initialized():
+        return {k: sums.get(k, 0.0) for k in keys}, {k: counts.get(k, 0) for k in keys}
+    t = torch.tensor([sums.get(k, 0.0) for k in keys] + [float(counts.get(k, 0)) for k in keys],
+                     dtype=torch.float64, device=device)
     dist.all_reduce(t)
     values = t.tolist()
-    return dict(zip(keys, values[:-1])), int(values[-1])
+    return dict(zip(keys, values[:len(keys)])), {k: int(round(v)) for k, v in zip(keys, values[len(keys):])}
 
 
 def _placement_group_id() -> str:
