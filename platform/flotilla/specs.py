@@ -54,6 +54,13 @@ class DeepSpeedSpec(_Spec):
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     offload_optimizer: bool = False
 
+    @model_validator(mode="after")
+    def _offload_needs_partitioning(self) -> DeepSpeedSpec:
+        # DeepSpeed offloads the optimiser only for ZeRO stages that partition it; below that it was ignored
+        if self.offload_optimizer and self.stage < 2:
+            raise ValueError(f"offload_optimizer needs ZeRO stage 2 (stage is {self.stage}): set stage: 2, or drop offload_optimizer")
+        return self
+
     @field_validator("stage")
     @classmethod
     def _no_stage_3(cls, stage: int) -> int:

@@ -228,3 +228,13 @@ def test_fractional_gpus_with_several_workers_are_refused_and_allowed_for_one() 
     one = parse_spec(FamilySpec, {**base, "scaling": {"workers": 1, "use_gpu": True, "gpus_per_worker": 0.5}})
     assert one.scaling.gpus_per_worker == 0.5
     assert parse_spec(FamilySpec, {**base, "scaling": {"workers": 2, "use_gpu": True, "gpus_per_worker": 1}}).scaling.workers == 2
+
+
+def test_optimizer_offload_is_refused_below_zero_2_and_configured_for_a_torch_optimizer() -> None:
+    from flotilla.train.loop import deepspeed_config
+
+    base = {"name": "o", "data": {"repo": "r", "dataset": "d"}, "backend": "deepspeed"}
+    with pytest.raises(SpecError, match="offload_optimizer needs ZeRO stage 2"):
+        parse_spec(FamilySpec, {**base, "deepspeed": {"stage": 1, "offload_optimizer": True}})
+    cfg = deepspeed_config(parse_spec(FamilySpec, {**base, "deepspeed": {"stage": 2, "offload_optimizer": True}}), use_gpu=False)
+    assert cfg["zero_optimization"]["offload_optimizer"] == {"device": "cpu"} and cfg["zero_force_ds_cpu_optimizer"] is False

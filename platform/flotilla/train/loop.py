@@ -69,8 +69,11 @@ def deepspeed_config(spec: Any, use_gpu: bool) -> dict[str, Any]:
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    if ds.offload_optimizer and ds.stage >= 2:
+    if ds.offload_optimizer:
         cfg["zero_optimization"]["offload_optimizer"] = {"device": "cpu"}
+        # the optimiser is flotilla's own torch one (AdamW/SGD from the spec); DeepSpeed >= 0.8.3 refuses
+        # any but its CPU Adam under offload unless told not to force it
+        cfg["zero_force_ds_cpu_optimizer"] = False
     if dtype == "bf16":
         cfg["bf16"] = {"enabled": True}
     elif dtype == "fp16":
