@@ -11,7 +11,7 @@ import ray
 import torch
 
 from flotilla.data.api import generate
-from flotilla.errors import ConflictError, MergeConflictError, NotFoundError
+from flotilla.errors import ConflictError, MergeConflictError, NotFoundError, SpecError
 from flotilla.data.validate import Thresholds
 from flotilla.settings import Settings
 from flotilla.specs import FamilySpec, parse_spec
@@ -191,6 +191,12 @@ def test_transfer_learning_loads_the_parent_and_records_it(family, hub, data_rep
     backbone = [k for k in p if k.startswith("backbone.") and "num_batches" not in k]
     assert backbone and all(torch.equal(p[k], c[k]) for k in backbone)  # frozen: identical to the parent
     assert not torch.equal(p["heads.age.weight"], c["heads.age.weight"])  # the head trained
+    # a parent of another width is refused on the driver, before a branch or worker exists
+    before = set(data_repo.branches())
+    with pytest.raises(SpecError, match="backbone does not fit") as err:
+        train(tiny("misfit", epochs=1, model={"width": 16}, transfer={"source": parent}, tracking={"wandb": False}), hub=hub)
+    assert "same backbone name and width" in err.value.hint
+    assert set(data_repo.branches()) == before
 
 
 def test_separate_strategy_trains_one_model_per_task_on_its_own_branch(hub, data_repo, local_ray):

@@ -107,10 +107,12 @@ def train(
     if spec.merge_into:  # before any training: a typo here used to surface only after hours, as a raw hub error
         _check_merge_target(hub, spec.data.repo, spec.merge_into)
     parent = artifacts.resolve_model(hub, spec.transfer.source, spec.data.repo) if spec.transfer else None
-    ensure_ray(address)
-    creds_ref = ray.put(hub.credentials)
     tasks = [t.to_dict() for t in spec.task_specs()]
     groups = [("family", tasks)] if spec.strategy == "shared" else [(t["name"], [t]) for t in tasks]
+    if parent:
+        _check_parent_fits(hub, spec, parent, groups)
+    ensure_ray(address)
+    creds_ref = ray.put(hub.credentials)
     result = TrainResult(run_id, data_ref)
 
     def one(name: str, group: list[dict[str, Any]]) -> ModelResult:
@@ -122,6 +124,23 @@ def train(
         _merge_family(hub.repo(data_ref.repo), result.models, spec.merge_into, run_id)
     result.wall_s = time.monotonic() - started
     return result
+
+
+def _check_parent_fits(hub: Hub, spec: FamilySpec, parent: Any, groups: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    """Load the transfer parent into each model of this run once, on the driver, before anything starts.
+
+    A parent of another width or backbone (or, with ``load_heads``, a head of another shape) used to
+    fail inside every worker: retried ``failure.max_failures`` times, then reported as a training
+    failure with a hint about checkpoints on a branch that held none. Here it is the SpecError that
+    names the mismatch, before a branch or a worker exists. The models are small, so this costs a
+    download of the parent and a few hundred milliseconds.
+    """
+    from flotilla.models.tasks import resolve_tasks
+    from flotilla.train.loop import _load_parent, build_model
+
+    config = {"parent": parent.__dict__, "spec": spec.model_dump(mode="json")}
+    for _, group in groups:
+        _load_parent(config, build_model(spec, resolve_tasks(group)), hub.credentials)
 
 
 def _check_merge_target(hub: Hub, repo_name: str, target: str) -> None:
