@@ -22,7 +22,12 @@ def _show(result) -> None:
         console.print(f"[green]✓[/] winner {w.trial_id}: {result.objective} = {w.metrics.get(result.objective, float('nan')):.4f}  params {w.params}")
         if result.promotion_commit:
             into = getattr(result, "promoted_into", None) or "main"
-            console.print(f"[green]✓[/] promoted into {into} as {result.promotion_commit[:12]} (branch {w.branch})")
+            promoted = getattr(result, "promoted_trial", None) or w.trial_id
+            if promoted == w.trial_id:
+                console.print(f"[green]✓[/] promoted into {into} as {result.promotion_commit[:12]} (branch {w.branch})")
+            else:  # a resume re-ran an errored trial that now ranks first; a sweep promotes once
+                console.print(f"[yellow]![/] trial {promoted} was promoted into {into} as {result.promotion_commit[:12]}; "
+                              f"winner {w.trial_id} ranks first now: merge branch {w.branch} by hand to promote it")
         elif getattr(result, "promotion_error", None):
             console.print(f"[red]✗[/] not promoted into {result.promoted_into}: {result.promotion_error}\n"
                           f"  retry with 'flotilla sweep resume {result.sweep_id}' (no trial runs again)")

@@ -261,3 +261,18 @@ def test_the_secret_key_is_refused_in_metadata_keys_and_messages_without_being_e
         assert secret not in str(err.value) + "".join(traceback.format_exception(err.value)), what
     assert repo.uncommitted("feature") and repo.resolve("main") == main_before  # nothing reached history
     assert all(secret not in c.message and secret not in str(c.metadata) for c in repo.log("feature"))
+
+
+def test_experiment_keeps_work_committed_on_its_branch_by_hand_when_the_merge_fails(repo):
+    from flotilla.errors import HubError
+
+    repo.put("main", "base2.txt", "base")
+    repo.commit("main", "base")
+    with pytest.raises(HubError) as err:
+        with repo.experiment("by-hand", merge_into="main") as exp:
+            exp.put("models/x/model.pt", "weights")
+            repo.commit(exp.branch, "committed by hand, not through exp.commit()")
+            repo.put("main", "wip2.txt", "someone's uncommitted change")  # the merge is refused: dirty destination
+    assert exp.commit_id is None and exp.branch in repo.branches(), "committed work was deleted with its branch"
+    assert repo.get(exp.branch, "models/x/model.pt") == b"weights" and exp.branch in str(err.value)
+    repo.commit("main", "the wip")

@@ -316,7 +316,9 @@ def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and
     repo.put("trial-sw-b", "models/sw-b/family/model.pt", b"b's")
     repo.commit("trial-sw-b", "model")
     b = TrialRecord("b", {"optim.lr": 0.2}, "completed", 3, {"val/score": 0.9}, "trial-sw-b")
-    assert finish("into-clean", tmp_path / "clean", b).promotion_commit == first.promotion_commit == repo.resolve("into-clean")
+    rerank = finish("into-clean", tmp_path / "clean", b)
+    assert rerank.promotion_commit == first.promotion_commit == repo.resolve("into-clean")
+    assert rerank.winner.trial_id == "b" and rerank.promoted_trial == "a" and first.promoted_trial == "a"
     # a merge that landed but whose answer never came back (results.json still says "not merged"): found on the branch
     (tmp_path / "clean" / "results.json").unlink()
     lost = finish("into-clean", tmp_path / "clean", b)

@@ -112,8 +112,10 @@ def test_a_family_is_merged_whole_or_not_at_all(repo):
     repo.create_branch("into-clash", base)
     repo.put("into-clash", "models/run/gender/model.pt", "someone else's")
     head = repo.commit("into-clash", "a clashing gender model").id
-    with pytest.raises(MergeConflictError):  # gender conflicts after age merged: the target gets neither
+    with pytest.raises(MergeConflictError) as err:  # gender conflicts after age merged: the target gets neither
         _merge_family(repo, models, "into-clash", "run")
+    assert "not merged into 'into-clash' (none of them is on it)" in err.value.message and "promote-" not in str(err.value)
+    assert "exp-run-gender" in err.value.hint
     assert repo.resolve("into-clash") == head and not repo.exists("into-clash", "models/run/age/model.pt")
     assert not [b for b in repo.branches() if b.startswith("promote-")], "the staging branch was left behind"
     repo.create_branch("into-clean", base)

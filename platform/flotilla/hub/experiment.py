@@ -112,7 +112,7 @@ class Experiment:
                     self.branch, self.merge_into, f"Merge experiment {self.name} into {self.merge_into}", meta
                 )
             except BaseException as exc:
-                if self.commit_id is None:  # nothing of the experiment's own is committed: nothing to keep
+                if self.commit_id is None and not self._committed_elsewhere():  # nothing of its own committed
                     self.abort()
                     raise
                 self._explain_kept(exc)
@@ -121,9 +121,16 @@ class Experiment:
             self._delete()
         return self.merge_commit or self.commit_id
 
+    def _committed_elsewhere(self) -> bool:
+        """Work committed on the branch other than through ``commit()`` (e.g. ``repo.commit(exp.branch, ...)``)."""
+        try:
+            return self.repo.resolve(self.branch) != self.base_commit
+        except Exception:  # the hub is down: keep the branch rather than guess it holds nothing
+            return True
+
     def _explain_kept(self, exc: BaseException) -> None:
         """Name the kept branch, and how to retry the merge, in the error that is about to propagate."""
-        kept = f"the experiment's commit {self.commit_id} stays on branch {self.branch!r}"
+        kept = f"the experiment's commit {self.commit_id or '(made on the branch)'} stays on branch {self.branch!r}"
         retry = f"then merge it again (repo.merge({self.branch!r}, {self.merge_into!r})), or delete the branch"
         if isinstance(exc, MergeConflictError):  # resolving a conflict happens on that branch
             exc.reword(hint=f"{kept}: commit the wanted version of each path there, {retry}")

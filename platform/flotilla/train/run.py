@@ -172,6 +172,13 @@ def _merge_family(repo: Any, models: list[ModelResult], target: str, run_id: str
                                      repo.commit_info(m.commit).metadata) for m in models}
         repo.merge(staging, target, f"Promote the {len(models)} models of run {run_id}",
                    {"flotilla.kind": "family-promotion", "flotilla.run_id": run_id, "flotilla.models": ",".join(staged)})
+    except FlotillaError as exc:  # name the target, not the staging branch that is about to go
+        raise exc.reword(
+            f"the {len(models)} models of run {run_id!r} were not merged into {target!r} (none of them is on it): "
+            + exc.message.replace(staging, target),
+            hint=f"the models stay on branches {', '.join(m.branch for m in models)}; fix the cause, then merge each "
+                 f"into {target!r} (repo.merge(branch, {target!r})) or train again",
+        ) from None
     finally:
         repo.delete_branch(staging, missing_ok=True)
     for m in models:  # each model's own promotion commit (with its provenance), now in the target's history

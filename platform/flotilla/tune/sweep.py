@@ -68,6 +68,7 @@ class SweepResult:
     pareto: list[str] = field(default_factory=list)  # trial ids on the Pareto front (multi-objective only)
     plots: dict[str, str] = field(default_factory=dict)
     promotion_error: str | None = None  # why the winner is not merged yet ('resume' retries it)
+    promoted_trial: str | None = None  # the trial merged; not the winner when a resume re-ranked after promoting
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True, default=float)
@@ -273,13 +274,15 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
             run_config=tune.RunConfig(name=sweep_id, storage_path=str(tune_dir), callbacks=[lifecycle, JsonLoggerCallback()],
                                       verbose=1),
         )
-    if restore:  # the restored run config holds the callback without its credentials (they are never pickled)
-        for cb in tuner._local_tuner.get_run_config().callbacks or []:
+    local = getattr(tuner, "_local_tuner", None)  # None over Ray client: the tuner lives in a remote actor
+    if restore and local is not None:  # the restored run config holds the callback without its credentials (never pickled)
+        for cb in local.get_run_config().callbacks or []:
             if isinstance(cb, TrialBranchCallback):
                 cb.attach(hub.credentials)
     with caller_keeps_ctrl_c() as ctrl_c:  # Tune's graceful-stop handler while the sweep runs, not after
         grid = tuner.fit()
-    if ctrl_c.interrupted:
+    # over Ray client (ray://) fit() runs in a remote actor: the local SIGINT handler says nothing about it
+    if ctrl_c.interrupted and not ray.util.client.ray.is_connected():
         # fit() returns normally after a Ctrl-C, with the running trials cut short and marked finished:
         # finishing now would delete their branches as "stopped" and promote the best of a partial sweep
         done = sum(1 for e in read_lifecycle(d / "lifecycle.jsonl").values() if {"complete", "stopped"} & set(e.get("events", [])))
@@ -363,8 +366,8 @@ def _promote(repo: Any, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_i
     try:
         landed = prior.promotion_commit if prior and prior.promotion_commit else _promotion_on(repo, spec.promote.into, sweep_id)
         if landed:  # a sweep promotes once, even when a resume (re-run errored trials) crowns another winner
-            result.promotion_commit, result.promotion_error = landed, None
             promoted = repo.commit_info(landed).metadata.get("flotilla.trial_id")
+            result.promotion_commit, result.promotion_error, result.promoted_trial = landed, None, promoted or w.trial_id
             if promoted and promoted != w.trial_id:
                 log.warning("sweep %s: trial %s now ranks first, but trial %s was promoted already (commit %s); "
                             "merge branch %s by hand to promote it instead", sweep_id, w.trial_id, promoted, landed[:12], w.branch)
@@ -377,7 +380,7 @@ def _promote(repo: Any, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_i
             "params": w.params, **{f"metric.{k[4:]}": v for k, v in w.metrics.items() if not k.endswith("/n")},
         }
         result.promotion_commit = repo.merge(w.branch, spec.promote.into, f"Promote sweep {sweep_id} winner {w.trial_id}", meta)
-        result.promotion_error = None
+        result.promotion_error, result.promoted_trial = None, w.trial_id
     except FlotillaError as exc:
         result.promotion_error = exc.message
         raise FlotillaError(
@@ -392,7 +395,8 @@ def _promote(repo: Any, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_i
 
 def _promotion_on(repo: Any, into: str, sweep_id: str, depth: int = 500) -> str | None:
     """The commit that promoted ``sweep_id`` into ``into``, if a merge landed that the sweep never heard back
-    from (a lost response, a driver killed mid-merge); found by its metadata in the branch's recent log."""
+    from (a lost response, a driver killed mid-merge); found by its metadata in the branch's last ``depth``
+    commits (a resume after more than that many commits landed on ``into`` would not see it)."""
     for c in repo.log(into, limit=depth):
         if c.metadata.get("flotilla.kind") == "promotion" and c.metadata.get("flotilla.sweep_id") == sweep_id:
             return c.id
