@@ -340,11 +340,10 @@ def _finish(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id:
     for t in result.trials:
         keep = (t is result.winner or t.trial_id in result.pareto or spec.retention.keep == "all"
                 or (spec.retention.keep == "completed" and t.status == "completed"))
-        there = existing is None or t.branch in existing
-        if not keep and existing is not None and t.branch in existing:
+        there = existing is None or t.branch in existing  # unknown while the hub does not answer: assume so
+        if not keep and existing is not None and there:
             try:
                 repo.delete_branch(t.branch, missing_ok=True)
-                there = False
             except FlotillaError as exc:
                 log.warning("could not delete trial branch %s (resume retries): %s", t.branch, exc.message)
         t.kept = keep and there
