@@ -86,7 +86,14 @@ def deepspeed_config(spec: Any, use_gpu: bool) -> dict[str, Any]:
     return cfg
 
 
-def _load_parent(config: dict[str, Any], model: Any, creds: Any) -> None:
+def load_parent(config: dict[str, Any], model: Any, creds: Any) -> None:
+    """Warm-start ``model`` from the run's transfer parent (a no-op without one).
+
+    Public because the driver runs it too, once, before any worker starts (train.run's
+    ``_check_parent_fits``): a parent that does not fit fails there as a SpecError instead of in
+    every worker, retried. ``strict=True`` so a width or backbone mismatch is an error, not a
+    silently half-loaded backbone.
+    """
     parent = config.get("parent")
     if not parent:
         return
@@ -159,7 +166,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     data = HubDataset(DataRef(**config["data_ref"]), creds, image_size=spec.data.image_size)
 
     model = build_model(spec, tasks)
-    _load_parent(config, model, creds)
+    load_parent(config, model, creds)
     start_epoch, history = 0, []
     resumed_from = None
     ckpt = ray.train.get_checkpoint()

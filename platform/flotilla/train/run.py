@@ -136,11 +136,11 @@ def _check_parent_fits(hub: Hub, spec: FamilySpec, parent: Any, groups: list[tup
     download of the parent and a few hundred milliseconds.
     """
     from flotilla.models.tasks import resolve_tasks
-    from flotilla.train.loop import _load_parent, build_model
+    from flotilla.train.loop import load_parent, build_model
 
     config = {"parent": parent.__dict__, "spec": spec.model_dump(mode="json")}
     for _, group in groups:
-        _load_parent(config, build_model(spec, resolve_tasks(group)), hub.credentials)
+        load_parent(config, build_model(spec, resolve_tasks(group)), hub.credentials)
 
 
 def _check_merge_target(hub: Hub, repo_name: str, target: str) -> None:
