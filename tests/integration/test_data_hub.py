@@ -48,6 +48,24 @@ def test_install_gate_commits_only_the_hook_and_refuses_a_dirty_branch(hub, repo
     assert install_gate(repo, "main") is False and repo.resolve("main") == head
 
 
+def test_concurrent_gate_installs_all_succeed_and_land_one_hook(hub, repo):
+    """Two ingests into a fresh repo both install the gate first; neither may fail nor commit anything else."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flotilla.data.gate import ACTION_PATH, action_yaml
+
+    before = repo.resolve("main")
+    with ThreadPoolExecutor(4) as pool:  # separate Repo handles: separate clients, as separate processes have
+        installed = list(pool.map(lambda _: install_gate(hub.repo(repo.name), "main"), range(4)))
+    assert any(installed)  # someone installed it; the rest may have merged the same hook (an empty merge) or found it
+    head = repo.resolve("main")
+    assert repo.get(head, ACTION_PATH) == action_yaml("main").encode()
+    assert [c.path for c in repo.diff(before, head)] == [ACTION_PATH]
+    assert not repo.uncommitted("main")
+    assert not [b for b in repo.branches() if b.startswith("gate-install-")]
+    assert install_gate(repo, "main") is False
+
+
 def test_a_hook_left_staged_by_an_interrupted_install_is_not_taken_for_an_installed_one(hub, repo, tmp_path):
     from flotilla.data.gate import ACTION_PATH, action_yaml
     from flotilla.errors import ConflictError
