@@ -9,6 +9,7 @@ import http.server
 import io
 import tarfile
 import threading
+import time
 
 import pytest
 
@@ -33,6 +34,9 @@ BODIES = {
     # the whole (short) body arrives, but it is only the first half of a gzip'd tar
     "truncated-archive": (_archive()[: len(_archive()) // 2], None),
     "not-gzip": (b"<html>rate limited</html>", None),
+    # 100 bytes of a megabyte, then silence with the connection open: the read times out
+    "stalls": (b"\x1f\x8b" + b"x" * 98, 1 << 20),
+    "complete": (_archive(), None),
 }
 
 
@@ -46,6 +50,8 @@ def release_site(monkeypatch):
             self.end_headers()
             self.wfile.write(body)
             self.wfile.flush()
+            if self.path.startswith("/stalls/"):
+                time.sleep(3)  # well past the test's read timeout, with the socket still open
             self.close_connection = True
 
         def log_message(self, *args):
@@ -58,9 +64,10 @@ def release_site(monkeypatch):
     server.server_close()
 
 
-@pytest.mark.parametrize("case", sorted(BODIES))
+@pytest.mark.parametrize("case", sorted(set(BODIES) - {"complete"}))
 def test_a_broken_download_falls_through_to_the_build_and_then_a_clear_error(case, release_site, tmp_path, monkeypatch):
     release_site(case)
+    monkeypatch.setattr(binary, "DOWNLOAD_TIMEOUT_S", 0.5)
     monkeypatch.setenv("PATH", str(tmp_path))  # no lakefs and no go: the build is unavailable too
     monkeypatch.delenv("FLOTILLA_LAKEFS_BIN", raising=False)
     settings = Settings(home=tmp_path / "h", cache=tmp_path / "c")
@@ -69,6 +76,7 @@ def test_a_broken_download_falls_through_to_the_build_and_then_a_clear_error(cas
     msg = str(info.value)
     assert "download:" in msg and "build from the Go module: no 'go' on PATH" in msg, msg
     assert ("broke off after 100 of" in msg) == (case == "broken-off")
+    assert ("broke off (TimeoutError" in msg) == (case == "stalls"), msg
     assert not binary.cached_binary(settings).exists()  # nothing half-downloaded was installed
     assert list(binary.cached_binary(settings).parent.iterdir()) == [binary.cached_binary(settings).parent / ".lock"]
 
@@ -76,3 +84,16 @@ def test_a_broken_download_falls_through_to_the_build_and_then_a_clear_error(cas
 def test_archive_fixture_is_a_real_gzip_tar():
     with tarfile.open(fileobj=io.BytesIO(_archive())) as tar:  # sanity: the truncated case is truncated, not bogus
         assert tar.getnames() == ["lakeFS/lakefs"]
+
+
+def test_a_complete_download_is_installed_executable_and_reused(release_site, tmp_path, monkeypatch):
+    release_site("complete")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("FLOTILLA_LAKEFS_BIN", raising=False)
+    settings = Settings(home=tmp_path / "h", cache=tmp_path / "c")
+    got = binary.ensure_binary(settings)
+    assert got == binary.cached_binary(settings) and got.stat().st_mode & 0o777 == 0o755
+    with tarfile.open(fileobj=io.BytesIO(_archive())) as tar:
+        assert got.read_bytes() == tar.extractfile("lakeFS/lakefs").read()
+    release_site("not-gzip")  # a second call must not download again: the cache answers
+    assert binary.ensure_binary(settings) == got and got.read_bytes().startswith(b"#!/bin/sh\n")

@@ -32,6 +32,7 @@ from flotilla.settings import Settings
 Reporter = Callable[[str], None]
 RELEASE_URL = "https://github.com/treeverse/lakeFS/releases/download/v{v}/lakeFS_{v}_{os}_{arch}.tar.gz"
 MIN_GO = (1, 26, 4)
+DOWNLOAD_TIMEOUT_S = 5.0  # per connect and per read: a stalled download falls through to the Go build
 
 
 def _noop(_: str) -> None:
@@ -121,7 +122,7 @@ def _download(version: str, target: Path, report: Reporter) -> None:
         raise _Unavailable(f"no release archive for {_stdlib_platform.system()}/{_stdlib_platform.machine()}")
     url = RELEASE_URL.format(v=version, os=osname, arch=arch)
     try:
-        resp = urllib.request.urlopen(url, timeout=5)  # noqa: S310 - fixed https URL
+        resp = urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S)  # noqa: S310 - fixed https URL
     except Exception as exc:  # no internet is the normal case on locked-down machines
         raise _Unavailable(f"release archive not reachable ({type(exc).__name__})") from None
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
