@@ -61,3 +61,13 @@ def test_a_dir_another_user_owns_is_refused(cluster):
 def test_a_file_in_its_place_is_refused(cluster):
     cluster.tmpdir.write_text("")
     _refused(cluster, "not a directory")
+
+
+@pytest.mark.parametrize("var", ["FLOTILLA_RAY_PORT", "FLOTILLA_DASHBOARD_PORT"])
+def test_a_port_in_rays_worker_port_range_is_refused_before_anything_starts(cluster, monkeypatch, var):
+    monkeypatch.setenv(var, "16380")  # `ray start` would fail with a traceback in head.log only
+    with pytest.raises(ClusterError) as info:
+        cluster.up(timeout=5)
+    assert "16380" in info.value.message and "10002-19999" in info.value.message
+    assert var in info.value.hint
+    assert cluster.state() is None and not cluster.tmpdir.exists()

@@ -46,6 +46,7 @@ from flotilla.settings import Settings, _int_env
 
 DEFAULT_RAY_PORT = 6390  # not Ray's 6379 (also Redis's): a user's own `ray start` keeps working
 DEFAULT_DASHBOARD_PORT = 8275  # not Ray's 8265: a plain ray.init() elsewhere keeps its dashboard
+RAY_WORKER_PORTS = (10002, 19999)  # `ray start`'s default --min/--max-worker-port: no other port may lie there
 _MAX_TMPDIR = 36  # <tmp>/<node>/session_<date>_<usec>_<pid>/sockets/plasma_store must stay < 108 chars
 Reporter = Callable[[str], None]
 
@@ -273,6 +274,12 @@ class LocalCluster:
         ray_port = ray_port or _int_env("FLOTILLA_RAY_PORT", DEFAULT_RAY_PORT)
         dashboard_port = dashboard_port or _int_env("FLOTILLA_DASHBOARD_PORT", DEFAULT_DASHBOARD_PORT)
         for name, port, env in (("GCS", ray_port, "FLOTILLA_RAY_PORT"), ("dashboard", dashboard_port, "FLOTILLA_DASHBOARD_PORT")):
+            if RAY_WORKER_PORTS[0] <= port <= RAY_WORKER_PORTS[1]:  # Ray refuses it with a traceback in head.log
+                raise ClusterError(
+                    f"{name} port {port} lies in the range Ray keeps for its worker processes "
+                    f"({RAY_WORKER_PORTS[0]}-{RAY_WORKER_PORTS[1]})",
+                    hint=f"set {env} to a port outside it (the default is {DEFAULT_RAY_PORT if name == 'GCS' else DEFAULT_DASHBOARD_PORT})",
+                )
             if not _port_free(port):
                 raise ClusterError(f"{name} port {port} is already in use by another program", hint=f"set {env} to a free port")
         for d in (self.dir, self.log_dir, self.tmpdir):
