@@ -123,7 +123,11 @@ def test_every_injected_defect_is_caught_and_main_is_unchanged(hub, repo, tmp_pa
     for sid in ("syn-2-0000000", "syn-2-0000001", "dup-conflict"):
         assert sid in found, sid
     checks = {i["check"] for i in report["issues"] if i["severity"] == "error"}
-    assert len(checks) >= 4, checks  # image, range, duplicate, representativeness
+    # each injected defect by name: the corrupt image, the out-of-range age, the conflicting duplicate, lone 'disgust'
+    assert {"labels.age", "duplicates.conflicting_labels", "representativeness.emotion"} <= checks, checks
+    assert any(c.startswith("images.") for c in checks), checks
+    lone = [i for i in report["issues"] if i["check"] == "representativeness.emotion"]
+    assert any("'disgust'" in json.dumps(i) and "syn-2-0000004" in json.dumps(i) for i in lone), lone
     assert "ingest-bad" in msg and "failed validation" in msg
     # the error itself says which checks failed on which samples, and how to fix each (not just counts)
     assert "dataset 'bad' failed validation" in msg and "labels.age: 1 affected" in msg and "syn-2-0000001" in msg

@@ -75,8 +75,13 @@ def test_sweep_promotes_the_winner_and_only_kept_branches_remain(hub, local_ray)
     stopped = [t for t in result.trials if t.status == "stopped"]
     assert stopped, "ASHA stopped nobody"
     after = set(repo.branches()) - before
-    assert after == {t.branch for t in result.trials if t.kept}
-    assert not any(t.branch in after for t in stopped)
+    # retention "completed" (the default): the policy, not the trials' own `kept` flags, says what must remain
+    assert after == {t.branch for t in result.trials if t.status == "completed"}
+    assert all(t.kept == (t.status == "completed") for t in result.trials)
+    # ... and ASHA's stops lost their branches when Tune stopped them (the callback), not only at the end
+    events = [json.loads(x) for x in (Path(result.directory) / "lifecycle.jsonl").read_text().splitlines()]
+    deleted = [e["trial_id"] for e in events if e["event"] == "branch_deleted"]
+    assert sorted(deleted) == sorted(t.trial_id for t in stopped), (deleted, stopped)
     w = result.winner
     assert w and w.status == "completed" and w.branch in after
     head = repo.commit_info("main")
@@ -96,15 +101,25 @@ def test_sweep_promotes_the_winner_and_only_kept_branches_remain(hub, local_ray)
     assert float(head.metadata["metric.age/mae"]) == pytest.approx(card["metrics"]["age/mae"])
     assert max(t.metrics["val/score"] for t in result.trials if t.status == "completed") == w.metrics["val/score"]
     assert {"history", "curves", "curves.html", "tradeoff"} <= set(result.plots) and all(Path(p).stat().st_size > 0 for p in result.plots.values())
-    conditional = [t for t in result.trials if t.params.get("optim.name") == "adamw"]
-    assert all("optim.momentum" not in t.params for t in conditional)
+    adamw = [t for t in result.trials if t.params["optim.name"] == "adamw"]
+    sgd = [t for t in result.trials if t.params["optim.name"] == "sgd"]
+    assert adamw and sgd, "the seed no longer samples both optimisers: pick another"
+    assert all("optim.momentum" not in t.params for t in adamw)  # conditional: only where optim.name is sgd
+    assert all(0.8 <= t.params["optim.momentum"] <= 0.95 for t in sgd)
     # the Optuna study (what optuna-dashboard shows) holds ASHA's stops as pruned, with their curves
     study = optuna.load_study(study_name=result.sweep_id, storage=f"sqlite:///{Path(result.directory) / 'optuna.db'}")
     states = [t.state.name for t in study.trials]
     assert states.count("PRUNED") == len(stopped) and states.count("COMPLETE") == len(result.trials) - len(stopped)
-    curves = {t.number: t.intermediate_values for t in study.trials if t.state.name == "PRUNED"}
-    # ASHA's rungs here are epochs 1 and 2: each curve runs from epoch 1 to the rung that stopped it
-    assert all(sorted(c) == list(range(1, len(c) + 1)) and len(c) < 3 for c in curves.values()), curves
+    # ASHA's rungs here are epochs 1 and 2: each curve runs from epoch 1 to the rung that stopped it, that
+    # rung's report included (Tune hands the stopping result to on_trial_complete only)
+    by_params = {json.dumps(t.params, sort_keys=True): t for t in study.trials}
+    for t in stopped:
+        curve = by_params[json.dumps(t.params, sort_keys=True)].intermediate_values
+        assert sorted(curve) == list(range(1, t.epochs + 1)) and t.epochs < 3, (t.trial_id, t.epochs, curve)
+    # the hub's keys never reach the sweep's files (Tune's pickled state, the ledger, the study, the plots)
+    keys = (hub.credentials.secret_access_key.encode(), hub.credentials.access_key_id.encode())
+    leaked = [p for p in Path(result.directory).rglob("*") if p.is_file() and any(k in p.read_bytes() for k in keys)]
+    assert not leaked, leaked
 
 
 def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_settings, sweep_env, tmp_path):
@@ -139,6 +154,10 @@ def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_setting
     assert len(result.trials) == 5 and all(t.status in ("completed", "stopped") for t in result.trials)
     starts = [json.loads(x)["trial_id"] for x in (d / "ledger.jsonl").read_text().splitlines()]
     finished_before_kill = {e["trial_id"] for e in ended}
+    ids = {t.trial_id for t in result.trials}
+    # restored, not started over (which would re-run everything under new trial ids)
+    assert finished_before_kill <= ids, "the trials finished before the kill are not in the resumed result"
+    assert set(starts) == ids, "the ledger and the result disagree (was the ledger written after the resume?)"
     for trial_id in finished_before_kill:
         assert starts.count(trial_id) == 1, f"finished trial {trial_id} ran again"
     assert result.winner is not None and result.promotion_commit
@@ -244,7 +263,7 @@ def test_resume_before_tune_saved_starts_the_sweep_and_reaching_the_target_start
         raise RuntimeError("driver died")
 
     monkeypatch.setattr(sweep_module, "_run", driver_dies)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="driver died"):
         sweep(spec, hub=hub, sweep_id="target-test")
     monkeypatch.undo()
     assert (sweeps_dir(hub.settings) / "target-test" / "sweep.json").exists()
@@ -274,7 +293,7 @@ def test_a_promotion_target_that_does_not_exist_is_refused_before_anything_is_wr
     assert not [p for p in sweeps_dir(hub.settings).glob("nowhere*")], "a half-made sweep was left behind"
 
 
-def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and_no_sweep_merges_twice(hub, repo, tmp_path):
+def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and_no_sweep_merges_twice(hub, repo, tmp_path, monkeypatch):
     from flotilla.errors import FlotillaError
     from flotilla.tune.sweep import SweepResult, TrialRecord, _promote, _read_result
 
@@ -290,8 +309,21 @@ def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and
     state = {"family": {"data": {"ref": "main"}}, "commits": {"main": base, "variant": base}}
     w = TrialRecord("a", {"optim.lr": 0.1}, "completed", 3, {"val/score": 0.8, "val/age/n": 10.0}, "trial-sw-a")
 
+    merges_seen: list[str] = []
+    real_merge = repo.merge
+
+    def merge(source, into, *args, **kwargs):  # the driver could die inside the merge: the results must be saved first
+        saved = _read_result(current["dir"] / "results.json")
+        assert saved.winner.trial_id == source.removeprefix("trial-sw-") and saved.promotion_error == "not merged yet"
+        merges_seen.append(source)
+        return real_merge(source, into, *args, **kwargs)
+
+    monkeypatch.setattr(repo, "merge", merge)
+    current: dict[str, Path] = {}
+
     def finish(into: str, d: Path, winner: TrialRecord = w) -> SweepResult:  # what _finish hands over, fresh or resumed
         d.mkdir(exist_ok=True)
+        current["dir"] = d
         result = SweepResult("sw", str(d), state["commits"], "val/score", "max", trials=[winner], winner=winner)
         _promote(repo, sweep_spec("sw", promote={"into": into}), state, d, "sw", result)
         return result
@@ -301,6 +333,7 @@ def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and
     assert "was not merged into 'main'" in err.value.message and model in err.value.message
     assert "flotilla sweep resume sw" in err.value.hint
     assert repo.resolve("main") == head, "a conflicting promotion changed main"
+    assert merges_seen == ["trial-sw-a"]  # the merge was tried (and saw the results on disk first)
     saved = _read_result(tmp_path / "conflict" / "results.json")
     assert saved.winner.trial_id == "a" and saved.promotion_commit is None and "conflict" in saved.promotion_error
 

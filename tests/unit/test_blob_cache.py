@@ -45,7 +45,10 @@ def test_eviction_and_size_skip_files_that_vanish_while_they_are_listed(tmp_path
     monkeypatch.setattr(path_type, "glob", listed_then_gone)
     monkeypatch.setattr(path_type, "stat", gone_after_one_look)
     assert c.size() <= 3 * h + 20
-    c.get("ff" + "e" * 62, lambda: b"1234567890123")  # over the limit: evicts without tripping over either
+    assert c.get("ff" + "e" * 62, lambda: b"1234567890123") == b"1234567890123"  # over the limit: evicts ...
+    monkeypatch.undo()
+    assert c.size() <= c.max_bytes, "eviction gave up at the first vanished file"  # ... without tripping over either
+    assert c.path("ff" + "e" * 62).exists()  # and the newest entry is the one kept
 
 
 def test_a_key_with_a_trailing_newline_is_refused(tmp_path):

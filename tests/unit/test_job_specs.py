@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from flotilla.errors import SpecError
-from flotilla.jobs.specs import IngestJob, SweepJob, TrainJob, family_of, load_job_spec, parse_job_spec
+from flotilla.jobs.specs import IngestJob, SweepJob, TrainJob, family_of, load_job_spec, parse_job_spec, sweep_of
 from flotilla.jobs.submit import PINNED_DIR, RESULT_MARKER, _stage, parse_result, project_root, submission_id
 from flotilla.settings import Settings
 
@@ -31,6 +31,13 @@ def test_shipped_job_specs_are_valid():
     train = load_job_spec(ROOT / "jobs/train_face_family.yaml", root=ROOT)
     assert isinstance(train, TrainJob)
     assert family_of(train, ROOT).epochs == train.overrides["epochs"]
+    # the sweep jobs, the demo's included (`make demo` submits jobs/sweep_demo.yaml): their sweep specs load whole
+    for name, sweep_name in (("sweep_demo", "demo-sweep"), ("sweep_face_family", "face-family-sweep")):
+        job = load_job_spec(ROOT / f"jobs/{name}.yaml", root=ROOT)
+        assert isinstance(job, SweepJob) and sweep_of(job, ROOT).name == sweep_name
+    shipped = {p.name for p in (ROOT / "jobs").glob("*.yaml")} - {"face_family.yaml"}  # a family spec, not a job
+    assert shipped == {"ingest_synthetic.yaml", "train_face_family.yaml", "sweep_demo.yaml", "sweep_face_family.yaml"}, (
+        "a job spec was added: check it here")
 
 
 def test_misspelled_keys_are_all_reported_at_once_with_did_you_mean():
