@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -184,6 +186,26 @@ def test_train_job_reads_its_pinned_commit_and_can_be_stopped(ingested, data_rep
     assert handle.status() == "RUNNING"
     assert handle.stop()
     assert handle.wait(timeout=60) == "STOPPED"
+
+
+def test_a_driver_outside_the_cluster_joins_by_its_gcs_or_ray_client_address(cluster, env):
+    """`flotilla train/sweep --address` against flotilla's own cluster: its token is sent for the user, and
+    only to it (without it Ray says "Failed to connect" or "Ray client connection timeout", nothing of auth)."""
+    from flotilla.jobs.cluster import driver_auth_env
+
+    st, state = cluster.status(), cluster.state()
+    assert st.client_address == f"ray://127.0.0.1:{state['client_port']}" and st.client_address in st.describe()
+    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(env.home / "ray" / "auth_token")}
+    assert driver_auth_env(st.gcs_address, env) == driver_auth_env(f"localhost:{state['ray_port']}", env) == token
+    assert driver_auth_env(f"ray://127.0.0.1:{state['ray_port']}", env) == {}  # the GCS port is not the client port
+    assert driver_auth_env(f"127.0.0.1:{free_port()}", env) == {}  # another cluster here: its token is not offered
+    assert driver_auth_env(f"head.example.com:{state['ray_port']}", env) == {}
+    code = ("import sys, ray; from flotilla.train.run import ensure_ray; ensure_ray(sys.argv[1]); "
+            "print('CPUS', ray.cluster_resources()['CPU'])")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
+    for address in (st.gcs_address, st.client_address):
+        out = subprocess.run([sys.executable, "-c", code, address], env=clean, capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0 and "CPUS 2.0" in out.stdout, (address, out.stderr[-3000:])
 
 
 def test_down_stops_only_this_cluster(cluster, env, tmp_path_factory):

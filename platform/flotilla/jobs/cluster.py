@@ -112,6 +112,31 @@ def token_path(settings: Settings) -> Path:
     return ray_dir(settings) / "auth_token"
 
 
+def driver_auth_env(address: str, settings: Settings | None = None) -> dict[str, str]:
+    """The variables a driver needs to join flotilla's own local cluster at ``address`` (``host:port`` or ``ray://host:port``).
+
+    That cluster runs with token auth, and a driver started outside it (``flotilla train --address``,
+    ``flotilla sweep --address``, a notebook) that does not send the token gets "Failed to connect" or
+    "Ray client connection timeout", with no word about auth. Jobs need none of this (they inherit it
+    from their node). Only this cluster's own GCS and Ray-client ports on this machine match: the token
+    is never offered to another cluster. Empty when the caller has set Ray's auth variables already.
+    """
+    if any(k in os.environ for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+        return {}
+    settings = settings or Settings.from_env()
+    st = LocalCluster(settings).state()
+    token = token_path(settings)
+    if not st or not token.exists():
+        return {}
+    client = address.startswith("ray://")
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    gcs_host = st.get("gcs_address", "").rpartition(":")[0]
+    ours = st.get("client_port") if client else st.get("ray_port")
+    if host not in {"127.0.0.1", "localhost", gcs_host} or not port.isdigit() or int(port) != ours:
+        return {}
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+
+
 def ensure_token(settings: Settings) -> Path:
     """Create the cluster's auth token once (0600, 256 bits) and return its path (never its value)."""
     path = token_path(settings)
@@ -142,12 +167,15 @@ class ClusterStatus:
     pids: list[int] = field(default_factory=list)
     local: bool = True
     note: str = ""
+    client_address: str = ""  # ray://127.0.0.1:<port>, for a driver outside the cluster (flotilla sweep --address)
 
     def describe(self) -> str:
         where = "local Ray cluster" if self.local else "Ray cluster"
         if self.running and self.healthy:
             pids = f", pids {' '.join(map(str, self.pids))}" if self.pids else ""
-            return f"{where} running: {self.nodes} node(s), dashboard {self.address}, GCS {self.gcs_address or '?'}{pids}. {self.note}".strip()
+            client = f", Ray client {self.client_address}" if self.client_address else ""
+            return (f"{where} running: {self.nodes} node(s), dashboard {self.address}, GCS {self.gcs_address or '?'}{client}"
+                    f"{pids}. {self.note}").strip()
         if self.running:
             return f"{where} processes are running but {self.address} does not answer. {self.note}".strip()
         return f"{where} is not running ({self.address}). {self.note}".strip()
@@ -227,7 +255,9 @@ class LocalCluster:
             )
         nodes = alive_nodes(st["dashboard_url"], self.headers())
         note = "" if len(live) == len(roots) else f"only {len(live)} of {len(roots)} node processes are alive"
-        return ClusterStatus(True, nodes is not None, st["dashboard_url"], st["gcs_address"], nodes or 0, live, note=note)
+        client = f"ray://127.0.0.1:{st['client_port']}" if st.get("client_port") else ""
+        return ClusterStatus(True, nodes is not None, st["dashboard_url"], st["gcs_address"], nodes or 0, live, note=note,
+                             client_address=client)
 
     def tail(self, node: str = "head", lines: int = 30) -> str:
         try:
@@ -291,17 +321,18 @@ class LocalCluster:
         if object_store_mb:
             common += ["--object-store-memory", str(object_store_mb * 1024 * 1024)]
         head_tmp = self.tmpdir / "ray"
+        client_port = free_port()
         head_cmd = [
             str(ray_binary()), "start", "--head", *common, "--port", str(ray_port),
             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
-            "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()),
+            "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(client_port),
             "--temp-dir", str(head_tmp),
         ]
         if num_cpus is not None:
             head_cmd += ["--num-cpus", str(num_cpus)]
         (head_tmp / "ray_current_cluster").unlink(missing_ok=True)
         state: dict[str, Any] = {
-            "cluster_id": cluster_id, "python": sys.executable, "ray_port": ray_port, "dashboard_port": dashboard_port,
+            "cluster_id": cluster_id, "python": sys.executable, "ray_port": ray_port, "client_port": client_port, "dashboard_port": dashboard_port,
             "dashboard_url": f"http://127.0.0.1:{dashboard_port}", "gcs_address": "", "ray_tmpdir": str(self.tmpdir),
             "token_path": str(token), "started_at": time.time(), "nodes": [],
         }

@@ -13,6 +13,7 @@ family has succeeded, so a failed model never leaves half a family there.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import time
@@ -22,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.data.loader import DataRef, resolve_data
-from flotilla.errors import ConflictError, FlotillaError, NotFoundError
+from flotilla.errors import ConfigError, ConflictError, FlotillaError, NotFoundError
 from flotilla.hub.client import Hub
 from flotilla.names import branch_id, check_branch_id
 from flotilla.specs import FamilySpec, load_family_spec
 from flotilla.train import artifacts
 from flotilla.train.callbacks import HubCommitCallback
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,23 +69,85 @@ def hub_filesystem(credentials: Any):
     return pafs.S3FileSystem(**credentials.s3_options(), check_directory_existence_before_creation=True)
 
 
-def ensure_ray(address: str | None = None) -> None:
+def ensure_ray(address: str | None = None) -> bool:
+    """Connect to ``address``, or start a local Ray when none is running; True when a local Ray was started here."""
     import ray
 
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    if not ray.is_initialized():
-        if address:
-            try:
-                ray.init(address=address)
-            except ConnectionError as exc:
-                raise FlotillaError(
-                    f"cannot reach the Ray cluster at {address!r}: {exc}",
-                    hint="check the address (e.g. ray://head:10001 or head:6379) and that 'ray start --head' runs there; "
-                         "leave --address out to use a local Ray",
-                ) from None
-        else:
-            # the dashboard also runs the state API that Train/Tune's placement-group cleanup relies on
-            ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+    if ray.is_initialized():
+        return False
+    if address:
+        from flotilla.jobs.cluster import driver_auth_env
+
+        _check_reachable(address)
+        auth = driver_auth_env(address)  # flotilla's own cluster: its token (and only there)
+        if auth:
+            os.environ.update(auth)
+            _refresh_ray_auth()
+        try:
+            ray.init(address=address)
+        except ConnectionError as exc:
+            raise FlotillaError(
+                f"cannot reach the Ray cluster at {address!r}: {exc}", hint=_REACH_HINT,
+            ) from None
+        return False
+    # the dashboard also runs the state API that Train/Tune's placement-group cleanup relies on
+    ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+    return True
+
+
+_REACH_HINT = (
+    "check the address (e.g. ray://head:10001 or head:6379) and that 'ray start --head' runs there; a cluster with "
+    "token auth also needs RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=<its token file> (set for you for flotilla's "
+    "own local cluster); leave --address out to use a local Ray"
+)
+
+
+def check_fits(need: dict[str, float], *, local: bool, what: str, hint: str) -> None:
+    """Refuse work that needs more CPUs/GPUs than the whole Ray cluster has: Ray would keep it pending forever.
+
+    On a local Ray this process started (``local``) that is final; another cluster (an address, a
+    job's cluster) may autoscale, so there it is a warning.
+    """
+    import ray
+
+    have = ray.cluster_resources()
+    short = {k: (v, have.get(k, 0.0)) for k, v in need.items() if v > have.get(k, 0.0) + 1e-9}
+    if not short:
+        return
+    msg = f"{what} could never start: it needs " + "; ".join(f"{v:g} {k}, the cluster has {h:g}" for k, (v, h) in short.items())
+    if local:
+        raise ConfigError(msg, hint=hint)
+    log.warning("%s; it waits unless the cluster scales up (%s)", msg, hint)
+
+
+def _refresh_ray_auth() -> None:
+    """Make auth variables set in this process count: Ray caches them once per process (its Config and
+    token loader); refresh both, as Ray's own ``_enable_token_auth`` does."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):  # another Ray version: set RAY_AUTH_MODE/RAY_AUTH_TOKEN_PATH before starting
+        log.warning("could not refresh Ray's auth settings in this process; set RAY_AUTH_MODE=token and "
+                    "RAY_AUTH_TOKEN_PATH before starting it if the connection is refused")
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast when nothing listens at ``host:port``: ``ray.init`` would retry the GCS for minutes, silently."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():  # "auto" and other forms Ray resolves itself
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise FlotillaError(
+            f"cannot reach the Ray cluster at {address!r}: nothing answers at {host}:{port} ({exc.strerror or exc})",
+            hint=_REACH_HINT,
+        ) from None
 
 
 def train(
@@ -111,7 +176,11 @@ def train(
     groups = [("family", tasks)] if spec.strategy == "shared" else [(t["name"], [t]) for t in tasks]
     if parent:
         _check_parent_fits(hub, spec, parent, groups)
-    ensure_ray(address)
+    started_here = ensure_ray(address)
+    per_worker = {"CPU": spec.scaling.cpus_per_worker, **({"GPU": spec.scaling.gpus_per_worker or 1} if spec.scaling.use_gpu else {})}
+    check_fits({k: v * spec.scaling.workers for k, v in per_worker.items()}, local=started_here,
+               what="a model of this run (scaling.workers x scaling.cpus_per_worker/gpus_per_worker)",
+               hint="lower scaling.workers or scaling.cpus_per_worker, or use a bigger cluster (--address)")
     creds_ref = ray.put(hub.credentials)
     result = TrainResult(run_id, data_ref)
 
