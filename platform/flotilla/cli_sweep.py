@@ -17,6 +17,9 @@ def _show(result) -> None:
     from flotilla.tune.report import missing_plots_note, trials_table
 
     console.print(trials_table(result))
+    for t in result.trials:
+        if getattr(t, "error", ""):
+            console.print(f"  [red]✗[/] trial {t.trial_id} errored: {t.error}", highlight=False)
     if result.winner:
         w = result.winner
         console.print(f"[green]✓[/] winner {w.trial_id}: {result.objective} = {w.metrics.get(result.objective, float('nan')):.4f}  params {w.params}")
@@ -61,6 +64,8 @@ def sweep_command(
         {"resume": lambda: resume(sweep_id, address), "show": lambda: show(sweep_id), "list": list_,
          "dashboard": lambda: dashboard(sweep_id, port)}[target]()
         return
+    if sweep_id:  # `flotilla sweep SPEC ID`: an id is only for managing a sweep that exists
+        raise typer.BadParameter(f"a sweep id ({sweep_id!r}) goes with resume, show or dashboard, not with a spec file to run")
     (_check if check else _run)(target, address)
 
 
@@ -81,8 +86,7 @@ def _check(spec: str, address: str | None = None) -> None:
 def _run(spec: str, address: str | None) -> None:
     from flotilla.tune.sweep import sweep
 
-    result = sweep(spec, address=address)
-    _show(result)
+    _show_then_raise(lambda: sweep(spec, address=address))
 
 
 @friendly
@@ -90,7 +94,20 @@ def resume(sweep_id: str, address: str | None = None) -> None:
     """Finish an interrupted sweep without re-running finished trials."""
     from flotilla.tune.sweep import resume as run
 
-    _show(run(sweep_id, address=address))
+    _show_then_raise(lambda: run(sweep_id, address=address))
+
+
+def _show_then_raise(run) -> None:
+    """A sweep without a winner is an error (exit 1), but its trial table (with each trial's error) still shows."""
+    from flotilla.tune.sweep import NoWinner
+
+    try:
+        result = run()
+    except NoWinner as exc:
+        if exc.result is not None:
+            _show(exc.result)
+        raise
+    _show(result)
 
 
 @friendly
@@ -118,9 +135,9 @@ def dashboard(sweep_id: str, port: int = 8080) -> None:
     import sys
 
     from flotilla.errors import ConfigError
-    from flotilla.tune.sweep import sweep_dir
+    from flotilla.tune.sweep import require_sweep
 
-    db = sweep_dir(sweep_id) / "optuna.db"
+    db = require_sweep(sweep_id) / "optuna.db"
     if not db.exists():
         raise ConfigError(f"sweep {sweep_id!r} has no Optuna study at {db}", hint="list sweeps with 'flotilla sweep list'")
     exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).parent / "optuna-dashboard")

@@ -129,6 +129,9 @@ def test_bad_names_and_unknown_refs_give_our_errors(hub, repo):
     assert "main" in str(info.value)  # tells what exists
     with pytest.raises(NotFoundError, match="existing repositories"):
         hub.repo("no-such-repo").branches()
+    with pytest.raises(NotFoundError) as info:  # a ref in a repository that does not exist (data.repo: facez)
+        hub.repo("no-such-repo").resolve("main")
+    assert "repository not found" in info.value.message and repo.name in info.value.hint
     with pytest.raises(NotFoundError):
         repo.create_branch("x", "no-such-source")
     repo.create_branch("dup")

@@ -293,8 +293,66 @@ def test_a_promotion_target_that_does_not_exist_is_refused_before_anything_is_wr
     assert not [p for p in sweeps_dir(hub.settings).glob("nowhere*")], "a half-made sweep was left behind"
 
 
+def test_a_data_ref_the_target_lacks_is_refused_before_the_sweep_and_a_dict_spec_is_accepted(hub, sweep_env):
+    from flotilla.errors import ConflictError
+
+    repo = hub.repo(REPO)
+    repo.create_branch("cleaned", "main", exist_ok=True)
+    repo.put("cleaned", "datasets/faces/notes.txt", b"a fix main does not have yet")
+    repo.commit("cleaned", "cleaning notes")
+    spec = sweep_spec("lacks", base={**sweep_spec("x").base, "data": {"repo": REPO, "dataset": "faces", "ref": "cleaned"}})
+    with pytest.raises(ConflictError) as err:  # every trial, so the winner, starts from 'cleaned': its merge would carry it
+        sweep(spec.model_dump(mode="json"), hub=hub)  # the Python API takes the spec as a dict too
+    assert "data.ref 'cleaned'" in err.value.message and "datasets/faces/notes.txt" in err.value.message
+    assert "promote into 'cleaned'" in err.value.hint and "promote.into: null" in err.value.hint
+    assert not [p for p in sweeps_dir(hub.settings).glob("lacks*")], "a half-made sweep was left behind"
+    repo.delete_branch("cleaned")
+
+
+def test_a_trial_bigger_than_the_local_ray_is_refused_instead_of_pending_forever(hub, sweep_env):
+    from flotilla.errors import ConfigError
+
+    assert not ray.is_initialized()
+    try:  # no Ray yet: the sweep starts a local one, which cannot grow, so the check is an error
+        with pytest.raises(ConfigError) as err:
+            sweep(sweep_spec("huge", budget={"trials": 2, "concurrency": 1, "trial_cpus": 64}), hub=hub)
+    finally:
+        ray.shutdown()
+    assert "a trial" in err.value.message and "64.5 CPU" in err.value.message and "budget.trial_cpus" in err.value.hint
+    assert not [p for p in sweeps_dir(hub.settings).glob("huge*")], "a half-made sweep was left behind"
+
+
+def test_a_sweep_without_a_finished_trial_is_an_error_that_keeps_its_results(hub, repo, tmp_path):
+    """Tune's results (plain records here, as ``ResultGrid`` yields them) with every trial errored."""
+    from types import SimpleNamespace
+
+    from flotilla.tune.sweep import NoWinner, _finish, _read_result
+
+    repo.put("main", "base.txt", b"base")
+    base = repo.commit("main", "base").id
+    for t in ("a", "b"):
+        repo.create_branch(f"trial-none-{t}", base)
+    error = RuntimeError("Traceback (most recent call last):\n  ...\nValueError: model.width: Input should be a valid integer")
+    grid = [SimpleNamespace(metrics={"trial_id": t}, error=error, path=f"/x/trainable_{t}_00000", config={"optim.lr": 0.1})
+            for t in ("a", "b")]
+    state = {"family": {"data": {"repo": repo.name, "ref": "main"}, "epochs": 3}, "commits": {"main": base}}
+    d = tmp_path / "none"
+    d.mkdir()
+    optuna.create_study(study_name="none", storage=f"sqlite:///{d / 'optuna.db'}")  # the sweep's study, no trial told
+    with pytest.raises(NoWinner) as err:
+        _finish(hub, sweep_spec("none"), state, d, "none", grid, None)
+    assert "ended without a trial trained to the end (2 errored)" in err.value.message
+    assert "trial a failed with: ValueError: model.width: Input should be a valid integer" in err.value.message
+    assert "nothing was promoted" in err.value.message and "flotilla sweep resume none" in err.value.hint
+    assert [t.status for t in err.value.result.trials] == ["errored", "errored"]
+    saved = _read_result(d / "results.json")  # `sweep show` has the trials and their errors
+    assert saved.winner is None and saved.trials[0].error.startswith("ValueError: model.width")
+    assert repo.resolve("main") == base
+    assert not [b for b in repo.branches() if b.startswith("trial-none-")]  # errored trials keep no branch
+
+
 def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and_no_sweep_merges_twice(hub, repo, tmp_path, monkeypatch):
-    from flotilla.errors import FlotillaError
+    from flotilla.errors import FlotillaError, HubUnavailableError
     from flotilla.tune.sweep import SweepResult, TrialRecord, _promote, _read_result
 
     model = "models/sw-a/family/model.pt"  # where a trial of sweep 'sw' publishes (its run id is <sweep>-<trial>)
@@ -344,6 +402,17 @@ def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and
     again = finish("into-clean", tmp_path / "clean")  # resuming a promoted sweep
     assert again.promotion_commit == first.promotion_commit == repo.resolve("into-clean"), "merged twice"
 
+    class HubDown:  # resumed while the hub is down: the promotion on record must survive, not be written over
+        name = repo.name
+
+        def __getattr__(self, attr):
+            raise HubUnavailableError("the lakeFS hub does not answer")
+
+    down = SweepResult("sw", str(tmp_path / "clean"), state["commits"], "val/score", "max", trials=[w], winner=w)
+    _promote(HubDown(), sweep_spec("sw", promote={"into": "into-clean"}), state, tmp_path / "clean", "sw", down)
+    assert down.promotion_commit == first.promotion_commit and down.promotion_error is None and down.promoted_trial == "a"
+    assert _read_result(tmp_path / "clean" / "results.json").promotion_commit == first.promotion_commit
+
     # a resume that re-ran an errored trial may crown another winner: still one promotion per sweep
     repo.create_branch("trial-sw-b", base)
     repo.put("trial-sw-b", "models/sw-b/family/model.pt", b"b's")
@@ -375,6 +444,6 @@ def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and
         _promote(repo, sweep_spec("sw", promote={"into": "into-variant-check"}), state, d, "sw", result)
     assert "datasets/faces/extra.txt" in err.value.message and "'variant'" in err.value.message
     assert "1 path(s)" in err.value.message, err.value.message  # the directory marker is not counted
-    assert "promote.into" in err.value.hint and "flotilla sweep resume sw" in err.value.hint
+    assert "merge branch 'trial-sw-c' into the data branch" in err.value.hint and "flotilla sweep resume sw" in err.value.hint
     assert repo.resolve("into-variant-check") == before, "a refused promotion changed its target"
     assert _read_result(d / "results.json").promotion_commit is None

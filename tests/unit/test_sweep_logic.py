@@ -306,3 +306,42 @@ def test_a_trial_counts_epochs_across_a_restart_not_reports():
     assert sent[EPOCHS_DONE] == 5 and sent["val/score"] == 0.5 and sent["branch"] == "trial-x" and sent["run_id"] == "run-x"
     assert epochs_done({**sent, "training_iteration": 1}) == 5 and epochs_done({"training_iteration": 2}) == 2
     assert epochs_done(None) == 0
+
+
+def test_an_address_where_nothing_listens_fails_fast_and_says_so():
+    from flotilla.errors import FlotillaError
+    from flotilla.hub.server import free_port
+    from flotilla.train.run import _check_reachable
+
+    port = free_port()  # nothing listens there: ray.init would retry the GCS for minutes
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(FlotillaError) as err:
+            _check_reachable(address, timeout=2)
+        assert f"nothing answers at 127.0.0.1:{port}" in err.value.message and "--address" in err.value.hint
+    _check_reachable("auto")  # forms Ray resolves itself are left to it
+
+
+def test_show_or_dashboard_of_an_unknown_sweep_says_there_is_none(tmp_path):
+    from flotilla.errors import NotFoundError
+    from flotilla.settings import Settings
+    from flotilla.tune.sweep import load_result, sweep_dir
+
+    settings = Settings(home=tmp_path, cache=tmp_path / "cache")
+    sweep_dir("real-one", settings).mkdir(parents=True)
+    (sweep_dir("real-one", settings) / "sweep.json").write_text("{}")
+    with pytest.raises(NotFoundError) as err:
+        load_result("no-such-sweep", settings)
+    assert "no sweep 'no-such-sweep'" in err.value.message and "real-one" in err.value.hint
+    with pytest.raises(ConfigError, match="has no results yet"):  # it exists, but has not finished
+        load_result("real-one", settings)
+
+
+def test_a_sweep_id_after_a_spec_file_is_refused_not_ignored():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([str(Path(sys.executable).parent / "flotilla"), "sweep", "tuning/demo.yaml", "my-id", "--check"],
+                         cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "goes with resume, show or dashboard" in out.stderr, out.stderr[-2000:]

@@ -80,7 +80,10 @@ class Repo:
         return translate(f"{action} in repository {self.name!r}", self.hub.endpoint, **kw)
 
     def _what_exists(self) -> str:
-        branches = self.branches()
+        try:
+            branches = self.branches()
+        except NotFoundError as exc:  # the repository itself is missing: its hint lists the ones that exist
+            return exc.hint or ""
         tags = list(self.tags())
         return f"existing branches: {', '.join(branches) or '(none)'}" + (f"; tags: {', '.join(tags)}" if tags else "")
 

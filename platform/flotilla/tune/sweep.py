@@ -40,6 +40,14 @@ class SweepInterrupted(FlotillaError):
     """A Ctrl-C (or SIGUSR1) stopped the sweep: its state is saved, and ``resume`` finishes it."""
 
 
+class NoWinner(FlotillaError):
+    """The sweep ended without a trial trained to the end: nothing to promote. ``result`` holds the trials."""
+
+    def __init__(self, message: str, *, hint: str | None = None, result: SweepResult | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.result = result
+
+
 @dataclass
 class TrialRecord:
     trial_id: str
@@ -51,6 +59,7 @@ class TrialRecord:
     run_id: str = ""
     kept: bool = False
     seen_live: bool = False
+    error: str = ""  # an errored trial's exception, its last line (the rest is in the trial's Ray log)
 
 
 @dataclass
@@ -161,14 +170,54 @@ def _pin_commits(hub: Hub, spec: SweepSpec, family: Any) -> dict[str, str]:
             f"promote.into: no branch {spec.promote.into!r} in repository {family.data.repo!r}; the winner would have nowhere to go",
             hint="create it first (e.g. from main), set promote.into to an existing branch, or promote.into: null",
         )
+    if spec.promote.into and "data.ref" not in spec.space:  # every trial, the winner too, starts from this data
+        extra = [c.path for c in repo.diff(spec.promote.into, commits[family.data.ref], two_dot=False)]
+        if extra:
+            raise ConflictError(
+                f"data.ref {family.data.ref!r} has {len(extra)} path(s) that promote.into {spec.promote.into!r} lacks "
+                f"(e.g. {', '.join(extra[:3])}): promoting the winner would merge that data too, so it would be refused "
+                "after the whole sweep had run",
+                hint=f"merge the data into {spec.promote.into!r} first (into main: 'flotilla data validate --dataset "
+                     f"{family.data.dataset} --ref {family.data.ref} --merge'), promote into {family.data.ref!r} instead, "
+                     "or promote.into: null",
+            )
     return commits
 
 
+def _check_trial_fits(spec: SweepSpec, family: Any, *, local: bool) -> None:
+    """A trial holds ``budget.trial_cpus`` for its Tune function plus its Train workers' resources, at
+    the largest the space can pick: more than the cluster has, and it would stay pending forever."""
+    from flotilla.train.run import check_fits
+
+    def biggest(field: str, default: float) -> float:
+        p = spec.space.get(field)
+        if p is None:
+            return default
+        return float(max(p.values)) if p.type == "choice" else float(p.high)
+
+    workers = biggest("scaling.workers", family.scaling.workers)
+    need = {"CPU": spec.budget.trial_cpus + workers * biggest("scaling.cpus_per_worker", family.scaling.cpus_per_worker)}
+    if family.scaling.use_gpu:
+        need["GPU"] = workers * biggest("scaling.gpus_per_worker", family.scaling.gpus_per_worker or 1)
+    check_fits(need, local=local, what="a trial (budget.trial_cpus + scaling.workers x scaling.cpus_per_worker/gpus_per_worker)",
+               hint="lower budget.trial_cpus, scaling.workers or scaling.cpus_per_worker (or their search ranges), "
+                    "or use a bigger cluster (--address)")
+
+
 def sweep(
-    spec: SweepSpec | str | Path, *, hub: Hub | None = None, address: str | None = None, sweep_id: str | None = None,
-    root: Path | None = None,
+    spec: SweepSpec | str | Path | dict[str, Any], *, hub: Hub | None = None, address: str | None = None,
+    sweep_id: str | None = None, root: Path | None = None,
 ) -> SweepResult:
-    if not isinstance(spec, SweepSpec):
+    """Run a sweep: ``spec`` is a SweepSpec, a spec file (``tuning/face_family.yaml``) or the same as a dict.
+
+    Raises :class:`NoWinner` (with the trials) when no trial trained to the end, :class:`SweepInterrupted`
+    after a Ctrl-C; either way ``resume(sweep_id)`` goes on from where it stopped.
+    """
+    if isinstance(spec, dict):
+        from flotilla.specs import parse_spec
+
+        spec = parse_spec(SweepSpec, spec, "sweep spec")
+    elif not isinstance(spec, SweepSpec):
         root = root or (Path(spec).resolve().parent.parent if Path(spec).parent.name == "tuning" else Path.cwd())
         spec = load_sweep_spec(spec)
     hub = hub or Hub()
@@ -179,6 +228,10 @@ def sweep(
         raise ConfigError(f"sweep {sweep_id!r} already exists in {d.parent}",
                           hint=f"continue it with 'flotilla sweep resume {sweep_id}', or pass another sweep_id")
     commits = _pin_commits(hub, spec, family)  # before anything is written: a bad ref leaves no half-made sweep
+    from flotilla.train.run import ensure_ray
+
+    started_here = ensure_ray(address)  # likewise an unreachable cluster ...
+    _check_trial_fits(spec, family, local=started_here)  # ... and a trial the whole cluster could never hold
     parent = None
     if family.transfer:  # resolved once to an immutable commit: every trial warm-starts from the same weights
         from flotilla.train.artifacts import resolve_model
@@ -197,10 +250,7 @@ def resume(sweep_id: str, *, hub: Hub | None = None, address: str | None = None)
     runs no trial: it retries the promotion.
     """
     hub = hub or Hub()
-    d = sweep_dir(sweep_id, hub.settings)
-    if not (d / "sweep.json").exists():
-        known = sorted(p.name for p in sweeps_dir(hub.settings).glob("*") if (p / "sweep.json").exists())
-        raise NotFoundError(f"no sweep {sweep_id!r} in {d.parent}", hint=f"known sweeps: {', '.join(known) or '(none)'}")
+    d = require_sweep(sweep_id, hub.settings)
     state = json.loads((d / "sweep.json").read_text())
     return _run(hub, SweepSpec.model_validate(state["spec"]), state, d, sweep_id, address, restore=True)
 
@@ -312,7 +362,15 @@ def _trial_record(r: Any, live: dict[str, Any], sweep_id: str, full_epochs: int,
     params = {k: v for k, v in (r.config or {}).items() if v is not None}
     branch = m.get("branch") or live.get(trial_id, {}).get("branch") or trial_branch(sweep_id, trial_id)
     return TrialRecord(trial_id, params, status, epochs, metrics, branch, run_id=m.get("run_id", ""),
-                       seen_live=bool(live.get(trial_id, {}).get("seen_live", False)))
+                       seen_live=bool(live.get(trial_id, {}).get("seen_live", False)), error=_last_line(r.error))
+
+
+def _last_line(error: Any) -> str:
+    """What a trial died of, in one line: Tune wraps the trial's exception in a multi-line traceback."""
+    if not error:
+        return ""
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:500]
 
 
 def _finish(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: str, grid: Any, lifecycle: Any) -> SweepResult:
@@ -349,7 +407,28 @@ def _finish(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id:
         t.kept = keep and there
     result.plots = write_plots(d, sweep_id, result)
     _promote(repo, spec, state, d, sweep_id, result)
+    if result.winner is None:
+        raise _no_winner(sweep_id, result, spec)
     return result
+
+
+def _no_winner(sweep_id: str, result: SweepResult, spec: SweepSpec) -> NoWinner:
+    """No trial trained to the end: say how each ended and, for errors, what the first one died of."""
+    from collections import Counter
+
+    counts = Counter(t.status for t in result.trials)
+    how = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no trial ran"
+    errored = [t for t in result.trials if t.status == "errored"]
+    why = f"; trial {errored[0].trial_id} failed with: {errored[0].error or 'see its log'}" if errored else ""
+    if errored:
+        hint = (f"fix the cause (all trials failing alike usually means the spec: try 'flotilla sweep <spec> --check'), "
+                f"then 'flotilla sweep resume {sweep_id}' re-runs the errored trials; the full tracebacks are in the Ray logs")
+    elif spec.budget.time_limit_s:
+        hint = f"budget.time_limit_s ({spec.budget.time_limit_s:g} s) ran out before a trial finished: raise it, or train fewer epochs"
+    else:
+        hint = "every trial was stopped early: check the scheduler (grace_period) and the objective's mode"
+    return NoWinner(f"sweep {sweep_id!r} ended without a trial trained to the end ({how}){why}; nothing was promoted",
+                    hint=hint, result=result)
 
 
 def _promote(repo: Any, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: str, result: SweepResult) -> None:
@@ -360,16 +439,20 @@ def _promote(repo: Any, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_i
         return
     result.promoted_into = spec.promote.into
     prior = _read_result(d / "results.json") if (d / "results.json").exists() else None
+    if prior and prior.promotion_commit:  # promoted before: known without asking the hub (which may be down)
+        result.promotion_commit, result.promotion_error = prior.promotion_commit, None
+        result.promoted_trial = prior.promoted_trial or _promoted_trial(repo, prior.promotion_commit) or w.trial_id
+        _warn_if_reranked(sweep_id, result)
+        (d / "results.json").write_text(result.to_json())
+        return
     result.promotion_error = "not merged yet"
     (d / "results.json").write_text(result.to_json())  # on disk before the hub is asked anything
     try:
-        landed = prior.promotion_commit if prior and prior.promotion_commit else _promotion_on(repo, spec.promote.into, sweep_id)
+        landed = _promotion_on(repo, spec.promote.into, sweep_id)
         if landed:  # a sweep promotes once, even when a resume (re-run errored trials) crowns another winner
             promoted = repo.commit_info(landed).metadata.get("flotilla.trial_id")
             result.promotion_commit, result.promotion_error, result.promoted_trial = landed, None, promoted or w.trial_id
-            if promoted and promoted != w.trial_id:
-                log.warning("sweep %s: trial %s now ranks first, but trial %s was promoted already (commit %s); "
-                            "merge branch %s by hand to promote it instead", sweep_id, w.trial_id, promoted, landed[:12], w.branch)
+            _warn_if_reranked(sweep_id, result)
             return
         _only_the_model(repo, spec.promote.into, w, sweep_id)
         family = state["family"]
@@ -390,6 +473,21 @@ def _promote(repo: Any, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_i
         ) from None
     finally:
         (d / "results.json").write_text(result.to_json())
+
+
+def _promoted_trial(repo: Any, commit: str) -> str | None:
+    try:
+        return repo.commit_info(commit).metadata.get("flotilla.trial_id")
+    except FlotillaError:  # results from before promoted_trial was recorded, and the hub down: the winner then
+        return None
+
+
+def _warn_if_reranked(sweep_id: str, result: SweepResult) -> None:
+    w = result.winner
+    if w and result.promoted_trial and result.promoted_trial != w.trial_id:
+        log.warning("sweep %s: trial %s now ranks first, but trial %s was promoted already (commit %s); "
+                    "merge branch %s by hand to promote it instead", sweep_id, w.trial_id, result.promoted_trial,
+                    (result.promotion_commit or "")[:12], w.branch)
 
 
 def _promotion_on(repo: Any, into: str, sweep_id: str, depth: int = 500) -> str | None:
@@ -420,8 +518,8 @@ def _only_the_model(repo: Any, into: str, w: TrialRecord, sweep_id: str) -> None
             f"promoting trial {w.trial_id} would also merge {len(extra)} path(s) that are not its model into "
             f"{into!r} (e.g. {', '.join(extra[:3])}): its branch starts from data {'ref ' + repr(ref) if ref else 'that'} "
             f"{into!r} does not have",
-            hint=f"merge that data into {into!r} first (flotilla data validate --merge), or set promote.into to the "
-                 "data branch",
+            hint=f"merge that data into {into!r} first (into main: 'flotilla data validate --dataset <name> --ref "
+                 f"<data branch> --merge'), then resume; or merge branch {w.branch!r} into the data branch by hand",
         )
 
 
@@ -430,8 +528,17 @@ def list_sweeps(settings: Settings | None = None) -> list[str]:
     return sorted(p.name for p in root.glob("*") if (p / "sweep.json").exists()) if root.exists() else []
 
 
+def require_sweep(sweep_id: str, settings: Settings | None = None) -> Path:
+    """The sweep's folder; a clear error listing the known sweeps when there is no such sweep."""
+    d = sweep_dir(sweep_id, settings)
+    if not (d / "sweep.json").exists():
+        known = list_sweeps(settings)
+        raise NotFoundError(f"no sweep {sweep_id!r} in {d.parent}", hint=f"known sweeps: {', '.join(known) or '(none)'}")
+    return d
+
+
 def load_result(sweep_id: str, settings: Settings | None = None) -> SweepResult:
-    p = sweep_dir(sweep_id, settings) / "results.json"
+    p = require_sweep(sweep_id, settings) / "results.json"
     if not p.exists():
         raise ConfigError(f"sweep {sweep_id!r} has no results yet", hint=f"finish it with 'flotilla sweep resume {sweep_id}'")
     return _read_result(p)
