@@ -187,6 +187,11 @@ def parse_spec(model: type[_Spec], data: Any, source: str = "spec") -> Any:
             where = ".".join(str(p) for p in e["loc"]) or "(top level)"
             if e["type"] == "extra_forbidden":
                 problems.append(f"{where}: unknown key{_did_you_mean(e['loc'], model)}")
+            elif e["type"] == "value_error":  # our validators' own words, without pydantic's "Value error, "
+                problems.append(f"{where}: {e['ctx']['error']}")
+            elif e["type"] == "model_type":  # pydantic's words name a class ("instance of Searcher"), not the fix
+                problems.append(f"{where}: must be a mapping of keys to values ({where}: {{key: value, ...}}), "
+                                f"not {_kind(e['input'])}")
             else:
                 problems.append(f"{where}: {e['msg']}")
         raise SpecError(f"{source} is invalid ({len(problems)} problem(s)):", problems) from None
@@ -194,14 +199,42 @@ def parse_spec(model: type[_Spec], data: Any, source: str = "spec") -> Any:
         raise SpecError(f"{source} is invalid:", exc.problems or [exc.message]) from None
 
 
+def _kind(value: Any) -> str:
+    """How a YAML value reads to the person who wrote it: 'a list', 'a string 'main''."""
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "null"
+    words = {str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return f"{words.get(type(value), 'a ' + type(value).__name__)} {shown}"
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A spec file's mapping (None for an empty file); anything else is a SpecError naming the file.
+
+    A directory, a binary file or a YAML list would otherwise surface as Python's own exception
+    (IsADirectoryError, UnicodeDecodeError, or a ValueError from merging a list into a spec).
+    """
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpecError(f"spec file {p} does not exist") from None
+    except IsADirectoryError:
+        inside = sorted(str(x) for x in p.glob("*.y*ml"))[:5]
+        raise SpecError(f"{p} is a directory, not a spec file: give the path of one YAML spec"
+                        + (f" in it ({', '.join(inside)})" if inside else "")) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{p} is not a text file (byte {exc.object[exc.start]:#04x} at offset {exc.start} is not UTF-8): "
+                        "a spec is a UTF-8 YAML file; check the path names the spec and not a model or data file") from None
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file {p}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{p} is not valid YAML: {exc}") from None
+    if data is not None and not isinstance(data, dict):
+        raise SpecError(f"{p} must be a YAML mapping of keys to values (a spec: 'name: ...' lines), "
+                        f"but its top level is {_kind(data)}")
     return data
 
 

@@ -8,6 +8,7 @@ data variant is just a commit, resolved once when the sweep starts.
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +16,7 @@ from pydantic import Field, model_validator
 
 from flotilla.errors import InvalidNameError, SpecError
 from flotilla.names import check_branch_id
-from flotilla.specs import FamilySpec, _Spec, deep_merge, load_yaml, parse_spec
+from flotilla.specs import FamilySpec, _kind, _Spec, deep_merge, load_yaml, parse_spec
 
 
 class Param(_Spec):
@@ -24,9 +25,25 @@ class Param(_Spec):
     type: Literal["uniform", "loguniform", "int", "choice"]
     low: float | None = None
     high: float | None = None
-    step: int | None = None
+    step: int | None = Field(None, gt=0)  # type: int only (Optuna refuses a step <= 0 when the sweep starts)
     values: list[Any] | None = None
     when: dict[str, Any] | None = None  # e.g. {optim.name: sgd}: only sampled when that param has that value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_dimension(cls, data: Any) -> Any:
+        # a fixed value where a dimension belongs: pydantic's own words would name this class, not the fix
+        if isinstance(data, list):
+            raise ValueError(f"must be a dimension, not a list: to search these values write "
+                             f"{{type: choice, values: {data!r}}}; to fix a value, put it in overrides")
+        if not isinstance(data, dict):
+            raise ValueError(f"must be a dimension like {{type: loguniform, low: ..., high: ...}}, not {_kind(data)}; "
+                             "to fix a value, put it in overrides")
+        if data.get("step") is not None and data.get("type") in ("uniform", "loguniform", "choice"):
+            # the searcher suggests uniform/loguniform values without one: it would be ignored
+            instead = ", or list the values to try with type: choice" if data["type"] != "choice" else ""
+            raise ValueError(f"step applies to type: int only; a {data['type']} dimension takes none (drop it{instead})")
+        return data
 
     @model_validator(mode="after")
     def _bounds(self) -> Param:
@@ -46,7 +63,7 @@ class Objective(_Spec):
     metrics at once (``metrics``: a Pareto search, no single winner until you say which one counts most)."""
 
     metric: str = "val/score"
-    mode: Literal["min", "max"] = "max"
+    mode: Literal["min", "max"] = "max"  # required with 'metric'; the default is the weighted sum's, whose weights carry the signs
     weights: dict[str, float] | None = None  # e.g. {"val/age/mae": -0.02, "val/gender/accuracy": 1.0}
     # multi-objective, e.g. {val/age/mae: min, val/emotion/accuracy: max}; the first one listed
     # picks the promoted model among the Pareto-optimal trials
@@ -64,6 +81,10 @@ class Objective(_Spec):
             raise ValueError("with 'weights' the objective metric is their sum, reported as 'val/score'")
         if not self.weights and self.metric == "val/score":
             raise ValueError("set 'metric' to a reported metric (e.g. val/age/mae), give 'weights', or several 'metrics'")
+        if not self.weights and "mode" not in self.model_fields_set:
+            # a default would maximise an error metric as readily as an accuracy
+            raise ValueError(f"'mode' is required with 'metric': mode: min to minimise {self.metric}, "
+                             "or mode: max to maximise it")
         return self
 
     @property
@@ -81,7 +102,7 @@ class Objective(_Spec):
 
 class Searcher(_Spec):
     type: Literal["tpe", "random"] = "tpe"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # Optuna's samplers (numpy) take 0 to 2**32 - 1
     n_startup_trials: int = Field(4, ge=0)
     multivariate: bool = True
 
@@ -110,6 +131,16 @@ class Retention(_Spec):
 
 class Promote(_Spec):
     into: str | None = "main"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_mapping(cls, data: Any) -> Any:
+        # `promote: main` is the natural slip; pydantic's own words would name this class, not the fix
+        if isinstance(data, str):
+            raise ValueError(f"write promote: {{into: {data}}} (promote is a mapping)")
+        if not isinstance(data, dict):
+            raise ValueError(f"must be a mapping like {{into: main}} ({{into: null}} to only report), not {_kind(data)}")
+        return data
 
 
 class DataOverride(_Spec):
@@ -142,10 +173,32 @@ class SweepSpec(_Spec):
             raise ValueError("budget.target needs a single objective; it has no meaning for a Pareto search")
         return self
 
+    def _base(self, root: Path | None) -> dict[str, Any]:
+        """The base family spec: inline, or a file whose relative path is resolved against ``root`` (the
+        project root) or else the current directory; a problem with that file is reported as base's."""
+        if isinstance(self.base, dict):
+            return self.base
+        where = root or Path.cwd()
+        path = where / self.base
+        if not path.exists():
+            siblings = sorted(x.name for x in path.parent.glob("*.y*ml")) if path.parent.is_dir() else []
+            close = difflib.get_close_matches(path.name, siblings, n=1)
+            maybe = f"; did you mean {(Path(self.base).parent / close[0]).as_posix()}?" if close else ""
+            if Path(self.base).is_absolute():
+                raise SpecError(f"base: {self.base} does not exist{maybe}")
+            raise SpecError(f"base: {self.base} does not exist under {where}: a relative base is resolved against the "
+                            "project root (for 'flotilla sweep SPEC': the folder above tuning/ when SPEC is in tuning/, "
+                            f"else the current directory){maybe}",
+                            hint=f"give base a path relative to {where}, or an absolute one")
+        try:
+            return load_yaml(path) or {}
+        except SpecError as exc:  # a directory, a binary file, a list...: the file came from base
+            raise SpecError(f"base: {exc.message}", hint=exc.hint) from None
+
     def _merged(self, root: Path | None) -> dict[str, Any]:
-        base = self.base if isinstance(self.base, dict) else load_yaml((root or Path.cwd()) / self.base)
+        base = self._base(root)
         data = {k: v for k, v in self.data.model_dump().items() if v is not None}
-        merged = deep_merge(deep_merge(base or {}, self.overrides), {"data": data} if data else {})
+        merged = deep_merge(deep_merge(base, self.overrides), {"data": data} if data else {})
         # a trial never merges on its own (the base job may say merge_into for standalone runs):
         # the sweep promotes its one winner, into promote.into
         merged.pop("merge_into", None)
@@ -167,13 +220,7 @@ class SweepSpec(_Spec):
         family = parse_spec(FamilySpec, merged, source=f"sweep {self.name!r} base")
         problems: list[str] = []
         for name, p in self.space.items():
-            probes = p.values if p.type == "choice" else [int(p.low), int(p.high)] if p.type == "int" else [p.low, p.high]
-            for value in probes or []:
-                try:
-                    parse_spec(FamilySpec, deep_merge(merged, unflatten({name: value})), source=f"space.{name}={value!r}")
-                except SpecError as exc:
-                    problems += [f"space.{name} = {value!r}: {x}" for x in (exc.problems or [exc.message])]
-                    break
+            problems += _value_problems(merged, name, p)
         problems += self._sweep_level_problems(family)
         reported = {"train/loss"}
         for t in family.task_specs():
@@ -221,15 +268,73 @@ class SweepSpec(_Spec):
                         close = difflib.get_close_matches(key, names, n=1)
                         where = "is not a dimension of this space" + (f" (did you mean {close[0]!r}?)" if close else "")
                     problems.append(f"space.{name}.when: {key!r} {where}")
-                elif self.space[key].type == "choice" and value not in (self.space[key].values or []):
-                    problems.append(f"space.{name}.when: {key} = {value!r} is never sampled "
-                                    f"(its choices: {self.space[key].values}), so {name} never would be")
+                elif never := _never_sampled(key, self.space[key], value, name):
+                    problems.append(f"space.{name}.when: {never}")
         if self.promote.into is not None:
             try:
                 check_branch_id(self.promote.into)
             except InvalidNameError as exc:
                 problems.append(f"promote.into: {exc.message}")
         return problems
+
+
+def _between(p: Param) -> float:
+    """A value a uniform/loguniform dimension draws that is not a whole number (its middle, or near it)."""
+    assert p.low is not None and p.high is not None
+    mid = math.sqrt(p.low * p.high) if p.type == "loguniform" else (p.low + p.high) / 2
+    return mid + min(0.5, (p.high - mid) / 2) if float(mid).is_integer() else mid
+
+
+def _refused(merged: dict[str, Any], name: str, value: Any) -> list[str]:
+    """Why the base spec refuses ``name = value`` (nothing when it takes it)."""
+    try:
+        parse_spec(FamilySpec, deep_merge(merged, unflatten({name: value})), source=f"space.{name}={value!r}")
+    except SpecError as exc:
+        return exc.problems or [exc.message]
+    return []
+
+
+def _value_problems(merged: dict[str, Any], name: str, p: Param) -> list[str]:
+    """The values a dimension can take, applied to the base spec: its choices, or its end points and,
+    for uniform/loguniform, a fractional value between them (an int field takes low: 8 and high: 32
+    as 8.0 and 32.0, then refuses every 25.16 a trial draws)."""
+    if p.type == "choice":
+        probes = list(p.values or [])
+    elif p.type == "int":
+        probes = [int(p.low), int(p.high)]  # type: ignore[arg-type]
+    else:
+        probes = [p.low, p.high, _between(p)]
+    for value in probes:
+        why = _refused(merged, name, value)
+        if not why:
+            continue
+        # the field takes the whole numbers either side of the value but not the value: it is an integer field
+        whole = p.type in ("uniform", "loguniform") and not float(value).is_integer()
+        if whole and not _refused(merged, name, math.floor(value)) and not _refused(merged, name, math.ceil(value)):
+            low, high = math.ceil(p.low), math.floor(p.high)  # type: ignore[arg-type]
+            why = [*why[:-1], f"{why[-1]}; {name} takes whole numbers and a {p.type} dimension draws fractions: "
+                              f"use {{type: int, low: {low}, high: {high}}}"]
+        return [f"space.{name} = {value!r}: {x}" for x in why]
+    return []
+
+
+def _never_sampled(key: str, dim: Param, value: Any, guarded: str) -> str | None:
+    """Why ``when: {key: value}`` on ``guarded`` can never hold, or None when it can: the searcher
+    compares the value drawn for ``key`` with ``==``, which a continuous draw never meets."""
+    if dim.type == "choice":
+        if value not in (dim.values or []):
+            return f"{key} = {value!r} is never sampled (its choices: {dim.values}), so {guarded} never would be"
+        return None
+    if dim.type == "int":
+        low, high, step = int(dim.low), int(dim.high), dim.step or 1  # type: ignore[arg-type]
+        whole = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+        if not whole or not low <= value <= high or (value - low) % step:
+            grid = f" in steps of {step}" if step > 1 else ""
+            return (f"{key} = {value!r} is never sampled (its values: whole numbers from {low} to {high}{grid}), "
+                    f"so {guarded} never would be")
+        return None
+    return (f"{key} is a {dim.type} dimension, whose draws are never exactly {value!r}, so {guarded} would never be "
+            f"sampled: a condition names a choice (or int) dimension; make {key} a choice of the values you mean")
 
 
 def load_sweep_spec(path: str | Path) -> SweepSpec:
