@@ -370,3 +370,10 @@ def submit(
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return JobHandle(sid, client, pinned)
+
+
+# ``flotilla.jobs.submit(spec)`` is the API: once this module is imported (for get_job, say), that name
+# is the module, so the module calls ``submit`` (see flotilla._callable)
+from flotilla._callable import make_callable  # noqa: E402
+
+make_callable(__name__, __name__, "submit")
