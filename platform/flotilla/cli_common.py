@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from flotilla.errors import FlotillaError
 
@@ -23,9 +24,11 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except FlotillaError as exc:
-            err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+            # the message may quote user input ("values: [main, cleaned]"): as Rich markup its brackets were
+            # swallowed as style tags, or ("[/x]") raised MarkupError, a traceback in place of the error
+            err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
             if exc.hint:
-                err.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+                err.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from flotilla.cli_common import friendly
 
@@ -19,10 +20,10 @@ def _show(result) -> None:
     console.print(trials_table(result))
     for t in result.trials:
         if getattr(t, "error", ""):
-            console.print(f"  [red]✗[/] trial {t.trial_id} errored: {t.error}", highlight=False)
+            console.print(f"  [red]✗[/] trial {t.trial_id} errored: {escape(t.error)}", highlight=False)
     if result.winner:
         w = result.winner
-        console.print(f"[green]✓[/] winner {w.trial_id}: {result.objective} = {w.metrics.get(result.objective, float('nan')):.4f}  params {w.params}")
+        console.print(f"[green]✓[/] winner {w.trial_id}: {result.objective} = {w.metrics.get(result.objective, float('nan')):.4f}  params {escape(str(w.params))}")
         if result.promotion_commit:
             into = getattr(result, "promoted_into", None) or "main"
             promoted = getattr(result, "promoted_trial", None) or w.trial_id
@@ -32,7 +33,7 @@ def _show(result) -> None:
                 console.print(f"[yellow]![/] trial {promoted} was promoted into {into} as {result.promotion_commit[:12]}; "
                               f"winner {w.trial_id} ranks first now: merge branch {w.branch} by hand to promote it")
         elif getattr(result, "promotion_error", None):
-            console.print(f"[red]✗[/] not promoted into {result.promoted_into}: {result.promotion_error}\n"
+            console.print(f"[red]✗[/] not promoted into {result.promoted_into}: {escape(result.promotion_error)}\n"
                           f"  retry with 'flotilla sweep resume {result.sweep_id}' (no trial runs again)")
     if getattr(result, "pareto", None):
         console.print(f"  Pareto front (◆, branches kept): {', '.join(result.pareto)}")
