@@ -195,3 +195,10 @@ def test_a_missing_base_names_base_and_how_its_path_is_resolved(tmp_path):
     with pytest.raises(SpecError) as err:  # an absolute base is not resolved against anything
         _spec(base=str(tmp_path / "jobs" / "nope.yaml")).check(tmp_path)
     assert err.value.message == f"base: {tmp_path / 'jobs' / 'nope.yaml'} does not exist"
+
+
+def test_an_int_dimension_needs_whole_end_points():
+    with pytest.raises(SpecError) as err:  # the searcher cut 7.5 down to 7 with int(): a range nobody wrote
+        _spec(space={"model.width": {"type": "int", "low": 7.5, "high": 32}})
+    assert err.value.problems == ["space.model.width: an int dimension needs whole numbers for low and high, got 7.5 and 32"]
+    assert _spec(space={"model.width": {"type": "int", "low": 8.0, "high": 32}}).space["model.width"].low == 8  # 8.0 is 8

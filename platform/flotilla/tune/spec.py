@@ -55,6 +55,9 @@ class Param(_Spec):
                 raise ValueError(f"a {self.type} parameter needs low < high")
             if self.type == "loguniform" and self.low <= 0:
                 raise ValueError("loguniform needs low > 0")
+            if self.type == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+                # the searcher would cut them down with int() and search a range nobody wrote
+                raise ValueError(f"an int dimension needs whole numbers for low and high, got {self.low:g} and {self.high:g}")
         return self
 
 
