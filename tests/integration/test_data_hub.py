@@ -255,6 +255,21 @@ def test_label_fix_commit_reuses_cached_image_shards(faces, hub, repo, tmp_path)
     assert second.cache.stats.bytes_fetched < shard_bytes / 10  # only labels/manifest re-read, no image shard
 
 
+def test_an_import_that_fails_says_which_entries_it_skipped_and_why(hub, repo, tmp_path):
+    """A UTKFace folder whose file names do not parse: 0 images reach the gate; the reason must reach the user."""
+    from flotilla.data.api import import_dataset
+    from flotilla.errors import FlotillaError
+
+    folder = tmp_path / "utk"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"face_{i}.jpg").write_bytes(b"not looked at: the name is wrong")
+    with pytest.raises(FlotillaError) as err:
+        import_dataset(hub, repo.name, "utk", "utkface", folder, thresholds=SMALL)
+    assert "3 utkface source entries were skipped" in err.value.message and "face_0.jpg" in err.value.message
+    assert not repo.exists("main", layout.manifest_path("utk"))
+
+
 def test_importers_land_partial_labels_as_nulls(hub, repo, tmp_path):
     from PIL import Image
 

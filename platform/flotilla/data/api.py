@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.data.layout import Sample
+from flotilla.errors import FlotillaError
 from flotilla.hub.client import Hub
 
 Progress = Callable[[int], None]
@@ -84,8 +85,18 @@ def import_dataset(
 
     result = import_source(fmt, Path(path), labels_csv=Path(labels_csv) if labels_csv else None)
     provenance = {"source": fmt, "path": str(path), **({"labels_csv": str(labels_csv)} if labels_csv else {})}
-    out = ingest(
-        hub, repo, name, result.samples, provenance=provenance, into=into,
-        report_dir=report_dir, thresholds=thresholds, on_progress=on_progress,
-    )
+    try:
+        out = ingest(
+            hub, repo, name, result.samples, provenance=provenance, into=into,
+            report_dir=report_dir, thresholds=thresholds, on_progress=on_progress,
+        )
+    except FlotillaError as exc:
+        # the entries skipped while reading are often *why* it failed (no file name parsed: 0 images), and the
+        # caller, who prints them after a success, never gets them when this raises
+        if result.problems:
+            n = len(result.problems)
+            shown = "; ".join(map(str, result.problems[:5])) + (f"; ... and {n - 5} more" if n > 5 else "")
+            raise exc.reword(f"{exc.message}\n{n} {fmt} source entr{'y was' if n == 1 else 'ies were'} skipped "
+                             f"while reading {path}: {shown}") from None
+        raise
     return out, result.problems
