@@ -188,7 +188,21 @@ def test_train_job_reads_its_pinned_commit_and_can_be_stopped(ingested, data_rep
     assert handle.wait(timeout=60) == "STOPPED"
 
 
-def test_a_driver_outside_the_cluster_joins_by_its_gcs_or_ray_client_address(cluster, env):
+def test_a_train_job_bigger_than_the_cluster_fails_at_once_instead_of_waiting_forever(ingested, data_repo):
+    """flotilla's local cluster cannot grow: Ray Train would retry starting 8 workers on its 2 CPUs without end."""
+    family = {
+        "name": "too-big", "data": {"repo": data_repo.name, "dataset": "faces", "ref": "main", "image_size": 32},
+        "epochs": 1, "batch_size": 32, "model": {"width": 8}, "tracking": {"wandb": False},
+        "scaling": {"workers": 8, "cpus_per_worker": 1},
+    }
+    handle = submit({"kind": "train", "name": "too-big", "family": family})
+    assert handle.wait(timeout=120) == "FAILED", handle.logs()[-3000:]
+    logs = " ".join(handle.logs().split())
+    assert "could never start: it needs 8 CPU, the cluster has 2" in logs and "lower scaling.workers" in logs, logs[-3000:]
+    assert not [b for b in data_repo.branches() if "too-big" in b], "a branch was made for work that could never run"
+
+
+def test_a_driver_outside_the_cluster_joins_by_its_gcs_or_ray_client_address(cluster, env, monkeypatch):
     """`flotilla train/sweep --address` against flotilla's own cluster: its token is sent for the user, and
     only to it (without it Ray says "Failed to connect" or "Ray client connection timeout", nothing of auth)."""
     from flotilla.jobs.cluster import driver_auth_env
@@ -196,6 +210,7 @@ def test_a_driver_outside_the_cluster_joins_by_its_gcs_or_ray_client_address(clu
     st, state = cluster.status(), cluster.state()
     assert st.client_address == f"ray://127.0.0.1:{state['client_port']}" and st.client_address in st.describe()
     token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(env.home / "ray" / "auth_token")}
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # what Ray leaves in any process that started a local Ray: not a token choice
     assert driver_auth_env(st.gcs_address, env) == driver_auth_env(f"localhost:{state['ray_port']}", env) == token
     assert driver_auth_env(f"ray://127.0.0.1:{state['ray_port']}", env) == {}  # the GCS port is not the client port
     assert driver_auth_env(f"127.0.0.1:{free_port()}", env) == {}  # another cluster here: its token is not offered

@@ -98,6 +98,13 @@ def test_shared_family_run_lives_on_its_branch_with_lineage(family, data_repo, h
     # a merge target that does not exist is found before training, not after
     with pytest.raises(NotFoundError, match="merge_into: no branch 'mian'"):
         train(tiny("fam", merge_into="mian"), hub=hub)
+    # ... and one with uncommitted changes (lakeFS refuses to merge into it), before training too
+    data_repo.create_branch("dirty-into", "main", exist_ok=True)
+    data_repo.put("dirty-into", "notes.txt", b"staged, never committed")
+    with pytest.raises(ConflictError, match="'dirty-into' .* has 1 uncommitted change") as err:
+        train(tiny("fam", merge_into="dirty-into"), hub=hub)
+    assert "notes.txt" in err.value.message and "merge_into" in err.value.message
+    data_repo.delete_branch("dirty-into")
 
 
 def test_a_family_is_merged_whole_or_not_at_all(repo):
@@ -216,6 +223,12 @@ def test_transfer_learning_loads_the_parent_and_records_it(family, hub, data_rep
     with pytest.raises(SpecError, match="backbone does not fit") as err:
         train(tiny("misfit", epochs=1, model={"width": 16}, transfer={"source": parent}, tracking={"wandb": False}), hub=hub)
     assert "same backbone name and width" in err.value.hint
+    assert set(data_repo.branches()) == before
+    # a source that exists but is not a model (its card, say) is a spec error too, not torch's unpickling advice
+    card = parent.rsplit("/", 1)[0] + "/card.json"
+    with pytest.raises(SpecError, match="is not a flotilla model checkpoint") as err:
+        train(tiny("not-a-model", epochs=1, transfer={"source": card}, tracking={"wandb": False}), hub=hub)
+    assert "model.pt" in err.value.hint and "weights_only" not in str(err.value)
     assert set(data_repo.branches()) == before
 
 

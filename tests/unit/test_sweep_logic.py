@@ -319,6 +319,19 @@ def test_an_address_where_nothing_listens_fails_fast_and_says_so():
             _check_reachable(address, timeout=2)
         assert f"nothing answers at 127.0.0.1:{port}" in err.value.message and "--address" in err.value.hint
     _check_reachable("auto")  # forms Ray resolves itself are left to it
+    with pytest.raises(FlotillaError) as err:  # the dashboard URL `cluster status` prints: for jobs, not for Ray itself
+        _check_reachable("http://127.0.0.1:8275")
+    assert "dashboard" in err.value.message and "GCS address" in err.value.hint and "jobs submit" in err.value.hint
+
+
+def test_an_address_ray_cannot_parse_is_our_error_not_a_traceback():
+    import subprocess
+    import sys
+
+    code = "from flotilla.train.run import ensure_ray; ensure_ray('garbage')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "FlotillaError: cannot reach the Ray cluster at 'garbage'" in out.stderr, out.stderr[-2000:]
+    assert "ValueError" not in out.stderr
 
 
 def test_show_or_dashboard_of_an_unknown_sweep_says_there_is_none(tmp_path):

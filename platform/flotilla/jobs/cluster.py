@@ -112,6 +112,20 @@ def token_path(settings: Settings) -> Path:
     return ray_dir(settings) / "auth_token"
 
 
+def is_own_cluster(address: str, settings: Settings | None = None) -> bool:
+    """Whether ``address`` (``host:port`` or ``ray://host:port``) is this machine's flotilla cluster: its GCS
+    port, or its Ray-client port for ``ray://``, on 127.0.0.1, localhost or the GCS's own host."""
+    settings = settings or Settings.from_env()
+    st = LocalCluster(settings).state()
+    if not st:
+        return False
+    client = address.startswith("ray://")
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    gcs_host = st.get("gcs_address", "").rpartition(":")[0]
+    ours = st.get("client_port") if client else st.get("ray_port")
+    return host in {"127.0.0.1", "localhost", gcs_host} and port.isdigit() and int(port) == ours
+
+
 def driver_auth_env(address: str, settings: Settings | None = None) -> dict[str, str]:
     """The variables a driver needs to join flotilla's own local cluster at ``address`` (``host:port`` or ``ray://host:port``).
 
@@ -119,20 +133,15 @@ def driver_auth_env(address: str, settings: Settings | None = None) -> dict[str,
     ``flotilla sweep --address``, a notebook) that does not send the token gets "Failed to connect" or
     "Ray client connection timeout", with no word about auth. Jobs need none of this (they inherit it
     from their node). Only this cluster's own GCS and Ray-client ports on this machine match: the token
-    is never offered to another cluster. Empty when the caller has set Ray's auth variables already.
+    is never offered to another cluster. Empty when the caller chose a token already (RAY_AUTH_TOKEN or
+    RAY_AUTH_TOKEN_PATH); RAY_AUTH_MODE alone does not count: Ray sets it in any process that started a
+    local Ray, whose token (~/.ray/auth_token) is not this cluster's.
     """
-    if any(k in os.environ for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+    if any(k in os.environ for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
         return {}
     settings = settings or Settings.from_env()
-    st = LocalCluster(settings).state()
     token = token_path(settings)
-    if not st or not token.exists():
-        return {}
-    client = address.startswith("ray://")
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    gcs_host = st.get("gcs_address", "").rpartition(":")[0]
-    ours = st.get("client_port") if client else st.get("ray_port")
-    if host not in {"127.0.0.1", "localhost", gcs_host} or not port.isdigit() or int(port) != ours:
+    if not token.exists() or not is_own_cluster(address, settings):
         return {}
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
 

@@ -100,10 +100,21 @@ def load_parent(config: dict[str, Any], model: Any, creds: Any) -> None:
     from flotilla.train.artifacts import read_model_bytes
 
     blob = read_model_bytes(parent["repo"], parent["commit"], parent["path"], creds)
-    state = torch.load(_as_file(blob), map_location="cpu", weights_only=True)
-    model.load_backbone(state["state"], strict=True)
+    try:
+        weights = torch.load(_as_file(blob), map_location="cpu", weights_only=True)["state"]
+    except Exception as exc:  # a card, metrics or train-state file, an empty object, another tool's torch file
+        from flotilla.errors import SpecError
+
+        # torch's own text would advise weights_only=False: never for a file from the hub
+        raise SpecError(
+            f"transfer.source lakefs://{parent['repo']}/{parent['commit'][:12]}/{parent['path']} is not a flotilla model checkpoint "
+            f"({type(exc).__name__}: {'no state dict in it' if isinstance(exc, (KeyError, TypeError)) else 'not loadable as weights'})",
+            hint="point it at a model.pt that flotilla published (lakefs://<repo>/<ref>/models/<run>/<model>/model.pt) "
+                 "or give the run id",
+        ) from None
+    model.load_backbone(weights, strict=True)
     if config["spec"]["transfer"].get("load_heads"):
-        model.load_heads(state["state"])
+        model.load_heads(weights)
 
 
 def _as_file(blob: bytes):

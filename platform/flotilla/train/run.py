@@ -70,14 +70,23 @@ def hub_filesystem(credentials: Any):
 
 
 def ensure_ray(address: str | None = None) -> bool:
-    """Connect to ``address``, or start a local Ray when none is running; True when a local Ray was started here."""
+    """Connect to ``address``, or start a local Ray when none is running.
+
+    Returns whether the cluster reached is of a fixed size: a local Ray started here, flotilla's own
+    local cluster (by its address, or from a job running on it). Work bigger than such a cluster would
+    wait forever (Ray Train v2 retries its worker-group start without end), so the callers refuse it;
+    any other cluster may autoscale.
+    """
     import ray
 
+    from flotilla.jobs.procs import MARKER_ENV
+
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    inside_ours = bool(os.environ.get(MARKER_ENV))  # a job's driver on flotilla's local cluster inherits it
     if ray.is_initialized():
-        return False
+        return inside_ours
     if address:
-        from flotilla.jobs.cluster import driver_auth_env
+        from flotilla.jobs.cluster import driver_auth_env, is_own_cluster
 
         _check_reachable(address)
         auth = driver_auth_env(address)  # flotilla's own cluster: its token (and only there)
@@ -86,11 +95,11 @@ def ensure_ray(address: str | None = None) -> bool:
             _refresh_ray_auth()
         try:
             ray.init(address=address)
-        except ConnectionError as exc:
+        except (ConnectionError, ValueError) as exc:  # ValueError: an address Ray cannot parse
             raise FlotillaError(
                 f"cannot reach the Ray cluster at {address!r}: {exc}", hint=_REACH_HINT,
             ) from None
-        return False
+        return inside_ours or is_own_cluster(address)
     # the dashboard also runs the state API that Train/Tune's placement-group cleanup relies on
     ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
     return True
@@ -106,8 +115,8 @@ _REACH_HINT = (
 def check_fits(need: dict[str, float], *, local: bool, what: str, hint: str) -> None:
     """Refuse work that needs more CPUs/GPUs than the whole Ray cluster has: Ray would keep it pending forever.
 
-    On a local Ray this process started (``local``) that is final; another cluster (an address, a
-    job's cluster) may autoscale, so there it is a warning.
+    On a cluster of fixed size (``local``: see :func:`ensure_ray`) that is final; another cluster
+    may autoscale, so there it is a warning.
     """
     import ray
 
@@ -138,6 +147,12 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail fast when nothing listens at ``host:port``: ``ray.init`` would retry the GCS for minutes, silently."""
     import socket
 
+    if address.startswith(("http://", "https://")):  # what `cluster status` shows, and `jobs --address` takes
+        raise FlotillaError(
+            f"{address!r} is a dashboard / Jobs API URL: training and sweeps connect to Ray itself",
+            hint="give the GCS address (host:port, 'flotilla cluster status' shows it) or ray://host:<client port>; "
+                 "to run on the cluster as a job instead, use 'flotilla jobs submit ... --address " + address + "'",
+        )
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():  # "auto" and other forms Ray resolves itself
         return
@@ -176,9 +191,9 @@ def train(
     groups = [("family", tasks)] if spec.strategy == "shared" else [(t["name"], [t]) for t in tasks]
     if parent:
         _check_parent_fits(hub, spec, parent, groups)
-    started_here = ensure_ray(address)
+    fixed_size = ensure_ray(address)
     per_worker = {"CPU": spec.scaling.cpus_per_worker, **({"GPU": spec.scaling.gpus_per_worker or 1} if spec.scaling.use_gpu else {})}
-    check_fits({k: v * spec.scaling.workers for k, v in per_worker.items()}, local=started_here,
+    check_fits({k: v * spec.scaling.workers for k, v in per_worker.items()}, local=fixed_size,
                what="a model of this run (scaling.workers x scaling.cpus_per_worker/gpus_per_worker)",
                hint="lower scaling.workers or scaling.cpus_per_worker, or use a bigger cluster (--address)")
     creds_ref = ray.put(hub.credentials)
@@ -213,12 +228,18 @@ def _check_parent_fits(hub: Hub, spec: FamilySpec, parent: Any, groups: list[tup
 
 
 def _check_merge_target(hub: Hub, repo_name: str, target: str) -> None:
+    """``merge_into`` must exist and be clean: lakeFS refuses a merge into a branch with uncommitted
+    changes, which used to surface only after the whole run had trained."""
+    from flotilla.data.gate import require_clean
+
     check_branch_id(target)
-    if not hub.repo(repo_name).branch_exists(target):
+    repo = hub.repo(repo_name)
+    if not repo.branch_exists(target):
         raise NotFoundError(
             f"merge_into: no branch {target!r} in repository {repo_name!r}; the trained models would have nowhere to go",
             hint="create it first (e.g. from main), set merge_into to an existing branch, or leave merge_into out",
         )
+    require_clean(repo, target, f"merge the trained models into {target!r} (merge_into)")
 
 
 def _merge_family(repo: Any, models: list[ModelResult], target: str, run_id: str) -> None:

@@ -230,8 +230,8 @@ def sweep(
     commits = _pin_commits(hub, spec, family)  # before anything is written: a bad ref leaves no half-made sweep
     from flotilla.train.run import ensure_ray
 
-    started_here = ensure_ray(address)  # likewise an unreachable cluster ...
-    _check_trial_fits(spec, family, local=started_here)  # ... and a trial the whole cluster could never hold
+    fixed_size = ensure_ray(address)  # likewise an unreachable cluster ...
+    _check_trial_fits(spec, family, local=fixed_size)  # ... and a trial the whole cluster could never hold
     parent = None
     if family.transfer:  # resolved once to an immutable commit: every trial warm-starts from the same weights
         from flotilla.train.artifacts import resolve_model
