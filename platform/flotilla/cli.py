@@ -105,21 +105,57 @@ def hub_logs(
 
 
 def parse_sets(sets: list[str] | None) -> dict:
-    """``--set optim.lr=0.01 --set epochs=3`` → nested overrides (values parsed as YAML scalars)."""
+    """``--set optim.lr=0.01 --set epochs=3`` → nested overrides (values parsed as YAML scalars).
+
+    Every bad ``--set`` is a SpecError naming it, not a yaml ScannerError or a TypeError from deep
+    inside: a value YAML cannot read (``@nightly``, ``[1``, ``*main``: quoting makes it a string), and
+    two ``--set`` that make one key both a value and a mapping (``epochs=3`` with ``epochs.x=1``).
+    """
     import yaml
 
     from flotilla.errors import SpecError
+    from flotilla.specs import _kind, deep_merge
 
     out: dict = {}
+    origin: dict[tuple[str, ...], str] = {}  # which --set wrote each key path, to name it in a conflict
+
+    def setter_of(path: tuple[str, ...]) -> str:
+        return next(origin[path[:n]] for n in range(len(path), 0, -1) if path[:n] in origin)
+
+    def conflict(item: str, other: str, message: str) -> SpecError:
+        return SpecError(f"--set {item!r} conflicts with --set {other!r}: {message}",
+                         hint="keep one of the two: a field is set whole (--set KEY=VALUE) or key by key (--set KEY.SUBKEY=VALUE)")
+
     for item in sets or []:
         if "=" not in item:
             raise SpecError(f"--set {item!r} is not KEY=VALUE", hint="e.g. --set optim.lr=0.01")
-        key, value = item.split("=", 1)
+        key, text = item.split("=", 1)
+        path = tuple(part.strip() for part in key.strip().split("."))
+        if not all(path):
+            raise SpecError(f"--set {item!r} has an empty key (or an empty part between dots)", hint="e.g. --set optim.lr=0.01")
+        key = ".".join(path)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            quoted = text.replace("'", "''")  # YAML's own escape inside single quotes
+            raise SpecError(
+                f"--set {item!r}: the value {text!r} is not valid YAML ({getattr(exc, 'problem', None) or exc})",
+                hint=f"quote it to pass it as a string: --set \"{key}='{quoted}'\"",
+            ) from None
         node = out
-        *parents, leaf = key.strip().split(".")
-        for part in parents:
+        for depth, part in enumerate(path[:-1], start=1):
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                parent = ".".join(path[:depth])
+                raise conflict(item, setter_of(path[:depth]),
+                               f"that sets {parent} to {_kind(node)}, not a mapping, so {key} cannot be set inside it")
+        inside = [origin[p] for p in origin if len(p) > len(path) and p[:len(path)] == path]
+        if inside:  # an earlier --set wrote a key inside this one: keep it (a second KEY=VALUE replaces the first)
+            if not isinstance(value, dict):
+                raise conflict(item, inside[0], f"that sets a key inside {key}, and this sets {key} to {_kind(value)}, not a mapping")
+            value = deep_merge(node[path[-1]], value)
+        node[path[-1]] = value
+        origin[path] = item
     return out
 
 

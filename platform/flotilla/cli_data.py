@@ -42,7 +42,7 @@ def _summarise(result) -> None:
 @app.command("generate")
 @friendly
 def generate(
-    n: int = typer.Option(20_000, "--n", help="number of images"),
+    n: int = typer.Option(20_000, "--n", min=1, help="number of images"),
     name: str = typer.Option("synthetic", "--name", help="dataset name in the hub"),
     seed: int = typer.Option(0, help="generator seed (same seed, same images)"),
     size: int = typer.Option(64, help="image side in pixels"),

@@ -29,15 +29,23 @@ _STYLE = {"SUCCEEDED": "green", "FAILED": "red", "STOPPED": "yellow", "RUNNING":
 @cluster_app.command("up")
 @friendly
 def cluster_up(
-    num_cpus: int = typer.Option(None, "--num-cpus", help="CPUs the head offers (default: all)"),
-    workers: int = typer.Option(0, "--workers", help="extra local worker nodes (to try multi-node scheduling)"),
-    worker_cpus: int = typer.Option(1, "--worker-cpus", help="CPUs per extra worker node"),
-    port: int = typer.Option(None, "--port", help="GCS port (default: FLOTILLA_RAY_PORT or 6390)"),
-    dashboard_port: int = typer.Option(None, "--dashboard-port", help="dashboard port (default: FLOTILLA_DASHBOARD_PORT or 8275)"),
+    # bounded here, before anything starts: Ray's head died on --num-cpus -1 ("Resource quantities must be
+    # nonnegative") behind a hint about port clashes, and a worker node with no CPU can run nothing;
+    # a port outside 1-65535 is not one (0 read as "the default")
+    num_cpus: int = typer.Option(None, "--num-cpus", min=0, help="CPUs the head offers (default: all; 0 with --workers)"),
+    workers: int = typer.Option(0, "--workers", min=0, help="extra local worker nodes (to try multi-node scheduling)"),
+    worker_cpus: int = typer.Option(1, "--worker-cpus", min=1, help="CPUs per extra worker node"),
+    port: int = typer.Option(None, "--port", min=1, max=65535, help="GCS port (default: FLOTILLA_RAY_PORT or 6390)"),
+    dashboard_port: int = typer.Option(
+        None, "--dashboard-port", min=1, max=65535, help="dashboard port (default: FLOTILLA_DASHBOARD_PORT or 8275)"),
     timeout: float = typer.Option(90.0, help="seconds to wait for every node"),
 ) -> None:
     """Start the local Ray cluster (idempotent) and wait until every node is alive."""
     from flotilla.jobs.cluster import LocalCluster
+
+    if num_cpus == 0 and not workers:  # a head that runs no work is for a cluster whose workers do
+        raise typer.BadParameter("a head with no CPUs needs worker nodes to run anything: add --workers N, "
+                                 "or give the head CPUs", param_hint="'--num-cpus'")
 
     cluster = LocalCluster()
     t0 = time.monotonic()

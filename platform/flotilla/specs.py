@@ -9,6 +9,7 @@ never raw dicts.
 from __future__ import annotations
 
 import difflib
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -126,7 +127,7 @@ class FamilySpec(_Spec):
     failure: FailureSpec = FailureSpec()
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(128, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # every worker calls np.random.seed(seed), which takes 0 to 2**32 - 1
     merge_into: str | None = None  # e.g. "main": promote the run's branch when it finishes
 
     @field_validator("tasks")
@@ -147,6 +148,15 @@ class FamilySpec(_Spec):
             if t.label not in LABEL_COLUMNS:
                 raise ValueError(f"task {t.name!r} reads label column {t.label!r}, which hub datasets do not hold "
                                  f"(their label columns: {', '.join(LABEL_COLUMNS)})")
+        return self
+
+    @model_validator(mode="after")
+    def _fp16_needs_a_gpu(self) -> FamilySpec:
+        # DeepSpeed's CPU accelerator has no fp16 on most CPUs: every worker raised "Type fp16 is not
+        # supported on your device." and was retried. dtype auto is fine: it picks fp32 without a GPU
+        if self.backend == "deepspeed" and self.deepspeed.dtype == "fp16" and not self.scaling.use_gpu:
+            raise ValueError("deepspeed.dtype: fp16 needs scaling.use_gpu: true (DeepSpeed refuses fp16 on CPU workers); "
+                             "on CPU use dtype: bf16 or fp32 (or auto: fp32 on CPU, bf16 on GPUs that have it)")
         return self
 
     @model_validator(mode="after")
@@ -189,6 +199,8 @@ def parse_spec(model: type[_Spec], data: Any, source: str = "spec") -> Any:
                 problems.append(f"{where}: unknown key{_did_you_mean(e['loc'], model)}")
             elif e["type"] == "value_error":  # our validators' own words, without pydantic's "Value error, "
                 problems.append(f"{where}: {e['ctx']['error']}")
+            elif e["type"] == "string_type" and isinstance(e["input"], (int, float, date)):
+                problems.append(f"{where}: {e['msg']}{_quote_it(e['loc'], e['input'], model is FamilySpec)}")
             elif e["type"] == "model_type":  # pydantic's words name a class ("instance of Searcher"), not the fix
                 problems.append(f"{where}: must be a mapping of keys to values ({where}: {{key: value, ...}}), "
                                 f"not {_kind(e['input'])}")
@@ -197,6 +209,20 @@ def parse_spec(model: type[_Spec], data: Any, source: str = "spec") -> Any:
         raise SpecError(f"{source} is invalid ({len(problems)} problem(s)):", problems) from None
     except SpecError as exc:
         raise SpecError(f"{source} is invalid:", exc.problems or [exc.message]) from None
+
+
+def _quote_it(loc: tuple[Any, ...], value: Any, settable: bool) -> str:
+    """Why YAML's unquoted 2024, 1.5, yes or 2024-01-01 is not a string, and the quoting that makes it one.
+
+    ``settable``: the spec takes ``flotilla train --set``, whose quotes must get past the shell as well.
+    """
+    if isinstance(value, bool):  # written yes/no/on/off/true/false: which one is lost
+        return f" (YAML read it as the boolean {str(value).lower()}, as it reads yes, no, on, off: quote it as written, e.g. 'yes')"
+    shown = str(value)
+    text = f" (YAML read {shown} as {'a date' if isinstance(value, date) else 'a number'}: quote it, '{shown}'"
+    if settable and all(isinstance(p, str) for p in loc):  # on the command line the shell eats one pair of quotes
+        text += f"; with --set, --set \"{'.'.join(loc)}='{shown}'\""
+    return text + ")"
 
 
 def _kind(value: Any) -> str:

@@ -78,6 +78,34 @@ def test_exactly_one_source_and_a_missing_family_file():
     assert missing == [f"spec: jobs/nope.yaml does not exist under {ROOT}"]
 
 
+def test_a_spec_that_is_a_directory_says_so_and_names_the_spec_files_in_it(tmp_path):
+    # is_file() alone called an existing directory missing ("jobs does not exist under ...")
+    problems = _problems({"kind": "train", "name": "x", "spec": "jobs"})
+    # jobs/ also holds job specs, which a job cannot point at: only the family spec is offered
+    assert problems == [f"spec: jobs is a directory under {ROOT}, not a spec file: name one YAML spec in it (jobs/face_family.yaml)"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SpecError) as info:
+        parse_job_spec({"kind": "train", "name": "x", "spec": "empty"}, root=tmp_path)
+    assert info.value.problems == [f"spec: empty is a directory under {tmp_path}, not a spec file: name one YAML spec in it"]
+
+
+def test_ingest_names_break_the_hubs_rules_at_check_time_not_on_the_cluster():
+    problems = _problems({"kind": "ingest", "name": "x", "repo": "Bad Repo!", "dataset": "bad/name", "into": "no such",
+                          "synthetic": {"n": 5}})
+    assert problems == [
+        "repo: invalid repository id 'Bad Repo!': repository ids are 3-63 characters of lowercase a-z, 0-9 and '-', "
+        "starting with a letter or digit (e.g. 'faces' or 'faces-v2')",
+        "dataset: invalid dataset name 'bad/name': up to 100 letters, digits, '_', '-' and '.', no '/' and no '..' "
+        "(e.g. 'synthetic', 'utkface' or 'faces-2026-11')",
+        "into: invalid branch id 'no such': branch ids use ASCII letters, digits, '_' and '-', start with a letter, "
+        "digit or '_', and are at most 96 characters (the branch the dataset is merged into, e.g. 'main')",
+    ]
+    assert len(_problems({"kind": "ingest", "name": "x", "dataset": "../up", "synthetic": {"n": 5}})) == 1
+    ok = parse_job_spec({"kind": "ingest", "name": "x", "repo": "faces-v2", "dataset": "faces-2026.11", "into": "dev_1",
+                         "synthetic": {"n": 5}})
+    assert (ok.repo, ok.dataset, ok.into) == ("faces-v2", "faces-2026.11", "dev_1")
+
+
 @pytest.mark.parametrize("name", ["LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", "MY_API_TOKEN", "RAY_AUTH_TOKEN", "DB_PASSWORD",
                                   "OPENAI_API_KEY", "HF_API_KEY", "GCP_SA_KEY", "AWS_ACCESS_KEY_ID", "SSH_PRIVATE"])
 def test_credentials_are_refused_in_env_vars(name):

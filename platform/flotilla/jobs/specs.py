@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from flotilla.errors import FlotillaError, SpecError
+from flotilla.errors import FlotillaError, InvalidNameError, SpecError
+from flotilla.names import check_branch_id, check_dataset_name, check_repo_id
 from flotilla.specs import FamilySpec, _Spec, deep_merge, load_yaml, parse_spec
 
 # names Ray would show on its dashboard: credentials never go there
@@ -112,6 +113,30 @@ class IngestJob(_JobBase):
             raise ValueError("give exactly one source: 'synthetic' (generate) or 'files' (import)")
         return self
 
+    # the hub's own name rules, checked here so that --check reports a bad name instead of the job failing on the cluster
+    @field_validator("repo")
+    @classmethod
+    def _repo_id(cls, repo: str) -> str:
+        return _named(check_repo_id, repo)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, dataset: str) -> str:
+        return _named(check_dataset_name, dataset)
+
+    @field_validator("into")
+    @classmethod
+    def _branch_id(cls, into: str) -> str:
+        return _named(check_branch_id, into, example="the branch the dataset is merged into, e.g. 'main'")
+
+
+def _named(check: Any, name: str, example: str | None = None) -> str:
+    """``check(name)`` with its InvalidNameError as a spec problem: the rule broken and an example."""
+    try:
+        return check(name)
+    except InvalidNameError as exc:
+        raise ValueError(f"{exc.message} ({example or exc.hint})") from None
+
 
 class TrainJob(_JobBase):
     kind: Literal["train"]
@@ -183,10 +208,24 @@ def _inner_problems(kind: str, data: dict[str, Any], root: Path) -> list[str]:
     if spec is not None:
         if not isinstance(spec, str):
             return []
-        if not (root / spec).is_file():
+        path = root / spec
+        if path.is_dir():  # is_file() alone called it missing
+            inside = [str(p.relative_to(root)) for p in sorted(path.glob("*.y*ml"))[:20] if not _is_job_spec(p)][:5]
+            return [f"spec: {spec} is a directory under {root}, not a spec file: name one YAML spec in it"
+                    + (f" ({', '.join(inside)})" if inside else "")]
+        if not path.is_file():
             return [f"spec: {spec} does not exist under {root}"]
     shim = SimpleNamespace(spec=spec, family=inline, sweep=inline, overrides=overrides, name=data.get("name", "?"))
     return [f"{key}: {p}" for p in _problems(lambda: build(shim, root))]
+
+
+def _is_job_spec(path: Path) -> bool:
+    """A job spec (it has a ``kind``), which a job's ``spec:`` cannot name: kept out of the files suggested."""
+    try:
+        data = load_yaml(path)
+    except SpecError:
+        return True  # not a spec either
+    return isinstance(data, dict) and "kind" in data
 
 
 def parse_job_spec(data: Any, source: str = "job spec", root: Path | None = None) -> JobSpec:
