@@ -31,6 +31,31 @@ class DataSpec(_Spec):
     dataset: str = "synthetic"
     image_size: int = Field(64, ge=16, le=512)
 
+    # the hub's name rules, so that --check reports a bad name, not the run once it reaches the hub
+    @field_validator("repo")
+    @classmethod
+    def _repo_id(cls, repo: str) -> str:
+        from flotilla.names import check_repo_id
+
+        return hub_name(check_repo_id, repo)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, dataset: str) -> str:
+        from flotilla.names import check_dataset_name
+
+        return hub_name(check_dataset_name, dataset)
+
+
+def hub_name(check: Any, name: str, example: str | None = None) -> str:
+    """``check(name)`` (a flotilla.names rule) with its InvalidNameError as a spec problem: the rule and an example."""
+    from flotilla.errors import InvalidNameError
+
+    try:
+        return check(name)
+    except InvalidNameError as exc:
+        raise ValueError(f"{exc.message} ({example or exc.hint})") from None
+
 
 class ModelSpec(_Spec):
     backbone: Literal["small_cnn", "resnet"] = "small_cnn"

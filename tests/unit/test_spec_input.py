@@ -96,6 +96,14 @@ def test_train_check_with_a_bad_set_exits_1_with_the_message_not_a_traceback():
         assert says in _flat(result.output)
 
 
+def test_a_data_repo_or_dataset_the_hub_would_refuse_is_caught_by_check():
+    """Names are checked with the hub's own rules at --check, not when the run first reaches the hub."""
+    result = CliRunner().invoke(app, ["train", FAMILY, "--set", "data.repo=Faces_V2", "--set", "data.dataset=a/b", "--check"])
+    out = _flat(result.output)
+    assert result.exit_code == 1 and "data.repo: invalid repository id 'Faces_V2'" in out, out
+    assert "data.dataset: invalid dataset name 'a/b'" in out
+
+
 # values a spec field cannot take
 
 

@@ -25,7 +25,7 @@ from flotilla.tune.until import UntilTarget
 
 def _spec(**over) -> SweepSpec:
     return parse_spec(SweepSpec, {
-        "name": "s", "base": {"name": "fam", "data": {"repo": "r", "dataset": "d"}, "epochs": 9},
+        "name": "s", "base": {"name": "fam", "data": {"repo": "rep", "dataset": "d"}, "epochs": 9},
         "space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1}},
         "objective": {"metric": "val/age/mae", "mode": "min"}, **over,
     })
@@ -172,7 +172,7 @@ def test_what_the_sweep_decides_once_cannot_be_a_dimension_and_conditions_that_n
     from flotilla.errors import SpecError
 
     spec = _spec(
-        base={"name": "fam", "data": {"repo": "r", "dataset": "d"}, "epochs": 9, "strategy": "separate"},
+        base={"name": "fam", "data": {"repo": "rep", "dataset": "d"}, "epochs": 9, "strategy": "separate"},
         space={"merge_into": {"type": "choice", "values": ["main", None]},
                "transfer.source": {"type": "choice", "values": ["run-a", "run-b"]},
                "epochs": {"type": "int", "low": 3, "high": 9},
@@ -198,7 +198,7 @@ def test_what_the_sweep_decides_once_cannot_be_a_dimension_and_conditions_that_n
 
 
 def test_a_base_that_merges_its_own_runs_does_not_make_trials_merge():
-    spec = _spec(base={"name": "fam", "data": {"repo": "r", "dataset": "d"}, "epochs": 9, "merge_into": "main"})
+    spec = _spec(base={"name": "fam", "data": {"repo": "rep", "dataset": "d"}, "epochs": 9, "merge_into": "main"})
     assert spec.check().merge_into is None and spec.family().merge_into is None
 
 

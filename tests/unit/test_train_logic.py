@@ -222,7 +222,7 @@ def test_every_rank_evaluates_with_rank_0s_batchnorm_statistics() -> None:
 
 
 def test_fractional_gpus_with_several_workers_are_refused_and_allowed_for_one() -> None:
-    base = {"name": "g", "data": {"repo": "r", "dataset": "d"}}
+    base = {"name": "g", "data": {"repo": "rep", "dataset": "d"}}
     with pytest.raises(SpecError, match="NCCL refuses"):
         parse_spec(FamilySpec, {**base, "scaling": {"workers": 2, "use_gpu": True, "gpus_per_worker": 0.5}})
     one = parse_spec(FamilySpec, {**base, "scaling": {"workers": 1, "use_gpu": True, "gpus_per_worker": 0.5}})
@@ -233,7 +233,7 @@ def test_fractional_gpus_with_several_workers_are_refused_and_allowed_for_one() 
 def test_optimizer_offload_is_refused_below_zero_2_and_configured_for_a_torch_optimizer() -> None:
     from flotilla.train.loop import deepspeed_config
 
-    base = {"name": "o", "data": {"repo": "r", "dataset": "d"}, "backend": "deepspeed"}
+    base = {"name": "o", "data": {"repo": "rep", "dataset": "d"}, "backend": "deepspeed"}
     with pytest.raises(SpecError, match="offload_optimizer needs ZeRO stage 2"):
         parse_spec(FamilySpec, {**base, "deepspeed": {"stage": 1, "offload_optimizer": True}})
     cfg = deepspeed_config(parse_spec(FamilySpec, {**base, "deepspeed": {"stage": 2, "offload_optimizer": True}}), use_gpu=False)

@@ -34,7 +34,7 @@ def test_the_pareto_example_is_multi_objective():
 
 # --- bad input: a clear SpecError before anything runs, never a traceback or a silently wrong sweep ---
 
-BASE = {"name": "fam", "data": {"repo": "r", "dataset": "d"}, "epochs": 9}
+BASE = {"name": "fam", "data": {"repo": "rep", "dataset": "d"}, "epochs": 9}
 
 
 def _spec(**over) -> SweepSpec:
@@ -191,7 +191,7 @@ def test_a_missing_base_names_base_and_how_its_path_is_resolved(tmp_path):
         "root (for 'flotilla sweep SPEC': the folder above tuning/ when SPEC is in tuning/, else the current directory); "
         "did you mean jobs/face_family.yaml?")
     assert err.value.hint == f"give base a path relative to {tmp_path}, or an absolute one"
-    _spec(base="jobs/face_family.yaml", overrides={"data": {"repo": "r", "dataset": "d"}, "epochs": 9}).check(tmp_path)
+    _spec(base="jobs/face_family.yaml", overrides={"data": {"repo": "rep", "dataset": "d"}, "epochs": 9}).check(tmp_path)
     with pytest.raises(SpecError) as err:  # an absolute base is not resolved against anything
         _spec(base=str(tmp_path / "jobs" / "nope.yaml")).check(tmp_path)
     assert err.value.message == f"base: {tmp_path / 'jobs' / 'nope.yaml'} does not exist"

@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from flotilla.errors import FlotillaError, InvalidNameError, SpecError
+from flotilla.errors import FlotillaError, SpecError
 from flotilla.names import check_branch_id, check_dataset_name, check_repo_id
-from flotilla.specs import FamilySpec, _Spec, deep_merge, load_yaml, parse_spec
+from flotilla.specs import FamilySpec, _Spec, deep_merge, hub_name, load_yaml, parse_spec
 
 # names Ray would show on its dashboard: credentials never go there
 _SECRET_ENV = ("LAKECTL_", "LAKEFS_", "AWS_SECRET", "AWS_SESSION", "RAY_AUTH", "WANDB_API_KEY")
@@ -117,25 +117,18 @@ class IngestJob(_JobBase):
     @field_validator("repo")
     @classmethod
     def _repo_id(cls, repo: str) -> str:
-        return _named(check_repo_id, repo)
+        return hub_name(check_repo_id, repo)
 
     @field_validator("dataset")
     @classmethod
     def _dataset_name(cls, dataset: str) -> str:
-        return _named(check_dataset_name, dataset)
+        return hub_name(check_dataset_name, dataset)
 
     @field_validator("into")
     @classmethod
     def _branch_id(cls, into: str) -> str:
-        return _named(check_branch_id, into, example="the branch the dataset is merged into, e.g. 'main'")
+        return hub_name(check_branch_id, into, example="the branch the dataset is merged into, e.g. 'main'")
 
-
-def _named(check: Any, name: str, example: str | None = None) -> str:
-    """``check(name)`` with its InvalidNameError as a spec problem: the rule broken and an example."""
-    try:
-        return check(name)
-    except InvalidNameError as exc:
-        raise ValueError(f"{exc.message} ({example or exc.hint})") from None
 
 
 class TrainJob(_JobBase):
