@@ -23,28 +23,32 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataSpec(_Spec):
-    """Which data: a dataset in a hub repository at a ref (resolved to a commit id once)."""
+class _HubNames(_Spec):
+    """A spec naming a hub repository and a dataset: both checked with the hub's own name rules, so
+    that --check reports a bad name, not the run (or job, on the cluster) once it reaches the hub."""
 
-    repo: str = "faces"
-    ref: str = "main"
-    dataset: str = "synthetic"
-    image_size: int = Field(64, ge=16, le=512)
-
-    # the hub's name rules, so that --check reports a bad name, not the run once it reaches the hub
-    @field_validator("repo")
+    @field_validator("repo", check_fields=False)
     @classmethod
     def _repo_id(cls, repo: str) -> str:
         from flotilla.names import check_repo_id
 
         return hub_name(check_repo_id, repo)
 
-    @field_validator("dataset")
+    @field_validator("dataset", check_fields=False)
     @classmethod
     def _dataset_name(cls, dataset: str) -> str:
         from flotilla.names import check_dataset_name
 
         return hub_name(check_dataset_name, dataset)
+
+
+class DataSpec(_HubNames):
+    """Which data: a dataset in a hub repository at a ref (resolved to a commit id once)."""
+
+    repo: str = "faces"
+    ref: str = "main"
+    dataset: str = "synthetic"
+    image_size: int = Field(64, ge=16, le=512)
 
 
 def hub_name(check: Any, name: str, example: str | None = None) -> str:

@@ -17,8 +17,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from flotilla.errors import FlotillaError, SpecError
-from flotilla.names import check_branch_id, check_dataset_name, check_repo_id
-from flotilla.specs import FamilySpec, _Spec, deep_merge, hub_name, load_yaml, parse_spec
+from flotilla.names import check_branch_id
+from flotilla.specs import FamilySpec, _HubNames, _Spec, deep_merge, hub_name, load_yaml, parse_spec
 
 # names Ray would show on its dashboard: credentials never go there
 _SECRET_ENV = ("LAKECTL_", "LAKEFS_", "AWS_SECRET", "AWS_SESSION", "RAY_AUTH", "WANDB_API_KEY")
@@ -98,7 +98,7 @@ class ThresholdsSpec(_Spec):
     max_missing: float | None = Field(None, ge=0, le=1)
 
 
-class IngestJob(_JobBase):
+class IngestJob(_JobBase, _HubNames):
     kind: Literal["ingest"]
     repo: str = "faces"
     dataset: str = "synthetic"
@@ -113,18 +113,7 @@ class IngestJob(_JobBase):
             raise ValueError("give exactly one source: 'synthetic' (generate) or 'files' (import)")
         return self
 
-    # the hub's own name rules, checked here so that --check reports a bad name instead of the job failing on the cluster
-    @field_validator("repo")
-    @classmethod
-    def _repo_id(cls, repo: str) -> str:
-        return hub_name(check_repo_id, repo)
-
-    @field_validator("dataset")
-    @classmethod
-    def _dataset_name(cls, dataset: str) -> str:
-        return hub_name(check_dataset_name, dataset)
-
-    @field_validator("into")
+    @field_validator("into")  # repo and dataset: _HubNames
     @classmethod
     def _branch_id(cls, into: str) -> str:
         return hub_name(check_branch_id, into, example="the branch the dataset is merged into, e.g. 'main'")
