@@ -293,6 +293,20 @@ def test_a_promotion_target_that_does_not_exist_is_refused_before_anything_is_wr
     assert not [p for p in sweeps_dir(hub.settings).glob("nowhere*")], "a half-made sweep was left behind"
 
 
+def test_a_sweep_job_pinned_for_the_cluster_keeps_promote_into_null(hub, sweep_env):
+    """A report-only sweep submitted as a job must not come back on the cluster promoting into main."""
+    from flotilla.jobs.specs import SweepJob, sweep_of
+    from flotilla.jobs.submit import pin
+    from flotilla.specs import parse_spec
+
+    spec = sweep_spec("report-only", promote={"into": None}).model_dump(mode="json")
+    job = parse_spec(SweepJob, {"kind": "sweep", "name": "report-only", "sweep": spec})
+    pinned, lineage = pin(job, hub=hub)
+    on_cluster = sweep_of(pinned, Path.cwd())
+    assert on_cluster.promote.into is None
+    assert on_cluster.family().data.ref == lineage["data_commit"] == hub.repo(REPO).resolve("main")
+
+
 def test_a_data_ref_the_target_lacks_is_refused_before_the_sweep_and_a_dict_spec_is_accepted(hub, sweep_env):
     from flotilla.errors import ConflictError
 

@@ -275,6 +275,8 @@ def pin(spec: JobSpec, hub: Any = None, root: Path | None = None) -> tuple[JobSp
         hub = hub or _hub()
         ref = resolve_data(hub, family.data.repo, family.data.ref, family.data.dataset)
         pinned = sweep.model_dump(mode="json", exclude_none=True)
+        # ... but promote.into: null means "report only": dropped, it read back as the default, main
+        pinned["promote"] = sweep.promote.model_dump(mode="json")
         pinned["base"] = family.model_dump(mode="json")  # inline: the job needs no file but this spec
         pinned["overrides"] = {}
         pinned["data"] = {**pinned.get("data", {}), "ref": ref.commit}
