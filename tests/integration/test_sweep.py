@@ -330,6 +330,9 @@ def test_a_trial_bigger_than_the_local_ray_is_refused_instead_of_pending_forever
     try:  # no Ray yet: the sweep starts a local one, which cannot grow, so the check is an error
         with pytest.raises(ConfigError) as err:
             sweep(sweep_spec("huge", budget={"trials": 2, "concurrency": 1, "trial_cpus": 64}), hub=hub)
+        # ... and still the next time in this process, with that Ray already up (a notebook's second call)
+        with pytest.raises(ConfigError, match="could never start"):
+            sweep(sweep_spec("huge", budget={"trials": 2, "concurrency": 1, "trial_cpus": 64}), hub=hub)
     finally:
         ray.shutdown()
     assert "a trial" in err.value.message and "64.5 CPU" in err.value.message and "budget.trial_cpus" in err.value.hint

@@ -358,3 +358,20 @@ def test_a_sweep_id_after_a_spec_file_is_refused_not_ignored():
     out = subprocess.run([str(Path(sys.executable).parent / "flotilla"), "sweep", "tuning/demo.yaml", "my-id", "--check"],
                          cwd=root, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "goes with resume, show or dashboard" in out.stderr, out.stderr[-2000:]
+
+
+def test_the_token_set_for_flotillas_cluster_is_taken_back_before_the_next_connection(monkeypatch):
+    """A notebook that trained on flotilla's cluster by address, then connects elsewhere, must not send its token."""
+    from flotilla.train import run
+
+    monkeypatch.setattr(run, "_OUR_AUTH", {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": "/home/u/.flotilla/ray/auth_token"})
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/home/u/.flotilla/ray/auth_token")
+    run._drop_our_auth()
+    import os
+
+    assert "RAY_AUTH_TOKEN_PATH" not in os.environ and "RAY_AUTH_MODE" not in os.environ and run._OUR_AUTH == {}
+    monkeypatch.setattr(run, "_OUR_AUTH", {"RAY_AUTH_TOKEN_PATH": "/home/u/.flotilla/ray/auth_token"})
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/home/u/my-own-token")  # the user changed it since: theirs, kept
+    run._drop_our_auth()
+    assert os.environ["RAY_AUTH_TOKEN_PATH"] == "/home/u/my-own-token"

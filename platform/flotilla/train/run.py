@@ -69,6 +69,13 @@ def hub_filesystem(credentials: Any):
     return pafs.S3FileSystem(**credentials.s3_options(), check_directory_existence_before_creation=True)
 
 
+# What ensure_ray did in this process: the auth variables it set (so they never go to the next cluster a
+# notebook connects to) and the GCS address of the fixed-size cluster it reached (so a second train() or
+# sweep() in the same process, with Ray already up, still knows the cluster cannot grow)
+_OUR_AUTH: dict[str, str] = {}
+_FIXED: dict[str, str | None] = {"gcs": None}
+
+
 def ensure_ray(address: str | None = None) -> bool:
     """Connect to ``address``, or start a local Ray when none is running.
 
@@ -84,7 +91,8 @@ def ensure_ray(address: str | None = None) -> bool:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     inside_ours = bool(os.environ.get(MARKER_ENV))  # a job's driver on flotilla's local cluster inherits it
     if ray.is_initialized():
-        return inside_ours
+        return inside_ours or (_FIXED["gcs"] is not None and _gcs_address() == _FIXED["gcs"])
+    _drop_our_auth()
     if address:
         from flotilla.jobs.cluster import driver_auth_env, is_own_cluster
 
@@ -92,6 +100,7 @@ def ensure_ray(address: str | None = None) -> bool:
         auth = driver_auth_env(address)  # flotilla's own cluster: its token (and only there)
         if auth:
             os.environ.update(auth)
+            _OUR_AUTH.update(auth)
             _refresh_ray_auth()
         try:
             ray.init(address=address)
@@ -99,10 +108,34 @@ def ensure_ray(address: str | None = None) -> bool:
             raise FlotillaError(
                 f"cannot reach the Ray cluster at {address!r}: {exc}", hint=_REACH_HINT,
             ) from None
-        return inside_ours or is_own_cluster(address)
-    # the dashboard also runs the state API that Train/Tune's placement-group cleanup relies on
-    ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
-    return True
+        fixed = inside_ours or is_own_cluster(address)
+    else:
+        # the dashboard also runs the state API that Train/Tune's placement-group cleanup relies on
+        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+        fixed = True
+    _FIXED["gcs"] = _gcs_address() if fixed else None
+    return fixed
+
+
+def _gcs_address() -> str | None:
+    import ray
+
+    try:
+        return ray.get_runtime_context().gcs_address
+    except Exception:  # Ray client and older Rays may not say: then nothing is remembered as fixed-size
+        return None
+
+
+def _drop_our_auth() -> None:
+    """Take back the auth variables an earlier ensure_ray set for flotilla's cluster, before connecting anew."""
+    dropped = False
+    for key, value in _OUR_AUTH.items():
+        if os.environ.get(key) == value:
+            del os.environ[key]
+            dropped = True
+    _OUR_AUTH.clear()
+    if dropped:
+        _refresh_ray_auth()
 
 
 _REACH_HINT = (
