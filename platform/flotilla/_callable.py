@@ -23,4 +23,7 @@ def make_callable(module_name: str, target_module: str, target: str) -> None:
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             return getattr(importlib.import_module(target_module), target)(*args, **kwargs)
 
+        def __reduce__(self) -> tuple[Any, tuple[str]]:  # pickled by name, like any module (cloudpickle, Ray)
+            return importlib.import_module, (self.__name__,)
+
     sys.modules[module_name].__class__ = CallableModule

@@ -214,8 +214,11 @@ def _did_you_mean(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def parse_spec(model: type[_Spec], data: Any, source: str = "spec") -> Any:
-    """Validate ``data`` against ``model``; raise one SpecError listing every problem."""
+def parse_spec(model: type[_Spec], data: Any, source: str = "spec", *, settable: bool = False) -> Any:
+    """Validate ``data`` against ``model``; raise one SpecError listing every problem.
+
+    ``settable``: the spec comes from ``flotilla train`` (:func:`load_family_spec`), whose ``--set`` the
+    quoting advice then covers too; a sweep's base or a job's family has no ``--set``."""
     if not isinstance(data, dict):
         raise SpecError(f"{source} must be a mapping of keys to values, got {type(data).__name__}")
     try:
@@ -229,7 +232,7 @@ def parse_spec(model: type[_Spec], data: Any, source: str = "spec") -> Any:
             elif e["type"] == "value_error":  # our validators' own words, without pydantic's "Value error, "
                 problems.append(f"{where}: {e['ctx']['error']}")
             elif e["type"] == "string_type" and isinstance(e["input"], (int, float, date)):
-                problems.append(f"{where}: {e['msg']}{_quote_it(e['loc'], e['input'], model is FamilySpec)}")
+                problems.append(f"{where}: {e['msg']}{_quote_it(e['loc'], e['input'], settable)}")
             elif e["type"] == "model_type":  # pydantic's words name a class ("instance of Searcher"), not the fix
                 problems.append(f"{where}: must be a mapping of keys to values ({where}: {{key: value, ...}}), "
                                 f"not {_kind(e['input'])}")
@@ -297,7 +300,7 @@ def load_family_spec(path: str | Path, overrides: dict[str, Any] | None = None) 
     data = load_yaml(path)
     if overrides:
         data = deep_merge(data or {}, overrides)
-    return parse_spec(FamilySpec, data, source=str(path))
+    return parse_spec(FamilySpec, data, source=str(path), settable=True)
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -320,6 +320,12 @@ def test_a_data_ref_the_target_lacks_is_refused_before_the_sweep_and_a_dict_spec
     assert "data.ref 'cleaned'" in err.value.message and "datasets/faces/notes.txt" in err.value.message
     assert "promote into 'cleaned'" in err.value.hint and "promote.into: null" in err.value.hint
     assert not [p for p in sweeps_dir(hub.settings).glob("lacks*")], "a half-made sweep was left behind"
+    # as a job pins it: the ref is a commit id, which nobody can promote into or validate by name
+    commit = repo.resolve("cleaned")
+    pinned = sweep_spec("lacks", base={**sweep_spec("x").base, "data": {"repo": REPO, "dataset": "faces", "ref": commit}})
+    with pytest.raises(ConflictError) as err:
+        sweep(pinned, hub=hub)
+    assert commit not in err.value.hint and "promote.into: null" in err.value.hint
     repo.delete_branch("cleaned")
 
 

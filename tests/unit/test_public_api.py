@@ -21,3 +21,14 @@ def test_flotilla_train_and_jobs_submit_stay_callable_after_their_modules_are_im
     with pytest.raises(SpecError, match="does not exist"):
         jobs.submit(missing, dry_run=True)
     assert flotilla.train.run.train.__name__ == "train" and jobs.submit.get_job is jobs.get_job  # still the modules too
+
+
+def test_the_callable_modules_pickle_by_name_as_modules_do():
+    """A notebook function that Ray ships by value may refer to flotilla.train: cloudpickle must take it."""
+    import ray.cloudpickle as cloudpickle
+
+    import flotilla.jobs.submit
+    import flotilla.train
+
+    for module in (flotilla.train, flotilla.jobs.submit):
+        assert cloudpickle.loads(cloudpickle.dumps(module)) is module

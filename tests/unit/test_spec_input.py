@@ -22,8 +22,8 @@ FAMILY = str(ROOT / "jobs/face_family.yaml")
 
 
 def _problems(**fields) -> list[str]:
-    with pytest.raises(SpecError) as info:
-        parse_spec(FamilySpec, {"name": "f", **fields})
+    with pytest.raises(SpecError) as info:  # as `flotilla train` reads a spec (its --set is covered by the advice)
+        parse_spec(FamilySpec, {"name": "f", **fields}, settable=True)
     return info.value.problems
 
 
@@ -137,6 +137,9 @@ def test_a_number_date_or_boolean_where_a_string_belongs_says_how_to_quote_it(tm
     assert _problems(data={"ref": 2024}) == [
         "data.ref: Input should be a valid string (YAML read 2024 as a number: quote it, '2024'; "
         "with --set, --set \"data.ref='2024'\")"]
+    with pytest.raises(SpecError) as info:  # a sweep's base or a job's family: no --set to advise on
+        parse_spec(FamilySpec, {"name": "f", "data": {"ref": 2024}}, source="sweep 's' base")
+    assert info.value.problems == ["data.ref: Input should be a valid string (YAML read 2024 as a number: quote it, '2024')"]
     spec = tmp_path / "f.yaml"
     spec.write_text("name: 2024\ndata: {ref: 2024-01-01, dataset: yes}\n")
     with pytest.raises(SpecError) as info:

@@ -11,10 +11,11 @@ import logging
 
 import optuna
 import pytest
+from pydantic import ValidationError
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from flotilla.errors import ConfigError
+from flotilla.errors import ConfigError, SpecError
 from flotilla.specs import parse_spec
 from flotilla.tune.spec import SweepSpec
 from flotilla.tune.report import missing_plots_note
@@ -375,3 +376,20 @@ def test_the_token_set_for_flotillas_cluster_is_taken_back_before_the_next_conne
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/home/u/my-own-token")  # the user changed it since: theirs, kept
     run._drop_our_auth()
     assert os.environ["RAY_AUTH_TOKEN_PATH"] == "/home/u/my-own-token"
+
+
+def test_an_older_sweep_json_still_resumes_as_it_ran():
+    """Older versions accepted (and ignored) a step on a float dimension and ran int end points like 7.5 as int(7.5)."""
+    from flotilla.tune.sweep import saved_spec
+
+    spec = _spec().model_dump(mode="json")
+    spec["space"] = {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2, "step": 1},
+                     "model.width": {"type": "int", "low": 7.5, "high": 32.0}}
+    with pytest.raises(ValidationError):  # what the spec says now, for a new sweep
+        SweepSpec.model_validate(spec)
+    resumed = saved_spec(spec, "old")
+    assert resumed.space["optim.lr"].step is None
+    assert (resumed.space["model.width"].low, resumed.space["model.width"].high) == (7, 32)
+    spec["space"]["model.width"] = {"type": "choice", "values": []}  # really broken: our error, not pydantic's
+    with pytest.raises(SpecError, match="sweep 'old' \\(its sweep.json\\)"):
+        saved_spec(spec, "old")

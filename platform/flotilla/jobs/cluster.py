@@ -123,7 +123,7 @@ def is_own_cluster(address: str, settings: Settings | None = None) -> bool:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     gcs_host = st.get("gcs_address", "").rpartition(":")[0]
     ours = st.get("client_port") if client else st.get("ray_port")
-    return host in {"127.0.0.1", "localhost", gcs_host} and port.isdigit() and int(port) == ours
+    return host in {"127.0.0.1", "localhost", gcs_host} - {""} and port.isdigit() and int(port) == ours
 
 
 def driver_auth_env(address: str, settings: Settings | None = None) -> dict[str, str]:

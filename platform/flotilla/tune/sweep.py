@@ -173,13 +173,16 @@ def _pin_commits(hub: Hub, spec: SweepSpec, family: Any) -> dict[str, str]:
     if spec.promote.into and "data.ref" not in spec.space:  # every trial, the winner too, starts from this data
         extra = [c.path for c in repo.diff(spec.promote.into, commits[family.data.ref], two_dot=False)]
         if extra:
+            ref = family.data.ref
+            branch = repo.branch_exists(ref)  # a job pins the ref to a commit id: nothing to promote into or name
             raise ConflictError(
-                f"data.ref {family.data.ref!r} has {len(extra)} path(s) that promote.into {spec.promote.into!r} lacks "
+                f"data.ref {ref!r} has {len(extra)} path(s) that promote.into {spec.promote.into!r} lacks "
                 f"(e.g. {', '.join(extra[:3])}): promoting the winner would merge that data too, so it would be refused "
                 "after the whole sweep had run",
-                hint=f"merge the data into {spec.promote.into!r} first (into main: 'flotilla data validate --dataset "
-                     f"{family.data.dataset} --ref {family.data.ref} --merge'), promote into {family.data.ref!r} instead, "
-                     "or promote.into: null",
+                hint=f"merge the data into {spec.promote.into!r} first"
+                     + (f" (into main: 'flotilla data validate --dataset {family.data.dataset} --ref {ref} --merge'), "
+                        f"promote into {ref!r} instead," if branch else ",")
+                     + " or promote.into: null",
             )
     return commits
 
@@ -197,8 +200,10 @@ def _check_trial_fits(spec: SweepSpec, family: Any, *, local: bool) -> None:
 
     workers = biggest("scaling.workers", family.scaling.workers)
     need = {"CPU": spec.budget.trial_cpus + workers * biggest("scaling.cpus_per_worker", family.scaling.cpus_per_worker)}
-    if family.scaling.use_gpu:
-        need["GPU"] = workers * biggest("scaling.gpus_per_worker", family.scaling.gpus_per_worker or 1)
+    if family.scaling.use_gpu or "scaling.use_gpu" in spec.space:  # 0 GPUs per worker means one whole GPU
+        p = spec.space.get("scaling.gpus_per_worker")
+        shares = (p.values if p.type == "choice" else [p.high]) if p else [family.scaling.gpus_per_worker]
+        need["GPU"] = workers * max(float(g) or 1.0 for g in shares)
     check_fits(need, local=local, what="a trial (budget.trial_cpus + scaling.workers x scaling.cpus_per_worker/gpus_per_worker)",
                hint="lower budget.trial_cpus, scaling.workers or scaling.cpus_per_worker (or their search ranges), "
                     "or use a bigger cluster (--address)")
@@ -252,7 +257,22 @@ def resume(sweep_id: str, *, hub: Hub | None = None, address: str | None = None)
     hub = hub or Hub()
     d = require_sweep(sweep_id, hub.settings)
     state = json.loads((d / "sweep.json").read_text())
-    return _run(hub, SweepSpec.model_validate(state["spec"]), state, d, sweep_id, address, restore=True)
+    return _run(hub, saved_spec(state["spec"], sweep_id), state, d, sweep_id, address, restore=True)
+
+
+def saved_spec(spec: dict[str, Any], sweep_id: str) -> SweepSpec:
+    """A sweep.json's spec, as the sweep ran it: older versions accepted, and ignored, what the spec now
+    refuses (a ``step`` on a non-int dimension; int end points like 7.5, which ran as ``int(7.5)``)."""
+    from flotilla.specs import parse_spec
+
+    space = {}
+    for name, p in (spec.get("space") or {}).items():
+        if isinstance(p, dict) and p.get("type") != "int" and p.get("step") is not None:
+            p = {**p, "step": None}
+        elif isinstance(p, dict) and p.get("type") == "int":
+            p = {**p, **{k: int(p[k]) for k in ("low", "high") if isinstance(p.get(k), (int, float))}}
+        space[name] = p
+    return parse_spec(SweepSpec, {**spec, "space": space}, source=f"sweep {sweep_id!r} (its sweep.json)")
 
 
 def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: str, address: str | None, *, restore: bool) -> SweepResult:
