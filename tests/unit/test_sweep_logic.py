@@ -393,3 +393,25 @@ def test_an_older_sweep_json_still_resumes_as_it_ran():
     spec["space"]["model.width"] = {"type": "choice", "values": []}  # really broken: our error, not pydantic's
     with pytest.raises(SpecError, match="sweep 'old' \\(its sweep.json\\)"):
         saved_spec(spec, "old")
+
+
+def test_a_trial_that_finished_just_before_the_kill_does_not_block_the_resumed_sweep(tmp_path):
+    """Killed between a trial's end and the searcher's next save: Tune restores the trial as TERMINATED, the
+    limiter's saved state still counts it as running, and with concurrency 1 it never suggested again."""
+    import ray.cloudpickle as cloudpickle
+    from ray.tune.search import ConcurrencyLimiter
+
+    from flotilla.tune.sweep import _forget_finished_in_limiter
+
+    limiter = ConcurrencyLimiter(_searcher(), max_concurrent=1)
+    assert isinstance(limiter.suggest("done"), dict) and limiter.suggest("next") is None  # "done" holds the one slot
+    path = tmp_path / "search_gen_state-2026-11-27_15-15-13.json"  # as Tune's SearchGenerator saves it
+    path.write_bytes(cloudpickle.dumps({"counter": 1, "name:ConcurrencyLimiter": limiter.get_state()}))
+    journal = {"done": {"events": ["running", "complete"]}, "other": {"events": ["running"]}}
+    _forget_finished_in_limiter(tmp_path, journal)
+    restored = ConcurrencyLimiter(_searcher(), max_concurrent=1)
+    restored.set_state(cloudpickle.loads(path.read_bytes())["name:ConcurrencyLimiter"])
+    assert restored.live_trials == set() and isinstance(restored.suggest("next"), dict)
+    _forget_finished_in_limiter(tmp_path, {"next": {"events": ["running"]}})  # a trial still running stays counted
+    (tmp_path / "search_gen_state-x.json").write_bytes(b"not a pickle")  # another format: left alone, no error
+    _forget_finished_in_limiter(tmp_path, journal)

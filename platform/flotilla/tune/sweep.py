@@ -314,6 +314,7 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
         log.warning("sweep %s has no saved Tune state yet: starting it from its pinned spec", sweep_id)
         restore = False
     if restore:
+        _forget_finished_in_limiter(tune_dir / sweep_id, read_lifecycle(d / "lifecycle.jsonl"))
         tuner = tune.Tuner.restore(str(tune_dir / sweep_id), trainable, resume_unfinished=True, resume_errored=True)
     else:
         sampler = (
@@ -363,6 +364,37 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
                  "ones go on from their last checkpoint)",
         )
     return _finish(hub, spec, state, d, sweep_id, grid, lifecycle)
+
+
+def _forget_finished_in_limiter(exp_dir: Path, live: dict[str, Any]) -> None:
+    """Take trials that finished out of the saved concurrency limiter's live set, before Tune restores it.
+
+    A driver killed between a trial's end (Tune records it TERMINATED) and the searcher's next saved
+    state leaves that trial "live" in the ConcurrencyLimiter's state. Restored, the trial does not run
+    again, so it never completes again, and with ``budget.concurrency`` trials "live" the limiter
+    suggests nothing: the resumed sweep waited forever. The lifecycle journal knows which trials ended.
+    """
+    import ray.cloudpickle as cloudpickle
+
+    finished = {t for t, rec in live.items() if {"complete", "stopped"} & set(rec.get("events", []))}
+    for path in exp_dir.glob("search_gen_state-*.json"):  # Tune's name; the content is a cloudpickle
+        try:
+            with open(path, "rb") as fh:
+                state = cloudpickle.load(fh)
+            limiter = state.get("name:ConcurrencyLimiter") if isinstance(state, dict) else None
+            stale = set(limiter.get("live_trials", ())) & finished if isinstance(limiter, dict) else set()
+            if not stale:
+                continue
+            limiter["live_trials"] = set(limiter["live_trials"]) - stale
+            limiter["num_unfinished_live_trials"] = max(0, limiter.get("num_unfinished_live_trials", 0) - len(stale))
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "wb") as fh:
+                cloudpickle.dump(state, fh)
+            os.replace(tmp, path)
+            log.warning("sweep state %s: trial(s) %s had finished but were still counted as running; not any more",
+                        path.name, ", ".join(sorted(stale)))
+        except Exception as exc:  # Tune's format changed: resume as before, and say so
+            log.warning("could not check the searcher state %s for finished trials: %s", path.name, exc)
 
 
 def _trial_record(r: Any, live: dict[str, Any], sweep_id: str, full_epochs: int, mode: str, multi: bool) -> TrialRecord:
