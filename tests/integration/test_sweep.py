@@ -171,6 +171,48 @@ def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_setting
     assert len((d / "ledger.jsonl").read_text().splitlines()) == len(starts), "a trial ran again"
 
 
+def test_a_trial_the_journal_saw_finish_but_tune_saved_as_running_is_restored_finished(local_ray, tmp_path):
+    """Tune tells callbacks that a trial completed before it marks it TERMINATED and saves its state: a
+    driver killed in between left the trial RUNNING there and the resume trained it again (seen on CI).
+    Here the kill window is made on purpose, in a real Tune state, and restored by real Tune."""
+    from ray import tune
+
+    from flotilla.tune.sweep import _finish_in_tune_state
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+
+    def trainable(config):
+        (runs / f"{config['x']}-{time.time_ns()}").touch()
+        for i in range(1, 4):
+            tune.report({"epochs_done": i, "val/score": config["x"] * i})
+
+    exp = tmp_path / "tune" / "e"
+    tune.Tuner(trainable, param_space={"x": tune.grid_search([1, 2])},
+               run_config=tune.RunConfig(name="e", storage_path=str(tmp_path / "tune"), verbose=0)).fit()
+    [state_path] = exp.glob("experiment_state-*.json")
+    state = json.loads(state_path.read_text())
+    ids = {}
+    for pair in state["trial_data"]:  # both as the kill left them: RUNNING, last saved after epoch 2
+        trial, meta = json.loads(pair[0]), json.loads(pair[1])
+        ids[trial["config"]["x"]] = trial["trial_id"]
+        trial["status"] = "RUNNING"
+        meta["last_result"] = {**meta["last_result"], "epochs_done": 2, "val/score": trial["config"]["x"] * 2}
+        pair[0], pair[1] = json.dumps(trial), json.dumps(meta)
+    state_path.write_text(json.dumps(state))
+    journal = {  # the journal saw trial x=1 complete; x=2 was still running when the driver died
+        ids[1]: {"events": ["running", "complete"], "results": [(e, float(e), {"val/score": float(e)}) for e in (1, 2, 3)]},
+        ids[2]: {"events": ["running"], "results": [(1, 2.0, {}), (2, 4.0, {})]},
+    }
+    _finish_in_tune_state(exp, journal)
+    grid = tune.Tuner.restore(str(exp), trainable, resume_unfinished=True, resume_errored=True).fit()
+    ran = sorted(p.name.split("-")[0] for p in runs.iterdir())
+    assert ran == ["1", "2", "2"], "the finished trial ran again, or the unfinished one did not"
+    by_x = {r.config["x"]: r.metrics for r in grid}
+    assert by_x[1]["epochs_done"] == 3 and by_x[1]["val/score"] == 3.0  # its final report, from the journal
+    assert by_x[2]["epochs_done"] == 3 and by_x[2]["val/score"] == 6.0
+
+
 def test_ctrl_c_promotes_nothing_and_resume_finishes_the_cut_short_trial_from_its_checkpoint(hub, hub_settings, sweep_env, tmp_path):
     spec_path = tmp_path / "sweep.json"
     spec_path.write_text(sweep_spec("ctrlc", trials=3, concurrency=1, scheduler={"type": "none"}).model_dump_json())

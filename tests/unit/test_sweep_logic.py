@@ -401,7 +401,7 @@ def test_a_trial_that_finished_just_before_the_kill_does_not_block_the_resumed_s
     import ray.cloudpickle as cloudpickle
     from ray.tune.search import ConcurrencyLimiter
 
-    from flotilla.tune.sweep import _forget_finished_in_limiter
+    from flotilla.tune.sweep import _finished, _forget_finished_in_limiter
 
     limiter = ConcurrencyLimiter(_searcher(), max_concurrent=1)
     assert isinstance(limiter.suggest("done"), dict) and limiter.suggest("next") is None  # "done" holds the one slot
@@ -409,6 +409,9 @@ def test_a_trial_that_finished_just_before_the_kill_does_not_block_the_resumed_s
     path.write_bytes(cloudpickle.dumps({"counter": 1, "name:ConcurrencyLimiter": limiter.get_state()}))
     journal = {"done": {"events": ["running", "complete"]}, "other": {"events": ["running"]}}
     _forget_finished_in_limiter(tmp_path, journal)
+    # the last end counts: an errored trial is re-run by the resume, one re-run and finished is done
+    assert _finished({"e": {"events": ["errored"]}, "r": {"events": ["errored", "complete"]},
+                      "s": {"events": ["running", "stopped"]}, "l": {"events": ["running"]}}) == {"r", "s"}
     restored = ConcurrencyLimiter(_searcher(), max_concurrent=1)
     restored.set_state(cloudpickle.loads(path.read_bytes())["name:ConcurrencyLimiter"])
     assert restored.live_trials == set() and isinstance(restored.suggest("next"), dict)

@@ -314,7 +314,9 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
         log.warning("sweep %s has no saved Tune state yet: starting it from its pinned spec", sweep_id)
         restore = False
     if restore:
-        _forget_finished_in_limiter(tune_dir / sweep_id, read_lifecycle(d / "lifecycle.jsonl"))
+        journal = read_lifecycle(d / "lifecycle.jsonl")
+        _finish_in_tune_state(tune_dir / sweep_id, journal)
+        _forget_finished_in_limiter(tune_dir / sweep_id, journal)
         tuner = tune.Tuner.restore(str(tune_dir / sweep_id), trainable, resume_unfinished=True, resume_errored=True)
     else:
         sampler = (
@@ -366,6 +368,54 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
     return _finish(hub, spec, state, d, sweep_id, grid, lifecycle)
 
 
+def _finished(live: dict[str, Any]) -> set[str]:
+    """Trials whose last end in the lifecycle journal is a finish (an errored one that a resume re-ran
+    and finished counts; one whose last end is an error is re-run by the resume)."""
+    ends = {t: [e for e in rec.get("events", []) if e in ("complete", "stopped", "errored")] for t, rec in live.items()}
+    return {t for t, e in ends.items() if e and e[-1] in ("complete", "stopped")}
+
+
+def _finish_in_tune_state(exp_dir: Path, live: dict[str, Any]) -> None:
+    """Mark trials that finished as TERMINATED in Tune's saved experiment state, before Tune restores it.
+
+    Tune tells callbacks that a trial completed (the journal records it) before it marks the trial
+    TERMINATED and saves its state. A driver killed in between leaves the trial RUNNING there, Tune
+    restores it as unfinished and trains it again from scratch: a finished trial ran twice. Its
+    final result is in the journal (written when the result came in), so the record is completed
+    with it: the epochs it trained and the metrics of its last report.
+    """
+    from flotilla.tune.trial import EPOCHS_DONE, epochs_done
+
+    finished = _finished(live)
+    for path in exp_dir.glob("experiment_state-*.json"):
+        try:
+            state = json.loads(path.read_text())
+            fixed = []
+            for pair in state["trial_data"]:
+                trial = json.loads(pair[0])
+                rec = live.get(trial.get("trial_id"), {})
+                if trial.get("trial_id") not in finished or trial.get("status") in ("TERMINATED", "ERROR"):
+                    continue
+                trial["status"] = "TERMINATED"
+                meta = json.loads(pair[1])
+                last = meta.get("last_result") if isinstance(meta.get("last_result"), dict) else {}
+                history = rec.get("results", [])
+                if history and history[-1][0] > epochs_done(last):
+                    last = {**last, **history[-1][2], EPOCHS_DONE: history[-1][0], "done": True}
+                meta["last_result"] = last
+                pair[0], pair[1] = json.dumps(trial, indent=2), json.dumps(meta, indent=2)
+                fixed.append(trial["trial_id"])
+            if not fixed:
+                continue
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(json.dumps(state))
+            os.replace(tmp, path)
+            log.warning("sweep state %s: trial(s) %s had finished before the driver died but were saved as running; "
+                        "they do not run again", path.name, ", ".join(sorted(fixed)))
+        except Exception as exc:  # Tune's format changed: resume as before, and say so
+            log.warning("could not check the Tune state %s for finished trials: %s", path.name, exc)
+
+
 def _forget_finished_in_limiter(exp_dir: Path, live: dict[str, Any]) -> None:
     """Take trials that finished out of the saved concurrency limiter's live set, before Tune restores it.
 
@@ -376,7 +426,7 @@ def _forget_finished_in_limiter(exp_dir: Path, live: dict[str, Any]) -> None:
     """
     import ray.cloudpickle as cloudpickle
 
-    finished = {t for t, rec in live.items() if {"complete", "stopped"} & set(rec.get("events", []))}
+    finished = _finished(live)
     for path in exp_dir.glob("search_gen_state-*.json"):  # Tune's name; the content is a cloudpickle
         try:
             with open(path, "rb") as fh:
