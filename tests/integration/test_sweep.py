@@ -20,6 +20,7 @@ from flotilla.data.validate import Thresholds
 from flotilla.specs import parse_spec
 from flotilla.tune.spec import SweepSpec
 from flotilla.tune.sweep import resume, sweep, sweeps_dir
+from flotilla.tune.trial import trial_branch
 
 pytestmark = pytest.mark.timeout(900)
 REPO = "sweep-tests"
@@ -145,6 +146,15 @@ def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_setting
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started die at once
     proc.wait()
     time.sleep(2)
+    # the kill window between a trial's start and Tune's next save, made on purpose: a start in the
+    # ledger, its branch and its RUNNING Optuna trial, all unknown to Tune's saved state
+    ghost = "0123abcd"
+    with open(d / "ledger.jsonl", "a") as fh:
+        fh.write(json.dumps({"trial_id": ghost, "params": {}, "started": time.time()}) + "\n")
+    hub.repo(REPO).create_branch(trial_branch("resume-test", ghost), "main")
+    storage = f"sqlite:///{d / 'optuna.db'}"
+    ghost_trial = optuna.load_study(study_name="resume-test", storage=storage).ask()
+    ghost_trial.set_user_attr("tune_trial_id", ghost)
 
     ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _temp_dir=f"{sweep_env}/ray")
     try:
@@ -155,9 +165,15 @@ def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_setting
     starts = [json.loads(x)["trial_id"] for x in (d / "ledger.jsonl").read_text().splitlines()]
     finished_before_kill = {e["trial_id"] for e in ended}
     ids = {t.trial_id for t in result.trials}
+    lost = {e["trial_id"] for e in map(json.loads, (d / "lifecycle.jsonl").read_text().splitlines()) if e["event"] == "lost"}
     # restored, not started over (which would re-run everything under new trial ids)
     assert finished_before_kill <= ids, "the trials finished before the kill are not in the resumed result"
-    assert set(starts) == ids, "the ledger and the result disagree (was the ledger written after the resume?)"
+    assert ghost in lost and not lost & ids
+    assert set(starts) - lost == ids, "the ledger and the result disagree (was the ledger written after the resume?)"
+    assert not any(hub.repo(REPO).branch_exists(trial_branch("resume-test", t)) for t in lost), "a lost trial kept its branch"
+    study = optuna.load_study(study_name="resume-test", storage=storage)
+    assert study.trials[ghost_trial.number].state == optuna.trial.TrialState.FAIL
+    assert {t.user_attrs.get("tune_trial_id") for t in study.trials} >= ids, "an Optuna trial lacks its Tune trial id"
     for trial_id in finished_before_kill:
         assert starts.count(trial_id) == 1, f"finished trial {trial_id} ran again"
     assert result.winner is not None and result.promotion_commit

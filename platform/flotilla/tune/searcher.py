@@ -28,6 +28,11 @@ gets a new Optuna trial with the same parameters when its first result arrives
 (Ray's searcher would drop every result of it with a warning, leaving the study
 with a ``FAIL`` where the sweep has a finished trial); the failed attempt stays
 in the study as ``FAIL``, as it happened.
+
+Every Optuna trial carries its Tune trial id as the user attribute
+``tune_trial_id``: it links a study's trial to the sweep's table and branch, and
+lets a resume fail the Optuna trial of a start Tune never saved (see
+``flotilla.tune.sweep``), instead of leaving it RUNNING in the study for ever.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from ray.tune.search.optuna import OptunaSearch
 from flotilla.tune.trial import epochs_done
 
 log = logging.getLogger(__name__)
+TUNE_TRIAL_ID = "tune_trial_id"
 
 
 class StoppedAsPrunedOptunaSearch(OptunaSearch):
@@ -54,6 +60,16 @@ class StoppedAsPrunedOptunaSearch(OptunaSearch):
     def __setstate__(self, state: dict[str, Any]) -> None:  # a sweep saved by an older flotilla lacks these
         self.__dict__.update({"_best": {}, "_failed": set(), **state})
 
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        self._tag(trial_id)
+        return config
+
+    def _tag(self, trial_id: str) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None:
+            ot_trial.set_user_attr(TUNE_TRIAL_ID, trial_id)
+
     def _reopen_if_retried(self, trial_id: str) -> None:
         """A result of a trial Optuna was told had failed: Tune is running it again (resume)."""
         if trial_id not in self._failed or trial_id not in self._completed_trials:
@@ -63,6 +79,7 @@ class StoppedAsPrunedOptunaSearch(OptunaSearch):
         retry = self._ot_study.ask()
         self._space(retry)  # define-by-run: the enqueued params are what it suggests
         self._ot_trials[trial_id] = retry
+        self._tag(trial_id)
         self._completed_trials.discard(trial_id)
         self._failed.discard(trial_id)
         self._best.pop(trial_id, None)

@@ -308,6 +308,8 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
         sweep_id=sweep_id, ledger=str(d / "ledger.jsonl"),
     )
     tune_dir = d / "tune"
+    if restore:
+        _journal_lost_starts(tune_dir / sweep_id, d, sweep_id)
     if restore and not tune.Tuner.can_restore(str(tune_dir / sweep_id)):
         # the driver died before Tune saved anything (e.g. Ray failed to start): nothing ran, so
         # resuming is starting it, from the spec and commits pinned in sweep.json
@@ -366,6 +368,52 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
                  "ones go on from their last checkpoint)",
         )
     return _finish(hub, spec, state, d, sweep_id, grid, lifecycle)
+
+
+def _journal_lost_starts(exp_dir: Path, d: Path, sweep_id: str) -> set[str]:
+    """Record trials that started but that Tune's saved state never held, so the resume cannot run them.
+
+    Tune starts a trial (the ledger records it) and saves its state at the end of the step: a driver
+    killed in between leaves a start Tune knows nothing of. The resume suggests another trial in its
+    place; this one's Optuna trial would stay RUNNING in the study for ever (and count, for TPE's
+    constant liar, as a bad point) and its branch would outlive the sweep. Here the study is told it
+    failed and the journal says "lost", which the end of the sweep reads to delete its branch.
+    """
+    from flotilla.tune.lifecycle import read_lifecycle
+    from flotilla.tune.searcher import TUNE_TRIAL_ID
+
+    ledger = d / "ledger.jsonl"
+    if not ledger.exists():
+        return set()
+    started = {json.loads(line)["trial_id"] for line in ledger.read_text().splitlines() if line.strip()}
+    saved: set[str] = set()
+    states = sorted(exp_dir.glob("experiment_state-*.json"))
+    try:
+        if states:  # the newest is the one Tune restores
+            saved = {json.loads(pair[0])["trial_id"] for pair in json.loads(states[-1].read_text())["trial_data"]}
+    except Exception as exc:  # Tune's format changed: resume as before, and say so
+        log.warning("could not read the trials of the Tune state %s: %s", states[-1].name, exc)
+        return set()
+    journal = read_lifecycle(d / "lifecycle.jsonl")
+    lost = {t for t in started - saved if "lost" not in journal.get(t, {}).get("events", [])}
+    if not lost:
+        return lost
+    with open(d / "lifecycle.jsonl", "a") as fh:
+        for t in sorted(lost):
+            fh.write(json.dumps({"trial_id": t, "event": "lost", "t": time.time()}) + "\n")
+    log.warning("sweep %s: trial(s) %s started just before the driver died, before Tune saved them; another "
+                "trial runs in their place", sweep_id, ", ".join(sorted(lost)))
+    if (d / "optuna.db").exists():
+        try:
+            import optuna
+
+            study = optuna.load_study(study_name=sweep_id, storage=f"sqlite:///{d / 'optuna.db'}")
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                if t.user_attrs.get(TUNE_TRIAL_ID) in lost:
+                    study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        except Exception as exc:  # the study is a record here; the sweep goes on without it
+            log.warning("could not mark the lost trials failed in the Optuna study: %s", exc)
+    return lost
 
 
 def _finished(live: dict[str, Any]) -> set[str]:
@@ -478,6 +526,7 @@ def _last_line(error: Any) -> str:
 def _finish(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: str, grid: Any, lifecycle: Any) -> SweepResult:
     from flotilla.tune.lifecycle import read_lifecycle
     from flotilla.tune.report import write_plots
+    from flotilla.tune.trial import trial_branch
 
     family = state["family"]
     repo = hub.repo(family["data"]["repo"])
@@ -507,6 +556,15 @@ def _finish(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id:
             except FlotillaError as exc:
                 log.warning("could not delete trial branch %s (resume retries): %s", t.branch, exc.message)
         t.kept = keep and there
+    ran = {t.trial_id for t in result.trials}
+    for trial_id, rec in live.items():  # started before a kill, never saved by Tune: nobody else deletes them
+        if "lost" in rec.get("events", []) and trial_id not in ran:  # nothing to keep, even with keep: all
+            branch = rec.get("branch") or trial_branch(sweep_id, trial_id)
+            if existing is not None and branch in existing:
+                try:
+                    repo.delete_branch(branch, missing_ok=True)
+                except FlotillaError as exc:
+                    log.warning("could not delete lost trial branch %s (resume retries): %s", branch, exc.message)
     result.plots = write_plots(d, sweep_id, result)
     _promote(repo, spec, state, d, sweep_id, result)
     if result.winner is None:
