@@ -325,6 +325,37 @@ def test_an_address_where_nothing_listens_fails_fast_and_says_so():
     assert "dashboard" in err.value.message and "GCS address" in err.value.hint and "jobs submit" in err.value.hint
 
 
+def test_a_ray_client_connection_that_fails_once_is_tried_again_but_a_gcs_address_is_not(monkeypatch):
+    """A busy head can fail one Ray client connection (its proxy's runtime-env request or server start);
+    ray.init is replaced here: what is tested is only how often flotilla asks, and what it says."""
+    import ray
+
+    from flotilla.errors import FlotillaError
+    from flotilla.train import run
+
+    calls = []
+
+    def once_then_fine(address):
+        calls.append(address)
+        if len(calls) == 1:
+            raise ConnectionAbortedError("Initialization failure from server: GetOrCreateRuntimeEnv request failed")
+
+    def down(address):
+        calls.append(address)
+        raise ConnectionError("ray client connection timeout")
+
+    monkeypatch.setattr(run, "CLIENT_RETRY_WAIT_S", 0)
+    monkeypatch.setattr(ray, "init", once_then_fine)
+    run._init_remote("ray://127.0.0.1:10001")
+    assert calls == ["ray://127.0.0.1:10001"] * 2
+    monkeypatch.setattr(ray, "init", down)
+    for address, tries in (("ray://127.0.0.1:10001", 2), ("127.0.0.1:6379", 1)):  # Ray retries a GCS itself, for a minute
+        calls.clear()
+        with pytest.raises(FlotillaError) as err:
+            run._init_remote(address)
+        assert len(calls) == tries and "ray client connection timeout" in err.value.message and address in err.value.message
+
+
 def test_an_address_ray_cannot_parse_is_our_error_not_a_traceback():
     import subprocess
     import sys

@@ -102,12 +102,7 @@ def ensure_ray(address: str | None = None) -> bool:
             os.environ.update(auth)
             _OUR_AUTH.update(auth)
             _refresh_ray_auth()
-        try:
-            ray.init(address=address)
-        except (ConnectionError, ValueError) as exc:  # ValueError: an address Ray cannot parse
-            raise FlotillaError(
-                f"cannot reach the Ray cluster at {address!r}: {exc}", hint=_REACH_HINT,
-            ) from None
+        _init_remote(address)
         fixed = inside_ours or is_own_cluster(address)
     else:
         # the dashboard also runs the state API that Train/Tune's placement-group cleanup relies on
@@ -115,6 +110,36 @@ def ensure_ray(address: str | None = None) -> bool:
         fixed = True
     _FIXED["gcs"] = _gcs_address() if fixed else None
     return fixed
+
+
+CLIENT_ATTEMPTS = 2
+CLIENT_RETRY_WAIT_S = 5.0
+
+
+def _init_remote(address: str) -> None:
+    """``ray.init(address)``; a Ray client connection that fails is tried once more.
+
+    The port answered already (:func:`_check_reachable`), and a Ray client connection is several steps
+    on the head: its proxy asks the runtime-env agent for an environment, then starts a server process
+    for this client. On a busy head one of them can fail once (seen on CI: a 2-core head that had just
+    run jobs), where a second try, as a user would make by hand, gets through. A GCS address
+    is not retried: Ray already retries it for a minute.
+    """
+    import ray
+
+    attempts = CLIENT_ATTEMPTS if address.startswith("ray://") else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address)
+            return
+        except ValueError as exc:  # an address Ray cannot parse
+            raise FlotillaError(f"cannot reach the Ray cluster at {address!r}: {exc}", hint=_REACH_HINT) from None
+        except ConnectionError as exc:
+            if attempt == attempts:
+                raise FlotillaError(f"cannot reach the Ray cluster at {address!r}: {exc}", hint=_REACH_HINT) from None
+            log.warning("connecting to %s failed (%s: %s); trying once more in %.0f s",
+                        address, type(exc).__name__, str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else "", CLIENT_RETRY_WAIT_S)
+            time.sleep(CLIENT_RETRY_WAIT_S)
 
 
 def _gcs_address() -> str | None:
