@@ -426,26 +426,64 @@ def test_an_older_sweep_json_still_resumes_as_it_ran():
         saved_spec(spec, "old")
 
 
-def test_a_trial_that_finished_just_before_the_kill_does_not_block_the_resumed_sweep(tmp_path):
-    """Killed between a trial's end and the searcher's next save: Tune restores the trial as TERMINATED, the
-    limiter's saved state still counts it as running, and with concurrency 1 it never suggested again."""
+def test_the_searcher_state_learns_what_the_journal_saw_before_the_kill(tmp_path):
+    """Killed between Tune's callbacks (the journal) and the searcher's next save: a trial that ended is
+    still "live" for the limiter (with concurrency 1 nothing was ever suggested again), and a
+    budget.target reached is unknown to UntilTarget (the sweep went on to budget.trials)."""
     import ray.cloudpickle as cloudpickle
-    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search import ConcurrencyLimiter, Searcher
 
-    from flotilla.tune.sweep import _finished, _forget_finished_in_limiter
+    from flotilla.tune.sweep import _finished, _fix_searcher_state, _reached_target
+    from flotilla.tune.until import UntilTarget
 
-    limiter = ConcurrencyLimiter(_searcher(), max_concurrent=1)
+    until = UntilTarget(_searcher(), "val/score", "max", 0.9)
+    limiter = ConcurrencyLimiter(until, max_concurrent=1)
     assert isinstance(limiter.suggest("done"), dict) and limiter.suggest("next") is None  # "done" holds the one slot
     path = tmp_path / "search_gen_state-2026-11-27_15-15-13.json"  # as Tune's SearchGenerator saves it
-    path.write_bytes(cloudpickle.dumps({"counter": 1, "name:ConcurrencyLimiter": limiter.get_state()}))
-    journal = {"done": {"events": ["running", "complete"]}, "other": {"events": ["running"]}}
-    _forget_finished_in_limiter(tmp_path, journal)
+    path.write_bytes(cloudpickle.dumps({"counter": 1, "name:ConcurrencyLimiter": limiter.get_state(),
+                                        "name:UntilTarget": until.get_state()}))
+    journal = {"done": {"events": ["running", "complete"], "results": [(1, 0.5, {}), (2, 0.95, {})]},
+               "other": {"events": ["running"], "results": [(1, 0.3, {})]}}
+    assert _reached_target(journal, 0.9, "max") == "done" and _reached_target(journal, 0.99, "max") is None
+    assert _reached_target(journal, 0.4, "min") == "other"
     # the last end counts: an errored trial is re-run by the resume, one re-run and finished is done
     assert _finished({"e": {"events": ["errored"]}, "r": {"events": ["errored", "complete"]},
                       "s": {"events": ["running", "stopped"]}, "l": {"events": ["running"]}}) == {"r", "s"}
+    _fix_searcher_state(tmp_path, _finished(journal), _reached_target(journal, 0.9, "max"))
+    saved = cloudpickle.loads(path.read_bytes())
     restored = ConcurrencyLimiter(_searcher(), max_concurrent=1)
-    restored.set_state(cloudpickle.loads(path.read_bytes())["name:ConcurrencyLimiter"])
+    restored.set_state(saved["name:ConcurrencyLimiter"])
     assert restored.live_trials == set() and isinstance(restored.suggest("next"), dict)
-    _forget_finished_in_limiter(tmp_path, {"next": {"events": ["running"]}})  # a trial still running stays counted
+    restored_until = UntilTarget(_searcher(), "val/score", "max", 0.9)
+    restored_until.set_state(saved["name:UntilTarget"])
+    assert restored_until.reached_by == "done" and restored_until.suggest("after") == Searcher.FINISHED
+
+    # a trial still running stays counted, and a target nobody reached stays unreached
+    limiter = ConcurrencyLimiter(UntilTarget(_searcher(), "val/score", "max", 0.9), max_concurrent=1)
+    limiter.suggest("next")
+    path.write_bytes(cloudpickle.dumps({"name:ConcurrencyLimiter": limiter.get_state(), "name:UntilTarget": {"reached_by": None}}))
+    _fix_searcher_state(tmp_path, {"done"}, None)
+    saved = cloudpickle.loads(path.read_bytes())
+    assert saved["name:ConcurrencyLimiter"]["live_trials"] == {"next"} and saved["name:UntilTarget"]["reached_by"] is None
     (tmp_path / "search_gen_state-x.json").write_bytes(b"not a pickle")  # another format: left alone, no error
-    _forget_finished_in_limiter(tmp_path, journal)
+    _fix_searcher_state(tmp_path, {"done"}, "done")
+
+
+def test_a_start_tune_never_saved_is_lost_unless_it_finished_and_a_cut_short_state_is_set_aside(tmp_path):
+    from flotilla.tune.sweep import _journal_lost_starts, _saved_trial_ids
+
+    exp, d = tmp_path / "tune" / "s", tmp_path
+    exp.mkdir(parents=True)
+    older = {"trial_data": [[json.dumps({"trial_id": "a", "status": "TERMINATED"}), "{}"]]}
+    (exp / "experiment_state-2026-11-27_10-00-00.json").write_text(json.dumps(older))
+    newest = exp / "experiment_state-2026-11-27_11-00-00.json"
+    newest.write_text(json.dumps(older)[:20])  # the driver died while Tune copied it
+    assert _saved_trial_ids(exp) == {"a"}
+    assert not newest.exists() and (exp / f".{newest.name}.unreadable").exists()  # Tune now reads the older one
+    (d / "ledger.jsonl").write_text("".join(json.dumps({"trial_id": t}) + "\n" for t in ("a", "b", "c")))
+    (d / "lifecycle.jsonl").write_text(json.dumps({"trial_id": "b", "event": "complete", "t": 0}) + "\n")
+    assert _journal_lost_starts(exp, d, "s") == {"c"}  # b finished: its model is on its branch, not lost
+    assert _journal_lost_starts(exp, d, "s") == set()  # journalled once
+    lines = [json.loads(x) for x in (d / "lifecycle.jsonl").read_text().splitlines()]
+    assert [(e["trial_id"], e["event"]) for e in lines] == [("b", "complete"), ("c", "lost")]
+    assert _saved_trial_ids(tmp_path / "nothing") == set()  # no saved state: every start is lost

@@ -67,8 +67,12 @@ class StoppedAsPrunedOptunaSearch(OptunaSearch):
 
     def _tag(self, trial_id: str) -> None:
         ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is not None:
+        if ot_trial is None:
+            return
+        try:
             ot_trial.set_user_attr(TUNE_TRIAL_ID, trial_id)
+        except Exception as exc:  # a record only: a locked study must not end the sweep
+            log.warning("could not tag Optuna trial %s with its Tune trial id: %s", ot_trial.number, exc)
 
     def _reopen_if_retried(self, trial_id: str) -> None:
         """A result of a trial Optuna was told had failed: Tune is running it again (resume)."""

@@ -318,7 +318,9 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
     if restore:
         journal = read_lifecycle(d / "lifecycle.jsonl")
         _finish_in_tune_state(tune_dir / sweep_id, journal)
-        _forget_finished_in_limiter(tune_dir / sweep_id, journal)
+        gone = _finished(journal) | {t for t, rec in journal.items() if "lost" in rec.get("events", [])}
+        reached = _reached_target(journal, spec.budget.target, obj.mode) if spec.budget.target is not None else None
+        _fix_searcher_state(tune_dir / sweep_id, gone, reached)
         tuner = tune.Tuner.restore(str(tune_dir / sweep_id), trainable, resume_unfinished=True, resume_errored=True)
     else:
         sampler = (
@@ -386,16 +388,13 @@ def _journal_lost_starts(exp_dir: Path, d: Path, sweep_id: str) -> set[str]:
     if not ledger.exists():
         return set()
     started = {json.loads(line)["trial_id"] for line in ledger.read_text().splitlines() if line.strip()}
-    saved: set[str] = set()
-    states = sorted(exp_dir.glob("experiment_state-*.json"))
-    try:
-        if states:  # the newest is the one Tune restores
-            saved = {json.loads(pair[0])["trial_id"] for pair in json.loads(states[-1].read_text())["trial_data"]}
-    except Exception as exc:  # Tune's format changed: resume as before, and say so
-        log.warning("could not read the trials of the Tune state %s: %s", states[-1].name, exc)
+    saved = _saved_trial_ids(exp_dir)
+    if saved is None:
         return set()
     journal = read_lifecycle(d / "lifecycle.jsonl")
-    lost = {t for t in started - saved if "lost" not in journal.get(t, {}).get("events", [])}
+    # a start that the journal saw finish is not lost: its model is published on its branch (Tune's copy
+    # of its state to the sweep folder lagged); it is left alone
+    lost = {t for t in started - saved if not {"lost", "complete", "stopped"} & set(journal.get(t, {}).get("events", []))}
     if not lost:
         return lost
     with open(d / "lifecycle.jsonl", "a") as fh:
@@ -414,6 +413,36 @@ def _journal_lost_starts(exp_dir: Path, d: Path, sweep_id: str) -> set[str]:
         except Exception as exc:  # the study is a record here; the sweep goes on without it
             log.warning("could not mark the lost trials failed in the Optuna study: %s", exc)
     return lost
+
+
+def _saved_trial_ids(exp_dir: Path) -> set[str] | None:
+    """The trial ids of the Tune state a restore reads (the newest); None when that cannot be told.
+
+    A state file cut short (the driver died while Tune copied it into the sweep folder) would make Tune
+    give up on restoring and start the whole sweep again under new ids: it is set aside, so Tune reads
+    the newest whole one (an earlier session's).
+    """
+    states = sorted(exp_dir.glob("experiment_state-*.json"))
+    while states:
+        newest = states.pop()
+        try:
+            return {json.loads(pair[0])["trial_id"] for pair in json.loads(newest.read_text())["trial_data"]}
+        except json.JSONDecodeError as exc:
+            aside = newest.with_name(f".{newest.name}.unreadable")
+            os.replace(newest, aside)
+            log.warning("Tune state %s is cut short (%s); set aside as %s, the resume reads the one before it",
+                        newest.name, exc, aside.name)
+        except Exception as exc:  # Tune's format changed: resume as before, and say so
+            log.warning("could not read the trials of the Tune state %s: %s", newest.name, exc)
+            return None
+    return set()
+
+
+def _reached_target(live: dict[str, Any], target: float, mode: str) -> str | None:
+    """A trial whose reports, as the journal has them, reached ``budget.target``."""
+    hit = [t for t, rec in sorted(live.items())
+           if any((v >= target if mode == "max" else v <= target) for _, v, _ in rec.get("results", []))]
+    return hit[0] if hit else None
 
 
 def _finished(live: dict[str, Any]) -> set[str]:
@@ -449,7 +478,7 @@ def _finish_in_tune_state(exp_dir: Path, live: dict[str, Any]) -> None:
                 last = meta.get("last_result") if isinstance(meta.get("last_result"), dict) else {}
                 history = rec.get("results", [])
                 if history and history[-1][0] > epochs_done(last):
-                    last = {**last, **history[-1][2], EPOCHS_DONE: history[-1][0], "done": True}
+                    last = {**last, **history[-1][2], EPOCHS_DONE: history[-1][0], "done": True, "trial_id": trial["trial_id"]}
                 meta["last_result"] = last
                 pair[0], pair[1] = json.dumps(trial, indent=2), json.dumps(meta, indent=2)
                 fixed.append(trial["trial_id"])
@@ -464,35 +493,43 @@ def _finish_in_tune_state(exp_dir: Path, live: dict[str, Any]) -> None:
             log.warning("could not check the Tune state %s for finished trials: %s", path.name, exc)
 
 
-def _forget_finished_in_limiter(exp_dir: Path, live: dict[str, Any]) -> None:
-    """Take trials that finished out of the saved concurrency limiter's live set, before Tune restores it.
+def _fix_searcher_state(exp_dir: Path, gone: set[str], reached_by: str | None) -> None:
+    """Bring the searcher's saved state up to what the journal saw, before Tune restores it.
 
-    A driver killed between a trial's end (Tune records it TERMINATED) and the searcher's next saved
-    state leaves that trial "live" in the ConcurrencyLimiter's state. Restored, the trial does not run
-    again, so it never completes again, and with ``budget.concurrency`` trials "live" the limiter
-    suggests nothing: the resumed sweep waited forever. The lifecycle journal knows which trials ended.
+    Tune saves the searcher at the end of a step, after callbacks wrote the journal. A driver killed in
+    between leaves: trials that ended (or were lost) still "live" in the ConcurrencyLimiter's state
+    (restored, they never end again, and with ``budget.concurrency`` of them the limiter suggests nothing:
+    the resumed sweep waited forever); and ``budget.target`` reached without UntilTarget knowing (the
+    trial that reached it does not report again, so the sweep went on to ``budget.trials``).
     """
     import ray.cloudpickle as cloudpickle
 
-    finished = _finished(live)
     for path in exp_dir.glob("search_gen_state-*.json"):  # Tune's name; the content is a cloudpickle
         try:
             with open(path, "rb") as fh:
                 state = cloudpickle.load(fh)
-            limiter = state.get("name:ConcurrencyLimiter") if isinstance(state, dict) else None
-            stale = set(limiter.get("live_trials", ())) & finished if isinstance(limiter, dict) else set()
-            if not stale:
+            if not isinstance(state, dict):
                 continue
-            limiter["live_trials"] = set(limiter["live_trials"]) - stale
-            limiter["num_unfinished_live_trials"] = max(0, limiter.get("num_unfinished_live_trials", 0) - len(stale))
+            said = []
+            limiter = state.get("name:ConcurrencyLimiter")
+            stale = set(limiter.get("live_trials", ())) & gone if isinstance(limiter, dict) else set()
+            if stale:
+                limiter["live_trials"] = set(limiter["live_trials"]) - stale
+                limiter["num_unfinished_live_trials"] = max(0, limiter.get("num_unfinished_live_trials", 0) - len(stale))
+                said.append(f"trial(s) {', '.join(sorted(stale))} had ended but were still counted as running")
+            until = state.get("name:UntilTarget")
+            if reached_by and isinstance(until, dict) and until.get("reached_by") is None:
+                until["reached_by"] = reached_by
+                said.append(f"trial {reached_by} had reached budget.target")
+            if not said:
+                continue
             tmp = path.with_name(f".{path.name}.tmp")
             with open(tmp, "wb") as fh:
                 cloudpickle.dump(state, fh)
             os.replace(tmp, path)
-            log.warning("sweep state %s: trial(s) %s had finished but were still counted as running; not any more",
-                        path.name, ", ".join(sorted(stale)))
+            log.warning("searcher state %s: %s; now it knows", path.name, "; ".join(said))
         except Exception as exc:  # Tune's format changed: resume as before, and say so
-            log.warning("could not check the searcher state %s for finished trials: %s", path.name, exc)
+            log.warning("could not check the searcher state %s against the journal: %s", path.name, exc)
 
 
 def _trial_record(r: Any, live: dict[str, Any], sweep_id: str, full_epochs: int, mode: str, multi: bool) -> TrialRecord:
