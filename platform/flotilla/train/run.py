@@ -132,10 +132,8 @@ def _init_remote(address: str) -> None:
         try:
             ray.init(address=address)
             return
-        except ValueError as exc:  # an address Ray cannot parse
-            raise FlotillaError(f"cannot reach the Ray cluster at {address!r}: {exc}", hint=_REACH_HINT) from None
-        except ConnectionError as exc:
-            if attempt == attempts:
+        except (ConnectionError, ValueError) as exc:  # ValueError: an address Ray cannot parse
+            if isinstance(exc, ValueError) or attempt == attempts:
                 raise FlotillaError(f"cannot reach the Ray cluster at {address!r}: {exc}", hint=_REACH_HINT) from None
             log.warning("connecting to %s failed (%s: %s); trying once more in %.0f s",
                         address, type(exc).__name__, str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else "", CLIENT_RETRY_WAIT_S)

@@ -62,8 +62,7 @@ class TrialBranchCallback(Callback):
         return self._repo
 
     def _event(self, **kw: Any) -> None:
-        with open(self.journal, "a") as fh:
-            fh.write(json.dumps({**kw, "t": time.time()}) + "\n")
+        append_event(self.journal, **kw)
 
     def _branch(self, trial: Any) -> str | None:
         """The trial's branch; named from the ids when the trial died before its first report."""
@@ -135,6 +134,12 @@ class TrialBranchCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, "errored")
+
+
+def append_event(journal: str | Path, **kw: Any) -> None:
+    """One line of the lifecycle journal: the callback's events and those ``resume`` adds ("lost")."""
+    with open(journal, "a") as fh:
+        fh.write(json.dumps({**kw, "t": time.time()}) + "\n")
 
 
 def read_lifecycle(path: Path) -> dict[str, dict[str, Any]]:

@@ -381,7 +381,7 @@ def _journal_lost_starts(exp_dir: Path, d: Path, sweep_id: str) -> set[str]:
     constant liar, as a bad point) and its branch would outlive the sweep. Here the study is told it
     failed and the journal says "lost", which the end of the sweep reads to delete its branch.
     """
-    from flotilla.tune.lifecycle import read_lifecycle
+    from flotilla.tune.lifecycle import append_event, read_lifecycle
     from flotilla.tune.searcher import TUNE_TRIAL_ID
 
     ledger = d / "ledger.jsonl"
@@ -397,9 +397,8 @@ def _journal_lost_starts(exp_dir: Path, d: Path, sweep_id: str) -> set[str]:
     lost = {t for t in started - saved if not {"lost", "complete", "stopped"} & set(journal.get(t, {}).get("events", []))}
     if not lost:
         return lost
-    with open(d / "lifecycle.jsonl", "a") as fh:
-        for t in sorted(lost):
-            fh.write(json.dumps({"trial_id": t, "event": "lost", "t": time.time()}) + "\n")
+    for t in sorted(lost):
+        append_event(d / "lifecycle.jsonl", trial_id=t, event="lost")
     log.warning("sweep %s: trial(s) %s started just before the driver died, before Tune saved them; another "
                 "trial runs in their place", sweep_id, ", ".join(sorted(lost)))
     if (d / "optuna.db").exists():
