@@ -2,7 +2,7 @@
 
 What a GPU check has to show, measured side by side in one process on one machine:
 
-1. **Throughput** of flotilla's own step (``flotilla.train.loop.train_step``, the function the
+1. **Throughput** of flotilla's own step (``flotilla.training.loop.train_step``, the function the
    Ray Train workers run), in samples/s after a warm-up, for
    - ``cpu fp32``: every core of the machine, the reference;
    - ``gpu fp32``: the ``ddp`` backend at one worker (Ray's ``prepare_model`` leaves a single
@@ -49,7 +49,7 @@ except ImportError:  # a checkout without the package installed (e.g. a bare GPU
 from flotilla.data.synthetic import generate  # noqa: E402
 from flotilla.models.family import MultiTaskModel  # noqa: E402
 from flotilla.specs import load_family_spec  # noqa: E402
-from flotilla.train.loop import (  # noqa: E402
+from flotilla.training.loop import (  # noqa: E402
     _evaluate, _lr_lambda, _optimizer, _unwrap, build_model, deepspeed_config, train_step,
 )
 

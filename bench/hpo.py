@@ -37,7 +37,7 @@ from flotilla.data.api import generate
 from flotilla.data.validate import Thresholds
 from flotilla.hub.local import private_hub
 from flotilla.specs import parse_spec
-from flotilla.train.run import ensure_ray
+from flotilla.cluster import ensure_ray
 from flotilla.tune.spec import SweepSpec
 from flotilla.tune.sweep import sweep
 

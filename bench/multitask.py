@@ -17,7 +17,8 @@ from flotilla.data.api import generate
 from flotilla.data.validate import Thresholds
 from flotilla.hub.local import private_hub
 from flotilla.specs import load_family_spec
-from flotilla.train.run import ensure_ray, train
+from flotilla.cluster import ensure_ray
+from flotilla.training import train
 
 KEYS = {"age": ("age/mae", "min"), "gender": ("gender/accuracy", "max"), "emotion": ("emotion/accuracy", "max")}
 

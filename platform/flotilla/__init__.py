@@ -1,37 +1,49 @@
 """flotilla: train families of models on Ray from zero-copy branches of a lakeFS data hub.
 
-The public API is re-exported here lazily, so ``import flotilla`` (and the CLI's
-start-up) does not pay for importing the lakeFS SDK, Ray or torch until used.
+Every package names its public API in ``__all__`` and re-exports it from its ``__init__``. This top
+level is the one place that defers the imports behind its names (PEP 562, as Optuna defers its heavy
+submodules): ``flotilla.train`` pulls in Ray and ``flotilla.Hub`` the lakeFS SDK, several seconds on
+a small machine, and the CLI (``flotilla --help``) and ``import flotilla`` must not pay for that.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from flotilla import errors
+from flotilla.names import branch_id
+from flotilla.settings import Settings
+from flotilla.version import __version__
 
-_EXPORTS = {
-    "Hub": "flotilla.hub.client",
-    "Repo": "flotilla.hub.repo",
-    "Experiment": "flotilla.hub.experiment",
-    "Retention": "flotilla.hub.experiment",
-    "LocalHub": "flotilla.hub.server",
-    "Settings": "flotilla.settings",
-    "branch_id": "flotilla.names",
-    "train": "flotilla.train.run",
+if TYPE_CHECKING:
+    from flotilla.hub import Experiment, Hub, LocalHub, Repo, Retention
+    from flotilla.specs import FamilySpec
+    from flotilla.training import train
+    from flotilla.tune import SweepSpec, sweep
+
+_DEFERRED = {
+    "Experiment": "flotilla.hub",
     "FamilySpec": "flotilla.specs",
-    "sweep": "flotilla.tune.sweep",
-    "SweepSpec": "flotilla.tune.spec",
+    "Hub": "flotilla.hub",
+    "LocalHub": "flotilla.hub",
+    "Repo": "flotilla.hub",
+    "Retention": "flotilla.hub",
+    "SweepSpec": "flotilla.tune",
+    "sweep": "flotilla.tune",
+    "train": "flotilla.training",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__", "errors"]
+__all__ = sorted([*_DEFERRED, "Settings", "__version__", "branch_id", "errors"])
 
 
 def __getattr__(name: str) -> Any:
-    if name == "errors":
-        return importlib.import_module("flotilla.errors")
-    module = _EXPORTS.get(name)
-    if module is None:
+    if name not in _DEFERRED:
         raise AttributeError(f"module 'flotilla' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(_DEFERRED[name]), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

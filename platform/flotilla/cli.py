@@ -176,7 +176,7 @@ def train_cmd(
     if check:
         console.print(f"[green]✓[/] {spec} is valid: {len(family.tasks)} task(s), strategy {family.strategy}, backend {family.backend}")
         return
-    from flotilla.train.run import train
+    from flotilla.training.run import train
 
     result = train(family, address=address)
     table = Table(title=f"run {result.run_id} — data lakefs://{result.data.repo}/{result.data.commit[:12]} ({result.wall_s:.0f}s)")
@@ -203,7 +203,7 @@ def demo(repo: str = typer.Option("faces", help="repository to use")) -> None:
 @app.command("version")
 def version() -> None:
     """Print flotilla's version."""
-    from flotilla import __version__
+    from flotilla.version import __version__
 
     console.print(__version__)
 

@@ -41,7 +41,7 @@ def cluster_up(
     timeout: float = typer.Option(90.0, help="seconds to wait for every node"),
 ) -> None:
     """Start the local Ray cluster (idempotent) and wait until every node is alive."""
-    from flotilla.jobs.cluster import LocalCluster
+    from flotilla.cluster.local import LocalCluster
 
     if num_cpus == 0 and not workers:  # a head that runs no work is for a cluster whose workers do
         raise typer.BadParameter("a head with no CPUs needs worker nodes to run anything: add --workers N, "
@@ -62,7 +62,7 @@ def cluster_up(
 @friendly
 def cluster_down(timeout: float = typer.Option(15.0, help="seconds of SIGTERM before SIGKILL")) -> None:
     """Stop the local Ray cluster's processes (only this cluster's; never `ray stop`)."""
-    from flotilla.jobs.cluster import LocalCluster
+    from flotilla.cluster.local import LocalCluster
 
     with err.status("stopping the local Ray cluster"):
         msg = LocalCluster().down(timeout=timeout)
@@ -73,12 +73,12 @@ def cluster_down(timeout: float = typer.Option(15.0, help="seconds of SIGTERM be
 @friendly
 def cluster_status(address: str = ADDRESS) -> None:
     """Is the cluster running and answering? (exit 3 when it is not running, 4 when it runs but does not answer)"""
-    from flotilla.jobs.cluster import status
+    from flotilla.cluster.local import status
 
     st = status(address=address)
     console.print(st.describe(), highlight=False)
     if st.running and st.local:
-        from flotilla.jobs.cluster import LocalCluster
+        from flotilla.cluster.local import LocalCluster
 
         console.print(f"  auth token: {LocalCluster().token_path} (0600)", highlight=False)
     if not st.running:
@@ -98,7 +98,7 @@ def jobs_submit(
     """Validate a job spec, pin its data commit and submit it (a bad spec is refused with every problem)."""
     import yaml
 
-    from flotilla.jobs.submit import submit
+    from flotilla.jobs.submission import submit
 
     handle = submit(spec, address, dry_run=check)
     if check:
@@ -137,7 +137,7 @@ def _follow(handle) -> None:
 @friendly
 def jobs_list(address: str = ADDRESS) -> None:
     """Jobs the cluster knows, newest first."""
-    from flotilla.jobs.submit import list_jobs
+    from flotilla.jobs.submission import list_jobs
 
     table = Table()
     table.add_column("submission id", no_wrap=True)
@@ -159,7 +159,7 @@ def jobs_list(address: str = ADDRESS) -> None:
 @friendly
 def jobs_status(submission_id: str = typer.Argument(...), address: str = ADDRESS) -> None:
     """A job's status, message and metadata (and its result once it succeeded)."""
-    from flotilla.jobs.submit import get_job, parse_result
+    from flotilla.jobs.submission import get_job, parse_result
 
     handle = get_job(submission_id, address)
     info = handle.info()
@@ -181,7 +181,7 @@ def jobs_logs(
     address: str = ADDRESS,
 ) -> None:
     """A job's driver log (what its entrypoint printed, plus Ray's worker output)."""
-    from flotilla.jobs.submit import get_job
+    from flotilla.jobs.submission import get_job
 
     handle = get_job(submission_id, address)
     if follow:
@@ -198,7 +198,7 @@ def jobs_stop(
     address: str = ADDRESS,
 ) -> None:
     """Stop a running job (SIGTERM to its driver, SIGKILL a few seconds later)."""
-    from flotilla.jobs.submit import get_job
+    from flotilla.jobs.submission import get_job
 
     handle = get_job(submission_id, address)
     if not handle.stop():

@@ -28,8 +28,8 @@ NOISE = ("FLOTILLA_RESULT", "TrainingReport(", "Checkpoint successfully created"
 def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000) -> None:
     from flotilla.data.api import generate
     from flotilla.data.store import list_datasets
-    from flotilla.jobs import cluster
-    from flotilla.jobs.submit import submit
+    from flotilla import cluster
+    from flotilla.jobs.submission import submit
 
     console = console or Console()
     settings = Settings.from_env()

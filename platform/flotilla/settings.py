@@ -18,7 +18,7 @@ DEFAULT_HUB_PORT = 8770
 DEFAULT_REPO = "faces"
 
 
-def _int_env(name: str, default: int) -> int:
+def int_env(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -50,7 +50,7 @@ class Settings:
         return cls(
             home=home.resolve(),
             cache=cache.resolve(),
-            hub_port=_int_env("FLOTILLA_HUB_PORT", DEFAULT_HUB_PORT),
+            hub_port=int_env("FLOTILLA_HUB_PORT", DEFAULT_HUB_PORT),
             lakefs_version=os.environ.get("FLOTILLA_LAKEFS_VERSION") or LAKEFS_VERSION,
         )
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from flotilla.hub.server import free_port
-from flotilla.jobs.cluster import LocalCluster
-from flotilla.jobs.submit import submit
+from flotilla.cluster import LocalCluster
+from flotilla.jobs.submission import submit
 from flotilla.settings import Settings
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "test"

@@ -23,9 +23,10 @@ import pytest
 from flotilla.data.store import list_datasets
 from flotilla.errors import SpecError
 from flotilla.hub.server import free_port
-from flotilla.jobs.cluster import LocalCluster, ray_tmpdir
-from flotilla.jobs.procs import alive, descendants, marked_processes
-from flotilla.jobs.submit import list_jobs, submit
+from flotilla.cluster.files import ray_tmpdir
+from flotilla.cluster.local import LocalCluster
+from flotilla.cluster.procs import alive, descendants, marked_processes
+from flotilla.jobs.submission import list_jobs, submit
 from flotilla.settings import Settings
 
 N_IMAGES = 300
@@ -151,7 +152,7 @@ def test_an_unknown_job_id_is_a_clear_error_everywhere(cluster):
     from typer.testing import CliRunner
 
     from flotilla.cli import app
-    from flotilla.jobs.submit import JobError, get_job
+    from flotilla.jobs.submission import JobError, get_job
 
     handle = get_job("ingest-no-such-job-20260101-000000-abcd")
     for call in (handle.status, handle.logs, lambda: list(handle.tail(follow=True))):
@@ -205,7 +206,7 @@ def test_a_train_job_bigger_than_the_cluster_fails_at_once_instead_of_waiting_fo
 def test_a_driver_outside_the_cluster_joins_by_its_gcs_or_ray_client_address(cluster, env, monkeypatch):
     """`flotilla train/sweep --address` against flotilla's own cluster: its token is sent for the user, and
     only to it (without it Ray says "Failed to connect" or "Ray client connection timeout", nothing of auth)."""
-    from flotilla.jobs.cluster import driver_auth_env
+    from flotilla.cluster import driver_auth_env
 
     st, state = cluster.status(), cluster.state()
     assert st.client_address == f"ray://127.0.0.1:{state['client_port']}" and st.client_address in st.describe()
@@ -215,7 +216,7 @@ def test_a_driver_outside_the_cluster_joins_by_its_gcs_or_ray_client_address(clu
     assert driver_auth_env(f"ray://127.0.0.1:{state['ray_port']}", env) == {}  # the GCS port is not the client port
     assert driver_auth_env(f"127.0.0.1:{free_port()}", env) == {}  # another cluster here: its token is not offered
     assert driver_auth_env(f"head.example.com:{state['ray_port']}", env) == {}
-    code = ("import sys, ray; from flotilla.train.run import ensure_ray; ensure_ray(sys.argv[1]); "
+    code = ("import sys, ray; from flotilla.cluster import ensure_ray; ensure_ray(sys.argv[1]); "
             "print('CPUS', ray.cluster_resources()['CPU'])")
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
     for address in (st.gcs_address, st.client_address):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flotilla.errors import NotFoundError, SpecError
-from flotilla.train.artifacts import resolve_model
+from flotilla.training.artifacts import resolve_model
 
 
 def test_a_run_of_several_models_must_be_named_down_to_one(hub, repo):

@@ -354,7 +354,7 @@ def test_a_promotion_target_that_does_not_exist_is_refused_before_anything_is_wr
 def test_a_sweep_job_pinned_for_the_cluster_keeps_promote_into_null(hub, sweep_env):
     """A report-only sweep submitted as a job must not come back on the cluster promoting into main."""
     from flotilla.jobs.specs import SweepJob, sweep_of
-    from flotilla.jobs.submit import pin
+    from flotilla.jobs.submission import pin
     from flotilla.specs import parse_spec
 
     spec = sweep_spec("report-only", promote={"into": None}).model_dump(mode="json")

@@ -15,8 +15,8 @@ from flotilla.errors import ConflictError, MergeConflictError, NotFoundError, Sp
 from flotilla.data.validate import Thresholds
 from flotilla.settings import Settings
 from flotilla.specs import FamilySpec, parse_spec
-from flotilla.train.artifacts import parse_lakefs_uri
-from flotilla.train.run import train
+from flotilla.training.artifacts import parse_lakefs_uri
+from flotilla.training.run import train
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -108,7 +108,7 @@ def test_shared_family_run_lives_on_its_branch_with_lineage(family, data_repo, h
 
 
 def test_a_family_is_merged_whole_or_not_at_all(repo):
-    from flotilla.train.run import ModelResult, _merge_family
+    from flotilla.training.run import ModelResult, _merge_family
 
     repo.put("main", "base.txt", "base")
     base = repo.commit("main", "base").id
@@ -182,7 +182,7 @@ def test_the_commit_callback_pickles_without_the_keys(hub, data_repo, local_ray)
     Used first, so its cached lakeFS client (which holds the secret) exists when it is pickled. (The
     run's ``storage_filesystem``, a pyarrow S3 filesystem, does carry the keys to the controller: see
     docs/architecture.md.)"""
-    from flotilla.train.callbacks import HubCommitCallback
+    from flotilla.training.callbacks import HubCommitCallback
 
     cb = HubCommitCallback(ray.put(hub.credentials), data_repo.name, "main", "family")
     assert cb.repo.resolve("main") == data_repo.resolve("main")

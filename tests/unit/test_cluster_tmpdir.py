@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flotilla.hub.server import free_port
-from flotilla.jobs.cluster import ClusterError, LocalCluster
+from flotilla.cluster import ClusterError, LocalCluster
 from flotilla.settings import Settings
 
 

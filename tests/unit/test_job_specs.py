@@ -13,7 +13,7 @@ import yaml
 
 from flotilla.errors import SpecError
 from flotilla.jobs.specs import IngestJob, SweepJob, TrainJob, family_of, load_job_spec, parse_job_spec, sweep_of
-from flotilla.jobs.submit import PINNED_DIR, RESULT_MARKER, _stage, parse_result, project_root, submission_id
+from flotilla.jobs.submission import PINNED_DIR, RESULT_MARKER, _stage, parse_result, project_root, submission_id
 from flotilla.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,7 +201,7 @@ def test_ctrl_c_while_following_logs_is_a_keyboard_interrupt_and_closes_the_stre
     import signal
     import threading
 
-    from flotilla.jobs.submit import JobHandle
+    from flotilla.jobs.submission import JobHandle
 
     closed = []
 
@@ -231,7 +231,7 @@ def test_ctrl_c_while_following_logs_is_a_keyboard_interrupt_and_closes_the_stre
 
 
 def test_a_damaged_result_line_is_a_job_error():
-    from flotilla.jobs.submit import RESULT_MARKER, JobError, parse_result
+    from flotilla.jobs.submission import RESULT_MARKER, JobError, parse_result
 
     assert parse_result(f"noise\n{RESULT_MARKER}{{\"ok\": true}}\n") == {"ok": True}
     with pytest.raises(JobError, match="damaged"):

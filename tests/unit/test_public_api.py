@@ -11,24 +11,34 @@ def test_flotilla_train_and_jobs_submit_stay_callable_after_their_modules_are_im
     import flotilla
     import flotilla.jobs as jobs
 
-    first = flotilla.train  # the lazy export, before anything imported the package of the same name
-    importlib.import_module("flotilla.train.run")  # what any training (or a second call) does
-    jobs.get_job  # imports flotilla.jobs.submit, which then holds the name `submit` in flotilla.jobs
+    first = flotilla.train
+    importlib.import_module("flotilla.training.run")  # what any training (or a second call) does
+    importlib.import_module("flotilla.jobs.submission")
     missing = tmp_path / "no-such-spec.yaml"
     for train in (first, flotilla.train):  # each really is train(): it reads the spec first
         with pytest.raises(SpecError, match="does not exist"):
             train(missing)
     with pytest.raises(SpecError, match="does not exist"):
         jobs.submit(missing, dry_run=True)
-    assert flotilla.train.run.train.__name__ == "train" and jobs.submit.get_job is jobs.get_job  # still the modules too
+    assert flotilla.train is first and callable(jobs.submit) and jobs.submit.__module__ == "flotilla.jobs.submission"
 
 
-def test_the_callable_modules_pickle_by_name_as_modules_do():
+def test_every_package_exports_what_its_all_names():
+    """One public-API style: each package's ``__init__`` re-exports its public names through ``__all__``."""
+    for name in ("flotilla", "flotilla.hub", "flotilla.cluster", "flotilla.training", "flotilla.tune", "flotilla.jobs",
+                 "flotilla.models", "flotilla.data"):
+        module = importlib.import_module(name)
+        assert module.__all__, name
+        for export in module.__all__:
+            assert getattr(module, export) is not None, f"{name}.{export}"
+
+
+def test_the_api_functions_pickle_by_name():
     """A notebook function that Ray ships by value may refer to flotilla.train: cloudpickle must take it."""
     import ray.cloudpickle as cloudpickle
 
-    import flotilla.jobs.submit
-    import flotilla.train
+    import flotilla
+    import flotilla.jobs
 
-    for module in (flotilla.train, flotilla.jobs.submit):
-        assert cloudpickle.loads(cloudpickle.dumps(module)) is module
+    for fn in (flotilla.train, flotilla.sweep, flotilla.jobs.submit):
+        assert cloudpickle.loads(cloudpickle.dumps(fn)) is fn

@@ -118,7 +118,7 @@ def test_seed_is_bounded_to_numpys_range():
 
 
 def test_deepspeed_fp16_needs_a_gpu_and_the_other_dtypes_run_on_cpu():
-    from flotilla.train.loop import deepspeed_config
+    from flotilla.training.loop import deepspeed_config
 
     assert _problems(backend="deepspeed", deepspeed={"dtype": "fp16"}) == [
         "(top level): deepspeed.dtype: fp16 needs scaling.use_gpu: true (DeepSpeed refuses fp16 on CPU workers); "
@@ -191,9 +191,9 @@ class _NoCluster:
     (["--dashboard-port", "0"], "Invalid value for '--dashboard-port': Input should be greater than or equal to 1"),
 ])
 def test_cluster_up_refuses_impossible_sizes_before_starting_anything(monkeypatch, args, says):
-    import flotilla.jobs.cluster
+    import flotilla.cluster.local
 
-    monkeypatch.setattr(flotilla.jobs.cluster, "LocalCluster", _NoCluster)
+    monkeypatch.setattr(flotilla.cluster.local, "LocalCluster", _NoCluster)
     _NoCluster.calls = []
     result = CliRunner().invoke(app, ["cluster", "up", *args])
     assert result.exit_code == 2 and says in _flat(result.output), result.output

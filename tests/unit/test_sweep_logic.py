@@ -234,7 +234,7 @@ def test_an_errored_trial_tune_runs_again_on_resume_gets_a_new_optuna_trial_with
 def test_a_trial_publishes_its_best_checkpoint_by_the_sweep_objective():
     from types import SimpleNamespace
 
-    from flotilla.train.run import _best_checkpoint
+    from flotilla.training.run import _best_checkpoint
     from flotilla.tune.trial import checkpoint_rank
 
     epochs = [("e1", {"val/age/mae": 10.0, "val/gender/accuracy": 0.5}),   # best age; combined 0.3
@@ -312,16 +312,16 @@ def test_a_trial_counts_epochs_across_a_restart_not_reports():
 def test_an_address_where_nothing_listens_fails_fast_and_says_so():
     from flotilla.errors import FlotillaError
     from flotilla.hub.server import free_port
-    from flotilla.train.run import _check_reachable
+    from flotilla.cluster.connect import check_reachable
 
     port = free_port()  # nothing listens there: ray.init would retry the GCS for minutes
     for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
         with pytest.raises(FlotillaError) as err:
-            _check_reachable(address, timeout=2)
+            check_reachable(address, timeout=2)
         assert f"nothing answers at 127.0.0.1:{port}" in err.value.message and "--address" in err.value.hint
-    _check_reachable("auto")  # forms Ray resolves itself are left to it
+    check_reachable("auto")  # forms Ray resolves itself are left to it
     with pytest.raises(FlotillaError) as err:  # the dashboard URL `cluster status` prints: for jobs, not for Ray itself
-        _check_reachable("http://127.0.0.1:8275")
+        check_reachable("http://127.0.0.1:8275")
     assert "dashboard" in err.value.message and "GCS address" in err.value.hint and "jobs submit" in err.value.hint
 
 
@@ -330,8 +330,8 @@ def test_a_ray_client_connection_that_fails_once_is_tried_again_but_a_gcs_addres
     ray.init is replaced here: what is tested is only how often flotilla asks, and what it says."""
     import ray
 
+    from flotilla.cluster import RayConnector
     from flotilla.errors import FlotillaError
-    from flotilla.train import run
 
     calls = []
 
@@ -344,15 +344,15 @@ def test_a_ray_client_connection_that_fails_once_is_tried_again_but_a_gcs_addres
         calls.append(address)
         raise ConnectionError("ray client connection timeout")
 
-    monkeypatch.setattr(run, "CLIENT_RETRY_WAIT_S", 0)
+    connector = RayConnector(retry_wait_s=0)
     monkeypatch.setattr(ray, "init", once_then_fine)
-    run._init_remote("ray://127.0.0.1:10001")
+    connector.init_remote("ray://127.0.0.1:10001")
     assert calls == ["ray://127.0.0.1:10001"] * 2
     monkeypatch.setattr(ray, "init", down)
     for address, tries in (("ray://127.0.0.1:10001", 2), ("127.0.0.1:6379", 1)):  # Ray retries a GCS itself, for a minute
         calls.clear()
         with pytest.raises(FlotillaError) as err:
-            run._init_remote(address)
+            connector.init_remote(address)
         assert len(calls) == tries and "ray client connection timeout" in err.value.message and address in err.value.message
 
 
@@ -360,7 +360,7 @@ def test_an_address_ray_cannot_parse_is_our_error_not_a_traceback():
     import subprocess
     import sys
 
-    code = "from flotilla.train.run import ensure_ray; ensure_ray('garbage')"
+    code = "from flotilla.cluster import ensure_ray; ensure_ray('garbage')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "FlotillaError: cannot reach the Ray cluster at 'garbage'" in out.stderr, out.stderr[-2000:]
     assert "ValueError" not in out.stderr
@@ -394,18 +394,19 @@ def test_a_sweep_id_after_a_spec_file_is_refused_not_ignored():
 
 def test_the_token_set_for_flotillas_cluster_is_taken_back_before_the_next_connection(monkeypatch):
     """A notebook that trained on flotilla's cluster by address, then connects elsewhere, must not send its token."""
-    from flotilla.train import run
-
-    monkeypatch.setattr(run, "_OUR_AUTH", {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": "/home/u/.flotilla/ray/auth_token"})
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/home/u/.flotilla/ray/auth_token")
-    run._drop_our_auth()
     import os
 
-    assert "RAY_AUTH_TOKEN_PATH" not in os.environ and "RAY_AUTH_MODE" not in os.environ and run._OUR_AUTH == {}
-    monkeypatch.setattr(run, "_OUR_AUTH", {"RAY_AUTH_TOKEN_PATH": "/home/u/.flotilla/ray/auth_token"})
+    from flotilla.cluster import RayConnector
+
+    connector = RayConnector(our_auth={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": "/home/u/.flotilla/ray/auth_token"})
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/home/u/.flotilla/ray/auth_token")
+    connector.drop_our_auth()
+
+    assert "RAY_AUTH_TOKEN_PATH" not in os.environ and "RAY_AUTH_MODE" not in os.environ and connector.our_auth == {}
+    connector = RayConnector(our_auth={"RAY_AUTH_TOKEN_PATH": "/home/u/.flotilla/ray/auth_token"})
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/home/u/my-own-token")  # the user changed it since: theirs, kept
-    run._drop_our_auth()
+    connector.drop_our_auth()
     assert os.environ["RAY_AUTH_TOKEN_PATH"] == "/home/u/my-own-token"
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from flotilla.errors import SpecError
 from flotilla.specs import FamilySpec, parse_spec
-from flotilla.train.loop import _lr_lambda
+from flotilla.training.loop import _lr_lambda
 
 
 def _family(**over) -> FamilySpec:
@@ -44,7 +44,7 @@ def test_a_checkpoint_always_holds_the_schedule_and_the_optimiser_only_when_rank
 
     from flotilla.models import MultiTaskModel
     from flotilla.models.tasks import resolve_tasks
-    from flotilla.train.loop import CKPT_STATE, _report
+    from flotilla.training.loop import CKPT_STATE, _report
 
     saved = []
 
@@ -96,7 +96,7 @@ def _on_ranks(target, world: int = 2) -> dict[int, object]:
 def _sum_on_rank(rank: int, world: int, port: int, queue) -> None:
     import torch.distributed as dist
 
-    from flotilla.train.loop import all_ranks
+    from flotilla.training.loop import all_ranks
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
@@ -118,7 +118,7 @@ def test_train_sums_cover_every_rank() -> None:
 
 
 def test_one_rank_sums_are_its_own() -> None:
-    from flotilla.train.loop import all_ranks
+    from flotilla.training.loop import all_ranks
 
     assert all_ranks({"loss": 4.0}, {"loss": 2}, ["loss", "age"], 1, "cpu") == ({"loss": 4.0, "age": 0.0}, {"loss": 2, "age": 0})
 
@@ -131,7 +131,7 @@ def test_a_task_labelled_on_some_samples_reads_its_labelled_sample_mean() -> Non
     from flotilla.models import MultiTaskModel
     from flotilla.models.family import compute_losses, elementwise_loss, task_target
     from flotilla.models.tasks import resolve_tasks
-    from flotilla.train.loop import add_batch, all_ranks, train_metrics
+    from flotilla.training.loop import add_batch, all_ranks, train_metrics
 
     torch.manual_seed(0)
     tasks = resolve_tasks(["age", "emotion"])
@@ -165,7 +165,7 @@ def test_a_resumed_optimiser_without_its_state_runs_at_the_schedules_lr() -> Non
 
     from flotilla.models import MultiTaskModel
     from flotilla.models.tasks import resolve_tasks
-    from flotilla.train.loop import _optimizer, restore_train_state
+    from flotilla.training.loop import _optimizer, restore_train_state
 
     spec = _family(epochs=4, optim={"schedule": "cosine", "warmup_epochs": 1, "lr": 0.1})
     f = _lr_lambda(spec, steps_per_epoch=10)
@@ -193,7 +193,7 @@ def _bn_on_rank(rank: int, world: int, port: int, queue) -> None:
 
     from flotilla.models import MultiTaskModel
     from flotilla.models.tasks import resolve_tasks
-    from flotilla.train.loop import sync_buffers
+    from flotilla.training.loop import sync_buffers
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
@@ -231,7 +231,7 @@ def test_fractional_gpus_with_several_workers_are_refused_and_allowed_for_one() 
 
 
 def test_optimizer_offload_is_refused_below_zero_2_and_configured_for_a_torch_optimizer() -> None:
-    from flotilla.train.loop import deepspeed_config
+    from flotilla.training.loop import deepspeed_config
 
     base = {"name": "o", "data": {"repo": "rep", "dataset": "d"}, "backend": "deepspeed"}
     with pytest.raises(SpecError, match="offload_optimizer needs ZeRO stage 2"):

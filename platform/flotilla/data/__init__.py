@@ -1,3 +1,22 @@
 """Datasets in the hub: synthetic faces, importers, the shard layout, the validation gate,
-commit-pinned loading with a node-local cache. Import the submodules you need
-(``flotilla.data.api`` for the high-level calls); nothing heavy is imported here."""
+commit-pinned loading with a node-local cache."""
+
+from flotilla.data.api import generate, import_dataset, synthetic_samples
+from flotilla.data.ingest import IngestResult, ingest, validate_and_merge
+from flotilla.data.loader import DataRef, HubDataset, resolve_data
+from flotilla.data.store import list_datasets, read_labels, read_manifest
+
+__all__ = [
+    "DataRef",
+    "HubDataset",
+    "IngestResult",
+    "generate",
+    "import_dataset",
+    "ingest",
+    "list_datasets",
+    "read_labels",
+    "read_manifest",
+    "resolve_data",
+    "synthetic_samples",
+    "validate_and_merge",
+]

@@ -24,8 +24,8 @@ from __future__ import annotations
 import uuid
 
 from flotilla.errors import ConflictError, NotFoundError
+from flotilla.hub.experiment import Retention
 from flotilla.hub.repo import Repo
-from flotilla.names import branch_id
 
 ACTION_PATH = "_lakefs_actions/flotilla-data-gate.yaml"
 
@@ -141,13 +141,11 @@ def install_gate(repo: Repo, branch: str = "main") -> bool:
     except NotFoundError:
         pass
     require_clean(repo, branch, "install the data validation gate")
-    tmp = branch_id(f"{branch}-{uuid.uuid4().hex[:12]}", prefix="gate-install-")
-    repo.create_branch(tmp, head)
-    try:
-        repo.put(tmp, ACTION_PATH, wanted)
-        repo.commit(tmp, "Install flotilla's data validation gate (pre-merge hook)", {"flotilla.kind": "gate"})
+    with repo.transact(f"{branch}-{uuid.uuid4().hex[:12]}", head, prefix="gate-install-",
+                       retention=Retention(on_success="delete", on_failure="delete")) as install:
+        repo.put(install.branch, ACTION_PATH, wanted)
+        repo.commit(install.branch, "Install flotilla's data validation gate (pre-merge hook)", {"flotilla.kind": "gate"})
         # allow_empty: a concurrent install may have merged the same hook first
-        repo.merge(tmp, branch, f"Install flotilla's data validation gate on {branch}", {"flotilla.kind": "gate"}, allow_empty=True)
-    finally:
-        repo.delete_branch(tmp, missing_ok=True)
+        repo.merge(install.branch, branch, f"Install flotilla's data validation gate on {branch}", {"flotilla.kind": "gate"},
+                   allow_empty=True)
     return True

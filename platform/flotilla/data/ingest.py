@@ -36,8 +36,8 @@ from flotilla.data.store import read_labels, read_manifest, write_dataset
 from flotilla.data.validate import Thresholds, ValidationReport, validate
 from flotilla.errors import ConfigError, DataValidationError
 from flotilla.hub.client import Hub
+from flotilla.hub.experiment import Retention
 from flotilla.hub.repo import Repo
-from flotilla.names import branch_id
 
 
 @dataclass
@@ -150,9 +150,11 @@ def ingest(
         require_clean(repo, into, f"ingest {name!r} into {into!r}")
     install_gate(repo, into)
     base = repo.resolve(into)
-    branch = branch_id(f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", prefix="ingest-")
-    repo.create_branch(branch, base)
-    try:
+    # kept on success: a dataset that fails the gate stays there for fixing; deleted on any error before the commit
+    ingest = repo.transact(f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", base, prefix="ingest-",
+                           retention=Retention(on_success="keep", on_failure="delete"))
+    with ingest:
+        branch = ingest.branch
         written = write_dataset(repo, branch, name, samples, provenance, on_shard=on_progress)
         report = validate_ref(repo, branch, name, thresholds)
         # the local report first: if it cannot be written, fail while the branch is still ours to
@@ -168,9 +170,6 @@ def ingest(
             **{f"provenance.{k}": v for k, v in provenance.items()},
         }
         commit = repo.commit(branch, f"Ingest {name}: {written.manifest.counts['samples']} samples", meta)
-    except BaseException:
-        repo.delete_branch(branch, missing_ok=True)  # nothing half-written survives
-        raise
     result = IngestResult(repo_name, name, branch, commit.id, None, report, written.manifest, paths)
     if not report.passed:
         raise DataValidationError(
@@ -184,7 +183,7 @@ def ingest(
     if merge:
         # by commit id: exactly what was validated and committed, even if the branch moved since
         result.merge_commit = repo.merge(commit.id, into, f"Merge validated dataset {name}", meta)
-        repo.delete_branch(branch)
+        ingest.delete()
     return result
 
 
@@ -222,13 +221,11 @@ def validate_and_merge(
     # The receipt goes on a temporary branch cut from the validated commit, not on ``ref``: a commit on
     # ``ref`` would also sweep in whatever was written there while the gate ran, and merge it under
     # this receipt. What is merged is exactly the validated commit plus the report.
-    tmp = branch_id(f"{name}-{uuid.uuid4().hex[:12]}", prefix="receipt-")
-    repo.create_branch(tmp, validated)
-    try:
-        record_report(repo, tmp, name, report, at=validated)
-        receipt = repo.commit(tmp, f"Validation passed for {name}", {"flotilla.validation": "passed", "flotilla.validated_commit": validated},
+    with repo.transact(f"{name}-{uuid.uuid4().hex[:12]}", validated, prefix="receipt-",
+                       retention=Retention(on_success="delete", on_failure="delete")) as receipt_branch:
+        record_report(repo, receipt_branch.branch, name, report, at=validated)
+        receipt = repo.commit(receipt_branch.branch, f"Validation passed for {name}",
+                              {"flotilla.validation": "passed", "flotilla.validated_commit": validated},
                               allow_empty=True)  # empty when the validated commit already held this very receipt
         merged = repo.merge(receipt.id, into, f"Merge validated dataset {name}", {"flotilla.dataset": name, "flotilla.validation": "passed"})
-    finally:
-        repo.delete_branch(tmp, missing_ok=True)
     return report, merged

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from flotilla import __version__
+from flotilla.version import __version__
 from flotilla.data import layout
 from flotilla.data.layout import Manifest, Sample, ShardInfo
 from flotilla.errors import NotFoundError

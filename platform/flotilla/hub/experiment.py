@@ -1,4 +1,9 @@
-"""Experiment branches: the lakeFS way to run one experiment.
+"""The one lifecycle of every short-lived branch: the lakeFS way to run one experiment.
+
+Experiments, ingests, validation receipts, gate installs, promotion staging and sweep trials all go
+through :class:`Experiment` (usually as ``repo.transact(...)``), the shape of the lakeFS SDK's
+``transact()``: create from a pinned commit, commit on success, merge if asked, delete on failure
+unless kept, and a retention policy for afterwards. Nothing else in flotilla creates a branch.
 
 ::
 
@@ -25,7 +30,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from flotilla.errors import FlotillaError, MergeConflictError
-from flotilla.names import branch_id
+from flotilla.names import branch_id, check_branch_id
 
 if TYPE_CHECKING:
     from flotilla.hub.repo import CommitInfo, ObjectInfo, Repo
@@ -58,10 +63,16 @@ class Experiment:
         metadata: Mapping[str, Any] | None = None,
         retention: Retention = Retention(),
         prefix: str = "exp-",
+        resume: bool = False,
+        allow_empty_merge: bool = False,
+        branch: str | None = None,
     ) -> None:
         self.repo = repo
         self.name = name
-        self.branch = branch_id(name, prefix=prefix)
+        # ``branch``: an id the caller derived already (a trial's, stable across resumes); else from the name
+        self.branch = check_branch_id(branch) if branch else branch_id(name, prefix=prefix)
+        self.resume = resume
+        self.allow_empty_merge = allow_empty_merge
         self.source = source
         self.merge_into = merge_into
         self.message = message or f"experiment {name}"
@@ -77,8 +88,13 @@ class Experiment:
 
     # ---- lifecycle ----------------------------------------------------------------
     def start(self) -> Experiment:
+        """Pin the source to its commit id and create the branch there.
+
+        ``resume``: the branch may exist already (a sweep trial restarted after a kill goes on where
+        its checkpoints are); otherwise an existing branch is a :class:`~flotilla.errors.ConflictError`.
+        """
         self.base_commit = self.repo.resolve(self.source)
-        self.repo.create_branch(self.branch, self.base_commit)
+        self.repo.create_branch(self.branch, self.base_commit, exist_ok=self.resume)
         return self
 
     def __enter__(self) -> Experiment:
@@ -109,7 +125,8 @@ class Experiment:
             meta = {**self.metadata, "flotilla.experiment": self.name, "flotilla.base_commit": self.base_commit}
             try:
                 self.merge_commit = self.repo.merge(
-                    self.branch, self.merge_into, f"Merge experiment {self.name} into {self.merge_into}", meta
+                    self.branch, self.merge_into, f"Merge experiment {self.name} into {self.merge_into}", meta,
+                    allow_empty=self.allow_empty_merge,
                 )
             except BaseException as exc:
                 if self.commit_id is None and not self._committed_elsewhere():  # nothing of its own committed
@@ -118,7 +135,7 @@ class Experiment:
                 self._explain_kept(exc)
                 raise
         if self.retention.on_success == "delete":
-            self._delete()
+            self.delete()
         return self.merge_commit or self.commit_id
 
     def _committed_elsewhere(self) -> bool:
@@ -142,9 +159,10 @@ class Experiment:
 
     def abort(self) -> None:
         if self.retention.on_failure == "delete":
-            self._delete()
+            self.delete()
 
-    def _delete(self) -> None:
+    def delete(self) -> None:
+        """Delete the branch now (idempotent): for a caller that decides after the experiment ended."""
         self.repo.delete_branch(self.branch, missing_ok=True)
         self.deleted = True
 

@@ -23,11 +23,11 @@ import lakefs
 
 from flotilla.errors import ConfigError, ConflictError, MergeConflictError, NotFoundError
 from flotilla.hub._translate import translate
+from flotilla.hub.experiment import Experiment, Retention
 from flotilla.names import check_branch_id, check_object_path, check_prefix
 
 if TYPE_CHECKING:
     from flotilla.hub.client import Hub
-    from flotilla.hub.experiment import Experiment, Retention
 
 _merge_locks: dict[str, threading.Lock] = {}
 _merge_locks_guard = threading.Lock()
@@ -336,7 +336,33 @@ class Repo:
             hint="remove credentials from configs, names and messages before they are recorded",
         )
 
-    # ---- experiments ------------------------------------------------------------------
+    # ---- the one branch lifecycle ------------------------------------------------------
+    def transact(
+        self,
+        name: str,
+        source: str = "main",
+        *,
+        prefix: str = "exp-",
+        merge_into: str | None = None,
+        message: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        retention: Retention | None = None,
+        resume: bool = False,
+        allow_empty_merge: bool = False,
+        branch: str | None = None,
+    ) -> Experiment:
+        """A short-lived branch ``<prefix><name>`` pinned to ``source``'s current commit; see :class:`Experiment`.
+
+        Every branch flotilla makes goes through here (experiments ``exp-``, ingests ``ingest-``,
+        receipts ``receipt-``, gate installs ``gate-install-``, promotion staging ``promote-``, sweep
+        trials ``trial-``), so creation, commit, merge, clean-up on failure and retention are written once.
+        """
+        return Experiment(
+            self, name, source, merge_into=merge_into, message=message, metadata=metadata,
+            retention=retention or Retention(), prefix=prefix, resume=resume, allow_empty_merge=allow_empty_merge,
+            branch=branch,
+        )
+
     def experiment(
         self,
         name: str,
@@ -347,9 +373,5 @@ class Repo:
         metadata: Mapping[str, Any] | None = None,
         retention: Retention | None = None,
     ) -> Experiment:
-        """An experiment branch pinned to ``source``'s current commit; see :class:`Experiment`."""
-        from flotilla.hub.experiment import Experiment, Retention
-
-        return Experiment(
-            self, name, source, merge_into=merge_into, message=message, metadata=metadata, retention=retention or Retention()
-        )
+        """An experiment branch (``exp-<name>``) pinned to ``source``'s current commit: :meth:`transact` for experiments."""
+        return self.transact(name, source, merge_into=merge_into, message=message, metadata=metadata, retention=retention)

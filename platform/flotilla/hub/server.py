@@ -59,7 +59,7 @@ class HubStatus:
         return f"lakeFS hub is not running (state in {self.state_dir}). {self.note}".strip()
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` with mode 0600 from the first byte (no window where it is world-readable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -70,7 +70,7 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         # like Go's listener: connections of a previous server in TIME_WAIT do not block the port
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -120,7 +120,7 @@ class LocalHub:
                 "secret_access_key": secrets.token_urlsafe(30)[:40],
                 "encrypt_secret": secrets.token_urlsafe(48),
             }
-            _write_private(self.credentials_path, json.dumps(data, indent=2))
+            write_private(self.credentials_path, json.dumps(data, indent=2))
         return HubCredentials(self.endpoint, data["access_key_id"], data["secret_access_key"], source="local hub")
 
     def _write_config(self) -> None:
@@ -151,7 +151,7 @@ class LocalHub:
             # no phoning home from a local hub: the machine may have no internet at all
             "security": {"check_latest_version": False},
         }
-        _write_private(self.config_path, yaml.safe_dump(config, sort_keys=False))
+        write_private(self.config_path, yaml.safe_dump(config, sort_keys=False))
 
     # ---- process state ----------------------------------------------------------
     def _read_pid(self) -> int | None:
@@ -245,7 +245,7 @@ class LocalHub:
         self.pid_path.unlink(missing_ok=True)
         if self.binary is None:
             raise ServerError("no lakeFS binary configured", hint="run 'flotilla hub install' first")
-        if not _port_free(self.port):
+        if not port_free(self.port):
             raise ServerError(
                 f"port {self.port} on 127.0.0.1 is already in use by another program",
                 hint="set FLOTILLA_HUB_PORT to a free port (or stop what is using it)",

@@ -1,38 +1,27 @@
-"""Running flotilla's workloads as Ray jobs: a local Ray cluster, job specs, submission and handles.
+"""Running flotilla's workloads as Ray jobs: job specs, submission and handles.
 
-``flotilla.jobs.up()/down()/status()`` manage the local cluster
-(:mod:`flotilla.jobs.cluster`); ``flotilla.jobs.submit(spec)`` validates a job
-spec, pins its data commit and submits it, returning a :class:`JobHandle`
-(:mod:`flotilla.jobs.submit`). Exports are lazy so importing the package does
-not import Ray.
+``flotilla.jobs.submit(spec)`` validates a job spec, pins its data commit and submits it, returning a
+:class:`JobHandle` (:mod:`flotilla.jobs.submission`). The local cluster the jobs run on lives one
+layer down, in :mod:`flotilla.cluster`; ``up``/``down``/``status`` are re-exported here because a user
+who submits jobs starts and stops that cluster too.
 """
 
-from __future__ import annotations
+from flotilla.cluster import ClusterError, ClusterStatus, LocalCluster, down, status, up
+from flotilla.jobs.specs import load_job_spec, parse_job_spec
+from flotilla.jobs.submission import JobError, JobHandle, get_job, list_jobs, submit
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "up": "flotilla.jobs.cluster",
-    "down": "flotilla.jobs.cluster",
-    "status": "flotilla.jobs.cluster",
-    "LocalCluster": "flotilla.jobs.cluster",
-    "ClusterStatus": "flotilla.jobs.cluster",
-    "ClusterError": "flotilla.jobs.cluster",
-    "submit": "flotilla.jobs.submit",
-    "get_job": "flotilla.jobs.submit",
-    "list_jobs": "flotilla.jobs.submit",
-    "JobHandle": "flotilla.jobs.submit",
-    "JobError": "flotilla.jobs.submit",
-    "load_job_spec": "flotilla.jobs.specs",
-    "parse_job_spec": "flotilla.jobs.specs",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'flotilla.jobs' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__all__ = [
+    "ClusterError",
+    "ClusterStatus",
+    "JobError",
+    "JobHandle",
+    "LocalCluster",
+    "down",
+    "get_job",
+    "list_jobs",
+    "load_job_spec",
+    "parse_job_spec",
+    "status",
+    "submit",
+    "up",
+]

@@ -21,7 +21,7 @@ from typing import Any
 from flotilla.errors import FlotillaError
 from flotilla.jobs.specs import IngestJob, JobSpec, SweepJob, TrainJob, load_job_spec
 
-RESULT_MARKER = "FLOTILLA_RESULT "  # same as flotilla.jobs.submit.RESULT_MARKER (not imported: it pulls in Ray's client)
+RESULT_MARKER = "FLOTILLA_RESULT "  # same as flotilla.jobs.submission.RESULT_MARKER (not imported: it pulls in Ray's client)
 
 
 def say(msg: str) -> None:
@@ -78,7 +78,7 @@ def _address() -> str:
 
 def run_train(job: TrainJob) -> dict[str, Any]:
     from flotilla.specs import FamilySpec, parse_spec
-    from flotilla.train.run import train
+    from flotilla.training.run import train
 
     family = parse_spec(FamilySpec, job.family, source=f"family of job {job.name!r}")
     say(f"train {family.name!r}: {len(family.tasks)} task(s), {family.epochs} epoch(s), data lakefs://{family.data.repo}/{family.data.ref}")

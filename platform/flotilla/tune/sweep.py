@@ -190,7 +190,7 @@ def _pin_commits(hub: Hub, spec: SweepSpec, family: Any) -> dict[str, str]:
 def _check_trial_fits(spec: SweepSpec, family: Any, *, local: bool) -> None:
     """A trial holds ``budget.trial_cpus`` for its Tune function plus its Train workers' resources, at
     the largest the space can pick: more than the cluster has, and it would stay pending forever."""
-    from flotilla.train.run import check_fits
+    from flotilla.cluster.fit import check_fits
 
     def biggest(field: str, default: float) -> float:
         p = spec.space.get(field)
@@ -233,13 +233,13 @@ def sweep(
         raise ConfigError(f"sweep {sweep_id!r} already exists in {d.parent}",
                           hint=f"continue it with 'flotilla sweep resume {sweep_id}', or pass another sweep_id")
     commits = _pin_commits(hub, spec, family)  # before anything is written: a bad ref leaves no half-made sweep
-    from flotilla.train.run import ensure_ray
+    from flotilla.cluster.connect import ensure_ray
 
     fixed_size = ensure_ray(address)  # likewise an unreachable cluster ...
     _check_trial_fits(spec, family, local=fixed_size)  # ... and a trial the whole cluster could never hold
     parent = None
     if family.transfer:  # resolved once to an immutable commit: every trial warm-starts from the same weights
-        from flotilla.train.artifacts import resolve_model
+        from flotilla.training.artifacts import resolve_model
 
         parent = asdict(resolve_model(hub, family.transfer.source, family.data.repo))
     state = {"spec": spec.model_dump(mode="json"), "family": family.model_dump(mode="json"), "commits": commits, "parent": parent}
@@ -282,7 +282,7 @@ def _run(hub: Hub, spec: SweepSpec, state: dict[str, Any], d: Path, sweep_id: st
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import FIFOScheduler
 
-    from flotilla.train.run import ensure_ray
+    from flotilla.cluster.connect import ensure_ray
     from flotilla.tune.lifecycle import TrialBranchCallback, read_lifecycle
     from flotilla.tune.searcher import StoppedAsPrunedOptunaSearch
     from flotilla.tune.trial import run_trial

@@ -98,8 +98,8 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     from flotilla.hub.client import Hub
     from flotilla.settings import Settings
     from flotilla.specs import FamilySpec, deep_merge, parse_spec
-    from flotilla.train.run import _train_one
-    from flotilla.train.artifacts import ModelLocation
+    from flotilla.training.run import _train_one
+    from flotilla.training.artifacts import ModelLocation
     from flotilla.tune.spec import unflatten
 
     trial_id = ray.tune.get_context().get_trial_id()

@@ -33,7 +33,8 @@ from typing import Any
 import yaml
 
 from flotilla.errors import FlotillaError
-from flotilla.jobs.cluster import ClusterError, LocalCluster, auth_headers, normalise_address
+from flotilla.cluster.files import ClusterError, auth_headers
+from flotilla.cluster.local import LocalCluster, normalise_address
 from flotilla.jobs.entrypoint import RESULT_MARKER
 from flotilla.jobs.specs import JobSpec, SweepJob, TrainJob, family_of, load_job_spec, parse_job_spec, sweep_of
 from flotilla.settings import Settings
@@ -329,7 +330,7 @@ def submit(
     dry_run: bool = False,
 ) -> JobHandle:
     """Validate, pin and submit a job; return its handle (``dry_run``: validate and pin only, handle has no client)."""
-    from flotilla import __version__
+    from flotilla.version import __version__
 
     settings = settings or Settings.from_env()
     root = project_root()
@@ -345,7 +346,7 @@ def submit(
     target = client._flotilla_target
     env_vars = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "PYTHONUNBUFFERED": "1", **spec.runtime_env.env_vars}
     # the job runs from a staged copy without .git: hand it the code version, for model cards' lineage
-    from flotilla.train.artifacts import code_version
+    from flotilla.training.artifacts import code_version
 
     code = code_version()
     env_vars |= {"FLOTILLA_CODE_SHA": str(code["git_sha"]), "FLOTILLA_CODE_DIRTY": str(code["dirty"])}
@@ -373,9 +374,3 @@ def submit(
         shutil.rmtree(stage, ignore_errors=True)
     return JobHandle(sid, client, pinned)
 
-
-# ``flotilla.jobs.submit(spec)`` is the API: once this module is imported (for get_job, say), that name
-# is the module, so the module calls ``submit`` (see flotilla._callable)
-from flotilla._callable import make_callable  # noqa: E402
-
-make_callable(__name__, __name__, "submit")

@@ -40,119 +40,19 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.errors import ConfigError, FlotillaError
-from flotilla.hub.server import _port_free, _write_private, free_port
-from flotilla.jobs.procs import MARKER_ENV, alive, descendants, marked_processes, reap, send, wait_gone
-from flotilla.settings import Settings, _int_env
+from flotilla.hub.server import port_free, write_private, free_port
+from flotilla.cluster.files import ClusterError, auth_headers, ensure_token, private_dir, ray_dir, ray_tmpdir, token_path
+from flotilla.cluster.procs import MARKER_ENV, alive, descendants, marked_processes, reap, send, wait_gone
+from flotilla.settings import Settings, int_env
 
 DEFAULT_RAY_PORT = 6390  # not Ray's 6379 (also Redis's): a user's own `ray start` keeps working
 DEFAULT_DASHBOARD_PORT = 8275  # not Ray's 8265: a plain ray.init() elsewhere keeps its dashboard
 RAY_WORKER_PORTS = (10002, 19999)  # `ray start`'s default --min/--max-worker-port: no other port may lie there
-_MAX_TMPDIR = 36  # <tmp>/<node>/session_<date>_<usec>_<pid>/sockets/plasma_store must stay < 108 chars
 Reporter = Callable[[str], None]
 
 
 def _noop(_: str) -> None:
     pass
-
-
-class ClusterError(FlotillaError):
-    """The local Ray cluster failed to start, or a cluster address does not answer."""
-
-
-def ray_dir(settings: Settings) -> Path:
-    return settings.home / "ray"
-
-
-def ray_tmpdir(settings: Settings) -> Path:
-    """Ray's temp root: under FLOTILLA_HOME when short enough, else ``/tmp/flotilla-ray-<hash of home>``.
-
-    Ray puts unix sockets below it and Linux limits socket paths to 107 bytes,
-    so a long FLOTILLA_HOME (pytest temp dirs, deep home dirs) gets a short,
-    stable stand-in: the same home always maps to the same dir.
-    """
-    candidate = ray_dir(settings) / "tmp"
-    if len(str(candidate)) <= _MAX_TMPDIR:
-        return candidate
-    digest = hashlib.sha256(str(settings.home).encode()).hexdigest()[:12]
-    return Path("/tmp") / f"flotilla-ray-{digest}"
-
-
-def _private_dir(d: Path, shared_parent: bool) -> None:
-    """Create ``d`` as 0700; under a world-writable parent (``/tmp``), only if nobody else got there first.
-
-    The ``/tmp`` stand-in's name is predictable (a hash of the home path), so another local user
-    could create it, or a symlink by that name, before the cluster's first start; Ray would then
-    put its sockets and session files where that user can read or replace them. Such a dir is
-    refused, never reused or chmod-ed. Dirs under FLOTILLA_HOME are the user's own: a symlinked
-    one (a home on another disk) is followed.
-    """
-    if not shared_parent:
-        d.mkdir(parents=True, exist_ok=True)
-    else:
-        try:
-            d.mkdir(mode=0o700)
-        except FileExistsError:  # ours from an earlier start, or not: lstat tells (a dangling symlink lands here too)
-            pass
-        st = d.lstat()
-        problem = (
-            "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory" if not stat.S_ISDIR(st.st_mode)
-            else f"owned by uid {st.st_uid}, not you ({os.getuid()})" if st.st_uid != os.getuid() else ""
-        )
-        if problem:
-            raise ClusterError(
-                f"{d}, where the local Ray cluster keeps its sockets, is {problem}: "
-                "another user may have created it to read or hijack the cluster",
-                hint=f"remove {d} if you trust it is stale, or set FLOTILLA_HOME to a shorter path "
-                f"(at most {_MAX_TMPDIR - len('/ray/tmp')} characters) so Ray's files stay in your home",
-            )
-    os.chmod(d, 0o700)
-
-
-def token_path(settings: Settings) -> Path:
-    return ray_dir(settings) / "auth_token"
-
-
-def is_own_cluster(address: str, settings: Settings | None = None) -> bool:
-    """Whether ``address`` (``host:port`` or ``ray://host:port``) is this machine's flotilla cluster: its GCS
-    port, or its Ray-client port for ``ray://``, on 127.0.0.1, localhost or the GCS's own host."""
-    settings = settings or Settings.from_env()
-    st = LocalCluster(settings).state()
-    if not st:
-        return False
-    client = address.startswith("ray://")
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    gcs_host = st.get("gcs_address", "").rpartition(":")[0]
-    ours = st.get("client_port") if client else st.get("ray_port")
-    return host in {"127.0.0.1", "localhost", gcs_host} - {""} and port.isdigit() and int(port) == ours
-
-
-def driver_auth_env(address: str, settings: Settings | None = None) -> dict[str, str]:
-    """The variables a driver needs to join flotilla's own local cluster at ``address`` (``host:port`` or ``ray://host:port``).
-
-    That cluster runs with token auth, and a driver started outside it (``flotilla train --address``,
-    ``flotilla sweep --address``, a notebook) that does not send the token gets "Failed to connect" or
-    "Ray client connection timeout", with no word about auth. Jobs need none of this (they inherit it
-    from their node). Only this cluster's own GCS and Ray-client ports on this machine match: the token
-    is never offered to another cluster. Empty when the caller chose a token already (RAY_AUTH_TOKEN or
-    RAY_AUTH_TOKEN_PATH); RAY_AUTH_MODE alone does not count: Ray sets it in any process that started a
-    local Ray, whose token (~/.ray/auth_token) is not this cluster's.
-    """
-    if any(k in os.environ for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
-        return {}
-    settings = settings or Settings.from_env()
-    token = token_path(settings)
-    if not token.exists() or not is_own_cluster(address, settings):
-        return {}
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
-
-
-def ensure_token(settings: Settings) -> Path:
-    """Create the cluster's auth token once (0600, 256 bits) and return its path (never its value)."""
-    path = token_path(settings)
-    if not path.exists() or not path.read_text().strip():
-        _write_private(path, secrets.token_hex(32))
-    os.chmod(path, 0o600)
-    return path
 
 
 def ray_binary() -> Path:
@@ -188,21 +88,6 @@ class ClusterStatus:
         if self.running:
             return f"{where} processes are running but {self.address} does not answer. {self.note}".strip()
         return f"{where} is not running ({self.address}). {self.note}".strip()
-
-
-def auth_headers(token_file: Path | None) -> dict[str, str]:
-    """A Bearer header from ``token_file``, else from Ray's own lookup (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)."""
-    token = ""
-    if token_file is not None and token_file.exists():
-        token = token_file.read_text().strip()
-    elif os.environ.get("RAY_AUTH_TOKEN"):
-        token = os.environ["RAY_AUTH_TOKEN"].strip()
-    else:
-        for cand in (os.environ.get("RAY_AUTH_TOKEN_PATH"), Path.home() / ".ray" / "auth_token"):
-            if cand and Path(cand).exists():
-                token = Path(cand).read_text().strip()
-                break
-    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def http_get(url: str, headers: dict[str, str], timeout: float = 2.0) -> Any | None:
@@ -251,7 +136,7 @@ class LocalCluster:
     def status(self) -> ClusterStatus:
         st = self.state()
         if st is None:
-            port = _int_env("FLOTILLA_DASHBOARD_PORT", DEFAULT_DASHBOARD_PORT)
+            port = int_env("FLOTILLA_DASHBOARD_PORT", DEFAULT_DASHBOARD_PORT)
             return ClusterStatus(False, False, f"http://127.0.0.1:{port}", note=f"(state in {self.dir})")
         roots = [n["pid"] for n in st["nodes"]]
         marked = marked_processes(st["cluster_id"]) if any(alive(p) for p in roots) else set()
@@ -310,8 +195,8 @@ class LocalCluster:
         elif self.state() is not None:
             report("cleaning up a stale cluster state")
             self.down()
-        ray_port = ray_port or _int_env("FLOTILLA_RAY_PORT", DEFAULT_RAY_PORT)
-        dashboard_port = dashboard_port or _int_env("FLOTILLA_DASHBOARD_PORT", DEFAULT_DASHBOARD_PORT)
+        ray_port = ray_port or int_env("FLOTILLA_RAY_PORT", DEFAULT_RAY_PORT)
+        dashboard_port = dashboard_port or int_env("FLOTILLA_DASHBOARD_PORT", DEFAULT_DASHBOARD_PORT)
         for name, port, env in (("GCS", ray_port, "FLOTILLA_RAY_PORT"), ("dashboard", dashboard_port, "FLOTILLA_DASHBOARD_PORT")):
             if RAY_WORKER_PORTS[0] <= port <= RAY_WORKER_PORTS[1]:  # Ray refuses it with a traceback in head.log
                 raise ClusterError(
@@ -319,10 +204,10 @@ class LocalCluster:
                     f"({RAY_WORKER_PORTS[0]}-{RAY_WORKER_PORTS[1]})",
                     hint=f"set {env} to a port outside it (the default is {DEFAULT_RAY_PORT if name == 'GCS' else DEFAULT_DASHBOARD_PORT})",
                 )
-            if not _port_free(port):
+            if not port_free(port):
                 raise ClusterError(f"{name} port {port} is already in use by another program", hint=f"set {env} to a free port")
         for d in (self.dir, self.log_dir, self.tmpdir):
-            _private_dir(d, shared_parent=d.parent == Path("/tmp"))
+            private_dir(d, shared_parent=d.parent == Path("/tmp"))
         token = ensure_token(self.settings)
         cluster_id = secrets.token_hex(6)
         env = self._env(token, cluster_id)
@@ -391,7 +276,7 @@ class LocalCluster:
         return {"name": name, "pid": proc.pid, "temp_dir": str(temp_dir), "log": str(log_path)}
 
     def _save(self, state: dict[str, Any]) -> None:
-        _write_private(self.state_path, json.dumps(state, indent=2))
+        write_private(self.state_path, json.dumps(state, indent=2))
 
     def _wait_head(self, state: dict[str, Any], head_tmp: Path, timeout: float) -> str:
         deadline = time.monotonic() + timeout

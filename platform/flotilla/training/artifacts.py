@@ -98,7 +98,7 @@ def read_model_bytes(repo: str, commit: str, path: str, credentials: Any) -> byt
 
 def code_version() -> dict[str, Any]:
     """Git sha and dirty flag of the flotilla checkout running this (or 'unknown' outside git)."""
-    from flotilla import __version__
+    from flotilla.version import __version__
 
     import os
 

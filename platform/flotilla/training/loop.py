@@ -97,7 +97,7 @@ def load_parent(config: dict[str, Any], model: Any, creds: Any) -> None:
     parent = config.get("parent")
     if not parent:
         return
-    from flotilla.train.artifacts import read_model_bytes
+    from flotilla.training.artifacts import read_model_bytes
 
     blob = read_model_bytes(parent["repo"], parent["commit"], parent["path"], creds)
     try:

@@ -22,13 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flotilla.cluster.connect import ensure_ray
+from flotilla.cluster.fit import check_fits
 from flotilla.data.loader import DataRef, resolve_data
 from flotilla.errors import ConfigError, ConflictError, FlotillaError, NotFoundError
 from flotilla.hub.client import Hub
+from flotilla.hub.experiment import Retention
 from flotilla.names import branch_id, check_branch_id
 from flotilla.specs import FamilySpec, load_family_spec
-from flotilla.train import artifacts
-from flotilla.train.callbacks import HubCommitCallback
+from flotilla.training import artifacts
+from flotilla.training.callbacks import HubCommitCallback
 
 log = logging.getLogger(__name__)
 
@@ -67,158 +70,6 @@ def hub_filesystem(credentials: Any):
 
     # lakeFS has no object for a branch's "directory" itself: never try to create one
     return pafs.S3FileSystem(**credentials.s3_options(), check_directory_existence_before_creation=True)
-
-
-# What ensure_ray did in this process: the auth variables it set (so they never go to the next cluster a
-# notebook connects to) and the GCS address of the fixed-size cluster it reached (so a second train() or
-# sweep() in the same process, with Ray already up, still knows the cluster cannot grow)
-_OUR_AUTH: dict[str, str] = {}
-_FIXED: dict[str, str | None] = {"gcs": None}
-
-
-def ensure_ray(address: str | None = None) -> bool:
-    """Connect to ``address``, or start a local Ray when none is running.
-
-    Returns whether the cluster reached is of a fixed size: a local Ray started here, flotilla's own
-    local cluster (by its address, or from a job running on it). Work bigger than such a cluster would
-    wait forever (Ray Train v2 retries its worker-group start without end), so the callers refuse it;
-    any other cluster may autoscale.
-    """
-    import ray
-
-    from flotilla.jobs.procs import MARKER_ENV
-
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    inside_ours = bool(os.environ.get(MARKER_ENV))  # a job's driver on flotilla's local cluster inherits it
-    if ray.is_initialized():
-        return inside_ours or (_FIXED["gcs"] is not None and _gcs_address() == _FIXED["gcs"])
-    _drop_our_auth()
-    if address:
-        from flotilla.jobs.cluster import driver_auth_env, is_own_cluster
-
-        _check_reachable(address)
-        auth = driver_auth_env(address)  # flotilla's own cluster: its token (and only there)
-        if auth:
-            os.environ.update(auth)
-            _OUR_AUTH.update(auth)
-            _refresh_ray_auth()
-        _init_remote(address)
-        fixed = inside_ours or is_own_cluster(address)
-    else:
-        # the dashboard also runs the state API that Train/Tune's placement-group cleanup relies on
-        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
-        fixed = True
-    _FIXED["gcs"] = _gcs_address() if fixed else None
-    return fixed
-
-
-CLIENT_ATTEMPTS = 2
-CLIENT_RETRY_WAIT_S = 5.0
-
-
-def _init_remote(address: str) -> None:
-    """``ray.init(address)``; a Ray client connection that fails is tried once more.
-
-    The port answered already (:func:`_check_reachable`), and a Ray client connection is several steps
-    on the head: its proxy asks the runtime-env agent for an environment, then starts a server process
-    for this client. On a busy head one of them can fail once (seen on CI: a 2-core head that had just
-    run jobs), where a second try, as a user would make by hand, gets through. A GCS address
-    is not retried: Ray already retries it for a minute.
-    """
-    import ray
-
-    attempts = CLIENT_ATTEMPTS if address.startswith("ray://") else 1
-    for attempt in range(1, attempts + 1):
-        try:
-            ray.init(address=address)
-            return
-        except (ConnectionError, ValueError) as exc:  # ValueError: an address Ray cannot parse
-            if isinstance(exc, ValueError) or attempt == attempts:
-                raise FlotillaError(f"cannot reach the Ray cluster at {address!r}: {exc}", hint=_REACH_HINT) from None
-            log.warning("connecting to %s failed (%s: %s); trying once more in %.0f s",
-                        address, type(exc).__name__, str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else "", CLIENT_RETRY_WAIT_S)
-            time.sleep(CLIENT_RETRY_WAIT_S)
-
-
-def _gcs_address() -> str | None:
-    import ray
-
-    try:
-        return ray.get_runtime_context().gcs_address
-    except Exception:  # Ray client and older Rays may not say: then nothing is remembered as fixed-size
-        return None
-
-
-def _drop_our_auth() -> None:
-    """Take back the auth variables an earlier ensure_ray set for flotilla's cluster, before connecting anew."""
-    dropped = False
-    for key, value in _OUR_AUTH.items():
-        if os.environ.get(key) == value:
-            del os.environ[key]
-            dropped = True
-    _OUR_AUTH.clear()
-    if dropped:
-        _refresh_ray_auth()
-
-
-_REACH_HINT = (
-    "check the address (e.g. ray://head:10001 or head:6379) and that 'ray start --head' runs there; a cluster with "
-    "token auth also needs RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=<its token file> (set for you for flotilla's "
-    "own local cluster); leave --address out to use a local Ray"
-)
-
-
-def check_fits(need: dict[str, float], *, local: bool, what: str, hint: str) -> None:
-    """Refuse work that needs more CPUs/GPUs than the whole Ray cluster has: Ray would keep it pending forever.
-
-    On a cluster of fixed size (``local``: see :func:`ensure_ray`) that is final; another cluster
-    may autoscale, so there it is a warning.
-    """
-    import ray
-
-    have = ray.cluster_resources()
-    short = {k: (v, have.get(k, 0.0)) for k, v in need.items() if v > have.get(k, 0.0) + 1e-9}
-    if not short:
-        return
-    msg = f"{what} could never start: it needs " + "; ".join(f"{v:g} {k}, the cluster has {h:g}" for k, (v, h) in short.items())
-    if local:
-        raise ConfigError(msg, hint=hint)
-    log.warning("%s; it waits unless the cluster scales up (%s)", msg, hint)
-
-
-def _refresh_ray_auth() -> None:
-    """Make auth variables set in this process count: Ray caches them once per process (its Config and
-    token loader); refresh both, as Ray's own ``_enable_token_auth`` does."""
-    try:
-        from ray._raylet import AuthenticationTokenLoader, Config
-
-        Config.initialize("")
-        AuthenticationTokenLoader.instance().reset_cache()
-    except (ImportError, AttributeError):  # another Ray version: set RAY_AUTH_MODE/RAY_AUTH_TOKEN_PATH before starting
-        log.warning("could not refresh Ray's auth settings in this process; set RAY_AUTH_MODE=token and "
-                    "RAY_AUTH_TOKEN_PATH before starting it if the connection is refused")
-
-
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail fast when nothing listens at ``host:port``: ``ray.init`` would retry the GCS for minutes, silently."""
-    import socket
-
-    if address.startswith(("http://", "https://")):  # what `cluster status` shows, and `jobs --address` takes
-        raise FlotillaError(
-            f"{address!r} is a dashboard / Jobs API URL: training and sweeps connect to Ray itself",
-            hint="give the GCS address (host:port, 'flotilla cluster status' shows it) or ray://host:<client port>; "
-                 "to run on the cluster as a job instead, use 'flotilla jobs submit ... --address " + address + "'",
-        )
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():  # "auto" and other forms Ray resolves itself
-        return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise FlotillaError(
-            f"cannot reach the Ray cluster at {address!r}: nothing answers at {host}:{port} ({exc.strerror or exc})",
-            hint=_REACH_HINT,
-        ) from None
 
 
 def train(
@@ -276,7 +127,7 @@ def _check_parent_fits(hub: Hub, spec: FamilySpec, parent: Any, groups: list[tup
     download of the parent and a few hundred milliseconds.
     """
     from flotilla.models.tasks import resolve_tasks
-    from flotilla.train.loop import load_parent, build_model
+    from flotilla.training.loop import load_parent, build_model
 
     config = {"parent": parent.__dict__, "spec": spec.model_dump(mode="json")}
     for _, group in groups:
@@ -311,22 +162,21 @@ def _merge_family(repo: Any, models: list[ModelResult], target: str, run_id: str
         m = models[0]
         m.merge_commit = repo.merge(m.branch, target, f"Promote model {m.name} of run {run_id}", repo.commit_info(m.commit).metadata)
         return
-    staging = branch_id(f"{run_id}-{secrets.token_hex(3)}", prefix="promote-")
-    repo.create_branch(staging, repo.resolve(target))
+    staging = repo.transact(f"{run_id}-{secrets.token_hex(3)}", target, prefix="promote-",
+                            retention=Retention(on_success="delete", on_failure="delete"))
     try:
-        staged = {m.name: repo.merge(m.branch, staging, f"Promote model {m.name} of run {run_id}",
-                                     repo.commit_info(m.commit).metadata) for m in models}
-        repo.merge(staging, target, f"Promote the {len(models)} models of run {run_id}",
-                   {"flotilla.kind": "family-promotion", "flotilla.run_id": run_id, "flotilla.models": ",".join(staged)})
-    except FlotillaError as exc:  # name the target, not the staging branch that is about to go
+        with staging:
+            staged = {m.name: repo.merge(m.branch, staging.branch, f"Promote model {m.name} of run {run_id}",
+                                         repo.commit_info(m.commit).metadata) for m in models}
+            repo.merge(staging.branch, target, f"Promote the {len(models)} models of run {run_id}",
+                       {"flotilla.kind": "family-promotion", "flotilla.run_id": run_id, "flotilla.models": ",".join(staged)})
+    except FlotillaError as exc:  # name the target, not the staging branch that is gone
         raise exc.reword(
             f"the {len(models)} models of run {run_id!r} were not merged into {target!r} (none of them is on it): "
-            + exc.message.replace(staging, target),
+            + exc.message.replace(staging.branch, target),
             hint=f"the models stay on branches {', '.join(m.branch for m in models)}; fix the cause, then merge each "
                  f"into {target!r} (repo.merge(branch, {target!r})) or train again",
         ) from None
-    finally:
-        repo.delete_branch(staging, missing_ok=True)
     for m in models:  # each model's own promotion commit (with its provenance), now in the target's history
         m.merge_commit = staged[m.name]
 
@@ -343,23 +193,26 @@ def _train_one(
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from flotilla.train.loop import train_loop_per_worker
+    from flotilla.training.loop import train_loop_per_worker
 
     repo = hub.repo(data_ref.repo)
-    if branch:  # a sweep's trial: on resume it goes on where its checkpoints are
-        repo.create_branch(branch, data_ref.commit, exist_ok=True)
-    else:
-        branch = branch_id(run_id if name == "family" else f"{run_id}-{name}", prefix="exp-")
-        try:
-            repo.create_branch(branch, data_ref.commit)
-        except ConflictError:
-            # Ray Train would find the earlier run's checkpoints under the same path and "resume" it: its old
-            # weights would be published with this run's data commit and config in their card
-            raise ConflictError(
-                f"run {run_id!r} already exists (branch {branch!r} in {data_ref.repo!r}); a second run under the same "
-                "id would pick up the first one's checkpoints",
-                hint="leave run_id out (a fresh one is made), or pick another; delete the old branch to reuse the id",
-            ) from None
+    # the run's branch outlives the run either way: it holds the model, or the checkpoints a failure left
+    run_branch = repo.transact(
+        run_id if name == "family" else f"{run_id}-{name}", data_ref.commit, branch=branch,
+        resume=branch is not None,  # a sweep's trial: on resume it goes on where its checkpoints are
+        retention=Retention(on_success="keep", on_failure="keep"),
+    )
+    try:
+        run_branch.start()
+    except ConflictError:
+        # Ray Train would find the earlier run's checkpoints under the same path and "resume" it: its old
+        # weights would be published with this run's data commit and config in their card
+        raise ConflictError(
+            f"run {run_id!r} already exists (branch {run_branch.branch!r} in {data_ref.repo!r}); a second run under the same "
+            "id would pick up the first one's checkpoints",
+            hint="leave run_id out (a fresh one is made), or pick another; delete the old branch to reuse the id",
+        ) from None
+    branch = run_branch.branch
     config = {
         "spec": spec.model_dump(mode="json"),
         "tasks": tasks,
@@ -419,7 +272,7 @@ def _publish(hub, spec, data_ref, run_id, name, tasks, branch, fit, parent, wall
     """Best checkpoint → models/<run>/<model>/, with card and history, in one commit (``train`` merges)."""
     import json
 
-    from flotilla.train.loop import CKPT_META, CKPT_MODEL
+    from flotilla.training.loop import CKPT_META, CKPT_MODEL
 
     repo = hub.repo(data_ref.repo)
     best = _best_checkpoint(fit, tasks, rank)
