@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.flotilla-installed
 
-.PHONY: venv lakefs browser demo test bench clean-venv
+.PHONY: venv lakefs browser demo lint test test-fast bench clean-venv
 
 venv: $(STAMP)
 
@@ -28,8 +28,21 @@ browser:
 demo: lakefs
 	$(BIN)/flotilla demo
 
-test: lakefs browser
+# The habits CI keeps: the layer contracts, ruff (lint + format), the type checker, declared = imported dependencies.
+lint: venv
+	$(BIN)/lint-imports
+	$(BIN)/ruff check platform tests bench
+	$(BIN)/ruff format --check platform tests bench
+	$(BIN)/mypy
+	$(BIN)/deptry platform
+
+# Everything, lint first (a layer broken or a type wrong fails in seconds, not after the 15-minute suite).
+test: lint lakefs browser
 	$(BIN)/python -m pytest
+
+# The fast lane while iterating: unit tests only (pure logic, no lakeFS/Ray/browser), about a minute.
+test-fast: venv
+	$(BIN)/python -m pytest -m "not integration" tests/unit
 
 bench: lakefs
 	$(BIN)/python bench/hub_branching.py

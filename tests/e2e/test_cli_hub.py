@@ -9,6 +9,8 @@ import pytest
 
 from flotilla.hub.server import free_port
 
+pytestmark = pytest.mark.integration
+
 FLOTILLA = [sys.executable, "-m", "flotilla.cli"]
 
 

@@ -29,6 +29,8 @@ from flotilla.cluster import LocalCluster
 from flotilla.jobs.submission import submit
 from flotilla.settings import Settings
 
+pytestmark = pytest.mark.integration
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "test"
 INSTALL = "apt-get update && apt-get install -y chromium"
 FLAGS = [

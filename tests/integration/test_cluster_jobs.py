@@ -29,6 +29,8 @@ from flotilla.cluster.procs import alive, descendants, marked_processes
 from flotilla.jobs.submission import list_jobs, submit
 from flotilla.settings import Settings
 
+pytestmark = pytest.mark.integration
+
 N_IMAGES = 300
 
 

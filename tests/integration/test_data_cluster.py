@@ -12,6 +12,8 @@ from flotilla.data.api import generate
 from flotilla.data.loader import HubDataset, resolve_data
 from flotilla.data.validate import Thresholds
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def two_nodes(monkeypatch):

@@ -16,6 +16,8 @@ from flotilla.data.store import read_labels, read_manifest
 from flotilla.data.validate import Thresholds
 from flotilla.errors import DataValidationError
 
+pytestmark = pytest.mark.integration
+
 SMALL = Thresholds(min_group_count=3)
 
 

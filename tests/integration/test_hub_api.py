@@ -18,6 +18,8 @@ from flotilla.errors import (
 from flotilla.hub import Hub, Retention
 from flotilla.hub.credentials import HubCredentials
 
+pytestmark = pytest.mark.integration
+
 
 def _bytes_under(path):
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -7,6 +7,8 @@ import pytest
 from flotilla.errors import NotFoundError, SpecError
 from flotilla.training.artifacts import resolve_model
 
+pytestmark = pytest.mark.integration
+
 
 def test_a_run_of_several_models_must_be_named_down_to_one(hub, repo):
     for model in ("age", "gender"):  # a promoted run of separate models

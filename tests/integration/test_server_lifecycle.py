@@ -14,6 +14,8 @@ from flotilla.hub.binary import ensure_binary
 from flotilla.hub.server import free_port
 from flotilla.settings import Settings
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def server(isolated_settings, lakefs_binary):

@@ -22,7 +22,7 @@ from flotilla.tune.spec import SweepSpec
 from flotilla.tune.sweep import resume, sweep, sweeps_dir
 from flotilla.tune.trial import trial_branch
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 REPO = "sweep-tests"
 
 

@@ -18,7 +18,7 @@ from flotilla.specs import FamilySpec, parse_spec
 from flotilla.training.artifacts import parse_lakefs_uri
 from flotilla.training.run import train
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import pytest
 import typer
 
-from flotilla.cli_common import friendly
+from flotilla.cli.common import friendly
 from flotilla.errors import SpecError
 
 

@@ -278,7 +278,7 @@ def test_a_run_that_took_a_ctrl_c_is_told_apart_from_one_that_ended_and_the_call
     import signal
     import time
 
-    from flotilla.interrupts import caller_keeps_ctrl_c
+    from flotilla.tune.interrupts import caller_keeps_ctrl_c
 
     def tune_like_run(ctrl_c: bool) -> None:  # what tune.run does with SIGINT (ray/tune/tune.py)
         original = signal.getsignal(signal.SIGINT)

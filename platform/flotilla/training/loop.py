@@ -215,7 +215,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     tracker = None
     if rank == 0 and spec.tracking.wandb:
-        from flotilla.tracking import start_tracking
+        from flotilla.training.tracking import start_tracking
 
         tracker = start_tracking(spec, config)
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from flotilla.errors import ConfigError, ConflictError, FlotillaError, InvalidNameError, NotFoundError
 from flotilla.hub.client import Hub
-from flotilla.interrupts import caller_keeps_ctrl_c
+from flotilla.tune.interrupts import caller_keeps_ctrl_c
 from flotilla.names import branch_id, check_branch_id
 from flotilla.settings import Settings
 from flotilla.tune.spec import SweepSpec, load_sweep_spec

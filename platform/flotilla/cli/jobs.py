@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flotilla.cli_common import friendly
+from flotilla.cli.common import friendly
 
 cluster_app = typer.Typer(help="The local Ray cluster flotilla runs itself (token auth on, dashboard on 127.0.0.1).", no_args_is_help=True)
 jobs_app = typer.Typer(help="Ingest, train and sweep jobs on a Ray cluster (Ray Jobs API).", no_args_is_help=True)

@@ -13,10 +13,10 @@ import time
 import typer
 from rich.console import Console
 
-from flotilla.cli_common import friendly
-from flotilla.cli_data import app as data_app
-from flotilla.cli_jobs import cluster_app, jobs_app
-from flotilla.cli_sweep import sweep_command
+from flotilla.cli.common import friendly
+from flotilla.cli.data import app as data_app
+from flotilla.cli.jobs import cluster_app, jobs_app
+from flotilla.cli.sweep import sweep_command
 
 app = typer.Typer(help="Train model families on Ray from zero-copy branches of a lakeFS data hub.", no_args_is_help=True)
 hub_app = typer.Typer(help="The local lakeFS data hub flotilla runs itself.", no_args_is_help=True)
@@ -195,7 +195,7 @@ def train_cmd(
 @friendly
 def demo(repo: str = typer.Option("faces", help="repository to use")) -> None:
     """Run the reference workflow on the embedded default (local hub)."""
-    from flotilla.demo import run_demo
+    from flotilla.cli.demo import run_demo
 
     run_demo(repo=repo, console=console)
 
@@ -211,6 +211,3 @@ def version() -> None:
 def main() -> None:  # console-script entry point
     app()
 
-
-if __name__ == "__main__":
-    main()

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from flotilla.cli_common import friendly
+from flotilla.cli.common import friendly
 
 app = typer.Typer(help="Datasets in the hub: generate, import, validate, show.", no_args_is_help=True)
 console = Console()

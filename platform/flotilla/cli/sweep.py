@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from flotilla.cli_common import friendly
+from flotilla.cli.common import friendly
 
 console = Console()
 
