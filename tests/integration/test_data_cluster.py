@@ -9,7 +9,8 @@ import ray
 from ray.cluster_utils import Cluster
 
 from flotilla.data.api import generate
-from flotilla.data.loader import HubDataset, resolve_data
+from flotilla.data.loader import HubDataset
+from flotilla.data.pin import resolve_data
 from flotilla.data.validate import Thresholds
 
 pytestmark = pytest.mark.integration

@@ -3,7 +3,8 @@ commit-pinned loading with a node-local cache."""
 
 from flotilla.data.api import generate, import_dataset, synthetic_samples
 from flotilla.data.ingest import IngestResult, ingest, validate_and_merge
-from flotilla.data.loader import DataRef, HubDataset, resolve_data
+from flotilla.data.loader import HubDataset
+from flotilla.data.pin import DataRef, pin, resolve_data
 from flotilla.data.store import list_datasets, read_labels, read_manifest
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "import_dataset",
     "ingest",
     "list_datasets",
+    "pin",
     "read_labels",
     "read_manifest",
     "resolve_data",

@@ -1,6 +1,6 @@
 """Loading a dataset for training: pinned to a commit, read through the hub, cached per node.
 
-``resolve_data`` turns any ref into a :class:`DataRef` (repository, **commit id**,
+``flotilla.data.pin`` turns any ref into a :class:`DataRef` (repository, **commit id**,
 dataset) once; everything downstream reads that commit, so every worker of a
 run sees the same bytes even if ``main`` moves. :class:`HubDataset` is
 picklable (it carries the ref and the hub credentials, never a local path), reads
@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -27,32 +26,10 @@ import pyarrow.compute as pc
 from flotilla.data import layout
 from flotilla.data.cache import BlobCache
 from flotilla.data.layout import Manifest, ShardInfo
+from flotilla.data.pin import DataRef
 from flotilla.errors import HubError
 from flotilla.hub.credentials import HubCredentials
 from flotilla.settings import Settings
-
-
-@dataclass(frozen=True)
-class DataRef:
-    """A dataset pinned to an immutable commit."""
-
-    repo: str
-    commit: str
-    dataset: str
-    ref: str = ""  # what the user asked for (branch/tag), for lineage only
-
-    def uri(self, path: str = "") -> str:
-        return f"lakefs://{self.repo}/{self.commit}/{path}"
-
-
-def resolve_data(hub: Any, repo: str, ref: str, dataset: str) -> DataRef:
-    """Resolve ``ref`` to a commit id once and check the dataset exists there."""
-    from flotilla.data.store import read_manifest
-
-    r = hub.repo(repo)
-    commit = r.resolve(ref)
-    read_manifest(r, commit, dataset)
-    return DataRef(repo, commit, dataset, ref)
 
 
 def default_cache_dir() -> Path:

@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from flotilla.data.pin import pin as pin_data
 from flotilla.errors import FlotillaError
 from flotilla.cluster.files import ClusterError, auth_headers
 from flotilla.cluster.local import LocalCluster, normalise_address
@@ -259,13 +260,10 @@ def pin(spec: JobSpec, hub: Any = None, root: Path | None = None) -> tuple[JobSp
     Returns the spec to submit (self-contained: the family or sweep inlined,
     ``data.ref`` replaced by the commit) and the lineage for the job metadata.
     """
-    from flotilla.data.loader import resolve_data
-
     root = root or project_root()
     if isinstance(spec, TrainJob):
         family = family_of(spec, root)
-        hub = hub or _hub()
-        ref = resolve_data(hub, family.data.repo, family.data.ref, family.data.dataset)
+        ref = pin_data(hub or _hub(), family.data.repo, family.data.dataset, [family.data.ref])[family.data.ref]
         pinned = family.model_dump(mode="json")
         pinned["data"]["ref"] = ref.commit
         lineage = {"data_repo": ref.repo, "data_ref": family.data.ref, "data_commit": ref.commit, "dataset": ref.dataset}
@@ -273,17 +271,18 @@ def pin(spec: JobSpec, hub: Any = None, root: Path | None = None) -> tuple[JobSp
     if isinstance(spec, SweepJob):
         sweep = sweep_of(spec, root)
         family = sweep.family(root)
-        hub = hub or _hub()
-        ref = resolve_data(hub, family.data.repo, family.data.ref, family.data.dataset)
         pinned = sweep.model_dump(mode="json", exclude_none=True)
+        dim = pinned.get("space", {}).get("data.ref")
+        variants = list(dim["values"]) if dim and dim.get("values") else []  # data as a search dimension
+        commits = pin_data(hub or _hub(), family.data.repo, family.data.dataset, [family.data.ref, *variants])
+        ref = commits[family.data.ref]
         # ... but promote.into: null means "report only": dropped, it read back as the default, main
         pinned["promote"] = sweep.promote.model_dump(mode="json")
         pinned["base"] = family.model_dump(mode="json")  # inline: the job needs no file but this spec
         pinned["overrides"] = {}
         pinned["data"] = {**pinned.get("data", {}), "ref": ref.commit}
-        dim = pinned.get("space", {}).get("data.ref")
-        if dim and dim.get("values"):  # data as a search dimension: pin every variant
-            dim["values"] = [resolve_data(hub, family.data.repo, v, family.data.dataset).commit for v in dim["values"]]
+        if variants:  # every variant pinned too
+            dim["values"] = [commits[v].commit for v in variants]
         lineage = {"data_repo": ref.repo, "data_ref": family.data.ref, "data_commit": ref.commit, "dataset": ref.dataset}
         return spec.model_copy(update={"spec": None, "sweep": pinned, "overrides": {}, "pinned": lineage}), lineage
     return spec, {"data_repo": spec.repo, "dataset": spec.dataset, "data_ref": spec.into}

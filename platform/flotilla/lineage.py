@@ -1,0 +1,376 @@
+"""Lineage: the commit-metadata keys and the model card, as typed records (one writer, one reader).
+
+Everything flotilla commits says what it is and where it came from in lakeFS commit metadata (a
+flat ``str → str`` map), and every model carries a card (``card.json``). Those keys used to be
+string literals spread over seven files, so a reader could silently miss a key a writer renamed.
+Here each kind of commit is a frozen record with ``to_metadata()`` (the one writer) and
+:func:`read_commit` (the one reader), and the card is :class:`ModelCard`.
+
+This module imports nothing of flotilla's but the standard library: the hub (experiment stamps),
+data (ingests, receipts, the gate), training (checkpoints, models), sweeps (promotions) and jobs
+all write through it, so it sits below all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+
+class Key(StrEnum):
+    """The commit-metadata keys flotilla writes (lakeFS stores them as strings)."""
+
+    KIND = "flotilla.kind"
+    EXPERIMENT = "flotilla.experiment"
+    BASE_COMMIT = "flotilla.base_commit"
+    DATASET = "flotilla.dataset"
+    SAMPLES = "flotilla.samples"
+    VALIDATION = "flotilla.validation"
+    VALIDATED_COMMIT = "flotilla.validated_commit"
+    RUN_ID = "flotilla.run_id"
+    MODEL = "flotilla.model"
+    MODELS = "flotilla.models"
+    DATA_COMMIT = "flotilla.data_commit"
+    GIT_SHA = "flotilla.git_sha"
+    PARENT = "flotilla.parent"
+    SWEEP_ID = "flotilla.sweep_id"
+    TRIAL_ID = "flotilla.trial_id"
+    SPEC = "flotilla.spec"
+    VERSION = "flotilla.version"
+    EPOCH = "epoch"
+    FAILURE = "failure"
+    PARAMS = "params"
+
+
+METRIC_PREFIX = "metric."
+PROVENANCE_PREFIX = "provenance."
+
+
+class Kind(StrEnum):
+    """What a commit is (``flotilla.kind``)."""
+
+    INGEST = "ingest"
+    GATE = "gate"
+    CHECKPOINT = "checkpoint"
+    FAILURE = "failure"
+    MODEL = "model"
+    PROMOTION = "promotion"
+    FAMILY_PROMOTION = "family-promotion"
+
+
+def _metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``metric.<task>/<name>`` entries; the sample counts (``*/n``) are not metrics."""
+    return {f"{METRIC_PREFIX}{k}": v for k, v in metrics.items() if not k.endswith("/n")}
+
+
+def _read_metrics(md: Mapping[str, str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in md.items():
+        if k.startswith(METRIC_PREFIX):
+            try:
+                out[k[len(METRIC_PREFIX):]] = float(v)
+            except ValueError:
+                continue
+    return out
+
+
+@dataclass(frozen=True)
+class CommitRecord:
+    """Base of the typed commit records: ``to_metadata`` writes, :func:`read_commit` reads."""
+
+    kind: ClassVar[Kind | None] = None
+
+    def to_metadata(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, str]) -> CommitRecord:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ExperimentStamp(CommitRecord):
+    """Added to every commit and merge an experiment branch makes: which experiment, from which commit."""
+
+    experiment: str
+    base_commit: str | None
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {Key.EXPERIMENT: self.experiment, Key.BASE_COMMIT: self.base_commit}
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, str]) -> ExperimentStamp:
+        return cls(md.get(Key.EXPERIMENT, ""), md.get(Key.BASE_COMMIT))
+
+
+@dataclass(frozen=True)
+class IngestCommit(CommitRecord):
+    """A dataset written on its ingest branch, with the gate's verdict and where the data came from."""
+
+    kind: ClassVar[Kind] = Kind.INGEST
+    dataset: str
+    samples: int
+    passed: bool
+    base_commit: str
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            Key.KIND: self.kind,
+            Key.DATASET: self.dataset,
+            Key.SAMPLES: self.samples,
+            Key.VALIDATION: "passed" if self.passed else "failed",
+            Key.BASE_COMMIT: self.base_commit,
+            **{f"{PROVENANCE_PREFIX}{k}": v for k, v in self.provenance.items()},
+        }
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, str]) -> IngestCommit:
+        return cls(
+            md.get(Key.DATASET, ""), int(md.get(Key.SAMPLES, 0) or 0), md.get(Key.VALIDATION) == "passed",
+            md.get(Key.BASE_COMMIT, ""),
+            {k[len(PROVENANCE_PREFIX):]: v for k, v in md.items() if k.startswith(PROVENANCE_PREFIX)},
+        )
+
+
+@dataclass(frozen=True)
+class ValidationReceipt(CommitRecord):
+    """The gate's receipt for a commit validated after the fact (``data validate --merge``)."""
+
+    validated_commit: str
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {Key.VALIDATION: "passed", Key.VALIDATED_COMMIT: self.validated_commit}
+
+
+@dataclass(frozen=True)
+class ValidatedMerge(CommitRecord):
+    """The merge of a validated dataset into its target."""
+
+    dataset: str
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {Key.DATASET: self.dataset, Key.VALIDATION: "passed"}
+
+
+@dataclass(frozen=True)
+class GateInstall(CommitRecord):
+    """The commit (and merge) that installs the pre-merge validation hook."""
+
+    kind: ClassVar[Kind] = Kind.GATE
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {Key.KIND: self.kind}
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, str]) -> GateInstall:
+        return cls()
+
+
+@dataclass(frozen=True)
+class CheckpointCommit(CommitRecord):
+    """A Ray Train checkpoint committed on the run's branch."""
+
+    kind: ClassVar[Kind] = Kind.CHECKPOINT
+    model: str
+    epoch: int | None = None
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {Key.KIND: self.kind, Key.MODEL: self.model, Key.EPOCH: self.epoch}
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, str]) -> CheckpointCommit:
+        epoch = md.get(Key.EPOCH)
+        return cls(md.get(Key.MODEL, ""), int(epoch) if epoch not in (None, "", "None") else None)
+
+
+@dataclass(frozen=True)
+class FailureCommit(CommitRecord):
+    """A training failure (or restart) recorded on the run's branch."""
+
+    kind: ClassVar[Kind] = Kind.FAILURE
+    model: str
+    failure: str
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {Key.KIND: self.kind, Key.MODEL: self.model, Key.FAILURE: self.failure}
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, str]) -> FailureCommit:
+        return cls(md.get(Key.MODEL, ""), md.get(Key.FAILURE, ""))
+
+
+@dataclass(frozen=True)
+class ModelCommit(CommitRecord):
+    """A published model: its run, the data commit it read, the code, its parent and its best metrics."""
+
+    kind: ClassVar[Kind] = Kind.MODEL
+    run_id: str
+    model: str
+    data_commit: str
+    git_sha: str
+    parent: str | None = None  # the parent model's lakefs:// URI (transfer learning)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            Key.KIND: self.kind,
+            Key.RUN_ID: self.run_id,
+            Key.MODEL: self.model,
+            Key.DATA_COMMIT: self.data_commit,
+            Key.GIT_SHA: self.git_sha,
+            **({Key.PARENT: self.parent} if self.parent else {}),
+            **_metrics(self.metrics),
+        }
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, str]) -> ModelCommit:
+        return cls(md.get(Key.RUN_ID, ""), md.get(Key.MODEL, ""), md.get(Key.DATA_COMMIT, ""), md.get(Key.GIT_SHA, ""),
+                   md.get(Key.PARENT) or None, _read_metrics(md))
+
+
+@dataclass(frozen=True)
+class PromotionCommit(CommitRecord):
+    """A sweep's winner merged into its target."""
+
+    kind: ClassVar[Kind] = Kind.PROMOTION
+    sweep_id: str
+    trial_id: str
+    data_commit: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            Key.KIND: self.kind, Key.SWEEP_ID: self.sweep_id, Key.TRIAL_ID: self.trial_id,
+            Key.DATA_COMMIT: self.data_commit, Key.PARAMS: dict(self.params), **_metrics(self.metrics),
+        }
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, str]) -> PromotionCommit:
+        raw = md.get(Key.PARAMS) or "{}"
+        try:
+            params = json.loads(raw)
+        except ValueError:  # written by str() of a dict before this module: not JSON, kept as text
+            params = {"raw": raw}
+        return cls(md.get(Key.SWEEP_ID, ""), md.get(Key.TRIAL_ID, ""), md.get(Key.DATA_COMMIT, ""),
+                   params if isinstance(params, dict) else {"raw": raw}, _read_metrics(md))
+
+
+@dataclass(frozen=True)
+class FamilyPromotion(CommitRecord):
+    """The one merge that lands every model of a ``strategy: separate`` run together."""
+
+    kind: ClassVar[Kind] = Kind.FAMILY_PROMOTION
+    run_id: str
+    models: tuple[str, ...]
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {Key.KIND: self.kind, Key.RUN_ID: self.run_id, Key.MODELS: ",".join(self.models)}
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, str]) -> FamilyPromotion:
+        return cls(md.get(Key.RUN_ID, ""), tuple(m for m in md.get(Key.MODELS, "").split(",") if m))
+
+
+@dataclass(frozen=True)
+class JobLabels(CommitRecord):
+    """What a submitted Ray job carries in its metadata: its kind, spec and the data it pinned."""
+
+    job_kind: str
+    spec: str
+    version: str
+    pinned: Mapping[str, str] = field(default_factory=dict)
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {Key.KIND: self.job_kind, Key.SPEC: self.spec, Key.VERSION: self.version,
+                **{f"flotilla.{k}": v for k, v in self.pinned.items()}}
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, str]) -> JobLabels:
+        fixed = {Key.KIND, Key.SPEC, Key.VERSION}
+        pinned = {k[len("flotilla."):]: v for k, v in md.items() if k.startswith("flotilla.") and k not in fixed}
+        return cls(md.get(Key.KIND, ""), md.get(Key.SPEC, ""), md.get(Key.VERSION, ""), pinned)
+
+
+_BY_KIND: dict[str, type[CommitRecord]] = {
+    Kind.INGEST: IngestCommit,
+    Kind.GATE: GateInstall,
+    Kind.CHECKPOINT: CheckpointCommit,
+    Kind.FAILURE: FailureCommit,
+    Kind.MODEL: ModelCommit,
+    Kind.PROMOTION: PromotionCommit,
+    Kind.FAMILY_PROMOTION: FamilyPromotion,
+}
+
+
+def read_commit(metadata: Mapping[str, str]) -> CommitRecord | None:
+    """The typed record of a commit flotilla made, from its metadata; None for any other commit."""
+    cls = _BY_KIND.get(metadata.get(Key.KIND, ""))
+    return cls.from_metadata(metadata) if cls else None
+
+
+# ---- the model card --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataLineage:
+    """The data a model read: a dataset at an immutable commit (and the ref the user named)."""
+
+    repo: str
+    commit: str
+    dataset: str
+    ref: str = ""
+
+
+@dataclass(frozen=True)
+class ParentModel:
+    """The model a transfer-learned model started from."""
+
+    repo: str
+    commit: str
+    path: str
+
+    @property
+    def uri(self) -> str:
+        return f"lakefs://{self.repo}/{self.commit}/{self.path}"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """``card.json``: what a model is, what it read and what made it (written once, beside the weights).
+
+    The JSON keeps the shape cards have always had (readers outside flotilla parse it), with the
+    parent's ``uri`` spelled out.
+    """
+
+    run_id: str
+    model: str
+    created: str
+    tasks: tuple[Mapping[str, Any], ...]
+    metrics: Mapping[str, float]
+    best_epoch: int
+    epochs_run: int
+    data: DataLineage
+    branch: str
+    code: Mapping[str, Any]
+    config: Mapping[str, Any]
+    parent: ParentModel | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tasks"] = [dict(t) for t in self.tasks]
+        d["parent"] = None if self.parent is None else {**asdict(self.parent), "uri": self.parent.uri}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelCard:
+        parent = d.get("parent")
+        return cls(
+            run_id=d["run_id"], model=d["model"], created=d.get("created", ""), tasks=tuple(d.get("tasks", ())),
+            metrics=dict(d.get("metrics", {})), best_epoch=int(d.get("best_epoch", 0)), epochs_run=int(d.get("epochs_run", 0)),
+            data=DataLineage(**d["data"]), branch=d.get("branch", ""), code=dict(d.get("code", {})),
+            config=dict(d.get("config", {})),
+            parent=None if not parent else ParentModel(parent["repo"], parent["commit"], parent["path"]),
+        )
