@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flotilla.errors import SpecError
+from flotilla.models.backbone_names import DEFAULT_BACKBONE
 from flotilla.models.backbones import build_backbone
 from flotilla.models.tasks import TaskSpec, resolve_tasks
 
@@ -52,7 +53,7 @@ class MultiTaskModel(nn.Module):
     def __init__(
         self,
         tasks: Sequence[TaskSpec | str | Mapping[str, Any]],
-        backbone: str | nn.Module = "small_cnn",
+        backbone: str | nn.Module = DEFAULT_BACKBONE,
         *,
         width: int = 32,
         in_channels: int = 3,
@@ -224,7 +225,7 @@ class SingleTaskModel(MultiTaskModel):
     """The "separate" strategy's model: a MultiTaskModel with exactly one task."""
 
     def __init__(
-        self, task: TaskSpec | str | Mapping[str, Any], backbone: str | nn.Module = "small_cnn", **kwargs: Any
+        self, task: TaskSpec | str | Mapping[str, Any], backbone: str | nn.Module = DEFAULT_BACKBONE, **kwargs: Any
     ) -> None:
         super().__init__([task], backbone, **kwargs)
 
