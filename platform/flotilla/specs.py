@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flotilla.errors import SpecError
+from flotilla.models.backbone_names import DEFAULT_BACKBONE, check_backbone_name
 
 
 class _Spec(BaseModel):
@@ -62,10 +63,20 @@ def hub_name(check: Any, name: str, example: str | None = None) -> str:
 
 
 class ModelSpec(_Spec):
-    backbone: Literal["small_cnn", "resnet"] = "small_cnn"
+    """The architecture; ``backbone`` is one of the registry's names (``flotilla.models.backbone_names``)."""
+
+    backbone: str = DEFAULT_BACKBONE
     width: int = Field(32, ge=4, le=512)
     head_hidden: int = Field(0, ge=0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, backbone: str) -> str:
+        try:
+            return check_backbone_name(backbone)
+        except SpecError as exc:  # pydantic lists a ValueError with the field's place; a SpecError would escape
+            raise ValueError(exc.message) from None
 
 
 class OptimSpec(_Spec):

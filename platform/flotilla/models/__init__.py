@@ -15,6 +15,9 @@ _EXPORTS = {
     "task_from_dict": "flotilla.models.tasks",
     "resolve_tasks": "flotilla.models.tasks",
     "chance_level": "flotilla.models.tasks",
+    "KINDS": "flotilla.models.kinds",
+    "TaskKind": "flotilla.models.kinds",
+    "task_kind": "flotilla.models.kinds",
     "build_backbone": "flotilla.models.backbones",
     "BACKBONES": "flotilla.models.backbones",
     "MultiTaskModel": "flotilla.models.family",
@@ -23,8 +26,8 @@ _EXPORTS = {
     "compute_losses": "flotilla.models.family",
     "postprocess": "flotilla.models.family",
     "MetricAccumulator": "flotilla.models.metrics",
-    "auc_from_scores": "flotilla.models.metrics",
-    "macro_f1_from_confusion": "flotilla.models.metrics",
+    "auc_from_scores": "flotilla.models.scoring",
+    "macro_f1_from_confusion": "flotilla.models.scoring",
 }
 
 __all__ = sorted(_EXPORTS)

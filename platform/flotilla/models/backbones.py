@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from flotilla.errors import SpecError
+from flotilla.models.backbone_names import DEFAULT_BACKBONE, RESNET, SMALL_CNN, check_backbone_name
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
@@ -103,15 +104,14 @@ class SmallResNet(nn.Module):
 
 
 BACKBONES: dict[str, Callable[[int, int], nn.Module]] = {
-    "small_cnn": lambda width, in_channels: SmallCNN(width, in_channels),
-    "resnet": lambda width, in_channels: SmallResNet(width, in_channels),
+    SMALL_CNN: lambda width, in_channels: SmallCNN(width, in_channels),
+    RESNET: lambda width, in_channels: SmallResNet(width, in_channels),
 }
 
 
-def build_backbone(name: str = "small_cnn", width: int = 32, in_channels: int = 3) -> nn.Module:
+def build_backbone(name: str = DEFAULT_BACKBONE, width: int = 32, in_channels: int = 3) -> nn.Module:
     """A fresh backbone by name (the name comes from a user's spec, hence SpecError on a typo)."""
-    if name not in BACKBONES:
-        raise SpecError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+    check_backbone_name(name)
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise SpecError(f"backbone width must be a positive integer, got {width!r}")
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from flotilla.errors import SpecError
+from flotilla.models.backbone_names import DEFAULT_BACKBONE
 from flotilla.models.backbones import build_backbone
 from flotilla.models.tasks import TaskSpec, resolve_tasks
 
@@ -52,7 +52,7 @@ class MultiTaskModel(nn.Module):
     def __init__(
         self,
         tasks: Sequence[TaskSpec | str | Mapping[str, Any]],
-        backbone: str | nn.Module = "small_cnn",
+        backbone: str | nn.Module = DEFAULT_BACKBONE,
         *,
         width: int = 32,
         in_channels: int = 3,
@@ -121,8 +121,7 @@ class MultiTaskModel(nn.Module):
         features = self.backbone(self.prepare(images))
         out: dict[str, torch.Tensor] = {}
         for task in self.tasks:
-            y = self.heads[task.name](features)
-            out[task.name] = y if task.kind == "multiclass" else y.squeeze(-1)
+            out[task.name] = task.behaviour.head_output(self.heads[task.name](features))
         return out
 
     @torch.no_grad()
@@ -224,7 +223,7 @@ class SingleTaskModel(MultiTaskModel):
     """The "separate" strategy's model: a MultiTaskModel with exactly one task."""
 
     def __init__(
-        self, task: TaskSpec | str | Mapping[str, Any], backbone: str | nn.Module = "small_cnn", **kwargs: Any
+        self, task: TaskSpec | str | Mapping[str, Any], backbone: str | nn.Module = DEFAULT_BACKBONE, **kwargs: Any
     ) -> None:
         super().__init__([task], backbone, **kwargs)
 
@@ -249,11 +248,7 @@ def _sub_state(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str,
 
 def postprocess(task: TaskSpec, raw: torch.Tensor) -> torch.Tensor:
     """Raw head output -> the task's natural prediction (years, probability, class probabilities)."""
-    if task.kind == "regression":
-        return raw * task.target_scale
-    if task.kind == "binary":
-        return torch.sigmoid(raw)
-    return torch.softmax(raw, dim=-1)
+    return task.behaviour.postprocess(task, raw)
 
 
 # --- losses ----------------------------------------------------------------------------------------
@@ -320,26 +315,12 @@ def task_target(task: TaskSpec, batch: Mapping[str, Any], device: torch.device) 
         mask = _column(batch, task.mask_column, device).bool().reshape(y.shape[:1])
     else:
         mask = torch.ones(y.shape[:1], dtype=torch.bool, device=device)
-    if task.kind == "regression":
-        y = y.float()
-        mask = mask & torch.isfinite(y)
-        return torch.where(mask, y / task.target_scale, torch.zeros_like(y)), mask
-    if y.is_floating_point():
-        y = torch.where(torch.isfinite(y), y, torch.zeros_like(y)).long()
-    return torch.where(mask, y.long(), torch.zeros_like(y, dtype=torch.long)), mask
+    return task.behaviour.target(task, y, mask)
 
 
 def elementwise_loss(task: TaskSpec, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if task.kind == "regression":
-        output = output.float()
-        if task.loss == "l1":
-            return (output - target).abs()
-        if task.loss == "mse":
-            return (output - target).square()
-        return F.huber_loss(output, target, reduction="none", delta=task.huber_delta)
-    if task.kind == "binary":
-        return F.binary_cross_entropy_with_logits(output.float(), target.float(), reduction="none")
-    return F.cross_entropy(output.float(), target, reduction="none")
+    """Per-sample loss of the task's kind and ``loss`` (unmasked, unreduced)."""
+    return task.behaviour.elementwise_loss(task, output, target)
 
 
 def compute_losses(

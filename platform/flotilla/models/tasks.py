@@ -5,8 +5,9 @@ That is what lets a user add a ``smile`` task by writing five lines of YAML
 instead of editing library code: the library only knows three *kinds* of task
 (regression, binary, multiclass), never the names of specific tasks.
 
-This module deliberately imports only numpy, so validating a spec (``flotilla
-validate``, the CLI's start-up) does not pay for importing torch.
+What each kind means (its losses, metrics, head size, ...) lives in one object per kind in
+:mod:`flotilla.models.kinds`; this module checks a spec against it. It deliberately imports only
+numpy, so validating a spec (``flotilla validate``, the CLI's start-up) does not pay for importing torch.
 """
 
 from __future__ import annotations
@@ -15,28 +16,14 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from flotilla.data.layout import EMOTIONS, GENDERS
 from flotilla.errors import SpecError
+from flotilla.models.kinds import KINDS, Kind, TaskKind
 
-Kind = Literal["regression", "binary", "multiclass"]
-KINDS: tuple[str, ...] = ("regression", "binary", "multiclass")
-LOSSES: dict[str, tuple[str, ...]] = {"regression": ("l1", "mse", "huber"), "binary": ("bce",), "multiclass": ("ce",)}
-METRICS: dict[str, tuple[str, ...]] = {
-    "regression": ("mae", "rmse"),
-    "binary": ("accuracy", "auc"),
-    "multiclass": ("accuracy", "macro_f1"),
-}
-# The default loss is the first allowed one; the default primary metric is the first in this order
-# that the task reports. Binary prefers accuracy over AUC because accuracy is what users quote.
-DEFAULT_PRIMARY: dict[str, tuple[str, ...]] = {
-    "regression": ("mae", "rmse"),
-    "binary": ("accuracy", "auc"),
-    "multiclass": ("macro_f1", "accuracy"),
-}
 # Whether bigger is better is a property of the metric, not of the task.
 METRIC_MODE: dict[str, str] = {"mae": "min", "rmse": "min", "accuracy": "max", "auc": "max", "macro_f1": "max"}
 
@@ -80,33 +67,26 @@ class TaskSpec:
         p: list[str] = []
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
             p.append(f"name: {self.name!r} must start with a letter and use only letters, digits and '_' (max 64)")
-        if self.kind not in KINDS:
+        if not isinstance(self.kind, str) or self.kind not in KINDS:
             # Without a valid kind nothing else can be checked meaningfully.
             return p + [f"kind: {self.kind!r} is not one of {', '.join(KINDS)}"]
-        kind = self.kind
+        kind = KINDS[self.kind]
         _set(self, "label", self.label or self.name)
         if not isinstance(self.label, str) or self.label in _RESERVED_LABELS or self.label.startswith("mask_"):
             p.append(f"label: {self.label!r} is not a usable batch column (reserved: image, sample_id, split, mask_*)")
-        nc = self.num_classes
-        if kind == "multiclass":
-            if nc is None:
-                p.append("num_classes: required for a multiclass task")
-            elif isinstance(nc, bool) or not isinstance(nc, int) or nc < 2:
-                p.append(f"num_classes: {nc!r} must be an integer >= 2")
-        elif nc is not None and not (kind == "binary" and nc == 2):
-            p.append(f"num_classes: only multiclass tasks take num_classes (got {nc!r} for a {kind} task)")
+        p += kind.num_classes_problems(self.num_classes)
         _set(self, "classes", _as_tuple(self.classes or ()))
-        want = {"regression": 0, "binary": 2, "multiclass": nc if isinstance(nc, int) else None}[kind]
+        want = kind.class_count(self.num_classes)
         if self.classes and want is not None and len(self.classes) != want:
-            p.append(f"classes: {len(self.classes)} class names given but this {kind} task has {want or 'no'} classes")
-        _set(self, "loss", self.loss or LOSSES[kind][0])
-        if self.loss not in LOSSES[kind]:
-            p.append(f"loss: {self.loss!r} does not fit a {kind} task; use one of {', '.join(LOSSES[kind])}")
-        _set(self, "metrics", tuple(dict.fromkeys(_as_tuple(self.metrics or METRICS[kind]))))
-        bad = [m for m in self.metrics if m not in METRICS[kind]]
+            p.append(f"classes: {len(self.classes)} class names given but this {kind.name} task has {want or 'no'} classes")
+        _set(self, "loss", self.loss or kind.default_loss)
+        if self.loss not in kind.losses:
+            p.append(f"loss: {self.loss!r} does not fit a {kind.name} task; use one of {', '.join(kind.losses)}")
+        _set(self, "metrics", tuple(dict.fromkeys(_as_tuple(self.metrics or kind.metrics))))
+        bad = [m for m in self.metrics if m not in kind.metrics]
         if bad:
-            allowed = ", ".join(METRICS[kind])
-            p.append(f"metrics: {', '.join(map(repr, bad))} not available for a {kind} task; use {allowed}")
+            allowed = ", ".join(kind.metrics)
+            p.append(f"metrics: {', '.join(map(repr, bad))} not available for a {kind.name} task; use {allowed}")
         for fname, zero_ok in (("weight", True), ("target_scale", False), ("huber_delta", False)):
             v = getattr(self, fname)
             number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -114,11 +94,10 @@ class TaskSpec:
                 p.append(f"{fname}: {v!r} must be a finite number {'>=' if zero_ok else '>'} 0")
             else:
                 _set(self, fname, float(v))
-        if kind != "regression" and self.target_scale != 1.0:
-            p.append(f"target_scale: only regression tasks are scaled (got {self.target_scale!r} for a {kind} task)")
+        if not kind.scaled and self.target_scale != 1.0:
+            p.append(f"target_scale: only regression tasks are scaled (got {self.target_scale!r} for a {kind.name} task)")
         if not self.primary_metric:
-            default = next((m for m in DEFAULT_PRIMARY[kind] if m in self.metrics), DEFAULT_PRIMARY[kind][0])
-            _set(self, "primary_metric", default)
+            _set(self, "primary_metric", kind.default_primary(self.metrics))
         if self.primary_metric not in self.metrics and not bad:
             p.append(f"primary_metric: {self.primary_metric!r} is not among this task's metrics {list(self.metrics)}")
         if not self.mode:
@@ -132,9 +111,14 @@ class TaskSpec:
         return p
 
     @property
+    def behaviour(self) -> TaskKind:
+        """The object that holds everything this task's kind decides (loss, head, metrics, ...)."""
+        return KINDS[self.kind]
+
+    @property
     def out_dim(self) -> int:
         """Width of the head's output: binary uses one logit (BCE), multiclass one per class."""
-        return int(self.num_classes) if self.kind == "multiclass" else 1
+        return self.behaviour.head_size(self)
 
     @property
     def mask_column(self) -> str:
@@ -249,13 +233,5 @@ def chance_level(task: TaskSpec, labels: np.ndarray, mask: np.ndarray | None = N
     out: dict[str, float] = {f"{task.name}/n": float(y.size)}
     if y.size == 0:
         return out | {f"{task.name}/{m}": float("nan") for m in task.metrics}
-    if task.kind == "regression":
-        y = y.astype(np.float64)
-        values = {"mae": float(np.mean(np.abs(y - np.median(y)))), "rmse": float(np.std(y))}
-    else:
-        classes, counts = np.unique(y.astype(np.int64), return_counts=True)
-        p = counts.max() / y.size
-        # Majority predictor: F1 of the majority class is 2p/(1+p), others 0; macro averages over the
-        # classes present (same convention as MetricAccumulator), the predicted one being among them.
-        values = {"accuracy": float(p), "auc": 0.5, "macro_f1": float(2 * p / (1 + p) / len(classes))}
+    values = task.behaviour.chance_values(y)
     return out | {f"{task.name}/{m}": values[m] for m in task.metrics}
