@@ -23,7 +23,7 @@ from PIL import Image
 from flotilla.data import layout
 from flotilla.data.api import generate
 from flotilla.data.loader import HubDataset
-from flotilla.data.pin import resolve_data
+from flotilla.data.pinning import resolve_data
 from flotilla.data.validate import Thresholds
 from flotilla.hub.local import private_hub
 

@@ -184,7 +184,7 @@ class CheckpointCommit(CommitRecord):
     @classmethod
     def from_metadata(cls, md: Mapping[str, str]) -> CheckpointCommit:
         epoch = md.get(Key.EPOCH)
-        return cls(md.get(Key.MODEL, ""), int(epoch) if epoch not in (None, "", "None") else None)
+        return cls(md.get(Key.MODEL, ""), int(epoch) if epoch not in (None, "", "None", "null") else None)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from ray.cluster_utils import Cluster
 
 from flotilla.data.api import generate
 from flotilla.data.loader import HubDataset
-from flotilla.data.pin import resolve_data
+from flotilla.data.pinning import resolve_data
 from flotilla.data.validate import Thresholds
 
 pytestmark = pytest.mark.integration

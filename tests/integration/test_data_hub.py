@@ -12,7 +12,7 @@ from flotilla.data.api import generate, synthetic_samples
 from flotilla.data.gate import install_gate
 from flotilla.data.ingest import ingest, validate_and_merge, validation_path
 from flotilla.data.loader import HubDataset
-from flotilla.data.pin import resolve_data
+from flotilla.data.pinning import resolve_data
 from flotilla.data.store import read_labels, read_manifest
 from flotilla.data.validate import Thresholds
 from flotilla.errors import DataValidationError

@@ -33,6 +33,18 @@ def test_every_package_exports_what_its_all_names():
             assert getattr(module, export) is not None, f"{name}.{export}"
 
 
+def test_no_exported_name_is_also_a_submodule():
+    """``import flotilla.data.ingest as m`` resolves by attribute: a function of that name would shadow the module."""
+    import pkgutil
+
+    for name in ("flotilla", "flotilla.hub", "flotilla.cluster", "flotilla.training", "flotilla.tune", "flotilla.jobs",
+                 "flotilla.models", "flotilla.data", "flotilla.cli"):
+        module = importlib.import_module(name)
+        submodules = {m.name for m in pkgutil.iter_modules(module.__path__)}
+        clashes = {n for n in submodules & set(module.__all__) if getattr(module, n) is not importlib.import_module(f"{name}.{n}")}
+        assert not clashes, f"{name} exports {clashes}, which are also its submodules"
+
+
 def test_the_api_functions_pickle_by_name():
     """A notebook function that Ray ships by value may refer to flotilla.train: cloudpickle must take it."""
     import ray.cloudpickle as cloudpickle

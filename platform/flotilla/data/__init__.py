@@ -2,9 +2,9 @@
 commit-pinned loading with a node-local cache."""
 
 from flotilla.data.api import generate, import_dataset, synthetic_samples
-from flotilla.data.ingest import IngestResult, ingest, validate_and_merge
+from flotilla.data.ingest import IngestResult, validate_and_merge
 from flotilla.data.loader import HubDataset
-from flotilla.data.pin import DataRef, pin, resolve_data
+from flotilla.data.pinning import DataRef, pin, resolve_data
 from flotilla.data.store import list_datasets, read_labels, read_manifest
 
 __all__ = [
@@ -13,7 +13,6 @@ __all__ = [
     "IngestResult",
     "generate",
     "import_dataset",
-    "ingest",
     "list_datasets",
     "pin",
     "read_labels",

@@ -26,6 +26,7 @@ import uuid
 from flotilla.errors import ConflictError, NotFoundError
 from flotilla.hub.experiment import Retention
 from flotilla.hub.repo import Repo
+from flotilla.lineage import GateInstall
 
 ACTION_PATH = "_lakefs_actions/flotilla-data-gate.yaml"
 
@@ -144,8 +145,8 @@ def install_gate(repo: Repo, branch: str = "main") -> bool:
     with repo.transact(f"{branch}-{uuid.uuid4().hex[:12]}", head, prefix="gate-install-",
                        retention=Retention(on_success="delete", on_failure="delete")) as install:
         repo.put(install.branch, ACTION_PATH, wanted)
-        repo.commit(install.branch, "Install flotilla's data validation gate (pre-merge hook)", {"flotilla.kind": "gate"})
+        repo.commit(install.branch, "Install flotilla's data validation gate (pre-merge hook)", GateInstall().to_metadata())
         # allow_empty: a concurrent install may have merged the same hook first
-        repo.merge(install.branch, branch, f"Install flotilla's data validation gate on {branch}", {"flotilla.kind": "gate"},
+        repo.merge(install.branch, branch, f"Install flotilla's data validation gate on {branch}", GateInstall().to_metadata(),
                    allow_empty=True)
     return True

@@ -38,6 +38,7 @@ from flotilla.errors import ConfigError, DataValidationError
 from flotilla.hub.client import Hub
 from flotilla.hub.experiment import Retention
 from flotilla.hub.repo import Repo
+from flotilla.lineage import IngestCommit, ValidatedMerge, ValidationReceipt
 
 
 @dataclass
@@ -161,14 +162,7 @@ def ingest(
         # delete, rather than after the commit with an orphaned ingest branch nobody was told about
         paths = _save_before_commit(report, report_dir, name, branch) if report_dir else {}
         record_report(repo, branch, name, report)
-        meta = {
-            "flotilla.kind": "ingest",
-            "flotilla.dataset": name,
-            "flotilla.samples": written.manifest.counts["samples"],
-            "flotilla.validation": "passed" if report.passed else "failed",
-            "flotilla.base_commit": base,
-            **{f"provenance.{k}": v for k, v in provenance.items()},
-        }
+        meta = IngestCommit(name, written.manifest.counts["samples"], report.passed, base, provenance).to_metadata()
         commit = repo.commit(branch, f"Ingest {name}: {written.manifest.counts['samples']} samples", meta)
     result = IngestResult(repo_name, name, branch, commit.id, None, report, written.manifest, paths)
     if not report.passed:
@@ -225,7 +219,7 @@ def validate_and_merge(
                        retention=Retention(on_success="delete", on_failure="delete")) as receipt_branch:
         record_report(repo, receipt_branch.branch, name, report, at=validated)
         receipt = repo.commit(receipt_branch.branch, f"Validation passed for {name}",
-                              {"flotilla.validation": "passed", "flotilla.validated_commit": validated},
+                              ValidationReceipt(validated).to_metadata(),
                               allow_empty=True)  # empty when the validated commit already held this very receipt
-        merged = repo.merge(receipt.id, into, f"Merge validated dataset {name}", {"flotilla.dataset": name, "flotilla.validation": "passed"})
+        merged = repo.merge(receipt.id, into, f"Merge validated dataset {name}", ValidatedMerge(name).to_metadata())
     return report, merged

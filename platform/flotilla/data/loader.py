@@ -1,6 +1,6 @@
 """Loading a dataset for training: pinned to a commit, read through the hub, cached per node.
 
-``flotilla.data.pin`` turns any ref into a :class:`DataRef` (repository, **commit id**,
+``flotilla.data.pinning`` turns any ref into a :class:`DataRef` (repository, **commit id**,
 dataset) once; everything downstream reads that commit, so every worker of a
 run sees the same bytes even if ``main`` moves. :class:`HubDataset` is
 picklable (it carries the ref and the hub credentials, never a local path), reads
@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from flotilla.data import layout
 from flotilla.data.cache import BlobCache
 from flotilla.data.layout import Manifest, ShardInfo
-from flotilla.data.pin import DataRef
+from flotilla.data.pinning import DataRef
 from flotilla.errors import HubError
 from flotilla.hub.credentials import HubCredentials
 from flotilla.settings import Settings

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from flotilla.errors import FlotillaError, MergeConflictError
+from flotilla.lineage import ExperimentStamp
 from flotilla.names import branch_id, check_branch_id
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ class Experiment:
             self.abort()
             raise
         if self.merge_into:
-            meta = {**self.metadata, "flotilla.experiment": self.name, "flotilla.base_commit": self.base_commit}
+            meta = {**self.metadata, **ExperimentStamp(self.name, self.base_commit).to_metadata()}
             try:
                 self.merge_commit = self.repo.merge(
                     self.branch, self.merge_into, f"Merge experiment {self.name} into {self.merge_into}", meta,
@@ -174,7 +175,7 @@ class Experiment:
         return self.repo.get(self.branch, path)
 
     def commit(self, message: str, metadata: Mapping[str, Any] | None = None) -> CommitInfo:
-        meta = {**self.metadata, **(metadata or {}), "flotilla.experiment": self.name, "flotilla.base_commit": self.base_commit}
+        meta = {**self.metadata, **(metadata or {}), **ExperimentStamp(self.name, self.base_commit).to_metadata()}
         info = self.repo.commit(self.branch, message, meta)
         self.commit_id = info.id
         return info

@@ -312,7 +312,7 @@ class Repo:
 
     def _metadata(self, metadata: Mapping[str, Any] | None) -> dict[str, str]:
         """Stringify commit metadata and refuse anything that carries a credential."""
-        out = {str(k): v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in (metadata or {}).items()}
+        out = {str(k): str(v) if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in (metadata or {}).items()}
         secret = self.hub.credentials.secret_access_key
         for i, (k, v) in enumerate(out.items()):
             if secret and secret in k:  # the key itself must not be echoed: it holds the secret

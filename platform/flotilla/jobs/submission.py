@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from flotilla.data.pin import pin as pin_data
+from flotilla.data.pinning import pin as pin_data
 from flotilla.errors import FlotillaError
 from flotilla.cluster.files import ClusterError, auth_headers
 from flotilla.cluster.local import LocalCluster, normalise_address

@@ -24,7 +24,7 @@ from typing import Any
 
 from flotilla.cluster.connect import ensure_ray
 from flotilla.cluster.fit import check_fits
-from flotilla.data.pin import DataRef, resolve_data
+from flotilla.data.pinning import DataRef, resolve_data
 from flotilla.errors import ConfigError, ConflictError, FlotillaError, NotFoundError
 from flotilla.hub.client import Hub
 from flotilla.hub.experiment import Retention
