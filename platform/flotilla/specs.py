@@ -16,8 +16,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from flotilla.errors import SpecError
+from flotilla.data.layout import LABEL_COLUMNS
+from flotilla.errors import InvalidNameError, SpecError
 from flotilla.models.backbone_names import DEFAULT_BACKBONE, check_backbone_name
+from flotilla.models.tasks import resolve_tasks
+from flotilla.names import check_dataset_name, check_repo_id
 
 
 class _Spec(BaseModel):
@@ -31,15 +34,11 @@ class _HubNames(_Spec):
     @field_validator("repo", check_fields=False)
     @classmethod
     def _repo_id(cls, repo: str) -> str:
-        from flotilla.names import check_repo_id
-
         return hub_name(check_repo_id, repo)
 
     @field_validator("dataset", check_fields=False)
     @classmethod
     def _dataset_name(cls, dataset: str) -> str:
-        from flotilla.names import check_dataset_name
-
         return hub_name(check_dataset_name, dataset)
 
 
@@ -54,8 +53,6 @@ class DataSpec(_HubNames):
 
 def hub_name(check: Any, name: str, example: str | None = None) -> str:
     """``check(name)`` (a flotilla.names rule) with its InvalidNameError as a spec problem: the rule and an example."""
-    from flotilla.errors import InvalidNameError
-
     try:
         return check(name)
     except InvalidNameError as exc:
@@ -173,8 +170,6 @@ class FamilySpec(_Spec):
     @field_validator("tasks")
     @classmethod
     def _tasks_resolve(cls, tasks: list[Any]) -> list[Any]:
-        from flotilla.models.tasks import resolve_tasks
-
         resolve_tasks(tasks)  # raises SpecError listing every task problem
         return tasks
 
@@ -182,8 +177,6 @@ class FamilySpec(_Spec):
     def _labels_the_hub_holds(self) -> FamilySpec:
         # the model library takes any task, but a family trains from hub datasets, whose labels
         # table has a fixed set of columns: a task reading another would fail inside every worker
-        from flotilla.data.layout import LABEL_COLUMNS
-
         for t in self.task_specs():
             if t.label not in LABEL_COLUMNS:
                 raise ValueError(f"task {t.name!r} reads label column {t.label!r}, which hub datasets do not hold "
@@ -206,8 +199,6 @@ class FamilySpec(_Spec):
         return self
 
     def task_specs(self):
-        from flotilla.models.tasks import resolve_tasks
-
         return resolve_tasks(self.tasks)
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-import lakefs.exceptions as lex
 import urllib3.exceptions
 
 from flotilla.errors import (
@@ -24,6 +24,10 @@ from flotilla.errors import (
     InvalidNameError,
     NotFoundError,
 )
+from flotilla.hub.sdk import lakefs_exceptions
+
+if TYPE_CHECKING:
+    import lakefs.exceptions as lex
 
 
 def _server_message(exc: lex.LakeFSException) -> str:
@@ -91,6 +95,7 @@ def translate(
     ``not_found`` returns extra text listing what does exist; ``conflict`` builds
     a specific error from the server's message.
     """
+    lex = lakefs_exceptions()
     try:
         yield
     except lex.NotFoundException as exc:

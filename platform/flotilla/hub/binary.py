@@ -122,7 +122,7 @@ def _download(version: str, target: Path, report: Reporter) -> None:
         raise _Unavailable(f"no release archive for {_stdlib_platform.system()}/{_stdlib_platform.machine()}")
     url = RELEASE_URL.format(v=version, os=osname, arch=arch)
     try:
-        resp = urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S)  # noqa: S310 - fixed https URL
+        resp = urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S)
     except Exception as exc:  # no internet is the normal case on locked-down machines
         raise _Unavailable(f"release archive not reachable ({type(exc).__name__})") from None
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn

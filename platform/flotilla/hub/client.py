@@ -9,14 +9,18 @@ handles from :meth:`Hub.repo` / :meth:`Hub.ensure_repo`.
 
 from __future__ import annotations
 
-import lakefs
+from typing import TYPE_CHECKING
 
 from flotilla.errors import ConfigError
 from flotilla.hub._translate import translate
 from flotilla.hub.credentials import HubCredentials, resolve_credentials
 from flotilla.hub.repo import Repo
+from flotilla.hub.sdk import lakefs
 from flotilla.names import check_repo_id
 from flotilla.settings import Settings
+
+if TYPE_CHECKING:
+    import lakefs as sdk_types
 
 
 class Hub:
@@ -33,7 +37,7 @@ class Hub:
     ) -> None:
         self.settings = settings or Settings.from_env()
         self.credentials = credentials or resolve_credentials(self.settings, endpoint, access_key_id, secret_access_key)
-        self._client: lakefs.Client | None = None
+        self._client: sdk_types.Client | None = None
 
     def __repr__(self) -> str:
         return f"Hub({self.credentials})"
@@ -43,9 +47,9 @@ class Hub:
         return self.credentials.endpoint
 
     @property
-    def client(self) -> lakefs.Client:
+    def client(self) -> sdk_types.Client:
         if self._client is None:
-            self._client = lakefs.Client(
+            self._client = lakefs().Client(
                 host=self.credentials.endpoint,
                 username=self.credentials.access_key_id,
                 password=self.credentials.secret_access_key,
@@ -63,7 +67,7 @@ class Hub:
 
     def repos(self) -> list[str]:
         with translate("list repositories", self.endpoint):
-            return [r.id for r in lakefs.repositories(client=self.client)]
+            return [r.id for r in lakefs().repositories(client=self.client)]
 
     def ensure_repo(self, name: str, *, default_branch: str = "main", storage_namespace: str | None = None) -> Repo:
         """Create the repository if it does not exist; return its handle either way.
@@ -82,14 +86,14 @@ class Hub:
                 )
             storage_namespace = f"local://{name}"
         with translate(f"create repository {name!r}", self.endpoint):
-            lakefs.Repository(name, client=self.client).create(
+            lakefs().Repository(name, client=self.client).create(
                 storage_namespace=storage_namespace, default_branch=default_branch, exist_ok=True
             )
         return Repo(self, name)
 
     def delete_repo(self, name: str) -> None:
         with translate(f"delete repository {name!r}", self.endpoint, not_found=lambda: f"repositories: {self.repos()}"):
-            lakefs.Repository(check_repo_id(name), client=self.client).delete()
+            lakefs().Repository(check_repo_id(name), client=self.client).delete()
 
 
 def repo_for(credentials: HubCredentials, name: str) -> Repo:

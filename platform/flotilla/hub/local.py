@@ -10,14 +10,11 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from flotilla.hub.binary import Reporter, _noop, ensure_binary, find_binary
-from flotilla.hub.server import HubStatus, LocalHub
+from flotilla.hub.client import Hub
+from flotilla.hub.server import HubStatus, LocalHub, free_port
 from flotilla.settings import Settings
-
-if TYPE_CHECKING:
-    from flotilla.hub.client import Hub
 
 
 def local_hub(settings: Settings | None = None, *, install: bool = False, report: Reporter = _noop) -> LocalHub:
@@ -58,9 +55,6 @@ def logs(settings: Settings | None = None, lines: int = 50) -> str:
 @contextmanager
 def private_hub(prefix: str = "flotilla-") -> Iterator[tuple[Hub, LocalHub]]:
     """A throwaway local hub in a temp home on a free port (benchmarks, notebooks); removed on exit."""
-    from flotilla.hub.client import Hub
-    from flotilla.hub.server import free_port
-
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         settings = Settings(home=Path(tmp), cache=Settings.from_env().cache, hub_port=free_port())
         server = LocalHub(settings.hub_dir, settings.hub_port, ensure_binary(settings))

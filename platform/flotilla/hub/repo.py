@@ -19,14 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-import lakefs
-
 from flotilla.errors import ConfigError, ConflictError, MergeConflictError, NotFoundError
 from flotilla.hub._translate import translate
 from flotilla.hub.experiment import Experiment, Retention
+from flotilla.hub.sdk import lakefs
 from flotilla.names import check_branch_id, check_object_path, check_prefix
 
 if TYPE_CHECKING:
+    import lakefs as sdk_types
+
     from flotilla.hub.client import Hub
 
 _merge_locks: dict[str, threading.Lock] = {}
@@ -73,8 +74,8 @@ class Repo:
         return f"Repo({self.name!r} @ {self.hub.endpoint})"
 
     @property
-    def _sdk(self) -> lakefs.Repository:
-        return lakefs.Repository(self.name, client=self.hub.client)
+    def _sdk(self) -> sdk_types.Repository:
+        return lakefs().Repository(self.name, client=self.hub.client)
 
     def _t(self, action: str, **kw: Any):
         return translate(f"{action} in repository {self.name!r}", self.hub.endpoint, **kw)

@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 
 from flotilla.errors import ServerError
-from flotilla.hub.credentials import HubCredentials
+from flotilla.hub.credentials import HubCredentials, read_credentials_file
 
 _KEY_ALPHABET = string.ascii_uppercase + "234567"
 
@@ -111,8 +111,6 @@ class LocalHub:
     def credentials(self) -> HubCredentials:
         """The admin credentials, generated (once) on first use and kept 0600."""
         if self.credentials_path.exists():
-            from flotilla.hub.credentials import read_credentials_file
-
             data = read_credentials_file(self.credentials_path)
         else:
             data = {
@@ -180,7 +178,7 @@ class LocalHub:
 
     def healthy(self, timeout: float = 1.0) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.endpoint}/_health", timeout=timeout) as resp:  # noqa: S310
+            with urllib.request.urlopen(f"{self.endpoint}/_health", timeout=timeout) as resp:
                 return 200 <= resp.status < 300
         except Exception:
             return False
