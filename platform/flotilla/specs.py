@@ -237,7 +237,7 @@ def parse_spec(model: type[_Spec], data: Any, source: str = "spec", *, settable:
                 problems.append(f"{where}: {e['msg']}{_quote_it(e['loc'], e['input'], settable)}")
             elif e["type"] == "model_type":  # pydantic's words name a class ("instance of Searcher"), not the fix
                 problems.append(f"{where}: must be a mapping of keys to values ({where}: {{key: value, ...}}), "
-                                f"not {_kind(e['input'])}")
+                                f"not {kind_of(e['input'])}")
             else:
                 problems.append(f"{where}: {e['msg']}")
         raise SpecError(f"{source} is invalid ({len(problems)} problem(s)):", problems) from None
@@ -259,7 +259,7 @@ def _quote_it(loc: tuple[Any, ...], value: Any, settable: bool) -> str:
     return text + ")"
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
     """How a YAML value reads to the person who wrote it: 'a list', 'a string 'main''."""
     if isinstance(value, list):
         return "a list"
@@ -294,7 +294,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise SpecError(f"{p} is not valid YAML: {exc}") from None
     if data is not None and not isinstance(data, dict):
         raise SpecError(f"{p} must be a YAML mapping of keys to values (a spec: 'name: ...' lines), "
-                        f"but its top level is {_kind(data)}")
+                        f"but its top level is {kind_of(data)}")
     return data
 
 

@@ -17,6 +17,11 @@ from flotilla.cli.common import friendly
 from flotilla.cli.data import app as data_app
 from flotilla.cli.jobs import cluster_app, jobs_app
 from flotilla.cli.sweep import sweep_command
+from flotilla.errors import SpecError
+from flotilla.hub import local
+from flotilla.hub.binary import binary_version
+from flotilla.specs import deep_merge, kind_of, load_family_spec
+from flotilla.version import __version__
 
 app = typer.Typer(help="Train model families on Ray from zero-copy branches of a lakeFS data hub.", no_args_is_help=True)
 hub_app = typer.Typer(help="The local lakeFS data hub flotilla runs itself.", no_args_is_help=True)
@@ -38,9 +43,6 @@ def _say(msg: str) -> None:
 @friendly
 def hub_install() -> None:
     """Make sure the lakeFS server binary is there (env var, PATH, cache, download or Go build)."""
-    from flotilla.hub import local
-    from flotilla.hub.binary import binary_version
-
     path = local.install(report=_say)
     console.print(f"{binary_version(path)}  ({path})")
 
@@ -49,8 +51,6 @@ def hub_install() -> None:
 @friendly
 def hub_up(timeout: float = typer.Option(60.0, help="seconds to wait for the server to become healthy")) -> None:
     """Start the local hub (idempotent) and wait until it is healthy."""
-    from flotilla.hub import local
-
     st = local.up(timeout=timeout, report=_say)
     if st.note:
         err.print(f"[yellow]{st.note}[/]")
@@ -61,8 +61,6 @@ def hub_up(timeout: float = typer.Option(60.0, help="seconds to wait for the ser
 @friendly
 def hub_down() -> None:
     """Stop the local hub gracefully (its data stays)."""
-    from flotilla.hub import local
-
     console.print(local.down())
 
 
@@ -70,8 +68,6 @@ def hub_down() -> None:
 @friendly
 def hub_status() -> None:
     """Is the local hub running and healthy? (exit 3 when it is not running)"""
-    from flotilla.hub import local
-
     st = local.status()
     console.print(st.describe(), highlight=False)
     if not st.running:
@@ -85,8 +81,6 @@ def hub_logs(
     follow: bool = typer.Option(False, "-f", "--follow", help="keep printing new lines"),
 ) -> None:
     """Show the local hub's server log."""
-    from flotilla.hub import local
-
     hub = local.attach()  # no binary needed to read a log
     console.print(hub.tail(lines), highlight=False, markup=False)
     if follow:
@@ -112,9 +106,6 @@ def parse_sets(sets: list[str] | None) -> dict:
     two ``--set`` that make one key both a value and a mapping (``epochs=3`` with ``epochs.x=1``).
     """
     import yaml
-
-    from flotilla.errors import SpecError
-    from flotilla.specs import _kind, deep_merge
 
     out: dict = {}
     origin: dict[tuple[str, ...], str] = {}  # which --set wrote each key path, to name it in a conflict
@@ -148,11 +139,11 @@ def parse_sets(sets: list[str] | None) -> dict:
             if not isinstance(node, dict):
                 parent = ".".join(path[:depth])
                 raise conflict(item, setter_of(path[:depth]),
-                               f"that sets {parent} to {_kind(node)}, not a mapping, so {key} cannot be set inside it")
+                               f"that sets {parent} to {kind_of(node)}, not a mapping, so {key} cannot be set inside it")
         inside = [origin[p] for p in origin if len(p) > len(path) and p[:len(path)] == path]
         if inside:  # an earlier --set wrote a key inside this one: keep it (a second KEY=VALUE replaces the first)
             if not isinstance(value, dict):
-                raise conflict(item, inside[0], f"that sets a key inside {key}, and this sets {key} to {_kind(value)}, not a mapping")
+                raise conflict(item, inside[0], f"that sets a key inside {key}, and this sets {key} to {kind_of(value)}, not a mapping")
             value = deep_merge(node[path[-1]], value)
         node[path[-1]] = value
         origin[path] = item
@@ -169,8 +160,6 @@ def train_cmd(
 ) -> None:
     """Train a model family (DDP or DeepSpeed) on a pinned hub commit; each model on its own branch."""
     from rich.table import Table
-
-    from flotilla.specs import load_family_spec
 
     family = load_family_spec(spec, parse_sets(sets))
     if check:
@@ -203,8 +192,6 @@ def demo(repo: str = typer.Option("faces", help="repository to use")) -> None:
 @app.command("version")
 def version() -> None:
     """Print flotilla's version."""
-    from flotilla.version import __version__
-
     console.print(__version__)
 
 

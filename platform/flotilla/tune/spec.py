@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 
 from flotilla.errors import InvalidNameError, SpecError
 from flotilla.names import check_branch_id
-from flotilla.specs import FamilySpec, _kind, _Spec, deep_merge, load_yaml, parse_spec
+from flotilla.specs import FamilySpec, _Spec, deep_merge, kind_of, load_yaml, parse_spec
 
 
 class Param(_Spec):
@@ -37,7 +37,7 @@ class Param(_Spec):
             raise ValueError(f"must be a dimension, not a list: to search these values write "
                              f"{{type: choice, values: {data!r}}}; to fix a value, put it in overrides")
         if not isinstance(data, dict):
-            raise ValueError(f"must be a dimension like {{type: loguniform, low: ..., high: ...}}, not {_kind(data)}; "
+            raise ValueError(f"must be a dimension like {{type: loguniform, low: ..., high: ...}}, not {kind_of(data)}; "
                              "to fix a value, put it in overrides")
         if data.get("step") is not None and data.get("type") in ("uniform", "loguniform", "choice"):
             # the searcher suggests uniform/loguniform values without one: it would be ignored
@@ -142,7 +142,7 @@ class Promote(_Spec):
         if isinstance(data, str):
             raise ValueError(f"write promote: {{into: {data}}} (promote is a mapping)")
         if not isinstance(data, dict):
-            raise ValueError(f"must be a mapping like {{into: main}} ({{into: null}} to only report), not {_kind(data)}")
+            raise ValueError(f"must be a mapping like {{into: main}} ({{into: null}} to only report), not {kind_of(data)}")
         return data
 
 
