@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 from datetime import date
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import yaml
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from flotilla.data.layout import LABEL_COLUMNS
 from flotilla.errors import InvalidNameError, SpecError
 from flotilla.models.backbone_names import DEFAULT_BACKBONE, check_backbone_name
-from flotilla.models.tasks import resolve_tasks
+from flotilla.models.tasks import TaskSpec, resolve_tasks
 from flotilla.names import check_dataset_name, check_repo_id
 
 
@@ -51,7 +52,7 @@ class DataSpec(_HubNames):
     image_size: int = Field(64, ge=16, le=512)
 
 
-def hub_name(check: Any, name: str, example: str | None = None) -> str:
+def hub_name(check: Callable[[str], str], name: str, example: str | None = None) -> str:
     """``check(name)`` (a flotilla.names rule) with its InvalidNameError as a spec problem: the rule and an example."""
     try:
         return check(name)
@@ -150,7 +151,7 @@ class FamilySpec(_Spec):
     """A family of models trained on one data commit (see ``jobs/face_family.yaml``)."""
 
     name: str
-    tasks: list[str | dict[str, Any]] = Field(default_factory=lambda: ["age", "gender", "emotion"], min_length=1)
+    tasks: list[str | dict[str, Any]] = Field(default_factory=lambda: list[str | dict[str, Any]](["age", "gender", "emotion"]), min_length=1)
     strategy: Literal["shared", "separate"] = "shared"
     weighting: Literal["fixed", "uncertainty"] = "fixed"
     backend: Literal["ddp", "deepspeed"] = "ddp"
@@ -198,7 +199,7 @@ class FamilySpec(_Spec):
             raise ValueError("transfer.freeze_backbone_epochs is supported with backend: ddp only")
         return self
 
-    def task_specs(self):
+    def task_specs(self) -> list[TaskSpec]:
         return resolve_tasks(self.tasks)
 
 
@@ -270,7 +271,7 @@ def kind_of(value: Any) -> str:
     return f"{words.get(type(value), 'a ' + type(value).__name__)} {shown}"
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path) -> dict[str, Any] | None:
     """A spec file's mapping (None for an empty file); anything else is a SpecError naming the file.
 
     A directory, a binary file or a YAML list would otherwise surface as Python's own exception
@@ -302,7 +303,8 @@ def load_family_spec(path: str | Path, overrides: dict[str, Any] | None = None) 
     data = load_yaml(path)
     if overrides:
         data = deep_merge(data or {}, overrides)
-    return parse_spec(FamilySpec, data, source=str(path), settable=True)
+    spec: FamilySpec = parse_spec(FamilySpec, data, source=str(path), settable=True)
+    return spec
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -88,7 +88,7 @@ def refresh_ray_auth() -> None:
     """Make auth variables set in this process count: Ray caches them once per process (its Config and
     token loader); refresh both, as Ray's own ``_enable_token_auth`` does."""
     try:
-        from ray._raylet import AuthenticationTokenLoader, Config
+        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # compiled: no stubs
 
         Config.initialize("")
         AuthenticationTokenLoader.instance().reset_cache()

@@ -22,7 +22,7 @@ import tempfile
 import time
 import urllib.request
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -104,7 +104,7 @@ class _Unavailable(Exception):
 
 
 @contextmanager
-def _locked(path: Path):
+def _locked(path: Path) -> Iterator[None]:
     with open(path, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -157,7 +157,7 @@ def _download(version: str, target: Path, report: Reporter) -> None:
     report(f"downloaded lakeFS v{version} to {target}")
 
 
-def _read_chunk(resp) -> bytes:
+def _read_chunk(resp: http.client.HTTPResponse) -> bytes:
     try:
         return resp.read(1 << 20)
     except (OSError, http.client.HTTPException) as exc:  # timeouts and resets are OSErrors; IncompleteRead is HTTP

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from flotilla.errors import FlotillaError, MergeConflictError
@@ -101,7 +102,7 @@ class Experiment:
     def __enter__(self) -> Experiment:
         return self.start()
 
-    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> Literal[False]:
         if exc_type is None:
             self.finish()
         else:

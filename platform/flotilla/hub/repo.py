@@ -10,11 +10,12 @@ machine) because concurrent merges into one branch have a very heavy tail.
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import json
 import threading
-from collections.abc import Iterable, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
@@ -75,9 +76,10 @@ class Repo:
 
     @property
     def _sdk(self) -> sdk_types.Repository:
-        return lakefs().Repository(self.name, client=self.hub.client)
+        repository: sdk_types.Repository = lakefs().Repository(self.name, client=self.hub.client)
+        return repository
 
-    def _t(self, action: str, **kw: Any):
+    def _t(self, action: str, **kw: Any) -> AbstractContextManager[None]:
         return translate(f"{action} in repository {self.name!r}", self.hub.endpoint, **kw)
 
     def _what_exists(self) -> str:
@@ -158,7 +160,7 @@ class Repo:
         check_branch_id(branch)
         check_object_path(path)
         if hasattr(data, "read"):
-            data = data.read()  # type: ignore[union-attr]
+            data = data.read()
         with self._t(f"write {path!r} on {branch!r}", not_found=self._what_exists):
             obj = self._sdk.branch(branch).object(path).upload(data, mode="wb" if isinstance(data, bytes) else "w")
             return self._info(obj.stat())
@@ -171,7 +173,8 @@ class Repo:
         check_object_path(path)
         with self._t(f"read {path!r} at {ref!r}", not_found=lambda: self._missing_object(ref, path)):
             with self._sdk.ref(ref).object(path).reader(mode="rb") as fh:
-                return fh.read()
+                blob = fh.read()
+        return blob if isinstance(blob, bytes) else blob.encode()
 
     def stat(self, ref: str, path: str) -> ObjectInfo:
         check_object_path(path)
@@ -227,7 +230,7 @@ class Repo:
         return ObjectInfo(o.path, int(o.size_bytes or 0), o.checksum, int(o.mtime))
 
     # ---- commits, diffs, merges -----------------------------------------------------
-    def uncommitted(self, branch: str, prefix: str = "") -> list[Change]:
+    def uncommitted(self, branch: str, prefix: str = "") -> builtins.list[Change]:
         with self._t(f"list uncommitted changes on {branch!r}", not_found=self._what_exists):
             return [Change(c.type, c.path, c.size_bytes) for c in self._sdk.branch(check_branch_id(branch)).uncommitted(prefix=prefix or None)]
 
@@ -239,12 +242,12 @@ class Repo:
             ref = self._sdk.branch(check_branch_id(branch)).commit(message, metadata=meta, allow_empty=allow_empty)
             return _commit_info(ref.get_commit())
 
-    def diff(self, left: str, right: str, prefix: str = "", *, two_dot: bool = True) -> list[Change]:
+    def diff(self, left: str, right: str, prefix: str = "", *, two_dot: bool = True) -> builtins.list[Change]:
         """Changes that turn ``left`` into ``right`` (two-dot: the plain difference of the two snapshots)."""
         check_prefix(prefix)
         with self._t(f"diff {left!r}..{right!r}", not_found=self._what_exists):
-            kw = {"type": "two_dot"} if two_dot else {}
-            return [Change(c.type, c.path, c.size_bytes) for c in self._sdk.ref(left).diff(right, prefix=prefix or None, **kw)]
+            diff = self._sdk.ref(left).diff(right, prefix=prefix or None, **({"type": "two_dot"} if two_dot else {}))  # type: ignore[arg-type]
+            return [Change(c.type, c.path, c.size_bytes) for c in diff]
 
     def merge(
         self,
@@ -278,7 +281,7 @@ class Repo:
             with self._t(f"merge {source!r} into {destination!r}", not_found=self._what_exists, conflict=conflict):
                 return self._sdk.ref(source).merge_into(destination, **kw)
 
-    def _conflicting_paths(self, source: str, destination: str) -> list[str]:
+    def _conflicting_paths(self, source: str, destination: str) -> builtins.list[str]:
         """Paths changed on both sides since the merge base, to different content."""
         sdk = self.hub.client.sdk_client
         base = sdk.refs_api.find_merge_base(self.name, source, destination).base_commit_id
@@ -298,7 +301,7 @@ class Repo:
         return out
 
     @contextmanager
-    def _merge_lock(self, destination: str):
+    def _merge_lock(self, destination: str) -> Iterator[None]:
         key = f"{self.name}--{destination}"
         with _merge_locks_guard:
             lock = _merge_locks.setdefault(key, threading.Lock())

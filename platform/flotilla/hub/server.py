@@ -87,7 +87,8 @@ def free_port() -> int:
     """A currently free TCP port on 127.0.0.1 (for tests and parallel hubs)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class LocalHub:
@@ -179,7 +180,8 @@ class LocalHub:
     def healthy(self, timeout: float = 1.0) -> bool:
         try:
             with urllib.request.urlopen(f"{self.endpoint}/_health", timeout=timeout) as resp:
-                return 200 <= resp.status < 300
+                status: int = resp.status
+                return 200 <= status < 300
         except Exception:
             return False
 
@@ -280,7 +282,7 @@ class LocalHub:
             return HubStatus(st.running, st.healthy, st.pid, st.endpoint, st.state_dir, note="recovered from a " + stale_note.split(".")[0])
         return st
 
-    def _wait_healthy(self, pid: int | None, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+    def _wait_healthy(self, pid: int | None, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.healthy(timeout=1.0):
