@@ -26,14 +26,14 @@ NOISE = ("FLOTILLA_RESULT", "TrainingReport(", "Checkpoint successfully created"
 
 
 def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000) -> None:
+    from flotilla import cluster
     from flotilla.data.api import generate
     from flotilla.data.store import list_datasets
-    from flotilla import cluster
     from flotilla.jobs.submission import submit
 
     console = console or Console()
     settings = Settings.from_env()
-    say = lambda m: console.print(f"[dim]{m}[/]")  # noqa: E731
+    say = lambda m: console.print(f"[dim]{m}[/]")
     hub_status = local.up(settings, report=say)
     console.print(f"[green]✓[/] {hub_status.describe()}")
     with console.status("starting a local Ray cluster (dashboard on 127.0.0.1)"):
@@ -46,8 +46,11 @@ def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000)
         cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
         with Progress(*cols, console=console) as bar:
             task = bar.add_task("synthetic faces → ingest branch → gate", total=n)
-            res = generate(hub, repo, "demo", n, seed=0, report_dir=Path("artifacts/reports"), on_progress=lambda k: bar.advance(task, k))
-        console.print(f"[green]✓[/] dataset demo: {n} faces validated and merged into main ({res.merge_commit[:12]}); report {res.report_paths.get('png')}")
+            res = generate(hub, repo, "demo", n, seed=0, report_dir=Path("artifacts/reports"),
+                           on_progress=lambda k: bar.advance(task, k))
+        merged = (res.merge_commit or "")[:12]  # generate() raises unless the gate passed and main took the merge
+        console.print(f"[green]✓[/] dataset demo: {n} faces validated and merged into main ({merged}); "
+                      f"report {res.report_paths.get('png')}")
     else:
         console.print("[green]✓[/] dataset demo already on main")
     data_commit = r.resolve("main")

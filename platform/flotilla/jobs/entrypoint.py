@@ -23,6 +23,7 @@ from flotilla.data.importers import ImportProblem
 from flotilla.errors import FlotillaError
 from flotilla.hub.client import Hub
 from flotilla.jobs.specs import IngestJob, JobSpec, SweepJob, TrainJob, load_job_spec
+from flotilla.settings import job_ray_address
 
 RESULT_MARKER = "FLOTILLA_RESULT "  # same as flotilla.jobs.submission.RESULT_MARKER (not imported: it pulls in Ray's client)
 
@@ -64,7 +65,7 @@ def run_ingest(job: IngestJob) -> dict[str, Any]:
 
 def _address() -> str:
     # inside a Ray job RAY_ADDRESS points at the job's own cluster; "local" would start a second Ray
-    return os.environ.get("RAY_ADDRESS") or "auto"
+    return job_ray_address() or "auto"
 
 
 def run_train(job: TrainJob) -> dict[str, Any]:
