@@ -56,7 +56,8 @@ def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000)
     data_commit = r.resolve("main")
 
     handle = submit(DEMO_JOB, settings=settings, hub=hub)
-    console.print(f"[green]✓[/] submitted sweep job [bold]{handle.submission_id}[/] (data pinned to {data_commit[:12]}); streaming its logs:")
+    console.print(f"[green]✓[/] submitted sweep job [bold]{handle.submission_id}[/] (data pinned to {data_commit[:12]}); "
+                  "streaming its logs:")
     for line in handle.tail(follow=True):
         if line.strip() and not any(s in line for s in NOISE):
             console.print(line.rstrip(), markup=False, highlight=False)
@@ -88,8 +89,9 @@ def _summary(console: Console, hub: Hub, repo: str, cl, data_commit: str, result
     if run_id:
         card = json.loads(hub.repo(repo).get("main", f"models/{run_id}/family/card.json"))
         t.add_row("model", f"lakefs://{repo}/main/models/{run_id}/family/model.pt")
-        t.add_row("  lineage: data", f"{card['data']['repo']}@{card['data']['commit'][:12]} ({card['data']['dataset']}, from {card['data']['ref']})")
-        t.add_row("  lineage: code", f"flotilla {card['code']['flotilla_version']} git {str(card['code']['git_sha'])[:12]} dirty={card['code']['dirty']}")
+        data, code = card["data"], card["code"]
+        t.add_row("  lineage: data", f"{data['repo']}@{data['commit'][:12]} ({data['dataset']}, from {data['ref']})")
+        t.add_row("  lineage: code", f"flotilla {code['flotilla_version']} git {str(code['git_sha'])[:12]} dirty={code['dirty']}")
         t.add_row("  lineage: branch", card["branch"])
         t.add_row("  lineage: parent", str((card.get("parent") or {}).get("uri", "none (trained from scratch)")))
     for name, path in (result.get("plots") or {}).items():
