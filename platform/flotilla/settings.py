@@ -1,13 +1,21 @@
-"""Where flotilla keeps its state, and the few knobs read from the environment.
+"""Where flotilla keeps its state, and every knob read from the environment.
 
 All environment lookups live here so that the rest of the code takes explicit
 arguments (no hidden globals). ``Settings.from_env()`` is called at the edges
-(CLI, ``Hub()`` with no arguments); tests build ``Settings`` directly.
+(CLI, ``Hub()`` with no arguments); tests build ``Settings`` directly. What is
+read per call (it may change while a process runs, as tests and a notebook's
+``%env`` change it) is a function here, never a field: the cluster's ports and
+address, the Ray auth variables, the marker of flotilla's own Ray cluster.
+
+The names of the variables flotilla sets for others (a Ray job's runtime env,
+its own Ray nodes, this process's Ray before it connects) are constants here too,
+so that one grep finds every variable flotilla reads or writes.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +24,42 @@ from flotilla.errors import ConfigError
 LAKEFS_VERSION = "1.84.0"
 DEFAULT_HUB_PORT = 8770
 DEFAULT_REPO = "faces"
+DEFAULT_RAY_PORT = 6390  # not Ray's 6379 (also Redis's): a user's own `ray start` keeps working
+DEFAULT_DASHBOARD_PORT = 8275  # not Ray's 8265: a plain ray.init() elsewhere keeps its dashboard
+
+# ---- flotilla's own variables ---------------------------------------------------------------------
+FLOTILLA_HOME = "FLOTILLA_HOME"
+FLOTILLA_CACHE = "FLOTILLA_CACHE"
+FLOTILLA_HUB_PORT = "FLOTILLA_HUB_PORT"
+FLOTILLA_LAKEFS_VERSION = "FLOTILLA_LAKEFS_VERSION"
+FLOTILLA_LAKEFS_BIN = "FLOTILLA_LAKEFS_BIN"
+FLOTILLA_RAY_PORT = "FLOTILLA_RAY_PORT"
+FLOTILLA_DASHBOARD_PORT = "FLOTILLA_DASHBOARD_PORT"
+FLOTILLA_RAY_ADDRESS = "FLOTILLA_RAY_ADDRESS"  # the cluster `flotilla jobs` and `cluster status` talk to
+FLOTILLA_RAY_CLUSTER = "FLOTILLA_RAY_CLUSTER"  # marks every process of flotilla's local Ray cluster
+FLOTILLA_CODE_SHA = "FLOTILLA_CODE_SHA"  # a job's code version (its copy of the project has no .git)
+FLOTILLA_CODE_DIRTY = "FLOTILLA_CODE_DIRTY"
+
+# ---- other tools' variables -----------------------------------------------------------------------
+LAKECTL_SERVER_ENDPOINT_URL = "LAKECTL_SERVER_ENDPOINT_URL"  # a remote hub, as lakectl and the lakeFS SDK name it
+LAKECTL_CREDENTIALS_ACCESS_KEY_ID = "LAKECTL_CREDENTIALS_ACCESS_KEY_ID"
+LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY = "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"
+LAKECTL_CONFIG_FILE = "LAKECTL_CONFIG_FILE"
+LAKEFS_PREFIX = "LAKEFS_"  # lakeFS's own overrides of its config file, kept from the server flotilla starts
+RAY_ADDRESS = "RAY_ADDRESS"  # set by Ray for a job's driver: the cluster the job runs on
+RAY_API_SERVER_ADDRESS = "RAY_API_SERVER_ADDRESS"
+RAY_AUTH_MODE = "RAY_AUTH_MODE"
+RAY_AUTH_TOKEN = "RAY_AUTH_TOKEN"
+RAY_AUTH_TOKEN_PATH = "RAY_AUTH_TOKEN_PATH"
+RAY_TMPDIR = "RAY_TMPDIR"
+RAY_USAGE_STATS_ENABLED = "RAY_USAGE_STATS_ENABLED"
+RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S = "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"
+RAY_TRAIN_ENABLE_PRINT_PATCH = "RAY_TRAIN_ENABLE_PRINT_PATCH"
+TUNE_DISABLE_SIGINT_HANDLER = "TUNE_DISABLE_SIGINT_HANDLER"
+TUNE_GLOBAL_CHECKPOINT_S = "TUNE_GLOBAL_CHECKPOINT_S"
+TUNE_DISABLE_AUTO_CALLBACK_LOGGERS = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
+WANDB_API_KEY = "WANDB_API_KEY"
+WANDB_DIR = "WANDB_DIR"
 
 
 def int_env(name: str, default: int) -> int:
@@ -41,20 +85,110 @@ class Settings:
     lakefs_version: str = LAKEFS_VERSION
 
     @classmethod
-    def from_env(cls) -> "Settings":
-        home = Path(os.environ.get("FLOTILLA_HOME") or Path.home() / ".flotilla").expanduser()
+    def from_env(cls) -> Settings:
+        home = Path(os.environ.get(FLOTILLA_HOME) or Path.home() / ".flotilla").expanduser()
         cache = Path(
-            os.environ.get("FLOTILLA_CACHE")
+            os.environ.get(FLOTILLA_CACHE)
             or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flotilla"
         ).expanduser()
         return cls(
             home=home.resolve(),
             cache=cache.resolve(),
-            hub_port=int_env("FLOTILLA_HUB_PORT", DEFAULT_HUB_PORT),
-            lakefs_version=os.environ.get("FLOTILLA_LAKEFS_VERSION") or LAKEFS_VERSION,
+            hub_port=int_env(FLOTILLA_HUB_PORT, DEFAULT_HUB_PORT),
+            lakefs_version=os.environ.get(FLOTILLA_LAKEFS_VERSION) or LAKEFS_VERSION,
         )
 
     @property
     def hub_dir(self) -> Path:
         """State of the local hub: config, metadata, blocks, logs, pid."""
         return self.home / "hub"
+
+
+# ---- read per call ----------------------------------------------------------------------------------
+def local_ray_port() -> int:
+    """The GCS port of flotilla's local Ray cluster (when ``flotilla cluster up`` is given none)."""
+    return int_env(FLOTILLA_RAY_PORT, DEFAULT_RAY_PORT)
+
+
+def local_dashboard_port() -> int:
+    """The dashboard (and Jobs API) port of flotilla's local Ray cluster."""
+    return int_env(FLOTILLA_DASHBOARD_PORT, DEFAULT_DASHBOARD_PORT)
+
+
+def ray_address() -> str | None:
+    """The cluster flotilla's job client and ``cluster status`` talk to when given no address (None: the local one)."""
+    return os.environ.get(FLOTILLA_RAY_ADDRESS) or None
+
+
+def job_ray_address() -> str | None:
+    """Inside a Ray job's driver: the address of the cluster the job runs on, as Ray hands it down."""
+    return os.environ.get(RAY_ADDRESS) or None
+
+
+def in_flotilla_cluster() -> bool:
+    """Whether this process runs on flotilla's local Ray cluster (a job's driver there inherits the marker)."""
+    return bool(os.environ.get(FLOTILLA_RAY_CLUSTER))
+
+
+def ray_auth_chosen() -> bool:
+    """Whether the user chose a Ray token (RAY_AUTH_MODE alone does not count: Ray sets it in any process
+    that started a local Ray)."""
+    return any(k in os.environ for k in (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH))
+
+
+def ray_auth_token() -> str | None:
+    """The token given in RAY_AUTH_TOKEN itself (None when unset or empty)."""
+    return os.environ.get(RAY_AUTH_TOKEN) or None
+
+
+def ray_auth_token_path() -> Path | None:
+    return Path(os.environ[RAY_AUTH_TOKEN_PATH]) if os.environ.get(RAY_AUTH_TOKEN_PATH) else None
+
+
+def hub_credentials_env() -> dict[str, str]:
+    """The LAKECTL_* endpoint and key pair that are set (non-empty), by name."""
+    names = (LAKECTL_SERVER_ENDPOINT_URL, LAKECTL_CREDENTIALS_ACCESS_KEY_ID, LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY)
+    return {n: os.environ[n] for n in names if os.environ.get(n)}
+
+
+def lakectl_config_file() -> Path:
+    return Path(os.environ.get(LAKECTL_CONFIG_FILE) or Path.home() / ".lakectl.yaml")
+
+
+def lakefs_bin() -> str | None:
+    """A lakeFS server binary the user names (FLOTILLA_LAKEFS_BIN), before PATH and the cache."""
+    return os.environ.get(FLOTILLA_LAKEFS_BIN) or None
+
+
+def wandb_api_key_set() -> bool:
+    """Whether W&B can log online (else offline runs, synced later)."""
+    return bool(os.environ.get(WANDB_API_KEY))
+
+
+def wandb_dir() -> str | None:
+    return os.environ.get(WANDB_DIR) or None
+
+
+def tune_handles_sigint() -> bool:
+    """Whether Ray Tune installs its own Ctrl-C handler (unless TUNE_DISABLE_SIGINT_HANDLER is set to non-zero)."""
+    return os.environ.get(TUNE_DISABLE_SIGINT_HANDLER, "0") in ("", "0")
+
+
+def code_vars(sha: str, dirty: bool | None) -> dict[str, str]:
+    """The variables that hand a submitted job its code version (read back there by :func:`shipped_code`)."""
+    return {FLOTILLA_CODE_SHA: sha, FLOTILLA_CODE_DIRTY: str(dirty)}
+
+
+def shipped_code() -> tuple[str, bool | None] | None:
+    """(git sha, dirty) that job submission handed this job (see :func:`code_vars`), or None outside a job."""
+    sha = os.environ.get(FLOTILLA_CODE_SHA)
+    if not sha:
+        return None
+    dirty = os.environ.get(FLOTILLA_CODE_DIRTY)
+    return sha, None if dirty in (None, "None") else dirty == "True"
+
+
+def child_env(*, drop: Iterable[str] = (), drop_prefix: str | None = None) -> dict[str, str]:
+    """This process's environment, for a child process to inherit, less ``drop`` and names starting ``drop_prefix``."""
+    gone = set(drop)
+    return {k: v for k, v in os.environ.items() if k not in gone and not (drop_prefix and k.startswith(drop_prefix))}

@@ -53,6 +53,30 @@ def test_misspelled_keys_are_all_reported_at_once_with_did_you_mean():
     assert "runtime_env.env_var: unknown key (did you mean 'env_vars'?)" in text
 
 
+def test_an_ingest_job_holds_the_data_layers_own_configs():
+    """One class per concern: the job's generator settings and gate are the FaceSpec and Thresholds Python builds."""
+    from flotilla.data import FaceSpec, Shift, Thresholds
+
+    job = parse_job_spec({"kind": "ingest", "name": "x", "synthetic": {"n": 5, "spec": {"size": 48, "shift": {"lighting": 0.5}}},
+                          "thresholds": {"min_group_count": 2, "max_missing": {"age": 0.5}}})
+    assert job.synthetic.spec == FaceSpec(size=48, shift=Shift(lighting=0.5))
+    assert job.thresholds == Thresholds(min_group_count=2, max_missing={"age": 0.5})
+    problems = _problems({"kind": "ingest", "name": "x", "synthetic": {"n": 5, "spec": {"size": 8, "shift": {"lightning": 0.1}}},
+                          "thresholds": {"max_missing": {"mood": 0.1}, "representativeness": "maybe"}})
+    text = "\n".join(problems)
+    assert len(problems) == 4, text
+    assert "synthetic.spec.size: Input should be greater than or equal to 32" in text
+    assert "synthetic.spec.shift.lightning: unknown key (did you mean 'lighting'?)" in text
+    assert "thresholds.max_missing: keys must be among ['age', 'gender', 'emotion'], got ['mood']" in text
+    assert "thresholds.representativeness: Input should be 'error' or 'warning'" in text
+
+
+def test_generator_settings_written_flat_are_pointed_under_spec():
+    problems = _problems({"kind": "ingest", "name": "x", "synthetic": {"n": 5, "size": 64, "lighting": 0.2}})
+    assert len(problems) == 1 and problems[0].startswith("synthetic: the generator's settings go under spec: "
+                                                         "write spec.size, spec.shift.lighting"), problems
+
+
 def test_train_job_reports_its_own_and_its_familys_problems_together():
     problems = _problems({
         "kind": "train", "name": "t", "spec": "jobs/face_family.yaml", "overides": {},
@@ -82,7 +106,8 @@ def test_a_spec_that_is_a_directory_says_so_and_names_the_spec_files_in_it(tmp_p
     # is_file() alone called an existing directory missing ("jobs does not exist under ...")
     problems = _problems({"kind": "train", "name": "x", "spec": "jobs"})
     # jobs/ also holds job specs, which a job cannot point at: only the family spec is offered
-    assert problems == [f"spec: jobs is a directory under {ROOT}, not a spec file: name one YAML spec in it (jobs/face_family.yaml)"]
+    assert problems == [f"spec: jobs is a directory under {ROOT}, not a spec file: "
+                        "name one YAML spec in it (jobs/face_family.yaml)"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(SpecError) as info:
         parse_job_spec({"kind": "train", "name": "x", "spec": "empty"}, root=tmp_path)
@@ -127,7 +152,8 @@ def test_user_password_urls_are_refused_in_env_values_and_pip():
 
 @pytest.mark.skipif(importlib.util.find_spec("flotilla.tune.spec") is None, reason="flotilla.tune not present")
 def test_sweep_job_validates_the_sweep_spec_it_points_at():
-    job = parse_job_spec({"kind": "sweep", "name": "s", "spec": "tuning/face_family.yaml", "overrides": {"budget": {"trials": 2}}}, root=ROOT)
+    job = parse_job_spec({"kind": "sweep", "name": "s", "spec": "tuning/face_family.yaml",
+                          "overrides": {"budget": {"trials": 2}}}, root=ROOT)
     assert isinstance(job, SweepJob)
     problems = _problems({"kind": "sweep", "name": "s", "spec": "tuning/face_family.yaml", "overrides": {"budgett": {}}})
     assert any(p.startswith("sweep: budgett: unknown key") for p in problems)

@@ -17,6 +17,7 @@ from flotilla.data.synthetic import (
     sample_labels,
     sample_params,
 )
+from flotilla.errors import SpecError
 
 N = 64  # people per "same identity, one label changed" comparison
 
@@ -242,7 +243,7 @@ def test_age_mix_shifts_ages_only() -> None:
     ],
 )
 def test_bad_facespec_names_the_field(kwargs: dict, field: str) -> None:
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(SpecError, match=field):
         FaceSpec(**kwargs)
 
 
@@ -252,7 +253,7 @@ def test_bad_facespec_names_the_field(kwargs: dict, field: str) -> None:
      ({"occlusion": 1.5}, "occlusion"), ({"noise": float("inf")}, "noise")],
 )
 def test_bad_shift_names_the_field(kwargs: dict, field: str) -> None:
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(SpecError, match=field):
         Shift(**kwargs)
 
 

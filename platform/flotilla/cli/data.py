@@ -1,4 +1,11 @@
-"""``flotilla data generate | import | validate | show | list`` — thin over :mod:`flotilla.data.api`."""
+"""``flotilla data generate | import | validate | show``: a thin shell over the data layer.
+
+``generate`` and ``import`` ingest through :mod:`flotilla.data.api` (own branch → validation gate →
+merge into main); ``validate`` re-runs the gate on any ref (:func:`flotilla.data.ingest.validate_and_merge`,
+``--merge`` to merge a fixed branch); ``show`` prints a dataset's manifest, or lists the datasets when
+``--dataset`` is left out (:mod:`flotilla.data.store`). The data modules are imported inside the
+commands so that ``flotilla --help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flotilla.cli.common import friendly
+from flotilla.errors import SpecError
 
 app = typer.Typer(help="Datasets in the hub: generate, import, validate, show.", no_args_is_help=True)
 console = Console()
@@ -53,16 +61,16 @@ def generate(
     report_dir: Path = REPORTS,
 ) -> None:
     """Generate synthetic faces and ingest them (own branch → validation gate → merge into main)."""
+    from flotilla.data import FaceSpec, Shift
     from flotilla.data.api import generate as run
-    from flotilla.data.synthetic import FaceSpec, Shift
     from flotilla.hub import Hub
 
     try:
         spec = FaceSpec(size=size, shift=Shift(lighting=lighting, age_mix=age_mix, occlusion=occlusion))
-    except ValueError as exc:
-        from flotilla.errors import SpecError
-
-        raise SpecError(f"invalid generator option: {exc}", hint="see 'flotilla data generate --help' for each option's range") from None
+    except SpecError as exc:  # its problems name fields ("age_mix: ..."): name the options instead
+        options = [f"--{field.replace('_', '-')}:{problem}" for field, _, problem in (p.partition(":") for p in exc.problems)]
+        raise SpecError("invalid generator option", options,
+                        hint="see 'flotilla data generate --help' for each option's range") from None
     with _bar(f"generating + uploading {name}", n) as advance:
         result = run(Hub(), repo, name, n, seed=seed, spec=spec, report_dir=report_dir, on_progress=advance)
     _summarise(result)
@@ -83,7 +91,8 @@ def import_(
     from flotilla.hub import Hub
 
     with _bar(f"importing {name}", None) as advance:
-        result, problems = import_dataset(Hub(), repo, name, fmt, path, labels_csv=labels, report_dir=report_dir, on_progress=advance)
+        result, problems = import_dataset(Hub(), repo, name, fmt, path, labels_csv=labels, report_dir=report_dir,
+                                          on_progress=advance)
     for p in problems[:20]:
         err.print(f"[yellow]skipped[/] {p}")
     if len(problems) > 20:

@@ -26,14 +26,14 @@ NOISE = ("FLOTILLA_RESULT", "TrainingReport(", "Checkpoint successfully created"
 
 
 def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000) -> None:
+    from flotilla import cluster
     from flotilla.data.api import generate
     from flotilla.data.store import list_datasets
-    from flotilla import cluster
     from flotilla.jobs.submission import submit
 
     console = console or Console()
     settings = Settings.from_env()
-    say = lambda m: console.print(f"[dim]{m}[/]")  # noqa: E731
+    say = lambda m: console.print(f"[dim]{m}[/]")
     hub_status = local.up(settings, report=say)
     console.print(f"[green]✓[/] {hub_status.describe()}")
     with console.status("starting a local Ray cluster (dashboard on 127.0.0.1)"):
@@ -46,14 +46,18 @@ def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000)
         cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
         with Progress(*cols, console=console) as bar:
             task = bar.add_task("synthetic faces → ingest branch → gate", total=n)
-            res = generate(hub, repo, "demo", n, seed=0, report_dir=Path("artifacts/reports"), on_progress=lambda k: bar.advance(task, k))
-        console.print(f"[green]✓[/] dataset demo: {n} faces validated and merged into main ({res.merge_commit[:12]}); report {res.report_paths.get('png')}")
+            res = generate(hub, repo, "demo", n, seed=0, report_dir=Path("artifacts/reports"),
+                           on_progress=lambda k: bar.advance(task, k))
+        merged = (res.merge_commit or "")[:12]  # generate() raises unless the gate passed and main took the merge
+        console.print(f"[green]✓[/] dataset demo: {n} faces validated and merged into main ({merged}); "
+                      f"report {res.report_paths.get('png')}")
     else:
         console.print("[green]✓[/] dataset demo already on main")
     data_commit = r.resolve("main")
 
     handle = submit(DEMO_JOB, settings=settings, hub=hub)
-    console.print(f"[green]✓[/] submitted sweep job [bold]{handle.submission_id}[/] (data pinned to {data_commit[:12]}); streaming its logs:")
+    console.print(f"[green]✓[/] submitted sweep job [bold]{handle.submission_id}[/] (data pinned to {data_commit[:12]}); "
+                  "streaming its logs:")
     for line in handle.tail(follow=True):
         if line.strip() and not any(s in line for s in NOISE):
             console.print(line.rstrip(), markup=False, highlight=False)
@@ -85,8 +89,9 @@ def _summary(console: Console, hub: Hub, repo: str, cl, data_commit: str, result
     if run_id:
         card = json.loads(hub.repo(repo).get("main", f"models/{run_id}/family/card.json"))
         t.add_row("model", f"lakefs://{repo}/main/models/{run_id}/family/model.pt")
-        t.add_row("  lineage: data", f"{card['data']['repo']}@{card['data']['commit'][:12]} ({card['data']['dataset']}, from {card['data']['ref']})")
-        t.add_row("  lineage: code", f"flotilla {card['code']['flotilla_version']} git {str(card['code']['git_sha'])[:12]} dirty={card['code']['dirty']}")
+        data, code = card["data"], card["code"]
+        t.add_row("  lineage: data", f"{data['repo']}@{data['commit'][:12]} ({data['dataset']}, from {data['ref']})")
+        t.add_row("  lineage: code", f"flotilla {code['flotilla_version']} git {str(code['git_sha'])[:12]} dirty={code['dirty']}")
         t.add_row("  lineage: branch", card["branch"])
         t.add_row("  lineage: parent", str((card.get("parent") or {}).get("uri", "none (trained from scratch)")))
     for name, path in (result.get("plots") or {}).items():

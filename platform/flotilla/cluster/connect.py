@@ -16,9 +16,15 @@ from dataclasses import dataclass, field
 
 from flotilla.cluster.files import token_path
 from flotilla.cluster.local import LocalCluster
-from flotilla.cluster.procs import MARKER_ENV
 from flotilla.errors import FlotillaError
-from flotilla.settings import Settings
+from flotilla.settings import (
+    RAY_AUTH_MODE,
+    RAY_AUTH_TOKEN_PATH,
+    RAY_TRAIN_ENABLE_PRINT_PATCH,
+    Settings,
+    in_flotilla_cluster,
+    ray_auth_chosen,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +61,13 @@ def driver_auth_env(address: str, settings: Settings | None = None) -> dict[str,
     RAY_AUTH_TOKEN_PATH); RAY_AUTH_MODE alone does not count: Ray sets it in any process that started a
     local Ray, whose token (~/.ray/auth_token) is not this cluster's.
     """
-    if any(k in os.environ for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+    if ray_auth_chosen():
         return {}
     settings = settings or Settings.from_env()
     token = token_path(settings)
     if not token.exists() or not is_own_cluster(address, settings):
         return {}
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    return {RAY_AUTH_MODE: "token", RAY_AUTH_TOKEN_PATH: str(token)}
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -129,8 +135,8 @@ class RayConnector:
         """
         import ray
 
-        os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-        inside_ours = bool(os.environ.get(MARKER_ENV))  # a job's driver on flotilla's local cluster inherits it
+        os.environ.setdefault(RAY_TRAIN_ENABLE_PRINT_PATCH, "0")
+        inside_ours = in_flotilla_cluster()
         if ray.is_initialized():
             return inside_ours or (self.fixed_gcs is not None and _gcs_address() == self.fixed_gcs)
         self.drop_our_auth()

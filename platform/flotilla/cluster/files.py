@@ -6,6 +6,7 @@ drivers and job clients need the token and the paths without managing a cluster.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from flotilla.errors import FlotillaError
 from flotilla.hub.server import write_private
-from flotilla.settings import Settings
+from flotilla.settings import Settings, ray_auth_token, ray_auth_token_path
 
 _MAX_TMPDIR = 36  # <tmp>/<node>/session_<date>_<usec>_<pid>/sockets/plasma_store must stay < 108 chars
 
@@ -53,10 +54,8 @@ def private_dir(d: Path, shared_parent: bool) -> None:
     if not shared_parent:
         d.mkdir(parents=True, exist_ok=True)
     else:
-        try:
+        with contextlib.suppress(FileExistsError):  # ours from an earlier start, or not: lstat tells (a dangling symlink too)
             d.mkdir(mode=0o700)
-        except FileExistsError:  # ours from an earlier start, or not: lstat tells (a dangling symlink lands here too)
-            pass
         st = d.lstat()
         problem = (
             "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory" if not stat.S_ISDIR(st.st_mode)
@@ -86,16 +85,17 @@ def ensure_token(settings: Settings) -> Path:
 
 
 def auth_headers(token_file: Path | None) -> dict[str, str]:
-    """A Bearer header from ``token_file``, else from Ray's own lookup (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)."""
+    """A Bearer header from ``token_file``, else from Ray's own lookup (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH,
+    ~/.ray/auth_token)."""
     token = ""
     if token_file is not None and token_file.exists():
         token = token_file.read_text().strip()
-    elif os.environ.get("RAY_AUTH_TOKEN"):
-        token = os.environ["RAY_AUTH_TOKEN"].strip()
+    elif given := ray_auth_token():
+        token = given.strip()
     else:
-        for cand in (os.environ.get("RAY_AUTH_TOKEN_PATH"), Path.home() / ".ray" / "auth_token"):
-            if cand and Path(cand).exists():
-                token = Path(cand).read_text().strip()
+        for cand in (ray_auth_token_path(), Path.home() / ".ray" / "auth_token"):
+            if cand and cand.exists():
+                token = cand.read_text().strip()
                 break
     return {"Authorization": f"Bearer {token}"} if token else {}
 

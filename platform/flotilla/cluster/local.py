@@ -23,12 +23,10 @@ Jobs API) binds 127.0.0.1 only.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -39,14 +37,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flotilla.errors import ConfigError, FlotillaError
-from flotilla.hub.server import port_free, write_private, free_port
 from flotilla.cluster.files import ClusterError, auth_headers, ensure_token, private_dir, ray_dir, ray_tmpdir, token_path
-from flotilla.cluster.procs import MARKER_ENV, alive, descendants, marked_processes, reap, send, wait_gone
-from flotilla.settings import Settings, int_env
+from flotilla.cluster.procs import alive, descendants, marked_processes, reap, send, wait_gone
+from flotilla.errors import ConfigError
+from flotilla.hub.server import free_port, port_free, write_private
+from flotilla.settings import (
+    DEFAULT_DASHBOARD_PORT,
+    DEFAULT_RAY_PORT,
+    FLOTILLA_DASHBOARD_PORT,
+    FLOTILLA_RAY_CLUSTER,
+    FLOTILLA_RAY_PORT,
+    RAY_ADDRESS,
+    RAY_API_SERVER_ADDRESS,
+    RAY_AUTH_MODE,
+    RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH,
+    RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S,
+    RAY_TMPDIR,
+    RAY_USAGE_STATS_ENABLED,
+    Settings,
+    child_env,
+    local_dashboard_port,
+    local_ray_port,
+    ray_address,
+)
 
-DEFAULT_RAY_PORT = 6390  # not Ray's 6379 (also Redis's): a user's own `ray start` keeps working
-DEFAULT_DASHBOARD_PORT = 8275  # not Ray's 8265: a plain ray.init() elsewhere keeps its dashboard
 RAY_WORKER_PORTS = (10002, 19999)  # `ray start`'s default --min/--max-worker-port: no other port may lie there
 Reporter = Callable[[str], None]
 
@@ -93,7 +108,7 @@ class ClusterStatus:
 def http_get(url: str, headers: dict[str, str], timeout: float = 2.0) -> Any | None:
     """GET a dashboard JSON endpoint; None when it does not answer (or refuses us)."""
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
             return json.loads(resp.read() or b"null")
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -136,8 +151,7 @@ class LocalCluster:
     def status(self) -> ClusterStatus:
         st = self.state()
         if st is None:
-            port = int_env("FLOTILLA_DASHBOARD_PORT", DEFAULT_DASHBOARD_PORT)
-            return ClusterStatus(False, False, f"http://127.0.0.1:{port}", note=f"(state in {self.dir})")
+            return ClusterStatus(False, False, f"http://127.0.0.1:{local_dashboard_port()}", note=f"(state in {self.dir})")
         roots = [n["pid"] for n in st["nodes"]]
         marked = marked_processes(st["cluster_id"]) if any(alive(p) for p in roots) else set()
         live = [p for p in roots if p in marked]  # alive, and not a recycled pid
@@ -195,14 +209,15 @@ class LocalCluster:
         elif self.state() is not None:
             report("cleaning up a stale cluster state")
             self.down()
-        ray_port = ray_port or int_env("FLOTILLA_RAY_PORT", DEFAULT_RAY_PORT)
-        dashboard_port = dashboard_port or int_env("FLOTILLA_DASHBOARD_PORT", DEFAULT_DASHBOARD_PORT)
-        for name, port, env in (("GCS", ray_port, "FLOTILLA_RAY_PORT"), ("dashboard", dashboard_port, "FLOTILLA_DASHBOARD_PORT")):
+        ray_port = ray_port or local_ray_port()
+        dashboard_port = dashboard_port or local_dashboard_port()
+        for name, port, env in (("GCS", ray_port, FLOTILLA_RAY_PORT), ("dashboard", dashboard_port, FLOTILLA_DASHBOARD_PORT)):
             if RAY_WORKER_PORTS[0] <= port <= RAY_WORKER_PORTS[1]:  # Ray refuses it with a traceback in head.log
                 raise ClusterError(
                     f"{name} port {port} lies in the range Ray keeps for its worker processes "
                     f"({RAY_WORKER_PORTS[0]}-{RAY_WORKER_PORTS[1]})",
-                    hint=f"set {env} to a port outside it (the default is {DEFAULT_RAY_PORT if name == 'GCS' else DEFAULT_DASHBOARD_PORT})",
+                    hint=f"set {env} to a port outside it "
+                    f"(the default is {DEFAULT_RAY_PORT if name == 'GCS' else DEFAULT_DASHBOARD_PORT})",
                 )
             if not port_free(port):
                 raise ClusterError(f"{name} port {port} is already in use by another program", hint=f"set {env} to a free port")
@@ -226,7 +241,8 @@ class LocalCluster:
             head_cmd += ["--num-cpus", str(num_cpus)]
         (head_tmp / "ray_current_cluster").unlink(missing_ok=True)
         state: dict[str, Any] = {
-            "cluster_id": cluster_id, "python": sys.executable, "ray_port": ray_port, "client_port": client_port, "dashboard_port": dashboard_port,
+            "cluster_id": cluster_id, "python": sys.executable, "ray_port": ray_port, "client_port": client_port,
+            "dashboard_port": dashboard_port,
             "dashboard_url": f"http://127.0.0.1:{dashboard_port}", "gcs_address": "", "ray_tmpdir": str(self.tmpdir),
             "token_path": str(token), "started_at": time.time(), "nodes": [],
         }
@@ -254,14 +270,14 @@ class LocalCluster:
         return self.status()
 
     def _env(self, token: Path, cluster_id: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_API_SERVER_ADDRESS")}
+        env = child_env(drop=(RAY_ADDRESS, RAY_AUTH_TOKEN, RAY_API_SERVER_ADDRESS))
         env.update({
-            "RAY_TMPDIR": str(self.tmpdir), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
-            "RAY_USAGE_STATS_ENABLED": "0", MARKER_ENV: cluster_id,
+            RAY_TMPDIR: str(self.tmpdir), RAY_AUTH_MODE: "token", RAY_AUTH_TOKEN_PATH: str(token),
+            RAY_USAGE_STATS_ENABLED: "0", FLOTILLA_RAY_CLUSTER: cluster_id,
             # Ray 2.60 drains a node for up to 30 s on SIGTERM (for Serve on Kubernetes); `down` means now
-            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+            RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S: "0",
             # jobs run `python`: make it this venv's interpreter on every node of the local cluster
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         })
         return env
 
@@ -292,7 +308,8 @@ class LocalCluster:
             if addr_file.exists() and http_get(f"{state['dashboard_url']}/api/version", self.headers()):
                 return addr_file.read_text().strip()
             time.sleep(0.3)
-        raise ClusterError(f"the Ray head did not answer within {timeout:.0f}s:\n{self.tail('head', 20)}", hint="try a longer --timeout")
+        raise ClusterError(f"the Ray head did not answer within {timeout:.0f}s:\n{self.tail('head', 20)}",
+                           hint="try a longer --timeout")
 
     def _wait_nodes(self, state: dict[str, Any], want: int, deadline: float) -> None:
         n = 0
@@ -356,7 +373,7 @@ def down(settings: Settings | None = None, timeout: float = 15.0) -> str:
 
 def status(settings: Settings | None = None, address: str | None = None) -> ClusterStatus:
     """The local cluster's status, or (with ``address`` / FLOTILLA_RAY_ADDRESS) a remote cluster's."""
-    address = address or os.environ.get("FLOTILLA_RAY_ADDRESS")
+    address = address or ray_address()
     if not address:
         return LocalCluster(settings).status()
     url = normalise_address(address)
@@ -364,4 +381,5 @@ def status(settings: Settings | None = None, address: str | None = None) -> Clus
     version = http_get(f"{url}/api/version", headers, timeout=5)
     if version is None:
         return ClusterStatus(False, False, url, local=False, note="no answer (or the token was refused)")
-    return ClusterStatus(True, True, url, nodes=alive_nodes(url, headers) or 0, local=False, note=f"Ray {version.get('ray_version')}")
+    return ClusterStatus(True, True, url, nodes=alive_nodes(url, headers) or 0, local=False,
+                         note=f"Ray {version.get('ray_version')}")

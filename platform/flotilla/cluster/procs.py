@@ -9,10 +9,11 @@ dashboard modules) lose the readable environment but stay in the tree.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
-MARKER_ENV = "FLOTILLA_RAY_CLUSTER"
+from flotilla.settings import FLOTILLA_RAY_CLUSTER
 
 
 def _stat(pid: int) -> tuple[int, str] | None:
@@ -47,7 +48,7 @@ def descendants(roots: list[int]) -> set[int]:
 
 def marked_processes(cluster_id: str) -> set[int]:
     """Every live process whose environment carries this cluster's marker (nodes, workers, job drivers)."""
-    needle = f"{MARKER_ENV}={cluster_id}\0".encode()
+    needle = f"{FLOTILLA_RAY_CLUSTER}={cluster_id}\0".encode()
     found = set()
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
@@ -63,18 +64,14 @@ def marked_processes(cluster_id: str) -> set[int]:
 
 def reap(pids: set[int]) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
 
 
 def send(pids: set[int], sig: int) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def wait_gone(pids: set[int], timeout: float) -> bool:

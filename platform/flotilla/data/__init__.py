@@ -5,12 +5,17 @@ from flotilla.data.api import generate, import_dataset, synthetic_samples
 from flotilla.data.ingest import IngestResult, validate_and_merge
 from flotilla.data.loader import HubDataset
 from flotilla.data.pinning import DataRef, pin, resolve_data
+from flotilla.data.report import Thresholds
 from flotilla.data.store import list_datasets, read_labels, read_manifest
+from flotilla.data.synthetic import FaceSpec, Shift
 
 __all__ = [
     "DataRef",
+    "FaceSpec",
     "HubDataset",
     "IngestResult",
+    "Shift",
+    "Thresholds",
     "generate",
     "import_dataset",
     "list_datasets",

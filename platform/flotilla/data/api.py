@@ -8,24 +8,24 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
+from flotilla.data.importers import ImportProblem, import_source
+from flotilla.data.ingest import IngestResult, ingest
 from flotilla.data.layout import Sample
+from flotilla.data.report import Thresholds
+from flotilla.data.synthetic import DEFAULT_SPEC, FaceSpec, iter_batches
 from flotilla.errors import FlotillaError
 from flotilla.hub.client import Hub
 
 Progress = Callable[[int], None]
 
 
-def synthetic_samples(n: int, seed: int = 0, spec: Any = None, *, batch_size: int = 1024) -> Iterator[Sample]:
+def synthetic_samples(n: int, seed: int = 0, spec: FaceSpec | None = None, *, batch_size: int = 1024) -> Iterator[Sample]:
     """Synthetic faces as PNG-encoded samples; ids ``syn-<seed>-<index>`` are stable per (seed, index)."""
     from PIL import Image
 
-    from flotilla.data.synthetic import FaceSpec, iter_batches
-
-    spec = spec or FaceSpec()
+    spec = spec or DEFAULT_SPEC
     for batch in iter_batches(n, seed=seed, spec=spec, batch_size=batch_size):
         for k in range(len(batch.index)):
             buf = io.BytesIO()
@@ -48,18 +48,15 @@ def generate(
     n: int,
     *,
     seed: int = 0,
-    spec: Any = None,
+    spec: FaceSpec | None = None,
     into: str = "main",
     report_dir: Path | None = None,
-    thresholds: Any = None,
+    thresholds: Thresholds | None = None,
     on_progress: Progress | None = None,
-):
+) -> IngestResult:
     """Generate ``n`` synthetic faces and ingest them as dataset ``name`` (branch → gate → merge)."""
-    from flotilla.data.ingest import ingest
-    from flotilla.data.synthetic import FaceSpec
-
-    spec = spec or FaceSpec()
-    provenance = {"source": "synthetic", "generator": "flotilla.data.synthetic", "seed": seed, "n": n, "spec": asdict(spec)}
+    spec = spec or DEFAULT_SPEC
+    provenance = {"source": "synthetic", "generator": "flotilla.data.synthetic", "seed": seed, "n": n, "spec": spec.model_dump()}
     return ingest(
         hub, repo, name, synthetic_samples(n, seed, spec), provenance=provenance, into=into,
         report_dir=report_dir, thresholds=thresholds, on_progress=on_progress,
@@ -76,13 +73,10 @@ def import_dataset(
     labels_csv: Path | None = None,
     into: str = "main",
     report_dir: Path | None = None,
-    thresholds: Any = None,
+    thresholds: Thresholds | None = None,
     on_progress: Progress | None = None,
-):
+) -> tuple[IngestResult, list[ImportProblem]]:
     """Import a UTKFace folder, a FER2013 CSV or a folder + labels CSV as dataset ``name``."""
-    from flotilla.data.importers import import_source
-    from flotilla.data.ingest import ingest
-
     result = import_source(fmt, Path(path), labels_csv=Path(labels_csv) if labels_csv else None)
     provenance = {"source": fmt, "path": str(path), **({"labels_csv": str(labels_csv)} if labels_csv else {})}
     try:

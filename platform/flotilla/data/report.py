@@ -13,11 +13,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
 
 from flotilla.data import layout
-from flotilla.errors import DataValidationError, SpecError
+from flotilla.data.config import Config, Number, Whole
+from flotilla.errors import DataValidationError
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -145,35 +149,28 @@ class ValidationReport:
             raise DataValidationError(failure_message(self), hint=hint or failure_hint(self), report=self)
 
 
-@dataclass(frozen=True)
-class Thresholds:
+class Thresholds(Config):
     """Knobs of the gate. ``max_missing``: one fraction for every label column the
-    dataset has (absent labels are exempt), or ``{column: fraction}``; None = no limit."""
+    dataset has (absent labels are exempt), or ``{column: fraction}``; None = no limit.
 
-    min_group_count: int = 20
-    min_group_fraction: float = 0.1  # of the uniform share total / n_groups
-    representativeness: str = "error"  # or "warning"
+    The same class is an ingest job's ``thresholds:`` (:mod:`flotilla.jobs.specs`)."""
+
+    min_group_count: Whole = Field(default=20, ge=0)
+    min_group_fraction: Number = Field(default=0.1, ge=0, le=1)  # of the uniform share total / n_groups
+    representativeness: Literal["error", "warning"] = "error"
     max_missing: float | Mapping[str, float] | None = None
-    max_examples: int = 10  # sample ids kept per issue
+    max_examples: Whole = Field(default=10, ge=1)  # sample ids kept per issue
 
-    def __post_init__(self) -> None:
-        p = []
-        if not (isinstance(self.min_group_count, int) and self.min_group_count >= 0):
-            p.append(f"min_group_count must be an int >= 0, got {self.min_group_count!r}")
-        if not (isinstance(self.min_group_fraction, (int, float)) and 0 <= self.min_group_fraction <= 1):
-            p.append(f"min_group_fraction must be in [0, 1], got {self.min_group_fraction!r}")
-        if self.representativeness not in ("error", "warning"):
-            p.append(f"representativeness must be 'error' or 'warning', got {self.representativeness!r}")
-        mm = self.max_missing
-        fracs = mm.values() if isinstance(mm, Mapping) else [] if mm is None else [mm]
+    @field_validator("max_missing", mode="before")
+    @classmethod
+    def _fractions_of_label_columns(cls, mm: Any) -> Any:
+        # checked whole, before pydantic tries each member of the union: one problem in our words, not one per member
         if isinstance(mm, Mapping) and set(mm) - set(layout.LABEL_COLUMNS):
-            p.append(f"max_missing keys must be among {list(layout.LABEL_COLUMNS)}, got {sorted(mm)}")
-        if not all(isinstance(f, (int, float)) and 0 <= f <= 1 for f in fracs):
-            p.append(f"max_missing fractions must be in [0, 1], got {mm!r}")
-        if not (isinstance(self.max_examples, int) and self.max_examples >= 1):
-            p.append(f"max_examples must be an int >= 1, got {self.max_examples!r}")
-        if p:
-            raise SpecError("invalid validation thresholds", p, hint="fix the Thresholds(...) arguments")
+            raise ValueError(f"keys must be among {list(layout.LABEL_COLUMNS)}, got {sorted(mm)}")
+        fracs = mm.values() if isinstance(mm, Mapping) else [] if mm is None else [mm]
+        if not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f <= 1 for f in fracs):
+            raise ValueError(f"must be a fraction in [0, 1] or {{column: fraction}}, got {mm!r}")
+        return mm
 
     def missing_limit(self, column: str, present: bool) -> float | None:
         if isinstance(self.max_missing, Mapping):
@@ -181,9 +178,7 @@ class Thresholds:
         return self.max_missing if present else None
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["max_missing"] = dict(self.max_missing) if isinstance(self.max_missing, Mapping) else self.max_missing
-        return d
+        return self.model_dump()
 
 
 class Affected:
@@ -232,7 +227,8 @@ def failure_hint(report: ValidationReport, next_step: str | None = None) -> str:
     """The fix for each failing check family, then ``next_step`` (where to fix it and how to re-run)."""
     families = dict.fromkeys(i.check.split(".")[0] for i in report.errors)
     fixes = "; ".join(_HINTS[f] for f in families if f in _HINTS)
-    return f"{fixes}. " + (next_step or "Fix the data on the ingest branch and re-run `flotilla data validate` (nothing was merged)")
+    return f"{fixes}. " + (next_step or "Fix the data on the ingest branch and re-run `flotilla data validate`"
+                                        " (nothing was merged)")
 
 
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -287,7 +283,7 @@ def plot(report: ValidationReport, path: Path) -> Path:
     age = report.histograms.get("age")
     if age:
         edges = age["edges"]
-        ax_age.bar(edges[:-1], age["counts"], width=[b - a for a, b in zip(edges, edges[1:])],
+        ax_age.bar(edges[:-1], age["counts"], width=[b - a for a, b in pairwise(edges)],
                    align="edge", color="tab:blue", edgecolor="white")
         ax_age.set_xlabel("age (years)")
     else:

@@ -25,14 +25,15 @@ boundaries and chunk sizes never matter.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+from pydantic import Field, ValidationInfo, field_validator
 
 from flotilla.data import _draw
 from flotilla.data._draw import normal, uniforms
+from flotilla.data.config import Config, Number, Whole
 
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 GENDERS: tuple[str, ...] = ("female", "male")
@@ -44,67 +45,51 @@ def _check(cond: bool, name: str, allowed: str, value: object) -> None:
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
-def _is_num(x: object) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) \
-        and math.isfinite(float(x))
-
-
-@dataclass(frozen=True)
-class Shift:
+class Shift(Config):
     """Distribution shift for drift experiments; all zero = the reference distribution.
 
     Only ``age_mix`` changes the labels; the other knobs change the images of
     the very same labelled people, so label-conditional drift can be isolated.
     """
 
-    lighting: float = 0.0   # -1..1: darker/brighter plus a stronger directional light
-    age_mix: float = 0.0    # 0..1: share of people drawn from the oldest 40% of age_range
-    occlusion: float = 0.0  # 0..1: probability of sunglasses or a face mask (never in reference)
-    noise: float = 0.0      # 0..1: extra pixel-noise std, in units of full intensity
-
-    def __post_init__(self) -> None:
-        for name, lo, hi in (("lighting", -1, 1), ("age_mix", 0, 1), ("occlusion", 0, 1),
-                             ("noise", 0, 1)):
-            v = getattr(self, name)
-            _check(_is_num(v) and lo <= v <= hi, f"Shift.{name}", f"a number in [{lo}, {hi}]", v)
+    lighting: Number = Field(default=0.0, ge=-1, le=1)   # darker/brighter plus a stronger directional light
+    age_mix: Number = Field(default=0.0, ge=0, le=1)     # share of people drawn from the oldest 40% of age_range
+    occlusion: Number = Field(default=0.0, ge=0, le=1)   # probability of sunglasses or a face mask (never in reference)
+    noise: Number = Field(default=0.0, ge=0, le=1)       # extra pixel-noise std, in units of full intensity
 
 
-@dataclass(frozen=True)
-class FaceSpec:
+class FaceSpec(Config):
     """What to generate: image size, label distributions and shift.
 
     Validated eagerly so that a bad config fails at construction with the
-    offending field named, not deep inside a training job.
+    offending field named, not deep inside a training job. The same class is an
+    ingest job's ``synthetic.spec`` (:mod:`flotilla.jobs.specs`).
     """
 
-    size: int = 64                                # square images, >= 32
-    age_range: tuple[float, float] = (1.0, 90.0)  # years, within [0, 120]
-    age_weights: tuple[float, ...] | None = None  # equal-width age bands' weights (None: uniform)
-    gender_p_male: float = 0.5
-    emotion_p: tuple[float, ...] | None = None    # 7 probabilities, EMOTIONS order (None: uniform)
-    shift: Shift = field(default_factory=Shift)
+    size: Whole = Field(default=64, ge=32, le=1024)              # square images
+    age_range: tuple[Number, Number] = (1.0, 90.0)       # years, within [0, 120]
+    age_weights: tuple[Number, ...] | None = None        # equal-width age bands' weights (None: uniform)
+    gender_p_male: Number = Field(default=0.5, ge=0, le=1)
+    emotion_p: tuple[Number, ...] | None = None          # 7 probabilities, EMOTIONS order (None: uniform)
+    shift: Shift = Shift()
 
-    def __post_init__(self) -> None:
-        _check(isinstance(self.size, (int, np.integer)) and not isinstance(self.size, bool)
-               and 32 <= self.size <= 1024, "FaceSpec.size", "an int in [32, 1024]", self.size)
-        ar = self.age_range
-        _check(isinstance(ar, (tuple, list)) and len(ar) == 2 and all(map(_is_num, ar))
-               and 0 <= ar[0] < ar[1] <= 120, "FaceSpec.age_range",
-               "(low, high) with 0 <= low < high <= 120", ar)
-        object.__setattr__(self, "age_range", (float(ar[0]), float(ar[1])))
-        for name, n in (("age_weights", None), ("emotion_p", len(EMOTIONS))):
-            w = getattr(self, name)
-            if w is None:
-                continue
-            ok = isinstance(w, (tuple, list, np.ndarray)) and len(w) >= 1 \
-                and (n is None or len(w) == n) and all(_is_num(x) and x >= 0 for x in w) \
-                and sum(w) > 0
-            want = f"{n or 'one or more'} non-negative numbers with a positive sum"
-            _check(ok, f"FaceSpec.{name}", want, w)
-            object.__setattr__(self, name, tuple(float(x) for x in w))
-        _check(_is_num(self.gender_p_male) and 0 <= self.gender_p_male <= 1,
-               "FaceSpec.gender_p_male", "a number in [0, 1]", self.gender_p_male)
-        _check(isinstance(self.shift, Shift), "FaceSpec.shift", "a Shift", self.shift)
+    @field_validator("age_range")
+    @classmethod
+    def _ordered(cls, ar: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= ar[0] < ar[1] <= 120:
+            raise ValueError(f"must be (low, high) with 0 <= low < high <= 120, got {ar}")
+        return ar
+
+    @field_validator("age_weights", "emotion_p")
+    @classmethod
+    def _weights(cls, w: tuple[float, ...] | None, info: ValidationInfo) -> tuple[float, ...] | None:
+        n = len(EMOTIONS) if info.field_name == "emotion_p" else None
+        if w is not None and not ((n is None or len(w) == n) and w and min(w) >= 0 and sum(w) > 0):
+            raise ValueError(f"must be {n or 'one or more'} non-negative numbers with a positive sum, got {w}")
+        return w
+
+
+DEFAULT_SPEC = FaceSpec()
 
 
 @dataclass(frozen=True, eq=False)
@@ -169,7 +154,7 @@ def _streams(n: int, seed: int, start: int) -> tuple[np.ndarray, dict[str, np.nd
     return index, {name: u[:, j] for j, name in enumerate(_STREAMS)}
 
 
-def sample_labels(n: int, seed: int, spec: FaceSpec = FaceSpec(),
+def sample_labels(n: int, seed: int, spec: FaceSpec = DEFAULT_SPEC,
                   start: int = 0) -> dict[str, np.ndarray]:
     """Labels (``age``, ``gender``, ``emotion``, ``index``) of samples ``start .. start+n-1``.
 
@@ -179,7 +164,7 @@ def sample_labels(n: int, seed: int, spec: FaceSpec = FaceSpec(),
     return {**_labels_from(u, spec), "index": index}
 
 
-def sample_params(n: int, seed: int, spec: FaceSpec = FaceSpec(),
+def sample_params(n: int, seed: int, spec: FaceSpec = DEFAULT_SPEC,
                   start: int = 0) -> dict[str, np.ndarray]:
     """Labels plus every latent the renderer needs, one array of length ``n`` each.
 
@@ -188,8 +173,8 @@ def sample_params(n: int, seed: int, spec: FaceSpec = FaceSpec(),
     """
     index, u = _streams(n, seed, start)
     sh = spec.shift
-    g = lambda a, b: normal(u[a], u[b])  # noqa: E731
-    f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
+    g = lambda a, b: normal(u[a], u[b])
+    f32 = lambda x: np.asarray(x, np.float32)
     p: dict[str, np.ndarray] = {**_labels_from(u, spec), "index": index}
     p.update({k: f32(u[k]) for k in _RAW})
     p.update({f"u_{k}": f32(u[k]) for k in _DECIDE})
@@ -246,7 +231,7 @@ def render(params: Mapping[str, np.ndarray], size: int = 64,
     return out
 
 
-def generate(n: int, seed: int = 0, spec: FaceSpec = FaceSpec(), start: int = 0,
+def generate(n: int, seed: int = 0, spec: FaceSpec = DEFAULT_SPEC, start: int = 0,
              overrides: Mapping[str, object] | None = None) -> FaceBatch:
     """Generate samples ``start .. start+n-1`` of the dataset ``(seed, spec)``.
 
@@ -258,7 +243,7 @@ def generate(n: int, seed: int = 0, spec: FaceSpec = FaceSpec(), start: int = 0,
     p = sample_params(n, seed, spec, start)
     for k, v in (overrides or {}).items():
         _check(k in p and k != "index", "overrides key", f"one of {sorted(set(p) - {'index'})}", k)
-        shape = (n,) + p[k].shape[1:]
+        shape = (n, *p[k].shape[1:])
         p[k] = np.ascontiguousarray(np.broadcast_to(np.asarray(v).astype(p[k].dtype), shape))
     images = render(p, spec.size)
     nuisance = {k: v for k, v in p.items() if k not in LABELS and k != "index"}
@@ -267,7 +252,7 @@ def generate(n: int, seed: int = 0, spec: FaceSpec = FaceSpec(), start: int = 0,
                      index=p["index"], nuisance=nuisance)
 
 
-def iter_batches(n: int, seed: int = 0, spec: FaceSpec = FaceSpec(), batch_size: int = 1024,
+def iter_batches(n: int, seed: int = 0, spec: FaceSpec = DEFAULT_SPEC, batch_size: int = 1024,
                  start: int = 0) -> Iterator[FaceBatch]:
     """Yield ``generate`` batches covering samples ``start .. start+n-1`` in order.
 

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from flotilla.errors import BinaryNotFoundError
-from flotilla.settings import Settings
+from flotilla.settings import Settings, child_env, lakefs_bin
 
 Reporter = Callable[[str], None]
 RELEASE_URL = "https://github.com/treeverse/lakeFS/releases/download/v{v}/lakeFS_{v}_{os}_{arch}.tar.gz"
@@ -45,7 +45,7 @@ def cached_binary(settings: Settings) -> Path:
 
 def find_binary(settings: Settings) -> Path | None:
     """Return an existing binary without downloading or building anything."""
-    env = os.environ.get("FLOTILLA_LAKEFS_BIN")
+    env = lakefs_bin()
     if env:
         path = Path(env).expanduser()
         if not (path.is_file() and os.access(path, os.X_OK)):
@@ -180,7 +180,7 @@ def _build(settings: Settings, target: Path, report: Reporter) -> None:
     version = settings.lakefs_version
     work = settings.cache / "lakefs"
     env = {
-        **os.environ,
+        **child_env(),
         "GOMODCACHE": str(work / "gomod"),
         "GOCACHE": str(work / "gocache"),
         "GOFLAGS": "-modcacherw",

@@ -14,7 +14,6 @@ credentials object or an exception that holds one cannot leak it.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,16 @@ from typing import Any
 import yaml
 
 from flotilla.errors import AuthError, ConfigError
-from flotilla.settings import Settings
+from flotilla.settings import (
+    LAKECTL_CREDENTIALS_ACCESS_KEY_ID,
+    LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY,
+    LAKECTL_SERVER_ENDPOINT_URL,
+    Settings,
+    hub_credentials_env,
+    lakectl_config_file,
+)
 
-ENV_ENDPOINT = "LAKECTL_SERVER_ENDPOINT_URL"
-ENV_KEY = "LAKECTL_CREDENTIALS_ACCESS_KEY_ID"
-ENV_SECRET = "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"
+_ENV_NAMES = (LAKECTL_SERVER_ENDPOINT_URL, LAKECTL_CREDENTIALS_ACCESS_KEY_ID, LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY)
 
 
 @dataclass(frozen=True)
@@ -70,19 +74,21 @@ def resolve_credentials(
 ) -> HubCredentials:
     """Apply the resolution order above; raise ``AuthError`` naming every place looked at."""
     if endpoint or access_key_id or secret_access_key:
-        missing = [n for n, v in (("endpoint", endpoint), ("access_key_id", access_key_id), ("secret_access_key", secret_access_key)) if not v]
+        given = (("endpoint", endpoint), ("access_key_id", access_key_id), ("secret_access_key", secret_access_key))
+        missing = [n for n, v in given if not v]
         if missing:
             raise ConfigError(
                 f"incomplete hub credentials: missing {', '.join(missing)}",
                 hint="pass endpoint, access_key_id and secret_access_key together (or none, to use the local hub)",
             )
         return HubCredentials(endpoint, access_key_id, secret_access_key, source="arguments")  # type: ignore[arg-type]
-    env = os.environ
-    named = [n for n in (ENV_ENDPOINT, ENV_KEY, ENV_SECRET) if env.get(n)]
+    env = hub_credentials_env()
+    named = [n for n in _ENV_NAMES if n in env]
     if len(named) == 3:
-        return HubCredentials(env[ENV_ENDPOINT], env[ENV_KEY], env[ENV_SECRET], source="environment")
+        return HubCredentials(env[LAKECTL_SERVER_ENDPOINT_URL], env[LAKECTL_CREDENTIALS_ACCESS_KEY_ID],
+                              env[LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY], source="environment")
     if named:  # half a remote hub must not fall back, silently, to the local one
-        missing = [n for n in (ENV_ENDPOINT, ENV_KEY, ENV_SECRET) if n not in named]
+        missing = [n for n in _ENV_NAMES if n not in env]
         raise ConfigError(
             f"incomplete hub credentials in the environment: {', '.join(named)} set but {', '.join(missing)} not",
             hint="set all three LAKECTL_* variables for a remote hub, or unset them all to use the local one",
@@ -90,8 +96,9 @@ def resolve_credentials(
     local = settings.hub_dir / "credentials.json"
     if local.exists():
         data = read_credentials_file(local)
-        return HubCredentials(f"http://127.0.0.1:{settings.hub_port}", data["access_key_id"], data["secret_access_key"], source="local hub")
-    lakectl = Path(env.get("LAKECTL_CONFIG_FILE") or Path.home() / ".lakectl.yaml")
+        return HubCredentials(f"http://127.0.0.1:{settings.hub_port}", data["access_key_id"], data["secret_access_key"],
+                              source="local hub")
+    lakectl = lakectl_config_file()
     if lakectl.exists():
         cfg = yaml.safe_load(lakectl.read_text()) or {}
         creds = cfg.get("credentials") or {}

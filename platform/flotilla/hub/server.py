@@ -16,6 +16,7 @@ waits, so badger closes cleanly and data survives restarts.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -36,6 +37,7 @@ import yaml
 
 from flotilla.errors import ServerError
 from flotilla.hub.credentials import HubCredentials, read_credentials_file
+from flotilla.settings import LAKEFS_PREFIX, child_env
 
 _KEY_ALPHABET = string.ascii_uppercase + "234567"
 
@@ -252,9 +254,8 @@ class LocalHub:
             )
         self._write_config()  # the state dir exists (0700): the lifecycle lock made it
         # LAKEFS_* variables would silently override our config (credentials, ports): drop them.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LAKEFS_")}
-        log = open(self.log_path, "ab")
-        try:
+        env = child_env(drop_prefix=LAKEFS_PREFIX)
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             proc = subprocess.Popen(
                 [str(self.binary), "run", "-c", str(self.config_path)],
                 stdout=log,
@@ -264,8 +265,6 @@ class LocalHub:
                 cwd=self.state_dir,
                 start_new_session=True,  # survives the CLI that started it; Ctrl-C in a shell does not kill it
             )
-        finally:
-            log.close()
         self.pid_path.write_text(str(proc.pid))
         if not self._wait_healthy(pid=proc.pid, timeout=timeout, proc=proc):
             code = proc.poll()
@@ -279,7 +278,8 @@ class LocalHub:
             )
         st = self.status()
         if stale_note:
-            return HubStatus(st.running, st.healthy, st.pid, st.endpoint, st.state_dir, note="recovered from a " + stale_note.split(".")[0])
+            return HubStatus(st.running, st.healthy, st.pid, st.endpoint, st.state_dir,
+                             note="recovered from a " + stale_note.split(".")[0])
         return st
 
     def _wait_healthy(self, pid: int | None, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
@@ -328,7 +328,5 @@ class LocalHub:
 
 def _reap(pid: int) -> None:
     """Collect our own child's exit status so it does not linger as a zombie."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

@@ -18,8 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flotilla.data.api import generate, import_dataset
+from flotilla.data.importers import ImportProblem
 from flotilla.errors import FlotillaError
+from flotilla.hub.client import Hub
 from flotilla.jobs.specs import IngestJob, JobSpec, SweepJob, TrainJob, load_job_spec
+from flotilla.settings import job_ray_address
 
 RESULT_MARKER = "FLOTILLA_RESULT "  # same as flotilla.jobs.submission.RESULT_MARKER (not imported: it pulls in Ray's client)
 
@@ -29,15 +33,7 @@ def say(msg: str) -> None:
 
 
 def run_ingest(job: IngestJob) -> dict[str, Any]:
-    from flotilla.data.validate import Thresholds
-    from flotilla.hub.client import Hub
-
     hub = Hub()
-    th = job.thresholds
-    thresholds = Thresholds(
-        min_group_count=th.min_group_count, min_group_fraction=th.min_group_fraction,
-        representativeness=th.representativeness, max_missing=th.max_missing,
-    )
     done = [0, time.monotonic()]
 
     def progress(n: int) -> None:
@@ -48,20 +44,16 @@ def run_ingest(job: IngestJob) -> dict[str, Any]:
 
     say(f"ingest {job.dataset!r} into lakefs://{job.repo}/{job.into} on hub {hub.endpoint}")
     if job.synthetic is not None:
-        from flotilla.data.api import generate
-        from flotilla.data.synthetic import FaceSpec, Shift
-
         s = job.synthetic
-        face = FaceSpec(size=s.size, shift=Shift(lighting=s.lighting, age_mix=s.age_mix, occlusion=s.occlusion))
-        result = generate(hub, job.repo, job.dataset, s.n, seed=s.seed, spec=face, into=job.into, thresholds=thresholds, on_progress=progress)
-        problems: list[str] = []
+        result = generate(hub, job.repo, job.dataset, s.n, seed=s.seed, spec=s.spec, into=job.into,
+                          thresholds=job.thresholds, on_progress=progress)
+        problems: list[ImportProblem] = []
     else:
-        from flotilla.data.api import import_dataset
-
-        f = job.files  # type: ignore[union-attr]
+        f = job.files
+        assert f is not None  # IngestJob asks for exactly one source
         result, problems = import_dataset(
             hub, job.repo, job.dataset, f.format, Path(f.path), labels_csv=Path(f.labels) if f.labels else None,
-            into=job.into, thresholds=thresholds, on_progress=progress,
+            into=job.into, thresholds=job.thresholds, on_progress=progress,
         )
     counts = result.manifest.counts
     say(f"ingest {job.dataset}: {counts['samples']} samples, validation {'passed' if result.passed else 'FAILED'}")
@@ -73,7 +65,7 @@ def run_ingest(job: IngestJob) -> dict[str, Any]:
 
 def _address() -> str:
     # inside a Ray job RAY_ADDRESS points at the job's own cluster; "local" would start a second Ray
-    return os.environ.get("RAY_ADDRESS") or "auto"
+    return job_ray_address() or "auto"
 
 
 def run_train(job: TrainJob) -> dict[str, Any]:
@@ -99,7 +91,8 @@ def run_sweep(job: SweepJob) -> dict[str, Any]:
         from flotilla.tune.spec import SweepSpec
         from flotilla.tune.sweep import sweep
     except ImportError as exc:
-        raise FlotillaError(f"this cluster's flotilla has no sweeps (flotilla.tune: {exc})", hint="submit with a flotilla that has flotilla.tune") from None
+        raise FlotillaError(f"this cluster's flotilla has no sweeps (flotilla.tune: {exc})",
+                            hint="submit with a flotilla that has flotilla.tune") from None
     from flotilla.specs import parse_spec
 
     spec = parse_spec(SweepSpec, job.sweep, source=f"sweep of job {job.name!r}")

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from flotilla.data.report import Thresholds
+from flotilla.data.synthetic import DEFAULT_SPEC, FaceSpec, Shift
 from flotilla.errors import FlotillaError, SpecError
 from flotilla.names import check_branch_id
 from flotilla.specs import FamilySpec, _HubNames, _Spec, deep_merge, hub_name, load_yaml, parse_spec
@@ -71,14 +73,24 @@ class _JobBase(_Spec):
 
 
 class SyntheticSource(_Spec):
-    """``flotilla data generate`` parameters."""
+    """``flotilla data generate``: ``n`` faces drawn with ``seed`` from ``spec``, the generator's own
+    :class:`~flotilla.data.synthetic.FaceSpec` (image size, label distributions, ``shift``)."""
 
     n: int = Field(20_000, ge=1)
     seed: int = 0
-    size: int = Field(64, ge=32, le=512)
-    lighting: float = Field(0.0, ge=-1, le=1)
-    age_mix: float = Field(0.0, ge=0, le=1)
-    occlusion: float = Field(0.0, ge=0, le=1)
+    spec: FaceSpec = DEFAULT_SPEC
+
+    @model_validator(mode="before")
+    @classmethod
+    def _knobs_go_under_spec(cls, data: Any) -> Any:
+        # size and the shift knobs were once written flat here; say where they live, not only "unknown key"
+        if isinstance(data, dict):
+            moved = [f"spec.{k}" if k in FaceSpec.model_fields else f"spec.shift.{k}"
+                     for k in data if k not in cls.model_fields and (k in FaceSpec.model_fields or k in Shift.model_fields)]
+            if moved:
+                raise ValueError(f"the generator's settings go under spec: write {', '.join(moved)} "
+                                 "(e.g. synthetic: {n: 1000, spec: {size: 64, shift: {lighting: 0.3}}})")
+        return data
 
 
 class FilesSource(_Spec):
@@ -89,15 +101,6 @@ class FilesSource(_Spec):
     labels: str | None = None
 
 
-class ThresholdsSpec(_Spec):
-    """The validation gate's knobs (:class:`flotilla.data.validate.Thresholds`)."""
-
-    min_group_count: int = Field(20, ge=0)
-    min_group_fraction: float = Field(0.1, ge=0, le=1)
-    representativeness: Literal["error", "warning"] = "error"
-    max_missing: float | None = Field(None, ge=0, le=1)
-
-
 class IngestJob(_JobBase, _HubNames):
     kind: Literal["ingest"]
     repo: str = "faces"
@@ -105,7 +108,7 @@ class IngestJob(_JobBase, _HubNames):
     into: str = "main"
     synthetic: SyntheticSource | None = None
     files: FilesSource | None = None
-    thresholds: ThresholdsSpec = ThresholdsSpec()
+    thresholds: Thresholds = Thresholds()
 
     @model_validator(mode="after")
     def _one_source(self) -> IngestJob:
@@ -219,7 +222,8 @@ def parse_job_spec(data: Any, source: str = "job spec", root: Path | None = None
     if model is None:
         close = difflib.get_close_matches(str(kind), list(KINDS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        problems = [f"kind: {'missing' if kind is None else repr(kind) + ' is not a job kind'}; use one of ingest, train, sweep{hint}"]
+        what = "missing" if kind is None else f"{kind!r} is not a job kind"
+        problems = [f"kind: {what}; use one of ingest, train, sweep{hint}"]
         known = set().union(*(m.model_fields for m in KINDS.values()))
         for key in data:
             if key not in known:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 import secrets
 import shlex
@@ -32,13 +31,13 @@ from typing import Any
 
 import yaml
 
-from flotilla.data.pinning import pin as pin_data
-from flotilla.errors import FlotillaError
 from flotilla.cluster.files import ClusterError, auth_headers
 from flotilla.cluster.local import LocalCluster, normalise_address
+from flotilla.data.pinning import pin as pin_data
+from flotilla.errors import FlotillaError
 from flotilla.jobs.entrypoint import RESULT_MARKER
 from flotilla.jobs.specs import JobSpec, SweepJob, TrainJob, family_of, load_job_spec, parse_job_spec, sweep_of
-from flotilla.settings import Settings
+from flotilla.settings import FLOTILLA_HOME, FLOTILLA_HUB_PORT, RAY_TRAIN_ENABLE_PRINT_PATCH, Settings, code_vars, ray_address
 
 PINNED_DIR = ".flotilla-job"
 # never shipped to the cluster: environments, history, outputs, local state that may hold secrets
@@ -46,7 +45,7 @@ _EXCLUDES = (".venv", "venv", ".git", "artifacts", "wandb", "__pycache__", "*.eg
              ".flotilla-test", ".flotilla", "node_modules", "build", "dist", "credentials.json", "auth_token",
              ".env", "*.env", ".lakectl.yaml", ".aws", ".ssh", "*.pem", "*.key", "id_rsa*", "id_ed25519*")
 
-__all__ = ["JobError", "JobHandle", "RESULT_MARKER", "job_client", "list_jobs", "get_job", "submit", "project_root"]
+__all__ = ["RESULT_MARKER", "JobError", "JobHandle", "get_job", "job_client", "list_jobs", "project_root", "submit"]
 
 
 class JobError(FlotillaError):
@@ -72,7 +71,7 @@ class _Target:
     """Where jobs go: a Jobs API URL, its auth header, and whether it is our own local cluster."""
 
     def __init__(self, address: str | None, settings: Settings) -> None:
-        address = address or os.environ.get("FLOTILLA_RAY_ADDRESS")
+        address = address or ray_address()
         local = LocalCluster(settings)
         state = local.state()
         if address:
@@ -141,7 +140,8 @@ def _call(what: str, fn: Any, *args: Any) -> Any:
         raise ClusterError(f"could not {what}: the Ray Jobs API did not answer ({type(exc).__name__}: {str(exc)[:300]})",
                            hint="check 'flotilla cluster status'") from None
     except (RuntimeError, ValueError) as exc:  # unknown id, a refused submission, a working_dir over Ray's size limit
-        raise JobError(f"could not {what}: {str(exc)[:500]}", hint="'flotilla jobs list' shows the known submission ids") from None
+        raise JobError(f"could not {what}: {str(exc)[:500]}",
+                       hint="'flotilla jobs list' shows the known submission ids") from None
 
 
 # ---- handles --------------------------------------------------------------------------------------
@@ -212,7 +212,8 @@ class JobHandle:
             if st in ("SUCCEEDED", "FAILED", "STOPPED"):
                 return st
             if deadline is not None and time.monotonic() > deadline:
-                raise JobError(f"job {self.submission_id} is still {st} after {timeout:.0f}s", hint="'flotilla jobs logs -f' follows it")
+                raise JobError(f"job {self.submission_id} is still {st} after {timeout:.0f}s",
+                               hint="'flotilla jobs logs -f' follows it")
             time.sleep(poll)
 
     def result(self) -> dict[str, Any]:
@@ -233,7 +234,8 @@ def parse_result(logs: str) -> dict[str, Any] | None:
                 return json.loads(line[len(RESULT_MARKER):])
             except ValueError:
                 raise JobError(f"the job's result line is damaged: {line[:200]!r}",
-                               hint="another process's output was interleaved with it; the full logs have the run's details") from None
+                               hint="another process's output was interleaved with it; "
+                                    "the full logs have the run's details") from None
     return None
 
 
@@ -343,16 +345,16 @@ def submit(
         return JobHandle(sid, None, pinned)
     client = job_client(address, settings)
     target = client._flotilla_target
-    env_vars = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "PYTHONUNBUFFERED": "1", **spec.runtime_env.env_vars}
+    env_vars = {RAY_TRAIN_ENABLE_PRINT_PATCH: "0", "PYTHONUNBUFFERED": "1", **spec.runtime_env.env_vars}
     # the job runs from a staged copy without .git: hand it the code version, for model cards' lineage
     from flotilla.training.artifacts import code_version
 
     code = code_version()
-    env_vars |= {"FLOTILLA_CODE_SHA": str(code["git_sha"]), "FLOTILLA_CODE_DIRTY": str(code["dirty"])}
+    env_vars |= code_vars(str(code["git_sha"]), code["dirty"])
     if _is_checkout(root):  # the job runs the source it was submitted with
         env_vars["PYTHONPATH"] = "platform"
     if target.local:  # the local hub's credentials file is found through these; remote nodes bring LAKECTL_*
-        env_vars |= {"FLOTILLA_HOME": str(settings.home), "FLOTILLA_HUB_PORT": str(settings.hub_port)}
+        env_vars |= {FLOTILLA_HOME: str(settings.home), FLOTILLA_HUB_PORT: str(settings.hub_port)}
     runtime_env: dict[str, Any] = {"env_vars": env_vars, "excludes": list(_EXCLUDES)}
     if spec.runtime_env.pip:
         runtime_env["pip"] = list(spec.runtime_env.pip)

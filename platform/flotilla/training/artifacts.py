@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.errors import NotFoundError, SpecError
+from flotilla.names import branch_id
+from flotilla.settings import shipped_code
+from flotilla.version import __version__
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,6 @@ def resolve_model(hub: Any, source: str, default_repo: str) -> ModelLocation:
         r.stat(commit, path)
         return ModelLocation(repo, commit, path)
     r = hub.repo(default_repo)
-    from flotilla.names import branch_id
 
     run, _, model = source.partition("/")  # "<run>" or "<run>/<model>" (a run of separate models has several)
     refs = ["main", branch_id(run, prefix="exp-")]
@@ -98,21 +100,17 @@ def read_model_bytes(repo: str, commit: str, path: str, credentials: Any) -> byt
 
 def code_version() -> dict[str, Any]:
     """Git sha and dirty flag of the flotilla checkout running this (or 'unknown' outside git)."""
-    from flotilla.version import __version__
-
-    import os
-
-    if os.environ.get("FLOTILLA_CODE_SHA"):  # set by job submission: the job runs from a copy without .git
-        dirty = os.environ.get("FLOTILLA_CODE_DIRTY")
-        return {"flotilla_version": __version__, "git_sha": os.environ["FLOTILLA_CODE_SHA"],
-                "dirty": None if dirty in (None, "None") else dirty == "True"}
+    shipped = shipped_code()  # a job runs from a copy without .git: submission handed it the version
+    if shipped:
+        return {"flotilla_version": __version__, "git_sha": shipped[0], "dirty": shipped[1]}
     root = Path(__file__).resolve().parents[3]
     info: dict[str, Any] = {"flotilla_version": __version__, "git_sha": "unknown", "dirty": None}
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if sha.returncode == 0:
             info["git_sha"] = sha.stdout.strip()
-            st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10)
+            st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                                text=True, timeout=10)
             info["dirty"] = bool(st.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         pass

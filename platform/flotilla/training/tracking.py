@@ -9,8 +9,9 @@ the validated spec, which never holds credentials.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
+
+from flotilla.settings import wandb_api_key_set, wandb_dir
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,14 @@ def start_tracking(spec: Any, config: dict[str, Any]) -> Tracker | None:
         import wandb
     except ImportError:  # pragma: no cover - wandb is a dependency
         return None
-    mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    mode = "online" if wandb_api_key_set() else "offline"
     try:
         run = wandb.init(
             project=spec.tracking.project,
             name=config["model_name"] and f"{config['run_id']}/{config['model_name']}",
             group=config["run_id"],
             mode=mode,
-            dir=os.environ.get("WANDB_DIR") or None,
+            dir=wandb_dir(),
             config={
                 "spec": spec.model_dump(mode="json"),
                 "tasks": [t["name"] for t in config["tasks"]],
