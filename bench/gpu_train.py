@@ -50,7 +50,13 @@ from flotilla.data.synthetic import generate  # noqa: E402
 from flotilla.models.family import MultiTaskModel  # noqa: E402
 from flotilla.specs import load_family_spec  # noqa: E402
 from flotilla.training.loop import (  # noqa: E402
-    _evaluate, _lr_lambda, _optimizer, _unwrap, build_model, deepspeed_config, train_step,
+    build_model,
+    build_optimizer,
+    deepspeed_config,
+    evaluate,
+    lr_lambda,
+    train_step,
+    unwrap,
 )
 
 
@@ -122,16 +128,16 @@ def build(spec: Any, arm: Arm, train_rows: int, init_state: dict[str, torch.Tens
     if arm.deepspeed:
         import deepspeed
 
-        optimizer = _optimizer(spec, model)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(spec, steps_per_epoch))
+        optimizer = build_optimizer(spec, model)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(spec, steps_per_epoch))
         model = model.to(memory_format=torch.contiguous_format)  # as the workers do for DeepSpeed
         engine, optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, config=deepspeed_config(spec, use_gpu=arm.device == "cuda"))
-        return engine, engine, optimizer, _unwrap(engine), engine.device, scheduler
+        return engine, engine, optimizer, unwrap(engine), engine.device, scheduler
     device = torch.device(arm.device)
     model.to(device)
-    optimizer = _optimizer(spec, model)
-    return model, None, optimizer, model, device, torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(spec, steps_per_epoch))
+    optimizer = build_optimizer(spec, model)
+    return model, None, optimizer, model, device, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(spec, steps_per_epoch))
 
 
 def _sync(device: Any) -> None:
@@ -171,7 +177,7 @@ def train_and_validate(spec: Any, arm: Arm, data: MemoryData,
         for batch in data.iter_batches("train", spec.batch_size, seed=spec.seed, epoch=epoch):
             train_step(net, engine, optimizer, core, batch, tasks, device)
             scheduler.step()
-    metrics = _evaluate(core if engine is None else net, data, tasks, spec.batch_size, 0, 1, device)
+    metrics = evaluate(core if engine is None else net, data, tasks, spec.batch_size, 0, 1, device)
     return metrics, net, core
 
 

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from tests.chaos import KillWorker
 
 from flotilla.data.api import generate
-from flotilla.errors import ConflictError, MergeConflictError, NotFoundError, SpecError
 from flotilla.data.validate import Thresholds
+from flotilla.errors import ConflictError, MergeConflictError, NotFoundError, SpecError
 from flotilla.settings import Settings
 from flotilla.specs import FamilySpec, parse_spec
+from flotilla.training import ModelResult, merge_family, train
 from flotilla.training.artifacts import parse_lakefs_uri
-from flotilla.training.run import train
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -79,8 +80,9 @@ def test_shared_family_run_lives_on_its_branch_with_lineage(family, data_repo, h
     history = json.loads(data_repo.get(model.commit, f"models/{family.run_id}/family/metrics.json"))
     assert len(history) == 2 and history[1]["train/loss"] < history[0]["train/loss"]
     messages = [c.message for c in data_repo.log(model.branch, 6)]
-    assert messages[0].startswith("Model family") and "family: checkpoint epoch 1" in messages and "family: checkpoint epoch 0" in messages
-    repo_name, commit, path = parse_lakefs_uri(model.model_uri)
+    assert messages[0].startswith("Model family")
+    assert "family: checkpoint epoch 1" in messages and "family: checkpoint epoch 0" in messages
+    _, commit, path = parse_lakefs_uri(model.model_uri)
     state = torch.load(__import__("io").BytesIO(data_repo.get(commit, path)), weights_only=True)
     assert set(state) == {"config", "state"} and "heads.emotion.weight" in "".join(state["state"])
     # W&B ran offline on rank 0 only, with the data commit in its config, and no credential in any of its files
@@ -101,15 +103,13 @@ def test_shared_family_run_lives_on_its_branch_with_lineage(family, data_repo, h
     # ... and one with uncommitted changes (lakeFS refuses to merge into it), before training too
     data_repo.create_branch("dirty-into", "main", exist_ok=True)
     data_repo.put("dirty-into", "notes.txt", b"staged, never committed")
-    with pytest.raises(ConflictError, match="'dirty-into' .* has 1 uncommitted change") as err:
+    with pytest.raises(ConflictError, match=r"'dirty-into' .* has 1 uncommitted change") as err:
         train(tiny("fam", merge_into="dirty-into"), hub=hub)
     assert "notes.txt" in err.value.message and "merge_into" in err.value.message
     data_repo.delete_branch("dirty-into")
 
 
 def test_a_family_is_merged_whole_or_not_at_all(repo):
-    from flotilla.training.run import ModelResult, _merge_family
-
     repo.put("main", "base.txt", "base")
     base = repo.commit("main", "base").id
     models = []
@@ -122,13 +122,13 @@ def test_a_family_is_merged_whole_or_not_at_all(repo):
     repo.put("into-clash", "models/run/gender/model.pt", "someone else's")
     head = repo.commit("into-clash", "a clashing gender model").id
     with pytest.raises(MergeConflictError) as err:  # gender conflicts after age merged: the target gets neither
-        _merge_family(repo, models, "into-clash", "run")
+        merge_family(repo, models, "into-clash", "run")
     assert "not merged into 'into-clash' (none of them is on it)" in err.value.message and "promote-" not in str(err.value)
     assert "exp-run-gender" in err.value.hint
     assert repo.resolve("into-clash") == head and not repo.exists("into-clash", "models/run/age/model.pt")
     assert not [b for b in repo.branches() if b.startswith("promote-")], "the staging branch was left behind"
     repo.create_branch("into-clean", base)
-    _merge_family(repo, models, "into-clean", "run")
+    merge_family(repo, models, "into-clean", "run")
     assert repo.commit_info("into-clean").metadata["flotilla.models"] == "age,gender,emotion"
     for m in models:
         assert repo.get("into-clean", f"models/run/{m.name}/model.pt") == m.name.encode()
@@ -137,13 +137,15 @@ def test_a_family_is_merged_whole_or_not_at_all(repo):
 
 def test_deepspeed_zero2_matches_ddp_on_a_tiny_fixed_seed_run(hub, data_repo, local_ray):
     ddp = train(tiny("cmp-ddp", epochs=1, tracking={"wandb": False}), hub=hub)
-    ds = train(tiny("cmp-ds", epochs=1, backend="deepspeed", deepspeed={"stage": 2, "dtype": "fp32"}, tracking={"wandb": False}), hub=hub)
+    ds = train(tiny("cmp-ds", epochs=1, backend="deepspeed", deepspeed={"stage": 2, "dtype": "fp32"},
+                    tracking={"wandb": False}), hub=hub)
     # ZeRO-Offload with flotilla's own torch optimiser (DeepSpeed refused it by default: every attempt failed)
     off = train(tiny("cmp-off", epochs=1, backend="deepspeed", deepspeed={"stage": 2, "dtype": "fp32", "offload_optimizer": True},
                      tracking={"wandb": False}), hub=hub)
     def optimizer_state(result):  # the last checkpoint's train state: rank 0 keeps the optimiser only under DDP
         model = result.models[0]
-        (path,) = [o.path for o in data_repo.list(model.branch, f"runs/{result.run_id}/") if o.path.endswith("/train_state.pt")][-1:]
+        states = [o.path for o in data_repo.list(model.branch, f"runs/{result.run_id}/") if o.path.endswith("/train_state.pt")]
+        (path,) = states[-1:]
         return torch.load(__import__("io").BytesIO(data_repo.get(model.branch, path)), weights_only=True)["optimizer"]
 
     # DeepSpeed really ran (its engine keeps ZeRO's partitioned state; a silent fall-back to DDP would not)
@@ -192,7 +194,7 @@ def test_the_commit_callback_pickles_without_the_keys(hub, data_repo, local_ray)
 
 
 def test_killed_worker_resumes_from_its_checkpoint(hub, data_repo, local_ray):
-    result = train(tiny("chaos", epochs=3, tracking={"wandb": False}), hub=hub, chaos={"kill_rank": 1, "after_epoch": 0})
+    result = train(tiny("chaos", epochs=3, tracking={"wandb": False}), hub=hub, hooks=[KillWorker(rank=1, after_epoch=0)])
     (model,) = result.models
     assert [h["epoch"] for h in model.history] == [0, 1, 2]
     assert model.history[-1]["resumed_from_epoch"] == 0

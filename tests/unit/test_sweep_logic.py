@@ -234,7 +234,7 @@ def test_an_errored_trial_tune_runs_again_on_resume_gets_a_new_optuna_trial_with
 def test_a_trial_publishes_its_best_checkpoint_by_the_sweep_objective():
     from types import SimpleNamespace
 
-    from flotilla.training.run import _best_checkpoint
+    from flotilla.training import best_checkpoint
     from flotilla.tune.trial import checkpoint_rank
 
     epochs = [("e1", {"val/age/mae": 10.0, "val/gender/accuracy": 0.5}),   # best age; combined 0.3
@@ -242,11 +242,11 @@ def test_a_trial_publishes_its_best_checkpoint_by_the_sweep_objective():
               ("e3", {"val/age/mae": 30.0, "val/gender/accuracy": 1.0})]  # the last: 0.4
     fit = SimpleNamespace(best_checkpoints=epochs, checkpoint="e3")
     weights = {"val/age/mae": -0.02, "val/gender/accuracy": 1.0}
-    assert _best_checkpoint(fit, [], checkpoint_rank({"weights": weights, "mode": "max"})) == "e2"
-    assert _best_checkpoint(fit, [], checkpoint_rank({"metric": "val/age/mae", "mode": "min"})) == "e1"
-    assert _best_checkpoint(fit, [], checkpoint_rank({"metrics": {"val/age/mae": "min", "val/gender/accuracy": "max"}})) == "e3"
+    assert best_checkpoint(fit, [], checkpoint_rank({"weights": weights, "mode": "max"})) == "e2"
+    assert best_checkpoint(fit, [], checkpoint_rank({"metric": "val/age/mae", "mode": "min"})) == "e1"
+    assert best_checkpoint(fit, [], checkpoint_rank({"metrics": {"val/age/mae": "min", "val/gender/accuracy": "max"}})) == "e3"
     tie = SimpleNamespace(best_checkpoints=[("a", {"val/x": 1.0}), ("b", {"val/x": 1.0})], checkpoint="b")
-    assert _best_checkpoint(tie, [], checkpoint_rank({"metric": "val/x", "mode": "max"})) == "a"
+    assert best_checkpoint(tie, [], checkpoint_rank({"metric": "val/x", "mode": "max"})) == "a"
 
 
 def test_a_trials_record_carries_the_metrics_of_the_epoch_it_published(tmp_path):

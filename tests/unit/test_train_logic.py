@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from flotilla.errors import SpecError
 from flotilla.specs import FamilySpec, parse_spec
-from flotilla.training.loop import _lr_lambda
+from flotilla.training.loop import lr_lambda
 
 
 def _family(**over) -> FamilySpec:
@@ -15,15 +17,15 @@ def _family(**over) -> FamilySpec:
 
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine", "constant"])
 def test_schedules_never_jump_between_steps(schedule: str) -> None:
-    f = _lr_lambda(_family(epochs=10, optim={"schedule": schedule, "warmup_epochs": 1}), steps_per_epoch=100)
+    f = lr_lambda(_family(epochs=10, optim={"schedule": schedule, "warmup_epochs": 1}), steps_per_epoch=100)
     factors = [f(step) for step in range(1000)]
-    steps = [abs(b - a) for a, b in zip(factors, factors[1:])]
+    steps = [abs(b - a) for a, b in itertools.pairwise(factors)]
     assert max(steps) < 0.02, (schedule, max(steps), steps.index(max(steps)))
     assert all(0.0 <= x <= 1.0 for x in factors)
 
 
 def test_onecycle_rises_to_its_peak_then_falls_to_its_floor() -> None:
-    f = _lr_lambda(_family(epochs=10, optim={"schedule": "onecycle"}), steps_per_epoch=100)
+    f = lr_lambda(_family(epochs=10, optim={"schedule": "onecycle"}), steps_per_epoch=100)
     assert f(0) == pytest.approx(0.3) and f(300) == pytest.approx(1.0, abs=1e-3)
     assert f(999) == pytest.approx(0.02, abs=0.01) and f(650) == pytest.approx(0.5, abs=0.01)
 
@@ -44,7 +46,7 @@ def test_a_checkpoint_always_holds_the_schedule_and_the_optimiser_only_when_rank
 
     from flotilla.models import MultiTaskModel
     from flotilla.models.tasks import resolve_tasks
-    from flotilla.training.loop import CKPT_STATE, _report
+    from flotilla.training.loop import CKPT_STATE, report_epoch
 
     saved = []
 
@@ -53,15 +55,16 @@ def test_a_checkpoint_always_holds_the_schedule_and_the_optimiser_only_when_rank
         shutil.copytree(d, dest)  # the directory is temporary: keep what was written
         saved.append(dest)
 
-    sink = SimpleNamespace(report=lambda metrics, checkpoint=None: None, Checkpoint=SimpleNamespace(from_directory=from_directory))
+    sink = SimpleNamespace(report=lambda metrics, checkpoint=None: None,
+                           Checkpoint=SimpleNamespace(from_directory=from_directory))
     model = MultiTaskModel(resolve_tasks(["age"]), "small_cnn", width=4)
     opt = torch.optim.AdamW(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 / (step + 1))
     for _ in range(3):
         opt.step()
         sched.step()
-    _report({}, [], 0, model, opt, sched, 0, sink)  # DDP: rank 0 holds the whole optimiser
-    _report({}, [], 0, model, None, sched, 0, sink)  # DeepSpeed: ZeRO keeps it partitioned
+    report_epoch({}, [], 0, model, opt, sched, 0, sink)  # DDP: rank 0 holds the whole optimiser
+    report_epoch({}, [], 0, model, None, sched, 0, sink)  # DeepSpeed: ZeRO keeps it partitioned
     ddp, ds = (torch.load(d / CKPT_STATE, weights_only=True) for d in saved)
     assert ddp["optimizer"] is not None and ddp["scheduler"]["last_epoch"] == 3
     assert ds["optimizer"] is None and ds["scheduler"]["last_epoch"] == 3
@@ -165,13 +168,13 @@ def test_a_resumed_optimiser_without_its_state_runs_at_the_schedules_lr() -> Non
 
     from flotilla.models import MultiTaskModel
     from flotilla.models.tasks import resolve_tasks
-    from flotilla.training.loop import _optimizer, restore_train_state
+    from flotilla.training.loop import build_optimizer, restore_train_state
 
     spec = _family(epochs=4, optim={"schedule": "cosine", "warmup_epochs": 1, "lr": 0.1})
-    f = _lr_lambda(spec, steps_per_epoch=10)
+    f = lr_lambda(spec, steps_per_epoch=10)
 
     def fresh():
-        opt = _optimizer(spec, MultiTaskModel(resolve_tasks(["age"]), "small_cnn", width=4))
+        opt = build_optimizer(spec, MultiTaskModel(resolve_tasks(["age"]), "small_cnn", width=4))
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, f)
 
     opt, sched = fresh()

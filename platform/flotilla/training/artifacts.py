@@ -95,7 +95,7 @@ def read_model_bytes(repo: str, commit: str, path: str, credentials: Any) -> byt
 
     fs = pafs.S3FileSystem(**credentials.s3_options())
     with fs.open_input_stream(f"{repo}/{commit}/{path}") as fh:
-        return fh.read()
+        return bytes(fh.read())
 
 
 def code_version() -> dict[str, Any]:

@@ -13,6 +13,9 @@ from typing import Any
 
 import ray.train
 
+from flotilla.hub.client import repo_for
+from flotilla.hub.repo import Repo
+
 log = logging.getLogger(__name__)
 
 
@@ -28,7 +31,7 @@ class HubCommitCallback(ray.train.UserCallback):
         self.repo_name = repo
         self.branch = branch
         self.model = model
-        self._repo = None
+        self._repo: Repo | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_repo"}
@@ -38,10 +41,8 @@ class HubCommitCallback(ray.train.UserCallback):
         self._repo = None
 
     @property
-    def repo(self):
+    def repo(self) -> Repo:
         if self._repo is None:
-            from flotilla.hub.client import repo_for
-
             creds = ray.get(self.credentials) if isinstance(self.credentials, ray.ObjectRef) else self.credentials
             self._repo = repo_for(creds, self.repo_name)
         return self._repo
@@ -51,7 +52,8 @@ class HubCommitCallback(ray.train.UserCallback):
             return
         m = metrics[0]
         meta = {"flotilla.kind": "checkpoint", "flotilla.model": self.model, "epoch": m.get("epoch")}
-        meta.update({k: round(v, 6) for k, v in m.items() if k.startswith("val/") and not k.endswith("/n") and isinstance(v, float)})
+        meta.update({k: round(v, 6) for k, v in m.items()
+                     if k.startswith("val/") and not k.endswith("/n") and isinstance(v, float)})
         if m.get("resumed_from_epoch", -1) >= 0:
             meta["resumed_from_epoch"] = m["resumed_from_epoch"]
         try:

@@ -1,35 +1,50 @@
 """The per-worker training loop Ray Train runs (DDP or DeepSpeed, CPU or GPU).
 
-Everything a worker needs arrives in ``config``: the validated spec as a dict,
-the resolved tasks, the pinned :class:`DataRef`, and an object-store reference to
-the hub credentials (so the secret never sits in a config Ray may display).
-Data is read through the hub on whichever node the worker runs; checkpoints go
-to Ray's storage, which flotilla points at the run's own hub branch.
+Everything a worker needs arrives in one :class:`~flotilla.training.config.WorkerConfig`: the
+validated spec and tasks, the pinned :class:`DataRef`, the transfer parent, the worker hooks, and an
+object-store reference to the hub credentials (so the secret never sits in anything Ray pickles or
+displays). Data is read through the hub on whichever node the worker runs; checkpoints go to Ray's
+storage, which flotilla points at the run's own hub branch.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from flotilla.data.loader import HubDataset
+from flotilla.errors import SpecError
+from flotilla.models.family import MultiTaskModel, compute_losses
+from flotilla.models.metrics import MetricAccumulator
+from flotilla.training.artifacts import ModelLocation, read_model_bytes
+from flotilla.training.hooks import EpochStart
+from flotilla.training.tracking import start_tracking
+
+if TYPE_CHECKING:
+    from flotilla.specs import FamilySpec
+    from flotilla.training.config import WorkerConfig
 
 CKPT_MODEL = "model.pt"
 CKPT_STATE = "train_state.pt"
 CKPT_META = "meta.json"
 
 
-def _unwrap(model: torch.nn.Module) -> Any:
+def unwrap(model: torch.nn.Module) -> Any:
+    """The model inside a DDP or DeepSpeed wrapper (the model itself when unwrapped)."""
     return getattr(model, "module", model)
 
 
-def _lr_lambda(spec: Any, steps_per_epoch: int):
+def lr_lambda(spec: FamilySpec, steps_per_epoch: int) -> Callable[[int], float]:
+    """The spec's schedule as the factor of the peak lr at each step (for ``LambdaLR``)."""
     total = max(1, spec.epochs * steps_per_epoch)
     warm = int(spec.optim.warmup_epochs * steps_per_epoch)
 
@@ -49,7 +64,8 @@ def _lr_lambda(spec: Any, steps_per_epoch: int):
     return f
 
 
-def _optimizer(spec: Any, model: Any) -> torch.optim.Optimizer:
+def build_optimizer(spec: Any, model: Any) -> torch.optim.Optimizer:
+    """The spec's optimiser over the model's parameter groups (no weight decay on norms and biases)."""
     groups = model.param_groups(lr=spec.optim.lr, weight_decay=spec.optim.weight_decay)
     if spec.optim.name == "sgd":
         return torch.optim.SGD(groups, lr=spec.optim.lr, momentum=spec.optim.momentum)
@@ -86,47 +102,35 @@ def deepspeed_config(spec: Any, use_gpu: bool) -> dict[str, Any]:
     return cfg
 
 
-def load_parent(config: dict[str, Any], model: Any, creds: Any) -> None:
-    """Warm-start ``model`` from the run's transfer parent (a no-op without one).
+def load_parent(model: Any, parent: ModelLocation | None, creds: Any, *, heads: bool = False) -> None:
+    """Warm-start ``model`` from the run's transfer parent (a no-op without one); its heads too if ``heads``.
 
-    Public because the driver runs it too, once, before any worker starts (train.run's
-    ``_check_parent_fits``): a parent that does not fit fails there as a SpecError instead of in
+    Public because the driver runs it too, once, before any worker starts (``training.run``'s
+    ``check_parent_fits``): a parent that does not fit fails there as a SpecError instead of in
     every worker, retried. ``strict=True`` so a width or backbone mismatch is an error, not a
     silently half-loaded backbone.
     """
-    parent = config.get("parent")
-    if not parent:
+    if parent is None:
         return
-    from flotilla.training.artifacts import read_model_bytes
-
-    blob = read_model_bytes(parent["repo"], parent["commit"], parent["path"], creds)
+    blob = read_model_bytes(parent.repo, parent.commit, parent.path, creds)
     try:
-        weights = torch.load(_as_file(blob), map_location="cpu", weights_only=True)["state"]
+        weights = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)["state"]
     except Exception as exc:  # a card, metrics or train-state file, an empty object, another tool's torch file
-        from flotilla.errors import SpecError
-
         # torch's own text would advise weights_only=False: never for a file from the hub
         raise SpecError(
-            f"transfer.source lakefs://{parent['repo']}/{parent['commit'][:12]}/{parent['path']} is not a flotilla model checkpoint "
-            f"({type(exc).__name__}: {'no state dict in it' if isinstance(exc, (KeyError, TypeError)) else 'not loadable as weights'})",
+            f"transfer.source lakefs://{parent.repo}/{parent.commit[:12]}/{parent.path} is not a flotilla model checkpoint "
+            f"({type(exc).__name__}: "
+            f"{'no state dict in it' if isinstance(exc, (KeyError, TypeError)) else 'not loadable as weights'})",
             hint="point it at a model.pt that flotilla published (lakefs://<repo>/<ref>/models/<run>/<model>/model.pt) "
                  "or give the run id",
         ) from None
     model.load_backbone(weights, strict=True)
-    if config["spec"]["transfer"].get("load_heads"):
+    if heads:
         model.load_heads(weights)
-
-
-def _as_file(blob: bytes):
-    import io
-
-    return io.BytesIO(blob)
 
 
 def build_model(spec: Any, tasks: Any) -> Any:
     """The family's model as the spec describes it (the workers and bench/gpu_train.py build it here)."""
-    from flotilla.models.family import MultiTaskModel
-
     return MultiTaskModel(
         tasks, spec.model.backbone, width=spec.model.width, head_hidden=spec.model.head_hidden,
         dropout=spec.model.dropout, weighting=spec.weighting,
@@ -140,8 +144,6 @@ def train_step(net: Any, engine: Any, optimizer: Any, core: Any, batch: dict[str
     Its own function so that ``bench/gpu_train.py`` times the very step the workers run. Returns the
     loss, each task's masked-mean loss and each task's labelled count (see :func:`add_batch`).
     """
-    from flotilla.models.family import compute_losses
-
     out = net(torch.as_tensor(batch["image"], device=device))
     loss, per_task, labelled = compute_losses(out, batch, tasks, core.loss_weighting, return_counts=True)
     if engine is not None:
@@ -157,27 +159,27 @@ def train_step(net: Any, engine: Any, optimizer: Any, core: Any, batch: dict[str
     return loss, per_task, labelled
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
+def train_loop_per_worker(config: WorkerConfig) -> None:
+    """One worker's share of the run: ``train_model`` binds ``config`` to it (``functools.partial``).
+
+    Bound rather than passed as Ray's ``train_loop_config``: Ray Train copies that dict, made JSON-safe,
+    into the run state its dashboard and exports show; the typed config never enters it.
+    """
     import ray
     import ray.train
     import ray.train.torch
 
-    from flotilla.data.loader import DataRef, HubDataset
-    from flotilla.models.tasks import resolve_tasks
-    from flotilla.specs import FamilySpec
-
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    spec = FamilySpec.model_validate(config["spec"])
-    tasks = resolve_tasks(config["tasks"])
+    spec, tasks = config.spec, list(config.tasks)
     torch.manual_seed(spec.seed)
     np.random.seed(spec.seed)
-    torch.set_num_threads(max(1, int(round(spec.scaling.cpus_per_worker))))
-    creds = ray.get(config["credentials"])
-    data = HubDataset(DataRef(**config["data_ref"]), creds, image_size=spec.data.image_size)
+    torch.set_num_threads(max(1, round(spec.scaling.cpus_per_worker)))
+    creds = ray.get(config.credentials)
+    data = HubDataset(config.data, creds, image_size=spec.data.image_size)
 
     model = build_model(spec, tasks)
-    load_parent(config, model, creds)
+    load_parent(model, config.parent, creds, heads=bool(spec.transfer and spec.transfer.load_heads))
     start_epoch, history = 0, []
     resumed_from = None
     ckpt = ray.train.get_checkpoint()
@@ -192,10 +194,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if (Path(d) / CKPT_STATE).exists():
                 train_state = torch.load(Path(d) / CKPT_STATE, map_location="cpu", weights_only=True)
 
-    optimizer = _optimizer(spec, model)
+    optimizer = build_optimizer(spec, model)
     per_rank = sum(len(r) // world for r in data._split_rows("train"))
     steps_per_epoch = max(1, math.ceil(per_rank / spec.batch_size))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(spec, steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(spec, steps_per_epoch))
     if train_state is not None:
         restore_train_state(optimizer, scheduler, train_state)
     if spec.backend == "deepspeed":
@@ -211,45 +213,38 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         net = ray.train.torch.prepare_model(model)
         device = ray.train.torch.get_device()
         engine = None
-    core = _unwrap(net)
+    core = unwrap(net)
 
-    tracker = None
-    if rank == 0 and spec.tracking.wandb:
-        from flotilla.training.tracking import start_tracking
-
-        tracker = start_tracking(spec, config)
-
+    tracker = start_tracking(config) if rank == 0 and spec.tracking.wandb else None
     freeze_epochs = spec.transfer.freeze_backbone_epochs if spec.transfer else 0
-    chaos = config.get("chaos") or {}
     for epoch in range(start_epoch, spec.epochs):
-        if chaos and ckpt is None and rank == chaos.get("kill_rank", 1) and epoch == chaos.get("after_epoch", 0) + 1:
-            # test hook: this worker dies mid-run, some seconds after the last checkpoint was registered by
-            # the controller; Ray Train must restart the group from that checkpoint
-            time.sleep(chaos.get("delay_s", 5.0))
-            os._exit(17)
+        for hook in config.hooks:
+            hook.on_epoch_start(EpochStart(epoch, rank, world, resumed_from))
         frozen = epoch < freeze_epochs
         net.train()
         if frozen:  # BN statistics of a frozen backbone stay as the parent left them
             core.backbone.eval()
-        t0, sums, counts = time.perf_counter(), {}, {}
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
         for batch in data.iter_batches("train", spec.batch_size, seed=spec.seed, epoch=epoch, rank=rank, world_size=world):
             loss, per_task, labelled = train_step(net, engine, optimizer, core, batch, tasks, device, frozen=frozen)
             scheduler.step()
             add_batch(sums, counts, loss, per_task, labelled, len(batch["image"]))
         train_time = time.perf_counter() - t0
         sums, counts = all_ranks(sums, counts, ["loss"] + [t.name for t in tasks], world, device)
-        metrics = {"epoch": epoch, **train_metrics(sums, counts, train_time)}
+        metrics: dict[str, Any] = {"epoch": epoch, **train_metrics(sums, counts, train_time)}
         # every rank evaluates, and rank 0 saves, with rank 0's BatchNorm statistics
         sync_buffers(core, world)
         # DDP's wrapper may broadcast buffers on a forward: ranks with different numbers of validation
         # batches must not call it, so they evaluate the plain module (DeepSpeed's ZeRO <= 2 forward is local)
-        metrics.update(_evaluate(core if engine is None else net, data, tasks, spec.batch_size, rank, world, device))
+        metrics.update(evaluate(core if engine is None else net, data, tasks, spec.batch_size, rank, world, device))
         metrics["resumed_from_epoch"] = -1 if resumed_from is None else resumed_from
         metrics["placement_group"] = _placement_group_id()
         history.append(metrics)
         if tracker is not None:
             tracker.log(metrics, step=epoch)
-        _report(metrics, history, epoch, core, optimizer if engine is None else None, scheduler, rank, ray.train)
+        report_epoch(metrics, history, epoch, core, optimizer if engine is None else None, scheduler, rank, ray.train)
     if tracker is not None:
         tracker.finish()
 
@@ -265,7 +260,7 @@ def restore_train_state(optimizer: torch.optim.Optimizer, scheduler: Any, train_
     if train_state.get("optimizer") is not None:  # None under DeepSpeed: ZeRO keeps it partitioned
         optimizer.load_state_dict(train_state["optimizer"])
     scheduler.load_state_dict(train_state["scheduler"])
-    for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+    for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
         group["lr"] = lr
 
 
@@ -330,7 +325,7 @@ def all_ranks(sums: dict[str, float], counts: dict[str, int], keys: list[str], w
                      dtype=torch.float64, device=device)
     dist.all_reduce(t)
     values = t.tolist()
-    return dict(zip(keys, values[:len(keys)])), {k: int(round(v)) for k, v in zip(keys, values[len(keys):])}
+    return dict(zip(keys, values[:len(keys)], strict=True)), {k: round(v) for k, v in zip(keys, values[len(keys):], strict=True)}
 
 
 def _placement_group_id() -> str:
@@ -341,10 +336,9 @@ def _placement_group_id() -> str:
     return pg.id.hex() if pg is not None else ""
 
 
-def _evaluate(net, data, tasks, batch_size, rank, world, device) -> dict[str, float]:
+def evaluate(net: Any, data: Any, tasks: Any, batch_size: int, rank: int, world: int, device: Any) -> dict[str, float]:
+    """``val/*``: every validation sample scored on exactly one rank, the ranks' tallies merged."""
     import torch.distributed as dist
-
-    from flotilla.models.metrics import MetricAccumulator
 
     acc = MetricAccumulator(tasks)
     net.eval()
@@ -352,7 +346,7 @@ def _evaluate(net, data, tasks, batch_size, rank, world, device) -> dict[str, fl
         # every validation sample on exactly one rank: metrics do not depend on the number of workers
         for batch in data.iter_batches("val", batch_size, shuffle=False, rank=rank, world_size=world, equal=False):
             acc.update(net(torch.as_tensor(batch["image"], device=device)), batch)
-    states = [acc.state()]
+    states: list[Any] = [acc.state()]
     if world > 1 and dist.is_initialized():
         states = [None] * world
         dist.all_gather_object(states, acc.state())
@@ -360,7 +354,13 @@ def _evaluate(net, data, tasks, batch_size, rank, world, device) -> dict[str, fl
     return {f"val/{k}": float(v) for k, v in merged.items()}
 
 
-def _report(metrics, history, epoch, core, optimizer, scheduler, rank, train) -> None:
+def report_epoch(metrics: dict[str, Any], history: list[dict[str, Any]], epoch: int, core: Any, optimizer: Any,
+                 scheduler: Any, rank: int, train: Any) -> None:
+    """Report the epoch to Ray Train (``train`` is ``ray.train``); rank 0 attaches the checkpoint.
+
+    The checkpoint holds the weights, the schedule's position, the optimiser when rank 0 has all of
+    it (``optimizer`` None under DeepSpeed) and the history so far.
+    """
     if rank != 0:
         train.report(metrics)
         return

@@ -9,9 +9,13 @@ the validated spec, which never holds credentials.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Literal
 
 from flotilla.settings import wandb_api_key_set, wandb_dir
+
+if TYPE_CHECKING:
+    from flotilla.training.config import WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,25 +31,30 @@ class Tracker:
         self.run.finish()
 
 
-def start_tracking(spec: Any, config: dict[str, Any]) -> Tracker | None:
+def start_tracking(config: WorkerConfig) -> Tracker | None:
+    """Rank 0's W&B run; None when W&B is missing or will not start (tracking never stops training).
+
+    Its config is built from named fields of ``config``, never from the whole object: the worker
+    config holds the object-store reference to the credentials, and W&B keeps whatever it is given.
+    """
     try:
         import wandb
     except ImportError:  # pragma: no cover - wandb is a dependency
         return None
-    mode = "online" if wandb_api_key_set() else "offline"
+    mode: Literal["online", "offline"] = "online" if wandb_api_key_set() else "offline"
     try:
         run = wandb.init(
-            project=spec.tracking.project,
-            name=config["model_name"] and f"{config['run_id']}/{config['model_name']}",
-            group=config["run_id"],
+            project=config.spec.tracking.project,
+            name=config.model_name and f"{config.run_id}/{config.model_name}",
+            group=config.run_id,
             mode=mode,
             dir=wandb_dir(),
             config={
-                "spec": spec.model_dump(mode="json"),
-                "tasks": [t["name"] for t in config["tasks"]],
-                "data": config["data_ref"],
-                "branch": config["branch"],
-                "run_id": config["run_id"],
+                "spec": config.spec.model_dump(mode="json"),
+                "tasks": [t.name for t in config.tasks],
+                "data": asdict(config.data),
+                "branch": config.branch,
+                "run_id": config.run_id,
             },
             reinit="finish_previous",
         )

@@ -98,7 +98,7 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     from flotilla.hub.client import Hub
     from flotilla.settings import Settings
     from flotilla.specs import FamilySpec, deep_merge, parse_spec
-    from flotilla.training.run import _train_one
+    from flotilla.training import ModelRun, train_model
     from flotilla.training.artifacts import ModelLocation
     from flotilla.tune.spec import unflatten
 
@@ -113,9 +113,5 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     branch = trial_branch(ctx["sweep_id"], trial_id)
     run_id = f"{ctx['sweep_id']}-{trial_id}"
     parent = ModelLocation(**ctx["parent"]) if ctx["parent"] else None  # resolved once, when the sweep started
-    _train_one(
-        hub, family, data_ref, run_id, "family", [t.to_dict() for t in family.task_specs()],
-        parent, ctx["credentials"], None, branch=branch,
-        callbacks=(ObjectiveReportCallback(ctx["objective"].get("weights"), branch, run_id),),
-        rank=checkpoint_rank(ctx["objective"]),
-    )
+    run = ModelRun(family, data_ref, run_id, parent=parent, branch=branch, rank=checkpoint_rank(ctx["objective"]))
+    train_model(hub, run, callbacks=(ObjectiveReportCallback(ctx["objective"].get("weights"), branch, run_id),))

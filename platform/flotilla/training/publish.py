@@ -1,0 +1,133 @@
+"""A finished fit becomes a model on its branch; a finished family lands on its target whole.
+
+:func:`publish_model` turns the checkpoint a run chose (:func:`best_checkpoint`) into
+``models/<run>/<model>/`` (weights, card, per-epoch metrics) in one commit on the model's own
+branch. :func:`merge_family` then merges every model of a run into ``merge_into`` in one step, or
+none of them.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flotilla.errors import FlotillaError
+from flotilla.hub.experiment import Retention
+from flotilla.models.tasks import TaskSpec
+from flotilla.training import artifacts
+from flotilla.training.config import CheckpointRank, ModelRun
+from flotilla.training.loop import CKPT_META, CKPT_MODEL
+
+if TYPE_CHECKING:
+    from flotilla.hub.repo import Repo
+
+
+@dataclass
+class ModelResult:
+    """Where one trained model lives: its branch, the commit holding it, its URI and its metrics."""
+
+    name: str
+    tasks: list[str]
+    branch: str
+    commit: str
+    model_uri: str
+    metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    wall_s: float
+    merge_commit: str | None = None
+    """The merge that put it on ``merge_into`` (set by :func:`merge_family`; None when not merged)."""
+
+
+def best_checkpoint(fit: Any, tasks: Sequence[TaskSpec], rank: CheckpointRank) -> Any:
+    """The checkpoint of ``fit`` (a Ray Train ``Result``) to publish, as ``rank`` says (see :data:`CheckpointRank`).
+
+    The last checkpoint when no epoch kept one as best, or when no epoch can be scored.
+    """
+    if isinstance(rank, str) or not fit.best_checkpoints:  # "last", the only string ModelRun takes
+        return fit.checkpoint
+    if rank is None:
+        primary = tasks[0]
+        return fit.get_best_checkpoint(metric=f"val/{primary.primary_key}", mode=primary.mode)
+    score, mode = rank
+    scored = [(s, i, c) for i, (c, m) in enumerate(fit.best_checkpoints) if (s := score(m)) is not None]
+    if not scored:
+        return fit.checkpoint
+    sign = 1.0 if mode == "max" else -1.0
+    return max(scored, key=lambda x: (sign * x[0], -x[1]))[2]  # ties: the earlier epoch
+
+
+def final_history(fit: Any, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every epoch's metrics: the chosen checkpoint's history, plus the epochs that ran after it."""
+    history: list[dict[str, Any]] = meta["history"]
+    df = getattr(fit, "metrics_dataframe", None)
+    if df is not None and len(df) > len(history):
+        history = [{k: v for k, v in row.items() if not str(k).startswith("_")} for row in df.to_dict("records")]
+    return history
+
+
+def publish_model(repo: Repo, run: ModelRun, branch: str, fit: Any, wall_s: float) -> ModelResult:
+    """The chosen checkpoint → ``models/<run>/<model>/``, with card and history, in one commit on ``branch``."""
+    best = best_checkpoint(fit, run.tasks, run.rank)
+    with best.as_directory() as d:
+        weights = (Path(d) / CKPT_MODEL).read_bytes()
+        meta = json.loads((Path(d) / CKPT_META).read_text())
+    history = json.loads(artifacts.dumps(final_history(fit, meta)))
+    epoch = meta["epoch"]
+    best_metrics = {k[4:]: v for k, v in history[epoch].items() if k.startswith("val/")} if len(history) > epoch else {}
+    card = artifacts.model_card(
+        run_id=run.run_id, model=run.name, tasks=[t.to_dict() for t in run.tasks], metrics=best_metrics, history=history,
+        data_ref=run.data, branch=branch, spec=run.spec, parent=run.parent, code=artifacts.code_version(), best_epoch=epoch,
+    )
+    base = artifacts.model_dir(run.run_id, run.name)
+    repo.put(branch, base + "model.pt", weights)
+    repo.put(branch, base + "card.json", artifacts.dumps(card))
+    repo.put(branch, base + "metrics.json", artifacts.dumps(history))
+    metadata = {
+        "flotilla.kind": "model",
+        "flotilla.run_id": run.run_id,
+        "flotilla.model": run.name,
+        "flotilla.data_commit": run.data.commit,
+        "flotilla.git_sha": card["code"]["git_sha"],
+        **({"flotilla.parent": run.parent.uri} if run.parent else {}),
+        **{f"metric.{k}": v for k, v in best_metrics.items() if not k.endswith("/n")},
+    }
+    commit = repo.commit(branch, f"Model {run.name} of run {run.run_id} (best epoch {epoch})", metadata)
+    return ModelResult(run.name, [t.name for t in run.tasks], branch, commit.id,
+                       f"lakefs://{run.data.repo}/{commit.id}/{base}model.pt", best_metrics, history, wall_s)
+
+
+def merge_family(repo: Repo, models: Sequence[ModelResult], target: str, run_id: str) -> None:
+    """Merge every model of the family into ``target`` in one merge, or none of them; sets each ``merge_commit``.
+
+    With several models (``strategy: separate``) merging them one by one could leave the first on
+    the target when a later one conflicts or is refused (a hook, the hub going down). So they are
+    merged into a staging branch cut from the target's head first, and the staging branch is merged
+    into the target once: lakeFS makes that last merge atomic. Each model keeps its own promotion
+    commit, with its metadata, in the history.
+    """
+    if len(models) == 1:
+        m = models[0]
+        m.merge_commit = repo.merge(m.branch, target, f"Promote model {m.name} of run {run_id}",
+                                    repo.commit_info(m.commit).metadata)
+        return
+    staging = repo.transact(f"{run_id}-{secrets.token_hex(3)}", target, prefix="promote-",
+                            retention=Retention(on_success="delete", on_failure="delete"))
+    try:
+        with staging:
+            staged = {m.name: repo.merge(m.branch, staging.branch, f"Promote model {m.name} of run {run_id}",
+                                         repo.commit_info(m.commit).metadata) for m in models}
+            repo.merge(staging.branch, target, f"Promote the {len(models)} models of run {run_id}",
+                       {"flotilla.kind": "family-promotion", "flotilla.run_id": run_id, "flotilla.models": ",".join(staged)})
+    except FlotillaError as exc:  # name the target, not the staging branch that is gone
+        raise exc.reword(
+            f"the {len(models)} models of run {run_id!r} were not merged into {target!r} (none of them is on it): "
+            + exc.message.replace(staging.branch, target),
+            hint=f"the models stay on branches {', '.join(m.branch for m in models)}; fix the cause, then merge each "
+                 f"into {target!r} (repo.merge(branch, {target!r})) or train again",
+        ) from None
+    for m in models:  # each model's own promotion commit (with its provenance), now in the target's history
+        m.merge_commit = staged[m.name]
