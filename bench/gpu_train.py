@@ -13,7 +13,7 @@ What a GPU check has to show, measured side by side in one process on one machin
    batch 512).
 2. **bf16 learns as fp32 does**: both GPU arms train the same epochs with the spec's schedule
    from the same initial weights on the same batches, and are validated with the loop's own
-   ``_evaluate``; two seeds show how far two fp32 runs would differ anyway.
+   ``evaluate``; two seeds show how far two fp32 runs would differ anyway.
 3. **A bf16 checkpoint serves on CPU**: the engine's weights, saved as the loop saves them and
    loaded into a fresh fp32 model on CPU, predict what the engine predicts (to bf16 rounding).
 

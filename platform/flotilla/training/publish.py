@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from flotilla.errors import FlotillaError
 from flotilla.hub.experiment import Retention
+from flotilla.lineage import FamilyPromotion, ModelCommit
 from flotilla.models.tasks import TaskSpec
 from flotilla.training import artifacts
 from flotilla.training.config import CheckpointRank, ModelRun
@@ -86,16 +87,9 @@ def publish_model(repo: Repo, run: ModelRun, branch: str, fit: Any, wall_s: floa
     repo.put(branch, base + "model.pt", weights)
     repo.put(branch, base + "card.json", artifacts.dumps(card))
     repo.put(branch, base + "metrics.json", artifacts.dumps(history))
-    metadata = {
-        "flotilla.kind": "model",
-        "flotilla.run_id": run.run_id,
-        "flotilla.model": run.name,
-        "flotilla.data_commit": run.data.commit,
-        "flotilla.git_sha": card["code"]["git_sha"],
-        **({"flotilla.parent": run.parent.uri} if run.parent else {}),
-        **{f"metric.{k}": v for k, v in best_metrics.items() if not k.endswith("/n")},
-    }
-    commit = repo.commit(branch, f"Model {run.name} of run {run.run_id} (best epoch {epoch})", metadata)
+    record = ModelCommit(run.run_id, run.name, run.data.commit, card["code"]["git_sha"],
+                         run.parent.uri if run.parent else None, best_metrics)
+    commit = repo.commit(branch, f"Model {run.name} of run {run.run_id} (best epoch {epoch})", record.to_metadata())
     return ModelResult(run.name, [t.name for t in run.tasks], branch, commit.id,
                        f"lakefs://{run.data.repo}/{commit.id}/{base}model.pt", best_metrics, history, wall_s)
 
@@ -121,7 +115,7 @@ def merge_family(repo: Repo, models: Sequence[ModelResult], target: str, run_id:
             staged = {m.name: repo.merge(m.branch, staging.branch, f"Promote model {m.name} of run {run_id}",
                                          repo.commit_info(m.commit).metadata) for m in models}
             repo.merge(staging.branch, target, f"Promote the {len(models)} models of run {run_id}",
-                       {"flotilla.kind": "family-promotion", "flotilla.run_id": run_id, "flotilla.models": ",".join(staged)})
+                       FamilyPromotion(run_id, tuple(staged)).to_metadata())
     except FlotillaError as exc:  # name the target, not the staging branch that is gone
         raise exc.reword(
             f"the {len(models)} models of run {run_id!r} were not merged into {target!r} (none of them is on it): "
