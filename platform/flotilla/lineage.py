@@ -41,6 +41,7 @@ class Key(StrEnum):
     SPEC = "flotilla.spec"
     VERSION = "flotilla.version"
     EPOCH = "epoch"
+    RESUMED_FROM_EPOCH = "resumed_from_epoch"
     FAILURE = "failure"
     PARAMS = "params"
 
@@ -177,14 +178,24 @@ class CheckpointCommit(CommitRecord):
     kind: ClassVar[Kind] = Kind.CHECKPOINT
     model: str
     epoch: int | None = None
+    val_metrics: Mapping[str, float] = field(default_factory=dict)  # ``val/<task>/<metric>``, rounded to 6 places
+    resumed_from_epoch: int | None = None  # set when Ray Train restarted the run from an earlier checkpoint
 
     def to_metadata(self) -> dict[str, Any]:
-        return {Key.KIND: self.kind, Key.MODEL: self.model, Key.EPOCH: self.epoch}
+        return {
+            Key.KIND: self.kind, Key.MODEL: self.model, Key.EPOCH: self.epoch,
+            **{k: round(v, 6) for k, v in self.val_metrics.items() if k.startswith("val/") and not k.endswith("/n")},
+            **({Key.RESUMED_FROM_EPOCH: self.resumed_from_epoch} if self.resumed_from_epoch is not None else {}),
+        }
 
     @classmethod
     def from_metadata(cls, md: Mapping[str, str]) -> CheckpointCommit:
-        epoch = md.get(Key.EPOCH)
-        return cls(md.get(Key.MODEL, ""), int(epoch) if epoch not in (None, "", "None", "null") else None)
+        epoch, resumed = md.get(Key.EPOCH), md.get(Key.RESUMED_FROM_EPOCH)
+        return cls(
+            md.get(Key.MODEL, ""), int(epoch) if epoch not in (None, "", "None", "null") else None,
+            {k: float(v) for k, v in md.items() if k.startswith("val/")},
+            int(resumed) if resumed not in (None, "", "None", "null") else None,
+        )
 
 
 @dataclass(frozen=True)

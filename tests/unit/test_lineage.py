@@ -32,6 +32,7 @@ def _as_lakefs_stores_it(md: dict) -> dict[str, str]:
     IngestCommit("faces", 7, False, "c0ffee"),
     GateInstall(),
     CheckpointCommit("family", 4),
+    CheckpointCommit("age", 7, {"val/age/mae": 4.25}, 5),
     FailureCommit("age", "worker died"),
     ModelCommit("run-1", "family", "abc123", "deadbeef", None, {"age/mae": 4.5}),
     ModelCommit("run-2", "age", "abc123", "deadbeef", "lakefs://faces/abc/models/run-1/family/model.pt", {"age/mae": 3.0}),

@@ -15,6 +15,7 @@ import ray.train
 
 from flotilla.hub.client import repo_for
 from flotilla.hub.repo import Repo
+from flotilla.lineage import CheckpointCommit, FailureCommit
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,11 @@ class HubCommitCallback(ray.train.UserCallback):
         if checkpoint is None or not metrics:
             return
         m = metrics[0]
-        meta = {"flotilla.kind": "checkpoint", "flotilla.model": self.model, "epoch": m.get("epoch")}
-        meta.update({k: round(v, 6) for k, v in m.items()
-                     if k.startswith("val/") and not k.endswith("/n") and isinstance(v, float)})
-        if m.get("resumed_from_epoch", -1) >= 0:
-            meta["resumed_from_epoch"] = m["resumed_from_epoch"]
+        resumed = m.get("resumed_from_epoch", -1)
+        meta = CheckpointCommit(
+            self.model, m.get("epoch"), {k: v for k, v in m.items() if isinstance(v, float)},
+            resumed if resumed >= 0 else None,
+        ).to_metadata()
         try:
             self.repo.commit(self.branch, f"{self.model}: checkpoint epoch {m.get('epoch')}", meta)
         except Exception as exc:  # never fail training because a commit failed; the files stay on the branch
@@ -70,7 +71,7 @@ class HubCommitCallback(ray.train.UserCallback):
                 # Ray calls this for the last, fatal failure too: whether a restart follows is failure.max_failures'
                 f"{self.model}: worker failure on rank(s) {ranks} (Ray Train restarts from the last checkpoint "
                 "while failure.max_failures allows)",
-                {"flotilla.kind": "failure", "flotilla.model": self.model, "failure": why},
+                FailureCommit(self.model, why).to_metadata(),
                 allow_empty=True,
             )
         except Exception as exc:
