@@ -8,10 +8,12 @@ never merged twice, even when a resume (which re-runs errored trials) crowns ano
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 from flotilla.errors import ConflictError, FlotillaError
 from flotilla.hub.repo import Repo
+from flotilla.lineage import PromotionCommit, read_commit
 from flotilla.tune.results import SweepResult, TrialRecord
 from flotilla.tune.store import SavedSweep, read_result, write_result
 
@@ -41,17 +43,15 @@ def promote(repo: Repo, saved: SavedSweep, result: SweepResult) -> None:
     try:
         landed = promotion_on(repo, into, sweep_id)
         if landed:  # a sweep promotes once, even when a resume (re-run errored trials) crowns another winner
-            promoted = repo.commit_info(landed).metadata.get("flotilla.trial_id")
+            promoted = _trial_of(repo.commit_info(landed).metadata)
             result.promotion_commit, result.promotion_error, result.promoted_trial = landed, None, promoted or w.trial_id
             _warn_if_reranked(result)
             return
         _only_the_model(repo, into, w, sweep_id)
-        meta = {
-            "flotilla.kind": "promotion", "flotilla.sweep_id": sweep_id, "flotilla.trial_id": w.trial_id,
-            "flotilla.data_commit": saved.data_commit(w.params),
-            "params": w.params, **{f"metric.{k[4:]}": v for k, v in w.metrics.items() if not k.endswith("/n")},
-        }
-        result.promotion_commit = repo.merge(w.branch, into, f"Promote sweep {sweep_id} winner {w.trial_id}", meta)
+        lineage = PromotionCommit(sweep_id, w.trial_id, saved.data_commit(w.params), w.params,
+                                  {k.removeprefix("val/"): v for k, v in w.metrics.items()})
+        result.promotion_commit = repo.merge(w.branch, into, f"Promote sweep {sweep_id} winner {w.trial_id}",
+                                             lineage.to_metadata())
         result.promotion_error, result.promoted_trial = None, w.trial_id
     except FlotillaError as exc:
         result.promotion_error = exc.message
@@ -67,9 +67,15 @@ def promote(repo: Repo, saved: SavedSweep, result: SweepResult) -> None:
 
 def _promoted_trial(repo: Repo, commit: str) -> str | None:
     try:
-        return repo.commit_info(commit).metadata.get("flotilla.trial_id")
+        return _trial_of(repo.commit_info(commit).metadata)
     except FlotillaError:  # results from before promoted_trial was recorded, and the hub down: the winner then
         return None
+
+
+def _trial_of(metadata: Mapping[str, str]) -> str | None:
+    """The trial a promotion commit merged, from its lineage."""
+    record = read_commit(metadata)
+    return record.trial_id or None if isinstance(record, PromotionCommit) else None
 
 
 def _warn_if_reranked(result: SweepResult) -> None:
@@ -85,7 +91,8 @@ def promotion_on(repo: Repo, into: str, sweep_id: str, depth: int = 500) -> str 
     from (a lost response, a driver killed mid-merge); found by its metadata in the branch's last ``depth``
     commits (a resume after more than that many commits landed on ``into`` would not see it)."""
     for c in repo.log(into, limit=depth):
-        if c.metadata.get("flotilla.kind") == "promotion" and c.metadata.get("flotilla.sweep_id") == sweep_id:
+        record = read_commit(c.metadata)
+        if isinstance(record, PromotionCommit) and record.sweep_id == sweep_id:
             return c.id
     return None
 
