@@ -33,13 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
+from flotilla.cluster import ensure_ray
 from flotilla.data.api import generate
 from flotilla.data.validate import Thresholds
 from flotilla.hub.local import private_hub
 from flotilla.specs import parse_spec
-from flotilla.cluster import ensure_ray
-from flotilla.tune.spec import SweepSpec
-from flotilla.tune.sweep import sweep
+from flotilla.tune import SweepSpec, sweep
 
 OBJ = {"weights": {"val/age/mae": -0.02, "val/gender/accuracy": 1.0, "val/emotion/accuracy": 1.0}, "mode": "max"}
 SPACE = {
@@ -55,7 +54,8 @@ def spec(name: str, seed: int, trials: int, epochs: int, asha_tpe: bool, target:
     return parse_spec(SweepSpec, {
         "name": name,
         "base": {"name": "hpo", "data": {"repo": "faces", "dataset": "synthetic"}, "model": {"width": 16}, "epochs": epochs,
-                 "batch_size": 64, "seed": seed, "scaling": {"workers": 1, "cpus_per_worker": 0.75}, "tracking": {"wandb": False}},
+                 "batch_size": 64, "seed": seed, "scaling": {"workers": 1, "cpus_per_worker": 0.75},
+                 "tracking": {"wandb": False}},
         "space": SPACE,
         "objective": OBJ,
         "searcher": {"type": "tpe" if asha_tpe else "random", "seed": seed if sampler_seed is None else sampler_seed,
@@ -125,7 +125,8 @@ def main() -> None:
         for seed in seeds:
             for arm in ("asha+tpe", "random"):
                 t = time.perf_counter()
-                res = sweep(spec(f"hpo-{arm.replace('+', '-')}-{seed}", seed, args.max_trials, args.epochs, arm == "asha+tpe", target), hub=hub)
+                name = f"hpo-{arm.replace('+', '-')}-{seed}"
+                res = sweep(spec(name, seed, args.max_trials, args.epochs, arm == "asha+tpe", target), hub=hub)
                 walls[arm].append(time.perf_counter() - t)
                 c, total = cost_to_target(Path(res.directory), target)
                 costs[arm].append(c)
@@ -134,10 +135,11 @@ def main() -> None:
                       f"({len(res.trials)} trials, {total} trial-epochs in all; {walls[arm][-1]:.0f}s)", flush=True)
     med = {k: statistics.median(v) for k, v in costs.items()}
     print(f"median trial-epochs to objective >= {target:.4f}: asha+tpe {med['asha+tpe']}, random {med['random']}")
-    print(f"median wall time: asha+tpe {statistics.median(walls['asha+tpe']):.0f}s, random {statistics.median(walls['random']):.0f}s")
+    print(f"median wall time: asha+tpe {statistics.median(walls['asha+tpe']):.0f}s, "
+          f"random {statistics.median(walls['random']):.0f}s")
     # the seeds pair the arms (same data, training seed and first random draws): per-seed ratios show
     # what the ratio of medians, which may take its two medians from different seeds, can hide
-    both = [(a, r) for a, r in zip(costs["asha+tpe"], costs["random"]) if max(a, r) < float("inf")]
+    both = [(a, r) for a, r in zip(costs["asha+tpe"], costs["random"], strict=True) if max(a, r) < float("inf")]
     if both:
         paired = [a / r for a, r in both]
         print(f"per-seed ratios (seeds both arms reached): {', '.join(f'{x:.2f}' for x in paired)}; "

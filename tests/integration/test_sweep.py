@@ -18,8 +18,8 @@ import ray
 from flotilla.data.api import generate
 from flotilla.data.validate import Thresholds
 from flotilla.specs import parse_spec
-from flotilla.tune.spec import SweepSpec
-from flotilla.tune.sweep import resume, sweep, sweeps_dir
+from flotilla.tune import SweepSpec, resume, sweep
+from flotilla.tune.store import sweeps_dir
 from flotilla.tune.trial import trial_branch
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -101,7 +101,8 @@ def test_sweep_promotes_the_winner_and_only_kept_branches_remain(hub, local_ray)
     assert float(head.metadata["metric.score"]) == pytest.approx(max(scores)) == w.metrics["val/score"]
     assert float(head.metadata["metric.age/mae"]) == pytest.approx(card["metrics"]["age/mae"])
     assert max(t.metrics["val/score"] for t in result.trials if t.status == "completed") == w.metrics["val/score"]
-    assert {"history", "curves", "curves.html", "tradeoff"} <= set(result.plots) and all(Path(p).stat().st_size > 0 for p in result.plots.values())
+    assert {"history", "curves", "curves.html", "tradeoff"} <= set(result.plots)
+    assert all(Path(p).stat().st_size > 0 for p in result.plots.values())
     adamw = [t for t in result.trials if t.params["optim.name"] == "adamw"]
     sgd = [t for t in result.trials if t.params["optim.name"] == "sgd"]
     assert adamw and sgd, "the seed no longer samples both optimisers: pick another"
@@ -127,7 +128,7 @@ def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_setting
     spec_path = tmp_path / "sweep.json"
     spec_path.write_text(sweep_spec("resume", trials=5, concurrency=1).model_dump_json())
     code = (
-        "import json,sys; from flotilla.tune.spec import SweepSpec; from flotilla.tune.sweep import sweep;"
+        "import json,sys; from flotilla.tune import SweepSpec, sweep;"
         f"sweep(SweepSpec.model_validate(json.load(open({str(spec_path)!r}))), sweep_id='resume-test')"
     )
     env = {**os.environ, "FLOTILLA_HOME": str(hub_settings.home), "FLOTILLA_HUB_PORT": str(hub_settings.hub_port)}
@@ -193,7 +194,8 @@ def test_a_trial_the_journal_saw_finish_but_tune_saved_as_running_is_restored_fi
     Here the kill window is made on purpose, in a real Tune state, and restored by real Tune."""
     from ray import tune
 
-    from flotilla.tune.sweep import _finish_in_tune_state
+    from flotilla.tune import tune_state
+    from flotilla.tune.journal import Ended, Event, Journal, Reported, Running
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -216,11 +218,14 @@ def test_a_trial_the_journal_saw_finish_but_tune_saved_as_running_is_restored_fi
         meta["last_result"] = {**meta["last_result"], "epochs_done": 2, "val/score": trial["config"]["x"] * 2}
         pair[0], pair[1] = json.dumps(trial), json.dumps(meta)
     state_path.write_text(json.dumps(state))
-    journal = {  # the journal saw trial x=1 complete; x=2 was still running when the driver died
-        ids[1]: {"events": ["running", "complete"], "results": [(e, float(e), {"val/score": float(e)}) for e in (1, 2, 3)]},
-        ids[2]: {"events": ["running"], "results": [(1, 2.0, {}), (2, 4.0, {})]},
-    }
-    _finish_in_tune_state(exp, journal)
+    journal = Journal(tmp_path / "lifecycle.jsonl")  # it saw trial x=1 complete; x=2 was still running when the driver died
+    for x, epochs in ((1, 3), (2, 2)):
+        journal.append(Running(ids[x], f"trial-e-{ids[x]}", True))
+        for e in range(1, epochs + 1):
+            journal.append(Reported(ids[x], e, float(x * e), {"val/score": float(x * e)}))
+    journal.append(Ended(Event.COMPLETE, ids[1], f"trial-e-{ids[1]}", 3))
+    states = journal.trials()
+    tune_state.mark_finished(exp, {t: s.curve[-1] for t, s in states.items() if s.finished})
     grid = tune.Tuner.restore(str(exp), trainable, resume_unfinished=True, resume_errored=True).fit()
     ran = sorted(p.name.split("-")[0] for p in runs.iterdir())
     assert ran == ["1", "2", "2"], "the finished trial ran again, or the unfinished one did not"
@@ -229,11 +234,12 @@ def test_a_trial_the_journal_saw_finish_but_tune_saved_as_running_is_restored_fi
     assert by_x[2]["epochs_done"] == 3 and by_x[2]["val/score"] == 6.0
 
 
-def test_ctrl_c_promotes_nothing_and_resume_finishes_the_cut_short_trial_from_its_checkpoint(hub, hub_settings, sweep_env, tmp_path):
+def test_ctrl_c_promotes_nothing_and_resume_finishes_the_cut_short_trial_from_its_checkpoint(
+        hub, hub_settings, sweep_env, tmp_path):
     spec_path = tmp_path / "sweep.json"
     spec_path.write_text(sweep_spec("ctrlc", trials=3, concurrency=1, scheduler={"type": "none"}).model_dump_json())
     code = (
-        "import json; from flotilla.tune.spec import SweepSpec; from flotilla.tune.sweep import sweep;"
+        "import json; from flotilla.tune import SweepSpec, sweep;"
         f"sweep(SweepSpec.model_validate(json.load(open({str(spec_path)!r}))), sweep_id='ctrlc-test')"
     )
     env = {**os.environ, "FLOTILLA_HOME": str(hub_settings.home), "FLOTILLA_HUB_PORT": str(hub_settings.hub_port)}
@@ -312,7 +318,7 @@ def test_pareto_search_keeps_the_front_and_promotes_its_best_on_the_first_metric
 
 
 def test_resume_before_tune_saved_starts_the_sweep_and_reaching_the_target_starts_no_new_trials(hub, local_ray, monkeypatch):
-    import flotilla.tune.sweep as sweep_module
+    import flotilla.tune.run as run_module
 
     spec = sweep_spec("target", objective={"metric": "val/gender/accuracy", "mode": "max"}, scheduler={"type": "none"},
                       budget={"trials": 6, "concurrency": 1, "trial_cpus": 0.25, "target": 0.0}, promote={"into": None})
@@ -320,7 +326,7 @@ def test_resume_before_tune_saved_starts_the_sweep_and_reaching_the_target_start
     def driver_dies(*args, **kwargs):  # after sweep.json is written, before Tune has saved any state
         raise RuntimeError("driver died")
 
-    monkeypatch.setattr(sweep_module, "_run", driver_dies)
+    monkeypatch.setattr(run_module, "drive", driver_dies)
     with pytest.raises(RuntimeError, match="driver died"):
         sweep(spec, hub=hub, sweep_id="target-test")
     monkeypatch.undo()
@@ -339,14 +345,14 @@ def test_resume_before_tune_saved_starts_the_sweep_and_reaching_the_target_start
 def test_a_pareto_search_with_asha_is_refused_before_anything_runs():
     from flotilla.errors import SpecError
 
-    with pytest.raises(SpecError, match="scheduler.type: none"):
+    with pytest.raises(SpecError, match=r"scheduler\.type: none"):
         sweep_spec("bad", objective={"metrics": {"val/age/mae": "min", "val/gender/accuracy": "max"}})
 
 
 def test_a_promotion_target_that_does_not_exist_is_refused_before_anything_is_written(hub, sweep_env):
     from flotilla.errors import NotFoundError
 
-    with pytest.raises(NotFoundError, match="promote.into: no branch 'no-such-branch'"):
+    with pytest.raises(NotFoundError, match=r"promote\.into: no branch 'no-such-branch'"):
         sweep(sweep_spec("nowhere", promote={"into": "no-such-branch"}), hub=hub)
     assert not [p for p in sweeps_dir(hub.settings).glob("nowhere*")], "a half-made sweep was left behind"
 
@@ -407,7 +413,9 @@ def test_a_sweep_without_a_finished_trial_is_an_error_that_keeps_its_results(hub
     """Tune's results (plain records here, as ``ResultGrid`` yields them) with every trial errored."""
     from types import SimpleNamespace
 
-    from flotilla.tune.sweep import NoWinner, _finish, _read_result
+    from flotilla.tune import NoWinner
+    from flotilla.tune.run import finish
+    from flotilla.tune.store import SavedSweep, read_result
 
     repo.put("main", "base.txt", b"base")
     base = repo.commit("main", "base").id
@@ -416,25 +424,28 @@ def test_a_sweep_without_a_finished_trial_is_an_error_that_keeps_its_results(hub
     error = RuntimeError("Traceback (most recent call last):\n  ...\nValueError: model.width: Input should be a valid integer")
     grid = [SimpleNamespace(metrics={"trial_id": t}, error=error, path=f"/x/trainable_{t}_00000", config={"optim.lr": 0.1})
             for t in ("a", "b")]
-    state = {"family": {"data": {"repo": repo.name, "ref": "main"}, "epochs": 3}, "commits": {"main": base}}
+    saved = SavedSweep(sweep_spec("none"), {"data": {"repo": repo.name, "ref": "main"}, "epochs": 3}, {"main": base})
     d = tmp_path / "none"
     d.mkdir()
     optuna.create_study(study_name="none", storage=f"sqlite:///{d / 'optuna.db'}")  # the sweep's study, no trial told
     with pytest.raises(NoWinner) as err:
-        _finish(hub, sweep_spec("none"), state, d, "none", grid, None)
+        finish(hub, saved, d, "none", grid)
     assert "ended without a trial trained to the end (2 errored)" in err.value.message
     assert "trial a failed with: ValueError: model.width: Input should be a valid integer" in err.value.message
     assert "nothing was promoted" in err.value.message and "flotilla sweep resume none" in err.value.hint
     assert [t.status for t in err.value.result.trials] == ["errored", "errored"]
-    saved = _read_result(d / "results.json")  # `sweep show` has the trials and their errors
-    assert saved.winner is None and saved.trials[0].error.startswith("ValueError: model.width")
+    shown = read_result(d)  # `sweep show` has the trials and their errors
+    assert shown.winner is None and shown.trials[0].error.startswith("ValueError: model.width")
     assert repo.resolve("main") == base
     assert not [b for b in repo.branches() if b.startswith("trial-none-")]  # errored trials keep no branch
 
 
-def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and_no_sweep_merges_twice(hub, repo, tmp_path, monkeypatch):
+def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and_no_sweep_merges_twice(
+        hub, repo, tmp_path, monkeypatch):
     from flotilla.errors import FlotillaError, HubUnavailableError
-    from flotilla.tune.sweep import SweepResult, TrialRecord, _promote, _read_result
+    from flotilla.tune import SweepResult, TrialRecord
+    from flotilla.tune.promotion import promote
+    from flotilla.tune.store import SavedSweep, read_result
 
     model = "models/sw-a/family/model.pt"  # where a trial of sweep 'sw' publishes (its run id is <sweep>-<trial>)
     repo.put("main", model, b"v0")
@@ -445,26 +456,29 @@ def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and
     repo.create_branch("into-clean", base)
     repo.put("main", model, b"someone else's")  # main moved on: the promotion conflicts
     head = repo.commit("main", "concurrent change").id
-    state = {"family": {"data": {"ref": "main"}}, "commits": {"main": base, "variant": base}}
+    family, commits = {"data": {"ref": "main"}}, {"main": base, "variant": base}
+
+    def saved(into: str) -> SavedSweep:
+        return SavedSweep(sweep_spec("sw", promote={"into": into}), family, commits)
     w = TrialRecord("a", {"optim.lr": 0.1}, "completed", 3, {"val/score": 0.8, "val/age/n": 10.0}, "trial-sw-a")
 
     merges_seen: list[str] = []
     real_merge = repo.merge
 
     def merge(source, into, *args, **kwargs):  # the driver could die inside the merge: the results must be saved first
-        saved = _read_result(current["dir"] / "results.json")
-        assert saved.winner.trial_id == source.removeprefix("trial-sw-") and saved.promotion_error == "not merged yet"
+        on_disk = read_result(current["dir"])
+        assert on_disk.winner.trial_id == source.removeprefix("trial-sw-") and on_disk.promotion_error == "not merged yet"
         merges_seen.append(source)
         return real_merge(source, into, *args, **kwargs)
 
     monkeypatch.setattr(repo, "merge", merge)
     current: dict[str, Path] = {}
 
-    def finish(into: str, d: Path, winner: TrialRecord = w) -> SweepResult:  # what _finish hands over, fresh or resumed
+    def finish(into: str, d: Path, winner: TrialRecord = w) -> SweepResult:  # what finish() hands over, fresh or resumed
         d.mkdir(exist_ok=True)
         current["dir"] = d
-        result = SweepResult("sw", str(d), state["commits"], "val/score", "max", trials=[winner], winner=winner)
-        _promote(repo, sweep_spec("sw", promote={"into": into}), state, d, "sw", result)
+        result = SweepResult("sw", str(d), commits, "val/score", "max", trials=[winner], winner=winner)
+        promote(repo, saved(into), result)
         return result
 
     with pytest.raises(FlotillaError) as err:
@@ -473,8 +487,8 @@ def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and
     assert "flotilla sweep resume sw" in err.value.hint
     assert repo.resolve("main") == head, "a conflicting promotion changed main"
     assert merges_seen == ["trial-sw-a"]  # the merge was tried (and saw the results on disk first)
-    saved = _read_result(tmp_path / "conflict" / "results.json")
-    assert saved.winner.trial_id == "a" and saved.promotion_commit is None and "conflict" in saved.promotion_error
+    on_disk = read_result(tmp_path / "conflict")
+    assert on_disk.winner.trial_id == "a" and on_disk.promotion_commit is None and "conflict" in on_disk.promotion_error
 
     first = finish("into-clean", tmp_path / "clean")
     assert first.promotion_commit == repo.resolve("into-clean") and first.promotion_error is None
@@ -489,10 +503,10 @@ def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and
         def __getattr__(self, attr):
             raise HubUnavailableError("the lakeFS hub does not answer")
 
-    down = SweepResult("sw", str(tmp_path / "clean"), state["commits"], "val/score", "max", trials=[w], winner=w)
-    _promote(HubDown(), sweep_spec("sw", promote={"into": "into-clean"}), state, tmp_path / "clean", "sw", down)
+    down = SweepResult("sw", str(tmp_path / "clean"), commits, "val/score", "max", trials=[w], winner=w)
+    promote(HubDown(), saved("into-clean"), down)
     assert down.promotion_commit == first.promotion_commit and down.promotion_error is None and down.promoted_trial == "a"
-    assert _read_result(tmp_path / "clean" / "results.json").promotion_commit == first.promotion_commit
+    assert read_result(tmp_path / "clean").promotion_commit == first.promotion_commit
 
     # a resume that re-ran an errored trial may crown another winner: still one promotion per sweep
     repo.create_branch("trial-sw-b", base)
@@ -521,10 +535,10 @@ def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and
     d = tmp_path / "variant"
     d.mkdir()
     with pytest.raises(FlotillaError) as err:
-        result = SweepResult("sw", str(d), state["commits"], "val/score", "max", trials=[c], winner=c)
-        _promote(repo, sweep_spec("sw", promote={"into": "into-variant-check"}), state, d, "sw", result)
+        result = SweepResult("sw", str(d), commits, "val/score", "max", trials=[c], winner=c)
+        promote(repo, saved("into-variant-check"), result)
     assert "datasets/faces/extra.txt" in err.value.message and "'variant'" in err.value.message
     assert "1 path(s)" in err.value.message, err.value.message  # the directory marker is not counted
     assert "merge branch 'trial-sw-c' into the data branch" in err.value.hint and "flotilla sweep resume sw" in err.value.hint
     assert repo.resolve("into-variant-check") == before, "a refused promotion changed its target"
-    assert _read_result(d / "results.json").promotion_commit is None
+    assert read_result(d).promotion_commit is None

@@ -12,15 +12,16 @@ import logging
 import optuna
 import pytest
 from pydantic import ValidationError
-from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
+from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from flotilla.errors import ConfigError, SpecError
 from flotilla.specs import parse_spec
-from flotilla.tune.spec import SweepSpec
+from flotilla.tune.journal import Journal
 from flotilla.tune.report import missing_plots_note
 from flotilla.tune.searcher import StoppedAsPrunedOptunaSearch
-from flotilla.tune.sweep import DefineByRun, asha
+from flotilla.tune.space import DefineByRun, asha
+from flotilla.tune.spec import Objective, SweepSpec
 from flotilla.tune.until import UntilTarget
 
 
@@ -93,18 +94,18 @@ def test_a_trial_stopped_before_its_last_epoch_is_pruned_in_the_optuna_study_not
     _run(s, "stopped", [0.1], stopped=True)
     _run(s, "rung2", [0.3, 0.6], stopped=True)
     _run(s, "broken", [0.4, 0.4], error=True)
-    by = {t.number: t for t in s._ot_study.trials}
+    by = {t.number: t for t in s.study.trials}
     full, stopped, rung2, broken = (by[n] for n in range(4))
     assert full.state == optuna.trial.TrialState.COMPLETE and full.value == 0.7
     assert stopped.state == optuna.trial.TrialState.PRUNED and stopped.value == 0.1  # the report that stopped it
     assert stopped.intermediate_values == {1: 0.1}
     assert rung2.state == optuna.trial.TrialState.PRUNED and rung2.intermediate_values == {1: 0.3, 2: 0.6}
     assert broken.state == optuna.trial.TrialState.FAIL
-    assert s._ot_study.best_trial.number == 0  # a half-trained trial can never be the study's best
-    record = [(t.state, t.value, dict(t.intermediate_values)) for t in s._ot_study.trials]
+    assert s.study.best_trial.number == 0  # a half-trained trial can never be the study's best
+    record = [(t.state, t.value, dict(t.intermediate_values)) for t in s.study.trials]
     with caplog.at_level(logging.WARNING):
         s.on_trial_complete("stopped", {"val/score": 0.3, "training_iteration": 2})  # a repeat is ignored, not re-told
-    assert [(t.state, t.value, dict(t.intermediate_values)) for t in s._ot_study.trials] == record
+    assert [(t.state, t.value, dict(t.intermediate_values)) for t in s.study.trials] == record
     assert "did not record" not in caplog.text  # ignored up front (Ray says so), not an Optuna error swallowed
     assert isinstance(s.suggest("next"), dict)  # TPE samples from a study holding pruned trials
 
@@ -206,7 +207,7 @@ def test_a_base_that_merges_its_own_runs_does_not_make_trials_merge():
 def test_a_complete_trial_is_told_to_optuna_with_its_best_epoch_not_its_last():
     s = _searcher(full=3)
     _run(s, "peaked", [0.2, 0.8, 0.7])
-    (t,) = s._ot_study.trials
+    (t,) = s.study.trials
     assert t.state == optuna.trial.TrialState.COMPLETE and t.value == 0.8
     m = StoppedAsPrunedOptunaSearch(space=DefineByRun(_spec().space), metric="val/age/mae", mode="min",
                                     sampler=optuna.samplers.RandomSampler(seed=0), full_iterations=3)
@@ -214,7 +215,7 @@ def test_a_complete_trial_is_told_to_optuna_with_its_best_epoch_not_its_last():
     for i, v in enumerate([9.0, 4.0], 1):
         m.on_trial_result("a", {"val/age/mae": v, "training_iteration": i})
     m.on_trial_complete("a", {"val/age/mae": 6.0, "training_iteration": 3})
-    assert m._ot_study.trials[0].value == 4.0
+    assert m.study.trials[0].value == 4.0
 
 
 def test_an_errored_trial_tune_runs_again_on_resume_gets_a_new_optuna_trial_with_its_params(tmp_path):
@@ -225,7 +226,7 @@ def test_an_errored_trial_tune_runs_again_on_resume_gets_a_new_optuna_trial_with
     fresh.restore(str(tmp_path / "s.pkl"))
     fresh.on_trial_result("x", {"val/score": 0.5, "training_iteration": 1})  # Tune re-runs it (resume_errored)
     fresh.on_trial_complete("x", {"val/score": 0.6, "training_iteration": 2})
-    failed, retried = fresh._ot_study.trials
+    failed, retried = fresh.study.trials
     assert failed.state == optuna.trial.TrialState.FAIL
     assert retried.state == optuna.trial.TrialState.COMPLETE and retried.value == 0.6
     assert retried.params == failed.params and retried.intermediate_values == {1: 0.5}
@@ -242,34 +243,39 @@ def test_a_trial_publishes_its_best_checkpoint_by_the_sweep_objective():
               ("e3", {"val/age/mae": 30.0, "val/gender/accuracy": 1.0})]  # the last: 0.4
     fit = SimpleNamespace(best_checkpoints=epochs, checkpoint="e3")
     weights = {"val/age/mae": -0.02, "val/gender/accuracy": 1.0}
-    assert best_checkpoint(fit, [], checkpoint_rank({"weights": weights, "mode": "max"})) == "e2"
-    assert best_checkpoint(fit, [], checkpoint_rank({"metric": "val/age/mae", "mode": "min"})) == "e1"
-    assert best_checkpoint(fit, [], checkpoint_rank({"metrics": {"val/age/mae": "min", "val/gender/accuracy": "max"}})) == "e3"
+
+    def objective(**kw) -> Objective:
+        return parse_spec(Objective, kw)
+
+    assert best_checkpoint(fit, [], checkpoint_rank(objective(weights=weights, mode="max"))) == "e2"
+    assert best_checkpoint(fit, [], checkpoint_rank(objective(metric="val/age/mae", mode="min"))) == "e1"
+    pareto = objective(metrics={"val/age/mae": "min", "val/gender/accuracy": "max"})
+    assert best_checkpoint(fit, [], checkpoint_rank(pareto)) == "e3"
     tie = SimpleNamespace(best_checkpoints=[("a", {"val/x": 1.0}), ("b", {"val/x": 1.0})], checkpoint="b")
-    assert best_checkpoint(tie, [], checkpoint_rank({"metric": "val/x", "mode": "max"})) == "a"
+    assert best_checkpoint(tie, [], checkpoint_rank(objective(metric="val/x", mode="max"))) == "a"
 
 
 def test_a_trials_record_carries_the_metrics_of_the_epoch_it_published(tmp_path):
     from types import SimpleNamespace
 
-    from flotilla.tune.lifecycle import read_lifecycle
-    from flotilla.tune.sweep import _trial_record
+    from flotilla.tune.results import trial_record
     from flotilla.tune.trial import trial_branch
 
     journal = tmp_path / "lifecycle.jsonl"
     lines = [("a1b2c3d4", 1, 0.9), ("a1b2c3d4", 2, 0.3),  # a first run, killed with the driver
              ("a1b2c3d4", 1, 0.5), ("a1b2c3d4", 2, 0.8), ("a1b2c3d4", 3, 0.6)]  # run again from the start
     journal.write_text("".join(
-        json.dumps({"trial_id": t, "event": "result", "iteration": i, "value": v, "metrics": {"val/score": v, "val/age/mae": 10 * i}}) + "\n"
+        json.dumps({"trial_id": t, "event": "result", "iteration": i, "value": v,
+                    "metrics": {"val/score": v, "val/age/mae": 10 * i}}) + "\n"
         for t, i, v in lines))
-    live = read_lifecycle(journal)
-    assert [r[:2] for r in live["a1b2c3d4"]["results"]] == [(1, 0.5), (2, 0.8), (3, 0.6)]
+    live = Journal(journal).trials()
+    assert [(r.epochs, r.value) for r in live["a1b2c3d4"].curve] == [(1, 0.5), (2, 0.8), (3, 0.6)]
     r = SimpleNamespace(metrics={"trial_id": "a1b2c3d4", "training_iteration": 3, "val/score": 0.6, "val/age/mae": 30.0},
                         path="/s/trainable_a1b2c3d4_1_lr=0.1_2026", config={"optim.lr": 0.1}, error=None)
-    rec = _trial_record(r, live, "sw", 3, "max", multi=False)
+    rec = trial_record(r, live, "sw", 3, "max", multi=False)
     assert rec.status == "completed" and rec.metrics == {"val/score": 0.8, "val/age/mae": 20}
     dead = SimpleNamespace(metrics={}, path="/s/trainable_deadbeef_2_lr=0.2_2026", config={"optim.lr": 0.2}, error=RuntimeError())
-    rec = _trial_record(dead, live, "sw", 3, "max", multi=False)
+    rec = trial_record(dead, live, "sw", 3, "max", multi=False)
     assert rec.trial_id == "deadbeef" and rec.status == "errored" and rec.branch == trial_branch("sw", "deadbeef")
 
 
@@ -310,9 +316,9 @@ def test_a_trial_counts_epochs_across_a_restart_not_reports():
 
 
 def test_an_address_where_nothing_listens_fails_fast_and_says_so():
+    from flotilla.cluster.connect import check_reachable
     from flotilla.errors import FlotillaError
     from flotilla.hub.server import free_port
-    from flotilla.cluster.connect import check_reachable
 
     port = free_port()  # nothing listens there: ray.init would retry the GCS for minutes
     for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
@@ -369,7 +375,8 @@ def test_an_address_ray_cannot_parse_is_our_error_not_a_traceback():
 def test_show_or_dashboard_of_an_unknown_sweep_says_there_is_none(tmp_path):
     from flotilla.errors import NotFoundError
     from flotilla.settings import Settings
-    from flotilla.tune.sweep import load_result, sweep_dir
+    from flotilla.tune import load_result
+    from flotilla.tune.store import sweep_dir
 
     settings = Settings(home=tmp_path, cache=tmp_path / "cache")
     sweep_dir("real-one", settings).mkdir(parents=True)
@@ -412,7 +419,7 @@ def test_the_token_set_for_flotillas_cluster_is_taken_back_before_the_next_conne
 
 def test_an_older_sweep_json_still_resumes_as_it_ran():
     """Older versions accepted (and ignored) a step on a float dimension and ran int end points like 7.5 as int(7.5)."""
-    from flotilla.tune.sweep import saved_spec
+    from flotilla.tune.store import saved_spec
 
     spec = _spec().model_dump(mode="json")
     spec["space"] = {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2, "step": 1},
@@ -423,68 +430,5 @@ def test_an_older_sweep_json_still_resumes_as_it_ran():
     assert resumed.space["optim.lr"].step is None
     assert (resumed.space["model.width"].low, resumed.space["model.width"].high) == (7, 32)
     spec["space"]["model.width"] = {"type": "choice", "values": []}  # really broken: our error, not pydantic's
-    with pytest.raises(SpecError, match="sweep 'old' \\(its sweep.json\\)"):
+    with pytest.raises(SpecError, match=r"sweep 'old' \(its sweep\.json\)"):
         saved_spec(spec, "old")
-
-
-def test_the_searcher_state_learns_what_the_journal_saw_before_the_kill(tmp_path):
-    """Killed between Tune's callbacks (the journal) and the searcher's next save: a trial that ended is
-    still "live" for the limiter (with concurrency 1 nothing was ever suggested again), and a
-    budget.target reached is unknown to UntilTarget (the sweep went on to budget.trials)."""
-    import ray.cloudpickle as cloudpickle
-    from ray.tune.search import ConcurrencyLimiter, Searcher
-
-    from flotilla.tune.sweep import _finished, _fix_searcher_state, _reached_target
-    from flotilla.tune.until import UntilTarget
-
-    until = UntilTarget(_searcher(), "val/score", "max", 0.9)
-    limiter = ConcurrencyLimiter(until, max_concurrent=1)
-    assert isinstance(limiter.suggest("done"), dict) and limiter.suggest("next") is None  # "done" holds the one slot
-    path = tmp_path / "search_gen_state-2026-11-27_15-15-13.json"  # as Tune's SearchGenerator saves it
-    path.write_bytes(cloudpickle.dumps({"counter": 1, "name:ConcurrencyLimiter": limiter.get_state(),
-                                        "name:UntilTarget": until.get_state()}))
-    journal = {"done": {"events": ["running", "complete"], "results": [(1, 0.5, {}), (2, 0.95, {})]},
-               "other": {"events": ["running"], "results": [(1, 0.3, {})]}}
-    assert _reached_target(journal, 0.9, "max") == "done" and _reached_target(journal, 0.99, "max") is None
-    assert _reached_target(journal, 0.4, "min") == "other"
-    # the last end counts: an errored trial is re-run by the resume, one re-run and finished is done
-    assert _finished({"e": {"events": ["errored"]}, "r": {"events": ["errored", "complete"]},
-                      "s": {"events": ["running", "stopped"]}, "l": {"events": ["running"]}}) == {"r", "s"}
-    _fix_searcher_state(tmp_path, _finished(journal), _reached_target(journal, 0.9, "max"))
-    saved = cloudpickle.loads(path.read_bytes())
-    restored = ConcurrencyLimiter(_searcher(), max_concurrent=1)
-    restored.set_state(saved["name:ConcurrencyLimiter"])
-    assert restored.live_trials == set() and isinstance(restored.suggest("next"), dict)
-    restored_until = UntilTarget(_searcher(), "val/score", "max", 0.9)
-    restored_until.set_state(saved["name:UntilTarget"])
-    assert restored_until.reached_by == "done" and restored_until.suggest("after") == Searcher.FINISHED
-
-    # a trial still running stays counted, and a target nobody reached stays unreached
-    limiter = ConcurrencyLimiter(UntilTarget(_searcher(), "val/score", "max", 0.9), max_concurrent=1)
-    limiter.suggest("next")
-    path.write_bytes(cloudpickle.dumps({"name:ConcurrencyLimiter": limiter.get_state(), "name:UntilTarget": {"reached_by": None}}))
-    _fix_searcher_state(tmp_path, {"done"}, None)
-    saved = cloudpickle.loads(path.read_bytes())
-    assert saved["name:ConcurrencyLimiter"]["live_trials"] == {"next"} and saved["name:UntilTarget"]["reached_by"] is None
-    (tmp_path / "search_gen_state-x.json").write_bytes(b"not a pickle")  # another format: left alone, no error
-    _fix_searcher_state(tmp_path, {"done"}, "done")
-
-
-def test_a_start_tune_never_saved_is_lost_unless_it_finished_and_a_cut_short_state_is_set_aside(tmp_path):
-    from flotilla.tune.sweep import _journal_lost_starts, _saved_trial_ids
-
-    exp, d = tmp_path / "tune" / "s", tmp_path
-    exp.mkdir(parents=True)
-    older = {"trial_data": [[json.dumps({"trial_id": "a", "status": "TERMINATED"}), "{}"]]}
-    (exp / "experiment_state-2026-11-27_10-00-00.json").write_text(json.dumps(older))
-    newest = exp / "experiment_state-2026-11-27_11-00-00.json"
-    newest.write_text(json.dumps(older)[:20])  # the driver died while Tune copied it
-    assert _saved_trial_ids(exp) == {"a"}
-    assert not newest.exists() and (exp / f".{newest.name}.unreadable").exists()  # Tune now reads the older one
-    (d / "ledger.jsonl").write_text("".join(json.dumps({"trial_id": t}) + "\n" for t in ("a", "b", "c")))
-    (d / "lifecycle.jsonl").write_text(json.dumps({"trial_id": "b", "event": "complete", "t": 0}) + "\n")
-    assert _journal_lost_starts(exp, d, "s") == {"c"}  # b finished: its model is on its branch, not lost
-    assert _journal_lost_starts(exp, d, "s") == set()  # journalled once
-    lines = [json.loads(x) for x in (d / "lifecycle.jsonl").read_text().splitlines()]
-    assert [(e["trial_id"], e["event"]) for e in lines] == [("b", "complete"), ("c", "lost")]
-    assert _saved_trial_ids(tmp_path / "nothing") == set()  # no saved state: every start is lost

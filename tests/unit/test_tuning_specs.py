@@ -60,7 +60,8 @@ def test_a_uniform_dimension_on_an_integer_field_is_refused_and_told_to_be_type_
         assert problem.endswith(f"model.width takes whole numbers and a {kind} dimension draws fractions: "
                                 f"use {{type: int, low: {low}, high: {high}}}"), problem
     # the fix it names passes, and a continuous dimension on a float field is untouched
-    _spec(space={"model.width": {"type": "int", "low": 8, "high": 32}, "model.dropout": {"type": "uniform", "low": 0, "high": 0.5}}).check()
+    _spec(space={"model.width": {"type": "int", "low": 8, "high": 32},
+                 "model.dropout": {"type": "uniform", "low": 0, "high": 0.5}}).check()
 
 
 def test_a_fractional_value_a_field_refuses_for_another_reason_gets_no_type_int_advice():
@@ -140,7 +141,8 @@ def test_a_single_metric_needs_its_mode():
 
 def test_a_condition_on_a_continuous_dimension_is_refused_one_on_an_int_dimension_is_checked():
     (problem,) = _refused(space={"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
-                                 "weighting": {"type": "choice", "values": ["fixed", "uncertainty"], "when": {"optim.lr": 0.001}}})
+                                 "weighting": {"type": "choice", "values": ["fixed", "uncertainty"],
+                                               "when": {"optim.lr": 0.001}}})
     assert problem == ("space.weighting.when: optim.lr is a loguniform dimension, whose draws are never exactly 0.001, "
                        "so weighting would never be sampled: a condition names a choice (or int) dimension; "
                        "make optim.lr a choice of the values you mean")
@@ -153,7 +155,7 @@ def test_a_condition_on_a_continuous_dimension_is_refused_one_on_an_int_dimensio
 
 def test_a_condition_on_an_int_dimension_is_honoured_by_the_searcher():
     """Why an int condition is allowed: the define-by-run space compares the drawn int with ==."""
-    from flotilla.tune.sweep import DefineByRun
+    from flotilla.tune.space import DefineByRun
 
     spec = _spec(space={"model.width": {"type": "int", "low": 8, "high": 12, "step": 4},
                         "model.dropout": {"type": "uniform", "low": 0, "high": 0.5, "when": {"model.width": 12}}})
@@ -177,7 +179,8 @@ def test_a_fixed_value_or_a_bare_promote_target_says_how_to_write_it():
     assert err.value.problems == ["promote: write promote: {into: main} (promote is a mapping)"]
     with pytest.raises(SpecError) as err:  # any other mapping written as a value: no class name either
         _spec(searcher="tpe")
-    assert err.value.problems == ["searcher: must be a mapping of keys to values (searcher: {key: value, ...}), not a string 'tpe'"]
+    assert err.value.problems == [
+        "searcher: must be a mapping of keys to values (searcher: {key: value, ...}), not a string 'tpe'"]
     assert _spec(promote={"into": None}).promote.into is None
 
 

@@ -1,5 +1,5 @@
 """``python -m flotilla.cli``: the same as the ``flotilla`` command."""
 
-from flotilla.cli.main import main
+from flotilla.cli.commands import main
 
 main()

@@ -1,4 +1,4 @@
-"""``flotilla sweep SPEC | resume ID | show ID | list | dashboard ID`` — thin over :mod:`flotilla.tune.sweep`."""
+"""``flotilla sweep SPEC | resume ID | show ID | list | dashboard ID`` — thin over :mod:`flotilla.tune`."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def _show(result) -> None:
             console.print(f"  [red]✗[/] trial {t.trial_id} errored: {escape(t.error)}", highlight=False)
     if result.winner:
         w = result.winner
-        console.print(f"[green]✓[/] winner {w.trial_id}: {result.objective} = {w.metrics.get(result.objective, float('nan')):.4f}  params {escape(str(w.params))}")
+        score = w.metrics.get(result.objective, float("nan"))
+        console.print(f"[green]✓[/] winner {w.trial_id}: {result.objective} = {score:.4f}  params {escape(str(w.params))}")
         if result.promotion_commit:
             into = getattr(result, "promoted_into", None) or "main"
             promoted = getattr(result, "promoted_trial", None) or w.trial_id
@@ -85,7 +86,7 @@ def _check(spec: str, address: str | None = None) -> None:
 
 @friendly
 def _run(spec: str, address: str | None) -> None:
-    from flotilla.tune.sweep import sweep
+    from flotilla.tune import sweep
 
     _show_then_raise(lambda: sweep(spec, address=address))
 
@@ -93,14 +94,14 @@ def _run(spec: str, address: str | None) -> None:
 @friendly
 def resume(sweep_id: str, address: str | None = None) -> None:
     """Finish an interrupted sweep without re-running finished trials."""
-    from flotilla.tune.sweep import resume as run
+    from flotilla.tune import resume as run
 
     _show_then_raise(lambda: run(sweep_id, address=address))
 
 
 def _show_then_raise(run) -> None:
     """A sweep without a winner is an error (exit 1), but its trial table (with each trial's error) still shows."""
-    from flotilla.tune.sweep import NoWinner
+    from flotilla.tune import NoWinner
 
     try:
         result = run()
@@ -114,7 +115,7 @@ def _show_then_raise(run) -> None:
 @friendly
 def show(sweep_id: str) -> None:
     """Show a finished sweep's trials, winner and plots."""
-    from flotilla.tune.sweep import load_result
+    from flotilla.tune import load_result
 
     _show(load_result(sweep_id))
 
@@ -122,7 +123,7 @@ def show(sweep_id: str) -> None:
 @friendly
 def list_() -> None:
     """List sweeps in FLOTILLA_HOME."""
-    from flotilla.tune.sweep import list_sweeps
+    from flotilla.tune import list_sweeps
 
     for s in list_sweeps():
         console.print(s)
@@ -136,7 +137,7 @@ def dashboard(sweep_id: str, port: int = 8080) -> None:
     import sys
 
     from flotilla.errors import ConfigError
-    from flotilla.tune.sweep import require_sweep
+    from flotilla.tune.store import require_sweep
 
     db = require_sweep(sweep_id) / "optuna.db"
     if not db.exists():

@@ -88,8 +88,7 @@ def run_train(job: TrainJob) -> dict[str, Any]:
 
 def run_sweep(job: SweepJob) -> dict[str, Any]:
     try:
-        from flotilla.tune.spec import SweepSpec
-        from flotilla.tune.sweep import sweep
+        from flotilla.tune import SweepSpec, sweep
     except ImportError as exc:
         raise FlotillaError(f"this cluster's flotilla has no sweeps (flotilla.tune: {exc})",
                             hint="submit with a flotilla that has flotilla.tune") from None

@@ -21,6 +21,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from flotilla.errors import FlotillaError
+
+
+class SweepInterrupted(FlotillaError):
+    """A Ctrl-C (or SIGUSR1) stopped the sweep: its state is saved, and ``resume`` finishes it."""
+
 
 @dataclass
 class Watch:

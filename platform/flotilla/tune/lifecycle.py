@@ -1,35 +1,37 @@
-"""Sweep-owned branches: record that each trial's branch lives while it runs, delete losers at once.
+"""The sweep driver's Tune callback: every trial event into the journal, losers' branches deleted at once.
 
-A Tune callback on the sweep driver. On a trial's first result it checks the
-trial's branch exists (the trial created it from the pinned commit) and notes
-it; when Tune ends a trial early (ASHA) or it fails, its branch is deleted right
-away unless retention keeps everything, so a long sweep never piles up dead
-branches. Events go to ``lifecycle.jsonl`` so a resumed sweep and its report
-see the whole story; every start of a trial is a line in ``ledger.jsonl``, which
-is how a resumed sweep shows no finished trial ran twice. Both are written here,
-on the driver, never by the trial (which may run on another node). A hub that
-hiccups is logged, never allowed to end the sweep. Credentials are never
-pickled with Tune's state.
+On a trial's first result it checks the trial's branch exists (the trial created it from the pinned
+commit); every report with the objective is journalled; when Tune ends a trial, how it ended is
+journalled and :class:`~flotilla.tune.branches.TrialBranches` decides about its branch. Every start
+of a trial is a line in the ledger. Both logs are written here, on the driver, never by the trial
+(which may run on another node). A hub that hiccups is logged, never allowed to end the sweep.
+
+Tune pickles its callbacks into its saved state: credentials (and the hub handles built from them)
+never go with them; ``attach`` gives a restored callback its credentials back.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 
-from flotilla.tune.trial import epochs_done
+from flotilla.hub.client import repo_for
+from flotilla.hub.credentials import HubCredentials
+from flotilla.tune.branches import TrialBranches
+from flotilla.tune.journal import Ended, Event, Journal, Ledger, PlacementGroupFreed, Reported, Running, TrialStart
+from flotilla.tune.trial import epochs_done, trial_branch
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
 
 log = logging.getLogger(__name__)
 
 
 class TrialBranchCallback(Callback):
     def __init__(
-        self, credentials: Any, repo: str, keep: str, max_epochs: int, journal: str, metric: str = "",
+        self, credentials: HubCredentials | None, repo: str, keep: str, max_epochs: int, journal: str, metric: str = "",
         *, sweep_id: str = "", ledger: str = "",
     ) -> None:
         self.credentials = credentials
@@ -41,74 +43,67 @@ class TrialBranchCallback(Callback):
         self.max_epochs = max_epochs
         self.journal = journal
         self._seen: set[str] = set()
-        self._repo = None
+        self._branches: TrialBranches | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("credentials", "_repo")} | {"credentials": None, "_repo": None}
+        return {k: v for k, v in self.__dict__.items() if k not in ("credentials", "_branches", "_repo")} | {"credentials": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # a sweep saved by an older flotilla lacks these
-        self.__dict__.update({"sweep_id": "", "ledger": "", **state})
+        self.__dict__.update({"sweep_id": "", "ledger": "", **state, "_branches": None})
 
-    def attach(self, credentials: Any) -> None:
+    def attach(self, credentials: HubCredentials) -> None:
         self.credentials = credentials
-        self._repo = None
+        self._branches = None
 
     @property
-    def repo(self):
-        if self._repo is None:
-            from flotilla.hub.client import repo_for
+    def branches(self) -> TrialBranches:
+        if self._branches is None:
+            if self.credentials is None:
+                raise RuntimeError("a restored TrialBranchCallback needs attach(credentials) before the sweep runs")
+            repo = repo_for(self.credentials, self.repo_name)
+            self._branches = TrialBranches(repo, Journal(self.journal), self.sweep_id, self.keep)
+        return self._branches
 
-            self._repo = repo_for(self.credentials, self.repo_name)
-        return self._repo
-
-    def _event(self, **kw: Any) -> None:
-        append_event(self.journal, **kw)
-
-    def _branch(self, trial: Any) -> str | None:
+    def _branch(self, trial: Trial) -> str | None:
         """The trial's branch; named from the ids when the trial died before its first report."""
-        branch = (trial.last_result or {}).get("branch")
+        branch: str | None = (trial.last_result or {}).get("branch")
         if not branch and self.sweep_id:
-            from flotilla.tune.trial import trial_branch
-
             branch = trial_branch(self.sweep_id, trial.trial_id)
         return branch
 
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         if self.ledger:
             params = {k: v for k, v in (trial.config or {}).items() if v is not None}
-            with open(self.ledger, "a") as fh:
-                fh.write(json.dumps({"trial_id": trial.trial_id, "params": params, "started": time.time()}, default=str) + "\n")
+            Ledger(self.ledger).append(TrialStart(trial.trial_id, params))
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any) -> None:
+        journal = Journal(self.journal)
         value = result.get(self.metric)
         if isinstance(value, (int, float)):  # every report, in arrival order: what benchmarks count
             metrics = {k: float(v) for k, v in result.items() if k.startswith("val/") and isinstance(v, (int, float))}
-            self._event(trial_id=trial.trial_id, event="result", iteration=epochs_done(result),
-                        value=float(value), metrics=metrics)
+            journal.append(Reported(trial.trial_id, epochs_done(result), float(value), metrics))
         branch = result.get("branch")
         if branch and trial.trial_id not in self._seen:
             self._seen.add(trial.trial_id)
             try:
-                live: bool | None = self.repo.branch_exists(branch)
+                live: bool | None = self.branches.repo.branch_exists(branch)
             except Exception as exc:  # a hub hiccup must not end the sweep: Tune would let it through
                 log.warning("could not check branch %s: %s", branch, exc)
                 live = None
-            self._event(trial_id=trial.trial_id, branch=branch, event="running", seen_live=live)
+            journal.append(Running(trial.trial_id, branch, live))
 
-    def _end(self, trial: Any, status: str) -> None:
+    def _end(self, trial: Trial, how: Event) -> None:
         branch = self._branch(trial)
         epochs = epochs_done(trial.last_result)
-        if status == "complete" and epochs < self.max_epochs:
-            status = "stopped"
-        self._event(trial_id=trial.trial_id, branch=branch, event=status, epochs=epochs)
-        if status in ("stopped", "errored"):
+        if how is Event.COMPLETE and epochs < self.max_epochs:
+            how = Event.STOPPED
+        Journal(self.journal).append(Ended(how, trial.trial_id, branch, epochs))
+        if how is not Event.COMPLETE:
             self._free_placement_group((trial.last_result or {}).get("placement_group"))
-        if branch and status in ("stopped", "errored") and self.keep != "all":
-            try:
-                self.repo.delete_branch(branch, missing_ok=True)
-                self._event(trial_id=trial.trial_id, branch=branch, event="branch_deleted")
-            except Exception as exc:  # cleanup is retried at the end of the sweep
-                log.warning("could not delete %s: %s", branch, exc)
+        try:
+            self.branches.on_end(trial.trial_id, branch, how)
+        except Exception as exc:  # no hub handle (say, no credentials): cleanup is retried at the end of the sweep
+            log.warning("could not clean up the branch of trial %s: %s", trial.trial_id, exc)
 
     def _free_placement_group(self, pg_hex: str | None) -> None:
         """Remove the killed trial's Train placement group if Ray Train's own cleaner has not.
@@ -125,42 +120,12 @@ class TrialBranchCallback(Callback):
             state = ray.util.placement_group_table().get(pg_hex, {}).get("state")
             if state and state != "REMOVED":
                 ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_hex))))
-                self._event(trial_id="-", event="placement_group_freed", placement_group=pg_hex)
+                Journal(self.journal).append(PlacementGroupFreed(pg_hex))
         except Exception as exc:
             log.warning("could not free placement group %s: %s", pg_hex, exc)
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, "complete")
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._end(trial, Event.COMPLETE)
 
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, "errored")
-
-
-def append_event(journal: str | Path, **kw: Any) -> None:
-    """One line of the lifecycle journal: the callback's events and those ``resume`` adds ("lost")."""
-    with open(journal, "a") as fh:
-        fh.write(json.dumps({**kw, "t": time.time()}) + "\n")
-
-
-def read_lifecycle(path: Path) -> dict[str, dict[str, Any]]:
-    """Per trial: its branch, whether it was seen live, and how it ended."""
-    out: dict[str, dict[str, Any]] = {}
-    if not Path(path).exists():
-        return out
-    for line in Path(path).read_text().splitlines():
-        e = json.loads(line)
-        if e["trial_id"] == "-":
-            continue
-        rec = out.setdefault(e["trial_id"], {"seen_live": False})
-        if e.get("branch"):
-            rec["branch"] = e["branch"]
-        if e["event"] == "result":
-            results = rec.setdefault("results", [])
-            if results and e["iteration"] <= results[-1][0]:  # the trial went back to an earlier checkpoint (or the start)
-                del results[next(i for i, r in enumerate(results) if r[0] >= e["iteration"]):]
-            results.append((e["iteration"], e["value"], e.get("metrics", {})))
-        elif e["event"] == "running":
-            rec["seen_live"] = rec["seen_live"] or bool(e["seen_live"])
-        else:
-            rec.setdefault("events", []).append(e["event"])
-    return out
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._end(trial, Event.ERRORED)

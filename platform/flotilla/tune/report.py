@@ -11,10 +11,15 @@ multi-objective search — each as PNG and as interactive HTML — and a per-tas
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from flotilla.tune.results import SweepResult, TrialRecord
 
 
-def trials_table(result: Any):
+def trials_table(result: SweepResult) -> Table:
     from rich.table import Table
 
     objectives = getattr(result, "objectives", None) or {result.objective: result.mode}
@@ -23,7 +28,11 @@ def trials_table(result: Any):
     params = sorted({k for tr in result.trials for k in tr.params})
     for col in ("trial", "status", "epochs", *params, *objectives, "branch"):
         t.add_column(col)
-    key = (lambda tr: tr.metrics.get(result.objective, float("inf"))) if result.mode == "min" else (lambda tr: -tr.metrics.get(result.objective, float("-inf")))
+    sign = 1.0 if result.mode == "min" else -1.0  # best first; a trial without the metric last
+
+    def key(tr: TrialRecord) -> float:
+        return sign * tr.metrics.get(result.objective, sign * float("inf"))
+
     for tr in sorted(result.trials, key=key):
         star = " ★" if result.winner and tr.trial_id == result.winner.trial_id else ""
         star += " ◆" if tr.trial_id in (getattr(result, "pareto", None) or []) else ""
@@ -75,7 +84,7 @@ def missing_plots_note(plots: dict[str, str], statuses: list[str]) -> str | None
             f"{stopped} of {len(statuses)} early; every trial's learning curve is in the curves plot")
 
 
-def write_plots(d: Path, sweep_id: str, result: Any) -> dict[str, str]:
+def write_plots(d: Path, sweep_id: str, result: SweepResult) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,11 +106,13 @@ def write_plots(d: Path, sweep_id: str, result: Any) -> dict[str, str]:
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     multi = len(study.directions) > 1
     # Optuna draws these for one objective; a Pareto study shows them for the first metric listed
-    one = {"target": lambda t: t.values[0], "target_name": result.objective} if multi else {}
-    plots = [("history", ov.plot_optimization_history, one), ("parallel", ov.plot_parallel_coordinate, one),
-             # Optuna ranks importance for *low* target values: flip a maximised first metric
-             ("importance", ov.plot_param_importances,
-              {**one, "target": lambda t: t.values[0] if result.mode == "min" else -t.values[0]} if multi else {})]
+    one: dict[str, Any] = {"target": lambda t: t.values[0], "target_name": result.objective} if multi else {}
+    plots: list[tuple[str, Any, dict[str, Any]]] = [
+        ("history", ov.plot_optimization_history, one), ("parallel", ov.plot_parallel_coordinate, one),
+        # Optuna ranks importance for *low* target values: flip a maximised first metric
+        ("importance", ov.plot_param_importances,
+         {**one, "target": lambda t: t.values[0] if result.mode == "min" else -t.values[0]} if multi else {}),
+    ]
     if multi and len(study.directions) <= 3:
         plots.append(("pareto", ov.plot_pareto_front, {"target_names": list(result.objectives)}))
     curves = [t for t in study.trials if t.intermediate_values]
@@ -122,7 +133,8 @@ def write_plots(d: Path, sweep_id: str, result: Any) -> dict[str, str]:
             plt.close(fig)
             paths[name] = str(out_dir / f"{name}.png")
             # the same plot, interactive (hover a trial, brush the parallel axes), drawn by Optuna's plotly twin
-            interactive = getattr(optuna.visualization, fn.__name__)(study, **kwargs)
+            twin: Any = getattr(optuna.visualization, fn.__name__)
+            interactive = twin(study, **kwargs)
             interactive.write_html(out_dir / f"{name}.html", include_plotlyjs=_plotly_js(out_dir), full_html=True)
             paths[f"{name}.html"] = str(out_dir / f"{name}.html")
         except Exception:  # a plot Optuna cannot draw for this study (e.g. one distinct value) is skipped

@@ -13,7 +13,8 @@ a trial that survived to the epoch-3 rung counts as better evidence than one
 stopped at epoch 1, which is the budget-aware reading ASHA's rungs imply.
 (``study.best_trial`` also stops being able to pick a half-trained trial.)
 A trial is pruned when it ended, without an error, before its full number of
-epochs (``epochs_done``, which a trial restarted on resume carries on counting); its curve is in the study (OptunaSearch reports every result it is
+epochs (``epochs_done``, which a trial restarted on resume carries on
+counting); its curve is in the study (OptunaSearch reports every result it is
 given, and the report that got it stopped is added here), and Optuna takes the
 last point of the curve as its value. A trial
 that errored is ``FAIL`` even when a last result comes with the error (Ray
@@ -32,7 +33,7 @@ in the study as ``FAIL``, as it happened.
 Every Optuna trial carries its Tune trial id as the user attribute
 ``tune_trial_id``: it links a study's trial to the sweep's table and branch, and
 lets a resume fail the Optuna trial of a start Tune never saved (see
-``flotilla.tune.sweep``), instead of leaving it RUNNING in the study for ever.
+:mod:`flotilla.tune.repair`), instead of leaving it RUNNING in the study for ever.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from flotilla.tune.trial import epochs_done
@@ -60,7 +62,13 @@ class StoppedAsPrunedOptunaSearch(OptunaSearch):
     def __setstate__(self, state: dict[str, Any]) -> None:  # a sweep saved by an older flotilla lacks these
         self.__dict__.update({"_best": {}, "_failed": set(), **state})
 
-    def suggest(self, trial_id: str) -> dict | None:
+    @property
+    def study(self) -> optuna.Study:
+        """The Optuna study (Ray sets it up once the metric and mode are known: before any trial)."""
+        assert self._ot_study is not None
+        return self._ot_study
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
         config = super().suggest(trial_id)
         self._tag(trial_id)
         return config
@@ -79,16 +87,17 @@ class StoppedAsPrunedOptunaSearch(OptunaSearch):
         if trial_id not in self._failed or trial_id not in self._completed_trials:
             return
         old = self._ot_trials[trial_id]
-        self._ot_study.enqueue_trial(dict(old.params), skip_if_exists=False)
-        retry = self._ot_study.ask()
-        self._space(retry)  # define-by-run: the enqueued params are what it suggests
+        self.study.enqueue_trial(dict(old.params), skip_if_exists=False)
+        retry = self.study.ask()
+        assert callable(self._space)  # a define-by-run space
+        self._space(retry)  # the enqueued params are what it suggests
         self._ot_trials[trial_id] = retry
         self._tag(trial_id)
         self._completed_trials.discard(trial_id)
         self._failed.discard(trial_id)
         self._best.pop(trial_id, None)
 
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         self._reopen_if_retried(trial_id)
         # the curve's step is the epoch, not Tune's report count: a trial restarted on resume goes on
         # from its checkpoint, and Optuna would drop reports at steps it has seen as "already reported"
@@ -99,35 +108,34 @@ class StoppedAsPrunedOptunaSearch(OptunaSearch):
             if prev is None or (value > prev if self.mode == "max" else value < prev):
                 self._best[trial_id] = float(value)
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        import optuna
-
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        told = result or {}
         if trial_id in self._ot_trials and trial_id not in self._completed_trials:
             state = None
             if error:
                 state = optuna.trial.TrialState.FAIL
                 self._failed.add(trial_id)
             elif (
-                result
+                told
                 and not isinstance(self.metric, list)  # Optuna keeps no intermediate values for a Pareto search
-                and epochs_done({"training_iteration": self.full_iterations, **result}) < self.full_iterations
+                and epochs_done({"training_iteration": self.full_iterations, **told}) < self.full_iterations
             ):
                 state = optuna.trial.TrialState.PRUNED
             if state is not None:
                 try:
-                    if state == optuna.trial.TrialState.PRUNED and isinstance(result.get(self.metric), (int, float)):
+                    if state == optuna.trial.TrialState.PRUNED and isinstance(told.get(self.metric), (int, float)):
                         # Tune hands the report that made the scheduler stop a trial to on_trial_complete
                         # only, never to on_trial_result: without this its curve would end a rung early
                         # (and a trial stopped at the first rung would have none to be ranked by)
-                        self._ot_trials[trial_id].report(float(result[self.metric]), epochs_done(result))
-                    self._ot_study.tell(self._ot_trials[trial_id], state=state)
+                        self._ot_trials[trial_id].report(float(told[self.metric]), epochs_done(told))
+                    self.study.tell(self._ot_trials[trial_id], state=state)
                 except Exception as exc:  # as OptunaSearch does: a study that refuses one trial must not end the sweep
                     log.warning("Optuna did not record trial %s as %s: %s", trial_id, state.name, exc)
                 self._completed_trials.add(trial_id)
                 return
             prev = self._best.get(trial_id)
-            value = (result or {}).get(self.metric) if isinstance(self.metric, str) else None
+            value = told.get(self.metric) if isinstance(self.metric, str) else None
             if prev is not None and isinstance(value, (int, float)):  # tell the best epoch's value
                 best = max(prev, value) if self.mode == "max" else min(prev, value)
-                result = {**result, self.metric: best}
+                result = {**told, self.metric: best}
         super().on_trial_complete(trial_id, result=result, error=error)

@@ -25,7 +25,7 @@ class Param(_Spec):
     type: Literal["uniform", "loguniform", "int", "choice"]
     low: float | None = None
     high: float | None = None
-    step: int | None = Field(None, gt=0)  # type: int only (Optuna refuses a step <= 0 when the sweep starts)
+    step: int | None = Field(default=None, gt=0)  # type: int only (Optuna refuses a step <= 0 when the sweep starts)
     values: list[Any] | None = None
     when: dict[str, Any] | None = None  # e.g. {optim.name: sgd}: only sampled when that param has that value
 
@@ -66,7 +66,8 @@ class Objective(_Spec):
     metrics at once (``metrics``: a Pareto search, no single winner until you say which one counts most)."""
 
     metric: str = "val/score"
-    mode: Literal["min", "max"] = "max"  # required with 'metric'; the default is the weighted sum's, whose weights carry the signs
+    # required with 'metric'; the default is the weighted sum's, whose weights carry the signs
+    mode: Literal["min", "max"] = "max"
     weights: dict[str, float] | None = None  # e.g. {"val/age/mae": -0.02, "val/gender/accuracy": 1.0}
     # multi-objective, e.g. {val/age/mae: min, val/emotion/accuracy: max}; the first one listed
     # picks the promoted model among the Pareto-optimal trials
@@ -105,22 +106,22 @@ class Objective(_Spec):
 
 class Searcher(_Spec):
     type: Literal["tpe", "random"] = "tpe"
-    seed: int = Field(0, ge=0, lt=2**32)  # Optuna's samplers (numpy) take 0 to 2**32 - 1
-    n_startup_trials: int = Field(4, ge=0)
+    seed: int = Field(default=0, ge=0, lt=2**32)  # Optuna's samplers (numpy) take 0 to 2**32 - 1
+    n_startup_trials: int = Field(default=4, ge=0)
     multivariate: bool = True
 
 
 class Scheduler(_Spec):
     type: Literal["asha", "none"] = "asha"
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(2.0, gt=1)
+    grace_period: int = Field(default=1, ge=1)
+    reduction_factor: float = Field(default=2.0, gt=1)
 
 
 class Budget(_Spec):
-    trials: int = Field(8, ge=1)
-    concurrency: int = Field(2, ge=1)
-    trial_cpus: float = Field(0.25, gt=0)  # the trial's own driver; its training workers come from base.scaling
-    time_limit_s: float | None = Field(None, gt=0)
+    trials: int = Field(default=8, ge=1)
+    concurrency: int = Field(default=2, ge=1)
+    trial_cpus: float = Field(default=0.25, gt=0)  # the trial's own driver; its training workers come from base.scaling
+    time_limit_s: float | None = Field(default=None, gt=0)
     # "good enough": once a trial reports an objective at or past this, no new trials start; the
     # running ones finish (so the one that got there publishes its model and can be promoted)
     target: float | None = None
@@ -209,7 +210,8 @@ class SweepSpec(_Spec):
 
     def family(self, root: Path | None = None) -> FamilySpec:
         """The base family spec with the sweep's overrides and data applied (no trial params yet)."""
-        return parse_spec(FamilySpec, self._merged(root), source=f"sweep {self.name!r} base")
+        family: FamilySpec = parse_spec(FamilySpec, self._merged(root), source=f"sweep {self.name!r} base")
+        return family
 
     def check(self, root: Path | None = None) -> FamilySpec:
         """Everything that can go wrong before a trial runs, reported at once.
@@ -220,7 +222,7 @@ class SweepSpec(_Spec):
         applied to the base spec, and the objective's metrics are matched to what the tasks report.
         """
         merged = self._merged(root)
-        family = parse_spec(FamilySpec, merged, source=f"sweep {self.name!r} base")
+        family: FamilySpec = parse_spec(FamilySpec, merged, source=f"sweep {self.name!r} base")
         problems: list[str] = []
         for name, p in self.space.items():
             problems += _value_problems(merged, name, p)
@@ -341,7 +343,7 @@ def _never_sampled(key: str, dim: Param, value: Any, guarded: str) -> str | None
 
 
 def load_sweep_spec(path: str | Path) -> SweepSpec:
-    spec = parse_spec(SweepSpec, load_yaml(path), source=str(path))
+    spec: SweepSpec = parse_spec(SweepSpec, load_yaml(path), source=str(path))
     spec.check(Path(path).resolve().parent.parent if Path(path).parent.name == "tuning" else Path.cwd())
     return spec
 

@@ -11,12 +11,22 @@ the checkpoint promoted is the one the sweep ranked.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
+import ray
+import ray.tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from flotilla.data.pinning import DataRef
+from flotilla.hub.client import Hub
 from flotilla.names import branch_id
-
+from flotilla.settings import Settings
+from flotilla.specs import FamilySpec, deep_merge, parse_spec
+from flotilla.training.artifacts import ModelLocation
+from flotilla.training import ModelRun, train_model
+from flotilla.tune.spec import Objective, unflatten
 
 EPOCHS_DONE = "epochs_done"
 """Result key: epochs the trial's model has trained, counted across restarts of the trial.
@@ -27,8 +37,27 @@ the trial's branch, so the model goes on from epoch k+1 while Tune counts from 1
 rungs, the study's curve and steps, and "did it train to the end" all count epochs, not reports.
 """
 
+Rank = tuple[Callable[[Mapping[str, Any]], float | None], str] | str
+"""How a run picks the checkpoint it publishes: a score over an epoch's metrics and its mode, or ``"last"``."""
 
-def epochs_done(result: dict[str, Any] | None) -> int:
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a sweep gets from the driver, the same for all of them.
+
+    It travels inside the trainable's closure to wherever Tune runs the trial, so it holds the hub's
+    credentials only as a Ray object reference: Tune pickles the trainable into its saved state.
+    """
+
+    sweep_id: str
+    family: Mapping[str, Any]  # the base family spec (JSON) that a trial's params are merged into
+    commits: Mapping[str, str]  # every data ref the sweep may use -> the commit pinned when it started
+    credentials: Any  # ray.ObjectRef[HubCredentials]
+    objective: Objective
+    parent: ModelLocation | None = None  # transfer learning: resolved once, when the sweep started
+
+
+def epochs_done(result: Mapping[str, Any] | None) -> int:
     """``EPOCHS_DONE`` of a result (Tune's report count for a result without it)."""
     result = result or {}
     return int(result.get(EPOCHS_DONE, result.get("training_iteration", 0)))
@@ -38,36 +67,36 @@ def trial_branch(sweep_id: str, trial_id: str) -> str:
     return branch_id(f"{sweep_id}-{trial_id}", prefix="trial-")
 
 
-def combined_score(metrics: dict[str, Any], weights: dict[str, float] | None) -> float | None:
+def combined_score(metrics: Mapping[str, Any], weights: Mapping[str, float] | None) -> float | None:
     if not weights:
         return None
     return float(sum(w * float(metrics[k]) for k, w in weights.items()))
 
 
-def checkpoint_rank(objective: dict[str, Any]) -> tuple[Callable[[dict[str, Any]], float | None], str] | str:
+def checkpoint_rank(objective: Objective) -> Rank:
     """How a trial picks the checkpoint it publishes: the sweep's objective and mode.
 
     ``"last"`` for a Pareto search: there a trial is the point its *last* epoch reached, and that
     epoch's checkpoint is the one published (no single metric says which epoch is best).
     """
-    if objective.get("metrics"):
+    if objective.multi:
         return "last"
-    weights, metric = objective.get("weights"), objective.get("metric", "val/score")
+    weights, metric = objective.weights, objective.metric
 
-    def score(metrics: dict[str, Any]) -> float | None:
+    def score(metrics: Mapping[str, Any]) -> float | None:
         if weights:
             return combined_score(metrics, weights) if all(k in metrics for k in weights) else None
         value = metrics.get(metric)
         return float(value) if isinstance(value, (int, float)) else None
 
-    return score, objective.get("mode", "max")
+    return score, objective.mode
 
 
 class ObjectiveReportCallback(TuneReportCallback):
     """Forward each epoch's metrics to Tune, plus ``val/score``, ``epochs_done`` and the trial branch."""
 
-    def __init__(self, weights: dict[str, float] | None, branch: str, run_id: str) -> None:
-        super().__init__()
+    def __init__(self, weights: Mapping[str, float] | None, branch: str, run_id: str) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # untyped_calls_exclude covers Ray's plain calls, not super()
         self.weights = weights
         self.branch = branch
         self.run_id = run_id
@@ -78,7 +107,7 @@ class ObjectiveReportCallback(TuneReportCallback):
         super().after_report(run_context, metrics, checkpoint)
 
 
-def with_trial_keys(metrics: dict[str, Any], weights: dict[str, float] | None, branch: str, run_id: str) -> dict[str, Any]:
+def with_trial_keys(metrics: Mapping[str, Any], weights: Mapping[str, float] | None, branch: str, run_id: str) -> dict[str, Any]:
     """An epoch's metrics as Tune gets them: plus the trial's branch and run, ``val/score`` and ``epochs_done``."""
     extra: dict[str, Any] = {"branch": branch, "run_id": run_id}
     if isinstance(metrics.get("epoch"), (int, float)):
@@ -89,29 +118,16 @@ def with_trial_keys(metrics: dict[str, Any], weights: dict[str, float] | None, b
     return {**metrics, **extra}
 
 
-def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
-    """The Tune trainable body (``ctx`` comes via ``tune.with_parameters``)."""
-    import ray
-    import ray.tune
-
-    from flotilla.data.loader import DataRef
-    from flotilla.hub.client import Hub
-    from flotilla.settings import Settings
-    from flotilla.specs import FamilySpec, deep_merge, parse_spec
-    from flotilla.training import ModelRun, train_model
-    from flotilla.training.artifacts import ModelLocation
-    from flotilla.tune.spec import unflatten
-
+def run_trial(config: Mapping[str, Any], ctx: TrialContext) -> None:
+    """The Tune trainable's body: this trial's params merged into the family, trained on its branch."""
     trial_id = ray.tune.get_context().get_trial_id()
     params = {k: v for k, v in config.items() if v is not None}
-    merged = {**deep_merge(ctx["family"], unflatten(params)), "merge_into": None}  # only the sweep promotes
-    family = parse_spec(FamilySpec, merged, source=f"trial {trial_id}")
+    merged = {**deep_merge(dict(ctx.family), unflatten(params)), "merge_into": None}  # only the sweep promotes
+    family: FamilySpec = parse_spec(FamilySpec, merged, source=f"trial {trial_id}")
     ref = family.data.ref
-    data_ref = DataRef(family.data.repo, ctx["commits"][ref], family.data.dataset, ref)
-    creds = ray.get(ctx["credentials"])
-    hub = Hub(credentials=creds, settings=Settings.from_env())
-    branch = trial_branch(ctx["sweep_id"], trial_id)
-    run_id = f"{ctx['sweep_id']}-{trial_id}"
-    parent = ModelLocation(**ctx["parent"]) if ctx["parent"] else None  # resolved once, when the sweep started
-    run = ModelRun(family, data_ref, run_id, parent=parent, branch=branch, rank=checkpoint_rank(ctx["objective"]))
-    train_model(hub, run, callbacks=(ObjectiveReportCallback(ctx["objective"].get("weights"), branch, run_id),))
+    data_ref = DataRef(family.data.repo, ctx.commits[ref], family.data.dataset, ref)
+    hub = Hub(credentials=ray.get(ctx.credentials), settings=Settings.from_env())
+    branch = trial_branch(ctx.sweep_id, trial_id)
+    run_id = f"{ctx.sweep_id}-{trial_id}"
+    run = ModelRun(family, data_ref, run_id, parent=ctx.parent, branch=branch, rank=checkpoint_rank(ctx.objective))
+    train_model(hub, run, callbacks=(ObjectiveReportCallback(ctx.objective.weights, branch, run_id),))

@@ -31,23 +31,24 @@ class UntilTarget(Searcher):
         return value >= self.target if self.mode == "max" else value <= self.target
 
     # Tune calls these; everything else is delegated as is.
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any) -> bool:
         return self.searcher.set_search_properties(metric, mode, config, **spec)
 
     def set_max_concurrency(self, max_concurrent: int) -> bool:
         return self.searcher.set_max_concurrency(max_concurrent)
 
-    def suggest(self, trial_id: str) -> dict | str | None:
+    # Ray's annotation of Searcher.suggest (a config or None) leaves out its own Searcher.FINISHED
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         if self.reached_by is not None:
             return Searcher.FINISHED
         return self.searcher.suggest(trial_id)
 
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if self.reached_by is None and self.reached(result.get(self.metric)):
             self.reached_by = trial_id
         self.searcher.on_trial_result(trial_id, result)
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         if self.reached_by is None and not error and self.reached((result or {}).get(self.metric)):
             self.reached_by = trial_id
         self.searcher.on_trial_complete(trial_id, result=result, error=error)

@@ -1,0 +1,148 @@
+"""A sweep's results: each trial as a :class:`TrialRecord`, the ranking, and the winner.
+
+A trial's score is its best epoch's objective, and that epoch's checkpoint is the model it
+publishes (see :mod:`flotilla.tune.trial`), so the trial ranked first is the model promoted and the
+promotion commit's metrics are that model's. Tune's own result for a trial holds its *last*
+report; the journal holds every one, so the record takes its metrics from there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flotilla.errors import FlotillaError
+from flotilla.tune.journal import TrialState
+from flotilla.tune.spec import Objective, SweepSpec
+from flotilla.tune.trial import epochs_done, trial_branch
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    params: dict[str, Any]
+    status: str  # completed | stopped | errored
+    epochs: int
+    metrics: dict[str, float]
+    branch: str
+    run_id: str = ""
+    kept: bool = False
+    seen_live: bool = False
+    error: str = ""  # an errored trial's exception, its last line (the rest is in the trial's Ray log)
+
+
+@dataclass
+class SweepResult:
+    sweep_id: str
+    directory: str
+    data_commits: dict[str, str]
+    objective: str
+    mode: str
+    trials: list[TrialRecord] = field(default_factory=list)
+    winner: TrialRecord | None = None
+    promotion_commit: str | None = None
+    promoted_into: str | None = None
+    objectives: dict[str, str] = field(default_factory=dict)  # metric -> min|max; several for a Pareto search
+    pareto: list[str] = field(default_factory=list)  # trial ids on the Pareto front (multi-objective only)
+    plots: dict[str, str] = field(default_factory=dict)
+    promotion_error: str | None = None  # why the winner is not merged yet ('resume' retries it)
+    promoted_trial: str | None = None  # the trial merged; not the winner when a resume re-ranked after promoting
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True, default=float)
+
+    @classmethod
+    def from_json(cls, text: str) -> SweepResult:
+        data = json.loads(text)
+        data["trials"] = [TrialRecord(**t) for t in data["trials"]]
+        data["winner"] = TrialRecord(**data["winner"]) if data["winner"] else None
+        return cls(**data)
+
+
+class NoWinner(FlotillaError):
+    """The sweep ended without a trial trained to the end: nothing to promote. ``result`` holds the trials."""
+
+    def __init__(self, message: str, *, hint: str | None = None, result: SweepResult | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.result = result
+
+
+def pareto_front(trials: list[TrialRecord], objectives: Mapping[str, str]) -> list[TrialRecord]:
+    """Trials no other trial beats on every objective (and strictly on one)."""
+    sign = {m: (1.0 if mode == "max" else -1.0) for m, mode in objectives.items()}
+
+    def score(t: TrialRecord) -> list[float]:
+        return [sign[m] * t.metrics[m] for m in objectives]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
+
+    scores = {id(t): score(t) for t in trials}
+    return [t for t in trials if not any(dominates(scores[id(o)], scores[id(t)]) for o in trials if o is not t)]
+
+
+def trial_record(r: Any, states: Mapping[str, TrialState], sweep_id: str, full_epochs: int, mode: str, *,
+                 multi: bool) -> TrialRecord:
+    """One Tune result (an item of a ``ResultGrid``) as a trial: its metrics are those of the epoch
+    whose checkpoint it published."""
+    m = r.metrics or {}
+    # a trial that died before its first report has no metrics: its id is in its folder's name
+    trial_id = m.get("trial_id") or (Path(r.path).name.split("_")[1] if r.path else "?")
+    state = states.get(trial_id)
+    epochs = epochs_done(m)
+    status = "errored" if r.error else ("completed" if epochs >= full_epochs else "stopped")
+    metrics = {k: float(v) for k, v in m.items() if k.startswith("val/") and isinstance(v, (int, float))}
+    best = state.best(mode) if state and not multi else None
+    if best is not None:
+        metrics = dict(best.metrics)
+    params = {k: v for k, v in (r.config or {}).items() if v is not None}
+    branch = m.get("branch") or (state.branch if state else None) or trial_branch(sweep_id, trial_id)
+    return TrialRecord(trial_id, params, status, epochs, metrics, branch, run_id=m.get("run_id", ""),
+                       seen_live=bool(state and state.seen_live), error=last_line(r.error))
+
+
+def last_line(error: Any) -> str:
+    """What a trial died of, in one line: Tune wraps the trial's exception in a multi-line traceback."""
+    if not error:
+        return ""
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:500]
+
+
+def ranked(sweep_id: str, directory: Path, commits: Mapping[str, str], objective: Objective,
+           trials: Iterable[TrialRecord]) -> SweepResult:
+    """The sweep's result: its trials, the Pareto front (several objectives) and the winner, the
+    trial trained to the end that ranks first (for a Pareto search: the front's best on the first metric)."""
+    metric, mode = objective.primary
+    objectives: dict[str, str] = dict(objective.metrics) if objective.metrics else {metric: mode}
+    result = SweepResult(sweep_id, str(directory), dict(commits), metric, mode, trials=list(trials), objectives=objectives)
+    done = [t for t in result.trials if t.status == "completed" and set(result.objectives) <= set(t.metrics)]
+    front = pareto_front(done, result.objectives) if objective.multi else done
+    result.pareto = [t.trial_id for t in front] if objective.multi else []
+    if front:
+        pick = min if mode == "min" else max
+        result.winner = pick(front, key=lambda t: t.metrics[metric])
+    return result
+
+
+def no_winner(result: SweepResult, spec: SweepSpec) -> NoWinner:
+    """No trial trained to the end: say how each ended and, for errors, what the first one died of."""
+    sweep_id = result.sweep_id
+    counts = Counter(t.status for t in result.trials)
+    how = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no trial ran"
+    errored = [t for t in result.trials if t.status == "errored"]
+    why = f"; trial {errored[0].trial_id} failed with: {errored[0].error or 'see its log'}" if errored else ""
+    if errored:
+        hint = (f"fix the cause (all trials failing alike usually means the spec: try 'flotilla sweep <spec> --check'), "
+                f"then 'flotilla sweep resume {sweep_id}' re-runs the errored trials; the full tracebacks are in the Ray logs")
+    elif spec.budget.time_limit_s:
+        hint = (f"budget.time_limit_s ({spec.budget.time_limit_s:g} s) ran out before a trial finished: raise it, "
+                "or train fewer epochs")
+    else:
+        hint = "every trial was stopped early: check the scheduler (grace_period) and the objective's mode"
+    return NoWinner(f"sweep {sweep_id!r} ended without a trial trained to the end ({how}){why}; nothing was promoted",
+                    hint=hint, result=result)

@@ -1,0 +1,190 @@
+"""``flotilla.sweep(spec)`` / ``resume(id)``: Ray Tune + Optuna + ASHA over a pinned data commit.
+
+A sweep is checked (:mod:`~flotilla.tune.preflight`), pinned into its folder (``sweep.json``, see
+:mod:`~flotilla.tune.store`), run by a Tuner built here over the searcher and scheduler of
+:mod:`~flotilla.tune.space`, and finished: trials ranked (:mod:`~flotilla.tune.results`), branches
+cleaned up (:mod:`~flotilla.tune.branches`), plots drawn (:mod:`~flotilla.tune.report`) and the
+winner merged (:mod:`~flotilla.tune.promotion`). ``resume`` restores the Tuner after bringing Tune's
+saved state up to the trial journal (:mod:`~flotilla.tune.repair`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from flotilla.cluster.connect import ensure_ray
+from flotilla.errors import ConfigError
+from flotilla.hub.client import Hub
+from flotilla.names import branch_id
+from flotilla.specs import parse_spec
+from flotilla.training.artifacts import resolve_model
+from flotilla.tune import repair, space, tune_state
+from flotilla.tune.branches import TrialBranches
+from flotilla.tune.interrupts import SweepInterrupted, caller_keeps_ctrl_c
+from flotilla.tune.journal import JOURNAL, LEDGER, Journal
+from flotilla.tune.lifecycle import TrialBranchCallback
+from flotilla.tune.preflight import check_trial_fits, pin_commits
+from flotilla.tune.promotion import promote
+from flotilla.tune.report import write_plots
+from flotilla.tune.results import SweepResult, no_winner, ranked, trial_record
+from flotilla.tune.spec import SweepSpec, load_sweep_spec
+from flotilla.tune.store import SAVED, STUDY, TUNE, SavedSweep, load_saved, sweep_dir
+from flotilla.tune.trial import TrialContext, run_trial
+
+log = logging.getLogger(__name__)
+
+
+def sweep(
+    spec: SweepSpec | str | Path | dict[str, Any], *, hub: Hub | None = None, address: str | None = None,
+    sweep_id: str | None = None, root: Path | None = None,
+) -> SweepResult:
+    """Run a sweep: ``spec`` is a SweepSpec, a spec file (``tuning/face_family.yaml``) or the same as a dict.
+
+    Raises :class:`~flotilla.tune.results.NoWinner` (with the trials) when no trial trained to the end,
+    :class:`~flotilla.tune.interrupts.SweepInterrupted` after a Ctrl-C; either way ``resume(sweep_id)``
+    goes on from where it stopped.
+    """
+    checked: SweepSpec
+    if isinstance(spec, SweepSpec):
+        checked = spec
+    elif isinstance(spec, dict):
+        checked = parse_spec(SweepSpec, spec, "sweep spec")
+    else:
+        root = root or (Path(spec).resolve().parent.parent if Path(spec).parent.name == "tuning" else Path.cwd())
+        checked = load_sweep_spec(spec)
+    spec = checked
+    hub = hub or Hub()
+    family = spec.check(root)
+    sweep_id = sweep_id or branch_id(f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    d = sweep_dir(sweep_id, hub.settings)
+    if d.exists():
+        raise ConfigError(f"sweep {sweep_id!r} already exists in {d.parent}",
+                          hint=f"continue it with 'flotilla sweep resume {sweep_id}', or pass another sweep_id")
+    commits = pin_commits(hub, spec, family)  # before anything is written: a bad ref leaves no half-made sweep
+    fixed_size = ensure_ray(address)  # likewise an unreachable cluster ...
+    check_trial_fits(spec, family, local=fixed_size)  # ... and a trial the whole cluster could never hold
+    # resolved once to an immutable commit: every trial warm-starts from the same weights
+    parent = resolve_model(hub, family.transfer.source, family.data.repo) if family.transfer else None
+    saved = SavedSweep(spec, family.model_dump(mode="json"), commits, parent)
+    d.mkdir(parents=True)
+    (d / SAVED).write_text(saved.to_json())
+    return drive(hub, saved, d, sweep_id, address, restore=False)
+
+
+def resume(sweep_id: str, *, hub: Hub | None = None, address: str | None = None) -> SweepResult:
+    """Finish an interrupted sweep: finished trials are kept, unfinished/errored ones run again.
+
+    A sweep whose trials all finished but whose promotion did not (a merge conflict, the hub down)
+    runs no trial: it retries the promotion.
+    """
+    hub = hub or Hub()
+    d, saved = load_saved(sweep_id, hub.settings)
+    return drive(hub, saved, d, sweep_id, address, restore=True)
+
+
+def drive(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, address: str | None, *, restore: bool) -> SweepResult:
+    """Run (or restore) the Tuner of the sweep pinned in folder ``d``, then finish the sweep."""
+    from ray import tune
+    from ray.util.client import ray as ray_client
+
+    ensure_ray(address)
+    # Save Tune's experiment state on every controller step (not every few minutes): trials here are long
+    # and few, so it is cheap, and a driver killed with SIGKILL then loses no finished trial.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    spec = saved.spec
+    ctx = TrialContext(sweep_id, saved.family, saved.commits, _credentials_ref(hub), spec.objective, saved.parent)
+
+    def trainable(config: dict[str, Any]) -> None:
+        run_trial(config, ctx)
+
+    resourced = tune.with_resources(trainable, {"CPU": spec.budget.trial_cpus})
+    exp_dir = d / TUNE / sweep_id
+    if restore:
+        repair.journal_lost_starts(exp_dir, d, sweep_id)
+    if restore and not tune.Tuner.can_restore(str(exp_dir)):
+        # the driver died before Tune saved anything (e.g. Ray failed to start): nothing ran, so
+        # resuming is starting it, from the spec and commits pinned in sweep.json
+        log.warning("sweep %s has no saved Tune state yet: starting it from its pinned spec", sweep_id)
+        restore = False
+    if restore:
+        tune_state.check_restorable(exp_dir, sweep_id)
+        repair.bring_up_to_journal(exp_dir, d, spec)
+        tuner = tune.Tuner.restore(str(exp_dir), resourced, resume_unfinished=True, resume_errored=True)
+        for cb in tune_state.restored_callbacks(tuner):  # restored without its credentials (never pickled)
+            if isinstance(cb, TrialBranchCallback):
+                cb.attach(hub.credentials)
+    else:
+        tuner = _new_tuner(hub, saved, d, sweep_id, resourced)
+    with caller_keeps_ctrl_c() as ctrl_c:  # Tune's graceful-stop handler while the sweep runs, not after
+        grid = tuner.fit()
+    results = [grid[i] for i in range(len(grid))]
+    # over Ray client (ray://) fit() runs in a remote actor: the local SIGINT handler says nothing about it
+    if ctrl_c.interrupted and not ray_client.is_connected():
+        # fit() returns normally after a Ctrl-C, with the running trials cut short and marked finished:
+        # finishing now would delete their branches as "stopped" and promote the best of a partial sweep
+        done = sum(1 for s in Journal(d / JOURNAL).trials().values() if s.ever_finished)
+        raise SweepInterrupted(
+            f"sweep {sweep_id!r} was interrupted: {done} trial(s) had finished; the trials that were running "
+            "keep their branches and checkpoints, nothing was promoted",
+            hint=f"'flotilla sweep resume {sweep_id}' finishes it (finished trials do not run again; cut-short "
+                 "ones go on from their last checkpoint)",
+        )
+    return finish(hub, saved, d, sweep_id, results)
+
+
+def _credentials_ref(hub: Hub) -> Any:
+    """The hub's credentials as a Ray object: trials fetch them, Tune's pickled state never holds them."""
+    import ray
+
+    return ray.put(hub.credentials)
+
+
+def _new_tuner(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, trainable: Any) -> Any:
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    spec, obj = saved.spec, saved.spec.objective
+    callback = TrialBranchCallback(
+        hub.credentials, saved.data_repo, spec.retention.keep, saved.epochs, str(d / JOURNAL), obj.primary[0],
+        sweep_id=sweep_id, ledger=str(d / LEDGER),
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=space.searcher(spec, saved.epochs, d / STUDY, sweep_id), scheduler=space.scheduler(spec, saved.epochs),
+            metric=None if obj.multi else obj.metric, mode=None if obj.multi else obj.mode, num_samples=spec.budget.trials,
+            max_concurrent_trials=spec.budget.concurrency, time_budget_s=spec.budget.time_limit_s,
+        ),
+        # the JSON logger only (CSV and TensorBoard stay off): without result.json per trial, Tune warns
+        # at the end of every sweep that it "failed to fetch metrics" for each trial
+        run_config=tune.RunConfig(name=sweep_id, storage_path=str(d / TUNE), callbacks=[callback, JsonLoggerCallback()],
+                                  verbose=1),
+    )
+
+
+def finish(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, results: Iterable[Any]) -> SweepResult:
+    """End a sweep from Tune's results (a ``ResultGrid``'s ``Result`` items): rank the trials, delete the
+    branches the retention policy does not keep, draw the plots, promote the winner.
+
+    Raises :class:`~flotilla.tune.results.NoWinner`, with the result, when no trial trained to the end.
+    """
+    spec, obj = saved.spec, saved.spec.objective
+    journal = Journal(d / JOURNAL)
+    states = journal.trials()
+    records = [trial_record(r, states, sweep_id, saved.epochs, obj.primary[1], multi=obj.multi) for r in results]
+    result = ranked(sweep_id, d, saved.commits, obj, records)
+    repo = hub.repo(saved.data_repo)
+    TrialBranches(repo, journal, sweep_id, spec.retention.keep).at_sweep_end(result, states)
+    result.plots = write_plots(d, sweep_id, result)
+    promote(repo, saved, result)
+    if result.winner is None:
+        raise no_winner(result, spec)
+    return result
+
+
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard loggers per trial
