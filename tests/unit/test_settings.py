@@ -16,7 +16,6 @@ ELSEWHERE = {
     # undoing its own writes: an auth variable the user has changed since is theirs, and stays
     "cluster/connect.py": 1,
     # owned by the sweeps' change; moves to settings.tune_handles_sigint() once both are merged
-    "tune/interrupts.py": 1,
 }
 WRITES = {"setdefault", "update", "pop"}
 

@@ -14,7 +14,6 @@ handler it replaced back when it takes the signal, and that is visible afterward
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from flotilla.errors import FlotillaError
+from flotilla.settings import tune_handles_sigint
 
 
 class SweepInterrupted(FlotillaError):
@@ -49,6 +49,6 @@ def caller_keeps_ctrl_c() -> Iterator[Watch]:
     try:
         yield watch
     finally:
-        tune_handles = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") in ("", "0")
+        tune_handles = tune_handles_sigint()
         watch.interrupted = tune_handles and signal.getsignal(signal.SIGINT) is previous
         signal.signal(signal.SIGINT, previous)

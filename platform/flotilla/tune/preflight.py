@@ -9,7 +9,7 @@ surface after the whole sweep had run, or as trials pending forever.
 from __future__ import annotations
 
 from flotilla.cluster.fit import check_fits
-from flotilla.data.store import read_manifest
+from flotilla.data.pinning import pin
 from flotilla.errors import ConflictError, NotFoundError
 from flotilla.hub.client import Hub
 from flotilla.specs import FamilySpec
@@ -20,12 +20,10 @@ def pin_commits(hub: Hub, spec: SweepSpec, family: FamilySpec) -> dict[str, str]
     """Resolve every data variant to its commit, and check the promotion target, before anything runs."""
     refs = {family.data.ref}
     if "data.ref" in spec.space:
-        refs |= set(spec.space["data.ref"].values or [])
+        refs |= {str(v) for v in spec.space["data.ref"].values or []}
+    # every variant pinned, and checked to hold the dataset, by the one pinning step
+    commits = {ref: pinned.commit for ref, pinned in pin(hub, family.data.repo, family.data.dataset, sorted(refs)).items()}
     repo = hub.repo(family.data.repo)
-    commits = {}
-    for ref in sorted(refs):
-        commits[ref] = repo.resolve(ref)
-        read_manifest(repo, commits[ref], family.data.dataset)  # every variant must hold the dataset
     into = spec.promote.into
     if into and not repo.branch_exists(into):
         raise NotFoundError(

@@ -21,6 +21,7 @@ from flotilla.cluster.connect import ensure_ray
 from flotilla.errors import ConfigError
 from flotilla.hub.client import Hub
 from flotilla.names import branch_id
+from flotilla.settings import TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, TUNE_GLOBAL_CHECKPOINT_S
 from flotilla.specs import parse_spec
 from flotilla.training.artifacts import resolve_model
 from flotilla.tune import repair, space, tune_state
@@ -95,7 +96,7 @@ def drive(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, address: str | No
     ensure_ray(address)
     # Save Tune's experiment state on every controller step (not every few minutes): trials here are long
     # and few, so it is cheap, and a driver killed with SIGKILL then loses no finished trial.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    os.environ.setdefault(TUNE_GLOBAL_CHECKPOINT_S, "0")
     spec = saved.spec
     ctx = TrialContext(sweep_id, saved.family, saved.commits, _credentials_ref(hub), spec.objective, saved.parent)
 
@@ -187,4 +188,4 @@ def finish(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, results: Iterabl
     return result
 
 
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard loggers per trial
+os.environ.setdefault(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, "1")  # no CSV/JSON/TensorBoard loggers per trial
