@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -145,7 +145,8 @@ def train_step(net: Any, engine: Any, optimizer: Any, core: Any, batch: dict[str
     loss, each task's masked-mean loss and each task's labelled count (see :func:`add_batch`).
     """
     out = net(torch.as_tensor(batch["image"], device=device))
-    loss, per_task, labelled = compute_losses(out, batch, tasks, core.loss_weighting, return_counts=True)
+    counted = compute_losses(out, batch, tasks, core.loss_weighting, return_counts=True)
+    loss, per_task, labelled = cast(tuple[torch.Tensor, dict[str, float], dict[str, int]], counted)
     if engine is not None:
         engine.backward(loss)
         engine.step()
