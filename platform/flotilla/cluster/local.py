@@ -116,6 +116,8 @@ def http_get(url: str, headers: dict[str, str], timeout: float = 2.0) -> Any | N
 
 def alive_nodes(address: str, headers: dict[str, str]) -> int | None:
     data = http_get(f"{address}/api/v0/nodes?limit=1000&detail=false", headers)
+    if not isinstance(data, dict):
+        return None
     try:
         return sum(1 for n in data["data"]["result"]["result"] if n.get("state") == "ALIVE")
     except (TypeError, KeyError):
@@ -211,16 +213,18 @@ class LocalCluster:
             self.down()
         ray_port = ray_port or local_ray_port()
         dashboard_port = dashboard_port or local_dashboard_port()
-        for name, port, env in (("GCS", ray_port, FLOTILLA_RAY_PORT), ("dashboard", dashboard_port, FLOTILLA_DASHBOARD_PORT)):
+        for name, port, env_var in (("GCS", ray_port, FLOTILLA_RAY_PORT),
+                                    ("dashboard", dashboard_port, FLOTILLA_DASHBOARD_PORT)):
             if RAY_WORKER_PORTS[0] <= port <= RAY_WORKER_PORTS[1]:  # Ray refuses it with a traceback in head.log
                 raise ClusterError(
                     f"{name} port {port} lies in the range Ray keeps for its worker processes "
                     f"({RAY_WORKER_PORTS[0]}-{RAY_WORKER_PORTS[1]})",
-                    hint=f"set {env} to a port outside it "
+                    hint=f"set {env_var} to a port outside it "
                     f"(the default is {DEFAULT_RAY_PORT if name == 'GCS' else DEFAULT_DASHBOARD_PORT})",
                 )
             if not port_free(port):
-                raise ClusterError(f"{name} port {port} is already in use by another program", hint=f"set {env} to a free port")
+                raise ClusterError(f"{name} port {port} is already in use by another program",
+                                   hint=f"set {env_var} to a free port")
         for d in (self.dir, self.log_dir, self.tmpdir):
             private_dir(d, shared_parent=d.parent == Path("/tmp"))
         token = ensure_token(self.settings)

@@ -13,6 +13,13 @@ on ``(seed, i, spec)``, never on which other samples share its chunk):
   samples' bounding boxes (padded by a few pixels); outside its own box a
   sample's alpha is exactly 0, and painting with alpha 0 is an exact no-op,
   so the window size chosen for a chunk cannot change any pixel.
+
+It is one module, over the ~400-line guide, on purpose: the primitives, the
+palettes and ``draw_faces`` share those two rules and the ``Frame`` window
+arithmetic, and ``draw_faces`` is one painter's pass (background, hair, head, eyes, brows,
+nose, mouth, lighting, in paint order) whose steps share its closures and geometry.
+Split across modules, the determinism contract would have to be re-checked at
+every seam; kept together, it is read and tested in one place.
 """
 
 from __future__ import annotations
@@ -105,7 +112,7 @@ def ellipse(x: np.ndarray, y: np.ndarray, a, b, inv_pix) -> np.ndarray:
     return soft((F32(1.0) - r) * np.minimum(a, b), inv_pix)
 
 
-def band(dist: np.ndarray, half: np.ndarray | float, inv_pix) -> np.ndarray:
+def band(dist: np.ndarray, half: np.ndarray | np.floating | float, inv_pix: np.ndarray) -> np.ndarray:
     """Coverage of the stroke ``|dist| <= half`` (lines, curves, rings)."""
     return soft(half - np.abs(dist), inv_pix)
 
