@@ -116,7 +116,8 @@ class HubDataset:
 
     def _rows_in_split(self, table: pa.Table, split: str) -> np.ndarray:
         splits = self._splits
-        return np.array([j for j, sid in enumerate(table.column("sample_id").to_pylist()) if splits[self._label_index[sid]] == split], dtype=np.int64)
+        return np.array([j for j, sid in enumerate(table.column("sample_id").to_pylist())
+                         if splits[self._label_index[sid]] == split], dtype=np.int64)
 
     @cached_property
     def _splits(self) -> list[str]:
@@ -162,7 +163,7 @@ class HubDataset:
             if not len(mine):
                 continue
             table = self.read_shard(shards[i]).take(pa.array(mine))
-            for sid, img in zip(table.column("sample_id").to_pylist(), table.column("image").to_pylist()):
+            for sid, img in zip(table.column("sample_id").to_pylist(), table.column("image").to_pylist(), strict=True):
                 buf.append((sid, img))
                 if len(buf) == batch_size:
                     yield self._collate(buf)
@@ -182,11 +183,11 @@ class HubDataset:
     def _decode(self, data: bytes) -> np.ndarray:
         from PIL import Image
 
-        with Image.open(io.BytesIO(data)) as im:
-            im = im.convert("RGB")
-            if self.image_size and im.size != (self.image_size, self.image_size):
-                im = im.resize((self.image_size, self.image_size), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
+        with Image.open(io.BytesIO(data)) as opened:
+            rgb = opened.convert("RGB")
+            if self.image_size and rgb.size != (self.image_size, self.image_size):
+                rgb = rgb.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
+            return np.asarray(rgb, dtype=np.uint8)
 
     # ---- Ray Data -----------------------------------------------------------------------
     def to_ray(self, split: str = "train"):
@@ -199,7 +200,7 @@ class HubDataset:
         def rows(item: dict[str, Any]) -> list[dict[str, Any]]:
             table = ds.read_shard(ds.manifest.shards[item["shard"]])
             table = table.take(pa.array(ds._rows_in_split(table, split)))
-            keep = list(zip(table.column("sample_id").to_pylist(), table.column("image").to_pylist()))
+            keep = list(zip(table.column("sample_id").to_pylist(), table.column("image").to_pylist(), strict=True))
             if not keep:
                 return []
             batch = ds._collate(keep)

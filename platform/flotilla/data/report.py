@@ -188,7 +188,8 @@ class Affected:
     """
 
     def __init__(self, cap: int) -> None:
-        self.cap, self.count, self.items = cap, 0, []
+        self.cap, self.count = cap, 0
+        self.items: list[tuple[str, str]] = []
 
     def add(self, sid: str, detail: str = "") -> None:
         self.count += 1
@@ -289,14 +290,14 @@ def plot(report: ValidationReport, path: Path) -> Path:
     else:
         ax_age.text(0.5, 0.5, "no age labels", ha="center", va="center", transform=ax_age.transAxes)
     ax_age.set_title("age", fontsize=10)
-    for ax, group, keys in ((ax_gender, "gender", layout.GENDERS), (ax_emotion, "emotion", layout.EMOTIONS)):
+    for ax, group, names in ((ax_gender, "gender", layout.GENDERS), (ax_emotion, "emotion", layout.EMOTIONS)):
         counts = report.group_counts.get(group)
         ax.set_title(f"{group} (red: under-represented)", fontsize=10)
         if not counts:
             ax.text(0.5, 0.5, f"no {group} labels", ha="center", va="center", transform=ax.transAxes)
             continue
-        values = [counts.get(k, 0) for k in keys]
-        ax.bar(keys, values, color=["tab:red" if low else "tab:blue" for low in _low(report, values)])
+        values = [counts.get(k, 0) for k in names]
+        ax.bar(names, values, color=["tab:red" if low else "tab:blue" for low in _low(report, values)])
         if report.thresholds.get("min_group_count"):
             ax.axhline(report.thresholds["min_group_count"], color="grey", linestyle="--", linewidth=1)
         ax.tick_params(axis="x", labelrotation=30 if group == "emotion" else 0, labelsize=8)

@@ -44,7 +44,7 @@ from flotilla.data.report import CHECKS, SEVERITIES, Affected, Issue, Thresholds
 __all__ = ["AGE_BANDS", "CHECKS", "FORMATS", "SEVERITIES", "Issue", "Thresholds", "ValidationReport", "validate"]
 
 FORMATS = ("png", "jpeg")
-AGE_BANDS = tuple(f"{10 * i}-{10 * i + 9}" for i in range(8)) + ("80+",)
+AGE_BANDS = (*(f"{10 * i}-{10 * i + 9}" for i in range(8)), "80+")
 _PIL_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg"}
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 
@@ -165,13 +165,13 @@ class _Gate:
             else:
                 top = len(layout.GENDERS if col == "gender" else layout.EMOTIONS) - 1
                 ok = (v == np.floor(v)) & (v >= 0) & (v <= top)
-            for i in np.flatnonzero(~null & ~ok):
-                self.ids[f"labels.{col}"].add(name[i], f"{col}={_fmt(v[i])}")
+            for row in np.flatnonzero(~null & ~ok):
+                self.ids[f"labels.{col}"].add(name[row], f"{col}={_fmt(v[row])}")
             self.values[col] = (v, null, ~null & ok)
         if self.values:
             none = np.logical_and.reduce([nl for _, nl, _ in self.values.values()])
-            for i in np.flatnonzero(none):
-                self.ids["labels.no_labels"].add(name[i], "age, gender and emotion all null")
+            for row in np.flatnonzero(none):
+                self.ids["labels.no_labels"].add(name[row], "age, gender and emotion all null")
         self.names, self.n_labels = (name if "sample_id" in cols else None), n
 
     # -- images ------------------------------------------------------------
@@ -182,7 +182,7 @@ class _Gate:
                 table = layout.decode_table(bytes(table))
             if isinstance(table, pa.RecordBatch):
                 table = pa.Table.from_batches([table])
-        except Exception as e:  # noqa: BLE001 - an unreadable shard is a finding, not a crash
+        except Exception as e:  # an unreadable shard is a finding, not a crash
             table = f"unreadable Parquet ({type(e).__name__}: {e})"
         if not isinstance(table, pa.Table):
             self.shard_problems[("schema.shard", str(table) if isinstance(table, str)
@@ -235,8 +235,8 @@ class _Gate:
             try:
                 with Image.open(io.BytesIO(data)) as im:
                     im.load()
-                    size, mode, got = im.size, im.mode, _PIL_FORMATS.get(im.format, str(im.format).lower())
-            except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad bytes
+                    size, mode, got = im.size, im.mode, _PIL_FORMATS.get(im.format or "", str(im.format).lower())
+            except Exception as e:  # Pillow raises many types for bad bytes
                 msg = f"{type(e).__name__}: {e}".replace(" <_io.BytesIO object", "")
                 problem = ("truncated" if "truncat" in msg or isinstance(e, EOFError) else "decode", msg)
         if problem is not None:
@@ -274,7 +274,7 @@ class _Gate:
             self.issues.append(b.issue(check, severity, reason + n_groups))
         for kind, buckets in (("size", self.sizes), ("mode", self.modes)):
             if len(buckets) > 1:
-                major = max(buckets, key=lambda k, b=buckets: (b[k].count, k))
+                major = max((b.count, k) for k, b in buckets.items())[1]
                 odd = Affected(t.max_examples)
                 for k in sorted(buckets.keys() - {major}):
                     odd.merge(buckets[k])
@@ -316,17 +316,20 @@ class _Gate:
         return n_groups
 
     def missing(self) -> dict[str, dict[str, Any]]:
-        out, n = {}, self.n_labels
+        out: dict[str, dict[str, Any]] = {}
+        n = self.n_labels
         for col in layout.LABEL_COLUMNS:
             null = self.values[col][1] if col in self.values else np.ones(n, bool)
             k = int(null.sum())
             frac = k / n if n else 0.0
-            out[col] = {"null": k, "fraction": round(frac, 6), "present": col in self.values and k < n}
-            limit = self.t.missing_limit(col, out[col]["present"])
+            present = col in self.values and k < n
+            out[col] = {"null": k, "fraction": round(frac, 6), "present": present}
+            limit = self.t.missing_limit(col, present)
             if limit is not None and frac > limit:
                 b = Affected(self.t.max_examples)
-                for i in np.flatnonzero(null) if self.names else []:
-                    b.add(self.names[i], f"{col} is null")
+                names = self.names or []
+                for i in np.flatnonzero(null) if names else []:
+                    b.add(names[i], f"{col} is null")
                 b.count = k
                 self.issues.append(b.issue(f"missing.{col}", "error", f"{frac:.1%} of the {col} labels are"
                                            f" null, above max_missing={limit:.1%}"))
@@ -347,7 +350,7 @@ class _Gate:
         t, out = self.t, {}
         for gname, (code, keys) in codes.items():
             counts = np.bincount(code[code >= 0], minlength=len(keys))
-            out[gname] = dict(zip(keys, map(int, counts)))
+            out[gname] = dict(zip(keys, map(int, counts), strict=True))
             total, share = int(counts.sum()), counts.sum() / len(keys)
             for k, key in enumerate(keys):
                 c, why = int(counts[k]), []
