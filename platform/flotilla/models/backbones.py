@@ -117,4 +117,4 @@ def build_backbone(name: str = DEFAULT_BACKBONE, width: int = 32, in_channels: i
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
         raise SpecError(f"backbone in_channels must be a positive integer, got {in_channels!r}")
     net = BACKBONES[name](width, in_channels)
-    return net.to(memory_format=torch.channels_last)
+    return net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format

@@ -49,6 +49,9 @@ class MultiTaskModel(nn.Module):
     augmentation pipeline). numpy arrays are accepted; inputs move to the model's device.
     """
 
+    pixel_mean: torch.Tensor  # buffers (register_buffer): declared so they type as tensors, not Tensor | Module
+    pixel_scale: torch.Tensor
+
     def __init__(
         self,
         tasks: Sequence[TaskSpec | str | Mapping[str, Any]],
@@ -127,7 +130,7 @@ class MultiTaskModel(nn.Module):
     @torch.no_grad()
     def predict(self, images: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
         """User-facing predictions: regression in original units, binary P(label=1), multiclass probabilities."""
-        return {t.name: postprocess(t, y) for t, y in zip(self.tasks, self(images).values())}
+        return {t.name: postprocess(t, y) for t, y in zip(self.tasks, self(images).values(), strict=True)}
 
     # --- transfer learning ---------------------------------------------------------------------
 
@@ -202,8 +205,8 @@ class MultiTaskModel(nn.Module):
         """Optimiser groups: decayed weights, undecayed norms/biases, and the uncertainty log-variances.
 
         ``weighting`` defaults to the model's own ``loss_weighting`` (whose parameters are only ever
-        listed once, in their own group). Frozen parameters are included on purpose (their grad is None, so optimisers skip them), so
-        unfreezing later needs no new optimiser. Weight decay is never applied to BN/bias or to the
+        listed once, in their own group). Frozen parameters are included on purpose (their grad is None, so
+        optimisers skip them), so unfreezing later needs no new optimiser. Weight decay is never applied to BN/bias or to the
         log-variances: decaying s_t would pull every task towards weight 1 and defeat the learning.
         """
         groups: list[dict[str, Any]] = []
@@ -262,9 +265,11 @@ class LossWeighting(nn.Module):
     to down-weight noisy tasks instead of the user hand-tuning weights. The s_t are parameters, so
     they must reach the optimiser, the checkpoint and DDP's gradient all-reduce: the simplest way
     is the model's own ``model.loss_weighting`` (``MultiTaskModel(..., weighting="uncertainty")``),
-    which gets all three for free; a free-standing instance needs each done by hand. A task absent from a batch contributes nothing — not even its
-    s_t term, whose gradient would otherwise push s_t down on every batch that lacks the task.
+    which gets all three for free; a free-standing instance needs each done by hand. A task absent from a batch
+    contributes nothing — not even its s_t term, whose gradient would otherwise push s_t down on every batch that lacks the task.
     """
+
+    weights: torch.Tensor  # a buffer (register_buffer): declared so it types as a tensor
 
     def __init__(self, tasks: Sequence[TaskSpec], mode: str = "fixed") -> None:
         super().__init__()
@@ -296,7 +301,7 @@ class LossWeighting(nn.Module):
         w = self.weights.detach().cpu()
         if self.log_vars is not None:
             w = w * torch.exp(-self.log_vars.detach().cpu())
-        return dict(zip(self.names, w.tolist()))
+        return dict(zip(self.names, w.tolist(), strict=True))
 
 
 def _column(batch: Mapping[str, Any], key: str, device: torch.device) -> torch.Tensor:
@@ -357,7 +362,7 @@ def compute_losses(
     total = weighting.to(next(iter(losses.values())).device)(losses, present)
     k = len(losses)
     values = torch.stack([v.detach().float() for v in losses.values()] + [c.float() for c in counts.values()]).tolist()
-    per_task = dict(zip(losses, values[:k]))
+    per_task = dict(zip(losses, values[:k], strict=True))
     if not return_counts:
         return total, per_task
-    return total, per_task, {name: int(c) for name, c in zip(counts, values[k:])}
+    return total, per_task, {name: int(c) for name, c in zip(counts, values[k:], strict=True)}

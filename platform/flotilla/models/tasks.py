@@ -69,7 +69,7 @@ class TaskSpec:
             p.append(f"name: {self.name!r} must start with a letter and use only letters, digits and '_' (max 64)")
         if not isinstance(self.kind, str) or self.kind not in KINDS:
             # Without a valid kind nothing else can be checked meaningfully.
-            return p + [f"kind: {self.kind!r} is not one of {', '.join(KINDS)}"]
+            return [*p, f"kind: {self.kind!r} is not one of {', '.join(KINDS)}"]
         kind = KINDS[self.kind]
         _set(self, "label", self.label or self.name)
         if not isinstance(self.label, str) or self.label in _RESERVED_LABELS or self.label.startswith("mask_"):
@@ -206,7 +206,7 @@ def resolve_tasks(items: Iterable[str | Mapping[str, Any] | TaskSpec]) -> list[T
         elif isinstance(item, Mapping) and item.get("name") in REFERENCE_TASKS and "kind" not in item:
             task = task_from_dict({**REFERENCE_TASKS[item["name"]].to_dict(), **item})
         else:
-            task = task_from_dict(item)  # type: ignore[arg-type]
+            task = task_from_dict(item)
         out.append(task)
     names = [t.name for t in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
