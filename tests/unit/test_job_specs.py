@@ -13,7 +13,7 @@ import yaml
 
 from flotilla.errors import SpecError
 from flotilla.jobs.specs import IngestJob, SweepJob, TrainJob, family_of, load_job_spec, parse_job_spec, sweep_of
-from flotilla.jobs.submission import PINNED_DIR, RESULT_MARKER, _stage, parse_result, project_root, submission_id
+from flotilla.jobs.submission import PINNED_DIR, RESULT_MARKER, parse_result, project_root, stage_job, submission_id
 from flotilla.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,7 +182,7 @@ def test_staged_project_has_the_pinned_spec_and_no_local_state(tmp_path):
     (root / "stray-credentials/credentials.json").write_text("{}")
     settings = Settings(home=root / "home", cache=tmp_path / "cache")
     job = parse_job_spec({"kind": "ingest", "name": "x", "synthetic": {"n": 5}})
-    stage = _stage(root, settings, "sid-1", job)
+    stage = stage_job(root, settings, "sid-1", job)
     src = stage / "src"
     shipped = {p.relative_to(src).as_posix() for p in src.rglob("*")}
     pinned = yaml.safe_load((src / PINNED_DIR / "sid-1.yaml").read_text())
@@ -200,7 +200,7 @@ def test_outside_a_checkout_only_the_pinned_spec_is_staged(tmp_path):
     (cwd / ".aws/credentials").write_text("[default]")
     (cwd / "notes.txt").write_text("private")
     job = parse_job_spec({"kind": "ingest", "name": "x", "synthetic": {"n": 5}})
-    stage = _stage(cwd, Settings(home=tmp_path / "fh", cache=tmp_path / "cache"), "sid-2", job)
+    stage = stage_job(cwd, Settings(home=tmp_path / "fh", cache=tmp_path / "cache"), "sid-2", job)
     shipped = {p.relative_to(stage / "src").as_posix() for p in (stage / "src").rglob("*") if p.is_file()}
     shutil.rmtree(stage)
     assert shipped == {f"{PINNED_DIR}/sid-2.yaml"}

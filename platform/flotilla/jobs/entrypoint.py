@@ -24,8 +24,11 @@ from flotilla.errors import FlotillaError
 from flotilla.hub.client import Hub
 from flotilla.jobs.specs import IngestJob, JobSpec, SweepJob, TrainJob, load_job_spec
 from flotilla.settings import job_ray_address
+from flotilla.specs import FamilySpec, parse_spec
+from flotilla.training import train
+from flotilla.tune import SweepSpec, sweep
 
-RESULT_MARKER = "FLOTILLA_RESULT "  # same as flotilla.jobs.submission.RESULT_MARKER (not imported: it pulls in Ray's client)
+RESULT_MARKER = "FLOTILLA_RESULT "  # the line JobHandle.result parses (submission imports it from here)
 
 
 def say(msg: str) -> None:
@@ -69,9 +72,6 @@ def _address() -> str:
 
 
 def run_train(job: TrainJob) -> dict[str, Any]:
-    from flotilla.specs import FamilySpec, parse_spec
-    from flotilla.training.run import train
-
     family = parse_spec(FamilySpec, job.family, source=f"family of job {job.name!r}")
     say(f"train {family.name!r}: {len(family.tasks)} task(s), {family.epochs} epoch(s), data lakefs://{family.data.repo}/{family.data.ref}")
     result = train(family, address=_address())
@@ -87,13 +87,6 @@ def run_train(job: TrainJob) -> dict[str, Any]:
 
 
 def run_sweep(job: SweepJob) -> dict[str, Any]:
-    try:
-        from flotilla.tune import SweepSpec, sweep
-    except ImportError as exc:
-        raise FlotillaError(f"this cluster's flotilla has no sweeps (flotilla.tune: {exc})",
-                            hint="submit with a flotilla that has flotilla.tune") from None
-    from flotilla.specs import parse_spec
-
     spec = parse_spec(SweepSpec, job.sweep, source=f"sweep of job {job.name!r}")
     say(f"sweep {spec.name!r}: {spec.budget.trials} trial(s), data commit {(job.pinned or {}).get('data_commit', '?')}")
     result = sweep(spec, address=_address())
@@ -101,7 +94,13 @@ def run_sweep(job: SweepJob) -> dict[str, Any]:
     return json.loads(result.to_json())
 
 
-RUNNERS = {"ingest": run_ingest, "train": run_train, "sweep": run_sweep}
+def run_job(job: JobSpec) -> dict[str, Any]:
+    """The summary of running ``job`` with the runner of its kind."""
+    if isinstance(job, IngestJob):
+        return run_ingest(job)
+    if isinstance(job, TrainJob):
+        return run_train(job)
+    return run_sweep(job)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         job: JobSpec = load_job_spec(argv[0], root=Path.cwd())
         say(f"job {job.name!r} ({job.kind}) started; pid {os.getpid()}")
-        summary = RUNNERS[job.kind](job)  # type: ignore[operator]
+        summary = run_job(job)
     except FlotillaError as exc:
         print(f"error: {exc.message}", file=sys.stderr, flush=True)
         if exc.hint:

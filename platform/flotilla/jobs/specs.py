@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from flotilla.data.report import Thresholds
 from flotilla.data.synthetic import DEFAULT_SPEC, FaceSpec, Shift
-from flotilla.errors import FlotillaError, SpecError
+from flotilla.errors import SpecError
 from flotilla.names import check_branch_id
 from flotilla.specs import FamilySpec, _HubNames, _Spec, deep_merge, hub_name, load_yaml, parse_spec
+from flotilla.tune import SweepSpec
 
 # names Ray would show on its dashboard: credentials never go there
 _SECRET_ENV = ("LAKECTL_", "LAKEFS_", "AWS_SECRET", "AWS_SESSION", "RAY_AUTH", "WANDB_API_KEY")
@@ -152,10 +153,11 @@ class SweepJob(_JobBase):
 
 
 JobSpec = IngestJob | TrainJob | SweepJob
-KINDS: dict[str, type[_JobBase]] = {"ingest": IngestJob, "train": TrainJob, "sweep": SweepJob}
+KINDS: dict[str, type[IngestJob] | type[TrainJob] | type[SweepJob]] = {
+    "ingest": IngestJob, "train": TrainJob, "sweep": SweepJob}
 
 
-def _problems(fn: Any) -> list[str]:
+def _problems(fn: Callable[[], object]) -> list[str]:
     try:
         fn()
     except SpecError as exc:
@@ -165,28 +167,40 @@ def _problems(fn: Any) -> list[str]:
 
 def family_of(job: TrainJob, root: Path) -> FamilySpec:
     """The family a train job trains: its file or inline spec with the job's overrides applied."""
-    base = job.family if job.family is not None else load_yaml(root / job.spec)  # type: ignore[operator]
-    return parse_spec(FamilySpec, deep_merge(base or {}, job.overrides), source=f"family of job {job.name!r}")
+    return _family(job.spec, job.family, job.overrides, job.name, root)
 
 
-def sweep_of(job: SweepJob, root: Path) -> Any:
-    """The sweep a sweep job runs (``flotilla.tune``, imported only when a sweep is asked for)."""
-    try:
-        from flotilla.tune.spec import SweepSpec
-    except ImportError as exc:
-        raise FlotillaError(
-            f"sweep jobs need flotilla.tune, which cannot be imported here ({exc})",
-            hint="install a flotilla version with sweeps, or submit ingest/train jobs",
-        ) from None
-    base = job.sweep if job.sweep is not None else load_yaml(root / job.spec)  # type: ignore[operator]
-    sweep = parse_spec(SweepSpec, deep_merge(base or {}, job.overrides), source=f"sweep of job {job.name!r}")
+def sweep_of(job: SweepJob, root: Path) -> SweepSpec:
+    """The sweep a sweep job runs: its file or inline spec with the job's overrides applied, checked."""
+    return _sweep(job.spec, job.sweep, job.overrides, job.name, root)
+
+
+def _base(spec: str | None, inline: dict[str, Any] | None, root: Path) -> dict[str, Any] | None:
+    """The inline spec, else the file ``spec`` names: a job names exactly one (its validators check)."""
+    if inline is not None:
+        return inline
+    assert spec is not None, "a job has a spec file or an inline spec"
+    return load_yaml(root / spec)
+
+
+def _family(spec: str | None, inline: dict[str, Any] | None, overrides: dict[str, Any], name: object,
+            root: Path) -> FamilySpec:
+    base = _base(spec, inline, root)
+    family: FamilySpec = parse_spec(FamilySpec, deep_merge(base or {}, overrides), source=f"family of job {name!r}")
+    return family
+
+
+def _sweep(spec: str | None, inline: dict[str, Any] | None, overrides: dict[str, Any], name: object,
+           root: Path) -> SweepSpec:
+    base = _base(spec, inline, root)
+    sweep: SweepSpec = parse_spec(SweepSpec, deep_merge(base or {}, overrides), source=f"sweep of job {name!r}")
     sweep.check(root)  # its base family, space and objective metrics must be valid too
     return sweep
 
 
 def _inner_problems(kind: str, data: dict[str, Any], root: Path) -> list[str]:
     """Problems of the family/sweep a job points at, even when the job itself has problems too."""
-    key, build = ("family", family_of) if kind == "train" else ("sweep", sweep_of)
+    key, build = ("family", _family) if kind == "train" else ("sweep", _sweep)
     spec, inline, overrides = data.get("spec"), data.get(key), data.get("overrides") or {}
     if (spec is None) == (inline is None) or not isinstance(overrides, dict) or not isinstance(inline, (dict, type(None))):
         return []  # already reported by the job's own validation
@@ -200,8 +214,8 @@ def _inner_problems(kind: str, data: dict[str, Any], root: Path) -> list[str]:
                     + (f" ({', '.join(inside)})" if inside else "")]
         if not path.is_file():
             return [f"spec: {spec} does not exist under {root}"]
-    shim = SimpleNamespace(spec=spec, family=inline, sweep=inline, overrides=overrides, name=data.get("name", "?"))
-    return [f"{key}: {p}" for p in _problems(lambda: build(shim, root))]
+    name = data.get("name", "?")
+    return [f"{key}: {p}" for p in _problems(lambda: build(spec, inline, overrides, name, root))]
 
 
 def _is_job_spec(path: Path) -> bool:
@@ -235,7 +249,7 @@ def parse_job_spec(data: Any, source: str = "job spec", root: Path | None = None
         problems += _inner_problems(kind, data, root or Path.cwd())
     if problems:
         raise SpecError(f"{source} is invalid ({len(problems)} problem(s)):", problems)
-    return model.model_validate(data)  # type: ignore[return-value]
+    return model.model_validate(data)
 
 
 def load_job_spec(path: str | Path, root: Path | None = None) -> JobSpec:

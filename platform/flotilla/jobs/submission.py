@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -35,9 +35,15 @@ from flotilla.cluster.files import ClusterError, auth_headers
 from flotilla.cluster.local import LocalCluster, normalise_address
 from flotilla.data.pinning import pin as pin_data
 from flotilla.errors import FlotillaError
+from flotilla.hub.client import Hub
 from flotilla.jobs.entrypoint import RESULT_MARKER
 from flotilla.jobs.specs import JobSpec, SweepJob, TrainJob, family_of, load_job_spec, parse_job_spec, sweep_of
 from flotilla.settings import FLOTILLA_HOME, FLOTILLA_HUB_PORT, RAY_TRAIN_ENABLE_PRINT_PATCH, Settings, code_vars, ray_address
+from flotilla.training.artifacts import code_version
+from flotilla.version import __version__
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
 
 PINNED_DIR = ".flotilla-job"
 # never shipped to the cluster: environments, history, outputs, local state that may hold secrets
@@ -45,7 +51,8 @@ _EXCLUDES = (".venv", "venv", ".git", "artifacts", "wandb", "__pycache__", "*.eg
              ".flotilla-test", ".flotilla", "node_modules", "build", "dist", "credentials.json", "auth_token",
              ".env", "*.env", ".lakectl.yaml", ".aws", ".ssh", "*.pem", "*.key", "id_rsa*", "id_ed25519*")
 
-__all__ = ["RESULT_MARKER", "JobError", "JobHandle", "get_job", "job_client", "list_jobs", "project_root", "submit"]
+__all__ = ["RESULT_MARKER", "JobError", "JobHandle", "get_job", "job_client", "list_jobs", "project_root", "stage_job",
+           "submit"]
 
 
 class JobError(FlotillaError):
@@ -56,7 +63,7 @@ def project_root() -> Path:
     """The source checkout flotilla runs from (``<root>/platform/flotilla``), else the current directory.
 
     Relative spec paths resolve against it. Only a source checkout is shipped to the cluster (see
-    ``_stage``): the current directory of a pip-installed flotilla may be anyone's home.
+    :func:`stage_job`): the current directory of a pip-installed flotilla may be anyone's home.
     """
     here = Path(__file__).resolve().parents[3]
     return here if _is_checkout(here) else Path.cwd()
@@ -76,7 +83,7 @@ class _Target:
         state = local.state()
         if address:
             self.url = normalise_address(address)
-            self.local = bool(state) and state["dashboard_url"] == self.url
+            self.local = bool(state and state["dashboard_url"] == self.url)
         else:
             st = local.status()
             if not st.running:
@@ -89,8 +96,12 @@ class _Target:
         self.python = state["python"] if self.local and state else "python"
 
 
-def job_client(address: str | None = None, settings: Settings | None = None):
+def job_client(address: str | None = None, settings: Settings | None = None) -> JobSubmissionClient:
     """A ``JobSubmissionClient`` that carries the cluster's token; errors become ClusterError with a hint."""
+    return _connect(address, settings)[0]
+
+
+def _connect(address: str | None, settings: Settings | None) -> tuple[JobSubmissionClient, _Target]:
     import requests
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
@@ -108,8 +119,7 @@ def job_client(address: str | None = None, settings: Settings | None = None):
         # ValueError: what answered is not a Ray dashboard (requests' JSON errors are ValueErrors)
         raise ClusterError(f"cannot reach the Ray Jobs API at {target.url}: {type(exc).__name__}: {str(exc)[:300]}",
                            hint="check 'flotilla cluster status', and that --address names a Ray dashboard") from None
-    client._flotilla_target = target  # type: ignore[attr-defined]
-    return client
+    return client, target
 
 
 @contextmanager
@@ -265,7 +275,7 @@ def pin(spec: JobSpec, hub: Any = None, root: Path | None = None) -> tuple[JobSp
     root = root or project_root()
     if isinstance(spec, TrainJob):
         family = family_of(spec, root)
-        ref = pin_data(hub or _hub(), family.data.repo, family.data.dataset, [family.data.ref])[family.data.ref]
+        ref = pin_data(hub or Hub(), family.data.repo, family.data.dataset, [family.data.ref])[family.data.ref]
         pinned = family.model_dump(mode="json")
         pinned["data"]["ref"] = ref.commit
         lineage = {"data_repo": ref.repo, "data_ref": family.data.ref, "data_commit": ref.commit, "dataset": ref.dataset}
@@ -276,7 +286,7 @@ def pin(spec: JobSpec, hub: Any = None, root: Path | None = None) -> tuple[JobSp
         pinned = sweep.model_dump(mode="json", exclude_none=True)
         dim = pinned.get("space", {}).get("data.ref")
         variants = list(dim["values"]) if dim and dim.get("values") else []  # data as a search dimension
-        commits = pin_data(hub or _hub(), family.data.repo, family.data.dataset, [family.data.ref, *variants])
+        commits = pin_data(hub or Hub(), family.data.repo, family.data.dataset, [family.data.ref, *variants])
         ref = commits[family.data.ref]
         # ... but promote.into: null means "report only": dropped, it read back as the default, main
         pinned["promote"] = sweep.promote.model_dump(mode="json")
@@ -290,18 +300,14 @@ def pin(spec: JobSpec, hub: Any = None, root: Path | None = None) -> tuple[JobSp
     return spec, {"data_repo": spec.repo, "dataset": spec.dataset, "data_ref": spec.into}
 
 
-def _hub() -> Any:
-    from flotilla.hub.client import Hub
-
-    return Hub()
-
-
-def _stage(root: Path, settings: Settings, sid: str, pinned: JobSpec) -> Path:
+def stage_job(root: Path, settings: Settings, sid: str, pinned: JobSpec) -> Path:
     """A copy of the project (without environments, outputs or local state) plus the pinned spec.
 
     Outside a source checkout only the pinned spec travels: it is self-contained (the family or
     sweep inlined), the nodes run the flotilla they have installed, and the current directory is
-    not the project's to ship.
+    not the project's to ship. Public because what leaves this machine is part of submission's
+    contract (no credentials, no local state): it can be inspected, and is tested, without a cluster.
+    The caller removes the returned folder once the job is submitted.
     """
     stage = Path(tempfile.mkdtemp(prefix="flotilla-job-"))
     try:
@@ -331,8 +337,6 @@ def submit(
     dry_run: bool = False,
 ) -> JobHandle:
     """Validate, pin and submit a job; return its handle (``dry_run``: validate and pin only, handle has no client)."""
-    from flotilla.version import __version__
-
     settings = settings or Settings.from_env()
     root = project_root()
     if isinstance(spec, (str, Path)):
@@ -343,12 +347,9 @@ def submit(
     sid = submission_id(spec)
     if dry_run:
         return JobHandle(sid, None, pinned)
-    client = job_client(address, settings)
-    target = client._flotilla_target
+    client, target = _connect(address, settings)
     env_vars = {RAY_TRAIN_ENABLE_PRINT_PATCH: "0", "PYTHONUNBUFFERED": "1", **spec.runtime_env.env_vars}
     # the job runs from a staged copy without .git: hand it the code version, for model cards' lineage
-    from flotilla.training.artifacts import code_version
-
     code = code_version()
     env_vars |= code_vars(str(code["git_sha"]), code["dirty"])
     if _is_checkout(root):  # the job runs the source it was submitted with
@@ -362,7 +363,7 @@ def submit(
         "flotilla.kind": spec.kind, "flotilla.spec": spec.name, "flotilla.version": __version__,
         **{f"flotilla.{k}": str(v) for k, v in lineage.items()},
     }
-    stage = _stage(root, settings, sid, pinned)
+    stage = stage_job(root, settings, sid, pinned)
     try:
         runtime_env["working_dir"] = str(stage / "src")
         entrypoint = f"{shlex.quote(target.python)} -m flotilla.jobs.entrypoint {PINNED_DIR}/{sid}.yaml"
