@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -123,7 +124,8 @@ def test_deepspeed_fp16_needs_a_gpu_and_the_other_dtypes_run_on_cpu():
     assert _problems(backend="deepspeed", deepspeed={"dtype": "fp16"}) == [
         "(top level): deepspeed.dtype: fp16 needs scaling.use_gpu: true (DeepSpeed refuses fp16 on CPU workers); "
         "on CPU use dtype: bf16 or fp32 (or auto: fp32 on CPU, bf16 on GPUs that have it)"]
-    gpu = parse_spec(FamilySpec, {"name": "f", "backend": "deepspeed", "deepspeed": {"dtype": "fp16"}, "scaling": {"use_gpu": True}})
+    gpu = parse_spec(FamilySpec, {"name": "f", "backend": "deepspeed", "deepspeed": {"dtype": "fp16"},
+                                  "scaling": {"use_gpu": True}})
     assert deepspeed_config(gpu, use_gpu=True)["fp16"] == {"enabled": True}
     for dtype in ("auto", "bf16", "fp32"):
         parse_spec(FamilySpec, {"name": "f", "backend": "deepspeed", "deepspeed": {"dtype": dtype}})
@@ -169,7 +171,7 @@ def test_a_number_date_or_boolean_where_a_string_belongs_says_how_to_quote_it(tm
 class _NoCluster:
     """Stands in for LocalCluster: records what `up` was asked for instead of starting Ray."""
 
-    calls: list[dict] = []
+    calls: ClassVar[list[dict]] = []
     token_path = "/nonexistent/auth_token"
 
     def up(self, **kwargs):
@@ -191,9 +193,9 @@ class _NoCluster:
     (["--dashboard-port", "0"], "Invalid value for '--dashboard-port': Input should be greater than or equal to 1"),
 ])
 def test_cluster_up_refuses_impossible_sizes_before_starting_anything(monkeypatch, args, says):
-    import flotilla.cluster.local
+    import flotilla.cli.jobs
 
-    monkeypatch.setattr(flotilla.cluster.local, "LocalCluster", _NoCluster)
+    monkeypatch.setattr(flotilla.cli.jobs, "LocalCluster", _NoCluster)
     _NoCluster.calls = []
     result = CliRunner().invoke(app, ["cluster", "up", *args])
     assert result.exit_code == 2 and says in _flat(result.output), result.output
@@ -208,14 +210,13 @@ def test_cluster_up_refuses_impossible_sizes_before_starting_anything(monkeypatc
 
 @pytest.mark.parametrize("n", ["0", "-5"])
 def test_data_generate_refuses_fewer_than_one_image(monkeypatch, n):
-    import flotilla.data.api
-    import flotilla.hub
+    import flotilla.cli.data
 
     def nothing(*a, **k):
         raise AssertionError("data generate went on to the hub")
 
-    monkeypatch.setattr(flotilla.hub, "Hub", nothing)
-    monkeypatch.setattr(flotilla.data.api, "generate", nothing)
+    monkeypatch.setattr(flotilla.cli.data, "Hub", nothing)
+    monkeypatch.setattr(flotilla.cli.data, "generate_dataset", nothing)
     result = CliRunner().invoke(app, ["data", "generate", "--n", n])
     assert result.exit_code == 2, result.output
     assert "Invalid value for '--n': Input should be greater than or equal to 1" in _flat(result.output)

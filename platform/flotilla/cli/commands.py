@@ -11,7 +11,9 @@ import sys
 import time
 
 import typer
+import yaml
 from rich.console import Console
+from rich.table import Table
 
 from flotilla.cli.common import friendly
 from flotilla.cli.data import app as data_app
@@ -105,8 +107,6 @@ def parse_sets(sets: list[str] | None) -> dict:
     inside: a value YAML cannot read (``@nightly``, ``[1``, ``*main``: quoting makes it a string), and
     two ``--set`` that make one key both a value and a mapping (``epochs=3`` with ``epochs.x=1``).
     """
-    import yaml
-
     out: dict = {}
     origin: dict[tuple[str, ...], str] = {}  # which --set wrote each key path, to name it in a conflict
 
@@ -115,7 +115,8 @@ def parse_sets(sets: list[str] | None) -> dict:
 
     def conflict(item: str, other: str, message: str) -> SpecError:
         return SpecError(f"--set {item!r} conflicts with --set {other!r}: {message}",
-                         hint="keep one of the two: a field is set whole (--set KEY=VALUE) or key by key (--set KEY.SUBKEY=VALUE)")
+                         hint="keep one of the two: a field is set whole (--set KEY=VALUE) "
+                              "or key by key (--set KEY.SUBKEY=VALUE)")
 
     for item in sets or []:
         if "=" not in item:
@@ -143,7 +144,8 @@ def parse_sets(sets: list[str] | None) -> dict:
         inside = [origin[p] for p in origin if len(p) > len(path) and p[:len(path)] == path]
         if inside:  # an earlier --set wrote a key inside this one: keep it (a second KEY=VALUE replaces the first)
             if not isinstance(value, dict):
-                raise conflict(item, inside[0], f"that sets a key inside {key}, and this sets {key} to {kind_of(value)}, not a mapping")
+                raise conflict(item, inside[0],
+                               f"that sets a key inside {key}, and this sets {key} to {kind_of(value)}, not a mapping")
             value = deep_merge(node[path[-1]], value)
         node[path[-1]] = value
         origin[path] = item
@@ -159,16 +161,16 @@ def train_cmd(
     check: bool = typer.Option(False, "--check", help="validate the spec and exit"),
 ) -> None:
     """Train a model family (DDP or DeepSpeed) on a pinned hub commit; each model on its own branch."""
-    from rich.table import Table
-
     family = load_family_spec(spec, parse_sets(sets))
     if check:
-        console.print(f"[green]✓[/] {spec} is valid: {len(family.tasks)} task(s), strategy {family.strategy}, backend {family.backend}")
+        console.print(f"[green]✓[/] {spec} is valid: {len(family.tasks)} task(s), strategy {family.strategy}, "
+                      f"backend {family.backend}")
         return
-    from flotilla.training.run import train
+    from flotilla.training import train
 
     result = train(family, address=address)
-    table = Table(title=f"run {result.run_id} — data lakefs://{result.data.repo}/{result.data.commit[:12]} ({result.wall_s:.0f}s)")
+    table = Table(title=f"run {result.run_id} — data lakefs://{result.data.repo}/{result.data.commit[:12]} "
+                        f"({result.wall_s:.0f}s)")
     for col in ("model", "metric", "value", "branch"):
         table.add_column(col)
     for m in result.models:

@@ -3,8 +3,7 @@
 ``generate`` and ``import`` ingest through :mod:`flotilla.data.api` (own branch → validation gate →
 merge into main); ``validate`` re-runs the gate on any ref (:func:`flotilla.data.ingest.validate_and_merge`,
 ``--merge`` to merge a fixed branch); ``show`` prints a dataset's manifest, or lists the datasets when
-``--dataset`` is left out (:mod:`flotilla.data.store`). The data modules are imported inside the
-commands so that ``flotilla --help`` stays fast.
+``--dataset`` is left out (:mod:`flotilla.data.store`).
 """
 
 from __future__ import annotations
@@ -18,7 +17,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flotilla.cli.common import friendly
-from flotilla.errors import SpecError
+from flotilla.data import FaceSpec, Shift
+from flotilla.data.api import generate as generate_dataset
+from flotilla.data.api import import_dataset
+from flotilla.data.ingest import save_report_files, validate_and_merge
+from flotilla.data.store import list_datasets, read_manifest
+from flotilla.errors import DataValidationError, SpecError
+from flotilla.hub import Hub
 
 app = typer.Typer(help="Datasets in the hub: generate, import, validate, show.", no_args_is_help=True)
 console = Console()
@@ -61,10 +66,6 @@ def generate(
     report_dir: Path = REPORTS,
 ) -> None:
     """Generate synthetic faces and ingest them (own branch → validation gate → merge into main)."""
-    from flotilla.data import FaceSpec, Shift
-    from flotilla.data.api import generate as run
-    from flotilla.hub import Hub
-
     try:
         spec = FaceSpec(size=size, shift=Shift(lighting=lighting, age_mix=age_mix, occlusion=occlusion))
     except SpecError as exc:  # its problems name fields ("age_mix: ..."): name the options instead
@@ -72,7 +73,7 @@ def generate(
         raise SpecError("invalid generator option", options,
                         hint="see 'flotilla data generate --help' for each option's range") from None
     with _bar(f"generating + uploading {name}", n) as advance:
-        result = run(Hub(), repo, name, n, seed=seed, spec=spec, report_dir=report_dir, on_progress=advance)
+        result = generate_dataset(Hub(), repo, name, n, seed=seed, spec=spec, report_dir=report_dir, on_progress=advance)
     _summarise(result)
 
 
@@ -87,9 +88,6 @@ def import_(
     report_dir: Path = REPORTS,
 ) -> None:
     """Import a dataset in a real-world format (own branch → validation gate → merge into main)."""
-    from flotilla.data.api import import_dataset
-    from flotilla.hub import Hub
-
     with _bar(f"importing {name}", None) as advance:
         result, problems = import_dataset(Hub(), repo, name, fmt, path, labels_csv=labels, report_dir=report_dir,
                                           on_progress=advance)
@@ -110,10 +108,6 @@ def validate(
     report_dir: Path = REPORTS,
 ) -> None:
     """Run the validation gate on a dataset at any ref (exit 1 if it fails)."""
-    from flotilla.data.ingest import save_report_files, validate_and_merge
-    from flotilla.errors import DataValidationError
-    from flotilla.hub import Hub
-
     def show(report) -> None:
         report.render(console)
         paths = save_report_files(report, report_dir, dataset)
@@ -140,9 +134,6 @@ def show(
     repo: str = REPO,
 ) -> None:
     """Show a dataset's manifest, counts and provenance at a ref (or list the datasets)."""
-    from flotilla.data.store import list_datasets, read_manifest
-    from flotilla.hub import Hub
-
     r = Hub().repo(repo)
     commit = r.resolve(ref)
     if not dataset:
@@ -160,6 +151,6 @@ def show(
         t.add_row(f"labelled {col}", f"{k} ({k / max(1, m.counts['samples']):.0%})")
     t.add_row("shards", f"{len(m.shards)} ({sum(s.bytes for s in m.shards) / 1e6:.1f} MB)")
     t.add_row("image formats", ", ".join(f"{k}: {v}" for k, v in m.image.get("formats", {}).items()))
-    for k, v in m.provenance.items():
-        t.add_row(f"provenance.{k}", str(v)[:100])
+    for key, value in m.provenance.items():
+        t.add_row(f"provenance.{key}", str(value)[:100])
     console.print(t)

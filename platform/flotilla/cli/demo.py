@@ -16,8 +16,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flotilla import cluster
+from flotilla.data.api import generate
+from flotilla.data.store import list_datasets
 from flotilla.errors import FlotillaError
 from flotilla.hub import Hub, local
+from flotilla.jobs.submission import submit
 from flotilla.settings import Settings
 from flotilla.tune.report import missing_plots_note
 
@@ -26,11 +30,6 @@ NOISE = ("FLOTILLA_RESULT", "TrainingReport(", "Checkpoint successfully created"
 
 
 def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000) -> None:
-    from flotilla import cluster
-    from flotilla.data.api import generate
-    from flotilla.data.store import list_datasets
-    from flotilla.jobs.submission import submit
-
     console = console or Console()
     settings = Settings.from_env()
     say = lambda m: console.print(f"[dim]{m}[/]")

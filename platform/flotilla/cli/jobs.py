@@ -1,9 +1,10 @@
 """``flotilla cluster up | down | status`` and ``flotilla jobs submit | list | status | logs | stop``.
 
-Thin over :mod:`flotilla.jobs`; Ray is imported inside the commands so
-``flotilla --help`` stays fast. ``--address`` (or FLOTILLA_RAY_ADDRESS) is a
-cluster's Jobs API URL (its dashboard, e.g. ``http://127.0.0.1:8265`` after
-``ray dashboard cluster.yaml``); without it the local flotilla cluster is used.
+Thin over :mod:`flotilla.jobs`; :mod:`flotilla.jobs.submission` (which pulls in Ray and the
+training stack) is imported inside the ``jobs`` commands so ``flotilla --help`` stays fast.
+``--address`` (or FLOTILLA_RAY_ADDRESS) is a cluster's Jobs API URL (its dashboard, e.g.
+``http://127.0.0.1:8265`` after ``ray dashboard cluster.yaml``); without it the local flotilla
+cluster is used.
 """
 
 from __future__ import annotations
@@ -12,17 +13,21 @@ import sys
 import time
 
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from flotilla.cli.common import friendly
+from flotilla.cluster.local import LocalCluster, status
 
-cluster_app = typer.Typer(help="The local Ray cluster flotilla runs itself (token auth on, dashboard on 127.0.0.1).", no_args_is_help=True)
+cluster_app = typer.Typer(help="The local Ray cluster flotilla runs itself (token auth on, dashboard on 127.0.0.1).",
+                          no_args_is_help=True)
 jobs_app = typer.Typer(help="Ingest, train and sweep jobs on a Ray cluster (Ray Jobs API).", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
 
-ADDRESS = typer.Option(None, "--address", help="Jobs API URL of a Ray cluster (default: FLOTILLA_RAY_ADDRESS, else the local cluster)")
+ADDRESS = typer.Option(None, "--address",
+                       help="Jobs API URL of a Ray cluster (default: FLOTILLA_RAY_ADDRESS, else the local cluster)")
 _STYLE = {"SUCCEEDED": "green", "FAILED": "red", "STOPPED": "yellow", "RUNNING": "cyan", "PENDING": "dim"}
 
 
@@ -41,8 +46,6 @@ def cluster_up(
     timeout: float = typer.Option(90.0, help="seconds to wait for every node"),
 ) -> None:
     """Start the local Ray cluster (idempotent) and wait until every node is alive."""
-    from flotilla.cluster.local import LocalCluster
-
     if num_cpus == 0 and not workers:  # a head that runs no work is for a cluster whose workers do
         raise typer.BadParameter("a head with no CPUs needs worker nodes to run anything: add --workers N, "
                                  "or give the head CPUs", param_hint="'--num-cpus'")
@@ -55,15 +58,14 @@ def cluster_up(
             timeout=timeout, report=lambda m: spin.update(m),
         )
     console.print(f"[green]✓[/] {st.describe()} ({time.monotonic() - t0:.1f}s)", highlight=False)
-    console.print(f"  auth token: {cluster.token_path} (0600; paste its contents into the dashboard's token dialog)", highlight=False)
+    console.print(f"  auth token: {cluster.token_path} (0600; paste its contents into the dashboard's token dialog)",
+                  highlight=False)
 
 
 @cluster_app.command("down")
 @friendly
 def cluster_down(timeout: float = typer.Option(15.0, help="seconds of SIGTERM before SIGKILL")) -> None:
     """Stop the local Ray cluster's processes (only this cluster's; never `ray stop`)."""
-    from flotilla.cluster.local import LocalCluster
-
     with err.status("stopping the local Ray cluster"):
         msg = LocalCluster().down(timeout=timeout)
     console.print(msg, highlight=False)
@@ -73,13 +75,9 @@ def cluster_down(timeout: float = typer.Option(15.0, help="seconds of SIGTERM be
 @friendly
 def cluster_status(address: str = ADDRESS) -> None:
     """Is the cluster running and answering? (exit 3 when it is not running, 4 when it runs but does not answer)"""
-    from flotilla.cluster.local import status
-
     st = status(address=address)
     console.print(st.describe(), highlight=False)
     if st.running and st.local:
-        from flotilla.cluster.local import LocalCluster
-
         console.print(f"  auth token: {LocalCluster().token_path} (0600)", highlight=False)
     if not st.running:
         raise typer.Exit(3)
@@ -96,16 +94,17 @@ def jobs_submit(
     check: bool = typer.Option(False, "--check", help="validate and pin the data commit, print the pinned spec, submit nothing"),
 ) -> None:
     """Validate a job spec, pin its data commit and submit it (a bad spec is refused with every problem)."""
-    import yaml
-
     from flotilla.jobs.submission import submit
 
     handle = submit(spec, address, dry_run=check)
+    job = handle.pinned
+    assert job is not None, "submit() hands back the spec it pinned"
     if check:
         console.print(f"[green]✓[/] {spec} is valid; it would be submitted as {handle.submission_id} with:")
-        console.print(yaml.safe_dump(handle.pinned.model_dump(mode="json", exclude_none=True), sort_keys=False), highlight=False, markup=False)
+        console.print(yaml.safe_dump(job.model_dump(mode="json", exclude_none=True), sort_keys=False),
+                      highlight=False, markup=False)
         return
-    pinned = (handle.pinned.pinned or {}) if hasattr(handle.pinned, "pinned") else {}
+    pinned = getattr(job, "pinned", None) or {}  # train and sweep jobs carry their data lineage
     extra = f" on data commit {pinned['data_commit'][:12]} ({pinned['data_repo']}@{pinned['data_ref']})" if pinned else ""
     console.print(f"[green]✓[/] submitted [bold]{handle.submission_id}[/]{extra}", highlight=False)
     if follow:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import typer
@@ -10,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from flotilla.cli.common import friendly
+from flotilla.errors import ConfigError
 
 console = Console()
 
@@ -132,11 +136,6 @@ def list_() -> None:
 @friendly
 def dashboard(sweep_id: str, port: int = 8080) -> None:
     """Open the sweep's Optuna study in optuna-dashboard (bound to 127.0.0.1)."""
-    import shutil
-    import subprocess
-    import sys
-
-    from flotilla.errors import ConfigError
     from flotilla.tune.store import require_sweep
 
     db = require_sweep(sweep_id) / "optuna.db"

@@ -28,6 +28,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flotilla.errors import DataValidationError
+from flotilla.names import check_dataset_name
+
 SCHEMA_VERSION = 1
 SHARD_ROWS = 2048
 SPLITS = ("train", "val", "test")
@@ -58,8 +61,6 @@ LABEL_SCHEMA = pa.schema(
 
 def dataset_prefix(name: str) -> str:
     """Every path of a dataset goes through here, so every way in checks the name."""
-    from flotilla.names import check_dataset_name
-
     return f"datasets/{check_dataset_name(name)}/"
 
 
@@ -156,8 +157,6 @@ def labels_table(samples: Iterable[Sample]) -> pa.Table:
     rows = list(samples)
     wild = [s for s in rows for v in (s.gender, s.emotion) if v is not None and not -(2**15) <= v < 2**15]
     if wild:
-        from flotilla.errors import DataValidationError
-
         raise DataValidationError(
             f"{len(wild)} sample(s) have a gender/emotion code that is not even a 16-bit integer, e.g. "
             + ", ".join(f"{s.sample_id} ({s.source or 'unknown source'})" for s in wild[:5]),
