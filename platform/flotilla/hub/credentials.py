@@ -74,14 +74,13 @@ def resolve_credentials(
 ) -> HubCredentials:
     """Apply the resolution order above; raise ``AuthError`` naming every place looked at."""
     if endpoint or access_key_id or secret_access_key:
-        given = (("endpoint", endpoint), ("access_key_id", access_key_id), ("secret_access_key", secret_access_key))
-        missing = [n for n, v in given if not v]
-        if missing:
+        if not (endpoint and access_key_id and secret_access_key):
+            given = (("endpoint", endpoint), ("access_key_id", access_key_id), ("secret_access_key", secret_access_key))
             raise ConfigError(
-                f"incomplete hub credentials: missing {', '.join(missing)}",
+                f"incomplete hub credentials: missing {', '.join(n for n, v in given if not v)}",
                 hint="pass endpoint, access_key_id and secret_access_key together (or none, to use the local hub)",
             )
-        return HubCredentials(endpoint, access_key_id, secret_access_key, source="arguments")  # type: ignore[arg-type]
+        return HubCredentials(endpoint, access_key_id, secret_access_key, source="arguments")
     env = hub_credentials_env()
     named = [n for n in _ENV_NAMES if n in env]
     if len(named) == 3:

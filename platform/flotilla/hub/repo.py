@@ -232,9 +232,11 @@ class Repo:
     # ---- commits, diffs, merges -----------------------------------------------------
     def uncommitted(self, branch: str, prefix: str = "") -> builtins.list[Change]:
         with self._t(f"list uncommitted changes on {branch!r}", not_found=self._what_exists):
-            return [Change(c.type, c.path, c.size_bytes) for c in self._sdk.branch(check_branch_id(branch)).uncommitted(prefix=prefix or None)]
+            changes = self._sdk.branch(check_branch_id(branch)).uncommitted(prefix=prefix or None)
+            return [Change(c.type, c.path, c.size_bytes) for c in changes]
 
-    def commit(self, branch: str, message: str, metadata: Mapping[str, Any] | None = None, *, allow_empty: bool = False) -> CommitInfo:
+    def commit(self, branch: str, message: str, metadata: Mapping[str, Any] | None = None, *,
+               allow_empty: bool = False) -> CommitInfo:
         """Commit what is staged on ``branch``; metadata values become strings (JSON for non-strings)."""
         meta = self._metadata(metadata)
         self._message(message)
@@ -245,8 +247,10 @@ class Repo:
     def diff(self, left: str, right: str, prefix: str = "", *, two_dot: bool = True) -> builtins.list[Change]:
         """Changes that turn ``left`` into ``right`` (two-dot: the plain difference of the two snapshots)."""
         check_prefix(prefix)
+        # passed through the SDK's **kwargs to the server, whose default is three-dot
+        server_args: dict[str, Any] = {"type": "two_dot"} if two_dot else {}
         with self._t(f"diff {left!r}..{right!r}", not_found=self._what_exists):
-            diff = self._sdk.ref(left).diff(right, prefix=prefix or None, **({"type": "two_dot"} if two_dot else {}))  # type: ignore[arg-type]
+            diff = self._sdk.ref(left).diff(right, prefix=prefix or None, **server_args)
             return [Change(c.type, c.path, c.size_bytes) for c in diff]
 
     def merge(
@@ -273,8 +277,8 @@ class Repo:
                 return ConflictError(f"cannot merge {source!r} into {destination!r}: {msg}")
             return MergeConflictError(source, destination, paths)
 
-        kw: dict[str, Any] = {"message": self._message(message or f"Merge {source} into {destination}", "merge message"), "metadata": meta,
-                              "allow_empty": allow_empty}
+        kw: dict[str, Any] = {"message": self._message(message or f"Merge {source} into {destination}", "merge message"),
+                              "metadata": meta, "allow_empty": allow_empty}
         if strategy:
             kw["strategy"] = strategy
         with self._merge_lock(destination):
@@ -316,7 +320,8 @@ class Repo:
 
     def _metadata(self, metadata: Mapping[str, Any] | None) -> dict[str, str]:
         """Stringify commit metadata and refuse anything that carries a credential."""
-        out = {str(k): str(v) if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in (metadata or {}).items()}
+        out = {str(k): str(v) if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+               for k, v in (metadata or {}).items()}
         secret = self.hub.credentials.secret_access_key
         for i, (k, v) in enumerate(out.items()):
             if secret and secret in k:  # the key itself must not be echoed: it holds the secret

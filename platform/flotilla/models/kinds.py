@@ -298,7 +298,9 @@ class Multiclass(_Categorical):
         return num_classes if isinstance(num_classes, int) else None
 
     def head_size(self, task: TaskSpec) -> int:
-        return int(task.num_classes)  # type: ignore[arg-type]  # validated: an int >= 2
+        n = task.num_classes
+        assert n is not None, "a validated multiclass task has num_classes >= 2"
+        return int(n)
 
     def empty_stats(self, task: TaskSpec) -> Stats:
         c = self.head_size(task)
