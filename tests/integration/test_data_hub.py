@@ -11,7 +11,7 @@ from flotilla.data import layout
 from flotilla.data.api import generate, synthetic_samples
 from flotilla.data.gate import install_gate
 from flotilla.data.ingest import ingest, validate_and_merge, validation_path
-from flotilla.data.loader import HubDataset
+from flotilla.data.loader import HubDataset, commit_key
 from flotilla.data.pinning import resolve_data
 from flotilla.data.store import read_labels, read_manifest
 from flotilla.data.validate import Thresholds
@@ -74,7 +74,7 @@ def test_a_hook_left_staged_by_an_interrupted_install_is_not_taken_for_an_instal
     from flotilla.errors import ConflictError
 
     repo.put("main", ACTION_PATH, action_yaml("main"))  # the process died between put and commit
-    with pytest.raises(ConflictError, match="flotilla-data-gate.yaml"):
+    with pytest.raises(ConflictError, match=r"flotilla-data-gate.yaml"):
         install_gate(repo, "main")
     with pytest.raises(ConflictError, match="cannot ingest 'faces' into 'main'"):  # before any data is written
         generate(hub, repo.name, "faces", 60, seed=1, thresholds=SMALL)
@@ -117,7 +117,8 @@ def test_every_injected_defect_is_caught_and_main_is_unchanged(hub, repo, tmp_pa
     install_gate(repo, "main")
     head = repo.resolve("main")
     with pytest.raises(DataValidationError) as info:
-        ingest(hub, repo.name, "bad", _defective_samples(), provenance={"source": "test"}, thresholds=Thresholds(min_group_count=5), report_dir=tmp_path)
+        ingest(hub, repo.name, "bad", _defective_samples(), provenance={"source": "test"},
+               thresholds=Thresholds(min_group_count=5), report_dir=tmp_path)
     msg = str(info.value)
     assert repo.resolve("main") == head  # main untouched
     assert not repo.exists("main", layout.manifest_path("bad"))
@@ -204,7 +205,7 @@ def test_pre_merge_hook_refuses_dataset_files_without_a_manifest_but_allows_remo
     repo.create_branch("dropmanifest", "main")
     repo.delete("dropmanifest", layout.manifest_path("faces"))  # the receipt's manifest is gone, the rest stays
     repo.commit("dropmanifest", "remove the manifest only")
-    with pytest.raises(DataValidationError, match="faces: files without a manifest.json"):
+    with pytest.raises(DataValidationError, match=r"faces: files without a manifest.json"):
         repo.merge("dropmanifest", "main")
     repo.create_branch("drop", "main")
     repo.delete("drop", [o.path for o in repo.list("drop", "datasets/faces/")])  # removing a whole dataset is fine
@@ -374,9 +375,7 @@ def test_a_damaged_cache_entry_is_never_served_to_training(hub, repo, tmp_path):
     shard = first.manifest.shards[0]
     want = first.read_shard(shard)
     # a bad sector / torn write flips a byte in the cached shard, and one in the cached manifest
-    from flotilla.data.loader import _commit_key
-
-    for key in (shard.sha256, _commit_key(ref, layout.manifest_path("tiny"))):
+    for key in (shard.sha256, commit_key(ref, layout.manifest_path("tiny"))):
         p = first.cache.path(key)
         raw = bytearray(p.read_bytes())
         raw[-3] ^= 0x01

@@ -91,12 +91,12 @@ class HubDataset:
     @cached_property
     def manifest(self) -> Manifest:
         path = layout.manifest_path(self.ref.dataset)
-        return Manifest.from_json(self._read_cached(path, _commit_key(self.ref, path)))
+        return Manifest.from_json(self._read_cached(path, commit_key(self.ref, path)))
 
     @cached_property
     def labels(self) -> pa.Table:
         path = layout.labels_path(self.ref.dataset)
-        return layout.decode_table(self._read_cached(path, _commit_key(self.ref, path)))
+        return layout.decode_table(self._read_cached(path, commit_key(self.ref, path)))
 
     def read_shard(self, shard: ShardInfo) -> pa.Table:
         """One shard, checked against the length and sha256 its manifest recorded, on every read (cached or not)."""
@@ -209,7 +209,9 @@ class HubDataset:
         return ray.data.from_items([{"shard": i} for i in range(n)], override_num_blocks=max(1, n)).flat_map(rows)
 
 
-def _commit_key(ref: DataRef, path: str) -> str:
-    """Objects at a commit never change: (repo, commit, path) is a valid content key."""
+def commit_key(ref: DataRef, path: str) -> str:
+    """The cache key of the object at ``path`` in ``ref``'s commit: objects at a commit never change, so
+    (repo, commit, path) is a valid content key. Public because it names where a commit-read object (the
+    manifest, the labels) sits in the node-local cache, for tools and tests that inspect that cache."""
     return hashlib.sha256(f"{ref.repo}\0{ref.commit}\0{path}".encode()).hexdigest()
 
