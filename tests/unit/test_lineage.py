@@ -60,3 +60,29 @@ def test_the_model_card_keeps_its_json_shape():
     assert d["data"] == {"repo": "faces", "commit": "abc", "dataset": "faces", "ref": "main"}
     assert d["parent"]["uri"] == "lakefs://faces/def/models/p/family/model.pt" and d["code"]["git_sha"] == "g"
     assert ModelCard.from_dict(d) == card
+
+
+def test_job_labels_round_trip():
+    from flotilla.lineage import JobLabels
+
+    labels = JobLabels("train", "fam", "0.1.0", {"data_commit": "abc", "data_repo": "faces"})
+    assert JobLabels.from_metadata(labels.to_metadata()) == labels
+
+
+def test_no_module_but_lineage_spells_a_metadata_key():
+    """One writer, one reader: a key spelled by hand elsewhere is a reader that misses a renamed key."""
+    import ast
+    from pathlib import Path
+
+    import flotilla
+
+    keys = {k.value for k in Key if k.value.startswith("flotilla.")}
+    root = Path(flotilla.__file__).parent
+    found = []
+    for path in root.rglob("*.py"):
+        if path.name == "lineage.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in keys:
+                found.append(f"{path.relative_to(root)}:{node.lineno} {node.value}")
+    assert not found, found

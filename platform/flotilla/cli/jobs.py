@@ -19,6 +19,7 @@ from rich.table import Table
 
 from flotilla.cli.common import friendly
 from flotilla.cluster.local import LocalCluster, status
+from flotilla.lineage import JobLabels
 
 cluster_app = typer.Typer(help="The local Ray cluster flotilla runs itself (token auth on, dashboard on 127.0.0.1).",
                           no_args_is_help=True)
@@ -143,13 +144,13 @@ def jobs_list(address: str = ADDRESS) -> None:
     for col in ("status", "kind", "spec", "data commit", "started", "duration"):
         table.add_column(col, no_wrap=col in ("status", "started"))
     for j in list_jobs(address):
-        md = j.metadata or {}
+        labels = JobLabels.from_metadata(j.metadata or {})
         start = time.strftime("%m-%d %H:%M:%S", time.localtime(j.start_time / 1000)) if j.start_time else "-"
         dur = f"{((j.end_time or time.time() * 1000) - j.start_time) / 1000:.0f}s" if j.start_time else "-"
         status = str(j.status)
         table.add_row(
-            j.submission_id or j.job_id or "?", f"[{_STYLE.get(status, 'white')}]{status}[/]", md.get("flotilla.kind", "-"),
-            md.get("flotilla.spec", "-"), md.get("flotilla.data_commit", "-")[:12], start, dur,
+            j.submission_id or j.job_id or "?", f"[{_STYLE.get(status, 'white')}]{status}[/]", labels.job_kind or "-",
+            labels.spec or "-", labels.pinned.get("data_commit", "-")[:12], start, dur,
         )
     console.print(table)
 

@@ -38,6 +38,7 @@ from flotilla.errors import FlotillaError
 from flotilla.hub.client import Hub
 from flotilla.jobs.entrypoint import RESULT_MARKER
 from flotilla.jobs.specs import JobSpec, SweepJob, TrainJob, family_of, load_job_spec, parse_job_spec, sweep_of
+from flotilla.lineage import JobLabels
 from flotilla.settings import FLOTILLA_HOME, FLOTILLA_HUB_PORT, RAY_TRAIN_ENABLE_PRINT_PATCH, Settings, code_vars, ray_address
 from flotilla.training.artifacts import code_version
 from flotilla.version import __version__
@@ -359,10 +360,7 @@ def submit(
     runtime_env: dict[str, Any] = {"env_vars": env_vars, "excludes": list(_EXCLUDES)}
     if spec.runtime_env.pip:
         runtime_env["pip"] = list(spec.runtime_env.pip)
-    metadata = {
-        "flotilla.kind": spec.kind, "flotilla.spec": spec.name, "flotilla.version": __version__,
-        **{f"flotilla.{k}": str(v) for k, v in lineage.items()},
-    }
+    metadata = {k: str(v) for k, v in JobLabels(spec.kind, spec.name, __version__, lineage).to_metadata().items()}
     stage = stage_job(root, settings, sid, pinned)
     try:
         runtime_env["working_dir"] = str(stage / "src")
