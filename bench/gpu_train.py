@@ -71,18 +71,33 @@ class MemoryData:
         faces = generate(n_train + n_val, seed=seed)
         if faces.images.shape[1] != size:
             raise SystemExit(f"the synthetic faces are {faces.images.shape[1]}px; run with image_size {size}")
-        self.cols = {"image": faces.images, "age": faces.age,
-                     "gender": faces.gender.astype(np.int64), "emotion": faces.emotion.astype(np.int64)}
+        self.cols = {
+            "image": faces.images,
+            "age": faces.age,
+            "gender": faces.gender.astype(np.int64),
+            "emotion": faces.emotion.astype(np.int64),
+        }
         self.split = {"train": np.arange(n_train), "val": np.arange(n_train, n_train + n_val)}
 
-    def iter_batches(self, split: str, batch_size: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0,
-                     rank: int = 0, world_size: int = 1, drop_last: bool = False, equal: bool = True):
+    def iter_batches(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+        equal: bool = True,
+    ):
         rows = self.split[split][rank::world_size]
         if shuffle:
             rows = np.random.default_rng([seed, epoch]).permutation(rows)
         stop = len(rows) - (len(rows) % batch_size if drop_last else 0)
         for i in range(0, stop, batch_size):
-            sl = np.sort(rows[i:i + batch_size])
+            sl = np.sort(rows[i : i + batch_size])
             yield {k: v[sl] for k, v in self.cols.items()}
 
 
@@ -110,8 +125,14 @@ def _free_port() -> int:
 
 def _one_process_group_env() -> None:
     """DeepSpeed wants a process group even for one process; Ray Train sets these on a cluster."""
-    for k, v in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0", "LOCAL_RANK": "0",
-                 "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"}.items():
+    for k, v in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_WORLD_SIZE": "1",
+    }.items():
         os.environ.setdefault(k, v)
 
 
@@ -132,7 +153,8 @@ def build(spec: Any, arm: Arm, train_rows: int, init_state: dict[str, torch.Tens
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(spec, steps_per_epoch))
         model = model.to(memory_format=torch.contiguous_format)  # as the workers do for DeepSpeed
         engine, optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, config=deepspeed_config(spec, use_gpu=arm.device == "cuda"))
+            model=model, optimizer=optimizer, config=deepspeed_config(spec, use_gpu=arm.device == "cuda")
+        )
         return engine, engine, optimizer, unwrap(engine), engine.device, scheduler
     device = torch.device(arm.device)
     model.to(device)
@@ -167,8 +189,9 @@ def throughput(spec: Any, arm: Arm, data: MemoryData, warmup: int, steps: int) -
     return steps * spec.batch_size / (time.perf_counter() - t0), losses[0], losses[-1]
 
 
-def train_and_validate(spec: Any, arm: Arm, data: MemoryData,
-                       init_state: dict[str, torch.Tensor]) -> tuple[dict[str, float], Any, Any]:
+def train_and_validate(
+    spec: Any, arm: Arm, data: MemoryData, init_state: dict[str, torch.Tensor]
+) -> tuple[dict[str, float], Any, Any]:
     """``spec.epochs`` epochs with the spec's learning-rate schedule, then the loop's validation."""
     net, engine, optimizer, core, device, scheduler = build(spec, arm, len(data.split["train"]), init_state)
     tasks = spec.task_specs()
@@ -218,8 +241,11 @@ def main() -> None:
         raise SystemExit("no CUDA device here; for a dry run use --device cpu")
     _one_process_group_env()
     torch.set_num_threads(os.cpu_count() or 1)
-    info = {"torch": torch.__version__, "cpus": os.cpu_count(),
-            "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None}
+    info = {
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
+    }
     print(json.dumps(info), flush=True)
 
     data = MemoryData(args.n, args.n // 4, 64)
@@ -237,9 +263,10 @@ def main() -> None:
     results: list[Result] = []
     for mname, over in models.items():
         for arm in arms:
-            spec = load_family_spec(ROOT / "jobs/face_family.yaml", {
-                **base, **over, "backend": "deepspeed" if arm.deepspeed else "ddp",
-                "deepspeed": {"stage": 2, "dtype": "auto"}})
+            spec = load_family_spec(
+                ROOT / "jobs/face_family.yaml",
+                {**base, **over, "backend": "deepspeed" if arm.deepspeed else "ddp", "deepspeed": {"stage": 2, "dtype": "auto"}},
+            )
             steps = args.cpu_steps if arm.device == "cpu" else args.steps
             rate, first, last = throughput(spec, arm, data, args.warmup if arm.device != "cpu" else 2, steps)
             results.append(Result(mname, arm.name, rate, first, last))
@@ -260,27 +287,46 @@ def main() -> None:
     learn_s = time.perf_counter() - t
     serve = serve_check(net, core, data)
 
-    print(f"\nlearning check: small_cnn w32, {args.epochs} epochs (cosine) on {args.n} faces, validated on "
-          f"{args.n // 4}, seeds 0-{args.learn_seeds - 1} ({learn_s:.0f}s; DeepSpeed dtype here: {ds_dtype})")
+    print(
+        f"\nlearning check: small_cnn w32, {args.epochs} epochs (cosine) on {args.n} faces, validated on "
+        f"{args.n // 4}, seeds 0-{args.learn_seeds - 1} ({learn_s:.0f}s; DeepSpeed dtype here: {ds_dtype})"
+    )
     keys = [k for k in next(iter(learned.values())) if k.endswith(("mae", "accuracy", "macro_f1"))]
     print("  " + f"{'':<18}" + "".join(f"{k.removeprefix('val/'):>20}" for k in keys))
     for name, m in learned.items():
         print("  " + f"{name:<18}" + "".join(f"{m[k]:>20.4f}" for k in keys))
-    print(f"serve check: checkpoint weights saved as {serve['saved_dtypes']}; fresh fp32 CPU model vs engine: "
-          + ", ".join(f"{k.split('/')[0]} max|diff| {serve[k]:.4f} (of {serve[k.replace('max_abs_diff', 'scale')]:.2f})"
-                      for k in serve if k.endswith("max_abs_diff")))
+    print(
+        f"serve check: checkpoint weights saved as {serve['saved_dtypes']}; fresh fp32 CPU model vs engine: "
+        + ", ".join(
+            f"{k.split('/')[0]} max|diff| {serve[k]:.4f} (of {serve[k.replace('max_abs_diff', 'scale')]:.2f})"
+            for k in serve
+            if k.endswith("max_abs_diff")
+        )
+    )
     print("  argmax agreement: " + ", ".join(f"{k.split('/')[0]} {serve[k]:.3f}" for k in serve if k.endswith("argmax_agree")))
 
     rate = {(r.model, r.arm): r.samples_per_s for r in results}
     print("\nratios (samples/s):")
     for mname in models:
         fp32, ds_rate = rate[mname, f"{dev} fp32"], rate[mname, f"{dev} ds-{ds_dtype}"]
-        print(f"  {mname:<20} {dev} fp32 / cpu fp32: {fp32 / rate[mname, 'cpu fp32']:.1f}x   "
-              f"{dev} ds-{ds_dtype} / {dev} fp32: {ds_rate / fp32:.2f}x   "
-              f"{dev} ds-{ds_dtype} / cpu fp32: {ds_rate / rate[mname, 'cpu fp32']:.1f}x")
+        print(
+            f"  {mname:<20} {dev} fp32 / cpu fp32: {fp32 / rate[mname, 'cpu fp32']:.1f}x   "
+            f"{dev} ds-{ds_dtype} / {dev} fp32: {ds_rate / fp32:.2f}x   "
+            f"{dev} ds-{ds_dtype} / cpu fp32: {ds_rate / rate[mname, 'cpu fp32']:.1f}x"
+        )
     if args.out:
-        args.out.write_text(json.dumps({"info": info, "throughput": [asdict(r) for r in results],
-                                        "learning": learned, "serve": serve, "learn_s": learn_s}, indent=2))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "info": info,
+                    "throughput": [asdict(r) for r in results],
+                    "learning": learned,
+                    "serve": serve,
+                    "learn_s": learn_s,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -48,22 +48,37 @@ SPACE = {
 }
 
 
-def spec(name: str, seed: int, trials: int, epochs: int, asha_tpe: bool, target: float | None,
-         sampler_seed: int | None = None) -> SweepSpec:
+def spec(
+    name: str, seed: int, trials: int, epochs: int, asha_tpe: bool, target: float | None, sampler_seed: int | None = None
+) -> SweepSpec:
     """One arm's sweep: ``seed`` is the training seed (and the sampler's, unless ``sampler_seed`` is given)."""
-    return parse_spec(SweepSpec, {
-        "name": name,
-        "base": {"name": "hpo", "data": {"repo": "faces", "dataset": "synthetic"}, "model": {"width": 16}, "epochs": epochs,
-                 "batch_size": 64, "seed": seed, "scaling": {"workers": 1, "cpus_per_worker": 0.75},
-                 "tracking": {"wandb": False}},
-        "space": SPACE,
-        "objective": OBJ,
-        "searcher": {"type": "tpe" if asha_tpe else "random", "seed": seed if sampler_seed is None else sampler_seed,
-                     "n_startup_trials": 3},
-        "scheduler": {"type": "asha" if asha_tpe else "none", "grace_period": 1, "reduction_factor": 3},
-        "budget": {"trials": trials, "concurrency": 2, "trial_cpus": 0.25, "target": target},
-        "retention": {"keep": "winner"}, "promote": {"into": None},
-    })
+    return parse_spec(
+        SweepSpec,
+        {
+            "name": name,
+            "base": {
+                "name": "hpo",
+                "data": {"repo": "faces", "dataset": "synthetic"},
+                "model": {"width": 16},
+                "epochs": epochs,
+                "batch_size": 64,
+                "seed": seed,
+                "scaling": {"workers": 1, "cpus_per_worker": 0.75},
+                "tracking": {"wandb": False},
+            },
+            "space": SPACE,
+            "objective": OBJ,
+            "searcher": {
+                "type": "tpe" if asha_tpe else "random",
+                "seed": seed if sampler_seed is None else sampler_seed,
+                "n_startup_trials": 3,
+            },
+            "scheduler": {"type": "asha" if asha_tpe else "none", "grace_period": 1, "reduction_factor": 3},
+            "budget": {"trials": trials, "concurrency": 2, "trial_cpus": 0.25, "target": target},
+            "retention": {"keep": "winner"},
+            "promote": {"into": None},
+        },
+    )
 
 
 def reports(sweep_dir: Path) -> list[dict]:
@@ -100,8 +115,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=3000, help="synthetic faces")
     ap.add_argument("--seeds", type=int, default=5, help="how many seeds (training and sampler) to measure")
-    ap.add_argument("--first-seed", type=int, default=0,
-                    help="measure seeds first-seed .. first-seed+seeds-1 (to add seeds to an earlier run at its target)")
+    ap.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="measure seeds first-seed .. first-seed+seeds-1 (to add seeds to an earlier run at its target)",
+    )
     ap.add_argument("--epochs", type=int, default=9, help="full training length of a trial")
     ap.add_argument("--calib-trials", type=int, default=50, help="random configurations that place the target")
     ap.add_argument("--percentile", type=float, default=95, help="the target's percentile among them")
@@ -115,8 +134,10 @@ def main() -> None:
         if args.target is None:
             t = time.perf_counter()
             target, scores = calibrate(hub, args.calib_trials, args.epochs, args.percentile, seeds)
-            print(f"calibration: {len(scores)} random configurations, best objectives "
-                  f"{', '.join(f'{s:.3f}' for s in scores)} ({time.perf_counter() - t:.0f}s)")
+            print(
+                f"calibration: {len(scores)} random configurations, best objectives "
+                f"{', '.join(f'{s:.3f}' for s in scores)} ({time.perf_counter() - t:.0f}s)"
+            )
             print(f"target = {args.percentile:g}th percentile = {target:.4f}", flush=True)
         else:
             target = args.target
@@ -131,19 +152,26 @@ def main() -> None:
                 c, total = cost_to_target(Path(res.directory), target)
                 costs[arm].append(c)
                 shown = f"{c:.0f}" if c != float("inf") else f">={total}"
-                print(f"seed {seed} {arm:<9} trial-epochs to target: {shown:>5}  "
-                      f"({len(res.trials)} trials, {total} trial-epochs in all; {walls[arm][-1]:.0f}s)", flush=True)
+                print(
+                    f"seed {seed} {arm:<9} trial-epochs to target: {shown:>5}  "
+                    f"({len(res.trials)} trials, {total} trial-epochs in all; {walls[arm][-1]:.0f}s)",
+                    flush=True,
+                )
     med = {k: statistics.median(v) for k, v in costs.items()}
     print(f"median trial-epochs to objective >= {target:.4f}: asha+tpe {med['asha+tpe']}, random {med['random']}")
-    print(f"median wall time: asha+tpe {statistics.median(walls['asha+tpe']):.0f}s, "
-          f"random {statistics.median(walls['random']):.0f}s")
+    print(
+        f"median wall time: asha+tpe {statistics.median(walls['asha+tpe']):.0f}s, "
+        f"random {statistics.median(walls['random']):.0f}s"
+    )
     # the seeds pair the arms (same data, training seed and first random draws): per-seed ratios show
     # what the ratio of medians, which may take its two medians from different seeds, can hide
     both = [(a, r) for a, r in zip(costs["asha+tpe"], costs["random"], strict=True) if max(a, r) < float("inf")]
     if both:
         paired = [a / r for a, r in both]
-        print(f"per-seed ratios (seeds both arms reached): {', '.join(f'{x:.2f}' for x in paired)}; "
-              f"median {statistics.median(paired):.2f}x; summed {sum(a for a, _ in both) / sum(r for _, r in both):.2f}x")
+        print(
+            f"per-seed ratios (seeds both arms reached): {', '.join(f'{x:.2f}' for x in paired)}; "
+            f"median {statistics.median(paired):.2f}x; summed {sum(a for a, _ in both) / sum(r for _, r in both):.2f}x"
+        )
     print(f"ratio asha+tpe / random trial-epochs to target: {med['asha+tpe'] / med['random']:.2f}x  (goal <= 0.5x)")
 
 

@@ -13,11 +13,11 @@ import argparse
 import os
 import time
 
+from flotilla.cluster import ensure_ray
 from flotilla.data.api import generate
 from flotilla.data.validate import Thresholds
 from flotilla.hub.local import private_hub
 from flotilla.specs import load_family_spec
-from flotilla.cluster import ensure_ray
 from flotilla.training import train
 
 KEYS = {"age": ("age/mae", "min"), "gender": ("gender/accuracy", "max"), "emotion": ("emotion/accuracy", "max")}
@@ -48,7 +48,9 @@ def main() -> None:
     for task, (key, mode) in KEYS.items():
         a, b = shared.metric(key), separate[task].metric(key)
         better = (a < b) if mode == "min" else (a > b)
-        print(f"{key:<18} shared {a:.4f}  separate {b:.4f}  diff {a - b:+.4f} ({'shared better' if better else 'separate better'})")
+        print(
+            f"{key:<18} shared {a:.4f}  separate {b:.4f}  diff {a - b:+.4f} ({'shared better' if better else 'separate better'})"
+        )
     print(f"ratio shared / separate wall time: {t_shared / t_sep:.2f}x  (goal <= 0.5x)")
 
 

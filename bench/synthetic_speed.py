@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import os
 
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-             "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
@@ -54,8 +53,7 @@ def main() -> None:
         t1, c1 = time.perf_counter(), time.process_time()
         wall.append(args.n / (t1 - t0))
         cpu_rates.append(args.n / max(c1 - c0, 1e-9))
-    print(f"synthetic faces {args.size}x{args.size}, n={args.n} x {args.repeats} repeats, "
-          f"1 thread, pinned: {pinned}")
+    print(f"synthetic faces {args.size}x{args.size}, n={args.n} x {args.repeats} repeats, 1 thread, pinned: {pinned}")
     print(f"images/s (wall): best {max(wall):.0f}  median {statistics.median(wall):.0f}")
     print(f"images/s (cpu):  best {max(cpu_rates):.0f}  median {statistics.median(cpu_rates):.0f}")
 

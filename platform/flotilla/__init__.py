@@ -34,7 +34,21 @@ _DEFERRED = {
     "train": "flotilla.training",
 }
 
-__all__ = sorted([*_DEFERRED, "Settings", "__version__", "branch_id", "errors"])
+__all__ = [
+    "Experiment",
+    "FamilySpec",
+    "Hub",
+    "LocalHub",
+    "Repo",
+    "Retention",
+    "Settings",
+    "SweepSpec",
+    "__version__",
+    "branch_id",
+    "errors",
+    "sweep",
+    "train",
+]
 
 
 def __getattr__(name: str) -> Any:

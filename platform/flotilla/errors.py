@@ -92,8 +92,7 @@ class MergeConflictError(ConflictError):
         more = f"\n  ... and {len(self.paths) - 50} more" if len(self.paths) > 50 else ""
         listing = shown + more if self.paths else " (lakeFS did not list the paths)"
         super().__init__(
-            f"merge of {source!r} into {destination!r} conflicts; {destination!r} was not changed."
-            f" Conflicting paths:{listing}",
+            f"merge of {source!r} into {destination!r} conflicts; {destination!r} was not changed. Conflicting paths:{listing}",
             hint=hint
             or "resolve by committing the wanted version of each path on the source branch "
             "(or merge with strategy='source-wins' / 'dest-wins'), then merge again",

@@ -72,7 +72,7 @@ def _read_metrics(md: Mapping[str, str]) -> dict[str, float]:
     for k, v in md.items():
         if k.startswith(METRIC_PREFIX):
             try:
-                out[k[len(METRIC_PREFIX):]] = float(v)
+                out[k[len(METRIC_PREFIX) :]] = float(v)
             except ValueError:
                 continue
     return out
@@ -131,9 +131,11 @@ class IngestCommit(CommitRecord):
     @classmethod
     def from_metadata(cls, md: Mapping[str, str]) -> IngestCommit:
         return cls(
-            md.get(Key.DATASET, ""), int(md.get(Key.SAMPLES, 0) or 0), md.get(Key.VALIDATION) == "passed",
+            md.get(Key.DATASET, ""),
+            int(md.get(Key.SAMPLES, 0) or 0),
+            md.get(Key.VALIDATION) == "passed",
             md.get(Key.BASE_COMMIT, ""),
-            {k[len(PROVENANCE_PREFIX):]: v for k, v in md.items() if k.startswith(PROVENANCE_PREFIX)},
+            {k[len(PROVENANCE_PREFIX) :]: v for k, v in md.items() if k.startswith(PROVENANCE_PREFIX)},
         )
 
 
@@ -183,7 +185,9 @@ class CheckpointCommit(CommitRecord):
 
     def to_metadata(self) -> dict[str, Any]:
         return {
-            Key.KIND: self.kind, Key.MODEL: self.model, Key.EPOCH: self.epoch,
+            Key.KIND: self.kind,
+            Key.MODEL: self.model,
+            Key.EPOCH: self.epoch,
             **{k: round(v, 6) for k, v in self.val_metrics.items() if k.startswith("val/") and not k.endswith("/n")},
             **({Key.RESUMED_FROM_EPOCH: self.resumed_from_epoch} if self.resumed_from_epoch is not None else {}),
         }
@@ -192,7 +196,8 @@ class CheckpointCommit(CommitRecord):
     def from_metadata(cls, md: Mapping[str, str]) -> CheckpointCommit:
         epoch, resumed = md.get(Key.EPOCH), md.get(Key.RESUMED_FROM_EPOCH)
         return cls(
-            md.get(Key.MODEL, ""), int(epoch) if epoch not in (None, "", "None", "null") else None,
+            md.get(Key.MODEL, ""),
+            int(epoch) if epoch not in (None, "", "None", "null") else None,
             {k: float(v) for k, v in md.items() if k.startswith("val/")},
             int(resumed) if resumed not in (None, "", "None", "null") else None,
         )
@@ -239,8 +244,14 @@ class ModelCommit(CommitRecord):
 
     @classmethod
     def from_metadata(cls, md: Mapping[str, str]) -> ModelCommit:
-        return cls(md.get(Key.RUN_ID, ""), md.get(Key.MODEL, ""), md.get(Key.DATA_COMMIT, ""), md.get(Key.GIT_SHA, ""),
-                   md.get(Key.PARENT) or None, _read_metrics(md))
+        return cls(
+            md.get(Key.RUN_ID, ""),
+            md.get(Key.MODEL, ""),
+            md.get(Key.DATA_COMMIT, ""),
+            md.get(Key.GIT_SHA, ""),
+            md.get(Key.PARENT) or None,
+            _read_metrics(md),
+        )
 
 
 @dataclass(frozen=True)
@@ -256,8 +267,12 @@ class PromotionCommit(CommitRecord):
 
     def to_metadata(self) -> dict[str, Any]:
         return {
-            Key.KIND: self.kind, Key.SWEEP_ID: self.sweep_id, Key.TRIAL_ID: self.trial_id,
-            Key.DATA_COMMIT: self.data_commit, Key.PARAMS: dict(self.params), **_metrics(self.metrics),
+            Key.KIND: self.kind,
+            Key.SWEEP_ID: self.sweep_id,
+            Key.TRIAL_ID: self.trial_id,
+            Key.DATA_COMMIT: self.data_commit,
+            Key.PARAMS: dict(self.params),
+            **_metrics(self.metrics),
         }
 
     @classmethod
@@ -267,8 +282,13 @@ class PromotionCommit(CommitRecord):
             params = json.loads(raw)
         except ValueError:  # written by str() of a dict before this module: not JSON, kept as text
             params = {"raw": raw}
-        return cls(md.get(Key.SWEEP_ID, ""), md.get(Key.TRIAL_ID, ""), md.get(Key.DATA_COMMIT, ""),
-                   params if isinstance(params, dict) else {"raw": raw}, _read_metrics(md))
+        return cls(
+            md.get(Key.SWEEP_ID, ""),
+            md.get(Key.TRIAL_ID, ""),
+            md.get(Key.DATA_COMMIT, ""),
+            params if isinstance(params, dict) else {"raw": raw},
+            _read_metrics(md),
+        )
 
 
 @dataclass(frozen=True)
@@ -297,13 +317,17 @@ class JobLabels(CommitRecord):
     pinned: Mapping[str, str] = field(default_factory=dict)
 
     def to_metadata(self) -> dict[str, Any]:
-        return {Key.KIND: self.job_kind, Key.SPEC: self.spec, Key.VERSION: self.version,
-                **{f"flotilla.{k}": v for k, v in self.pinned.items()}}
+        return {
+            Key.KIND: self.job_kind,
+            Key.SPEC: self.spec,
+            Key.VERSION: self.version,
+            **{f"flotilla.{k}": v for k, v in self.pinned.items()},
+        }
 
     @classmethod
     def from_metadata(cls, md: Mapping[str, str]) -> JobLabels:
         fixed = {Key.KIND, Key.SPEC, Key.VERSION}
-        pinned = {k[len("flotilla."):]: v for k, v in md.items() if k.startswith("flotilla.") and k not in fixed}
+        pinned = {k[len("flotilla.") :]: v for k, v in md.items() if k.startswith("flotilla.") and k not in fixed}
         return cls(md.get(Key.KIND, ""), md.get(Key.SPEC, ""), md.get(Key.VERSION, ""), pinned)
 
 
@@ -379,9 +403,16 @@ class ModelCard:
     def from_dict(cls, d: Mapping[str, Any]) -> ModelCard:
         parent = d.get("parent")
         return cls(
-            run_id=d["run_id"], model=d["model"], created=d.get("created", ""), tasks=tuple(d.get("tasks", ())),
-            metrics=dict(d.get("metrics", {})), best_epoch=int(d.get("best_epoch", 0)), epochs_run=int(d.get("epochs_run", 0)),
-            data=DataLineage(**d["data"]), branch=d.get("branch", ""), code=dict(d.get("code", {})),
+            run_id=d["run_id"],
+            model=d["model"],
+            created=d.get("created", ""),
+            tasks=tuple(d.get("tasks", ())),
+            metrics=dict(d.get("metrics", {})),
+            best_epoch=int(d.get("best_epoch", 0)),
+            epochs_run=int(d.get("epochs_run", 0)),
+            data=DataLineage(**d["data"]),
+            branch=d.get("branch", ""),
+            code=dict(d.get("code", {})),
             config=dict(d.get("config", {})),
             parent=None if not parent else ParentModel(parent["repo"], parent["commit"], parent["path"]),
         )

@@ -88,8 +88,7 @@ class Settings:
     def from_env(cls) -> Settings:
         home = Path(os.environ.get(FLOTILLA_HOME) or Path.home() / ".flotilla").expanduser()
         cache = Path(
-            os.environ.get(FLOTILLA_CACHE)
-            or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flotilla"
+            os.environ.get(FLOTILLA_CACHE) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flotilla"
         ).expanduser()
         return cls(
             home=home.resolve(),

@@ -9,9 +9,9 @@ never raw dicts.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, Literal
 
 import yaml
@@ -97,7 +97,9 @@ class DeepSpeedSpec(_Spec):
     def _offload_needs_partitioning(self) -> DeepSpeedSpec:
         # DeepSpeed offloads the optimiser only for ZeRO stages that partition it; below that it was ignored
         if self.offload_optimizer and self.stage < 2:
-            raise ValueError(f"offload_optimizer needs ZeRO stage 2 (stage is {self.stage}): set stage: 2, or drop offload_optimizer")
+            raise ValueError(
+                f"offload_optimizer needs ZeRO stage 2 (stage is {self.stage}): set stage: 2, or drop offload_optimizer"
+            )
         return self
 
     @field_validator("stage")
@@ -106,8 +108,10 @@ class DeepSpeedSpec(_Spec):
         # rank 0 writes checkpoints and the published model from its own copy of the weights;
         # ZeRO-3 partitions the weights themselves, so that copy would be empty tensors
         if stage == 3:
-            raise ValueError("ZeRO stage 3 is not supported: it partitions the weights, and flotilla writes the "
-                             "model from rank 0's copy; use stage 2 (optimizer state and gradients partitioned)")
+            raise ValueError(
+                "ZeRO stage 3 is not supported: it partitions the weights, and flotilla writes the "
+                "model from rank 0's copy; use stage 2 (optimizer state and gradients partitioned)"
+            )
         return stage
 
 
@@ -124,9 +128,11 @@ class ScalingSpec(_Spec):
         if self.workers > 1 and 0 < self.gpus_per_worker < 1:
             # Ray may pack two such workers onto one GPU, and NCCL (the backend Ray Train picks with GPUs)
             # refuses two ranks on one device ("Duplicate GPU detected")
-            raise ValueError(f"gpus_per_worker {self.gpus_per_worker} with {self.workers} workers can put two ranks on one "
-                             "GPU, which NCCL refuses: use gpus_per_worker: 1 (a fractional share is for workers: 1, "
-                             "e.g. sweep trials sharing a GPU)")
+            raise ValueError(
+                f"gpus_per_worker {self.gpus_per_worker} with {self.workers} workers can put two ranks on one "
+                "GPU, which NCCL refuses: use gpus_per_worker: 1 (a fractional share is for workers: 1, "
+                "e.g. sweep trials sharing a GPU)"
+            )
         return self
 
 
@@ -151,7 +157,9 @@ class FamilySpec(_Spec):
     """A family of models trained on one data commit (see ``jobs/face_family.yaml``)."""
 
     name: str
-    tasks: list[str | dict[str, Any]] = Field(default_factory=lambda: list[str | dict[str, Any]](["age", "gender", "emotion"]), min_length=1)
+    tasks: list[str | dict[str, Any]] = Field(
+        default_factory=lambda: list[str | dict[str, Any]](["age", "gender", "emotion"]), min_length=1
+    )
     strategy: Literal["shared", "separate"] = "shared"
     weighting: Literal["fixed", "uncertainty"] = "fixed"
     backend: Literal["ddp", "deepspeed"] = "ddp"
@@ -180,8 +188,10 @@ class FamilySpec(_Spec):
         # table has a fixed set of columns: a task reading another would fail inside every worker
         for t in self.task_specs():
             if t.label not in LABEL_COLUMNS:
-                raise ValueError(f"task {t.name!r} reads label column {t.label!r}, which hub datasets do not hold "
-                                 f"(their label columns: {', '.join(LABEL_COLUMNS)})")
+                raise ValueError(
+                    f"task {t.name!r} reads label column {t.label!r}, which hub datasets do not hold "
+                    f"(their label columns: {', '.join(LABEL_COLUMNS)})"
+                )
         return self
 
     @model_validator(mode="after")
@@ -189,8 +199,10 @@ class FamilySpec(_Spec):
         # DeepSpeed's CPU accelerator has no fp16 on most CPUs: every worker raised "Type fp16 is not
         # supported on your device." and was retried. dtype auto is fine: it picks fp32 without a GPU
         if self.backend == "deepspeed" and self.deepspeed.dtype == "fp16" and not self.scaling.use_gpu:
-            raise ValueError("deepspeed.dtype: fp16 needs scaling.use_gpu: true (DeepSpeed refuses fp16 on CPU workers); "
-                             "on CPU use dtype: bf16 or fp32 (or auto: fp32 on CPU, bf16 on GPUs that have it)")
+            raise ValueError(
+                "deepspeed.dtype: fp16 needs scaling.use_gpu: true (DeepSpeed refuses fp16 on CPU workers); "
+                "on CPU use dtype: bf16 or fp32 (or auto: fp32 on CPU, bf16 on GPUs that have it)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -237,8 +249,9 @@ def parse_spec(model: type[_Spec], data: Any, source: str = "spec", *, settable:
             elif e["type"] == "string_type" and isinstance(e["input"], (int, float, date)):
                 problems.append(f"{where}: {e['msg']}{_quote_it(e['loc'], e['input'], settable)}")
             elif e["type"] == "model_type":  # pydantic's words name a class ("instance of Searcher"), not the fix
-                problems.append(f"{where}: must be a mapping of keys to values ({where}: {{key: value, ...}}), "
-                                f"not {kind_of(e['input'])}")
+                problems.append(
+                    f"{where}: must be a mapping of keys to values ({where}: {{key: value, ...}}), not {kind_of(e['input'])}"
+                )
             else:
                 problems.append(f"{where}: {e['msg']}")
         raise SpecError(f"{source} is invalid ({len(problems)} problem(s)):", problems) from None
@@ -252,7 +265,9 @@ def _quote_it(loc: tuple[Any, ...], value: Any, settable: bool) -> str:
     ``settable``: the spec takes ``flotilla train --set``, whose quotes must get past the shell as well.
     """
     if isinstance(value, bool):  # written yes/no/on/off/true/false: which one is lost
-        return f" (YAML read it as the boolean {str(value).lower()}, as it reads yes, no, on, off: quote it as written, e.g. 'yes')"
+        return (
+            f" (YAML read it as the boolean {str(value).lower()}, as it reads yes, no, on, off: quote it as written, e.g. 'yes')"
+        )
     shown = str(value)
     text = f" (YAML read {shown} as {'a date' if isinstance(value, date) else 'a number'}: quote it, '{shown}'"
     if settable and all(isinstance(p, str) for p in loc):  # on the command line the shell eats one pair of quotes
@@ -284,18 +299,23 @@ def load_yaml(path: str | Path) -> dict[str, Any] | None:
         raise SpecError(f"spec file {p} does not exist") from None
     except IsADirectoryError:
         inside = sorted(str(x) for x in p.glob("*.y*ml"))[:5]
-        raise SpecError(f"{p} is a directory, not a spec file: give the path of one YAML spec"
-                        + (f" in it ({', '.join(inside)})" if inside else "")) from None
+        raise SpecError(
+            f"{p} is a directory, not a spec file: give the path of one YAML spec"
+            + (f" in it ({', '.join(inside)})" if inside else "")
+        ) from None
     except UnicodeDecodeError as exc:
-        raise SpecError(f"{p} is not a text file (byte {exc.object[exc.start]:#04x} at offset {exc.start} is not UTF-8): "
-                        "a spec is a UTF-8 YAML file; check the path names the spec and not a model or data file") from None
+        raise SpecError(
+            f"{p} is not a text file (byte {exc.object[exc.start]:#04x} at offset {exc.start} is not UTF-8): "
+            "a spec is a UTF-8 YAML file; check the path names the spec and not a model or data file"
+        ) from None
     except OSError as exc:
         raise SpecError(f"cannot read spec file {p}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{p} is not valid YAML: {exc}") from None
     if data is not None and not isinstance(data, dict):
-        raise SpecError(f"{p} must be a YAML mapping of keys to values (a spec: 'name: ...' lines), "
-                        f"but its top level is {kind_of(data)}")
+        raise SpecError(
+            f"{p} must be a YAML mapping of keys to values (a spec: 'name: ...' lines), but its top level is {kind_of(data)}"
+        )
     return data
 
 

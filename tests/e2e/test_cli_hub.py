@@ -66,15 +66,32 @@ def test_errors_are_one_clear_message_and_exit_1(cli, tmp_path):
 
 def test_sweep_check_validates_without_running_anything(tmp_path):
     root = Path(__file__).resolve().parents[2]
-    ok = subprocess.run([*FLOTILLA, "sweep", "tuning/face_family.yaml", "--check"], cwd=root, capture_output=True, text=True, timeout=120,
-                        env={**os.environ, "COLUMNS": "250"})
+    ok = subprocess.run(
+        [*FLOTILLA, "sweep", "tuning/face_family.yaml", "--check"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "250"},
+    )
     assert ok.returncode == 0 and "8 trials" in ok.stdout and "tpe + asha" in ok.stdout
     (tmp_path / "tuning").mkdir()
-    bad = (root / "tuning" / "face_family.yaml").read_text().replace("optim.lr:", "optim.lrr:").replace("val/age/mae", "val/age/mea")
+    bad = (
+        (root / "tuning" / "face_family.yaml")
+        .read_text()
+        .replace("optim.lr:", "optim.lrr:")
+        .replace("val/age/mae", "val/age/mea")
+    )
     (tmp_path / "tuning" / "bad.yaml").write_text(bad)
     (tmp_path / "jobs").symlink_to(root / "jobs")
-    proc = subprocess.run([*FLOTILLA, "sweep", "tuning/bad.yaml", "--check"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "COLUMNS": "250"})
+    proc = subprocess.run(
+        [*FLOTILLA, "sweep", "tuning/bad.yaml", "--check"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "250"},
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "did you mean 'lr'" in proc.stderr and "'val/age/mea'" in proc.stderr and "val/age/mae" in proc.stderr
 
@@ -97,9 +114,15 @@ def test_data_validate_prints_its_report_saves_it_and_exits_by_the_verdict(cli, 
     branch = re.search(r"--ref (ingest-few-[\w-]+)", failed.stderr.replace("\n", "")).group(1)
     again = cli("data", "validate", "--dataset", "few", "--ref", branch, "--report-dir", str(tmp_path / "r2"), check=False)
     assert again.returncode == 1 and "Traceback" not in again.stderr
-    assert "dataset 'few': FAILED" in again.stdout and list((tmp_path / "r2").glob("*.json")) and list((tmp_path / "r2").glob("*.png"))
+    assert (
+        "dataset 'few': FAILED" in again.stdout
+        and list((tmp_path / "r2").glob("*.json"))
+        and list((tmp_path / "r2").glob("*.png"))
+    )
     # with --merge a failure raises: the report is still printed and saved first, and the error names the failing checks
-    merge = cli("data", "validate", "--dataset", "few", "--ref", branch, "--merge", "--report-dir", str(tmp_path / "r5"), check=False)
+    merge = cli(
+        "data", "validate", "--dataset", "few", "--ref", branch, "--merge", "--report-dir", str(tmp_path / "r5"), check=False
+    )
     assert merge.returncode == 1 and "Traceback" not in merge.stderr
     assert "dataset 'few': FAILED" in merge.stdout and (tmp_path / "r5" / "few-validation.json").is_file()
     assert "representativeness." in merge.stderr and "nothing was merged" in merge.stderr.replace("\n", " ")
@@ -110,5 +133,7 @@ def test_data_validate_prints_its_report_saves_it_and_exits_by_the_verdict(cli, 
 
 def test_a_generator_option_out_of_range_is_a_clear_error(tmp_path):
     env = {**os.environ, "COLUMNS": "250", "FLOTILLA_HOME": str(tmp_path / "home")}
-    proc = subprocess.run([*FLOTILLA, "data", "generate", "--n", "10", "--lighting", "2"], capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [*FLOTILLA, "data", "generate", "--n", "10", "--lighting", "2"], capture_output=True, text=True, timeout=120, env=env
+    )
     assert proc.returncode == 1 and "lighting" in proc.stderr and "Traceback" not in proc.stderr

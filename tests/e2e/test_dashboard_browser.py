@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from flotilla.hub.server import free_port
 from flotilla.cluster import LocalCluster
+from flotilla.hub.server import free_port
 from flotilla.jobs.submission import submit
 from flotilla.settings import Settings
 
@@ -34,9 +34,17 @@ pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "test"
 INSTALL = "apt-get update && apt-get install -y chromium"
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--window-size=1400,900",
-    "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,900",
+    "--remote-debugging-address=127.0.0.1",
+    "--remote-debugging-port=0",
 ]
 
 
@@ -74,8 +82,12 @@ class Browser:
     def __init__(self, binary: str, profile: Path) -> None:
         # Chromium's own temp files (its singleton socket: short path!) in a dir removed afterwards
         self.tmp = tempfile.mkdtemp(prefix="fl-chr-", dir="/tmp")
-        self.proc = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": self.tmp})
+        self.proc = subprocess.Popen(
+            [binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "TMPDIR": self.tmp},
+        )
         self.profile = profile
         self.ids = itertools.count(1)
 
@@ -155,10 +167,16 @@ async def _look(binary: str, profile: Path, url: str, token: str, job_id: str) -
 @pytest.mark.timeout(240)
 def test_dashboard_shows_the_submitted_job(chromium, cluster, tmp_path):
     repo = f"t-dash-{int(time.time())}"
-    handle = submit({
-        "kind": "ingest", "name": "dashboard-check", "repo": repo, "dataset": "faces",
-        "synthetic": {"n": 200, "seed": 5}, "thresholds": {"min_group_count": 1},
-    })
+    handle = submit(
+        {
+            "kind": "ingest",
+            "name": "dashboard-check",
+            "repo": repo,
+            "dataset": "faces",
+            "synthetic": {"n": 200, "seed": 5},
+            "thresholds": {"min_group_count": 1},
+        }
+    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     token = cluster.token_path.read_text().strip()
     profile = tmp_path / "chromium-profile"

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from flotilla.data.store import list_datasets
-from flotilla.errors import SpecError
-from flotilla.hub.server import free_port
 from flotilla.cluster.files import ray_tmpdir
 from flotilla.cluster.local import LocalCluster
 from flotilla.cluster.procs import alive, descendants, marked_processes
+from flotilla.data.store import list_datasets
+from flotilla.errors import SpecError
+from flotilla.hub.server import free_port
 from flotilla.jobs.submission import list_jobs, submit
 from flotilla.settings import Settings
 
@@ -79,8 +79,12 @@ def data_repo(hub):
 def ingested(cluster, data_repo, env):
     """Submit a small synthetic ingest and follow it to its end, keeping what was streamed."""
     spec = {
-        "kind": "ingest", "name": "ingest-test", "repo": data_repo.name, "dataset": "faces",
-        "synthetic": {"n": N_IMAGES, "seed": 3}, "thresholds": {"min_group_count": 2},
+        "kind": "ingest",
+        "name": "ingest-test",
+        "repo": data_repo.name,
+        "dataset": "faces",
+        "synthetic": {"n": N_IMAGES, "seed": 3},
+        "thresholds": {"min_group_count": 2},
     }
     t0 = time.monotonic()
     handle = submit(spec)
@@ -129,7 +133,9 @@ def test_ingest_job_succeeds_and_its_logs_stream(ingested, data_repo, hub):
     assert info.metadata["flotilla.kind"] == "ingest" and info.metadata["flotilla.data_repo"] == data_repo.name
     assert all(isinstance(v, str) for v in info.metadata.values())
     # no credential anywhere Ray shows or stores for the job
-    shown = json.dumps({"metadata": info.metadata, "runtime_env": info.runtime_env, "entrypoint": info.entrypoint}) + handle.logs()
+    shown = (
+        json.dumps({"metadata": info.metadata, "runtime_env": info.runtime_env, "entrypoint": info.entrypoint}) + handle.logs()
+    )
     assert hub.credentials.secret_access_key not in shown and hub.credentials.access_key_id not in shown
     assert LocalCluster().token_path.read_text().strip() not in shown
     assert "LAKECTL" not in json.dumps(info.runtime_env)
@@ -170,8 +176,12 @@ def test_train_job_reads_its_pinned_commit_and_can_be_stopped(ingested, data_rep
     assert ingested[2] == "SUCCEEDED"
     pinned_commit = data_repo.resolve("main")
     family = {
-        "name": "stop-me", "data": {"repo": data_repo.name, "dataset": "faces", "ref": "main", "image_size": 32},
-        "epochs": 1000, "batch_size": 32, "model": {"width": 8}, "tracking": {"wandb": False},
+        "name": "stop-me",
+        "data": {"repo": data_repo.name, "dataset": "faces", "ref": "main", "image_size": 32},
+        "epochs": 1000,
+        "batch_size": 32,
+        "model": {"width": 8},
+        "tracking": {"wandb": False},
         "scaling": {"workers": 1, "cpus_per_worker": 0.5},
     }
     handle = submit({"kind": "train", "name": "long-train", "family": family})
@@ -194,8 +204,12 @@ def test_train_job_reads_its_pinned_commit_and_can_be_stopped(ingested, data_rep
 def test_a_train_job_bigger_than_the_cluster_fails_at_once_instead_of_waiting_forever(ingested, data_repo):
     """flotilla's local cluster cannot grow: Ray Train would retry starting 8 workers on its 2 CPUs without end."""
     family = {
-        "name": "too-big", "data": {"repo": data_repo.name, "dataset": "faces", "ref": "main", "image_size": 32},
-        "epochs": 1, "batch_size": 32, "model": {"width": 8}, "tracking": {"wandb": False},
+        "name": "too-big",
+        "data": {"repo": data_repo.name, "dataset": "faces", "ref": "main", "image_size": 32},
+        "epochs": 1,
+        "batch_size": 32,
+        "model": {"width": 8},
+        "tracking": {"wandb": False},
         "scaling": {"workers": 8, "cpus_per_worker": 1},
     }
     handle = submit({"kind": "train", "name": "too-big", "family": family})
@@ -218,8 +232,10 @@ def test_a_driver_outside_the_cluster_joins_by_its_gcs_or_ray_client_address(clu
     assert driver_auth_env(f"ray://127.0.0.1:{state['ray_port']}", env) == {}  # the GCS port is not the client port
     assert driver_auth_env(f"127.0.0.1:{free_port()}", env) == {}  # another cluster here: its token is not offered
     assert driver_auth_env(f"head.example.com:{state['ray_port']}", env) == {}
-    code = ("import sys, ray; from flotilla.cluster import ensure_ray; ensure_ray(sys.argv[1]); "
-            "print('CPUS', ray.cluster_resources()['CPU'])")
+    code = (
+        "import sys, ray; from flotilla.cluster import ensure_ray; ensure_ray(sys.argv[1]); "
+        "print('CPUS', ray.cluster_resources()['CPU'])"
+    )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
     for address in (st.gcs_address, st.client_address):
         out = subprocess.run([sys.executable, "-c", code, address], env=clean, capture_output=True, text=True, timeout=180)

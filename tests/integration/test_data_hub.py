@@ -117,8 +117,15 @@ def test_every_injected_defect_is_caught_and_main_is_unchanged(hub, repo, tmp_pa
     install_gate(repo, "main")
     head = repo.resolve("main")
     with pytest.raises(DataValidationError) as info:
-        ingest(hub, repo.name, "bad", _defective_samples(), provenance={"source": "test"},
-               thresholds=Thresholds(min_group_count=5), report_dir=tmp_path)
+        ingest(
+            hub,
+            repo.name,
+            "bad",
+            _defective_samples(),
+            provenance={"source": "test"},
+            thresholds=Thresholds(min_group_count=5),
+            report_dir=tmp_path,
+        )
     msg = str(info.value)
     assert repo.resolve("main") == head  # main untouched
     assert not repo.exists("main", layout.manifest_path("bad"))
@@ -228,8 +235,9 @@ def test_loader_is_pinned_balanced_across_ranks_and_cached(faces, hub, repo, tmp
     assert ranks[0] == ranks[1] > 0.45 * n_train  # equal per rank, nothing much dropped
     n_val = ds.manifest.counts["val"]
     w = next(w for w in range(3, 10) if n_val % w)  # a world size the split does not divide
-    per_rank = [sum(len(b["age"]) for b in ds.iter_batches("val", 16, shuffle=False, rank=r, world_size=w, equal=False))
-                for r in range(w)]
+    per_rank = [
+        sum(len(b["age"]) for b in ds.iter_batches("val", 16, shuffle=False, rank=r, world_size=w, equal=False)) for r in range(w)
+    ]
     assert sum(per_rank) == n_val  # evaluation: every sample on exactly one rank, none dropped
     misses = ds.cache.stats.misses
     list(ds.iter_batches("val", 64, epoch=2))
@@ -305,8 +313,9 @@ def test_a_csv_with_a_stray_quote_is_not_imported_in_part(hub, repo, tmp_path):
     from flotilla.data.importers import ImportFormatError
 
     rng = np.random.default_rng(0)
-    rows = ["emotion,pixels,Usage"] + [f"{i % 7}," + " ".join(map(str, rng.integers(0, 256, 48 * 48))) + ",Training"
-                                       for i in range(140)]
+    rows = ["emotion,pixels,Usage"] + [
+        f"{i % 7}," + " ".join(map(str, rng.integers(0, 256, 48 * 48))) + ",Training" for i in range(140)
+    ]
     rows[101] = rows[101].replace(",", ',"', 1)  # line 102: emotion,"pixels... never closed
     csv = tmp_path / "fer.csv"
     csv.write_text("\n".join(rows) + "\n")

@@ -153,7 +153,9 @@ def test_no_credential_leaks_into_logs_errors_or_metadata(hub, repo, local_serve
     creds = local_server.credentials()
     caplog.set_level(logging.DEBUG)
     texts = [repr(hub), str(hub.credentials), repr(hub.credentials)]
-    bad = Hub(credentials=HubCredentials(hub.endpoint, creds.access_key_id, "wrong-" + creds.secret_access_key), settings=hub.settings)
+    bad = Hub(
+        credentials=HubCredentials(hub.endpoint, creds.access_key_id, "wrong-" + creds.secret_access_key), settings=hub.settings
+    )
     for action in (
         lambda: bad.repo(repo.name).resolve("main"),
         lambda: repo.resolve("nope"),

@@ -130,7 +130,9 @@ def test_env_binary_is_used_first(tmp_path, monkeypatch, lakefs_binary):
     assert "1.84.0" in out  # stamped version (a 'dev' version breaks lakefs-spec)
 
 
-def test_a_running_hub_can_be_inspected_and_stopped_after_its_binary_is_removed(tmp_path, monkeypatch, isolated_settings, lakefs_binary):
+def test_a_running_hub_can_be_inspected_and_stopped_after_its_binary_is_removed(
+    tmp_path, monkeypatch, isolated_settings, lakefs_binary
+):
     """down/status/logs need only the state dir and pid file, never the binary (it may be gone or moved)."""
     from flotilla.hub import local
 

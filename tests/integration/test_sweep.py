@@ -30,8 +30,13 @@ def sweep_spec(name: str, trials: int = 8, concurrency: int = 2, **over) -> Swee
     spec = {
         "name": name,
         "base": {
-            "name": "fam", "data": {"repo": REPO, "dataset": "faces"}, "model": {"width": 8}, "epochs": 3,
-            "batch_size": 64, "scaling": {"workers": 1, "cpus_per_worker": 0.5}, "tracking": {"wandb": False},
+            "name": "fam",
+            "data": {"repo": REPO, "dataset": "faces"},
+            "model": {"width": 8},
+            "epochs": 3,
+            "batch_size": 64,
+            "scaling": {"workers": 1, "cpus_per_worker": 0.5},
+            "tracking": {"wandb": False},
             "failure": {"max_failures": 0},
         },
         "space": {
@@ -132,8 +137,9 @@ def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_setting
         f"sweep(SweepSpec.model_validate(json.load(open({str(spec_path)!r}))), sweep_id='resume-test')"
     )
     env = {**os.environ, "FLOTILLA_HOME": str(hub_settings.home), "FLOTILLA_HUB_PORT": str(hub_settings.hub_port)}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     d = sweeps_dir(hub_settings) / "resume-test"
     deadline = time.time() + 400
     ended = []
@@ -206,8 +212,11 @@ def test_a_trial_the_journal_saw_finish_but_tune_saved_as_running_is_restored_fi
             tune.report({"epochs_done": i, "val/score": config["x"] * i})
 
     exp = tmp_path / "tune" / "e"
-    tune.Tuner(trainable, param_space={"x": tune.grid_search([1, 2])},
-               run_config=tune.RunConfig(name="e", storage_path=str(tmp_path / "tune"), verbose=0)).fit()
+    tune.Tuner(
+        trainable,
+        param_space={"x": tune.grid_search([1, 2])},
+        run_config=tune.RunConfig(name="e", storage_path=str(tmp_path / "tune"), verbose=0),
+    ).fit()
     [state_path] = exp.glob("experiment_state-*.json")
     state = json.loads(state_path.read_text())
     ids = {}
@@ -235,7 +244,8 @@ def test_a_trial_the_journal_saw_finish_but_tune_saved_as_running_is_restored_fi
 
 
 def test_ctrl_c_promotes_nothing_and_resume_finishes_the_cut_short_trial_from_its_checkpoint(
-        hub, hub_settings, sweep_env, tmp_path):
+    hub, hub_settings, sweep_env, tmp_path
+):
     spec_path = tmp_path / "sweep.json"
     spec_path.write_text(sweep_spec("ctrlc", trials=3, concurrency=1, scheduler={"type": "none"}).model_dump_json())
     code = (
@@ -243,8 +253,14 @@ def test_ctrl_c_promotes_nothing_and_resume_finishes_the_cut_short_trial_from_it
         f"sweep(SweepSpec.model_validate(json.load(open({str(spec_path)!r}))), sweep_id='ctrlc-test')"
     )
     env = {**os.environ, "FLOTILLA_HOME": str(hub_settings.home), "FLOTILLA_HUB_PORT": str(hub_settings.hub_port)}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     d = sweeps_dir(hub_settings) / "ctrlc-test"
     main_before = hub.repo(REPO).resolve("main")
     deadline, events = time.time() + 400, []
@@ -278,8 +294,11 @@ def test_ctrl_c_promotes_nothing_and_resume_finishes_the_cut_short_trial_from_it
     assert len(result.trials) == 3 and all(t.status == "completed" and t.epochs == 3 for t in result.trials), result.trials
     starts = [json.loads(x)["trial_id"] for x in (d / "ledger.jsonl").read_text().splitlines()]
     assert starts.count(cut) == 2 and all(starts.count(t) == 1 for t in done)
-    epochs_seen = [e["iteration"] for e in map(json.loads, (d / "lifecycle.jsonl").read_text().splitlines())
-                   if e["event"] == "result" and e["trial_id"] == cut]
+    epochs_seen = [
+        e["iteration"]
+        for e in map(json.loads, (d / "lifecycle.jsonl").read_text().splitlines())
+        if e["event"] == "result" and e["trial_id"] == cut
+    ]
     # counted in epochs, not reports: after the resume it goes on past what it reported before (from the
     # checkpoint Train last registered, which may be an epoch Tune never heard of), never from 1 again
     assert epochs_seen[-1] == 3 and epochs_seen == sorted(set(epochs_seen)), epochs_seen
@@ -291,15 +310,23 @@ def test_pareto_search_keeps_the_front_and_promotes_its_best_on_the_first_metric
     repo = hub.repo(REPO)
     repo.create_branch("pareto-into", "main")
     before = set(repo.branches())
-    spec = sweep_spec("pareto", trials=4, objective={"metrics": objectives}, scheduler={"type": "none"},
-                      retention={"keep": "winner"}, promote={"into": "pareto-into"})
+    spec = sweep_spec(
+        "pareto",
+        trials=4,
+        objective={"metrics": objectives},
+        scheduler={"type": "none"},
+        retention={"keep": "winner"},
+        promote={"into": "pareto-into"},
+    )
     result = sweep(spec, hub=hub)
     done = [t for t in result.trials if t.status == "completed"]
     assert len(done) == 4 and result.objectives == objectives
 
     def beats(a, b):  # a dominates b: no worse on both, better on one
-        pairs = [(-a.metrics["val/age/mae"], -b.metrics["val/age/mae"]),
-                 (a.metrics["val/emotion/accuracy"], b.metrics["val/emotion/accuracy"])]
+        pairs = [
+            (-a.metrics["val/age/mae"], -b.metrics["val/age/mae"]),
+            (a.metrics["val/emotion/accuracy"], b.metrics["val/emotion/accuracy"]),
+        ]
         return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
 
     front = {t.trial_id for t in done if not any(beats(o, t) for o in done)}
@@ -320,8 +347,13 @@ def test_pareto_search_keeps_the_front_and_promotes_its_best_on_the_first_metric
 def test_resume_before_tune_saved_starts_the_sweep_and_reaching_the_target_starts_no_new_trials(hub, local_ray, monkeypatch):
     import flotilla.tune.run as run_module
 
-    spec = sweep_spec("target", objective={"metric": "val/gender/accuracy", "mode": "max"}, scheduler={"type": "none"},
-                      budget={"trials": 6, "concurrency": 1, "trial_cpus": 0.25, "target": 0.0}, promote={"into": None})
+    spec = sweep_spec(
+        "target",
+        objective={"metric": "val/gender/accuracy", "mode": "max"},
+        scheduler={"type": "none"},
+        budget={"trials": 6, "concurrency": 1, "trial_cpus": 0.25, "target": 0.0},
+        promote={"into": None},
+    )
 
     def driver_dies(*args, **kwargs):  # after sweep.json is written, before Tune has saved any state
         raise RuntimeError("driver died")
@@ -422,8 +454,10 @@ def test_a_sweep_without_a_finished_trial_is_an_error_that_keeps_its_results(hub
     for t in ("a", "b"):
         repo.create_branch(f"trial-none-{t}", base)
     error = RuntimeError("Traceback (most recent call last):\n  ...\nValueError: model.width: Input should be a valid integer")
-    grid = [SimpleNamespace(metrics={"trial_id": t}, error=error, path=f"/x/trainable_{t}_00000", config={"optim.lr": 0.1})
-            for t in ("a", "b")]
+    grid = [
+        SimpleNamespace(metrics={"trial_id": t}, error=error, path=f"/x/trainable_{t}_00000", config={"optim.lr": 0.1})
+        for t in ("a", "b")
+    ]
     saved = SavedSweep(sweep_spec("none"), {"data": {"repo": repo.name, "ref": "main"}, "epochs": 3}, {"main": base})
     d = tmp_path / "none"
     d.mkdir()
@@ -441,7 +475,8 @@ def test_a_sweep_without_a_finished_trial_is_an_error_that_keeps_its_results(hub
 
 
 def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and_no_sweep_merges_twice(
-        hub, repo, tmp_path, monkeypatch):
+    hub, repo, tmp_path, monkeypatch
+):
     from flotilla.errors import FlotillaError, HubUnavailableError
     from flotilla.tune import SweepResult, TrialRecord
     from flotilla.tune.promotion import promote
@@ -460,6 +495,7 @@ def test_results_are_saved_before_the_merge_a_conflict_leaves_main_untouched_and
 
     def saved(into: str) -> SavedSweep:
         return SavedSweep(sweep_spec("sw", promote={"into": into}), family, commits)
+
     w = TrialRecord("a", {"optim.lr": 0.1}, "completed", 3, {"val/score": 0.8, "val/age/n": 10.0}, "trial-sw-a")
 
     merges_seen: list[str] = []

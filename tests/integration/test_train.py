@@ -86,8 +86,11 @@ def test_shared_family_run_lives_on_its_branch_with_lineage(family, data_repo, h
     state = torch.load(__import__("io").BytesIO(data_repo.get(commit, path)), weights_only=True)
     assert set(state) == {"config", "state"} and "heads.emotion.weight" in "".join(state["state"])
     # W&B ran offline on rank 0 only, with the data commit in its config, and no credential in any of its files
-    run_dirs = [d for d in Path(os.environ["WANDB_DIR"]).glob("wandb/offline-run-*")
-                if any(family.run_id.encode() in f.read_bytes() for f in d.glob("run-*.wandb"))]
+    run_dirs = [
+        d
+        for d in Path(os.environ["WANDB_DIR"]).glob("wandb/offline-run-*")
+        if any(family.run_id.encode() in f.read_bytes() for f in d.glob("run-*.wandb"))
+    ]
     assert len(run_dirs) == 1, run_dirs  # one run for the two-worker family: rank 0's
     everything = b"".join(f.read_bytes() for f in run_dirs[0].rglob("*") if f.is_file())
     assert family.data.commit.encode() in everything
@@ -137,11 +140,21 @@ def test_a_family_is_merged_whole_or_not_at_all(repo):
 
 def test_deepspeed_zero2_matches_ddp_on_a_tiny_fixed_seed_run(hub, data_repo, local_ray):
     ddp = train(tiny("cmp-ddp", epochs=1, tracking={"wandb": False}), hub=hub)
-    ds = train(tiny("cmp-ds", epochs=1, backend="deepspeed", deepspeed={"stage": 2, "dtype": "fp32"},
-                    tracking={"wandb": False}), hub=hub)
+    ds = train(
+        tiny("cmp-ds", epochs=1, backend="deepspeed", deepspeed={"stage": 2, "dtype": "fp32"}, tracking={"wandb": False}), hub=hub
+    )
     # ZeRO-Offload with flotilla's own torch optimiser (DeepSpeed refused it by default: every attempt failed)
-    off = train(tiny("cmp-off", epochs=1, backend="deepspeed", deepspeed={"stage": 2, "dtype": "fp32", "offload_optimizer": True},
-                     tracking={"wandb": False}), hub=hub)
+    off = train(
+        tiny(
+            "cmp-off",
+            epochs=1,
+            backend="deepspeed",
+            deepspeed={"stage": 2, "dtype": "fp32", "offload_optimizer": True},
+            tracking={"wandb": False},
+        ),
+        hub=hub,
+    )
+
     def optimizer_state(result):  # the last checkpoint's train state: rank 0 keeps the optimiser only under DDP
         model = result.models[0]
         states = [o.path for o in data_repo.list(model.branch, f"runs/{result.run_id}/") if o.path.endswith("/train_state.pt")]
@@ -165,8 +178,10 @@ def test_deepspeed_bf16_trains_and_its_checkpoint_serves_in_fp32(hub, data_repo,
     step (first seen on an H200, bench/gpu_train.py)."""
     from flotilla.models.family import MultiTaskModel
 
-    result = train(tiny("ds-bf16", epochs=1, backend="deepspeed", deepspeed={"stage": 2, "dtype": "bf16"},
-                        tracking={"wandb": False}), hub=hub)
+    result = train(
+        tiny("ds-bf16", epochs=1, backend="deepspeed", deepspeed={"stage": 2, "dtype": "bf16"}, tracking={"wandb": False}),
+        hub=hub,
+    )
     (model,) = result.models
     assert torch.isfinite(torch.tensor(model.history[0]["train/loss"]))
     assert 0.0 <= model.history[0]["val/gender/accuracy"] <= 1.0
@@ -206,8 +221,13 @@ def test_killed_worker_resumes_from_its_checkpoint(hub, data_repo, local_ray):
 def test_transfer_learning_loads_the_parent_and_records_it(family, hub, data_repo, local_ray):
     parent = family.models[0].model_uri
     child = train(
-        tiny("child", epochs=1, tasks=["age"], transfer={"source": parent, "freeze_backbone_epochs": 1, "load_heads": True},
-             tracking={"wandb": False}),
+        tiny(
+            "child",
+            epochs=1,
+            tasks=["age"],
+            transfer={"source": parent, "freeze_backbone_epochs": 1, "load_heads": True},
+            tracking={"wandb": False},
+        ),
         hub=hub,
     )
     (model,) = child.models
@@ -236,8 +256,10 @@ def test_transfer_learning_loads_the_parent_and_records_it(family, hub, data_rep
 
 def test_separate_strategy_trains_one_model_per_task_on_its_own_branch(hub, data_repo, local_ray):
     data_repo.create_branch("sep-into", "main", exist_ok=True)
-    result = train(tiny("sep", epochs=1, strategy="separate", scaling={"workers": 1}, tracking={"wandb": False},
-                        merge_into="sep-into"), hub=hub)
+    result = train(
+        tiny("sep", epochs=1, strategy="separate", scaling={"workers": 1}, tracking={"wandb": False}, merge_into="sep-into"),
+        hub=hub,
+    )
     assert sorted(m.name for m in result.models) == ["age", "emotion", "gender"]
     assert len({m.branch for m in result.models}) == 3
     assert all(m.tasks == [m.name] for m in result.models)

@@ -76,8 +76,8 @@ def test_a_damaged_entry_is_refetched_not_served(tmp_path):
     }
     for name, damage in damages.items():
         p.write_bytes(damage(p.read_bytes()))
-        fetched = []
-        assert c.get(sha, lambda: fetched.append(1) or good, sha256=sha, size=len(good)) == good, name
+        fetched: list[int] = []
+        assert c.get(sha, lambda fetched=fetched: fetched.append(1) or good, sha256=sha, size=len(good)) == good, name
         assert fetched == [1], name
         assert c.get(sha, lambda: b"never", sha256=sha, size=len(good)) == good, name  # healed: a hit again
     assert c.stats.corrupt == len(damages)
@@ -120,7 +120,9 @@ def test_fetched_bytes_that_do_not_match_raise_and_are_not_cached(tmp_path):
 def test_an_entry_is_fsynced_before_it_is_renamed_into_place(tmp_path, monkeypatch):
     events = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(cache_mod.os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or real_fsync(fd))
+    monkeypatch.setattr(
+        cache_mod.os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or real_fsync(fd)
+    )
     monkeypatch.setattr(cache_mod.os, "replace", lambda a, b: events.append(("replace", str(a))) or real_replace(a, b))
     BlobCache(tmp_path).get(KEY, lambda: b"blob")
     assert [e[0] for e in events] == ["fsync", "replace"] and events[0][1] == events[1][1]

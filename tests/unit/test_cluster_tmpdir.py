@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flotilla.hub.server import free_port
 from flotilla.cluster import ClusterError, LocalCluster
+from flotilla.hub.server import free_port
 from flotilla.settings import Settings
 
 

@@ -43,7 +43,7 @@ BODIES = {
 @pytest.fixture
 def release_site(monkeypatch):
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             body, length = BODIES[self.path.strip("/").split("/")[0]]
             self.send_response(200)
             self.send_header("Content-Length", str(length or len(body)))
@@ -59,7 +59,9 @@ def release_site(monkeypatch):
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield lambda case: monkeypatch.setattr(binary, "RELEASE_URL", f"http://127.0.0.1:{server.server_port}/{case}/{{v}}_{{os}}_{{arch}}")
+    yield lambda case: monkeypatch.setattr(
+        binary, "RELEASE_URL", f"http://127.0.0.1:{server.server_port}/{case}/{{v}}_{{os}}_{{arch}}"
+    )
     server.shutdown()
     server.server_close()
 

@@ -37,14 +37,21 @@ def test_shipped_job_specs_are_valid():
         assert isinstance(job, SweepJob) and sweep_of(job, ROOT).name == sweep_name
     shipped = {p.name for p in (ROOT / "jobs").glob("*.yaml")} - {"face_family.yaml"}  # a family spec, not a job
     assert shipped == {"ingest_synthetic.yaml", "train_face_family.yaml", "sweep_demo.yaml", "sweep_face_family.yaml"}, (
-        "a job spec was added: check it here")
+        "a job spec was added: check it here"
+    )
 
 
 def test_misspelled_keys_are_all_reported_at_once_with_did_you_mean():
-    problems = _problems({
-        "kind": "ingest", "name": "x", "reepo": "faces", "synthetic": {"nn": 10, "seed": 1},
-        "thresholds": {"min_group_cont": 2}, "runtime_env": {"env_var": {}},
-    })
+    problems = _problems(
+        {
+            "kind": "ingest",
+            "name": "x",
+            "reepo": "faces",
+            "synthetic": {"nn": 10, "seed": 1},
+            "thresholds": {"min_group_cont": 2},
+            "runtime_env": {"env_var": {}},
+        }
+    )
     text = "\n".join(problems)
     assert len(problems) == 4, text
     assert "reepo: unknown key (did you mean 'repo'?)" in text
@@ -57,12 +64,24 @@ def test_an_ingest_job_holds_the_data_layers_own_configs():
     """One class per concern: the job's generator settings and gate are the FaceSpec and Thresholds Python builds."""
     from flotilla.data import FaceSpec, Shift, Thresholds
 
-    job = parse_job_spec({"kind": "ingest", "name": "x", "synthetic": {"n": 5, "spec": {"size": 48, "shift": {"lighting": 0.5}}},
-                          "thresholds": {"min_group_count": 2, "max_missing": {"age": 0.5}}})
+    job = parse_job_spec(
+        {
+            "kind": "ingest",
+            "name": "x",
+            "synthetic": {"n": 5, "spec": {"size": 48, "shift": {"lighting": 0.5}}},
+            "thresholds": {"min_group_count": 2, "max_missing": {"age": 0.5}},
+        }
+    )
     assert job.synthetic.spec == FaceSpec(size=48, shift=Shift(lighting=0.5))
     assert job.thresholds == Thresholds(min_group_count=2, max_missing={"age": 0.5})
-    problems = _problems({"kind": "ingest", "name": "x", "synthetic": {"n": 5, "spec": {"size": 8, "shift": {"lightning": 0.1}}},
-                          "thresholds": {"max_missing": {"mood": 0.1}, "representativeness": "maybe"}})
+    problems = _problems(
+        {
+            "kind": "ingest",
+            "name": "x",
+            "synthetic": {"n": 5, "spec": {"size": 8, "shift": {"lightning": 0.1}}},
+            "thresholds": {"max_missing": {"mood": 0.1}, "representativeness": "maybe"},
+        }
+    )
     text = "\n".join(problems)
     assert len(problems) == 4, text
     assert "synthetic.spec.size: Input should be greater than or equal to 32" in text
@@ -73,15 +92,21 @@ def test_an_ingest_job_holds_the_data_layers_own_configs():
 
 def test_generator_settings_written_flat_are_pointed_under_spec():
     problems = _problems({"kind": "ingest", "name": "x", "synthetic": {"n": 5, "size": 64, "lighting": 0.2}})
-    assert len(problems) == 1 and problems[0].startswith("synthetic: the generator's settings go under spec: "
-                                                         "write spec.size, spec.shift.lighting"), problems
+    assert len(problems) == 1 and problems[0].startswith(
+        "synthetic: the generator's settings go under spec: write spec.size, spec.shift.lighting"
+    ), problems
 
 
 def test_train_job_reports_its_own_and_its_familys_problems_together():
-    problems = _problems({
-        "kind": "train", "name": "t", "spec": "jobs/face_family.yaml", "overides": {},
-        "overrides": {"epochs": 0, "optim": {"lrr": 0.1}},
-    })
+    problems = _problems(
+        {
+            "kind": "train",
+            "name": "t",
+            "spec": "jobs/face_family.yaml",
+            "overides": {},
+            "overrides": {"epochs": 0, "optim": {"lrr": 0.1}},
+        }
+    )
     text = "\n".join(problems)
     assert "overides: unknown key (did you mean 'overrides'?)" in text
     assert "family: epochs:" in text
@@ -106,8 +131,9 @@ def test_a_spec_that_is_a_directory_says_so_and_names_the_spec_files_in_it(tmp_p
     # is_file() alone called an existing directory missing ("jobs does not exist under ...")
     problems = _problems({"kind": "train", "name": "x", "spec": "jobs"})
     # jobs/ also holds job specs, which a job cannot point at: only the family spec is offered
-    assert problems == [f"spec: jobs is a directory under {ROOT}, not a spec file: "
-                        "name one YAML spec in it (jobs/face_family.yaml)"]
+    assert problems == [
+        f"spec: jobs is a directory under {ROOT}, not a spec file: name one YAML spec in it (jobs/face_family.yaml)"
+    ]
     (tmp_path / "empty").mkdir()
     with pytest.raises(SpecError) as info:
         parse_job_spec({"kind": "train", "name": "x", "spec": "empty"}, root=tmp_path)
@@ -115,8 +141,9 @@ def test_a_spec_that_is_a_directory_says_so_and_names_the_spec_files_in_it(tmp_p
 
 
 def test_ingest_names_break_the_hubs_rules_at_check_time_not_on_the_cluster():
-    problems = _problems({"kind": "ingest", "name": "x", "repo": "Bad Repo!", "dataset": "bad/name", "into": "no such",
-                          "synthetic": {"n": 5}})
+    problems = _problems(
+        {"kind": "ingest", "name": "x", "repo": "Bad Repo!", "dataset": "bad/name", "into": "no such", "synthetic": {"n": 5}}
+    )
     assert problems == [
         "repo: invalid repository id 'Bad Repo!': repository ids are 3-63 characters of lowercase a-z, 0-9 and '-', "
         "starting with a letter or digit (e.g. 'faces' or 'faces-v2')",
@@ -126,13 +153,26 @@ def test_ingest_names_break_the_hubs_rules_at_check_time_not_on_the_cluster():
         "digit or '_', and are at most 96 characters (the branch the dataset is merged into, e.g. 'main')",
     ]
     assert len(_problems({"kind": "ingest", "name": "x", "dataset": "../up", "synthetic": {"n": 5}})) == 1
-    ok = parse_job_spec({"kind": "ingest", "name": "x", "repo": "faces-v2", "dataset": "faces-2026.11", "into": "dev_1",
-                         "synthetic": {"n": 5}})
+    ok = parse_job_spec(
+        {"kind": "ingest", "name": "x", "repo": "faces-v2", "dataset": "faces-2026.11", "into": "dev_1", "synthetic": {"n": 5}}
+    )
     assert (ok.repo, ok.dataset, ok.into) == ("faces-v2", "faces-2026.11", "dev_1")
 
 
-@pytest.mark.parametrize("name", ["LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", "MY_API_TOKEN", "RAY_AUTH_TOKEN", "DB_PASSWORD",
-                                  "OPENAI_API_KEY", "HF_API_KEY", "GCP_SA_KEY", "AWS_ACCESS_KEY_ID", "SSH_PRIVATE"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY",
+        "MY_API_TOKEN",
+        "RAY_AUTH_TOKEN",
+        "DB_PASSWORD",
+        "OPENAI_API_KEY",
+        "HF_API_KEY",
+        "GCP_SA_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "SSH_PRIVATE",
+    ],
+)
 def test_credentials_are_refused_in_env_vars(name):
     problems = _problems({"kind": "ingest", "name": "x", "synthetic": {"n": 5}, "runtime_env": {"env_vars": {name: "v"}}})
     assert any(name in p and "dashboard" in p for p in problems)
@@ -152,8 +192,9 @@ def test_user_password_urls_are_refused_in_env_values_and_pip():
 
 @pytest.mark.skipif(importlib.util.find_spec("flotilla.tune.spec") is None, reason="flotilla.tune not present")
 def test_sweep_job_validates_the_sweep_spec_it_points_at():
-    job = parse_job_spec({"kind": "sweep", "name": "s", "spec": "tuning/face_family.yaml",
-                          "overrides": {"budget": {"trials": 2}}}, root=ROOT)
+    job = parse_job_spec(
+        {"kind": "sweep", "name": "s", "spec": "tuning/face_family.yaml", "overrides": {"budget": {"trials": 2}}}, root=ROOT
+    )
     assert isinstance(job, SweepJob)
     problems = _problems({"kind": "sweep", "name": "s", "spec": "tuning/face_family.yaml", "overrides": {"budgett": {}}})
     assert any(p.startswith("sweep: budgett: unknown key") for p in problems)
@@ -259,6 +300,6 @@ def test_ctrl_c_while_following_logs_is_a_keyboard_interrupt_and_closes_the_stre
 def test_a_damaged_result_line_is_a_job_error():
     from flotilla.jobs.submission import RESULT_MARKER, JobError, parse_result
 
-    assert parse_result(f"noise\n{RESULT_MARKER}{{\"ok\": true}}\n") == {"ok": True}
+    assert parse_result(f'noise\n{RESULT_MARKER}{{"ok": true}}\n') == {"ok": True}
     with pytest.raises(JobError, match="damaged"):
-        parse_result(f"{RESULT_MARKER}{{\"ok\": tr[worker] interleaved\n")
+        parse_result(f'{RESULT_MARKER}{{"ok": tr[worker] interleaved\n')

@@ -27,33 +27,44 @@ def _as_lakefs_stores_it(md: dict) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in md.items() if v is not None}
 
 
-@pytest.mark.parametrize("record", [
-    IngestCommit("faces", 120, True, "c0ffee", {"source": "synthetic", "seed": "3"}),
-    IngestCommit("faces", 7, False, "c0ffee"),
-    GateInstall(),
-    CheckpointCommit("family", 4),
-    CheckpointCommit("age", 7, {"val/age/mae": 4.25}, 5),
-    FailureCommit("age", "worker died"),
-    ModelCommit("run-1", "family", "abc123", "deadbeef", None, {"age/mae": 4.5}),
-    ModelCommit("run-2", "age", "abc123", "deadbeef", "lakefs://faces/abc/models/run-1/family/model.pt", {"age/mae": 3.0}),
-    PromotionCommit("sw-1", "t0001", "abc123", {"optim.lr": 0.01}, {"gender/accuracy": 0.9}),
-    FamilyPromotion("run-3", ("age", "gender")),
-])
+@pytest.mark.parametrize(
+    "record",
+    [
+        IngestCommit("faces", 120, True, "c0ffee", {"source": "synthetic", "seed": "3"}),
+        IngestCommit("faces", 7, False, "c0ffee"),
+        GateInstall(),
+        CheckpointCommit("family", 4),
+        CheckpointCommit("age", 7, {"val/age/mae": 4.25}, 5),
+        FailureCommit("age", "worker died"),
+        ModelCommit("run-1", "family", "abc123", "deadbeef", None, {"age/mae": 4.5}),
+        ModelCommit("run-2", "age", "abc123", "deadbeef", "lakefs://faces/abc/models/run-1/family/model.pt", {"age/mae": 3.0}),
+        PromotionCommit("sw-1", "t0001", "abc123", {"optim.lr": 0.01}, {"gender/accuracy": 0.9}),
+        FamilyPromotion("run-3", ("age", "gender")),
+    ],
+)
 def test_every_commit_record_reads_back_as_written(record):
     assert read_commit(_as_lakefs_stores_it(record.to_metadata())) == record
 
 
 def test_sample_counts_are_not_metrics_and_other_commits_are_none():
     md = ModelCommit("r", "m", "c", "g", None, {"age/mae": 1.0, "age/n": 50}).to_metadata()
-    assert f"metric.age/mae" in md and "metric.age/n" not in md and md[Key.KIND] == Kind.MODEL == "model"
+    assert "metric.age/mae" in md and "metric.age/n" not in md and md[Key.KIND] == Kind.MODEL == "model"
     assert read_commit({"some": "user commit"}) is None and read_commit({Key.KIND: "not-ours"}) is None
 
 
 def test_the_model_card_keeps_its_json_shape():
     card = ModelCard(
-        run_id="r", model="family", created="2026-12-06T00:00:00Z", tasks=({"name": "age", "kind": "regression"},),
-        metrics={"age/mae": 4.0}, best_epoch=2, epochs_run=3, data=DataLineage("faces", "abc", "faces", "main"),
-        branch="exp-r", code={"git_sha": "g", "dirty": False, "flotilla_version": "0.1.0"}, config={"name": "fam"},
+        run_id="r",
+        model="family",
+        created="2026-12-06T00:00:00Z",
+        tasks=({"name": "age", "kind": "regression"},),
+        metrics={"age/mae": 4.0},
+        best_epoch=2,
+        epochs_run=3,
+        data=DataLineage("faces", "abc", "faces", "main"),
+        branch="exp-r",
+        code={"git_sha": "g", "dirty": False, "flotilla_version": "0.1.0"},
+        config={"name": "fam"},
         parent=ParentModel("faces", "def", "models/p/family/model.pt"),
     )
     d = json.loads(json.dumps(card.to_dict()))

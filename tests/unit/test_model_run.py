@@ -31,8 +31,11 @@ def test_a_model_run_trains_every_task_of_its_spec_unless_told_which() -> None:
 def test_without_a_rank_the_first_tasks_primary_metric_picks_the_checkpoint() -> None:
     run = ModelRun(_spec(), DATA, "r1")
     asked = {}
-    fit = SimpleNamespace(best_checkpoints=[("e0", {})], checkpoint="e0",
-                          get_best_checkpoint=lambda metric, mode: asked.update(metric=metric, mode=mode) or "best")
+    fit = SimpleNamespace(
+        best_checkpoints=[("e0", {})],
+        checkpoint="e0",
+        get_best_checkpoint=lambda metric, mode: asked.update(metric=metric, mode=mode) or "best",
+    )
     assert best_checkpoint(fit, run.tasks, run.rank) == "best" and asked == {"metric": "val/age/mae", "mode": "min"}
     assert best_checkpoint(fit, run.tasks, "last") == "e0"
 
@@ -48,8 +51,9 @@ class _Seen(WorkerHook):
 def test_the_worker_config_pickles_with_its_typed_spec_and_hooks() -> None:
     """What Ray ships to every worker: the spec itself (no dict to validate again) and the hooks."""
     spec = _spec()
-    config = WorkerConfig(spec, ModelRun(spec, DATA, "r1").tasks, DATA, "an object ref", "r1", "family", "exp-r1",
-                          hooks=(_Seen(),))
+    config = WorkerConfig(
+        spec, ModelRun(spec, DATA, "r1").tasks, DATA, "an object ref", "r1", "family", "exp-r1", hooks=(_Seen(),)
+    )
     back = cloudpickle.loads(cloudpickle.dumps(config))
     assert back.spec == spec and back.tasks == config.tasks and back.data == DATA
     back.hooks[0].on_epoch_start(EpochStart(epoch=1, rank=0, world_size=2, resumed_from=None))

@@ -9,9 +9,19 @@ import pytest
 import torch
 
 from flotilla.errors import SpecError
-from flotilla.models import REFERENCE_TASKS, LossWeighting, MetricAccumulator, MultiTaskModel, SingleTaskModel
-from flotilla.models import auc_from_scores, build_backbone, chance_level, compute_losses, macro_f1_from_confusion
-from flotilla.models import task_from_dict
+from flotilla.models import (
+    REFERENCE_TASKS,
+    LossWeighting,
+    MetricAccumulator,
+    MultiTaskModel,
+    SingleTaskModel,
+    auc_from_scores,
+    build_backbone,
+    chance_level,
+    compute_losses,
+    macro_f1_from_confusion,
+    task_from_dict,
+)
 from flotilla.models.tasks import resolve_tasks
 
 REF = list(REFERENCE_TASKS.values())
@@ -75,13 +85,23 @@ def test_reference_tasks_and_defaults() -> None:
     age, gender, emotion = (REFERENCE_TASKS[k] for k in ("age", "gender", "emotion"))
     assert (age.loss, age.metrics, age.target_scale, age.primary_metric, age.mode) == ("l1", ("mae", "rmse"), 100.0, "mae", "min")
     assert (gender.loss, gender.metrics, gender.primary_metric, gender.mode, gender.classes) == (
-        "bce", ("accuracy", "auc"), "accuracy", "max", ("female", "male"))
+        "bce",
+        ("accuracy", "auc"),
+        "accuracy",
+        "max",
+        ("female", "male"),
+    )
     assert (emotion.num_classes, emotion.out_dim, emotion.primary_metric, emotion.mode) == (7, 7, "macro_f1", "max")
     for t in REF:
         assert task_from_dict(t.to_dict()) == t
     t = task_from_dict({"name": "smile", "kind": "binary"})
     assert (t.label, t.loss, t.metrics, t.mask_column, t.primary_key) == (
-        "smile", "bce", ("accuracy", "auc"), "mask_smile", "smile/accuracy")
+        "smile",
+        "bce",
+        ("accuracy", "auc"),
+        "mask_smile",
+        "smile/accuracy",
+    )
 
 
 def test_resolve_tasks_names_overrides_and_duplicates() -> None:
@@ -258,7 +278,9 @@ def test_accumulator_matches_hand_computed_values() -> None:
     outputs = {
         "age": torch.tensor([0.20, 0.30, 0.50, 0.0]),  # scaled: predictions 20, 30, 50 years
         "gender": torch.tensor([2.0, -1.0, 0.5, 0.5]),
-        "emotion": torch.tensor([[5.0, 0, 0, 0, 0, 0, 0], [0, 5.0, 0, 0, 0, 0, 0], [0, 5.0, 0, 0, 0, 0, 0], [0, 0, 5.0, 0, 0, 0, 0]]),
+        "emotion": torch.tensor(
+            [[5.0, 0, 0, 0, 0, 0, 0], [0, 5.0, 0, 0, 0, 0, 0], [0, 5.0, 0, 0, 0, 0, 0], [0, 0, 5.0, 0, 0, 0, 0]]
+        ),
     }
     batch = {
         "age": np.array([25.0, 30.0, 40.0, 99.0], np.float32),
@@ -337,7 +359,7 @@ def test_load_backbone_and_heads() -> None:
     torch.manual_seed(1)
     dst = MultiTaskModel([REFERENCE_TASKS["gender"], {"name": "smile", "kind": "binary"}])
     dst.load_backbone(src.backbone_state_dict())
-    for (k, v), v2 in zip(src.backbone.state_dict().items(), dst.backbone.state_dict().values()):
+    for (k, v), v2 in zip(src.backbone.state_dict().items(), dst.backbone.state_dict().values(), strict=True):
         assert torch.equal(v, v2), k
     torch.manual_seed(2)
     dst2 = MultiTaskModel(REF)
@@ -394,6 +416,10 @@ def test_tiny_overfit_all_reference_tasks() -> None:
     acc = MetricAccumulator(REF)
     acc.update(out, batch)
     r = acc.compute()
-    chance = {**chance_level(REF[0], batch["age"]), **chance_level(REF[1], batch["gender"]), **chance_level(REF[2], batch["emotion"])}
+    chance = {
+        **chance_level(REF[0], batch["age"]),
+        **chance_level(REF[1], batch["gender"]),
+        **chance_level(REF[2], batch["emotion"]),
+    }
     assert r["age/mae"] < 0.5 * chance["age/mae"], (r, chance)
     assert r["gender/accuracy"] > 0.9 and r["emotion/accuracy"] > 0.9, r

@@ -9,7 +9,18 @@ from flotilla.names import BRANCH_RE, branch_id, check_branch_id, check_object_p
 
 @pytest.mark.parametrize(
     "name",
-    ["lr=3e-4/bs 64", "train_fn_1a2b_00003", "Ünïcødé naïve", "a..b", "-leading", "x" * 300, "a/b", "a-b", "tab\there", "a--0123456789ab"],
+    [
+        "lr=3e-4/bs 64",
+        "train_fn_1a2b_00003",
+        "Ünïcødé naïve",
+        "a..b",
+        "-leading",
+        "x" * 300,
+        "a/b",
+        "a-b",
+        "tab\there",
+        "a--0123456789ab",
+    ],
 )
 def test_branch_id_is_valid_and_deterministic(name):
     bid = branch_id(name)

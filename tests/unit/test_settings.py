@@ -30,7 +30,8 @@ def _environment_reads(tree: ast.AST) -> list[int]:
             elif node.attr == "environ":
                 up = parents.get(node)
                 written = (isinstance(up, ast.Attribute) and up.attr in WRITES) or (
-                    isinstance(up, ast.Subscript) and isinstance(up.ctx, (ast.Store, ast.Del)))
+                    isinstance(up, ast.Subscript) and isinstance(up.ctx, (ast.Store, ast.Del))
+                )
                 if not written:
                     lines.append(node.lineno)
     return lines

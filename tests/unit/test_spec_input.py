@@ -36,13 +36,16 @@ def _flat(output: str) -> str:
 # --set: values YAML cannot read, and keys that go inside another --set's value
 
 
-@pytest.mark.parametrize(("item", "problem", "quoted"), [
-    ("name=@nightly", "found character '@' that cannot start any token", "--set \"name='@nightly'\""),
-    ("optim.lr=[1", "expected ',' or ']', but got '<stream end>'", "--set \"optim.lr='[1'\""),
-    ("x=%x", "expected '<document start>', but found '<stream end>'", "--set \"x='%x'\""),
-    ("data.ref=*main", "found undefined alias 'main'", "--set \"data.ref='*main'\""),
-    ("name=[it's", "expected ',' or ']', but got '<stream end>'", "--set \"name='[it''s'\""),
-])
+@pytest.mark.parametrize(
+    ("item", "problem", "quoted"),
+    [
+        ("name=@nightly", "found character '@' that cannot start any token", "--set \"name='@nightly'\""),
+        ("optim.lr=[1", "expected ',' or ']', but got '<stream end>'", "--set \"optim.lr='[1'\""),
+        ("x=%x", "expected '<document start>', but found '<stream end>'", "--set \"x='%x'\""),
+        ("data.ref=*main", "found undefined alias 'main'", "--set \"data.ref='*main'\""),
+        ("name=[it's", "expected ',' or ']', but got '<stream end>'", "--set \"name='[it''s'\""),
+    ],
+)
 def test_a_set_value_yaml_cannot_read_says_to_quote_it(item, problem, quoted):
     with pytest.raises(SpecError) as info:
         parse_sets([item])
@@ -64,26 +67,40 @@ def _nested(key: str, value: str) -> dict:
 def test_a_set_inside_another_sets_value_is_a_conflict_naming_both_in_either_order():
     with pytest.raises(SpecError) as info:
         parse_sets(["epochs=3", "epochs.x=1"])  # was TypeError: 'int' object does not support item assignment
-    assert info.value.message == ("--set 'epochs.x=1' conflicts with --set 'epochs=3': that sets epochs to a number 3, "
-                                  "not a mapping, so epochs.x cannot be set inside it")
-    assert info.value.hint == ("keep one of the two: a field is set whole (--set KEY=VALUE) or key by key "
-                               "(--set KEY.SUBKEY=VALUE)")
-    with pytest.raises(SpecError, match=r"^--set 'data.ref=main' conflicts with --set 'data=x': that sets data to a "
-                                        r"string 'x', not a mapping"):
+    assert info.value.message == (
+        "--set 'epochs.x=1' conflicts with --set 'epochs=3': that sets epochs to a number 3, "
+        "not a mapping, so epochs.x cannot be set inside it"
+    )
+    assert info.value.hint == (
+        "keep one of the two: a field is set whole (--set KEY=VALUE) or key by key (--set KEY.SUBKEY=VALUE)"
+    )
+    with pytest.raises(
+        SpecError,
+        match=r"^--set 'data.ref=main' conflicts with --set 'data=x': that sets data to a "
+        r"string 'x', not a mapping",
+    ):
         parse_sets(["data=x", "data.ref=main"])
-    with pytest.raises(SpecError, match=r"^--set 'data.ref.y=1' conflicts with --set 'data=\{ref: x\}': that sets "
-                                        r"data.ref to a string 'x'"):
+    with pytest.raises(
+        SpecError,
+        match=r"^--set 'data.ref.y=1' conflicts with --set 'data=\{ref: x\}': that sets "
+        r"data.ref to a string 'x'",
+    ):
         parse_sets(["data={ref: x}", "data.ref.y=1"])
     # the other order silently dropped data.ref
     with pytest.raises(SpecError) as info:
         parse_sets(["data.ref=dev", "data=3"])
-    assert info.value.message == ("--set 'data=3' conflicts with --set 'data.ref=dev': that sets a key inside data, "
-                                  "and this sets data to a number 3, not a mapping")
+    assert info.value.message == (
+        "--set 'data=3' conflicts with --set 'data.ref=dev': that sets a key inside data, "
+        "and this sets data to a number 3, not a mapping"
+    )
 
 
 def test_sets_that_agree_still_combine_and_a_repeated_key_takes_the_last():
     assert parse_sets(["data.ref=dev", "data={repo: faces}", "epochs=3", "epochs=4", "optim.lr=0.01"]) == {
-        "data": {"ref": "dev", "repo": "faces"}, "epochs": 4, "optim": {"lr": 0.01}}
+        "data": {"ref": "dev", "repo": "faces"},
+        "epochs": 4,
+        "optim": {"lr": 0.01},
+    }
     assert parse_sets(["data={ref: x}", "data={repo: y}"]) == {"data": {"repo": "y"}}
     with pytest.raises(SpecError, match=r"^--set 'optim\.\.lr=1' has an empty key"):
         parse_sets(["optim..lr=1"])
@@ -123,9 +140,11 @@ def test_deepspeed_fp16_needs_a_gpu_and_the_other_dtypes_run_on_cpu():
 
     assert _problems(backend="deepspeed", deepspeed={"dtype": "fp16"}) == [
         "(top level): deepspeed.dtype: fp16 needs scaling.use_gpu: true (DeepSpeed refuses fp16 on CPU workers); "
-        "on CPU use dtype: bf16 or fp32 (or auto: fp32 on CPU, bf16 on GPUs that have it)"]
-    gpu = parse_spec(FamilySpec, {"name": "f", "backend": "deepspeed", "deepspeed": {"dtype": "fp16"},
-                                  "scaling": {"use_gpu": True}})
+        "on CPU use dtype: bf16 or fp32 (or auto: fp32 on CPU, bf16 on GPUs that have it)"
+    ]
+    gpu = parse_spec(
+        FamilySpec, {"name": "f", "backend": "deepspeed", "deepspeed": {"dtype": "fp16"}, "scaling": {"use_gpu": True}}
+    )
     assert deepspeed_config(gpu, use_gpu=True)["fp16"] == {"enabled": True}
     for dtype in ("auto", "bf16", "fp32"):
         parse_spec(FamilySpec, {"name": "f", "backend": "deepspeed", "deepspeed": {"dtype": dtype}})
@@ -138,7 +157,8 @@ def test_deepspeed_fp16_needs_a_gpu_and_the_other_dtypes_run_on_cpu():
 def test_a_number_date_or_boolean_where_a_string_belongs_says_how_to_quote_it(tmp_path):
     assert _problems(data={"ref": 2024}) == [
         "data.ref: Input should be a valid string (YAML read 2024 as a number: quote it, '2024'; "
-        "with --set, --set \"data.ref='2024'\")"]
+        "with --set, --set \"data.ref='2024'\")"
+    ]
     with pytest.raises(SpecError) as info:  # a sweep's base or a job's family: no --set to advise on
         parse_spec(FamilySpec, {"name": "f", "data": {"ref": 2024}}, source="sweep 's' base")
     assert info.value.problems == ["data.ref: Input should be a valid string (YAML read 2024 as a number: quote it, '2024')"]
@@ -184,14 +204,17 @@ class _NoCluster:
         return _Status()
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    (["--num-cpus", "-1"], "Invalid value for '--num-cpus': Input should be greater than or equal to 0"),
-    (["--num-cpus", "0"], "Invalid value for '--num-cpus': a head with no CPUs needs worker nodes"),
-    (["--workers", "-1"], "Invalid value for '--workers': Input should be greater than or equal to 0"),
-    (["--worker-cpus", "0"], "Invalid value for '--worker-cpus': Input should be greater than or equal to 1"),
-    (["--port", "70000"], "Invalid value for '--port': Input should be less than or equal to 65535"),
-    (["--dashboard-port", "0"], "Invalid value for '--dashboard-port': Input should be greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--num-cpus", "-1"], "Invalid value for '--num-cpus': Input should be greater than or equal to 0"),
+        (["--num-cpus", "0"], "Invalid value for '--num-cpus': a head with no CPUs needs worker nodes"),
+        (["--workers", "-1"], "Invalid value for '--workers': Input should be greater than or equal to 0"),
+        (["--worker-cpus", "0"], "Invalid value for '--worker-cpus': Input should be greater than or equal to 1"),
+        (["--port", "70000"], "Invalid value for '--port': Input should be less than or equal to 65535"),
+        (["--dashboard-port", "0"], "Invalid value for '--dashboard-port': Input should be greater than or equal to 1"),
+    ],
+)
 def test_cluster_up_refuses_impossible_sizes_before_starting_anything(monkeypatch, args, says):
     import flotilla.cli.jobs
 

@@ -34,25 +34,41 @@ from flotilla.tune.results import SweepResult, TrialRecord
 
 def test_every_record_reads_back_as_written_and_as_an_older_flotilla_wrote_it(tmp_path):
     journal = Journal(tmp_path / "lifecycle.jsonl")
-    written = [Reported("t1", 1, 0.5, {"val/score": 0.5}), Running("t1", "trial-s-t1", True),
-               Ended(Event.STOPPED, "t1", "trial-s-t1", 1), BranchDeleted("t1", "trial-s-t1"), Lost("t2"),
-               PlacementGroupFreed("abcd")]
+    written = [
+        Reported("t1", 1, 0.5, {"val/score": 0.5}),
+        Running("t1", "trial-s-t1", True),
+        Ended(Event.STOPPED, "t1", "trial-s-t1", 1),
+        BranchDeleted("t1", "trial-s-t1"),
+        Lost("t2"),
+        PlacementGroupFreed("abcd"),
+    ]
     for record in written:
         journal.append(record)
     assert journal.records() == written
     lines = [json.loads(x) for x in journal.path.read_text().splitlines()]  # the keys bench/hpo.py and older resumes read
-    assert lines[0] == {"trial_id": "t1", "event": "result", "iteration": 1, "value": 0.5, "metrics": {"val/score": 0.5},
-                        "t": written[0].t}
+    assert lines[0] == {
+        "trial_id": "t1",
+        "event": "result",
+        "iteration": 1,
+        "value": 0.5,
+        "metrics": {"val/score": 0.5},
+        "t": written[0].t,
+    }
     assert [x["event"] for x in lines] == ["result", "running", "stopped", "branch_deleted", "lost", "placement_group_freed"]
 
     older = tmp_path / "older.jsonl"  # before reports carried metrics and ends their epochs; a kill mid-line; a newer kind
-    older.write_text("\n".join([
-        json.dumps({"trial_id": "a", "event": "result", "iteration": 1, "value": 0.3, "t": 1}),
-        json.dumps({"trial_id": "a", "branch": "trial-s-a", "event": "running", "seen_live": None, "t": 2}),
-        json.dumps({"trial_id": "a", "event": "complete", "t": 3}),
-        '{"trial_id": "b", "eve',
-        json.dumps({"trial_id": "b", "event": "something_newer", "t": 4}),
-    ]) + "\n")
+    older.write_text(
+        "\n".join(
+            [
+                json.dumps({"trial_id": "a", "event": "result", "iteration": 1, "value": 0.3, "t": 1}),
+                json.dumps({"trial_id": "a", "branch": "trial-s-a", "event": "running", "seen_live": None, "t": 2}),
+                json.dumps({"trial_id": "a", "event": "complete", "t": 3}),
+                '{"trial_id": "b", "eve',
+                json.dumps({"trial_id": "b", "event": "something_newer", "t": 4}),
+            ]
+        )
+        + "\n"
+    )
     (a,) = Journal(older).trials().values()
     assert a.curve == (Reported("a", 1, 0.3, {}, 1.0),) and a.branch == "trial-s-a" and not a.seen_live
     assert a.ends == (Event.COMPLETE,) and a.finished and a.best("max") is None  # no metrics: nothing to publish by
@@ -61,15 +77,23 @@ def test_every_record_reads_back_as_written_and_as_an_older_flotilla_wrote_it(tm
 
 
 def test_a_trials_state_is_its_records_folded_in_order():
-    states = fold([
-        Running("done", "trial-s-done", True), Reported("done", 1, 0.5, {"val/score": 0.5}),
-        Reported("done", 2, 0.95, {"val/score": 0.95}), Ended(Event.COMPLETE, "done", "trial-s-done", 2),
-        Reported("other", 1, 0.3, {"val/score": 0.3}), Running("other", "trial-s-other", None),
-        Ended(Event.ERRORED, "e", None, 0),
-        Ended(Event.ERRORED, "r", None, 1), Ended(Event.COMPLETE, "r", None, 3),
-        Ended(Event.STOPPED, "s", None, 1), Running("l", "trial-s-l", True), Lost("gone"),
-        PlacementGroupFreed("abcd"),
-    ])
+    states = fold(
+        [
+            Running("done", "trial-s-done", True),
+            Reported("done", 1, 0.5, {"val/score": 0.5}),
+            Reported("done", 2, 0.95, {"val/score": 0.95}),
+            Ended(Event.COMPLETE, "done", "trial-s-done", 2),
+            Reported("other", 1, 0.3, {"val/score": 0.3}),
+            Running("other", "trial-s-other", None),
+            Ended(Event.ERRORED, "e", None, 0),
+            Ended(Event.ERRORED, "r", None, 1),
+            Ended(Event.COMPLETE, "r", None, 3),
+            Ended(Event.STOPPED, "s", None, 1),
+            Running("l", "trial-s-l", True),
+            Lost("gone"),
+            PlacementGroupFreed("abcd"),
+        ]
+    )
     assert set(states) == {"done", "other", "e", "r", "s", "l", "gone"}  # the placement group is nobody's
     assert states["done"].seen_live and not states["other"].seen_live
     assert reached_target(states, 0.9, "max") == "done" and reached_target(states, 0.99, "max") is None
@@ -149,5 +173,6 @@ def test_trial_branches_are_deleted_by_one_owner_while_the_sweep_runs_and_at_its
     assert not TrialBranches(down, journal, "s", keep="winner").delete("x", "trial-s-x")
     x = _record("x", "stopped")
     TrialBranches(down, journal, "s", keep="winner").at_sweep_end(
-        SweepResult("s", str(tmp_path), {}, "val/score", "max", trials=[x]), {})
+        SweepResult("s", str(tmp_path), {}, "val/score", "max", trials=[x]), {}
+    )
     assert x.kept is False and down.held == {"trial-s-x"}

@@ -26,17 +26,23 @@ from flotilla.tune.until import UntilTarget
 
 
 def _spec(**over) -> SweepSpec:
-    return parse_spec(SweepSpec, {
-        "name": "s", "base": {"name": "fam", "data": {"repo": "rep", "dataset": "d"}, "epochs": 9},
-        "space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1}},
-        "objective": {"metric": "val/age/mae", "mode": "min"}, **over,
-    })
+    return parse_spec(
+        SweepSpec,
+        {
+            "name": "s",
+            "base": {"name": "fam", "data": {"repo": "rep", "dataset": "d"}, "epochs": 9},
+            "space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1}},
+            "objective": {"metric": "val/age/mae", "mode": "min"},
+            **over,
+        },
+    )
 
 
 def _wrapped(mode: str = "max", target: float = 0.9) -> UntilTarget:
     spec = _spec()
-    inner = OptunaSearch(space=DefineByRun(spec.space), metric="val/score", mode=mode,
-                         sampler=optuna.samplers.RandomSampler(seed=0))
+    inner = OptunaSearch(
+        space=DefineByRun(spec.space), metric="val/score", mode=mode, sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     return UntilTarget(inner, "val/score", mode, target)
 
 
@@ -75,8 +81,13 @@ def test_the_reached_flag_survives_tunes_own_save_and_restore(tmp_path):
 
 
 def _searcher(full: int = 9) -> StoppedAsPrunedOptunaSearch:
-    return StoppedAsPrunedOptunaSearch(space=DefineByRun(_spec().space), metric="val/score", mode="max",
-                                       sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2), full_iterations=full)
+    return StoppedAsPrunedOptunaSearch(
+        space=DefineByRun(_spec().space),
+        metric="val/score",
+        mode="max",
+        sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2),
+        full_iterations=full,
+    )
 
 
 def _run(s, trial_id: str, scores: list[float], error: bool = False, stopped: bool = False) -> None:
@@ -141,9 +152,11 @@ def test_every_mistake_a_sweep_can_be_checked_for_is_reported_before_any_trial_r
     from flotilla.errors import SpecError
 
     spec = _spec(
-        space={"optim.lrr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
-               "weighting": {"type": "choice", "values": ["fixed", "uncertanty"]},
-               "model.width": {"type": "int", "low": 4, "high": 16}},
+        space={
+            "optim.lrr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
+            "weighting": {"type": "choice", "values": ["fixed", "uncertanty"]},
+            "model.width": {"type": "int", "low": 4, "high": 16},
+        },
         objective={"weights": {"val/age/mea": -0.02, "val/gender/accuracy": 1.0}, "mode": "max"},
     )
     with pytest.raises(SpecError) as err:
@@ -157,8 +170,9 @@ def test_every_mistake_a_sweep_can_be_checked_for_is_reported_before_any_trial_r
 
 
 def test_a_valid_sweep_checks_clean_and_returns_its_family():
-    family = _spec(objective={"metrics": {"val/age/mae": "min", "val/emotion/macro_f1": "max"}},
-                   scheduler={"type": "none"}).check()
+    family = _spec(
+        objective={"metrics": {"val/age/mae": "min", "val/emotion/macro_f1": "max"}}, scheduler={"type": "none"}
+    ).check()
     assert family.epochs == 9
 
 
@@ -175,13 +189,15 @@ def test_what_the_sweep_decides_once_cannot_be_a_dimension_and_conditions_that_n
 
     spec = _spec(
         base={"name": "fam", "data": {"repo": "rep", "dataset": "d"}, "epochs": 9, "strategy": "separate"},
-        space={"merge_into": {"type": "choice", "values": ["main", None]},
-               "transfer.source": {"type": "choice", "values": ["run-a", "run-b"]},
-               "epochs": {"type": "int", "low": 3, "high": 9},
-               "optim.momentum": {"type": "uniform", "low": 0.8, "high": 0.9, "when": {"optim.name": "sgd"}},
-               "optim.name": {"type": "choice", "values": ["adamw", "sgd"]},
-               "optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1, "when": {"optim.nam": "sgd"}},
-               "weighting": {"type": "choice", "values": ["fixed"], "when": {"optim.name": "SGD"}}},
+        space={
+            "merge_into": {"type": "choice", "values": ["main", None]},
+            "transfer.source": {"type": "choice", "values": ["run-a", "run-b"]},
+            "epochs": {"type": "int", "low": 3, "high": 9},
+            "optim.momentum": {"type": "uniform", "low": 0.8, "high": 0.9, "when": {"optim.name": "sgd"}},
+            "optim.name": {"type": "choice", "values": ["adamw", "sgd"]},
+            "optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1, "when": {"optim.nam": "sgd"}},
+            "weighting": {"type": "choice", "values": ["fixed"], "when": {"optim.name": "SGD"}},
+        },
         promote={"into": "main/../x"},
     )
     with pytest.raises(SpecError) as err:
@@ -209,8 +225,13 @@ def test_a_complete_trial_is_told_to_optuna_with_its_best_epoch_not_its_last():
     _run(s, "peaked", [0.2, 0.8, 0.7])
     (t,) = s.study.trials
     assert t.state == optuna.trial.TrialState.COMPLETE and t.value == 0.8
-    m = StoppedAsPrunedOptunaSearch(space=DefineByRun(_spec().space), metric="val/age/mae", mode="min",
-                                    sampler=optuna.samplers.RandomSampler(seed=0), full_iterations=3)
+    m = StoppedAsPrunedOptunaSearch(
+        space=DefineByRun(_spec().space),
+        metric="val/age/mae",
+        mode="min",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        full_iterations=3,
+    )
     m.suggest("a")
     for i, v in enumerate([9.0, 4.0], 1):
         m.on_trial_result("a", {"val/age/mae": v, "training_iteration": i})
@@ -238,9 +259,11 @@ def test_a_trial_publishes_its_best_checkpoint_by_the_sweep_objective():
     from flotilla.training import best_checkpoint
     from flotilla.tune.trial import checkpoint_rank
 
-    epochs = [("e1", {"val/age/mae": 10.0, "val/gender/accuracy": 0.5}),   # best age; combined 0.3
-              ("e2", {"val/age/mae": 20.0, "val/gender/accuracy": 1.0}),   # best combined: 0.6
-              ("e3", {"val/age/mae": 30.0, "val/gender/accuracy": 1.0})]  # the last: 0.4
+    epochs = [
+        ("e1", {"val/age/mae": 10.0, "val/gender/accuracy": 0.5}),  # best age; combined 0.3
+        ("e2", {"val/age/mae": 20.0, "val/gender/accuracy": 1.0}),  # best combined: 0.6
+        ("e3", {"val/age/mae": 30.0, "val/gender/accuracy": 1.0}),
+    ]  # the last: 0.4
     fit = SimpleNamespace(best_checkpoints=epochs, checkpoint="e3")
     weights = {"val/age/mae": -0.02, "val/gender/accuracy": 1.0}
 
@@ -262,16 +285,30 @@ def test_a_trials_record_carries_the_metrics_of_the_epoch_it_published(tmp_path)
     from flotilla.tune.trial import trial_branch
 
     journal = tmp_path / "lifecycle.jsonl"
-    lines = [("a1b2c3d4", 1, 0.9), ("a1b2c3d4", 2, 0.3),  # a first run, killed with the driver
-             ("a1b2c3d4", 1, 0.5), ("a1b2c3d4", 2, 0.8), ("a1b2c3d4", 3, 0.6)]  # run again from the start
-    journal.write_text("".join(
-        json.dumps({"trial_id": t, "event": "result", "iteration": i, "value": v,
-                    "metrics": {"val/score": v, "val/age/mae": 10 * i}}) + "\n"
-        for t, i, v in lines))
+    lines = [
+        ("a1b2c3d4", 1, 0.9),
+        ("a1b2c3d4", 2, 0.3),  # a first run, killed with the driver
+        ("a1b2c3d4", 1, 0.5),
+        ("a1b2c3d4", 2, 0.8),
+        ("a1b2c3d4", 3, 0.6),
+    ]  # run again from the start
+    journal.write_text(
+        "".join(
+            json.dumps(
+                {"trial_id": t, "event": "result", "iteration": i, "value": v, "metrics": {"val/score": v, "val/age/mae": 10 * i}}
+            )
+            + "\n"
+            for t, i, v in lines
+        )
+    )
     live = Journal(journal).trials()
     assert [(r.epochs, r.value) for r in live["a1b2c3d4"].curve] == [(1, 0.5), (2, 0.8), (3, 0.6)]
-    r = SimpleNamespace(metrics={"trial_id": "a1b2c3d4", "training_iteration": 3, "val/score": 0.6, "val/age/mae": 30.0},
-                        path="/s/trainable_a1b2c3d4_1_lr=0.1_2026", config={"optim.lr": 0.1}, error=None)
+    r = SimpleNamespace(
+        metrics={"trial_id": "a1b2c3d4", "training_iteration": 3, "val/score": 0.6, "val/age/mae": 30.0},
+        path="/s/trainable_a1b2c3d4_1_lr=0.1_2026",
+        config={"optim.lr": 0.1},
+        error=None,
+    )
     rec = trial_record(r, live, "sw", 3, "max", multi=False)
     assert rec.status == "completed" and rec.metrics == {"val/score": 0.8, "val/age/mae": 20}
     dead = SimpleNamespace(metrics={}, path="/s/trainable_deadbeef_2_lr=0.2_2026", config={"optim.lr": 0.2}, error=RuntimeError())
@@ -394,8 +431,13 @@ def test_a_sweep_id_after_a_spec_file_is_refused_not_ignored():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([str(Path(sys.executable).parent / "flotilla"), "sweep", "tuning/demo.yaml", "my-id", "--check"],
-                         cwd=root, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "flotilla"), "sweep", "tuning/demo.yaml", "my-id", "--check"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and "goes with resume, show or dashboard" in out.stderr, out.stderr[-2000:]
 
 
@@ -422,8 +464,10 @@ def test_an_older_sweep_json_still_resumes_as_it_ran():
     from flotilla.tune.store import saved_spec
 
     spec = _spec().model_dump(mode="json")
-    spec["space"] = {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2, "step": 1},
-                     "model.width": {"type": "int", "low": 7.5, "high": 32.0}}
+    spec["space"] = {
+        "optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2, "step": 1},
+        "model.width": {"type": "int", "low": 7.5, "high": 32.0},
+    }
     with pytest.raises(ValidationError):  # what the spec says now, for a new sweep
         SweepSpec.model_validate(spec)
     resumed = saved_spec(spec, "old")

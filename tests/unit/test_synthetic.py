@@ -28,7 +28,7 @@ def _f(images: np.ndarray) -> np.ndarray:
 
 def _region(img: np.ndarray, r0: float, r1: float, c0: float, c1: float) -> np.ndarray:
     h, w = img.shape[1:3]
-    return img[:, int(r0 * h):int(r1 * h), int(c0 * w):int(c1 * w)]
+    return img[:, int(r0 * h) : int(r1 * h), int(c0 * w) : int(c1 * w)]
 
 
 def _diff(a: np.ndarray, b: np.ndarray, *box: float) -> float:
@@ -174,8 +174,7 @@ def test_age_greys_hair_and_changes_proportions() -> None:
 
 def test_gender_changes_hair_and_jaw() -> None:
     female, male = _same_people(gender=0), _same_people(gender=1)
-    beside_face = _diff(female, male, 0.45, 0.95, 0.05, 0.3) \
-        + _diff(female, male, 0.45, 0.95, 0.7, 0.95)
+    beside_face = _diff(female, male, 0.45, 0.95, 0.05, 0.3) + _diff(female, male, 0.45, 0.95, 0.7, 0.95)
     assert beside_face > 10.0  # long hair falling beside the face
     assert _diff(female, male, *_CORNER) < beside_face / 4
     labels = generate(2000, seed=5)
@@ -249,8 +248,12 @@ def test_bad_facespec_names_the_field(kwargs: dict, field: str) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"lighting": 2.0}, "lighting"), ({"age_mix": -0.1}, "age_mix"),
-     ({"occlusion": 1.5}, "occlusion"), ({"noise": float("inf")}, "noise")],
+    [
+        ({"lighting": 2.0}, "lighting"),
+        ({"age_mix": -0.1}, "age_mix"),
+        ({"occlusion": 1.5}, "occlusion"),
+        ({"noise": float("inf")}, "noise"),
+    ],
 )
 def test_bad_shift_names_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(SpecError, match=field):

@@ -89,6 +89,7 @@ def test_validating_a_spec_does_not_import_torch() -> None:
         "assert not loaded, loaded\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "platform")}
-    run = subprocess.run([sys.executable, "-c", code, str(ROOT / "jobs/face_family.yaml")], capture_output=True,
-                         text=True, env=env, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "jobs/face_family.yaml")], capture_output=True, text=True, env=env, timeout=120
+    )
     assert run.returncode == 0, run.stderr

@@ -55,8 +55,9 @@ def test_a_checkpoint_always_holds_the_schedule_and_the_optimiser_only_when_rank
         shutil.copytree(d, dest)  # the directory is temporary: keep what was written
         saved.append(dest)
 
-    sink = SimpleNamespace(report=lambda metrics, checkpoint=None: None,
-                           Checkpoint=SimpleNamespace(from_directory=from_directory))
+    sink = SimpleNamespace(
+        report=lambda metrics, checkpoint=None: None, Checkpoint=SimpleNamespace(from_directory=from_directory)
+    )
     model = MultiTaskModel(resolve_tasks(["age"]), "small_cnn", width=4)
     opt = torch.optim.AdamW(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 / (step + 1))
@@ -142,9 +143,12 @@ def test_a_task_labelled_on_some_samples_reads_its_labelled_sample_mean() -> Non
     rng = np.random.default_rng(0)
     sums, counts, labelled_losses, emotion_losses, totals = {}, {}, [], [], []
     for mask_age in ([True, True, True, False], [False] * 4):
-        batch = {"image": rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8),
-                 "age": rng.uniform(1, 90, 4).astype(np.float32), "mask_age": np.array(mask_age),
-                 "emotion": rng.integers(0, 7, 4).astype(np.int64)}
+        batch = {
+            "image": rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8),
+            "age": rng.uniform(1, 90, 4).astype(np.float32),
+            "mask_age": np.array(mask_age),
+            "emotion": rng.integers(0, 7, 4).astype(np.int64),
+        }
         with torch.no_grad():
             out = model(torch.as_tensor(batch["image"]))
             loss, per_task, labelled = compute_losses(out, batch, model.tasks, return_counts=True)

@@ -37,25 +37,35 @@ SESSION = "2026-11-27_15-15-13"
 
 
 def _space() -> DefineByRun:
-    spec = parse_spec(SweepSpec, {
-        "name": "s", "base": {"name": "fam", "data": {"repo": "rep", "dataset": "d"}, "epochs": 3},
-        "space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1}},
-        "objective": {"metric": "val/age/mae", "mode": "min"},
-    })
+    spec = parse_spec(
+        SweepSpec,
+        {
+            "name": "s",
+            "base": {"name": "fam", "data": {"repo": "rep", "dataset": "d"}, "epochs": 3},
+            "space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1}},
+            "objective": {"metric": "val/age/mae", "mode": "min"},
+        },
+    )
     return DefineByRun(spec.space)
 
 
 def _searchers(concurrency: int = 1, target: float = 0.9) -> SearchGenerator:
     """The searcher stack of a sweep as Tune holds it: its ConcurrencyLimiter (budget.concurrency) around
     our UntilTarget (budget.target) around our Optuna searcher."""
-    optuna_search = StoppedAsPrunedOptunaSearch(space=_space(), metric="val/score", mode="max", full_iterations=3,
-                                                sampler=optuna.samplers.RandomSampler(seed=0))
+    optuna_search = StoppedAsPrunedOptunaSearch(
+        space=_space(), metric="val/score", mode="max", full_iterations=3, sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     return SearchGenerator(ConcurrencyLimiter(UntilTarget(optuna_search, "val/score", "max", target), max_concurrent=concurrency))
 
 
 def _trial(trial_id: str, status: str, last_result: dict) -> Trial:
-    trial = Trial("trainable", config={"optim.lr": 0.01}, trial_id=trial_id, stub=True,
-                  placement_group_factory=PlacementGroupFactory([{"CPU": 0.25}]))
+    trial = Trial(
+        "trainable",
+        config={"optim.lr": 0.01},
+        trial_id=trial_id,
+        stub=True,
+        placement_group_factory=PlacementGroupFactory([{"CPU": 0.25}]),
+    )
     trial.create_placement_group_factory()  # as Tune does when it adds a trial
     trial.set_status(status)
     trial.run_metadata.last_result = last_result
@@ -65,17 +75,21 @@ def _trial(trial_id: str, status: str, last_result: dict) -> Trial:
 def _save(exp: Path, trials: list[Trial], searchers: SearchGenerator) -> None:
     """Tune's own TuneController.save_to_dir, on the controller state it reads (no cluster needed)."""
     controller = SimpleNamespace(
-        _get_trial_checkpoints=lambda: {t.trial_id: t.get_json_state() for t in trials}, _start_time=time.time(),
+        _get_trial_checkpoints=lambda: {t.trial_id: t.get_json_state() for t in trials},
+        _start_time=time.time(),
         _storage=SimpleNamespace(experiment_driver_staging_path=str(exp)),
         experiment_state_file_name=TuneController.CKPT_FILE_TMPL.format(SESSION),
-        _search_alg=searchers, _callbacks=CallbackList([]), _session_str=SESSION,
+        _search_alg=searchers,
+        _callbacks=CallbackList([]),
+        _session_str=SESSION,
     )
     TuneController.save_to_dir(controller)
 
 
 def test_the_file_names_and_the_ray_version_are_the_ones_the_module_was_written_for():
     assert ray.__version__.startswith(tune_state.RAY_VERSION + "."), (
-        f"Ray {ray.__version__}: check flotilla.tune.tune_state against it, then update RAY_VERSION")
+        f"Ray {ray.__version__}: check flotilla.tune.tune_state against it, then update RAY_VERSION"
+    )
     assert TuneController.CKPT_FILE_TMPL.format("*") == tune_state.EXPERIMENT_STATES
     assert SearchGenerator.CKPT_FILE_TMPL.format("*") == tune_state.SEARCHER_STATES
     assert (Trial.TERMINATED, Trial.ERROR) == (tune_state.TERMINATED, tune_state.ERROR)
@@ -89,7 +103,10 @@ def test_a_finished_trial_saved_as_running_is_restored_terminated_with_the_journ
     [path] = tmp_path.glob(tune_state.EXPERIMENT_STATES)
     pairs = json.loads(path.read_text())["trial_data"]  # what saved_trial_ids and mark_finished read
     assert {json.loads(p[0])["trial_id"]: json.loads(p[0])["status"] for p in pairs} == {
-        "done0001": "RUNNING", "runn0002": "RUNNING", "fail0003": "ERROR"}
+        "done0001": "RUNNING",
+        "runn0002": "RUNNING",
+        "fail0003": "ERROR",
+    }
     assert json.loads(pairs[0][1])["last_result"]["epochs_done"] == 2
     assert tune_state.saved_trial_ids(tmp_path) == {"done0001", "runn0002", "fail0003"}
 

@@ -38,11 +38,17 @@ BASE = {"name": "fam", "data": {"repo": "rep", "dataset": "d"}, "epochs": 9}
 
 
 def _spec(**over) -> SweepSpec:
-    return parse_spec(SweepSpec, {
-        "name": "s", "base": BASE,
-        "space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1}},
-        "objective": {"metric": "val/age/mae", "mode": "min"}, **over,
-    }, source="sweep.yaml")
+    return parse_spec(
+        SweepSpec,
+        {
+            "name": "s",
+            "base": BASE,
+            "space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1}},
+            "objective": {"metric": "val/age/mae", "mode": "min"},
+            **over,
+        },
+        source="sweep.yaml",
+    )
 
 
 def _refused(**over) -> list[str]:
@@ -57,11 +63,13 @@ def test_a_uniform_dimension_on_an_integer_field_is_refused_and_told_to_be_type_
     for kind, low, high in (("uniform", 8, 32), ("loguniform", 4, 16)):  # middles 20.0 and 8.0: whole, so nudged
         (problem,) = _refused(space={"model.width": {"type": kind, "low": low, "high": high}})
         assert problem.startswith("space.model.width = ") and "valid integer" in problem, problem
-        assert problem.endswith(f"model.width takes whole numbers and a {kind} dimension draws fractions: "
-                                f"use {{type: int, low: {low}, high: {high}}}"), problem
+        assert problem.endswith(
+            f"model.width takes whole numbers and a {kind} dimension draws fractions: use {{type: int, low: {low}, high: {high}}}"
+        ), problem
     # the fix it names passes, and a continuous dimension on a float field is untouched
-    _spec(space={"model.width": {"type": "int", "low": 8, "high": 32},
-                 "model.dropout": {"type": "uniform", "low": 0, "high": 0.5}}).check()
+    _spec(
+        space={"model.width": {"type": "int", "low": 8, "high": 32}, "model.dropout": {"type": "uniform", "low": 0, "high": 0.5}}
+    ).check()
 
 
 def test_a_fractional_value_a_field_refuses_for_another_reason_gets_no_type_int_advice():
@@ -94,8 +102,10 @@ def test_a_step_must_be_positive_and_belongs_to_int_dimensions_only():
     for kind, step in (("uniform", 0.001), ("uniform", 2), ("loguniform", 1)):  # the searcher ignored it
         with pytest.raises(SpecError) as err:
             _spec(space={"optim.lr": {"type": kind, "low": 0.001, "high": 0.01, "step": step}})
-        assert err.value.problems == [f"space.optim.lr: step applies to type: int only; a {kind} dimension takes none "
-                                      "(drop it, or list the values to try with type: choice)"]
+        assert err.value.problems == [
+            f"space.optim.lr: step applies to type: int only; a {kind} dimension takes none "
+            "(drop it, or list the values to try with type: choice)"
+        ]
     _spec(space={"model.width": {"type": "int", "low": 8, "high": 32, "step": 4}}).check()
 
 
@@ -132,33 +142,49 @@ def test_sweep_check_on_a_directory_exits_1_with_the_error_not_a_traceback(tmp_p
 def test_a_single_metric_needs_its_mode():
     with pytest.raises(SpecError) as err:
         _spec(objective={"metric": "val/age/mae"})  # maximised an error, silently
-    assert err.value.problems == ["objective: 'mode' is required with 'metric': mode: min to minimise val/age/mae, "
-                                  "or mode: max to maximise it"]
+    assert err.value.problems == [
+        "objective: 'mode' is required with 'metric': mode: min to minimise val/age/mae, or mode: max to maximise it"
+    ]
     assert _spec(objective={"metric": "val/age/mae", "mode": "min"}).objective.primary == ("val/age/mae", "min")
     # a weighted sum keeps its default, max (its weights carry the signs), as the shipped specs rely on
     assert _spec(objective={"weights": {"val/age/mae": -0.02, "val/gender/accuracy": 1.0}}).objective.mode == "max"
 
 
 def test_a_condition_on_a_continuous_dimension_is_refused_one_on_an_int_dimension_is_checked():
-    (problem,) = _refused(space={"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
-                                 "weighting": {"type": "choice", "values": ["fixed", "uncertainty"],
-                                               "when": {"optim.lr": 0.001}}})
-    assert problem == ("space.weighting.when: optim.lr is a loguniform dimension, whose draws are never exactly 0.001, "
-                       "so weighting would never be sampled: a condition names a choice (or int) dimension; "
-                       "make optim.lr a choice of the values you mean")
+    (problem,) = _refused(
+        space={
+            "optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
+            "weighting": {"type": "choice", "values": ["fixed", "uncertainty"], "when": {"optim.lr": 0.001}},
+        }
+    )
+    assert problem == (
+        "space.weighting.when: optim.lr is a loguniform dimension, whose draws are never exactly 0.001, "
+        "so weighting would never be sampled: a condition names a choice (or int) dimension; "
+        "make optim.lr a choice of the values you mean"
+    )
     for never in (10, 33, 8.5, "16"):
-        (problem,) = _refused(space={"model.width": {"type": "int", "low": 8, "high": 32, "step": 4},
-                                     "model.dropout": {"type": "uniform", "low": 0, "high": 0.5, "when": {"model.width": never}}})
-        assert problem == (f"space.model.dropout.when: model.width = {never!r} is never sampled (its values: whole "
-                           f"numbers from 8 to 32 in steps of 4), so model.dropout never would be")
+        (problem,) = _refused(
+            space={
+                "model.width": {"type": "int", "low": 8, "high": 32, "step": 4},
+                "model.dropout": {"type": "uniform", "low": 0, "high": 0.5, "when": {"model.width": never}},
+            }
+        )
+        assert problem == (
+            f"space.model.dropout.when: model.width = {never!r} is never sampled (its values: whole "
+            f"numbers from 8 to 32 in steps of 4), so model.dropout never would be"
+        )
 
 
 def test_a_condition_on_an_int_dimension_is_honoured_by_the_searcher():
     """Why an int condition is allowed: the define-by-run space compares the drawn int with ==."""
     from flotilla.tune.space import DefineByRun
 
-    spec = _spec(space={"model.width": {"type": "int", "low": 8, "high": 12, "step": 4},
-                        "model.dropout": {"type": "uniform", "low": 0, "high": 0.5, "when": {"model.width": 12}}})
+    spec = _spec(
+        space={
+            "model.width": {"type": "int", "low": 8, "high": 12, "step": 4},
+            "model.dropout": {"type": "uniform", "low": 0, "high": 0.5, "when": {"model.width": 12}},
+        }
+    )
     spec.check()
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(lambda t: DefineByRun(spec.space)(t) or 0.0, n_trials=20)
@@ -167,10 +193,18 @@ def test_a_condition_on_an_int_dimension_is_honoured_by_the_searcher():
 
 
 def test_a_fixed_value_or_a_bare_promote_target_says_how_to_write_it():
-    for value, words in ((0.01, "must be a dimension like {type: loguniform, low: ..., high: ...}, not a number 0.01; "
-                                "to fix a value, put it in overrides"),
-                         ([0.01, 0.02], "must be a dimension, not a list: to search these values write "
-                                        "{type: choice, values: [0.01, 0.02]}; to fix a value, put it in overrides")):
+    for value, words in (
+        (
+            0.01,
+            "must be a dimension like {type: loguniform, low: ..., high: ...}, not a number 0.01; "
+            "to fix a value, put it in overrides",
+        ),
+        (
+            [0.01, 0.02],
+            "must be a dimension, not a list: to search these values write "
+            "{type: choice, values: [0.01, 0.02]}; to fix a value, put it in overrides",
+        ),
+    ):
         with pytest.raises(SpecError) as err:
             _spec(space={"optim.lr": value})
         assert err.value.problems == [f"space.optim.lr: {words}"]
@@ -180,7 +214,8 @@ def test_a_fixed_value_or_a_bare_promote_target_says_how_to_write_it():
     with pytest.raises(SpecError) as err:  # any other mapping written as a value: no class name either
         _spec(searcher="tpe")
     assert err.value.problems == [
-        "searcher: must be a mapping of keys to values (searcher: {key: value, ...}), not a string 'tpe'"]
+        "searcher: must be a mapping of keys to values (searcher: {key: value, ...}), not a string 'tpe'"
+    ]
     assert _spec(promote={"into": None}).promote.into is None
 
 
@@ -192,7 +227,8 @@ def test_a_missing_base_names_base_and_how_its_path_is_resolved(tmp_path):
     assert err.value.message == (
         f"base: jobs/face_famly.yaml does not exist under {tmp_path}: a relative base is resolved against the project "
         "root (for 'flotilla sweep SPEC': the folder above tuning/ when SPEC is in tuning/, else the current directory); "
-        "did you mean jobs/face_family.yaml?")
+        "did you mean jobs/face_family.yaml?"
+    )
     assert err.value.hint == f"give base a path relative to {tmp_path}, or an absolute one"
     _spec(base="jobs/face_family.yaml", overrides={"data": {"repo": "rep", "dataset": "d"}, "epochs": 9}).check(tmp_path)
     with pytest.raises(SpecError) as err:  # an absolute base is not resolved against anything

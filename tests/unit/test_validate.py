@@ -37,8 +37,7 @@ def make_samples(n: int = N) -> list[layout.Sample]:
     out = []
     for i in range(n):
         cell = i % 18
-        out.append(layout.Sample(f"s{i:04d}", _PNGS[i], "png", age=float((cell % 9) * 10 + 5),
-                                 gender=cell // 9, emotion=i % 7))
+        out.append(layout.Sample(f"s{i:04d}", _PNGS[i], "png", age=float((cell % 9) * 10 + 5), gender=cell // 9, emotion=i % 7))
     return out
 
 
@@ -242,7 +241,7 @@ def test_image_shard_schema_problems_are_reported(samples):
     assert "shard(s) 1" in only(r, "schema.missing_column").reason
     assert "'extra'" in only(r, "schema.unknown_column").reason and not r.passed
     shards[2] = shards[2].drop_columns(["image"])
-    r = validate(labels, shards + [b"not parquet", 42], T)
+    r = validate(labels, [*shards, b"not parquet", 42], T)
     assert {"schema.shard", "schema.missing_column"} <= checks(r)
     assert "schema.label_without_image" not in checks(r)  # ids of an unreadable shard are unknown
 

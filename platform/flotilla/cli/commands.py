@@ -114,9 +114,10 @@ def parse_sets(sets: list[str] | None) -> dict:
         return next(origin[path[:n]] for n in range(len(path), 0, -1) if path[:n] in origin)
 
     def conflict(item: str, other: str, message: str) -> SpecError:
-        return SpecError(f"--set {item!r} conflicts with --set {other!r}: {message}",
-                         hint="keep one of the two: a field is set whole (--set KEY=VALUE) "
-                              "or key by key (--set KEY.SUBKEY=VALUE)")
+        return SpecError(
+            f"--set {item!r} conflicts with --set {other!r}: {message}",
+            hint="keep one of the two: a field is set whole (--set KEY=VALUE) or key by key (--set KEY.SUBKEY=VALUE)",
+        )
 
     for item in sets or []:
         if "=" not in item:
@@ -139,13 +140,17 @@ def parse_sets(sets: list[str] | None) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 parent = ".".join(path[:depth])
-                raise conflict(item, setter_of(path[:depth]),
-                               f"that sets {parent} to {kind_of(node)}, not a mapping, so {key} cannot be set inside it")
-        inside = [origin[p] for p in origin if len(p) > len(path) and p[:len(path)] == path]
+                raise conflict(
+                    item,
+                    setter_of(path[:depth]),
+                    f"that sets {parent} to {kind_of(node)}, not a mapping, so {key} cannot be set inside it",
+                )
+        inside = [origin[p] for p in origin if len(p) > len(path) and p[: len(path)] == path]
         if inside:  # an earlier --set wrote a key inside this one: keep it (a second KEY=VALUE replaces the first)
             if not isinstance(value, dict):
-                raise conflict(item, inside[0],
-                               f"that sets a key inside {key}, and this sets {key} to {kind_of(value)}, not a mapping")
+                raise conflict(
+                    item, inside[0], f"that sets a key inside {key}, and this sets {key} to {kind_of(value)}, not a mapping"
+                )
             value = deep_merge(node[path[-1]], value)
         node[path[-1]] = value
         origin[path] = item
@@ -163,14 +168,16 @@ def train_cmd(
     """Train a model family (DDP or DeepSpeed) on a pinned hub commit; each model on its own branch."""
     family = load_family_spec(spec, parse_sets(sets))
     if check:
-        console.print(f"[green]✓[/] {spec} is valid: {len(family.tasks)} task(s), strategy {family.strategy}, "
-                      f"backend {family.backend}")
+        console.print(
+            f"[green]✓[/] {spec} is valid: {len(family.tasks)} task(s), strategy {family.strategy}, backend {family.backend}"
+        )
         return
     from flotilla.training import train
 
     result = train(family, address=address)
-    table = Table(title=f"run {result.run_id} — data lakefs://{result.data.repo}/{result.data.commit[:12]} "
-                        f"({result.wall_s:.0f}s)")
+    table = Table(
+        title=f"run {result.run_id} — data lakefs://{result.data.repo}/{result.data.commit[:12]} ({result.wall_s:.0f}s)"
+    )
     for col in ("model", "metric", "value", "branch"):
         table.add_column(col)
     for m in result.models:
@@ -199,4 +206,3 @@ def version() -> None:
 
 def main() -> None:  # console-script entry point
     app()
-

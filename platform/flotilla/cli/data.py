@@ -70,8 +70,9 @@ def generate(
         spec = FaceSpec(size=size, shift=Shift(lighting=lighting, age_mix=age_mix, occlusion=occlusion))
     except SpecError as exc:  # its problems name fields ("age_mix: ..."): name the options instead
         options = [f"--{field.replace('_', '-')}:{problem}" for field, _, problem in (p.partition(":") for p in exc.problems)]
-        raise SpecError("invalid generator option", options,
-                        hint="see 'flotilla data generate --help' for each option's range") from None
+        raise SpecError(
+            "invalid generator option", options, hint="see 'flotilla data generate --help' for each option's range"
+        ) from None
     with _bar(f"generating + uploading {name}", n) as advance:
         result = generate_dataset(Hub(), repo, name, n, seed=seed, spec=spec, report_dir=report_dir, on_progress=advance)
     _summarise(result)
@@ -89,8 +90,9 @@ def import_(
 ) -> None:
     """Import a dataset in a real-world format (own branch → validation gate → merge into main)."""
     with _bar(f"importing {name}", None) as advance:
-        result, problems = import_dataset(Hub(), repo, name, fmt, path, labels_csv=labels, report_dir=report_dir,
-                                          on_progress=advance)
+        result, problems = import_dataset(
+            Hub(), repo, name, fmt, path, labels_csv=labels, report_dir=report_dir, on_progress=advance
+        )
     for p in problems[:20]:
         err.print(f"[yellow]skipped[/] {p}")
     if len(problems) > 20:
@@ -108,6 +110,7 @@ def validate(
     report_dir: Path = REPORTS,
 ) -> None:
     """Run the validation gate on a dataset at any ref (exit 1 if it fails)."""
+
     def show(report) -> None:
         report.render(console)
         paths = save_report_files(report, report_dir, dataset)

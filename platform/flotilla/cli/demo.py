@@ -45,18 +45,22 @@ def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000)
         cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
         with Progress(*cols, console=console) as bar:
             task = bar.add_task("synthetic faces → ingest branch → gate", total=n)
-            res = generate(hub, repo, "demo", n, seed=0, report_dir=Path("artifacts/reports"),
-                           on_progress=lambda k: bar.advance(task, k))
+            res = generate(
+                hub, repo, "demo", n, seed=0, report_dir=Path("artifacts/reports"), on_progress=lambda k: bar.advance(task, k)
+            )
         merged = (res.merge_commit or "")[:12]  # generate() raises unless the gate passed and main took the merge
-        console.print(f"[green]✓[/] dataset demo: {n} faces validated and merged into main ({merged}); "
-                      f"report {res.report_paths.get('png')}")
+        console.print(
+            f"[green]✓[/] dataset demo: {n} faces validated and merged into main ({merged}); report {res.report_paths.get('png')}"
+        )
     else:
         console.print("[green]✓[/] dataset demo already on main")
     data_commit = r.resolve("main")
 
     handle = submit(DEMO_JOB, settings=settings, hub=hub)
-    console.print(f"[green]✓[/] submitted sweep job [bold]{handle.submission_id}[/] (data pinned to {data_commit[:12]}); "
-                  "streaming its logs:")
+    console.print(
+        f"[green]✓[/] submitted sweep job [bold]{handle.submission_id}[/] (data pinned to {data_commit[:12]}); "
+        "streaming its logs:"
+    )
     for line in handle.tail(follow=True):
         if line.strip() and not any(s in line for s in NOISE):
             console.print(line.rstrip(), markup=False, highlight=False)

@@ -21,14 +21,16 @@ from flotilla.cli.common import friendly
 from flotilla.cluster.local import LocalCluster, status
 from flotilla.lineage import JobLabels
 
-cluster_app = typer.Typer(help="The local Ray cluster flotilla runs itself (token auth on, dashboard on 127.0.0.1).",
-                          no_args_is_help=True)
+cluster_app = typer.Typer(
+    help="The local Ray cluster flotilla runs itself (token auth on, dashboard on 127.0.0.1).", no_args_is_help=True
+)
 jobs_app = typer.Typer(help="Ingest, train and sweep jobs on a Ray cluster (Ray Jobs API).", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
 
-ADDRESS = typer.Option(None, "--address",
-                       help="Jobs API URL of a Ray cluster (default: FLOTILLA_RAY_ADDRESS, else the local cluster)")
+ADDRESS = typer.Option(
+    None, "--address", help="Jobs API URL of a Ray cluster (default: FLOTILLA_RAY_ADDRESS, else the local cluster)"
+)
 _STYLE = {"SUCCEEDED": "green", "FAILED": "red", "STOPPED": "yellow", "RUNNING": "cyan", "PENDING": "dim"}
 
 
@@ -43,24 +45,33 @@ def cluster_up(
     worker_cpus: int = typer.Option(1, "--worker-cpus", min=1, help="CPUs per extra worker node"),
     port: int = typer.Option(None, "--port", min=1, max=65535, help="GCS port (default: FLOTILLA_RAY_PORT or 6390)"),
     dashboard_port: int = typer.Option(
-        None, "--dashboard-port", min=1, max=65535, help="dashboard port (default: FLOTILLA_DASHBOARD_PORT or 8275)"),
+        None, "--dashboard-port", min=1, max=65535, help="dashboard port (default: FLOTILLA_DASHBOARD_PORT or 8275)"
+    ),
     timeout: float = typer.Option(90.0, help="seconds to wait for every node"),
 ) -> None:
     """Start the local Ray cluster (idempotent) and wait until every node is alive."""
     if num_cpus == 0 and not workers:  # a head that runs no work is for a cluster whose workers do
-        raise typer.BadParameter("a head with no CPUs needs worker nodes to run anything: add --workers N, "
-                                 "or give the head CPUs", param_hint="'--num-cpus'")
+        raise typer.BadParameter(
+            "a head with no CPUs needs worker nodes to run anything: add --workers N, or give the head CPUs",
+            param_hint="'--num-cpus'",
+        )
 
     cluster = LocalCluster()
     t0 = time.monotonic()
     with err.status("starting the local Ray cluster") as spin:
         st = cluster.up(
-            num_cpus=num_cpus, workers=workers, worker_cpus=worker_cpus, ray_port=port, dashboard_port=dashboard_port,
-            timeout=timeout, report=lambda m: spin.update(m),
+            num_cpus=num_cpus,
+            workers=workers,
+            worker_cpus=worker_cpus,
+            ray_port=port,
+            dashboard_port=dashboard_port,
+            timeout=timeout,
+            report=lambda m: spin.update(m),
         )
     console.print(f"[green]✓[/] {st.describe()} ({time.monotonic() - t0:.1f}s)", highlight=False)
-    console.print(f"  auth token: {cluster.token_path} (0600; paste its contents into the dashboard's token dialog)",
-                  highlight=False)
+    console.print(
+        f"  auth token: {cluster.token_path} (0600; paste its contents into the dashboard's token dialog)", highlight=False
+    )
 
 
 @cluster_app.command("down")
@@ -102,8 +113,9 @@ def jobs_submit(
     assert job is not None, "submit() hands back the spec it pinned"
     if check:
         console.print(f"[green]✓[/] {spec} is valid; it would be submitted as {handle.submission_id} with:")
-        console.print(yaml.safe_dump(job.model_dump(mode="json", exclude_none=True), sort_keys=False),
-                      highlight=False, markup=False)
+        console.print(
+            yaml.safe_dump(job.model_dump(mode="json", exclude_none=True), sort_keys=False), highlight=False, markup=False
+        )
         return
     pinned = getattr(job, "pinned", None) or {}  # train and sweep jobs carry their data lineage
     extra = f" on data commit {pinned['data_commit'][:12]} ({pinned['data_repo']}@{pinned['data_ref']})" if pinned else ""
@@ -149,8 +161,13 @@ def jobs_list(address: str = ADDRESS) -> None:
         dur = f"{((j.end_time or time.time() * 1000) - j.start_time) / 1000:.0f}s" if j.start_time else "-"
         status = str(j.status)
         table.add_row(
-            j.submission_id or j.job_id or "?", f"[{_STYLE.get(status, 'white')}]{status}[/]", labels.job_kind or "-",
-            labels.spec or "-", labels.pinned.get("data_commit", "-")[:12], start, dur,
+            j.submission_id or j.job_id or "?",
+            f"[{_STYLE.get(status, 'white')}]{status}[/]",
+            labels.job_kind or "-",
+            labels.spec or "-",
+            labels.pinned.get("data_commit", "-")[:12],
+            start,
+            dur,
         )
     console.print(table)
 

@@ -35,11 +35,15 @@ def _show(result) -> None:
             if promoted == w.trial_id:
                 console.print(f"[green]✓[/] promoted into {into} as {result.promotion_commit[:12]} (branch {w.branch})")
             else:  # a resume re-ran an errored trial that now ranks first; a sweep promotes once
-                console.print(f"[yellow]![/] trial {promoted} was promoted into {into} as {result.promotion_commit[:12]}; "
-                              f"winner {w.trial_id} ranks first now: merge branch {w.branch} by hand to promote it")
+                console.print(
+                    f"[yellow]![/] trial {promoted} was promoted into {into} as {result.promotion_commit[:12]}; "
+                    f"winner {w.trial_id} ranks first now: merge branch {w.branch} by hand to promote it"
+                )
         elif getattr(result, "promotion_error", None):
-            console.print(f"[red]✗[/] not promoted into {result.promoted_into}: {escape(result.promotion_error)}\n"
-                          f"  retry with 'flotilla sweep resume {result.sweep_id}' (no trial runs again)")
+            console.print(
+                f"[red]✗[/] not promoted into {result.promoted_into}: {escape(result.promotion_error)}\n"
+                f"  retry with 'flotilla sweep resume {result.sweep_id}' (no trial runs again)"
+            )
     if getattr(result, "pareto", None):
         console.print(f"  Pareto front (◆, branches kept): {', '.join(result.pareto)}")
     for name, path in result.plots.items():
@@ -67,8 +71,12 @@ def sweep_command(
     if target in ACTIONS:
         if target != "list" and not sweep_id:
             raise typer.BadParameter(f"'flotilla sweep {target}' needs a sweep id (see 'flotilla sweep list')")
-        {"resume": lambda: resume(sweep_id, address), "show": lambda: show(sweep_id), "list": list_,
-         "dashboard": lambda: dashboard(sweep_id, port)}[target]()
+        {
+            "resume": lambda: resume(sweep_id, address),
+            "show": lambda: show(sweep_id),
+            "list": list_,
+            "dashboard": lambda: dashboard(sweep_id, port),
+        }[target]()
         return
     if sweep_id:  # `flotilla sweep SPEC ID`: an id is only for managing a sweep that exists
         raise typer.BadParameter(f"a sweep id ({sweep_id!r}) goes with resume, show or dashboard, not with a spec file to run")
@@ -83,9 +91,11 @@ def _check(spec: str, address: str | None = None) -> None:
     family = s.family(Path(spec).resolve().parent.parent if Path(spec).parent.name == "tuning" else Path.cwd())
     obj = s.objective
     what = obj.metrics or obj.weights or {obj.metric: obj.mode}
-    console.print(f"[green]✓[/] {spec}: {len(s.space)} dimensions ({', '.join(s.space)}), objective {what}, "
-                  f"{s.searcher.type} + {s.scheduler.type}, {s.budget.trials} trials × {family.epochs} epochs, "
-                  f"{s.budget.concurrency} at a time, data {family.data.repo}@{family.data.ref}")
+    console.print(
+        f"[green]✓[/] {spec}: {len(s.space)} dimensions ({', '.join(s.space)}), objective {what}, "
+        f"{s.searcher.type} + {s.scheduler.type}, {s.budget.trials} trials × {family.epochs} epochs, "
+        f"{s.budget.concurrency} at a time, data {family.data.repo}@{family.data.ref}"
+    )
 
 
 @friendly
@@ -143,7 +153,8 @@ def dashboard(sweep_id: str, port: int = 8080) -> None:
         raise ConfigError(f"sweep {sweep_id!r} has no Optuna study at {db}", hint="list sweeps with 'flotilla sweep list'")
     exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).parent / "optuna-dashboard")
     if not Path(exe).exists():
-        raise ConfigError("optuna-dashboard is not installed in this environment",
-                          hint="pip install optuna-dashboard (make venv installs it)")
+        raise ConfigError(
+            "optuna-dashboard is not installed in this environment", hint="pip install optuna-dashboard (make venv installs it)"
+        )
     console.print(f"optuna-dashboard on http://127.0.0.1:{port} (Ctrl-C to stop)")
     subprocess.run([exe, f"sqlite:///{db}", "--host", "127.0.0.1", "--port", str(port)])

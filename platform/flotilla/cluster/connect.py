@@ -76,7 +76,7 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         raise FlotillaError(
             f"{address!r} is a dashboard / Jobs API URL: training and sweeps connect to Ray itself",
             hint="give the GCS address (host:port, 'flotilla cluster status' shows it) or ray://host:<client port>; "
-                 "to run on the cluster as a job instead, use 'flotilla jobs submit ... --address " + address + "'",
+            "to run on the cluster as a job instead, use 'flotilla jobs submit ... --address " + address + "'",
         )
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():  # "auto" and other forms Ray resolves itself
@@ -99,8 +99,10 @@ def refresh_ray_auth() -> None:
         Config.initialize("")
         AuthenticationTokenLoader.instance().reset_cache()
     except (ImportError, AttributeError):  # another Ray version: set RAY_AUTH_MODE/RAY_AUTH_TOKEN_PATH before starting
-        log.warning("could not refresh Ray's auth settings in this process; set RAY_AUTH_MODE=token and "
-                    "RAY_AUTH_TOKEN_PATH before starting it if the connection is refused")
+        log.warning(
+            "could not refresh Ray's auth settings in this process; set RAY_AUTH_MODE=token and "
+            "RAY_AUTH_TOKEN_PATH before starting it if the connection is refused"
+        )
 
 
 def _gcs_address() -> str | None:
@@ -176,8 +178,13 @@ class RayConnector:
                 if isinstance(exc, ValueError) or attempt == attempts:
                     raise FlotillaError(f"cannot reach the Ray cluster at {address!r}: {exc}", hint=REACH_HINT) from None
                 last = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ""
-                log.warning("connecting to %s failed (%s: %s); trying once more in %.0f s",
-                            address, type(exc).__name__, last, self.retry_wait_s)
+                log.warning(
+                    "connecting to %s failed (%s: %s); trying once more in %.0f s",
+                    address,
+                    type(exc).__name__,
+                    last,
+                    self.retry_wait_s,
+                )
                 time.sleep(self.retry_wait_s)
 
     def drop_our_auth(self) -> None:

@@ -58,8 +58,13 @@ def private_dir(d: Path, shared_parent: bool) -> None:
             d.mkdir(mode=0o700)
         st = d.lstat()
         problem = (
-            "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory" if not stat.S_ISDIR(st.st_mode)
-            else f"owned by uid {st.st_uid}, not you ({os.getuid()})" if st.st_uid != os.getuid() else ""
+            "a symlink"
+            if stat.S_ISLNK(st.st_mode)
+            else "not a directory"
+            if not stat.S_ISDIR(st.st_mode)
+            else f"owned by uid {st.st_uid}, not you ({os.getuid()})"
+            if st.st_uid != os.getuid()
+            else ""
         )
         if problem:
             raise ClusterError(
@@ -98,5 +103,3 @@ def auth_headers(token_file: Path | None) -> dict[str, str]:
                 token = cand.read_text().strip()
                 break
     return {"Authorization": f"Bearer {token}"} if token else {}
-
-

@@ -98,8 +98,10 @@ class ClusterStatus:
         if self.running and self.healthy:
             pids = f", pids {' '.join(map(str, self.pids))}" if self.pids else ""
             client = f", Ray client {self.client_address}" if self.client_address else ""
-            return (f"{where} running: {self.nodes} node(s), dashboard {self.address}, GCS {self.gcs_address or '?'}{client}"
-                    f"{pids}. {self.note}").strip()
+            return (
+                f"{where} running: {self.nodes} node(s), dashboard {self.address}, GCS {self.gcs_address or '?'}{client}"
+                f"{pids}. {self.note}"
+            ).strip()
         if self.running:
             return f"{where} processes are running but {self.address} does not answer. {self.note}".strip()
         return f"{where} is not running ({self.address}). {self.note}".strip()
@@ -159,15 +161,20 @@ class LocalCluster:
         live = [p for p in roots if p in marked]  # alive, and not a recycled pid
         if not live:
             return ClusterStatus(
-                False, False, st["dashboard_url"], st["gcs_address"], pids=roots,
+                False,
+                False,
+                st["dashboard_url"],
+                st["gcs_address"],
+                pids=roots,
                 note=f"stale state file: processes {' '.join(map(str, roots))} are gone (crashed or killed). "
                 "Last log lines:\n" + self.tail("head", 10),
             )
         nodes = alive_nodes(st["dashboard_url"], self.headers())
         note = "" if len(live) == len(roots) else f"only {len(live)} of {len(roots)} node processes are alive"
         client = f"ray://127.0.0.1:{st['client_port']}" if st.get("client_port") else ""
-        return ClusterStatus(True, nodes is not None, st["dashboard_url"], st["gcs_address"], nodes or 0, live, note=note,
-                             client_address=client)
+        return ClusterStatus(
+            True, nodes is not None, st["dashboard_url"], st["gcs_address"], nodes or 0, live, note=note, client_address=client
+        )
 
     def tail(self, node: str = "head", lines: int = 30) -> str:
         try:
@@ -205,16 +212,17 @@ class LocalCluster:
                 )
             running_workers = len(current.pids) - 1  # live node processes, the head first
             if running_workers != workers:
-                report(f"already running with {running_workers} worker node(s), not {workers}: "
-                       "'flotilla cluster down' first to change it")
+                report(
+                    f"already running with {running_workers} worker node(s), not {workers}: "
+                    "'flotilla cluster down' first to change it"
+                )
             return current
         elif self.state() is not None:
             report("cleaning up a stale cluster state")
             self.down()
         ray_port = ray_port or local_ray_port()
         dashboard_port = dashboard_port or local_dashboard_port()
-        for name, port, env_var in (("GCS", ray_port, FLOTILLA_RAY_PORT),
-                                    ("dashboard", dashboard_port, FLOTILLA_DASHBOARD_PORT)):
+        for name, port, env_var in (("GCS", ray_port, FLOTILLA_RAY_PORT), ("dashboard", dashboard_port, FLOTILLA_DASHBOARD_PORT)):
             if RAY_WORKER_PORTS[0] <= port <= RAY_WORKER_PORTS[1]:  # Ray refuses it with a traceback in head.log
                 raise ClusterError(
                     f"{name} port {port} lies in the range Ray keeps for its worker processes "
@@ -223,8 +231,9 @@ class LocalCluster:
                     f"(the default is {DEFAULT_RAY_PORT if name == 'GCS' else DEFAULT_DASHBOARD_PORT})",
                 )
             if not port_free(port):
-                raise ClusterError(f"{name} port {port} is already in use by another program",
-                                   hint=f"set {env_var} to a free port")
+                raise ClusterError(
+                    f"{name} port {port} is already in use by another program", hint=f"set {env_var} to a free port"
+                )
         for d in (self.dir, self.log_dir, self.tmpdir):
             private_dir(d, shared_parent=d.parent == Path("/tmp"))
         token = ensure_token(self.settings)
@@ -236,19 +245,40 @@ class LocalCluster:
         head_tmp = self.tmpdir / "ray"
         client_port = free_port()
         head_cmd = [
-            str(ray_binary()), "start", "--head", *common, "--port", str(ray_port),
-            "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
-            "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(client_port),
-            "--temp-dir", str(head_tmp),
+            str(ray_binary()),
+            "start",
+            "--head",
+            *common,
+            "--port",
+            str(ray_port),
+            "--include-dashboard",
+            "true",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(dashboard_port),
+            "--dashboard-agent-listen-port",
+            str(free_port()),
+            "--ray-client-server-port",
+            str(client_port),
+            "--temp-dir",
+            str(head_tmp),
         ]
         if num_cpus is not None:
             head_cmd += ["--num-cpus", str(num_cpus)]
         (head_tmp / "ray_current_cluster").unlink(missing_ok=True)
         state: dict[str, Any] = {
-            "cluster_id": cluster_id, "python": sys.executable, "ray_port": ray_port, "client_port": client_port,
+            "cluster_id": cluster_id,
+            "python": sys.executable,
+            "ray_port": ray_port,
+            "client_port": client_port,
             "dashboard_port": dashboard_port,
-            "dashboard_url": f"http://127.0.0.1:{dashboard_port}", "gcs_address": "", "ray_tmpdir": str(self.tmpdir),
-            "token_path": str(token), "started_at": time.time(), "nodes": [],
+            "dashboard_url": f"http://127.0.0.1:{dashboard_port}",
+            "gcs_address": "",
+            "ray_tmpdir": str(self.tmpdir),
+            "token_path": str(token),
+            "started_at": time.time(),
+            "nodes": [],
         }
         t0 = time.monotonic()
         report(f"starting Ray head (dashboard {state['dashboard_url']})")
@@ -261,8 +291,17 @@ class LocalCluster:
                 report(f"starting worker node {i}/{workers}")
                 wtmp = self.tmpdir / f"w{i}"
                 cmd = [
-                    str(ray_binary()), "start", "--address", state["gcs_address"], *common, "--num-cpus", str(worker_cpus),
-                    "--dashboard-agent-listen-port", str(free_port()), "--temp-dir", str(wtmp),
+                    str(ray_binary()),
+                    "start",
+                    "--address",
+                    state["gcs_address"],
+                    *common,
+                    "--num-cpus",
+                    str(worker_cpus),
+                    "--dashboard-agent-listen-port",
+                    str(free_port()),
+                    "--temp-dir",
+                    str(wtmp),
                 ]
                 state["nodes"].append(self._spawn(f"worker-{i}", cmd, env, wtmp))
                 self._save(state)
@@ -275,14 +314,19 @@ class LocalCluster:
 
     def _env(self, token: Path, cluster_id: str) -> dict[str, str]:
         env = child_env(drop=(RAY_ADDRESS, RAY_AUTH_TOKEN, RAY_API_SERVER_ADDRESS))
-        env.update({
-            RAY_TMPDIR: str(self.tmpdir), RAY_AUTH_MODE: "token", RAY_AUTH_TOKEN_PATH: str(token),
-            RAY_USAGE_STATS_ENABLED: "0", FLOTILLA_RAY_CLUSTER: cluster_id,
-            # Ray 2.60 drains a node for up to 30 s on SIGTERM (for Serve on Kubernetes); `down` means now
-            RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S: "0",
-            # jobs run `python`: make it this venv's interpreter on every node of the local cluster
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        })
+        env.update(
+            {
+                RAY_TMPDIR: str(self.tmpdir),
+                RAY_AUTH_MODE: "token",
+                RAY_AUTH_TOKEN_PATH: str(token),
+                RAY_USAGE_STATS_ENABLED: "0",
+                FLOTILLA_RAY_CLUSTER: cluster_id,
+                # Ray 2.60 drains a node for up to 30 s on SIGTERM (for Serve on Kubernetes); `down` means now
+                RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S: "0",
+                # jobs run `python`: make it this venv's interpreter on every node of the local cluster
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            }
+        )
         return env
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str], temp_dir: Path) -> dict[str, Any]:
@@ -290,7 +334,12 @@ class LocalCluster:
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=self.dir,
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.dir,
                 start_new_session=True,  # outlives the CLI; its pgid = its pid, so it can be signalled as a group
             )
         return {"name": name, "pid": proc.pid, "temp_dir": str(temp_dir), "log": str(log_path)}
@@ -312,8 +361,9 @@ class LocalCluster:
             if addr_file.exists() and http_get(f"{state['dashboard_url']}/api/version", self.headers()):
                 return addr_file.read_text().strip()
             time.sleep(0.3)
-        raise ClusterError(f"the Ray head did not answer within {timeout:.0f}s:\n{self.tail('head', 20)}",
-                           hint="try a longer --timeout")
+        raise ClusterError(
+            f"the Ray head did not answer within {timeout:.0f}s:\n{self.tail('head', 20)}", hint="try a longer --timeout"
+        )
 
     def _wait_nodes(self, state: dict[str, Any], want: int, deadline: float) -> None:
         n = 0
@@ -385,5 +435,6 @@ def status(settings: Settings | None = None, address: str | None = None) -> Clus
     version = http_get(f"{url}/api/version", headers, timeout=5)
     if version is None:
         return ClusterStatus(False, False, url, local=False, note="no answer (or the token was refused)")
-    return ClusterStatus(True, True, url, nodes=alive_nodes(url, headers) or 0, local=False,
-                         note=f"Ray {version.get('ray_version')}")
+    return ClusterStatus(
+        True, True, url, nodes=alive_nodes(url, headers) or 0, local=False, note=f"Ray {version.get('ray_version')}"
+    )

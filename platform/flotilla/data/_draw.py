@@ -86,8 +86,7 @@ def noise_banks(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return white, lowpass(1.6), lowpass(s / 16.0)
 
 
-def tile_index(size: int, tile: np.ndarray, dy: np.ndarray, dx: np.ndarray,
-               flip: np.ndarray) -> np.ndarray:
+def tile_index(size: int, tile: np.ndarray, dy: np.ndarray, dx: np.ndarray, flip: np.ndarray) -> np.ndarray:
     """``[n, S, S]`` flat indices into a bank: tile ``tile``, rolled by (dy, dx), maybe flipped."""
     ar = np.arange(size)
     tile = tile % n_tiles(size)
@@ -202,24 +201,24 @@ class Frame:
 # --------------------------------------------------------------------------- faces
 # Palettes (RGB in [0, 1]). Skin tones run light -> dark; hair: black, dark
 # brown, brown, blonde, red; eyes: brown, dark brown, blue, green.
-_SKIN = np.array([[0.98, 0.84, 0.74], [0.90, 0.70, 0.56], [0.74, 0.52, 0.38],
-                  [0.50, 0.33, 0.23], [0.30, 0.19, 0.13]])
-_HAIR = np.array([[0.07, 0.06, 0.05], [0.22, 0.14, 0.08], [0.42, 0.28, 0.15],
-                  [0.85, 0.70, 0.42], [0.62, 0.26, 0.10]])
+_SKIN = np.array([[0.98, 0.84, 0.74], [0.90, 0.70, 0.56], [0.74, 0.52, 0.38], [0.50, 0.33, 0.23], [0.30, 0.19, 0.13]])
+_HAIR = np.array([[0.07, 0.06, 0.05], [0.22, 0.14, 0.08], [0.42, 0.28, 0.15], [0.85, 0.70, 0.42], [0.62, 0.26, 0.10]])
 _EYE = np.array([[0.40, 0.24, 0.12], [0.18, 0.11, 0.07], [0.30, 0.50, 0.75], [0.35, 0.55, 0.30]])
 _GREY = np.array([0.85, 0.85, 0.83])
 # Expression deltas at full intensity, rows in EMOTIONS order. Columns:
 # brow raise, inner-brow raise, eye openness, mouth curve (+ = corners up),
 # mouth opening, mouth width, nose wrinkle, teeth, frown lines, one-sided lip raise.
-_EXPR = np.array([
-    [-0.035, -0.060, -0.35, -0.015, 0.000, -0.12, 0.3, 0.0, 1.0, 0.000],  # angry
-    [-0.025, -0.020, -0.40, -0.035, 0.010, 0.00, 1.0, 0.3, 0.3, 0.055],   # disgust
-    [0.045, 0.050, 0.45, -0.020, 0.050, 0.18, 0.0, 0.7, 0.2, 0.000],      # fear
-    [0.010, 0.000, -0.25, 0.085, 0.025, 0.22, 0.0, 1.0, 0.0, 0.000],      # happy
-    [0.000, 0.080, -0.20, -0.065, 0.000, -0.05, 0.0, 0.0, 0.2, 0.000],    # sad
-    [0.080, 0.015, 0.60, 0.000, 0.110, -0.30, 0.0, 0.3, 0.0, 0.000],      # surprise
-    [0.0] * 10,                                                           # neutral
-])
+_EXPR = np.array(
+    [
+        [-0.035, -0.060, -0.35, -0.015, 0.000, -0.12, 0.3, 0.0, 1.0, 0.000],  # angry
+        [-0.025, -0.020, -0.40, -0.035, 0.010, 0.00, 1.0, 0.3, 0.3, 0.055],  # disgust
+        [0.045, 0.050, 0.45, -0.020, 0.050, 0.18, 0.0, 0.7, 0.2, 0.000],  # fear
+        [0.010, 0.000, -0.25, 0.085, 0.025, 0.22, 0.0, 1.0, 0.0, 0.000],  # happy
+        [0.000, 0.080, -0.20, -0.065, 0.000, -0.05, 0.0, 0.0, 0.2, 0.000],  # sad
+        [0.080, 0.015, 0.60, 0.000, 0.110, -0.30, 0.0, 0.3, 0.0, 0.000],  # surprise
+        [0.0] * 10,  # neutral
+    ]
+)
 
 
 def _geometry(p: dict) -> dict:
@@ -232,17 +231,20 @@ def _geometry(p: dict) -> dict:
     age = p["age"].astype(np.float64)
     male = p["gender"] == 1
     mc = np.where(male, 1.0, -1.0) * (1 - 0.75 * np.clip((15 - age) / 13, 0, 1))
-    g = {"child": np.clip((15 - age) / 13, 0, 1), "adult": np.clip((age - 18) / 55, 0, 1),
-         "old": np.clip((age - 35) / 45, 0, 1)}
+    g = {"child": np.clip((15 - age) / 13, 0, 1), "adult": np.clip((age - 18) / 55, 0, 1), "old": np.clip((age - 35) / 45, 0, 1)}
     ch = g["child"]
     e = _EXPR[p["emotion"]] * p["expression_intensity"][:, None]
     g["e"], g["teeth"] = e, _EXPR[p["emotion"], 7] * (p["expression_intensity"] > 0.3)
     a = 0.46 * (1 + 0.05 * p["head_w"]) * (1 + 0.06 * ch) * (1 + 0.025 * mc)
-    g.update(a=a, b=0.6 * (1 + 0.04 * p["head_h"]) * (1 - 0.08 * ch),
-             jaw=np.clip(0.8 + 0.08 * mc + 0.04 * p["jaw_noise"], 0.6, 1.0),
-             square=np.clip(0.45 + 0.35 * mc + 0.2 * p["jaw_noise"], 0, 1),
-             mid=0.07 * p["yaw"], scale=p["scale"] * (1 - 0.14 * ch),
-             ey=-0.04 + 0.1 * ch + 0.03 * p["pitch"])
+    g.update(
+        a=a,
+        b=0.6 * (1 + 0.04 * p["head_h"]) * (1 - 0.08 * ch),
+        jaw=np.clip(0.8 + 0.08 * mc + 0.04 * p["jaw_noise"], 0.6, 1.0),
+        square=np.clip(0.45 + 0.35 * mc + 0.2 * p["jaw_noise"], 0, 1),
+        mid=0.07 * p["yaw"],
+        scale=p["scale"] * (1 - 0.14 * ch),
+        ey=-0.04 + 0.1 * ch + 0.03 * p["pitch"],
+    )
     g["ex"] = 0.19 * (a / 0.46) * (1 + 0.04 * p["eye_sp"])
     g["ew"] = ew = 0.09 * (1 + 0.28 * ch) * (1 + 0.06 * p["eye_size"])
     g["eh0"] = ew * (0.52 + 0.12 * ch)
@@ -258,8 +260,7 @@ def _geometry(p: dict) -> dict:
     g["long_hair"] = p["u_long_hair"] < np.where(male, 0.12, 0.86)
     g["hair_len"] = np.where(g["long_hair"], 0.3 + 0.8 * p["hair_len"], 0.0)
     g["bald"] = np.where(male & (p["u_bald"] < 0.6 * g["old"]), 0.35 + 0.65 * p["bald_amount"], 0)
-    g["beard"] = np.where(male & (age >= 17) & (p["u_beard"] < 0.3),
-                          0.25 + 0.65 * p["beard_density"], 0.0)
+    g["beard"] = np.where(male & (age >= 17) & (p["u_beard"] < 0.3), 0.25 + 0.65 * p["beard_density"], 0.0)
     g["fringe"] = p["u_fringe"] < 0.3
     g["vol"] = 0.03 + 0.06 * p["hair_volume"] + 0.03 * g["long_hair"]
     g["hy"] = -0.62 * g["b"] + 0.1 * g["fringe"] - 0.22 * g["bald"]
@@ -282,8 +283,12 @@ def _geometry(p: dict) -> dict:
 def derived(p: dict) -> dict[str, np.ndarray]:
     """Label-dependent attributes decided at render time (for analysis and tests)."""
     g = _geometry(p)
-    return {"long_hair": g["long_hair"].astype(np.int8), "beard": (g["beard"] > 0).astype(np.int8),
-            "bald": (g["bald"] > 0).astype(np.int8), "grey": g["grey"].astype(np.float32)}
+    return {
+        "long_hair": g["long_hair"].astype(np.int8),
+        "beard": (g["beard"] > 0).astype(np.int8),
+        "bald": (g["bald"] > 0).astype(np.int8),
+        "grey": g["grey"].astype(np.float32),
+    }
 
 
 def draw_faces(p: dict, size: int) -> np.ndarray:
@@ -328,19 +333,15 @@ def draw_faces(p: dict, size: int) -> np.ndarray:
         hl, al, il = c3(g["hair_len"])[lng], A[lng], ip[lng]
         win, du, dv = region(-wmax, wmax, -0.45, g["hair_len"] + 0.02, idx=lng)
         w = al + F32(0.07) + F32(0.12) * np.clip(dv, f0, None)
-        fr.paint(win, soft(w - np.abs(du), il) * soft(hl - dv, il) * soft(dv + F32(0.4), il),
-                 hair, lng)
+        fr.paint(win, soft(w - np.abs(du), il) * soft(hl - dv, il) * soft(dv + F32(0.4), il), hair, lng)
     # Neck, clothes, ears.
     nk = 0.17 * (a / 0.46) * (1 + 0.08 * (p["gender"] * 2.0 - 1))
     win, du, dv = region(-nk - 0.02, nk + 0.02, 0.15, b + 0.6)
-    fr.paint(win, soft(c3(nk) - np.abs(du), ip) * soft(dv - F32(0.2), ip)
-             * soft(B + F32(0.55) - dv, ip), skin * F32(0.8))
+    fr.paint(win, soft(c3(nk) - np.abs(du), ip) * soft(dv - F32(0.2), ip) * soft(B + F32(0.55) - dv, ip), skin * F32(0.8))
     win, du, dv = region(-1.05, 1.05, b + 0.1, b + 1.15)
-    fr.paint(win, ellipse(du, dv - (B + F32(0.62)), f1, F32(0.5), ip),
-             col(0.1 + 0.8 * p["clothing"]))
+    fr.paint(win, ellipse(du, dv - (B + F32(0.62)), f1, F32(0.5), ip), col(0.1 + 0.8 * p["clothing"]))
     win, du, dv = region(-a - 0.1, a + 0.1, -0.06, 0.2, 0.3 * mid, ey)
-    fr.paint(win, ellipse(np.abs(du) - A * F32(0.97), dv - F32(0.07), F32(0.06), F32(0.1), ip),
-             skin * F32(0.92))
+    fr.paint(win, ellipse(np.abs(du) - A * F32(0.97), dv - F32(0.07), F32(0.06), F32(0.1), ip), skin * F32(0.92))
 
     # Head: ellipse on top, a jaw below that narrows to the chin (square for men).
     hwin, hu, hv = region(-a - 0.02, a + 0.02, -b - 0.02, b + 0.02)
@@ -364,17 +365,18 @@ def draw_faces(p: dict, size: int) -> np.ndarray:
         # Forehead lines.
         win, du, dv = region(-0.32, 0.32, -0.27, -0.02, mid, g["by"])
         d = (F32(0.22) - tri((dv + F32(0.01) * tri(du * F32(3))) * F32(1 / 0.055))) * F32(0.055)
-        fr.shade(win, soft(d, ip) * soft(F32(0.27) * A / F32(0.46) - np.abs(du), ip)
-                 * soft(F32(-0.04) - dv, ip) * soft(dv + F32(0.24), ip), c3(0.5 * old))
+        fr.shade(
+            win,
+            soft(d, ip) * soft(F32(0.27) * A / F32(0.46) - np.abs(du), ip) * soft(F32(-0.04) - dv, ip) * soft(dv + F32(0.24), ip),
+            c3(0.5 * old),
+        )
     # Beard (drawn before the mouth so the lips stay visible).
     brd = np.flatnonzero(g["beard"])
     if brd.size:
-        fr.paint(hwin, ha[brd] * soft(hv[brd] - c3(g["ny"] + 0.035)[brd], ip[brd])
-                 * c3(g["beard"])[brd], hair, brd)
+        fr.paint(hwin, ha[brd] * soft(hv[brd] - c3(g["ny"] + 0.035)[brd], ip[brd]) * c3(g["beard"])[brd], hair, brd)
     # Hair on top (receding with baldness, a fringe for some) and locks beside the face.
     vol = g["vol"]
-    win, du, dv = region(-a - vol - 0.02, a + vol + 0.02, -b - 1.5 * vol - 0.02,
-                         np.minimum(b + vol, g["hy"] + 0.6))
+    win, du, dv = region(-a - vol - 0.02, a + vol + 0.02, -b - 1.5 * vol - 0.02, np.minimum(b + vol, g["hy"] + 0.6))
     line = c3(g["hy"]) + F32(0.33) * np.square(du * c3(1 / a))
     if g["fringe"].any():
         line += c3(0.03 * g["fringe"]) * tri(du * F32(7) + c3(p["fringe_phase"]))
@@ -388,18 +390,20 @@ def draw_faces(p: dict, size: int) -> np.ndarray:
         win, du, dv = region(-wmax, wmax, g["hy"], g["hair_len"] + 0.02, idx=lng)
         adu = np.abs(du)
         w = al + F32(0.07) + F32(0.12) * np.clip(dv, f0, None)
-        fr.paint(win, soft(adu - al + F32(0.07), il) * soft(w - adu, il) * soft(hl - dv, il)
-                 * soft(dv - c3(g["hy"] + 0.05)[lng], il), hair, lng)
+        fr.paint(
+            win,
+            soft(adu - al + F32(0.07), il) * soft(w - adu, il) * soft(hl - dv, il) * soft(dv - c3(g["hy"] + 0.05)[lng], il),
+            hair,
+            lng,
+        )
 
     # Eyes (origin between the eyes; x mirrored so both eyes cost one pass).
     ex, ew, eh = c3(g["ex"]), c3(g["ew"]), c3(g["eh"])
-    win, du, dv = region(-g["ex"] - g["ew"] - 0.04, g["ex"] + g["ew"] + 0.04,
-                         -g["eh"] - 0.045, g["eh"] + 0.065, mid, ey)
+    win, du, dv = region(-g["ex"] - g["ew"] - 0.04, g["ex"] + g["ew"] + 0.04, -g["eh"] - 0.045, g["eh"] + 0.065, mid, ey)
     x = np.abs(du) - ex
     bag = band(dv - eh - F32(0.035) + F32(0.03) * np.square(x / ew), F32(0.012), ip)
     fr.shade(win, bag * soft(ew - np.abs(x), ip), c3(0.3 * g["adult"]))
-    fr.paint(win, ellipse(x, dv + F32(0.006), ew + F32(0.012), eh + c3(0.02 + g["liner"]), ip),
-             flat(0.12))
+    fr.paint(win, ellipse(x, dv + F32(0.006), ew + F32(0.012), eh + c3(0.02 + g["liner"]), ip), flat(0.12))
     sclera = ellipse(x, dv, ew, eh, ip)
     fr.paint(win, sclera, flat(0.94))
     xi = np.abs(du - c3(0.02 * p["gaze_x"])) - ex
@@ -409,8 +413,7 @@ def draw_faces(p: dict, size: int) -> np.ndarray:
     fr.paint(win, soft(ri - r, ip) * sclera, col(_EYE[p["eye_colour"]]))
     fr.paint(win, soft(ri * F32(0.45) - r, ip) * sclera, flat(0.03))
     if old.any():  # crow's feet: three short lines fanning out from each outer corner
-        win, du, dv = region(-g["ex"] - 2.2 * g["ew"] - 0.1, g["ex"] + 2.2 * g["ew"] + 0.1,
-                             -0.05, 0.05, mid, ey)
+        win, du, dv = region(-g["ex"] - 2.2 * g["ew"] - 0.1, g["ex"] + 2.2 * g["ew"] + 0.1, -0.05, 0.05, mid, ey)
         xo = np.abs(du) - ex - ew * F32(1.1)
         feet = band(dv, F32(0.008), ip)
         feet += band(dv - F32(0.5) * xo, F32(0.008), ip)
@@ -420,8 +423,14 @@ def draw_faces(p: dict, size: int) -> np.ndarray:
     # Brows: raised, lowered, inner ends up (sad, fear) or down (angry).
     inner, bt, by = g["inner"], g["bt"], g["by"] - g["ey"]
     bw = ew * F32(1.25)
-    win, du, dv = region(-g["ex"] - 1.25 * g["ew"] - 0.04, g["ex"] + 1.25 * g["ew"] + 0.04,
-                         by - 0.03 - np.abs(inner) - bt, by + np.abs(inner) + bt, mid, ey)
+    win, du, dv = region(
+        -g["ex"] - 1.25 * g["ew"] - 0.04,
+        g["ex"] + 1.25 * g["ew"] + 0.04,
+        by - 0.03 - np.abs(inner) - bt,
+        by + np.abs(inner) + bt,
+        mid,
+        ey,
+    )
     t = (np.abs(du) - ex - F32(0.01)) / bw
     yb = c3(by) - F32(0.02) * (f1 - t * t) - c3(inner) * (F32(0.5) - t * F32(0.5))
     half = c3(bt / 2) * (f1 - F32(0.15) * (t + f1))
@@ -430,30 +439,40 @@ def draw_faces(p: dict, size: int) -> np.ndarray:
     if (e[:, 8] > 0).any() or (e[:, 6] > 0).any():
         win, du, dv = region(-0.07, 0.07, by, 0.17, mid, ey)
         top, adu = c3(by), np.abs(du)
-        fr.shade(win, band(adu - F32(0.028), F32(0.006), ip) * soft(dv - top - F32(0.01), ip)
-                 * soft(top + F32(0.09) - dv, ip), c3(0.5 * e[:, 8]))
+        fr.shade(
+            win,
+            band(adu - F32(0.028), F32(0.006), ip) * soft(dv - top - F32(0.01), ip) * soft(top + F32(0.09) - dv, ip),
+            c3(0.5 * e[:, 8]),
+        )
         d = (F32(0.22) - tri(dv * F32(1 / 0.032))) * F32(0.032)
-        fr.shade(win, soft(d, ip) * soft(F32(0.05) - adu, ip) * soft(dv - F32(0.04), ip)
-                 * soft(F32(0.15) - dv, ip), c3(0.5 * e[:, 6]))
+        fr.shade(
+            win, soft(d, ip) * soft(F32(0.05) - adu, ip) * soft(dv - F32(0.04), ip) * soft(F32(0.15) - dv, ip), c3(0.5 * e[:, 6])
+        )
     sel = np.flatnonzero(g["occ_glasses"])
     if sel.size:
-        win, du, dv = region(-g["ex"] - g["ew"] - 0.1, g["ex"] + g["ew"] + 0.1,
-                             -g["eh0"] - 0.07, g["eh0"] + 0.07, mid, ey, idx=sel)
-        fr.paint(win, soft((ex + ew)[sel] + F32(0.07) - np.abs(du), ip[sel])
-                 * band(dv, c3(g["eh0"] + 0.045)[sel], ip[sel]), flat(0.05), sel)
+        win, du, dv = region(
+            -g["ex"] - g["ew"] - 0.1, g["ex"] + g["ew"] + 0.1, -g["eh0"] - 0.07, g["eh0"] + 0.07, mid, ey, idx=sel
+        )
+        fr.paint(
+            win,
+            soft((ex + ew)[sel] + F32(0.07) - np.abs(du), ip[sel]) * band(dv, c3(g["eh0"] + 0.045)[sel], ip[sel]),
+            flat(0.05),
+            sel,
+        )
 
     # Nose and nasolabial folds (deepen with age and with smiling).
     ny, nw, my, mw = g["ny"], c3(g["nw"]), g["my"], g["mw"]
     win, du, dv = region(-0.12, 0.12, -0.2, 0.05, 1.3 * mid, ny)
-    fr.shade(win, band(du - nw * F32(0.75), F32(0.009), ip) * soft(dv + F32(0.17), ip)
-             * soft(F32(-0.03) - dv, ip), F32(0.2))
+    fr.shade(win, band(du - nw * F32(0.75), F32(0.009), ip) * soft(dv + F32(0.17), ip) * soft(F32(-0.03) - dv, ip), F32(0.2))
     fr.shade(win, ellipse(np.abs(du) - nw * F32(0.55), dv, F32(0.024), F32(0.014), ip), F32(0.55))
     span = my - ny + 0.04
     win, du, dv = region(-mw - 0.1, mw + 0.1, -0.02, span + 0.05, mid, ny)
     xf = nw * F32(1.5) + (c3(mw + 0.025) - nw * F32(1.5)) * np.clip(dv * c3(1 / span), f0, f1)
-    fr.shade(win, band(np.abs(du) - xf, F32(0.009), ip) * soft(dv, ip)
-             * soft(c3(span + 0.01) - dv, ip),
-             c3(0.12 + 0.3 * g["adult"] + 3 * np.maximum(g["curve"], 0)))
+    fr.shade(
+        win,
+        band(np.abs(du) - xf, F32(0.009), ip) * soft(dv, ip) * soft(c3(span + 0.01) - dv, ip),
+        c3(0.12 + 0.3 * g["adult"] + 3 * np.maximum(g["curve"], 0)),
+    )
 
     # Mouth: a curve (smile/frown), an opening with teeth, lips; disgust lifts one side.
     win, du, dv = region(-mw * 1.1 - 0.05, mw * 1.1 + 0.05, -0.12, 0.18, mid, my)
@@ -479,8 +498,7 @@ def draw_faces(p: dict, size: int) -> np.ndarray:
     fr.paint(win, hc * band(dv - yc, F32(0.007), ip) * F32(0.8), flat([0.3, 0.1, 0.1]))
     sel = np.flatnonzero(g["occ_mask"])  # a face mask (shift only) over the lower face
     if sel.size:
-        fr.paint(hwin, ha[sel] * soft(hv[sel] - c3(ny - 0.03)[sel], ip[sel]),
-                 flat([0.78, 0.86, 0.93]), sel)
+        fr.paint(hwin, ha[sel] * soft(hv[sel] - c3(ny - 0.03)[sel], ip[sel]), flat([0.78, 0.86, 0.93]), sel)
 
     # Lighting (global brightness x directional gradient) and pixel noise.
     la = 2 * np.pi * p["light_angle"]

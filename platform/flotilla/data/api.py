@@ -58,8 +58,15 @@ def generate(
     spec = spec or DEFAULT_SPEC
     provenance = {"source": "synthetic", "generator": "flotilla.data.synthetic", "seed": seed, "n": n, "spec": spec.model_dump()}
     return ingest(
-        hub, repo, name, synthetic_samples(n, seed, spec), provenance=provenance, into=into,
-        report_dir=report_dir, thresholds=thresholds, on_progress=on_progress,
+        hub,
+        repo,
+        name,
+        synthetic_samples(n, seed, spec),
+        provenance=provenance,
+        into=into,
+        report_dir=report_dir,
+        thresholds=thresholds,
+        on_progress=on_progress,
     )
 
 
@@ -81,8 +88,15 @@ def import_dataset(
     provenance = {"source": fmt, "path": str(path), **({"labels_csv": str(labels_csv)} if labels_csv else {})}
     try:
         out = ingest(
-            hub, repo, name, result.samples, provenance=provenance, into=into,
-            report_dir=report_dir, thresholds=thresholds, on_progress=on_progress,
+            hub,
+            repo,
+            name,
+            result.samples,
+            provenance=provenance,
+            into=into,
+            report_dir=report_dir,
+            thresholds=thresholds,
+            on_progress=on_progress,
         )
     except FlotillaError as exc:
         # the entries skipped while reading are often *why* it failed (no file name parsed: 0 images), and the
@@ -90,7 +104,8 @@ def import_dataset(
         if result.problems:
             n = len(result.problems)
             shown = "; ".join(map(str, result.problems[:5])) + (f"; ... and {n - 5} more" if n > 5 else "")
-            raise exc.reword(f"{exc.message}\n{n} {fmt} source entr{'y was' if n == 1 else 'ies were'} skipped "
-                             f"while reading {path}: {shown}") from None
+            raise exc.reword(
+                f"{exc.message}\n{n} {fmt} source entr{'y was' if n == 1 else 'ies were'} skipped while reading {path}: {shown}"
+            ) from None
         raise
     return out, result.problems

@@ -19,6 +19,7 @@ SHA-256 runs at GB/s, well below decoding the images in them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -72,10 +73,8 @@ class BlobCache:
         p = self.path(key)
         data = self._read_intact(p, sha256, size)
         if data is not None:
-            try:
+            with contextlib.suppress(FileNotFoundError):  # another process on this node evicted it after we read it
                 os.utime(p)  # LRU by mtime
-            except FileNotFoundError:  # another process on this node evicted it after we read it: fine
-                pass
             self.stats.hits += 1
             return data
         data = fetch()
@@ -102,8 +101,12 @@ class BlobCache:
         ok = len(header) == _HEADER_LEN and header.startswith(_MAGIC)
         if ok:
             length, digest = int.from_bytes(header[8:16], "big"), header[16:]
-            ok = (len(data) == length and (size is None or length == size)
-                  and (sha256 is None or digest.hex() == sha256) and hashlib.sha256(data).digest() == digest)
+            ok = (
+                len(data) == length
+                and (size is None or length == size)
+                and (sha256 is None or digest.hex() == sha256)
+                and hashlib.sha256(data).digest() == digest
+            )
         if ok:
             return data
         self.stats.corrupt += 1

@@ -121,7 +121,7 @@ def require_clean(repo: Repo, branch: str, doing: str) -> None:
         f"cannot {doing}: {branch!r} in repository {repo.name!r} has {len(staged)} uncommitted change(s), "
         f"which no validation gate has seen:{shown}{more}",
         hint=f"commit them if they are wanted ('lakectl commit lakefs://{repo.name}/{branch}', or Repo.commit), "
-             f"or reset them ('lakectl branch reset lakefs://{repo.name}/{branch}'), then run this again",
+        f"or reset them ('lakectl branch reset lakefs://{repo.name}/{branch}'), then run this again",
     )
 
 
@@ -142,11 +142,20 @@ def install_gate(repo: Repo, branch: str = "main") -> bool:
     except NotFoundError:
         pass
     require_clean(repo, branch, "install the data validation gate")
-    with repo.transact(f"{branch}-{uuid.uuid4().hex[:12]}", head, prefix="gate-install-",
-                       retention=Retention(on_success="delete", on_failure="delete")) as install:
+    with repo.transact(
+        f"{branch}-{uuid.uuid4().hex[:12]}",
+        head,
+        prefix="gate-install-",
+        retention=Retention(on_success="delete", on_failure="delete"),
+    ) as install:
         repo.put(install.branch, ACTION_PATH, wanted)
         repo.commit(install.branch, "Install flotilla's data validation gate (pre-merge hook)", GateInstall().to_metadata())
         # allow_empty: a concurrent install may have merged the same hook first
-        repo.merge(install.branch, branch, f"Install flotilla's data validation gate on {branch}", GateInstall().to_metadata(),
-                   allow_empty=True)
+        repo.merge(
+            install.branch,
+            branch,
+            f"Install flotilla's data validation gate on {branch}",
+            GateInstall().to_metadata(),
+            allow_empty=True,
+        )
     return True

@@ -73,13 +73,14 @@ def _shard_tables(repo: Repo, ref: str, name: str, manifest: Manifest) -> Iterab
             raise DataValidationError(
                 f"image shard {s.path} of dataset {name!r} at {ref!r} is not the one its manifest recorded at ingest",
                 hint="image shards are immutable: land corrected images by ingesting them again "
-                     "(flotilla data import/generate), not by replacing a shard on a branch",
+                "(flotilla data import/generate), not by replacing a shard on a branch",
             )
         try:
             yield layout.decode_table(data)
         except Exception as exc:
-            raise DataValidationError(f"image shard {s.path} of dataset {name!r} at {ref!r} is not readable: {exc}",
-                                      hint="ingest the dataset again") from None
+            raise DataValidationError(
+                f"image shard {s.path} of dataset {name!r} at {ref!r} is not readable: {exc}", hint="ingest the dataset again"
+            ) from None
 
 
 def validate_ref(repo: Repo, ref: str, name: str, thresholds: Thresholds | None = None) -> ValidationReport:
@@ -98,7 +99,7 @@ def fingerprint(repo: Repo, ref: str, name: str) -> dict[str, str]:
         "manifest.json": repo.stat(ref, layout.manifest_path(name)).checksum,
     }
     for s in read_manifest(repo, ref, name).shards:
-        out[s.path[len(prefix):]] = repo.stat(ref, s.path).checksum
+        out[s.path[len(prefix) :]] = repo.stat(ref, s.path).checksum
     return out
 
 
@@ -121,8 +122,10 @@ def save_report_files(report: ValidationReport, out_dir: Path, name: str) -> dic
         paths["json"].write_text(report.to_json())
         report.plot(paths["png"])
     except Exception as exc:
-        raise ConfigError(f"cannot write the validation report of dataset {name!r} to {out_dir}: {type(exc).__name__}: {exc}",
-                          hint="pass a writable report directory (--report-dir, or report_dir=...)") from exc
+        raise ConfigError(
+            f"cannot write the validation report of dataset {name!r} to {out_dir}: {type(exc).__name__}: {exc}",
+            hint="pass a writable report directory (--report-dir, or report_dir=...)",
+        ) from exc
     return paths
 
 
@@ -152,8 +155,12 @@ def ingest(
     install_gate(repo, into)
     base = repo.resolve(into)
     # kept on success: a dataset that fails the gate stays there for fixing; deleted on any error before the commit
-    ingest = repo.transact(f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", base, prefix="ingest-",
-                           retention=Retention(on_success="keep", on_failure="delete"))
+    ingest = repo.transact(
+        f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        base,
+        prefix="ingest-",
+        retention=Retention(on_success="keep", on_failure="delete"),
+    )
     with ingest:
         branch = ingest.branch
         written = write_dataset(repo, branch, name, samples, provenance, on_shard=on_progress)
@@ -169,9 +176,12 @@ def ingest(
         raise DataValidationError(
             f"{failure_message(report)}\n{into!r} was not changed; the data stays on branch {branch!r} "
             f"(lakefs://{repo_name}/{branch}) for fixing.",
-            hint=failure_hint(report, f"Fix the labels on {branch!r} (images: ingest corrected ones again), then "
-                                      f"'flotilla data validate --repo {repo_name} --ref {branch} --dataset {name} --merge'"
-                                      + (f"; full report: {paths.get('json')}" if paths else "")),
+            hint=failure_hint(
+                report,
+                f"Fix the labels on {branch!r} (images: ingest corrected ones again), then "
+                f"'flotilla data validate --repo {repo_name} --ref {branch} --dataset {name} --merge'"
+                + (f"; full report: {paths.get('json')}" if paths else ""),
+            ),
             report=report,
         )
     if merge:
@@ -182,7 +192,14 @@ def ingest(
 
 
 def validate_and_merge(
-    hub: Hub, repo_name: str, ref: str, name: str, *, into: str = "main", thresholds: Thresholds | None = None, merge: bool = False
+    hub: Hub,
+    repo_name: str,
+    ref: str,
+    name: str,
+    *,
+    into: str = "main",
+    thresholds: Thresholds | None = None,
+    merge: bool = False,
 ) -> tuple[ValidationReport, str | None]:
     """Re-run the gate on ``ref`` (e.g. a fixed ingest branch); with ``merge`` and a pass, record and merge.
 
@@ -197,29 +214,41 @@ def validate_and_merge(
     if ref == into:
         raise DataValidationError(
             f"nothing to merge: --ref {ref!r} is the branch it would merge into",
-            hint=f"validate the branch that holds the changes, e.g. 'flotilla data validate --ref <ingest-branch> --dataset {name} --merge', "
-                 f"or leave --merge out to check {into!r} itself",
+            hint="validate the branch that holds the changes, e.g. "
+            f"'flotilla data validate --ref <ingest-branch> --dataset {name} --merge', "
+            f"or leave --merge out to check {into!r} itself",
         )
     if not repo.branch_exists(ref):
-        raise DataValidationError(f"--merge needs a branch (its pending changes are committed, then validated); {ref!r} is not a branch of {repo_name!r}",
-                                  hint="pass the branch holding the dataset (e.g. its ingest branch), or leave --merge out")
-    if repo.uncommitted(ref):
-        validated = repo.commit(ref, f"Changes to {name} before validation").id
-    else:
-        validated = repo.resolve(ref)
+        raise DataValidationError(
+            "--merge needs a branch (its pending changes are committed, then validated); "
+            f"{ref!r} is not a branch of {repo_name!r}",
+            hint="pass the branch holding the dataset (e.g. its ingest branch), or leave --merge out",
+        )
+    pending = repo.uncommitted(ref)
+    validated = repo.commit(ref, f"Changes to {name} before validation").id if pending else repo.resolve(ref)
     report = validate_ref(repo, validated, name, thresholds)
     if not report.passed:
-        raise DataValidationError(f"{failure_message(report)}\nat {ref!r} (commit {validated[:12]}); nothing was merged into {into!r}.",
-                                  hint=failure_hint(report, f"Fix them on {ref!r}, then run 'flotilla data validate --repo {repo_name}"
-                                                            f" --ref {ref} --dataset {name} --merge' again"), report=report)
+        raise DataValidationError(
+            f"{failure_message(report)}\nat {ref!r} (commit {validated[:12]}); nothing was merged into {into!r}.",
+            hint=failure_hint(
+                report,
+                f"Fix them on {ref!r}, then run 'flotilla data validate --repo {repo_name}"
+                f" --ref {ref} --dataset {name} --merge' again",
+            ),
+            report=report,
+        )
     # The receipt goes on a temporary branch cut from the validated commit, not on ``ref``: a commit on
     # ``ref`` would also sweep in whatever was written there while the gate ran, and merge it under
     # this receipt. What is merged is exactly the validated commit plus the report.
-    with repo.transact(f"{name}-{uuid.uuid4().hex[:12]}", validated, prefix="receipt-",
-                       retention=Retention(on_success="delete", on_failure="delete")) as receipt_branch:
+    with repo.transact(
+        f"{name}-{uuid.uuid4().hex[:12]}",
+        validated,
+        prefix="receipt-",
+        retention=Retention(on_success="delete", on_failure="delete"),
+    ) as receipt_branch:
         record_report(repo, receipt_branch.branch, name, report, at=validated)
-        receipt = repo.commit(receipt_branch.branch, f"Validation passed for {name}",
-                              ValidationReceipt(validated).to_metadata(),
-                              allow_empty=True)  # empty when the validated commit already held this very receipt
+        receipt = repo.commit(
+            receipt_branch.branch, f"Validation passed for {name}", ValidationReceipt(validated).to_metadata(), allow_empty=True
+        )  # empty when the validated commit already held this very receipt
         merged = repo.merge(receipt.id, into, f"Merge validated dataset {name}", ValidatedMerge(name).to_metadata())
     return report, merged

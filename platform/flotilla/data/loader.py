@@ -100,8 +100,13 @@ class HubDataset:
 
     def read_shard(self, shard: ShardInfo) -> pa.Table:
         """One shard, checked against the length and sha256 its manifest recorded, on every read (cached or not)."""
-        data = self.cache.get(shard.sha256, lambda: self._read(shard.path), sha256=shard.sha256, size=shard.bytes,
-                              what=f"{self.ref.uri(shard.path)} (as its manifest records it)")
+        data = self.cache.get(
+            shard.sha256,
+            lambda: self._read(shard.path),
+            sha256=shard.sha256,
+            size=shard.bytes,
+            what=f"{self.ref.uri(shard.path)} (as its manifest records it)",
+        )
         return layout.decode_table(data)
 
     def split_size(self, split: str) -> int:
@@ -116,8 +121,10 @@ class HubDataset:
 
     def _rows_in_split(self, table: pa.Table, split: str) -> np.ndarray:
         splits = self._splits
-        return np.array([j for j, sid in enumerate(table.column("sample_id").to_pylist())
-                         if splits[self._label_index[sid]] == split], dtype=np.int64)
+        return np.array(
+            [j for j, sid in enumerate(table.column("sample_id").to_pylist()) if splits[self._label_index[sid]] == split],
+            dtype=np.int64,
+        )
 
     @cached_property
     def _splits(self) -> list[str]:
@@ -214,4 +221,3 @@ def commit_key(ref: DataRef, path: str) -> str:
     (repo, commit, path) is a valid content key. Public because it names where a commit-read object (the
     manifest, the labels) sits in the node-local cache, for tools and tests that inspect that cache."""
     return hashlib.sha256(f"{ref.repo}\0{ref.commit}\0{path}".encode()).hexdigest()
-

@@ -36,8 +36,7 @@ CHECKS: dict[str, tuple[str, str]] = {
     "schema.label_without_image": ("error", "label row has no image in any shard"),
     "labels.age": ("error", f"age must be finite and within [{layout.AGE_RANGE[0]:g}, {layout.AGE_RANGE[1]:g}]"),
     "labels.gender": ("error", "gender must be 0 (female) or 1 (male)"),
-    "labels.emotion": ("error", f"emotion must be an integer 0..{len(layout.EMOTIONS) - 1}"
-                                f" ({', '.join(layout.EMOTIONS)})"),
+    "labels.emotion": ("error", f"emotion must be an integer 0..{len(layout.EMOTIONS) - 1} ({', '.join(layout.EMOTIONS)})"),
     "labels.no_labels": ("error", "no labels: age, gender and emotion are all null"),
     "images.decode": ("error", "image bytes cannot be decoded (corrupt)"),
     "images.truncated": ("error", "image file is truncated"),
@@ -51,14 +50,14 @@ CHECKS: dict[str, tuple[str, str]] = {
 
 _HINTS = {
     "schema": "write the tables with flotilla.data.layout (labels_table/encode_labels, encode_shard) so that"
-              " columns, types, splits and formats match the layout and every sample has one image and one label row",
+    " columns, types, splits and formats match the layout and every sample has one image and one label row",
     "labels": "fix or null out the out-of-range labels",
     "images": "re-export the broken images from the source (or drop those samples)",
     "duplicates": "keep one sample per identical image and resolve its conflicting labels",
     "missing": "fill in the missing labels, or raise Thresholds.max_missing if they are expected",
     "representativeness": "add samples for the under-represented groups, or, if the imbalance is intended,"
-                          " lower Thresholds.min_group_count/min_group_fraction or use"
-                          " Thresholds(representativeness='warning')",
+    " lower Thresholds.min_group_count/min_group_fraction or use"
+    " Thresholds(representativeness='warning')",
 }
 
 
@@ -127,9 +126,11 @@ class ValidationReport:
 
     def summary(self) -> str:
         what = f"dataset {self.name!r}" if self.name else "dataset"
-        return (f"{what}: {'PASSED' if self.passed else 'FAILED'} - {self.counts.get('samples', 0)} samples,"
-                f" {self.counts.get('images', 0)} images, {len(self.errors)} error(s),"
-                f" {len(self.warnings)} warning(s)")
+        return (
+            f"{what}: {'PASSED' if self.passed else 'FAILED'} - {self.counts.get('samples', 0)} samples,"
+            f" {self.counts.get('images', 0)} images, {len(self.errors)} error(s),"
+            f" {len(self.warnings)} warning(s)"
+        )
 
     def to_rich_table(self, examples: int = 3):
         """A ``rich.table.Table``: check, severity, count, example ids, reason."""
@@ -196,7 +197,7 @@ class Affected:
         self.items.append((sid, detail))
         if len(self.items) > 4 * self.cap + 64:
             self.items.sort()
-            del self.items[self.cap:]
+            del self.items[self.cap :]
 
     def merge(self, other: Affected) -> Affected:
         self.count += other.count
@@ -214,8 +215,7 @@ def failure_message(report: ValidationReport, max_issues: int = 20, examples: in
     for i in errors:
         checks[i.check] = checks.get(i.check, 0) + i.count
     what = f"dataset {report.name!r}" if report.name else "dataset"
-    lines = [f"{what} failed validation: {len(errors)} error(s) in "
-             + ", ".join(f"{c} ({n})" for c, n in checks.items())]
+    lines = [f"{what} failed validation: {len(errors)} error(s) in " + ", ".join(f"{c} ({n})" for c, n in checks.items())]
     for i in errors[:max_issues]:
         ex = i.examples(examples)
         lines.append(f"  - {i.check}: {i.count} affected: {i.reason}" + (f"; e.g. {ex}" if ex else ""))
@@ -228,8 +228,9 @@ def failure_hint(report: ValidationReport, next_step: str | None = None) -> str:
     """The fix for each failing check family, then ``next_step`` (where to fix it and how to re-run)."""
     families = dict.fromkeys(i.check.split(".")[0] for i in report.errors)
     fixes = "; ".join(_HINTS[f] for f in families if f in _HINTS)
-    return f"{fixes}. " + (next_step or "Fix the data on the ingest branch and re-run `flotilla data validate`"
-                                        " (nothing was merged)")
+    return f"{fixes}. " + (
+        next_step or "Fix the data on the ingest branch and re-run `flotilla data validate` (nothing was merged)"
+    )
 
 
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -246,8 +247,7 @@ def rich_table(report: ValidationReport, examples: int = 3):
     table.add_column("example ids")
     table.add_column("reason")
     for i in report.issues:
-        table.add_row(i.check, f"[{_STYLE.get(i.severity, '')}]{i.severity}[/]", str(i.count),
-                      i.examples(examples), i.reason)
+        table.add_row(i.check, f"[{_STYLE.get(i.severity, '')}]{i.severity}[/]", str(i.count), i.examples(examples), i.reason)
     if not report.issues:
         table.add_row("all checks", "[green]ok[/]", "0", "", "no issues found")
     return table
@@ -259,9 +259,14 @@ def render(report: ValidationReport, console=None) -> None:
     console = console or Console()
     console.print(rich_table(report))
     c = report.counts
-    console.print("splits: " + ", ".join(f"{k}={v}" for k, v in c.get("splits", {}).items())
-                  + " | labels non-null: " + ", ".join(f"{k}={v}" for k, v in c.get("labels", {}).items())
-                  + " | missing: " + ", ".join(f"{k}={m['fraction']:.1%}" for k, m in report.missing.items()))
+    console.print(
+        "splits: "
+        + ", ".join(f"{k}={v}" for k, v in c.get("splits", {}).items())
+        + " | labels non-null: "
+        + ", ".join(f"{k}={v}" for k, v in c.get("labels", {}).items())
+        + " | missing: "
+        + ", ".join(f"{k}={m['fraction']:.1%}" for k, m in report.missing.items())
+    )
     for group, counts in report.group_counts.items():
         console.print(f"{group}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     sizes = report.image_stats.get("sizes", {})
@@ -284,8 +289,14 @@ def plot(report: ValidationReport, path: Path) -> Path:
     age = report.histograms.get("age")
     if age:
         edges = age["edges"]
-        ax_age.bar(edges[:-1], age["counts"], width=[b - a for a, b in pairwise(edges)],
-                   align="edge", color="tab:blue", edgecolor="white")
+        ax_age.bar(
+            edges[:-1],
+            age["counts"],
+            width=[b - a for a, b in pairwise(edges)],
+            align="edge",
+            color="tab:blue",
+            edgecolor="white",
+        )
         ax_age.set_xlabel("age (years)")
     else:
         ax_age.text(0.5, 0.5, "no age labels", ha="center", va="center", transform=ax_age.transAxes)

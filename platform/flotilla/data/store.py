@@ -15,11 +15,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from flotilla.version import __version__
 from flotilla.data import layout
 from flotilla.data.layout import Manifest, Sample, ShardInfo
 from flotilla.errors import NotFoundError
 from flotilla.hub.repo import Repo
+from flotilla.version import __version__
 
 
 @dataclass
@@ -82,7 +82,8 @@ def read_manifest(repo: Repo, ref: str, name: str) -> Manifest:
         present = sorted({o.path.split("/")[1] for o in repo.list(ref, "datasets/") if o.path.count("/") >= 2})
         raise NotFoundError(
             f"no dataset {name!r} at {ref!r} in repository {repo.name!r}",
-            hint=f"datasets there: {', '.join(present) or '(none)'}; create one with 'flotilla data generate' or 'flotilla data import'",
+            hint=f"datasets there: {', '.join(present) or '(none)'}; "
+            "create one with 'flotilla data generate' or 'flotilla data import'",
         ) from None
 
 
@@ -91,4 +92,10 @@ def read_labels(repo: Repo, ref: str, name: str) -> pa.Table:
 
 
 def list_datasets(repo: Repo, ref: str) -> list[str]:
-    return sorted({o.path.split("/")[1] for o in repo.list(ref, "datasets/") if o.path.endswith("/manifest.json") and o.path.count("/") == 2})
+    return sorted(
+        {
+            o.path.split("/")[1]
+            for o in repo.list(ref, "datasets/")
+            if o.path.endswith("/manifest.json") and o.path.count("/") == 2
+        }
+    )

@@ -81,12 +81,12 @@ def _png_problem(data: bytes) -> tuple[str, str] | None:
     """Walk the PNG chunks: ('truncated' | 'decode', why) or None. Pillow skips IDAT CRCs and a missing end."""
     view, pos, n = memoryview(data), 8, len(data)
     while pos + 8 <= n:
-        length = int.from_bytes(view[pos:pos + 4], "big")
-        ctype = bytes(view[pos + 4:pos + 8])
+        length = int.from_bytes(view[pos : pos + 4], "big")
+        ctype = bytes(view[pos + 4 : pos + 8])
         end = pos + 12 + length
         if end > n:
             return "truncated", f"{ctype.decode('latin-1')!r} chunk runs past the end of the file"
-        if zlib.crc32(view[pos + 4:end - 4]) != int.from_bytes(view[end - 4:end], "big"):
+        if zlib.crc32(view[pos + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
             return "decode", f"CRC mismatch in the {ctype.decode('latin-1')!r} chunk (corrupt bytes)"
         if ctype == b"IEND":
             return None
@@ -131,9 +131,13 @@ class _Gate:
                 continue
             col = table.column(names.index(f.name))
             if not _compatible(col.type, f.type):
-                self.issue("schema.type", "error",
-                           f"labels column {f.name!r} is {col.type}, expected {f.type}"
-                           " (write labels with layout.labels_table / encode_labels)", n)
+                self.issue(
+                    "schema.type",
+                    "error",
+                    f"labels column {f.name!r} is {col.type}, expected {f.type}"
+                    " (write labels with layout.labels_table / encode_labels)",
+                    n,
+                )
             if (usable := _usable(col, f.type)) is not None:
                 cols[f.name] = usable
         for c, k in sorted(Counter(names).items()):
@@ -185,8 +189,9 @@ class _Gate:
         except Exception as e:  # an unreadable shard is a finding, not a crash
             table = f"unreadable Parquet ({type(e).__name__}: {e})"
         if not isinstance(table, pa.Table):
-            self.shard_problems[("schema.shard", str(table) if isinstance(table, str)
-                                 else f"not a pyarrow Table but {type(table).__name__}")].append(k)
+            self.shard_problems[
+                ("schema.shard", str(table) if isinstance(table, str) else f"not a pyarrow Table but {type(table).__name__}")
+            ].append(k)
             self.skipped_shard = True
             return
         names, cols = table.column_names, {}
@@ -206,11 +211,16 @@ class _Gate:
             return
         fmts, shas = cols.get("format"), cols.get("sha256")
         for i, sid in enumerate(cols["sample_id"]):
-            self.image(sid if sid and sid.strip() else f"<shard {k} row {i}>", cols["image"][i],
-                       fmts[i] if fmts else None, shas[i] if shas else None, fmts is not None, shas is not None)
+            self.image(
+                sid if sid and sid.strip() else f"<shard {k} row {i}>",
+                cols["image"][i],
+                fmts[i] if fmts else None,
+                shas[i] if shas else None,
+                fmts is not None,
+                shas is not None,
+            )
 
-    def image(self, sid: str, data: bytes | None, fmt: str | None, sha: str | None,
-              has_fmt: bool, has_sha: bool) -> None:
+    def image(self, sid: str, data: bytes | None, fmt: str | None, sha: str | None, has_fmt: bool, has_sha: bool) -> None:
         ids, self.n_images = self.ids, self.n_images + 1
         if sid.startswith("<shard "):
             ids["schema.empty_sample_id"].add(sid, "image row with an empty sample_id")
@@ -255,8 +265,9 @@ class _Gate:
     def finish(self, name: str) -> ValidationReport:
         t, ids = self.t, self.ids
         if not self.n_labels or not self.n_images:
-            self.issue("schema.empty_dataset", "error", f"the dataset has {self.n_labels} label rows and"
-                       f" {self.n_images} images", 0)
+            self.issue(
+                "schema.empty_dataset", "error", f"the dataset has {self.n_labels} label rows and {self.n_images} images", 0
+            )
         for (check, why), shards in sorted(self.shard_problems.items()):
             shown = ", ".join(map(str, shards[:10])) + (" ..." if len(shards) > 10 else "")
             self.issue(check, "error", f"image shard(s) {shown}: {why}", len(shards))
@@ -278,16 +289,29 @@ class _Gate:
                 odd = Affected(t.max_examples)
                 for k in sorted(buckets.keys() - {major}):
                     odd.merge(buckets[k])
-                self.issues.append(odd.issue(f"images.{kind}", "warning", f"image {kind} differs from the"
-                                             f" majority {major} ({buckets[major].count} images)"))
+                self.issues.append(
+                    odd.issue(
+                        f"images.{kind}",
+                        "warning",
+                        f"image {kind} differs from the majority {major} ({buckets[major].count} images)",
+                    )
+                )
         missing = self.missing()
         group_counts, hist = self.representativeness()
         splits = Counter("null" if s is None else str(s) for s in self.splits)
-        counts = {"samples": self.n_labels, "images": self.n_images, "shards": self.shards,
-                  "image_bytes": self.n_bytes, "splits": {s: splits.get(s, 0) for s in layout.SPLITS} | splits,
-                  "labels": {c: self.n_labels - m["null"] for c, m in missing.items()}}
-        stats = {"sizes": {k: b.count for k, b in self.sizes.items()},
-                 "modes": {k: b.count for k, b in self.modes.items()}, "formats": dict(self.formats)}
+        counts = {
+            "samples": self.n_labels,
+            "images": self.n_images,
+            "shards": self.shards,
+            "image_bytes": self.n_bytes,
+            "splits": {s: splits.get(s, 0) for s in layout.SPLITS} | splits,
+            "labels": {c: self.n_labels - m["null"] for c, m in missing.items()},
+        }
+        stats = {
+            "sizes": {k: b.count for k, b in self.sizes.items()},
+            "modes": {k: b.count for k, b in self.modes.items()},
+            "formats": dict(self.formats),
+        }
         self.issues.sort(key=lambda i: (SEVERITIES.index(i.severity), i.check, i.reason))
         return ValidationReport(self.issues, counts, group_counts, missing, stats, hist, t.to_dict(), name)
 
@@ -299,16 +323,18 @@ class _Gate:
             rows = {s: self.label_row[s] for s in group if s in self.label_row}
             if len(group) < 2:
                 continue
-            conflict = any(len({_fmt(v[r]) for r in rows.values() if not null[r]}) > 1
-                           for v, null, _ in self.values.values())
+            conflict = any(len({_fmt(v[r]) for r in rows.values() if not null[r]}) > 1 for v, null, _ in self.values.values())
             splits = {self.splits[r] for r in rows.values()} if self.splits else set()
             kinds = ["duplicates.conflicting_labels" if conflict else "duplicates.same_labels"]
             kinds += ["duplicates.cross_split"] * (len(splits) > 1)
             for s in group:
                 others = ", ".join(x for x in group[:6] if x != s) + (" ..." if len(group) > 6 else "")
                 r = rows.get(s)
-                labels = "no label row" if r is None else ", ".join(
-                    f"{c}={'null' if null[r] else _fmt(v[r])}" for c, (v, null, _) in self.values.items())
+                labels = (
+                    "no label row"
+                    if r is None
+                    else ", ".join(f"{c}={'null' if null[r] else _fmt(v[r])}" for c, (v, null, _) in self.values.items())
+                )
                 where = f"split={self.splits[r]}; " if r is not None and self.splits else ""
                 for kind in kinds:
                     self.ids[kind].add(s, f"same bytes as {others}; {where}{labels}")
@@ -331,8 +357,9 @@ class _Gate:
                 for i in np.flatnonzero(null) if names else []:
                     b.add(names[i], f"{col} is null")
                 b.count = k
-                self.issues.append(b.issue(f"missing.{col}", "error", f"{frac:.1%} of the {col} labels are"
-                                           f" null, above max_missing={limit:.1%}"))
+                self.issues.append(
+                    b.issue(f"missing.{col}", "error", f"{frac:.1%} of the {col} labels are null, above max_missing={limit:.1%}")
+                )
         return out
 
     def representativeness(self) -> tuple[dict[str, dict[str, int]], dict[str, Any]]:
@@ -362,8 +389,13 @@ class _Gate:
                     b = Affected(t.max_examples)
                     for i in np.flatnonzero(code == k):
                         b.add(self.names[i] if self.names else f"<labels row {i}>", f"{gname}={key}")
-                    self.issues.append(b.issue(f"representativeness.{gname}", t.representativeness,
-                                               f"{gname} {key!r}: {c} of {total} samples, {'; '.join(why)}"))
+                    self.issues.append(
+                        b.issue(
+                            f"representativeness.{gname}",
+                            t.representativeness,
+                            f"{gname} {key!r}: {c} of {total} samples, {'; '.join(why)}",
+                        )
+                    )
         hist = {}
         if "age" in self.values and self.values["age"][2].any():
             v, _, ok = self.values["age"]
@@ -372,9 +404,14 @@ class _Gate:
         return out, hist
 
 
-def validate(labels: pa.Table, image_shards: Iterable[pa.Table | pa.RecordBatch | bytes] | pa.Table,
-             thresholds: Thresholds | None = None, *, name: str = "",
-             on_shard: Callable[[int, int], None] | None = None) -> ValidationReport:
+def validate(
+    labels: pa.Table,
+    image_shards: Iterable[pa.Table | pa.RecordBatch | bytes] | pa.Table,
+    thresholds: Thresholds | None = None,
+    *,
+    name: str = "",
+    on_shard: Callable[[int, int], None] | None = None,
+) -> ValidationReport:
     """Run every check; ``image_shards`` is consumed once, one shard at a time.
 
     Shards are ``pyarrow`` tables/batches with ``layout.IMAGE_SCHEMA`` columns (or

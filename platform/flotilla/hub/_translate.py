@@ -61,7 +61,9 @@ def bad_request(action: str, msg: str) -> HubError:
     low = msg.lower()
     what = f"cannot {action}: {msg}"
     if "no changes" in low:  # graveler.ErrNoChanges: an empty commit or merge, nothing is wrong with any name
-        return HubError(what, hint="there is nothing new to commit or merge: write to the branch first (or pass allow_empty=True)")
+        return HubError(
+            what, hint="there is nothing new to commit or merge: write to the branch first (or pass allow_empty=True)"
+        )
     if "dirty branch" in low or "uncommitted changes" in low:  # graveler.ErrDirtyBranch / ErrCommitMetaRangeDirtyBranch
         return ConflictError(
             what,

@@ -114,9 +114,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _download(version: str, target: Path, report: Reporter) -> None:
-    arch = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(
-        _stdlib_platform.machine().lower()
-    )
+    arch = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(_stdlib_platform.machine().lower())
     osname = {"Linux": "Linux", "Darwin": "Darwin"}.get(_stdlib_platform.system())
     if not arch or not osname:
         raise _Unavailable(f"no release archive for {_stdlib_platform.system()}/{_stdlib_platform.machine()}")

@@ -84,8 +84,12 @@ def resolve_credentials(
     env = hub_credentials_env()
     named = [n for n in _ENV_NAMES if n in env]
     if len(named) == 3:
-        return HubCredentials(env[LAKECTL_SERVER_ENDPOINT_URL], env[LAKECTL_CREDENTIALS_ACCESS_KEY_ID],
-                              env[LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY], source="environment")
+        return HubCredentials(
+            env[LAKECTL_SERVER_ENDPOINT_URL],
+            env[LAKECTL_CREDENTIALS_ACCESS_KEY_ID],
+            env[LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY],
+            source="environment",
+        )
     if named:  # half a remote hub must not fall back, silently, to the local one
         missing = [n for n in _ENV_NAMES if n not in env]
         raise ConfigError(
@@ -95,8 +99,9 @@ def resolve_credentials(
     local = settings.hub_dir / "credentials.json"
     if local.exists():
         data = read_credentials_file(local)
-        return HubCredentials(f"http://127.0.0.1:{settings.hub_port}", data["access_key_id"], data["secret_access_key"],
-                              source="local hub")
+        return HubCredentials(
+            f"http://127.0.0.1:{settings.hub_port}", data["access_key_id"], data["secret_access_key"], source="local hub"
+        )
     lakectl = lakectl_config_file()
     if lakectl.exists():
         cfg = yaml.safe_load(lakectl.read_text()) or {}
@@ -123,5 +128,5 @@ def read_credentials_file(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"the local hub's credentials file {path} is unreadable or damaged ({type(exc).__name__})",
             hint="restore it from a backup: it holds the keys the hub's existing data was written with; "
-                 "for a fresh, empty hub, move the whole hub folder aside and run 'flotilla hub up'",
+            "for a fresh, empty hub, move the whole hub folder aside and run 'flotilla hub up'",
         ) from None

@@ -102,7 +102,9 @@ class Experiment:
     def __enter__(self) -> Experiment:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> Literal[False]:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
         if exc_type is None:
             self.finish()
         else:
@@ -127,7 +129,10 @@ class Experiment:
             meta = {**self.metadata, **ExperimentStamp(self.name, self.base_commit).to_metadata()}
             try:
                 self.merge_commit = self.repo.merge(
-                    self.branch, self.merge_into, f"Merge experiment {self.name} into {self.merge_into}", meta,
+                    self.branch,
+                    self.merge_into,
+                    f"Merge experiment {self.name} into {self.merge_into}",
+                    meta,
                     allow_empty=self.allow_empty_merge,
                 )
             except BaseException as exc:
@@ -154,8 +159,10 @@ class Experiment:
         if isinstance(exc, MergeConflictError):  # resolving a conflict happens on that branch
             exc.reword(hint=f"{kept}: commit the wanted version of each path there, {retry}")
         elif isinstance(exc, FlotillaError):
-            exc.reword(f"{exc.message}\n  ({kept}; the merge into {self.merge_into!r} did not complete)",
-                       hint=f"{exc.hint + '; ' if exc.hint else 'fix the cause, '}{retry}")
+            exc.reword(
+                f"{exc.message}\n  ({kept}; the merge into {self.merge_into!r} did not complete)",
+                hint=f"{exc.hint + '; ' if exc.hint else 'fix the cause, '}{retry}",
+            )
         else:  # not ours (e.g. KeyboardInterrupt): leave it as it is, with a note for the traceback
             exc.add_note(f"{kept}; {retry}")
 

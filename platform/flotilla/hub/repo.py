@@ -235,8 +235,9 @@ class Repo:
             changes = self._sdk.branch(check_branch_id(branch)).uncommitted(prefix=prefix or None)
             return [Change(c.type, c.path, c.size_bytes) for c in changes]
 
-    def commit(self, branch: str, message: str, metadata: Mapping[str, Any] | None = None, *,
-               allow_empty: bool = False) -> CommitInfo:
+    def commit(
+        self, branch: str, message: str, metadata: Mapping[str, Any] | None = None, *, allow_empty: bool = False
+    ) -> CommitInfo:
         """Commit what is staged on ``branch``; metadata values become strings (JSON for non-strings)."""
         meta = self._metadata(metadata)
         self._message(message)
@@ -277,8 +278,11 @@ class Repo:
                 return ConflictError(f"cannot merge {source!r} into {destination!r}: {msg}")
             return MergeConflictError(source, destination, paths)
 
-        kw: dict[str, Any] = {"message": self._message(message or f"Merge {source} into {destination}", "merge message"),
-                              "metadata": meta, "allow_empty": allow_empty}
+        kw: dict[str, Any] = {
+            "message": self._message(message or f"Merge {source} into {destination}", "merge message"),
+            "metadata": meta,
+            "allow_empty": allow_empty,
+        }
         if strategy:
             kw["strategy"] = strategy
         with self._merge_lock(destination):
@@ -320,8 +324,10 @@ class Repo:
 
     def _metadata(self, metadata: Mapping[str, Any] | None) -> dict[str, str]:
         """Stringify commit metadata and refuse anything that carries a credential."""
-        out = {str(k): str(v) if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
-               for k, v in (metadata or {}).items()}
+        out = {
+            str(k): str(v) if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+            for k, v in (metadata or {}).items()
+        }
         secret = self.hub.credentials.secret_access_key
         for i, (k, v) in enumerate(out.items()):
             if secret and secret in k:  # the key itself must not be echoed: it holds the secret
@@ -367,8 +373,16 @@ class Repo:
         trials ``trial-``), so creation, commit, merge, clean-up on failure and retention are written once.
         """
         return Experiment(
-            self, name, source, merge_into=merge_into, message=message, metadata=metadata,
-            retention=retention or Retention(), prefix=prefix, resume=resume, allow_empty_merge=allow_empty_merge,
+            self,
+            name,
+            source,
+            merge_into=merge_into,
+            message=message,
+            metadata=metadata,
+            retention=retention or Retention(),
+            prefix=prefix,
+            resume=resume,
+            allow_empty_merge=allow_empty_merge,
             branch=branch,
         )
 

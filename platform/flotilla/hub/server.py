@@ -198,8 +198,7 @@ class LocalHub:
                 pid,
                 self.endpoint,
                 self.state_dir,
-                note=f"stale pid file (process {pid} is gone; it crashed or was killed). Last log lines:\n"
-                + self.tail(15),
+                note=f"stale pid file (process {pid} is gone; it crashed or was killed). Last log lines:\n" + self.tail(15),
             )
         return HubStatus(True, self.healthy(), pid, self.endpoint, self.state_dir)
 
@@ -278,8 +277,9 @@ class LocalHub:
             )
         st = self.status()
         if stale_note:
-            return HubStatus(st.running, st.healthy, st.pid, st.endpoint, st.state_dir,
-                             note="recovered from a " + stale_note.split(".")[0])
+            return HubStatus(
+                st.running, st.healthy, st.pid, st.endpoint, st.state_dir, note="recovered from a " + stale_note.split(".")[0]
+            )
         return st
 
     def _wait_healthy(self, pid: int | None, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:

@@ -48,21 +48,43 @@ def run_ingest(job: IngestJob) -> dict[str, Any]:
     say(f"ingest {job.dataset!r} into lakefs://{job.repo}/{job.into} on hub {hub.endpoint}")
     if job.synthetic is not None:
         s = job.synthetic
-        result = generate(hub, job.repo, job.dataset, s.n, seed=s.seed, spec=s.spec, into=job.into,
-                          thresholds=job.thresholds, on_progress=progress)
+        result = generate(
+            hub,
+            job.repo,
+            job.dataset,
+            s.n,
+            seed=s.seed,
+            spec=s.spec,
+            into=job.into,
+            thresholds=job.thresholds,
+            on_progress=progress,
+        )
         problems: list[ImportProblem] = []
     else:
         f = job.files
         assert f is not None  # IngestJob asks for exactly one source
         result, problems = import_dataset(
-            hub, job.repo, job.dataset, f.format, Path(f.path), labels_csv=Path(f.labels) if f.labels else None,
-            into=job.into, thresholds=job.thresholds, on_progress=progress,
+            hub,
+            job.repo,
+            job.dataset,
+            f.format,
+            Path(f.path),
+            labels_csv=Path(f.labels) if f.labels else None,
+            into=job.into,
+            thresholds=job.thresholds,
+            on_progress=progress,
         )
     counts = result.manifest.counts
     say(f"ingest {job.dataset}: {counts['samples']} samples, validation {'passed' if result.passed else 'FAILED'}")
     return {
-        "repo": result.repo, "dataset": result.dataset, "branch": result.branch, "commit": result.commit,
-        "merge_commit": result.merge_commit, "passed": result.passed, "counts": dict(counts), "skipped": len(problems),
+        "repo": result.repo,
+        "dataset": result.dataset,
+        "branch": result.branch,
+        "commit": result.commit,
+        "merge_commit": result.merge_commit,
+        "passed": result.passed,
+        "counts": dict(counts),
+        "skipped": len(problems),
     }
 
 
@@ -73,14 +95,25 @@ def _address() -> str:
 
 def run_train(job: TrainJob) -> dict[str, Any]:
     family = parse_spec(FamilySpec, job.family, source=f"family of job {job.name!r}")
-    say(f"train {family.name!r}: {len(family.tasks)} task(s), {family.epochs} epoch(s), data lakefs://{family.data.repo}/{family.data.ref}")
+    say(
+        f"train {family.name!r}: {len(family.tasks)} task(s), {family.epochs} epoch(s), data lakefs://{family.data.repo}/{family.data.ref}"
+    )
     result = train(family, address=_address())
     say(f"train {family.name!r} finished in {result.wall_s:.0f}s")
     return {
-        "run_id": result.run_id, "data_repo": result.data.repo, "data_commit": result.data.commit, "wall_s": result.wall_s,
+        "run_id": result.run_id,
+        "data_repo": result.data.repo,
+        "data_commit": result.data.commit,
+        "wall_s": result.wall_s,
         "models": [
-            {"name": m.name, "branch": m.branch, "commit": m.commit, "model_uri": m.model_uri, "metrics": m.metrics,
-             "merge_commit": m.merge_commit}
+            {
+                "name": m.name,
+                "branch": m.branch,
+                "commit": m.commit,
+                "model_uri": m.model_uri,
+                "metrics": m.metrics,
+                "merge_commit": m.merge_commit,
+            }
             for m in result.models
         ],
     }

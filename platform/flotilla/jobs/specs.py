@@ -86,11 +86,16 @@ class SyntheticSource(_Spec):
     def _knobs_go_under_spec(cls, data: Any) -> Any:
         # size and the shift knobs were once written flat here; say where they live, not only "unknown key"
         if isinstance(data, dict):
-            moved = [f"spec.{k}" if k in FaceSpec.model_fields else f"spec.shift.{k}"
-                     for k in data if k not in cls.model_fields and (k in FaceSpec.model_fields or k in Shift.model_fields)]
+            moved = [
+                f"spec.{k}" if k in FaceSpec.model_fields else f"spec.shift.{k}"
+                for k in data
+                if k not in cls.model_fields and (k in FaceSpec.model_fields or k in Shift.model_fields)
+            ]
             if moved:
-                raise ValueError(f"the generator's settings go under spec: write {', '.join(moved)} "
-                                 "(e.g. synthetic: {n: 1000, spec: {size: 64, shift: {lighting: 0.3}}})")
+                raise ValueError(
+                    f"the generator's settings go under spec: write {', '.join(moved)} "
+                    "(e.g. synthetic: {n: 1000, spec: {size: 64, shift: {lighting: 0.3}}})"
+                )
         return data
 
 
@@ -123,7 +128,6 @@ class IngestJob(_JobBase, _HubNames):
         return hub_name(check_branch_id, into, example="the branch the dataset is merged into, e.g. 'main'")
 
 
-
 class TrainJob(_JobBase):
     kind: Literal["train"]
     spec: str | None = None  # a family spec file, relative to the project root (e.g. jobs/face_family.yaml)
@@ -153,8 +157,7 @@ class SweepJob(_JobBase):
 
 
 JobSpec = IngestJob | TrainJob | SweepJob
-KINDS: dict[str, type[IngestJob] | type[TrainJob] | type[SweepJob]] = {
-    "ingest": IngestJob, "train": TrainJob, "sweep": SweepJob}
+KINDS: dict[str, type[IngestJob] | type[TrainJob] | type[SweepJob]] = {"ingest": IngestJob, "train": TrainJob, "sweep": SweepJob}
 
 
 def _problems(fn: Callable[[], object]) -> list[str]:
@@ -183,15 +186,13 @@ def _base(spec: str | None, inline: dict[str, Any] | None, root: Path) -> dict[s
     return load_yaml(root / spec)
 
 
-def _family(spec: str | None, inline: dict[str, Any] | None, overrides: dict[str, Any], name: object,
-            root: Path) -> FamilySpec:
+def _family(spec: str | None, inline: dict[str, Any] | None, overrides: dict[str, Any], name: object, root: Path) -> FamilySpec:
     base = _base(spec, inline, root)
     family: FamilySpec = parse_spec(FamilySpec, deep_merge(base or {}, overrides), source=f"family of job {name!r}")
     return family
 
 
-def _sweep(spec: str | None, inline: dict[str, Any] | None, overrides: dict[str, Any], name: object,
-           root: Path) -> SweepSpec:
+def _sweep(spec: str | None, inline: dict[str, Any] | None, overrides: dict[str, Any], name: object, root: Path) -> SweepSpec:
     base = _base(spec, inline, root)
     sweep: SweepSpec = parse_spec(SweepSpec, deep_merge(base or {}, overrides), source=f"sweep of job {name!r}")
     sweep.check(root)  # its base family, space and objective metrics must be valid too
@@ -210,8 +211,10 @@ def _inner_problems(kind: str, data: dict[str, Any], root: Path) -> list[str]:
         path = root / spec
         if path.is_dir():  # is_file() alone called it missing
             inside = [str(p.relative_to(root)) for p in sorted(path.glob("*.y*ml"))[:20] if not _is_job_spec(p)][:5]
-            return [f"spec: {spec} is a directory under {root}, not a spec file: name one YAML spec in it"
-                    + (f" ({', '.join(inside)})" if inside else "")]
+            return [
+                f"spec: {spec} is a directory under {root}, not a spec file: name one YAML spec in it"
+                + (f" ({', '.join(inside)})" if inside else "")
+            ]
         if not path.is_file():
             return [f"spec: {spec} does not exist under {root}"]
     name = data.get("name", "?")

@@ -48,12 +48,34 @@ if TYPE_CHECKING:
 
 PINNED_DIR = ".flotilla-job"
 # never shipped to the cluster: environments, history, outputs, local state that may hold secrets
-_EXCLUDES = (".venv", "venv", ".git", "artifacts", "wandb", "__pycache__", "*.egg-info", ".pytest_cache",
-             ".flotilla-test", ".flotilla", "node_modules", "build", "dist", "credentials.json", "auth_token",
-             ".env", "*.env", ".lakectl.yaml", ".aws", ".ssh", "*.pem", "*.key", "id_rsa*", "id_ed25519*")
+_EXCLUDES = (
+    ".venv",
+    "venv",
+    ".git",
+    "artifacts",
+    "wandb",
+    "__pycache__",
+    "*.egg-info",
+    ".pytest_cache",
+    ".flotilla-test",
+    ".flotilla",
+    "node_modules",
+    "build",
+    "dist",
+    "credentials.json",
+    "auth_token",
+    ".env",
+    "*.env",
+    ".lakectl.yaml",
+    ".aws",
+    ".ssh",
+    "*.pem",
+    "*.key",
+    "id_rsa*",
+    "id_ed25519*",
+)
 
-__all__ = ["RESULT_MARKER", "JobError", "JobHandle", "get_job", "job_client", "list_jobs", "project_root", "stage_job",
-           "submit"]
+__all__ = ["RESULT_MARKER", "JobError", "JobHandle", "get_job", "job_client", "list_jobs", "project_root", "stage_job", "submit"]
 
 
 class JobError(FlotillaError):
@@ -118,8 +140,10 @@ def _connect(address: str | None, settings: Settings | None) -> tuple[JobSubmiss
         ) from None
     except (ConnectionError, RuntimeError, ValueError, requests.RequestException) as exc:
         # ValueError: what answered is not a Ray dashboard (requests' JSON errors are ValueErrors)
-        raise ClusterError(f"cannot reach the Ray Jobs API at {target.url}: {type(exc).__name__}: {str(exc)[:300]}",
-                           hint="check 'flotilla cluster status', and that --address names a Ray dashboard") from None
+        raise ClusterError(
+            f"cannot reach the Ray Jobs API at {target.url}: {type(exc).__name__}: {str(exc)[:300]}",
+            hint="check 'flotilla cluster status', and that --address names a Ray dashboard",
+        ) from None
     return client, target
 
 
@@ -145,14 +169,19 @@ def _call(what: str, fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
     except AuthenticationError:
-        raise ClusterError(f"could not {what}: the cluster refused the auth token",
-                           hint="for another cluster set RAY_AUTH_TOKEN_PATH to its token file") from None
+        raise ClusterError(
+            f"could not {what}: the cluster refused the auth token",
+            hint="for another cluster set RAY_AUTH_TOKEN_PATH to its token file",
+        ) from None
     except requests.RequestException as exc:  # the cluster went away (or an HTTP error from a proxy)
-        raise ClusterError(f"could not {what}: the Ray Jobs API did not answer ({type(exc).__name__}: {str(exc)[:300]})",
-                           hint="check 'flotilla cluster status'") from None
+        raise ClusterError(
+            f"could not {what}: the Ray Jobs API did not answer ({type(exc).__name__}: {str(exc)[:300]})",
+            hint="check 'flotilla cluster status'",
+        ) from None
     except (RuntimeError, ValueError) as exc:  # unknown id, a refused submission, a working_dir over Ray's size limit
-        raise JobError(f"could not {what}: {str(exc)[:500]}",
-                       hint="'flotilla jobs list' shows the known submission ids") from None
+        raise JobError(
+            f"could not {what}: {str(exc)[:500]}", hint="'flotilla jobs list' shows the known submission ids"
+        ) from None
 
 
 # ---- handles --------------------------------------------------------------------------------------
@@ -197,9 +226,11 @@ class JobHandle:
                 except StopAsyncIteration:
                     return
                 except (RuntimeError, aiohttp.ClientError) as exc:  # unknown id (404), the cluster went away
-                    raise JobError(f"could not follow the logs of {self.submission_id}: {type(exc).__name__}: {str(exc)[:300]}",
-                                   hint=f"'flotilla jobs status {self.submission_id}' says whether it still runs; "
-                                   "'flotilla jobs list' shows the known ids") from None
+                    raise JobError(
+                        f"could not follow the logs of {self.submission_id}: {type(exc).__name__}: {str(exc)[:300]}",
+                        hint=f"'flotilla jobs status {self.submission_id}' says whether it still runs; "
+                        "'flotilla jobs list' shows the known ids",
+                    ) from None
                 pending = None
                 yield chunk
         finally:
@@ -223,8 +254,9 @@ class JobHandle:
             if st in ("SUCCEEDED", "FAILED", "STOPPED"):
                 return st
             if deadline is not None and time.monotonic() > deadline:
-                raise JobError(f"job {self.submission_id} is still {st} after {timeout:.0f}s",
-                               hint="'flotilla jobs logs -f' follows it")
+                raise JobError(
+                    f"job {self.submission_id} is still {st} after {timeout:.0f}s", hint="'flotilla jobs logs -f' follows it"
+                )
             time.sleep(poll)
 
     def result(self) -> dict[str, Any]:
@@ -242,11 +274,12 @@ def parse_result(logs: str) -> dict[str, Any] | None:
     for line in reversed(logs.splitlines()):
         if line.startswith(RESULT_MARKER):
             try:
-                return json.loads(line[len(RESULT_MARKER):])
+                return json.loads(line[len(RESULT_MARKER) :])
             except ValueError:
-                raise JobError(f"the job's result line is damaged: {line[:200]!r}",
-                               hint="another process's output was interleaved with it; "
-                                    "the full logs have the run's details") from None
+                raise JobError(
+                    f"the job's result line is damaged: {line[:200]!r}",
+                    hint="another process's output was interleaved with it; the full logs have the run's details",
+                ) from None
     return None
 
 
@@ -366,11 +399,16 @@ def submit(
         runtime_env["working_dir"] = str(stage / "src")
         entrypoint = f"{shlex.quote(target.python)} -m flotilla.jobs.entrypoint {PINNED_DIR}/{sid}.yaml"
         with _quiet_ray():
-            _call(f"submit {spec.name!r} to {target.url}", lambda: client.submit_job(
-                entrypoint=entrypoint, submission_id=sid, runtime_env=runtime_env, metadata=metadata,
-                entrypoint_num_cpus=spec.driver_cpus or None,
-            ))
+            _call(
+                f"submit {spec.name!r} to {target.url}",
+                lambda: client.submit_job(
+                    entrypoint=entrypoint,
+                    submission_id=sid,
+                    runtime_env=runtime_env,
+                    metadata=metadata,
+                    entrypoint_num_cpus=spec.driver_cpus or None,
+                ),
+            )
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return JobHandle(sid, client, pinned)
-

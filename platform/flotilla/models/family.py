@@ -33,9 +33,7 @@ def _head(in_features: int, out_dim: int, hidden: int, dropout: float) -> nn.Mod
     if hidden <= 0:
         linear = nn.Linear(in_features, out_dim)
         return nn.Sequential(nn.Dropout(dropout), linear) if dropout else linear
-    return nn.Sequential(
-        nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, out_dim)
-    )
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
 
 
 class MultiTaskModel(nn.Module):
@@ -72,9 +70,16 @@ class MultiTaskModel(nn.Module):
         feats = getattr(self.backbone, "out_features", None)
         if not isinstance(feats, int):
             raise SpecError("a custom backbone must expose an integer attribute 'out_features'")
-        self._config = {"backbone": self.backbone_name, "width": width, "in_channels": in_channels,
-                        "head_hidden": head_hidden, "dropout": dropout, "mean": mean, "std": std,
-                        "weighting": weighting}
+        self._config = {
+            "backbone": self.backbone_name,
+            "width": width,
+            "in_channels": in_channels,
+            "head_hidden": head_hidden,
+            "dropout": dropout,
+            "mean": mean,
+            "std": std,
+            "weighting": weighting,
+        }
         self.heads = nn.ModuleDict({t.name: _head(feats, t.out_dim, head_hidden, dropout) for t in self.tasks})
         # Owned by the model so that DDP all-reduces the uncertainty log-variances with everything
         # else, and they are checkpointed and restored with the weights (see LossWeighting).
@@ -144,8 +149,7 @@ class MultiTaskModel(nn.Module):
             return self.backbone.load_state_dict(sd, strict=strict)
         except RuntimeError as err:
             raise SpecError(
-                f"the checkpoint's backbone does not fit this {self.backbone_name!r} backbone: "
-                f"{str(err).splitlines()[0]}",
+                f"the checkpoint's backbone does not fit this {self.backbone_name!r} backbone: {str(err).splitlines()[0]}",
                 hint="transfer requires the same backbone name and width as the source run",
             ) from err
 
@@ -160,7 +164,7 @@ class MultiTaskModel(nn.Module):
         loaded: list[str] = []
         for name in self.task_names:
             prefix = name + "."
-            part = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+            part = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
             if name not in wanted or not part:
                 continue
             try:
@@ -213,8 +217,10 @@ class MultiTaskModel(nn.Module):
         for prefix, module, group_lr in (("backbone", self.backbone, backbone_lr or lr), ("heads", self.heads, lr)):
             decay = [p for p in module.parameters() if p.ndim > 1]
             rest = [p for p in module.parameters() if p.ndim <= 1]
-            groups += [{"name": f"{prefix}", "params": decay, "lr": group_lr, "weight_decay": weight_decay},
-                       {"name": f"{prefix}_no_decay", "params": rest, "lr": group_lr, "weight_decay": 0.0}]
+            groups += [
+                {"name": f"{prefix}", "params": decay, "lr": group_lr, "weight_decay": weight_decay},
+                {"name": f"{prefix}_no_decay", "params": rest, "lr": group_lr, "weight_decay": 0.0},
+            ]
         weighting = self.loss_weighting if weighting is None else weighting
         params = list(weighting.parameters())
         if params:
@@ -245,7 +251,7 @@ def _sub_state(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str,
     """Accept a sub-module's own state dict or a whole model's (also DDP's ``module.``-prefixed one)."""
     sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
     if any(k.startswith(prefix) for k in sd):
-        return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
     return sd
 
 

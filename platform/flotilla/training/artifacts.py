@@ -41,7 +41,7 @@ def model_dir(run_id: str, model: str) -> str:
 def parse_lakefs_uri(uri: str) -> tuple[str, str, str]:
     if not uri.startswith("lakefs://"):
         raise SpecError(f"not a lakeFS URI: {uri!r}", hint="use lakefs://<repo>/<ref>/<path/to/model.pt> or a run id")
-    parts = uri[len("lakefs://"):].split("/", 2)
+    parts = uri[len("lakefs://") :].split("/", 2)
     if len(parts) < 3 or not all(parts):
         raise SpecError(f"lakeFS URI {uri!r} needs a repository, a ref and a path")
     return parts[0], parts[1], parts[2]
@@ -73,7 +73,7 @@ def resolve_model(hub: Any, source: str, default_repo: str) -> ModelLocation:
         except NotFoundError:
             continue
         for o in r.list(commit, prefix):
-            name = o.path[len(f"models/{run}/"):].split("/")[0]
+            name = o.path[len(f"models/{run}/") :].split("/")[0]
             if o.path == f"models/{run}/{name}/model.pt" and name not in found:
                 found[name] = ModelLocation(default_repo, commit, o.path)
     if len(found) == 1:
@@ -109,8 +109,9 @@ def code_version() -> dict[str, Any]:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if sha.returncode == 0:
             info["git_sha"] = sha.stdout.strip()
-            st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                                text=True, timeout=10)
+            st = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10
+            )
             info["dirty"] = bool(st.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         pass
@@ -118,8 +119,18 @@ def code_version() -> dict[str, Any]:
 
 
 def model_card(
-    *, run_id: str, model: str, tasks: list[dict[str, Any]], metrics: dict[str, float], history: list[dict[str, Any]],
-    data_ref: Any, branch: str, spec: Any, parent: ModelLocation | None, code: dict[str, Any], best_epoch: int,
+    *,
+    run_id: str,
+    model: str,
+    tasks: list[dict[str, Any]],
+    metrics: dict[str, float],
+    history: list[dict[str, Any]],
+    data_ref: Any,
+    branch: str,
+    spec: Any,
+    parent: ModelLocation | None,
+    code: dict[str, Any],
+    best_epoch: int,
 ) -> dict[str, Any]:
     return {
         "run_id": run_id,

@@ -54,7 +54,9 @@ class HubCommitCallback(ray.train.UserCallback):
         m = metrics[0]
         resumed = m.get("resumed_from_epoch", -1)
         meta = CheckpointCommit(
-            self.model, m.get("epoch"), {k: v for k, v in m.items() if isinstance(v, float)},
+            self.model,
+            m.get("epoch"),
+            {k: v for k, v in m.items() if isinstance(v, float)},
             resumed if resumed >= 0 else None,
         ).to_metadata()
         try:

@@ -122,7 +122,7 @@ def load_parent(model: Any, parent: ModelLocation | None, creds: Any, *, heads: 
             f"({type(exc).__name__}: "
             f"{'no state dict in it' if isinstance(exc, (KeyError, TypeError)) else 'not loadable as weights'})",
             hint="point it at a model.pt that flotilla published (lakefs://<repo>/<ref>/models/<run>/<model>/model.pt) "
-                 "or give the run id",
+            "or give the run id",
         ) from None
     model.load_backbone(weights, strict=True)
     if heads:
@@ -132,13 +132,18 @@ def load_parent(model: Any, parent: ModelLocation | None, creds: Any, *, heads: 
 def build_model(spec: Any, tasks: Any) -> Any:
     """The family's model as the spec describes it (the workers and bench/gpu_train.py build it here)."""
     return MultiTaskModel(
-        tasks, spec.model.backbone, width=spec.model.width, head_hidden=spec.model.head_hidden,
-        dropout=spec.model.dropout, weighting=spec.weighting,
+        tasks,
+        spec.model.backbone,
+        width=spec.model.width,
+        head_hidden=spec.model.head_hidden,
+        dropout=spec.model.dropout,
+        weighting=spec.weighting,
     )
 
 
-def train_step(net: Any, engine: Any, optimizer: Any, core: Any, batch: dict[str, Any], tasks: Any,
-               device: Any, frozen: bool = False) -> tuple[torch.Tensor, dict[str, float], dict[str, int]]:
+def train_step(
+    net: Any, engine: Any, optimizer: Any, core: Any, batch: dict[str, Any], tasks: Any, device: Any, frozen: bool = False
+) -> tuple[torch.Tensor, dict[str, float], dict[str, int]]:
     """One optimisation step on one batch, under DDP/plain torch (``engine`` None) or DeepSpeed.
 
     Its own function so that ``bench/gpu_train.py`` times the very step the workers run. Returns the
@@ -284,8 +289,14 @@ def sync_buffers(module: torch.nn.Module, world: int) -> None:
         dist.broadcast(buf, src=0)
 
 
-def add_batch(sums: dict[str, float], counts: dict[str, int], loss: torch.Tensor, per_task: dict[str, float],
-              labelled: dict[str, int], n: int) -> None:
+def add_batch(
+    sums: dict[str, float],
+    counts: dict[str, int],
+    loss: torch.Tensor,
+    per_task: dict[str, float],
+    labelled: dict[str, int],
+    n: int,
+) -> None:
     """Add one batch to the epoch's training sums, in place.
 
     The total loss is weighted by the batch's samples, each task's masked-mean loss by that task's
@@ -305,13 +316,13 @@ def train_metrics(sums: dict[str, float], counts: dict[str, int], train_time: fl
     A task no sample of the epoch was labelled for reads 0, as the loss it contributed.
     """
     metrics = {"train/samples_per_s": counts.get("loss", 0) / max(train_time, 1e-9)}
-    metrics.update({"train/loss" if k == "loss" else f"train/{k}_loss": v / max(1, counts.get(k, 0))
-                    for k, v in sums.items()})
+    metrics.update({"train/loss" if k == "loss" else f"train/{k}_loss": v / max(1, counts.get(k, 0)) for k, v in sums.items()})
     return metrics
 
 
-def all_ranks(sums: dict[str, float], counts: dict[str, int], keys: list[str], world: int,
-              device: Any) -> tuple[dict[str, float], dict[str, int]]:
+def all_ranks(
+    sums: dict[str, float], counts: dict[str, int], keys: list[str], world: int, device: Any
+) -> tuple[dict[str, float], dict[str, int]]:
     """Every rank's weighted training sums added up, and the samples each covers.
 
     Only rank 0's report reaches Ray, so without this ``train/*`` described rank 0's shard alone.
@@ -322,11 +333,14 @@ def all_ranks(sums: dict[str, float], counts: dict[str, int], keys: list[str], w
 
     if world <= 1 or not dist.is_initialized():
         return {k: sums.get(k, 0.0) for k in keys}, {k: counts.get(k, 0) for k in keys}
-    t = torch.tensor([sums.get(k, 0.0) for k in keys] + [float(counts.get(k, 0)) for k in keys],
-                     dtype=torch.float64, device=device)
+    t = torch.tensor(
+        [sums.get(k, 0.0) for k in keys] + [float(counts.get(k, 0)) for k in keys], dtype=torch.float64, device=device
+    )
     dist.all_reduce(t)
     values = t.tolist()
-    return dict(zip(keys, values[:len(keys)], strict=True)), {k: round(v) for k, v in zip(keys, values[len(keys):], strict=True)}
+    return dict(zip(keys, values[: len(keys)], strict=True)), {
+        k: round(v) for k, v in zip(keys, values[len(keys) :], strict=True)
+    }
 
 
 def _placement_group_id() -> str:
@@ -355,8 +369,16 @@ def evaluate(net: Any, data: Any, tasks: Any, batch_size: int, rank: int, world:
     return {f"val/{k}": float(v) for k, v in merged.items()}
 
 
-def report_epoch(metrics: dict[str, Any], history: list[dict[str, Any]], epoch: int, core: Any, optimizer: Any,
-                 scheduler: Any, rank: int, train: Any) -> None:
+def report_epoch(
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    epoch: int,
+    core: Any,
+    optimizer: Any,
+    scheduler: Any,
+    rank: int,
+    train: Any,
+) -> None:
     """Report the epoch to Ray Train (``train`` is ``ray.train``); rank 0 attaches the checkpoint.
 
     The checkpoint holds the weights, the schedule's position, the optimiser when rank 0 has all of

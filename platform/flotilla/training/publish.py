@@ -80,18 +80,36 @@ def publish_model(repo: Repo, run: ModelRun, branch: str, fit: Any, wall_s: floa
     epoch = meta["epoch"]
     best_metrics = {k[4:]: v for k, v in history[epoch].items() if k.startswith("val/")} if len(history) > epoch else {}
     card = artifacts.model_card(
-        run_id=run.run_id, model=run.name, tasks=[t.to_dict() for t in run.tasks], metrics=best_metrics, history=history,
-        data_ref=run.data, branch=branch, spec=run.spec, parent=run.parent, code=artifacts.code_version(), best_epoch=epoch,
+        run_id=run.run_id,
+        model=run.name,
+        tasks=[t.to_dict() for t in run.tasks],
+        metrics=best_metrics,
+        history=history,
+        data_ref=run.data,
+        branch=branch,
+        spec=run.spec,
+        parent=run.parent,
+        code=artifacts.code_version(),
+        best_epoch=epoch,
     )
     base = artifacts.model_dir(run.run_id, run.name)
     repo.put(branch, base + "model.pt", weights)
     repo.put(branch, base + "card.json", artifacts.dumps(card))
     repo.put(branch, base + "metrics.json", artifacts.dumps(history))
-    record = ModelCommit(run.run_id, run.name, run.data.commit, card["code"]["git_sha"],
-                         run.parent.uri if run.parent else None, best_metrics)
+    record = ModelCommit(
+        run.run_id, run.name, run.data.commit, card["code"]["git_sha"], run.parent.uri if run.parent else None, best_metrics
+    )
     commit = repo.commit(branch, f"Model {run.name} of run {run.run_id} (best epoch {epoch})", record.to_metadata())
-    return ModelResult(run.name, [t.name for t in run.tasks], branch, commit.id,
-                       f"lakefs://{run.data.repo}/{commit.id}/{base}model.pt", best_metrics, history, wall_s)
+    return ModelResult(
+        run.name,
+        [t.name for t in run.tasks],
+        branch,
+        commit.id,
+        f"lakefs://{run.data.repo}/{commit.id}/{base}model.pt",
+        best_metrics,
+        history,
+        wall_s,
+    )
 
 
 def merge_family(repo: Repo, models: Sequence[ModelResult], target: str, run_id: str) -> None:
@@ -105,23 +123,36 @@ def merge_family(repo: Repo, models: Sequence[ModelResult], target: str, run_id:
     """
     if len(models) == 1:
         m = models[0]
-        m.merge_commit = repo.merge(m.branch, target, f"Promote model {m.name} of run {run_id}",
-                                    repo.commit_info(m.commit).metadata)
+        m.merge_commit = repo.merge(
+            m.branch, target, f"Promote model {m.name} of run {run_id}", repo.commit_info(m.commit).metadata
+        )
         return
-    staging = repo.transact(f"{run_id}-{secrets.token_hex(3)}", target, prefix="promote-",
-                            retention=Retention(on_success="delete", on_failure="delete"))
+    staging = repo.transact(
+        f"{run_id}-{secrets.token_hex(3)}",
+        target,
+        prefix="promote-",
+        retention=Retention(on_success="delete", on_failure="delete"),
+    )
     try:
         with staging:
-            staged = {m.name: repo.merge(m.branch, staging.branch, f"Promote model {m.name} of run {run_id}",
-                                         repo.commit_info(m.commit).metadata) for m in models}
-            repo.merge(staging.branch, target, f"Promote the {len(models)} models of run {run_id}",
-                       FamilyPromotion(run_id, tuple(staged)).to_metadata())
+            staged = {
+                m.name: repo.merge(
+                    m.branch, staging.branch, f"Promote model {m.name} of run {run_id}", repo.commit_info(m.commit).metadata
+                )
+                for m in models
+            }
+            repo.merge(
+                staging.branch,
+                target,
+                f"Promote the {len(models)} models of run {run_id}",
+                FamilyPromotion(run_id, tuple(staged)).to_metadata(),
+            )
     except FlotillaError as exc:  # name the target, not the staging branch that is gone
         raise exc.reword(
             f"the {len(models)} models of run {run_id!r} were not merged into {target!r} (none of them is on it): "
             + exc.message.replace(staging.branch, target),
             hint=f"the models stay on branches {', '.join(m.branch for m in models)}; fix the cause, then merge each "
-                 f"into {target!r} (repo.merge(branch, {target!r})) or train again",
+            f"into {target!r} (repo.merge(branch, {target!r})) or train again",
         ) from None
     for m in models:  # each model's own promotion commit (with its provenance), now in the target's history
         m.merge_commit = staged[m.name]

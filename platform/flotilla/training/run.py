@@ -101,14 +101,16 @@ def train(
     if spec.strategy == "shared":
         runs = [ModelRun(spec, data_ref, run_id, parent=parent)]
     else:
-        runs = [ModelRun(spec, data_ref, run_id, name=t.name, tasks=(t,), parent=parent)
-                for t in resolve_tasks(spec.tasks)]
+        runs = [ModelRun(spec, data_ref, run_id, name=t.name, tasks=(t,), parent=parent) for t in resolve_tasks(spec.tasks)]
     if parent:
         check_parent_fits(hub, runs)
     fixed_size = ensure_ray(address)
-    check_fits({k: v * spec.scaling.workers for k, v in worker_resources(spec).items()}, local=fixed_size,
-               what="a model of this run (scaling.workers x scaling.cpus_per_worker/gpus_per_worker)",
-               hint="lower scaling.workers or scaling.cpus_per_worker, or use a bigger cluster (--address)")
+    check_fits(
+        {k: v * spec.scaling.workers for k, v in worker_resources(spec).items()},
+        local=fixed_size,
+        what="a model of this run (scaling.workers x scaling.cpus_per_worker/gpus_per_worker)",
+        hint="lower scaling.workers or scaling.cpus_per_worker, or use a bigger cluster (--address)",
+    )
     result = TrainResult(run_id, data_ref)
     with ThreadPoolExecutor(max_workers=len(runs)) as pool:  # separate models train concurrently
         result.models = list(pool.map(lambda run: train_model(hub, run, hooks=hooks), runs))
@@ -119,7 +121,11 @@ def train(
 
 
 def train_model(
-    hub: Hub, run: ModelRun, *, callbacks: Sequence[UserCallback] = (), hooks: Sequence[WorkerHook] = (),
+    hub: Hub,
+    run: ModelRun,
+    *,
+    callbacks: Sequence[UserCallback] = (),
+    hooks: Sequence[WorkerHook] = (),
 ) -> ModelResult:
     """Fit ``run``'s model on its branch with Ray Train, then publish its chosen checkpoint there.
 
@@ -130,7 +136,10 @@ def train_model(
     """
     repo = hub.repo(run.data.repo)
     run_branch = repo.transact(
-        run.branch_name, run.data.commit, branch=run.branch, resume=run.branch is not None,
+        run.branch_name,
+        run.data.commit,
+        branch=run.branch,
+        resume=run.branch is not None,
         retention=Retention(on_success="keep", on_failure="keep"),
     )
     try:
@@ -150,8 +159,9 @@ def train_model(
     ray_callbacks: list[Any] = [HubCommitCallback(creds_ref, run.data.repo, branch, run.name), *callbacks]
     trainer = TorchTrainer(
         functools.partial(train_loop_per_worker, config),
-        scaling_config=ScalingConfig(num_workers=scaling.workers, use_gpu=scaling.use_gpu,
-                                     resources_per_worker=worker_resources(run.spec)),
+        scaling_config=ScalingConfig(
+            num_workers=scaling.workers, use_gpu=scaling.use_gpu, resources_per_worker=worker_resources(run.spec)
+        ),
         run_config=RunConfig(
             name=run.name,
             storage_path=f"{run.data.repo}/{branch}/runs/{run.run_id}",

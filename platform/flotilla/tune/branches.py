@@ -60,8 +60,12 @@ class TrialBranches:
         """
         existing = self._existing()
         for t in result.trials:
-            keep = (t is result.winner or t.trial_id in result.pareto or self.keep == "all"
-                    or (self.keep == "completed" and t.status == "completed"))
+            keep = (
+                t is result.winner
+                or t.trial_id in result.pareto
+                or self.keep == "all"
+                or (self.keep == "completed" and t.status == "completed")
+            )
             there = existing is None or t.branch in existing  # unknown while the hub does not answer: assume so
             if not keep and existing is not None and there:
                 self.delete(t.trial_id, t.branch)

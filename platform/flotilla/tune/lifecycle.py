@@ -31,8 +31,16 @@ log = logging.getLogger(__name__)
 
 class TrialBranchCallback(Callback):
     def __init__(
-        self, credentials: HubCredentials | None, repo: str, keep: str, max_epochs: int, journal: str, metric: str = "",
-        *, sweep_id: str = "", ledger: str = "",
+        self,
+        credentials: HubCredentials | None,
+        repo: str,
+        keep: str,
+        max_epochs: int,
+        journal: str,
+        metric: str = "",
+        *,
+        sweep_id: str = "",
+        ledger: str = "",
     ) -> None:
         self.credentials = credentials
         self.sweep_id = sweep_id

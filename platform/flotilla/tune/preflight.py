@@ -40,9 +40,13 @@ def pin_commits(hub: Hub, spec: SweepSpec, family: FamilySpec) -> dict[str, str]
                 f"(e.g. {', '.join(extra[:3])}): promoting the winner would merge that data too, so it would be refused "
                 "after the whole sweep had run",
                 hint=f"merge the data into {into!r} first"
-                     + (f" (into main: 'flotilla data validate --dataset {family.data.dataset} --ref {ref} --merge'), "
-                        f"promote into {ref!r} instead," if branch else ",")
-                     + " or promote.into: null",
+                + (
+                    f" (into main: 'flotilla data validate --dataset {family.data.dataset} --ref {ref} --merge'), "
+                    f"promote into {ref!r} instead,"
+                    if branch
+                    else ","
+                )
+                + " or promote.into: null",
             )
     return commits
 
@@ -62,6 +66,10 @@ def check_trial_fits(spec: SweepSpec, family: FamilySpec, *, local: bool) -> Non
     need = {"CPU": spec.budget.trial_cpus + workers * max(values("scaling.cpus_per_worker", family.scaling.cpus_per_worker))}
     if family.scaling.use_gpu or "scaling.use_gpu" in spec.space:  # 0 GPUs per worker means one whole GPU
         need["GPU"] = workers * max(g or 1.0 for g in values("scaling.gpus_per_worker", family.scaling.gpus_per_worker))
-    check_fits(need, local=local, what="a trial (budget.trial_cpus + scaling.workers x scaling.cpus_per_worker/gpus_per_worker)",
-               hint="lower budget.trial_cpus, scaling.workers or scaling.cpus_per_worker (or their search ranges), "
-                    "or use a bigger cluster (--address)")
+    check_fits(
+        need,
+        local=local,
+        what="a trial (budget.trial_cpus + scaling.workers x scaling.cpus_per_worker/gpus_per_worker)",
+        hint="lower budget.trial_cpus, scaling.workers or scaling.cpus_per_worker (or their search ranges), "
+        "or use a bigger cluster (--address)",
+    )

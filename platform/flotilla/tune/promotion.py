@@ -48,10 +48,12 @@ def promote(repo: Repo, saved: SavedSweep, result: SweepResult) -> None:
             _warn_if_reranked(result)
             return
         _only_the_model(repo, into, w, sweep_id)
-        lineage = PromotionCommit(sweep_id, w.trial_id, saved.data_commit(w.params), w.params,
-                                  {k.removeprefix("val/"): v for k, v in w.metrics.items()})
-        result.promotion_commit = repo.merge(w.branch, into, f"Promote sweep {sweep_id} winner {w.trial_id}",
-                                             lineage.to_metadata())
+        lineage = PromotionCommit(
+            sweep_id, w.trial_id, saved.data_commit(w.params), w.params, {k.removeprefix("val/"): v for k, v in w.metrics.items()}
+        )
+        result.promotion_commit = repo.merge(
+            w.branch, into, f"Promote sweep {sweep_id} winner {w.trial_id}", lineage.to_metadata()
+        )
         result.promotion_error, result.promoted_trial = None, w.trial_id
     except FlotillaError as exc:
         result.promotion_error = exc.message
@@ -59,7 +61,7 @@ def promote(repo: Repo, saved: SavedSweep, result: SweepResult) -> None:
             f"sweep {sweep_id!r} finished but its winner {w.trial_id} (branch {w.branch!r}) was not merged into "
             f"{into!r}: {exc.message}",
             hint=f"{exc.hint + '; ' if exc.hint else ''}the trials' results are saved ('flotilla sweep show {sweep_id}'); "
-                 f"then 'flotilla sweep resume {sweep_id}' retries the promotion (it runs no finished trial again)",
+            f"then 'flotilla sweep resume {sweep_id}' retries the promotion (it runs no finished trial again)",
         ) from None
     finally:
         write_result(result)
@@ -81,9 +83,15 @@ def _trial_of(metadata: Mapping[str, str]) -> str | None:
 def _warn_if_reranked(result: SweepResult) -> None:
     w = result.winner
     if w and result.promoted_trial and result.promoted_trial != w.trial_id:
-        log.warning("sweep %s: trial %s now ranks first, but trial %s was promoted already (commit %s); "
-                    "merge branch %s by hand to promote it instead", result.sweep_id, w.trial_id, result.promoted_trial,
-                    (result.promotion_commit or "")[:12], w.branch)
+        log.warning(
+            "sweep %s: trial %s now ranks first, but trial %s was promoted already (commit %s); "
+            "merge branch %s by hand to promote it instead",
+            result.sweep_id,
+            w.trial_id,
+            result.promoted_trial,
+            (result.promotion_commit or "")[:12],
+            w.branch,
+        )
 
 
 def promotion_on(repo: Repo, into: str, sweep_id: str, depth: int = 500) -> str | None:
@@ -107,8 +115,11 @@ def _only_the_model(repo: Repo, into: str, w: TrialRecord, sweep_id: str) -> Non
     run_id = w.run_id or f"{sweep_id}-{w.trial_id}"
     ours = (f"models/{run_id}/", f"runs/{run_id}/")
     # ... and the empty "directory" objects S3 clients leave on the way there (``runs/``)
-    extra = [c.path for c in repo.diff(into, w.branch, two_dot=False)
-             if not c.path.startswith(ours) and not (c.path.endswith("/") and any(o.startswith(c.path) for o in ours))]
+    extra = [
+        c.path
+        for c in repo.diff(into, w.branch, two_dot=False)
+        if not c.path.startswith(ours) and not (c.path.endswith("/") and any(o.startswith(c.path) for o in ours))
+    ]
     if extra:
         ref = w.params.get("data.ref")
         raise ConflictError(
@@ -116,5 +127,5 @@ def _only_the_model(repo: Repo, into: str, w: TrialRecord, sweep_id: str) -> Non
             f"{into!r} (e.g. {', '.join(extra[:3])}): its branch starts from data {'ref ' + repr(ref) if ref else 'that'} "
             f"{into!r} does not have",
             hint=f"merge that data into {into!r} first (into main: 'flotilla data validate --dataset <name> --ref "
-                 f"<data branch> --merge'), then resume; or merge branch {w.branch!r} into the data branch by hand",
+            f"<data branch> --merge'), then resume; or merge branch {w.branch!r} into the data branch by hand",
         )

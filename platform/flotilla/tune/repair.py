@@ -48,8 +48,11 @@ def journal_lost_starts(exp_dir: Path, d: Path, sweep_id: str) -> set[str]:
         return lost
     for t in sorted(lost):
         journal.append(Lost(t))
-    log.warning("sweep %s: trial(s) %s started just before the driver died, before Tune saved them; another "
-                "trial runs in their place", sweep_id, ", ".join(sorted(lost)))
+    log.warning(
+        "sweep %s: trial(s) %s started just before the driver died, before Tune saved them; another trial runs in their place",
+        sweep_id,
+        ", ".join(sorted(lost)),
+    )
     if (d / STUDY).exists():
         _fail_in_study(d / STUDY, sweep_id, lost)
     return lost

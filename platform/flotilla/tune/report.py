@@ -80,8 +80,10 @@ def missing_plots_note(plots: dict[str, str], statuses: list[str]) -> str | None
     done, stopped = statuses.count("completed"), statuses.count("stopped")
     if done >= 2 or not stopped:
         return None
-    return (f"no history/parallel/importance plots: they need 2 trials trained to the end, and ASHA stopped "
-            f"{stopped} of {len(statuses)} early; every trial's learning curve is in the curves plot")
+    return (
+        f"no history/parallel/importance plots: they need 2 trials trained to the end, and ASHA stopped "
+        f"{stopped} of {len(statuses)} early; every trial's learning curve is in the curves plot"
+    )
 
 
 def write_plots(d: Path, sweep_id: str, result: SweepResult) -> dict[str, str]:
@@ -108,10 +110,14 @@ def write_plots(d: Path, sweep_id: str, result: SweepResult) -> dict[str, str]:
     # Optuna draws these for one objective; a Pareto study shows them for the first metric listed
     one: dict[str, Any] = {"target": lambda t: t.values[0], "target_name": result.objective} if multi else {}
     plots: list[tuple[str, Any, dict[str, Any]]] = [
-        ("history", ov.plot_optimization_history, one), ("parallel", ov.plot_parallel_coordinate, one),
+        ("history", ov.plot_optimization_history, one),
+        ("parallel", ov.plot_parallel_coordinate, one),
         # Optuna ranks importance for *low* target values: flip a maximised first metric
-        ("importance", ov.plot_param_importances,
-         {**one, "target": lambda t: t.values[0] if result.mode == "min" else -t.values[0]} if multi else {}),
+        (
+            "importance",
+            ov.plot_param_importances,
+            {**one, "target": lambda t: t.values[0] if result.mode == "min" else -t.values[0]} if multi else {},
+        ),
     ]
     if multi and len(study.directions) <= 3:
         plots.append(("pareto", ov.plot_pareto_front, {"target_names": list(result.objectives)}))
@@ -142,11 +148,19 @@ def write_plots(d: Path, sweep_id: str, result: SweepResult) -> dict[str, str]:
     pts = [t for t in result.trials if {"val/age/mae", "val/gender/accuracy"} <= set(t.metrics)]
     if pts:
         fig, ax = plt.subplots(figsize=(6, 4.5))
-        sc = ax.scatter([t.metrics["val/age/mae"] for t in pts], [t.metrics["val/gender/accuracy"] for t in pts],
-                        c=[t.metrics.get("val/emotion/accuracy", 0.0) for t in pts], cmap="viridis", s=60)
+        sc = ax.scatter(
+            [t.metrics["val/age/mae"] for t in pts],
+            [t.metrics["val/gender/accuracy"] for t in pts],
+            c=[t.metrics.get("val/emotion/accuracy", 0.0) for t in pts],
+            cmap="viridis",
+            s=60,
+        )
         for t in pts:
-            ax.annotate(t.trial_id[-5:] + (" ★" if result.winner and t is result.winner else ""),
-                        (t.metrics["val/age/mae"], t.metrics["val/gender/accuracy"]), fontsize=7)
+            ax.annotate(
+                t.trial_id[-5:] + (" ★" if result.winner and t is result.winner else ""),
+                (t.metrics["val/age/mae"], t.metrics["val/gender/accuracy"]),
+                fontsize=7,
+            )
         ax.set_xlabel("age MAE (years, lower is better)")
         ax.set_ylabel("gender accuracy")
         fig.colorbar(sc, label="emotion accuracy")

@@ -85,8 +85,9 @@ def pareto_front(trials: list[TrialRecord], objectives: Mapping[str, str]) -> li
     return [t for t in trials if not any(dominates(scores[id(o)], scores[id(t)]) for o in trials if o is not t)]
 
 
-def trial_record(r: Any, states: Mapping[str, TrialState], sweep_id: str, full_epochs: int, mode: str, *,
-                 multi: bool) -> TrialRecord:
+def trial_record(
+    r: Any, states: Mapping[str, TrialState], sweep_id: str, full_epochs: int, mode: str, *, multi: bool
+) -> TrialRecord:
     """One Tune result (an item of a ``ResultGrid``) as a trial: its metrics are those of the epoch
     whose checkpoint it published."""
     m = r.metrics or {}
@@ -101,8 +102,17 @@ def trial_record(r: Any, states: Mapping[str, TrialState], sweep_id: str, full_e
         metrics = dict(best.metrics)
     params = {k: v for k, v in (r.config or {}).items() if v is not None}
     branch = m.get("branch") or (state.branch if state else None) or trial_branch(sweep_id, trial_id)
-    return TrialRecord(trial_id, params, status, epochs, metrics, branch, run_id=m.get("run_id", ""),
-                       seen_live=bool(state and state.seen_live), error=last_line(r.error))
+    return TrialRecord(
+        trial_id,
+        params,
+        status,
+        epochs,
+        metrics,
+        branch,
+        run_id=m.get("run_id", ""),
+        seen_live=bool(state and state.seen_live),
+        error=last_line(r.error),
+    )
 
 
 def last_line(error: Any) -> str:
@@ -113,8 +123,9 @@ def last_line(error: Any) -> str:
     return (lines[-1] if lines else type(error).__name__)[:500]
 
 
-def ranked(sweep_id: str, directory: Path, commits: Mapping[str, str], objective: Objective,
-           trials: Iterable[TrialRecord]) -> SweepResult:
+def ranked(
+    sweep_id: str, directory: Path, commits: Mapping[str, str], objective: Objective, trials: Iterable[TrialRecord]
+) -> SweepResult:
     """The sweep's result: its trials, the Pareto front (several objectives) and the winner, the
     trial trained to the end that ranks first (for a Pareto search: the front's best on the first metric)."""
     metric, mode = objective.primary
@@ -137,12 +148,19 @@ def no_winner(result: SweepResult, spec: SweepSpec) -> NoWinner:
     errored = [t for t in result.trials if t.status == "errored"]
     why = f"; trial {errored[0].trial_id} failed with: {errored[0].error or 'see its log'}" if errored else ""
     if errored:
-        hint = (f"fix the cause (all trials failing alike usually means the spec: try 'flotilla sweep <spec> --check'), "
-                f"then 'flotilla sweep resume {sweep_id}' re-runs the errored trials; the full tracebacks are in the Ray logs")
+        hint = (
+            f"fix the cause (all trials failing alike usually means the spec: try 'flotilla sweep <spec> --check'), "
+            f"then 'flotilla sweep resume {sweep_id}' re-runs the errored trials; the full tracebacks are in the Ray logs"
+        )
     elif spec.budget.time_limit_s:
-        hint = (f"budget.time_limit_s ({spec.budget.time_limit_s:g} s) ran out before a trial finished: raise it, "
-                "or train fewer epochs")
+        hint = (
+            f"budget.time_limit_s ({spec.budget.time_limit_s:g} s) ran out before a trial finished: raise it, "
+            "or train fewer epochs"
+        )
     else:
         hint = "every trial was stopped early: check the scheduler (grace_period) and the objective's mode"
-    return NoWinner(f"sweep {sweep_id!r} ended without a trial trained to the end ({how}){why}; nothing was promoted",
-                    hint=hint, result=result)
+    return NoWinner(
+        f"sweep {sweep_id!r} ended without a trial trained to the end ({how}){why}; nothing was promoted",
+        hint=hint,
+        result=result,
+    )

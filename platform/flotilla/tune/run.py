@@ -41,8 +41,12 @@ log = logging.getLogger(__name__)
 
 
 def sweep(
-    spec: SweepSpec | str | Path | dict[str, Any], *, hub: Hub | None = None, address: str | None = None,
-    sweep_id: str | None = None, root: Path | None = None,
+    spec: SweepSpec | str | Path | dict[str, Any],
+    *,
+    hub: Hub | None = None,
+    address: str | None = None,
+    sweep_id: str | None = None,
+    root: Path | None = None,
 ) -> SweepResult:
     """Run a sweep: ``spec`` is a SweepSpec, a spec file (``tuning/face_family.yaml``) or the same as a dict.
 
@@ -64,8 +68,10 @@ def sweep(
     sweep_id = sweep_id or branch_id(f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     d = sweep_dir(sweep_id, hub.settings)
     if d.exists():
-        raise ConfigError(f"sweep {sweep_id!r} already exists in {d.parent}",
-                          hint=f"continue it with 'flotilla sweep resume {sweep_id}', or pass another sweep_id")
+        raise ConfigError(
+            f"sweep {sweep_id!r} already exists in {d.parent}",
+            hint=f"continue it with 'flotilla sweep resume {sweep_id}', or pass another sweep_id",
+        )
     commits = pin_commits(hub, spec, family)  # before anything is written: a bad ref leaves no half-made sweep
     fixed_size = ensure_ray(address)  # likewise an unreachable cluster ...
     check_trial_fits(spec, family, local=fixed_size)  # ... and a trial the whole cluster could never hold
@@ -133,7 +139,7 @@ def drive(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, address: str | No
             f"sweep {sweep_id!r} was interrupted: {done} trial(s) had finished; the trials that were running "
             "keep their branches and checkpoints, nothing was promoted",
             hint=f"'flotilla sweep resume {sweep_id}' finishes it (finished trials do not run again; cut-short "
-                 "ones go on from their last checkpoint)",
+            "ones go on from their last checkpoint)",
         )
     return finish(hub, saved, d, sweep_id, results)
 
@@ -151,20 +157,31 @@ def _new_tuner(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, trainable: A
 
     spec, obj = saved.spec, saved.spec.objective
     callback = TrialBranchCallback(
-        hub.credentials, saved.data_repo, spec.retention.keep, saved.epochs, str(d / JOURNAL), obj.primary[0],
-        sweep_id=sweep_id, ledger=str(d / LEDGER),
+        hub.credentials,
+        saved.data_repo,
+        spec.retention.keep,
+        saved.epochs,
+        str(d / JOURNAL),
+        obj.primary[0],
+        sweep_id=sweep_id,
+        ledger=str(d / LEDGER),
     )
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=space.searcher(spec, saved.epochs, d / STUDY, sweep_id), scheduler=space.scheduler(spec, saved.epochs),
-            metric=None if obj.multi else obj.metric, mode=None if obj.multi else obj.mode, num_samples=spec.budget.trials,
-            max_concurrent_trials=spec.budget.concurrency, time_budget_s=spec.budget.time_limit_s,
+            search_alg=space.searcher(spec, saved.epochs, d / STUDY, sweep_id),
+            scheduler=space.scheduler(spec, saved.epochs),
+            metric=None if obj.multi else obj.metric,
+            mode=None if obj.multi else obj.mode,
+            num_samples=spec.budget.trials,
+            max_concurrent_trials=spec.budget.concurrency,
+            time_budget_s=spec.budget.time_limit_s,
         ),
         # the JSON logger only (CSV and TensorBoard stay off): without result.json per trial, Tune warns
         # at the end of every sweep that it "failed to fetch metrics" for each trial
-        run_config=tune.RunConfig(name=sweep_id, storage_path=str(d / TUNE), callbacks=[callback, JsonLoggerCallback()],
-                                  verbose=1),
+        run_config=tune.RunConfig(
+            name=sweep_id, storage_path=str(d / TUNE), callbacks=[callback, JsonLoggerCallback()], verbose=1
+        ),
     )
 
 

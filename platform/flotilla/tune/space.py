@@ -44,7 +44,8 @@ def searcher(spec: SweepSpec, epochs: int, study: Path, study_name: str) -> Any:
     s = spec.searcher
     sampler: optuna.samplers.BaseSampler = (
         optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials, multivariate=s.multivariate)
-        if s.type == "tpe" else optuna.samplers.RandomSampler(seed=s.seed)
+        if s.type == "tpe"
+        else optuna.samplers.RandomSampler(seed=s.seed)
     )
     obj = spec.objective
     # Optuna >= 5 runs TPE with constant_liar on by default: with several trials at once, running
@@ -53,8 +54,13 @@ def searcher(spec: SweepSpec, epochs: int, study: Path, study_name: str) -> Any:
     metric: str | list[str] = list(obj.metrics) if obj.metrics else obj.metric
     mode: str | list[str] = list(obj.metrics.values()) if obj.metrics else obj.mode
     search = StoppedAsPrunedOptunaSearch(
-        space=DefineByRun(spec.space), sampler=sampler, full_iterations=epochs, metric=metric, mode=mode,
-        storage=optuna.storages.RDBStorage(f"sqlite:///{study}"), study_name=study_name,
+        space=DefineByRun(spec.space),
+        sampler=sampler,
+        full_iterations=epochs,
+        metric=metric,
+        mode=mode,
+        storage=optuna.storages.RDBStorage(f"sqlite:///{study}"),
+        study_name=study_name,
     )
     if spec.budget.target is None:
         return search
@@ -82,5 +88,10 @@ def asha(spec: SweepSpec, epochs: int) -> Any:
             f"scheduler.grace_period {grace} leaves ASHA nothing to stop: trials train {epochs} epochs",
             hint=f"set scheduler.grace_period below {epochs}, or scheduler.type: none",
         )
-    return ASHAScheduler(time_attr=EPOCHS_DONE, max_t=epochs - 1, grace_period=grace,
-                         reduction_factor=spec.scheduler.reduction_factor, stop_last_trials=False)
+    return ASHAScheduler(
+        time_attr=EPOCHS_DONE,
+        max_t=epochs - 1,
+        grace_period=grace,
+        reduction_factor=spec.scheduler.reduction_factor,
+        stop_last_trials=False,
+    )

@@ -34,11 +34,15 @@ class Param(_Spec):
     def _a_dimension(cls, data: Any) -> Any:
         # a fixed value where a dimension belongs: pydantic's own words would name this class, not the fix
         if isinstance(data, list):
-            raise ValueError(f"must be a dimension, not a list: to search these values write "
-                             f"{{type: choice, values: {data!r}}}; to fix a value, put it in overrides")
+            raise ValueError(
+                f"must be a dimension, not a list: to search these values write "
+                f"{{type: choice, values: {data!r}}}; to fix a value, put it in overrides"
+            )
         if not isinstance(data, dict):
-            raise ValueError(f"must be a dimension like {{type: loguniform, low: ..., high: ...}}, not {kind_of(data)}; "
-                             "to fix a value, put it in overrides")
+            raise ValueError(
+                f"must be a dimension like {{type: loguniform, low: ..., high: ...}}, not {kind_of(data)}; "
+                "to fix a value, put it in overrides"
+            )
         if data.get("step") is not None and data.get("type") in ("uniform", "loguniform", "choice"):
             # the searcher suggests uniform/loguniform values without one: it would be ignored
             instead = ", or list the values to try with type: choice" if data["type"] != "choice" else ""
@@ -87,8 +91,9 @@ class Objective(_Spec):
             raise ValueError("set 'metric' to a reported metric (e.g. val/age/mae), give 'weights', or several 'metrics'")
         if not self.weights and "mode" not in self.model_fields_set:
             # a default would maximise an error metric as readily as an accuracy
-            raise ValueError(f"'mode' is required with 'metric': mode: min to minimise {self.metric}, "
-                             "or mode: max to maximise it")
+            raise ValueError(
+                f"'mode' is required with 'metric': mode: min to minimise {self.metric}, or mode: max to maximise it"
+            )
         return self
 
     @property
@@ -190,10 +195,12 @@ class SweepSpec(_Spec):
             maybe = f"; did you mean {(Path(self.base).parent / close[0]).as_posix()}?" if close else ""
             if Path(self.base).is_absolute():
                 raise SpecError(f"base: {self.base} does not exist{maybe}")
-            raise SpecError(f"base: {self.base} does not exist under {where}: a relative base is resolved against the "
-                            "project root (for 'flotilla sweep SPEC': the folder above tuning/ when SPEC is in tuning/, "
-                            f"else the current directory){maybe}",
-                            hint=f"give base a path relative to {where}, or an absolute one")
+            raise SpecError(
+                f"base: {self.base} does not exist under {where}: a relative base is resolved against the "
+                "project root (for 'flotilla sweep SPEC': the folder above tuning/ when SPEC is in tuning/, "
+                f"else the current directory){maybe}",
+                hint=f"give base a path relative to {where}, or an absolute one",
+            )
         try:
             return load_yaml(path) or {}
         except SpecError as exc:  # a directory, a binary file, a list...: the file came from base
@@ -249,8 +256,8 @@ class SweepSpec(_Spec):
             root = name.split(".")[0]
             if root in ("merge_into", "transfer", "strategy", "data", "epochs") and name != "data.ref":
                 why = {
-                    "epochs": "every trial trains the same number of epochs: ASHA's rungs, \"trained to the end\" and "
-                              "the winner are measured against it (set epochs in base or overrides; ASHA stops trials early)",
+                    "epochs": 'every trial trains the same number of epochs: ASHA\'s rungs, "trained to the end" and '
+                    "the winner are measured against it (set epochs in base or overrides; ASHA stops trials early)",
                     "merge_into": "trials never merge; the sweep promotes its winner (promote.into)",
                     "transfer": "the parent model is resolved once, when the sweep starts (set transfer in base or overrides)",
                     "strategy": "a sweep trains one shared model per trial",
@@ -258,11 +265,15 @@ class SweepSpec(_Spec):
                 }[root]
                 problems.append(f"space.{name}: cannot be a search dimension: {why}")
         if self.scheduler.type == "asha" and self.scheduler.grace_period >= family.epochs:
-            problems.append(f"scheduler.grace_period: {self.scheduler.grace_period} leaves ASHA nothing to stop: trials "
-                            f"train {family.epochs} epochs; set it below {family.epochs}, or scheduler.type: none")
+            problems.append(
+                f"scheduler.grace_period: {self.scheduler.grace_period} leaves ASHA nothing to stop: trials "
+                f"train {family.epochs} epochs; set it below {family.epochs}, or scheduler.type: none"
+            )
         if family.strategy != "shared":
-            problems.append("strategy: separate: a sweep tunes one shared model per trial; set strategy: shared in "
-                            "'overrides' (or sweep each task's model with a spec of its own)")
+            problems.append(
+                "strategy: separate: a sweep tunes one shared model per trial; set strategy: shared in "
+                "'overrides' (or sweep each task's model with a spec of its own)"
+            )
         names = list(self.space)
         for i, (name, p) in enumerate(self.space.items()):
             for key, value in (p.when or {}).items():
@@ -317,8 +328,11 @@ def _value_problems(merged: dict[str, Any], name: str, p: Param) -> list[str]:
         whole = p.type in ("uniform", "loguniform") and not float(value).is_integer()
         if whole and not _refused(merged, name, math.floor(value)) and not _refused(merged, name, math.ceil(value)):
             low, high = math.ceil(p.low), math.floor(p.high)  # type: ignore[arg-type]
-            why = [*why[:-1], f"{why[-1]}; {name} takes whole numbers and a {p.type} dimension draws fractions: "
-                              f"use {{type: int, low: {low}, high: {high}}}"]
+            why = [
+                *why[:-1],
+                f"{why[-1]}; {name} takes whole numbers and a {p.type} dimension draws fractions: "
+                f"use {{type: int, low: {low}, high: {high}}}",
+            ]
         return [f"space.{name} = {value!r}: {x}" for x in why]
     return []
 
@@ -335,11 +349,15 @@ def _never_sampled(key: str, dim: Param, value: Any, guarded: str) -> str | None
         whole = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
         if not whole or not low <= value <= high or (value - low) % step:
             grid = f" in steps of {step}" if step > 1 else ""
-            return (f"{key} = {value!r} is never sampled (its values: whole numbers from {low} to {high}{grid}), "
-                    f"so {guarded} never would be")
+            return (
+                f"{key} = {value!r} is never sampled (its values: whole numbers from {low} to {high}{grid}), "
+                f"so {guarded} never would be"
+            )
         return None
-    return (f"{key} is a {dim.type} dimension, whose draws are never exactly {value!r}, so {guarded} would never be "
-            f"sampled: a condition names a choice (or int) dimension; make {key} a choice of the values you mean")
+    return (
+        f"{key} is a {dim.type} dimension, whose draws are never exactly {value!r}, so {guarded} would never be "
+        f"sampled: a condition names a choice (or int) dimension; make {key} a choice of the values you mean"
+    )
 
 
 def load_sweep_spec(path: str | Path) -> SweepSpec:

@@ -51,15 +51,24 @@ class SavedSweep:
         return self.commits[params.get("data.ref", self.family["data"]["ref"])]
 
     def to_json(self) -> str:
-        return json.dumps({"spec": self.spec.model_dump(mode="json"), "family": dict(self.family), "commits": dict(self.commits),
-                           "parent": asdict(self.parent) if self.parent else None}, indent=2, sort_keys=True)
+        return json.dumps(
+            {
+                "spec": self.spec.model_dump(mode="json"),
+                "family": dict(self.family),
+                "commits": dict(self.commits),
+                "parent": asdict(self.parent) if self.parent else None,
+            },
+            indent=2,
+            sort_keys=True,
+        )
 
     @classmethod
     def from_json(cls, text: str, sweep_id: str) -> SavedSweep:
         state = json.loads(text)
         parent = state.get("parent")
-        return cls(saved_spec(state["spec"], sweep_id), state["family"], state["commits"],
-                   ModelLocation(**parent) if parent else None)
+        return cls(
+            saved_spec(state["spec"], sweep_id), state["family"], state["commits"], ModelLocation(**parent) if parent else None
+        )
 
 
 def saved_spec(spec: Mapping[str, Any], sweep_id: str) -> SweepSpec:
@@ -85,8 +94,10 @@ def sweep_dir(sweep_id: str, settings: Settings | None = None) -> Path:
     try:
         check_branch_id(sweep_id)
     except InvalidNameError:
-        raise ConfigError(f"invalid sweep id {sweep_id!r}: letters, digits, '_' and '-' only",
-                          hint="see 'flotilla sweep list' for the ids of this machine's sweeps") from None
+        raise ConfigError(
+            f"invalid sweep id {sweep_id!r}: letters, digits, '_' and '-' only",
+            hint="see 'flotilla sweep list' for the ids of this machine's sweeps",
+        ) from None
     return sweeps_dir(settings) / sweep_id
 
 

@@ -24,8 +24,8 @@ from flotilla.hub.client import Hub
 from flotilla.names import branch_id
 from flotilla.settings import Settings
 from flotilla.specs import FamilySpec, deep_merge, parse_spec
-from flotilla.training.artifacts import ModelLocation
 from flotilla.training import ModelRun, train_model
+from flotilla.training.artifacts import ModelLocation
 from flotilla.tune.spec import Objective, unflatten
 
 EPOCHS_DONE = "epochs_done"

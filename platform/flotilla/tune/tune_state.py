@@ -59,7 +59,7 @@ def check_restorable(exp_dir: Path, sweep_id: str) -> None:
                     f"sweep {sweep_id!r} was saved by an older flotilla: its Tune state names classes of "
                     f"{old}, which moved to {new}",
                     hint=f"resume it with the flotilla that started it, or start the sweep again "
-                         f"(its spec is in {exp_dir.parent.parent / 'sweep.json'})",
+                    f"(its spec is in {exp_dir.parent.parent / 'sweep.json'})",
                 )
 
 
@@ -78,8 +78,12 @@ def saved_trial_ids(exp_dir: Path) -> set[str] | None:
         except json.JSONDecodeError as exc:
             aside = newest.with_name(f".{newest.name}.unreadable")
             os.replace(newest, aside)
-            log.warning("Tune state %s is cut short (%s); set aside as %s, the resume reads the one before it",
-                        newest.name, exc, aside.name)
+            log.warning(
+                "Tune state %s is cut short (%s); set aside as %s, the resume reads the one before it",
+                newest.name,
+                exc,
+                aside.name,
+            )
         except Exception as exc:  # Tune's format changed: resume as before, and say so
             log.warning("could not read the trials of the Tune state %s: %s", newest.name, exc)
             return None
@@ -116,8 +120,12 @@ def mark_finished(exp_dir: Path, finished: Mapping[str, Reported | None]) -> Non
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text(json.dumps(state))
             os.replace(tmp, path)
-            log.warning("sweep state %s: trial(s) %s had finished before the driver died but were saved as running; "
-                        "they do not run again", path.name, ", ".join(sorted(fixed)))
+            log.warning(
+                "sweep state %s: trial(s) %s had finished before the driver died but were saved as running; "
+                "they do not run again",
+                path.name,
+                ", ".join(sorted(fixed)),
+            )
         except Exception as exc:  # Tune's format changed: resume as before, and say so
             log.warning("could not check the Tune state %s for finished trials: %s", path.name, exc)
 

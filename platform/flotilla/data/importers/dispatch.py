@@ -13,23 +13,29 @@ from flotilla.data.importers.utkface import import_utkface
 
 Kind = Literal["utkface", "fer2013", "folder"]
 KINDS: tuple[str, ...] = ("utkface", "fer2013", "folder")
-IMPORTERS: dict[str, Callable[..., ImportResult]] = {"utkface": import_utkface, "fer2013": import_fer2013,
-                                                     "folder": import_folder}
+IMPORTERS: dict[str, Callable[..., ImportResult]] = {
+    "utkface": import_utkface,
+    "fer2013": import_fer2013,
+    "folder": import_folder,
+}
 
 
-def import_source(kind: Kind | str, path: str | os.PathLike[str],
-                  labels_csv: str | os.PathLike[str] | None = None) -> ImportResult:
+def import_source(
+    kind: Kind | str, path: str | os.PathLike[str], labels_csv: str | os.PathLike[str] | None = None
+) -> ImportResult:
     """Run the importer of ``kind`` (one of ``KINDS``) on ``path`` (a folder; the CSV for fer2013).
 
     ``labels_csv`` is only for ``"folder"``; an unknown kind raises :class:`ImportFormatError`.
     """
     key = str(kind).strip().lower()
     if key not in IMPORTERS:
-        raise ImportFormatError(f"unknown import format {kind!r}{did_you_mean(key, KINDS)}",
-                                hint=f"choose one of: {', '.join(KINDS)}")
+        raise ImportFormatError(
+            f"unknown import format {kind!r}{did_you_mean(key, KINDS)}", hint=f"choose one of: {', '.join(KINDS)}"
+        )
     if key == "folder":
         return import_folder(path, labels_csv)
     if labels_csv is not None:
-        raise ImportFormatError(f"a labels CSV is only used by the 'folder' format, not {key!r}",
-                                hint="drop --labels, or use --format folder")
+        raise ImportFormatError(
+            f"a labels CSV is only used by the 'folder' format, not {key!r}", hint="drop --labels, or use --format folder"
+        )
     return IMPORTERS[key](path)

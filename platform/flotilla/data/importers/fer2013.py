@@ -57,7 +57,8 @@ def import_fer2013(csv_path: str | os.PathLike[str]) -> ImportResult:
         raise ImportFormatError(
             f"{path.name} is not a FER2013 CSV: expected the header {','.join(FER_HEADER)!r}, got {','.join(header)!r}",
             [f"missing column {c!r}" for c in missing] + [f"unknown column {c!r}{did_you_mean(c, FER_HEADER)}" for c in extra],
-            hint="FER2013's header is 'emotion,pixels,Usage'; for other labelled images use --format folder")
+            hint="FER2013's header is 'emotion,pixels,Usage'; for other labelled images use --format folder",
+        )
     col = {name: names.index(name.lower()) for name in FER_HEADER}
 
     def produce(problems: list[ImportProblem]) -> Iterator[Sample]:
@@ -71,7 +72,15 @@ def import_fer2013(csv_path: str | os.PathLike[str]) -> ImportResult:
             if isinstance(emotion, str) or isinstance(image, str):
                 problems.append(ImportProblem(src, "; ".join(r for r in (emotion, image) if isinstance(r, str))))
                 continue
-            yield Sample(sample_id=f"fer-{index:05d}", image=image, format="png", age=None, gender=None,
-                         emotion=emotion, split=parse_split(cells[col["Usage"]], FER_USAGE), source=src)
+            yield Sample(
+                sample_id=f"fer-{index:05d}",
+                image=image,
+                format="png",
+                age=None,
+                gender=None,
+                emotion=emotion,
+                split=parse_split(cells[col["Usage"]], FER_USAGE),
+                source=src,
+            )
 
     return ImportResult("fer2013", path, produce)

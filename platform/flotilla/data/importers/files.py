@@ -27,8 +27,13 @@ def escapes_root(path: Path, root: Path) -> bool:
 def read_file(path: Path, source: str, problems: list[ImportProblem], root: Path) -> bytes | None:
     """The bytes of ``path``, or None after adding a problem (unreadable, or a link leading outside ``root``)."""
     if escapes_root(path, root):
-        problems.append(ImportProblem(source, "is a symbolic link (or inside one) that leads outside the import folder; "
-                                              "refused, so files elsewhere on this machine are never uploaded"))
+        problems.append(
+            ImportProblem(
+                source,
+                "is a symbolic link (or inside one) that leads outside the import folder; "
+                "refused, so files elsewhere on this machine are never uploaded",
+            )
+        )
         return None
     try:
         return path.read_bytes()
@@ -42,8 +47,9 @@ def require_path(path: str | os.PathLike[str], *, directory: bool) -> Path:
     p = Path(path)
     what = "a folder of images" if directory else "a CSV file"
     if not p.exists() or (p.is_dir(), p.is_file()) != (directory, not directory):
-        raise ImportFormatError(f"{p} {'is not ' + what if p.exists() else 'does not exist'}",
-                                hint=f"this format expects the path of {what}")
+        raise ImportFormatError(
+            f"{p} {'is not ' + what if p.exists() else 'does not exist'}", hint=f"this format expects the path of {what}"
+        )
     return p
 
 
@@ -76,8 +82,11 @@ def csv_rows(path: Path, problems: list[ImportProblem], width: int | None = None
         try:
             for row in reader:
                 if reader.line_num > start:
-                    raise _malformed(path, start, f"a quoted field opened on line {start} runs on to line "
-                                                  f"{reader.line_num} (an unbalanced '\"'?)")
+                    raise _malformed(
+                        path,
+                        start,
+                        f"a quoted field opened on line {start} runs on to line {reader.line_num} (an unbalanced '\"'?)",
+                    )
                 if width is not None and any(cell.strip() for cell in row) and len(row) != width:
                     raise _malformed(path, start, f"the row has {len(row)} field(s), expected {width}")
                 cells: list[str] | None = row
@@ -97,7 +106,8 @@ def _malformed(path: Path, line: int, why: str) -> ImportFormatError:
     return ImportFormatError(
         f"CSV {path} is malformed at line {line}: {why}; nothing was imported",
         hint=f"fix line {line} of {path.name} (balance or remove the stray '\"', quote fields that contain commas, "
-             "one row per line), then run the import again")
+        "one row per line), then run the import again",
+    )
 
 
 def csv_header(path: Path) -> list[str]:

@@ -19,9 +19,11 @@ FOLDER_COLUMNS = ("file", "path", "sample_id", "age", "gender", "emotion", "spli
 def _folder_header(path: Path) -> tuple[dict[str, int], int]:
     header = csv_header(path)
     names = [h.lower() for h in header]
-    problems = [(f"unknown column {raw!r}" if name else f"column {i + 1} has an empty name")
-                + did_you_mean(name, FOLDER_COLUMNS) for i, (raw, name) in enumerate(zip(header, names, strict=True))
-                if name not in FOLDER_COLUMNS]
+    problems = [
+        (f"unknown column {raw!r}" if name else f"column {i + 1} has an empty name") + did_you_mean(name, FOLDER_COLUMNS)
+        for i, (raw, name) in enumerate(zip(header, names, strict=True))
+        if name not in FOLDER_COLUMNS
+    ]
     problems += [f"column {d!r} appears more than once" for d in FOLDER_COLUMNS if names.count(d) > 1]
     if "file" in names and "path" in names:
         problems.append("both 'file' and 'path' columns: use only one")
@@ -29,9 +31,11 @@ def _folder_header(path: Path) -> tuple[dict[str, int], int]:
         problems.append("no 'file' (or 'path') column naming each image relative to the folder")
     if problems:
         raise ImportFormatError(
-            f"labels CSV {path.name} has an invalid header {','.join(header)!r}", problems,
+            f"labels CSV {path.name} has an invalid header {','.join(header)!r}",
+            problems,
             hint=f"allowed columns (case-insensitive): {', '.join(FOLDER_COLUMNS)}; "
-                 "'file' (or 'path') is required, every other column is optional")
+            "'file' (or 'path') is required, every other column is optional",
+        )
     return {("file" if n == "path" else n): i for i, n in enumerate(names)}, len(header)
 
 
@@ -54,8 +58,10 @@ def import_folder(root: str | os.PathLike[str], labels_csv: str | os.PathLike[st
     real_base = base.resolve()
     csv_file = require_path(labels_csv if labels_csv is not None else base / "labels.csv", directory=False)
     if labels_csv is None and escapes_root(csv_file, real_base):  # its header would be quoted in errors
-        raise ImportFormatError(f"{csv_file} is a symbolic link that leads outside the folder; refused",
-                                hint="pass the labels CSV you mean explicitly (--labels)")
+        raise ImportFormatError(
+            f"{csv_file} is a symbolic link that leads outside the folder; refused",
+            hint="pass the labels CSV you mean explicitly (--labels)",
+        )
     col, width = _folder_header(csv_file)
 
     def produce(problems: list[ImportProblem]) -> Iterator[Sample]:
@@ -85,8 +91,15 @@ def import_folder(root: str | os.PathLike[str], labels_csv: str | os.PathLike[st
                 continue
             if (data := read_file(base / rel, src, problems, real_base)) is None:
                 continue
-            yield Sample(sample_id=get("sample_id", "").strip() or rel, image=data, format=detect_format(data),
-                         age=age, gender=gender, emotion=emotion, split=parse_split(get("split", ""), SPLIT_ALIASES),
-                         source=src)
+            yield Sample(
+                sample_id=get("sample_id", "").strip() or rel,
+                image=data,
+                format=detect_format(data),
+                age=age,
+                gender=gender,
+                emotion=emotion,
+                split=parse_split(get("split", ""), SPLIT_ALIASES),
+                source=src,
+            )
 
     return ImportResult("folder", base, produce)

@@ -14,8 +14,17 @@ from flotilla.data.layout import EMOTIONS
 
 FER_USAGE = {"training": "train", "publictest": "val", "privatetest": "test"}
 GENDER_NAMES = {"female": 0, "f": 0, "male": 1, "m": 1}
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                 "dev": "val", "test": "test", "testing": "test", **FER_USAGE}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+    **FER_USAGE,
+}
 
 
 @overload

@@ -49,8 +49,9 @@ class ImportResult:
         seen: dict[str, str] = {}
         for s in self._produce(self.problems):
             if s.sample_id in seen:
-                self.problems.append(ImportProblem(
-                    s.source, f"duplicate sample_id {s.sample_id!r} (first seen at {seen[s.sample_id]}); skipped"))
+                self.problems.append(
+                    ImportProblem(s.source, f"duplicate sample_id {s.sample_id!r} (first seen at {seen[s.sample_id]}); skipped")
+                )
                 continue
             seen[s.sample_id] = s.source
             yield s

@@ -18,10 +18,13 @@ def parse_utkface_name(name: str) -> tuple[float, int] | str:
     """
     fields = name.split(".", 1)[0].split("_")
     if len(fields) != 4:
-        return (f"name does not match UTKFace's '<age>_<gender>_<race>_<datetime>.jpg': "
-                f"{len(fields)} '_'-separated field(s) instead of 4")
-    if bad := [f"{k} {t!r}" for k, t in zip(("age", "gender", "race"), fields, strict=False)
-               if not (t.isascii() and t.isdigit())]:
+        return (
+            f"name does not match UTKFace's '<age>_<gender>_<race>_<datetime>.jpg': "
+            f"{len(fields)} '_'-separated field(s) instead of 4"
+        )
+    if bad := [
+        f"{k} {t!r}" for k, t in zip(("age", "gender", "race"), fields, strict=False) if not (t.isascii() and t.isdigit())
+    ]:
         return f"UTKFace field(s) not a non-negative integer: {', '.join(bad)}"
     age, gender = int(fields[0]), int(fields[1])
     return (float(age), {0: 1, 1: 0}.get(gender, gender)) if fields[3] else "UTKFace datetime field is empty"
@@ -48,7 +51,15 @@ def import_utkface(root: str | os.PathLike[str]) -> ImportResult:
             if (data := read_file(path, rel, problems, real_base)) is None:
                 continue
             age, gender = parsed
-            yield Sample(sample_id="utk-" + path.name.split(".", 1)[0], image=data, format=detect_format(data),
-                         age=age, gender=gender, emotion=None, split=None, source=rel)
+            yield Sample(
+                sample_id="utk-" + path.name.split(".", 1)[0],
+                image=data,
+                format=detect_format(data),
+                age=age,
+                gender=gender,
+                emotion=None,
+                split=None,
+                source=rel,
+            )
 
     return ImportResult("utkface", base, produce)
