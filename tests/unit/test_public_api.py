@@ -6,6 +6,9 @@ import pytest
 
 from flotilla.errors import SpecError
 
+PACKAGES = ("flotilla", "flotilla.hub", "flotilla.cluster", "flotilla.training", "flotilla.tune", "flotilla.jobs",
+            "flotilla.models", "flotilla.data", "flotilla.cli")  # fmt: skip
+
 
 def test_flotilla_train_and_jobs_submit_stay_callable_after_their_modules_are_imported(tmp_path):
     import flotilla
@@ -25,16 +28,7 @@ def test_flotilla_train_and_jobs_submit_stay_callable_after_their_modules_are_im
 
 def test_every_package_exports_what_its_all_names():
     """One public-API style: each package's ``__init__`` re-exports its public names through ``__all__``."""
-    for name in (
-        "flotilla",
-        "flotilla.hub",
-        "flotilla.cluster",
-        "flotilla.training",
-        "flotilla.tune",
-        "flotilla.jobs",
-        "flotilla.models",
-        "flotilla.data",
-    ):
+    for name in PACKAGES:
         module = importlib.import_module(name)
         assert module.__all__, name
         for export in module.__all__:
@@ -45,17 +39,7 @@ def test_no_exported_name_is_also_a_submodule():
     """``import flotilla.data.ingest as m`` resolves by attribute: a function of that name would shadow the module."""
     import pkgutil
 
-    for name in (
-        "flotilla",
-        "flotilla.hub",
-        "flotilla.cluster",
-        "flotilla.training",
-        "flotilla.tune",
-        "flotilla.jobs",
-        "flotilla.models",
-        "flotilla.data",
-        "flotilla.cli",
-    ):
+    for name in PACKAGES:
         module = importlib.import_module(name)
         submodules = {m.name for m in pkgutil.iter_modules(module.__path__)}
         clashes = {

@@ -24,7 +24,7 @@ from __future__ import annotations
 import uuid
 
 from flotilla.errors import ConflictError, NotFoundError
-from flotilla.hub.experiment import Retention
+from flotilla.hub.experiment import SCRATCH
 from flotilla.hub.repo import Repo
 from flotilla.lineage import GateInstall
 
@@ -146,7 +146,7 @@ def install_gate(repo: Repo, branch: str = "main") -> bool:
         f"{branch}-{uuid.uuid4().hex[:12]}",
         head,
         prefix="gate-install-",
-        retention=Retention(on_success="delete", on_failure="delete"),
+        retention=SCRATCH,
     ) as install:
         repo.put(install.branch, ACTION_PATH, wanted)
         repo.commit(install.branch, "Install flotilla's data validation gate (pre-merge hook)", GateInstall().to_metadata())

@@ -36,7 +36,7 @@ from flotilla.data.store import read_labels, read_manifest, write_dataset
 from flotilla.data.validate import Thresholds, ValidationReport, validate
 from flotilla.errors import ConfigError, DataValidationError
 from flotilla.hub.client import Hub
-from flotilla.hub.experiment import Retention
+from flotilla.hub.experiment import SCRATCH, Retention
 from flotilla.hub.repo import Repo
 from flotilla.lineage import IngestCommit, ValidatedMerge, ValidationReceipt
 
@@ -244,7 +244,7 @@ def validate_and_merge(
         f"{name}-{uuid.uuid4().hex[:12]}",
         validated,
         prefix="receipt-",
-        retention=Retention(on_success="delete", on_failure="delete"),
+        retention=SCRATCH,
     ) as receipt_branch:
         record_report(repo, receipt_branch.branch, name, report, at=validated)
         receipt = repo.commit(

@@ -2,12 +2,13 @@
 
 from flotilla.hub.client import Hub
 from flotilla.hub.credentials import HubCredentials
-from flotilla.hub.experiment import Experiment, Retention
+from flotilla.hub.experiment import SCRATCH, Experiment, Retention
 from flotilla.hub.local import down, install, local_hub, logs, status, up
 from flotilla.hub.repo import Change, CommitInfo, ObjectInfo, Repo
 from flotilla.hub.server import HubStatus, LocalHub
 
 __all__ = [
+    "SCRATCH",
     "Change",
     "CommitInfo",
     "Experiment",

@@ -51,6 +51,10 @@ class Retention:
     on_failure: Literal["keep", "delete"] = "delete"
 
 
+# A branch that only carries one merge (a receipt, a gate install, promotion staging): gone either way.
+SCRATCH = Retention(on_success="delete", on_failure="delete")
+
+
 class Experiment:
     """Context manager owning one experiment branch; also usable with explicit start()/finish()."""
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flotilla.errors import FlotillaError
-from flotilla.hub.experiment import Retention
+from flotilla.hub.experiment import SCRATCH
 from flotilla.lineage import FamilyPromotion, ModelCommit
 from flotilla.models.tasks import TaskSpec
 from flotilla.training import artifacts
@@ -131,7 +131,7 @@ def merge_family(repo: Repo, models: Sequence[ModelResult], target: str, run_id:
         f"{run_id}-{secrets.token_hex(3)}",
         target,
         prefix="promote-",
-        retention=Retention(on_success="delete", on_failure="delete"),
+        retention=SCRATCH,
     )
     try:
         with staging:
