@@ -26,7 +26,8 @@ from flotilla.cluster.procs import alive, descendants, marked_processes
 from flotilla.data.store import list_datasets
 from flotilla.errors import SpecError
 from flotilla.hub.server import free_port
-from flotilla.jobs.submission import list_jobs, submit
+from flotilla.jobs.handle import list_jobs
+from flotilla.jobs.submission import submit
 from flotilla.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -160,7 +161,8 @@ def test_an_unknown_job_id_is_a_clear_error_everywhere(cluster):
     from typer.testing import CliRunner
 
     from flotilla.cli import app
-    from flotilla.jobs.submission import JobError, get_job
+    from flotilla.jobs.client import JobError
+    from flotilla.jobs.handle import get_job
 
     handle = get_job("ingest-no-such-job-20260101-000000-abcd")
     for call in (handle.status, handle.logs, lambda: list(handle.tail(follow=True))):

@@ -12,8 +12,10 @@ import pytest
 import yaml
 
 from flotilla.errors import SpecError
+from flotilla.jobs.entrypoint import RESULT_MARKER
+from flotilla.jobs.handle import parse_result
 from flotilla.jobs.specs import IngestJob, SweepJob, TrainJob, family_of, load_job_spec, parse_job_spec, sweep_of
-from flotilla.jobs.submission import PINNED_DIR, RESULT_MARKER, parse_result, project_root, stage_job, submission_id
+from flotilla.jobs.submission import PINNED_DIR, project_root, stage_job, submission_id
 from flotilla.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -268,7 +270,7 @@ def test_ctrl_c_while_following_logs_is_a_keyboard_interrupt_and_closes_the_stre
     import signal
     import threading
 
-    from flotilla.jobs.submission import JobHandle
+    from flotilla.jobs.handle import JobHandle
 
     closed = []
 
@@ -298,7 +300,7 @@ def test_ctrl_c_while_following_logs_is_a_keyboard_interrupt_and_closes_the_stre
 
 
 def test_a_damaged_result_line_is_a_job_error():
-    from flotilla.jobs.submission import RESULT_MARKER, JobError, parse_result
+    from flotilla.jobs.client import JobError
 
     assert parse_result(f'noise\n{RESULT_MARKER}{{"ok": true}}\n') == {"ok": True}
     with pytest.raises(JobError, match="damaged"):

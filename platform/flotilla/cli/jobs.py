@@ -149,7 +149,7 @@ def _follow(handle) -> None:
 @friendly
 def jobs_list(address: str = ADDRESS) -> None:
     """Jobs the cluster knows, newest first."""
-    from flotilla.jobs.submission import list_jobs
+    from flotilla.jobs.handle import list_jobs
 
     table = Table()
     table.add_column("submission id", no_wrap=True)
@@ -176,7 +176,7 @@ def jobs_list(address: str = ADDRESS) -> None:
 @friendly
 def jobs_status(submission_id: str = typer.Argument(...), address: str = ADDRESS) -> None:
     """A job's status, message and metadata (and its result once it succeeded)."""
-    from flotilla.jobs.submission import get_job, parse_result
+    from flotilla.jobs.handle import get_job, parse_result
 
     handle = get_job(submission_id, address)
     info = handle.info()
@@ -198,7 +198,7 @@ def jobs_logs(
     address: str = ADDRESS,
 ) -> None:
     """A job's driver log (what its entrypoint printed, plus Ray's worker output)."""
-    from flotilla.jobs.submission import get_job
+    from flotilla.jobs.handle import get_job
 
     handle = get_job(submission_id, address)
     if follow:
@@ -215,7 +215,7 @@ def jobs_stop(
     address: str = ADDRESS,
 ) -> None:
     """Stop a running job (SIGTERM to its driver, SIGKILL a few seconds later)."""
-    from flotilla.jobs.submission import get_job
+    from flotilla.jobs.handle import get_job
 
     handle = get_job(submission_id, address)
     if not handle.stop():

@@ -1,4 +1,4 @@
-"""Job specs (``jobs/*.yaml``), submission to a Ray cluster's Jobs API, and handles on submitted jobs.
+"""Submitting a job spec (``jobs/*.yaml``) to a Ray cluster's Jobs API (handles: :mod:`flotilla.jobs.handle`).
 
 ``submit(spec)`` refuses a bad spec before anything reaches the cluster (every
 problem at once), resolves the data ref of a train/sweep job to a commit id and
@@ -15,36 +15,29 @@ LAKECTL_* variables set on the cluster's nodes).
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
 import re
 import secrets
 import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from flotilla.cluster.files import ClusterError, auth_headers
-from flotilla.cluster.local import LocalCluster, normalise_address
 from flotilla.data.pinning import pin as pin_data
-from flotilla.errors import FlotillaError
 from flotilla.hub.client import Hub
-from flotilla.jobs.entrypoint import RESULT_MARKER
+from flotilla.jobs.client import call, connect, quiet_ray
+from flotilla.jobs.handle import JobHandle
 from flotilla.jobs.specs import JobSpec, SweepJob, TrainJob, family_of, load_job_spec, parse_job_spec, sweep_of
 from flotilla.lineage import JobLabels
-from flotilla.settings import FLOTILLA_HOME, FLOTILLA_HUB_PORT, RAY_TRAIN_ENABLE_PRINT_PATCH, Settings, code_vars, ray_address
+from flotilla.settings import FLOTILLA_HOME, FLOTILLA_HUB_PORT, RAY_TRAIN_ENABLE_PRINT_PATCH, Settings, code_vars
 from flotilla.training.artifacts import code_version
 from flotilla.version import __version__
 
 if TYPE_CHECKING:
-    from ray.job_submission import JobSubmissionClient
+    pass
 
 PINNED_DIR = ".flotilla-job"
 # never shipped to the cluster: environments, history, outputs, local state that may hold secrets
@@ -75,11 +68,7 @@ _EXCLUDES = (
     "id_ed25519*",
 )
 
-__all__ = ["RESULT_MARKER", "JobError", "JobHandle", "get_job", "job_client", "list_jobs", "project_root", "stage_job", "submit"]
-
-
-class JobError(FlotillaError):
-    """A job could not be submitted, or it ended without a result."""
+__all__ = ["project_root", "stage_job", "submit"]
 
 
 def project_root() -> Path:
@@ -94,204 +83,6 @@ def project_root() -> Path:
 
 def _is_checkout(root: Path) -> bool:
     return (root / "platform" / "flotilla").is_dir()
-
-
-# ---- connecting ----------------------------------------------------------------------------------
-class _Target:
-    """Where jobs go: a Jobs API URL, its auth header, and whether it is our own local cluster."""
-
-    def __init__(self, address: str | None, settings: Settings) -> None:
-        address = address or ray_address()
-        local = LocalCluster(settings)
-        state = local.state()
-        if address:
-            self.url = normalise_address(address)
-            self.local = bool(state and state["dashboard_url"] == self.url)
-        else:
-            st = local.status()
-            if not st.running:
-                raise ClusterError(
-                    f"no Ray cluster to submit to: the local cluster is not running and no address was given. {st.note}".strip(),
-                    hint="start one with 'flotilla cluster up', or pass --address / set FLOTILLA_RAY_ADDRESS",
-                )
-            self.url, self.local = st.address, True
-        self.headers = auth_headers(local.token_path if self.local else None)
-        self.python = state["python"] if self.local and state else "python"
-
-
-def job_client(address: str | None = None, settings: Settings | None = None) -> JobSubmissionClient:
-    """A ``JobSubmissionClient`` that carries the cluster's token; errors become ClusterError with a hint."""
-    return _connect(address, settings)[0]
-
-
-def _connect(address: str | None, settings: Settings | None) -> tuple[JobSubmissionClient, _Target]:
-    import requests
-    from ray.exceptions import AuthenticationError
-    from ray.job_submission import JobSubmissionClient
-
-    target = _Target(address, settings or Settings.from_env())
-    try:
-        client = JobSubmissionClient(target.url, headers=dict(target.headers))
-    except AuthenticationError:
-        raise ClusterError(
-            f"the Ray cluster at {target.url} refused the auth token",
-            hint="for flotilla's own cluster the token is <FLOTILLA_HOME>/ray/auth_token; for another cluster set "
-            "RAY_AUTH_TOKEN_PATH to its token file",
-        ) from None
-    except (ConnectionError, RuntimeError, ValueError, requests.RequestException) as exc:
-        # ValueError: what answered is not a Ray dashboard (requests' JSON errors are ValueErrors)
-        raise ClusterError(
-            f"cannot reach the Ray Jobs API at {target.url}: {type(exc).__name__}: {str(exc)[:300]}",
-            hint="check 'flotilla cluster status', and that --address names a Ray dashboard",
-        ) from None
-    return client, target
-
-
-@contextmanager
-def _quiet_ray() -> Iterator[None]:
-    """Ray's client logs every upload step at INFO; keep the user's terminal for the job's own output."""
-    names = ("ray._private.runtime_env.packaging", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk")
-    saved = {n: logging.getLogger(n).level for n in names}
-    for n in names:
-        logging.getLogger(n).setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for n, level in saved.items():
-            logging.getLogger(n).setLevel(level)
-
-
-def _call(what: str, fn: Any, *args: Any) -> Any:
-    """Run one Jobs API call; what Ray and ``requests`` raise becomes a ClusterError or JobError with a hint."""
-    import requests
-    from ray.exceptions import AuthenticationError
-
-    try:
-        return fn(*args)
-    except AuthenticationError:
-        raise ClusterError(
-            f"could not {what}: the cluster refused the auth token",
-            hint="for another cluster set RAY_AUTH_TOKEN_PATH to its token file",
-        ) from None
-    except requests.RequestException as exc:  # the cluster went away (or an HTTP error from a proxy)
-        raise ClusterError(
-            f"could not {what}: the Ray Jobs API did not answer ({type(exc).__name__}: {str(exc)[:300]})",
-            hint="check 'flotilla cluster status'",
-        ) from None
-    except (RuntimeError, ValueError) as exc:  # unknown id, a refused submission, a working_dir over Ray's size limit
-        raise JobError(
-            f"could not {what}: {str(exc)[:500]}", hint="'flotilla jobs list' shows the known submission ids"
-        ) from None
-
-
-# ---- handles --------------------------------------------------------------------------------------
-class JobHandle:
-    """A submitted job: status, logs (whole or streamed), stop, wait, and its result summary."""
-
-    def __init__(self, submission_id: str, client: Any, pinned: JobSpec | None = None) -> None:
-        self.submission_id = submission_id
-        self.client = client
-        self.pinned = pinned
-
-    def __repr__(self) -> str:
-        return f"JobHandle({self.submission_id!r})"
-
-    def info(self) -> Any:
-        return _call(f"read job {self.submission_id}", self.client.get_job_info, self.submission_id)
-
-    def status(self) -> str:
-        return str(_call(f"read job {self.submission_id}", self.client.get_job_status, self.submission_id))
-
-    def logs(self) -> str:
-        return _call(f"read the logs of {self.submission_id}", self.client.get_job_logs, self.submission_id)
-
-    def tail(self, follow: bool = True) -> Iterator[str]:
-        """Log text as it arrives; ends when the job reaches a terminal state (``follow=False``: what is there now)."""
-        if not follow:
-            yield self.logs()
-            return
-        import aiohttp
-
-        loop = asyncio.new_event_loop()
-        agen = self.client.tail_job_logs(self.submission_id)
-        pending = None
-        try:
-            while True:
-                # a task, not a bare run of __anext__: Ctrl-C arrives while it waits, and the generator
-                # can only be closed after the task is cancelled (closing a running one raises RuntimeError)
-                pending = loop.create_task(agen.__anext__())
-                try:
-                    with _quiet_ray():
-                        chunk = loop.run_until_complete(pending)
-                except StopAsyncIteration:
-                    return
-                except (RuntimeError, aiohttp.ClientError) as exc:  # unknown id (404), the cluster went away
-                    raise JobError(
-                        f"could not follow the logs of {self.submission_id}: {type(exc).__name__}: {str(exc)[:300]}",
-                        hint=f"'flotilla jobs status {self.submission_id}' says whether it still runs; "
-                        "'flotilla jobs list' shows the known ids",
-                    ) from None
-                pending = None
-                yield chunk
-        finally:
-            if pending is not None and not pending.done():
-                pending.cancel()
-                with suppress(BaseException):
-                    loop.run_until_complete(pending)
-            with suppress(Exception):
-                loop.run_until_complete(agen.aclose())
-            loop.close()
-
-    def stop(self) -> bool:
-        """Ask Ray to stop the job (SIGTERM to its driver's process group, SIGKILL after a few seconds)."""
-        return bool(_call(f"stop {self.submission_id}", self.client.stop_job, self.submission_id))
-
-    def wait(self, timeout: float | None = None, poll: float = 0.5) -> str:
-        """Block until the job ends; return its final status (SUCCEEDED, FAILED or STOPPED)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            st = self.status()
-            if st in ("SUCCEEDED", "FAILED", "STOPPED"):
-                return st
-            if deadline is not None and time.monotonic() > deadline:
-                raise JobError(
-                    f"job {self.submission_id} is still {st} after {timeout:.0f}s", hint="'flotilla jobs logs -f' follows it"
-                )
-            time.sleep(poll)
-
-    def result(self) -> dict[str, Any]:
-        """The summary the entrypoint printed as its last ``FLOTILLA_RESULT {json}`` line."""
-        found = parse_result(self.logs())
-        if found is None:
-            raise JobError(
-                f"job {self.submission_id} ({self.status()}) printed no result line",
-                hint=f"it did not finish its work; read 'flotilla jobs logs {self.submission_id}'",
-            )
-        return found
-
-
-def parse_result(logs: str) -> dict[str, Any] | None:
-    for line in reversed(logs.splitlines()):
-        if line.startswith(RESULT_MARKER):
-            try:
-                return json.loads(line[len(RESULT_MARKER) :])
-            except ValueError:
-                raise JobError(
-                    f"the job's result line is damaged: {line[:200]!r}",
-                    hint="another process's output was interleaved with it; the full logs have the run's details",
-                ) from None
-    return None
-
-
-def get_job(submission_id: str, address: str | None = None, settings: Settings | None = None) -> JobHandle:
-    return JobHandle(submission_id, job_client(address, settings))
-
-
-def list_jobs(address: str | None = None, settings: Settings | None = None) -> list[Any]:
-    """Ray's ``JobDetails`` of every job the cluster knows, newest first."""
-    client = job_client(address, settings)
-    jobs = _call("list jobs", client.list_jobs)
-    return sorted(jobs, key=lambda j: j.start_time or 0, reverse=True)
 
 
 # ---- submitting --------------------------------------------------------------------------------------
@@ -381,7 +172,7 @@ def submit(
     sid = submission_id(spec)
     if dry_run:
         return JobHandle(sid, None, pinned)
-    client, target = _connect(address, settings)
+    client, target = connect(address, settings)
     env_vars = {RAY_TRAIN_ENABLE_PRINT_PATCH: "0", "PYTHONUNBUFFERED": "1", **spec.runtime_env.env_vars}
     # the job runs from a staged copy without .git: hand it the code version, for model cards' lineage
     code = code_version()
@@ -398,8 +189,8 @@ def submit(
     try:
         runtime_env["working_dir"] = str(stage / "src")
         entrypoint = f"{shlex.quote(target.python)} -m flotilla.jobs.entrypoint {PINNED_DIR}/{sid}.yaml"
-        with _quiet_ray():
-            _call(
+        with quiet_ray():
+            call(
                 f"submit {spec.name!r} to {target.url}",
                 lambda: client.submit_job(
                     entrypoint=entrypoint,
