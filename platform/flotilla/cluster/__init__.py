@@ -5,7 +5,8 @@ and below :mod:`flotilla.jobs`, which submits work to it."""
 from flotilla.cluster.connect import RayConnector, driver_auth_env, ensure_ray, is_own_cluster
 from flotilla.cluster.files import ClusterError
 from flotilla.cluster.fit import check_fits
-from flotilla.cluster.local import ClusterStatus, LocalCluster, down, status, up
+from flotilla.cluster.health import ClusterStatus
+from flotilla.cluster.local import LocalCluster, down, status, up
 
 __all__ = [
     "ClusterError",

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from flotilla.cluster.files import ClusterError, auth_headers
-from flotilla.cluster.local import LocalCluster, normalise_address
+from flotilla.cluster.health import normalise_address
+from flotilla.cluster.local import LocalCluster
 from flotilla.errors import FlotillaError
 from flotilla.settings import Settings, ray_address
 
