@@ -8,7 +8,8 @@ Here each kind of commit is a frozen record with ``to_metadata()`` (the one writ
 
 This module imports nothing of flotilla's but the standard library: the hub (experiment stamps),
 data (ingests, receipts, the gate), training (checkpoints, models), sweeps (promotions) and jobs
-all write through it, so it sits below all of them.
+all write through it, so it sits below all of them. It is one module (a little over the ~400-line
+guide) because it is the one place to look: every key, every record and the card, side by side.
 """
 
 from __future__ import annotations

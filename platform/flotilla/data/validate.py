@@ -22,6 +22,10 @@ Checks (``Issue.check`` is ``<family>.<problem>``):
 * ``representativeness.*``: age bands, genders, emotions and gender x age-band
   cells below ``min_group_count`` or ``min_group_fraction`` of a uniform share,
   for the labels the dataset has at all.
+
+One module over the ~400-line guide on purpose: the checks share one streaming pass over the
+shards (the ``_Gate`` accumulators fill as each image is decoded once), so splitting them by family
+would either decode every image once per module or thread the same accumulators through all of them.
 """
 
 from __future__ import annotations
