@@ -64,16 +64,21 @@ def test_errors_are_one_clear_message_and_exit_1(cli, tmp_path):
     assert "already in use" in proc.stderr and "FLOTILLA_HUB_PORT" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_sweep_check_validates_without_running_anything(tmp_path):
-    root = Path(__file__).resolve().parents[2]
-    ok = subprocess.run(
-        [*FLOTILLA, "sweep", "tuning/face_family.yaml", "--check"],
-        cwd=root,
+def _sweep_check(spec: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``flotilla sweep <spec> --check`` in ``cwd``, on a terminal wide enough that Rich does not wrap."""
+    return subprocess.run(
+        [*FLOTILLA, "sweep", spec, "--check"],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
         env={**os.environ, "COLUMNS": "250"},
     )
+
+
+def test_sweep_check_validates_without_running_anything(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    ok = _sweep_check("tuning/face_family.yaml", root)
     assert ok.returncode == 0 and "8 trials" in ok.stdout and "tpe + asha" in ok.stdout
     (tmp_path / "tuning").mkdir()
     bad = (
@@ -84,14 +89,7 @@ def test_sweep_check_validates_without_running_anything(tmp_path):
     )
     (tmp_path / "tuning" / "bad.yaml").write_text(bad)
     (tmp_path / "jobs").symlink_to(root / "jobs")
-    proc = subprocess.run(
-        [*FLOTILLA, "sweep", "tuning/bad.yaml", "--check"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "250"},
-    )
+    proc = _sweep_check("tuning/bad.yaml", tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "did you mean 'lr'" in proc.stderr and "'val/age/mea'" in proc.stderr and "val/age/mae" in proc.stderr
 

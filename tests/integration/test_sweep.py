@@ -392,12 +392,12 @@ def test_a_promotion_target_that_does_not_exist_is_refused_before_anything_is_wr
 def test_a_sweep_job_pinned_for_the_cluster_keeps_promote_into_null(hub, sweep_env):
     """A report-only sweep submitted as a job must not come back on the cluster promoting into main."""
     from flotilla.jobs.specs import SweepJob, sweep_of
-    from flotilla.jobs.submission import pin
+    from flotilla.jobs.submission import pin_job
     from flotilla.specs import parse_spec
 
     spec = sweep_spec("report-only", promote={"into": None}).model_dump(mode="json")
     job = parse_spec(SweepJob, {"kind": "sweep", "name": "report-only", "sweep": spec})
-    pinned, lineage = pin(job, hub=hub)
+    pinned, lineage = pin_job(job, hub=hub)
     on_cluster = sweep_of(pinned, Path.cwd())
     assert on_cluster.promote.into is None
     assert on_cluster.family().data.ref == lineage["data_commit"] == hub.repo(REPO).resolve("main")

@@ -23,8 +23,8 @@ from flotilla.lineage import (
 
 
 def _as_lakefs_stores_it(md: dict) -> dict[str, str]:
-    """lakeFS keeps metadata as str → str; flotilla's Repo turns non-strings into JSON (see Repo._metadata)."""
-    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in md.items() if v is not None}
+    """lakeFS keeps metadata as str → str; flotilla's Repo turns non-strings into JSON, None into "null" (Repo._metadata)."""
+    return {str(k): str(v) if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in md.items()}
 
 
 @pytest.mark.parametrize(
@@ -34,6 +34,7 @@ def _as_lakefs_stores_it(md: dict) -> dict[str, str]:
         IngestCommit("faces", 7, False, "c0ffee"),
         GateInstall(),
         CheckpointCommit("family", 4),
+        CheckpointCommit("family", None),
         CheckpointCommit("age", 7, {"val/age/mae": 4.25}, 5),
         FailureCommit("age", "worker died"),
         ModelCommit("run-1", "family", "abc123", "deadbeef", None, {"age/mae": 4.5}),

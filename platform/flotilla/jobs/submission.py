@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from flotilla.data.pinning import pin as pin_data
+from flotilla.data.pinning import pin
 from flotilla.hub.client import Hub
 from flotilla.jobs.client import call, connect, quiet_ray
 from flotilla.jobs.handle import JobHandle
@@ -91,8 +91,11 @@ def submission_id(spec: JobSpec) -> str:
     return f"{spec.kind}-{slug}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
-def pin(spec: JobSpec, hub: Any = None, root: Path | None = None) -> tuple[JobSpec, dict[str, str]]:
+def pin_job(spec: JobSpec, hub: Any = None, root: Path | None = None) -> tuple[JobSpec, dict[str, str]]:
     """Resolve a train/sweep job's data ref to a commit id and inline everything the job reads.
+
+    The refs go through :func:`flotilla.data.pinning.pin`, the one pinning step; this adds only what a
+    job needs on top (the spec made self-contained, the lineage for the job's metadata).
 
     Returns the spec to submit (self-contained: the family or sweep inlined,
     ``data.ref`` replaced by the commit) and the lineage for the job metadata.
@@ -100,7 +103,7 @@ def pin(spec: JobSpec, hub: Any = None, root: Path | None = None) -> tuple[JobSp
     root = root or project_root()
     if isinstance(spec, TrainJob):
         family = family_of(spec, root)
-        ref = pin_data(hub or Hub(), family.data.repo, family.data.dataset, [family.data.ref])[family.data.ref]
+        ref = pin(hub or Hub(), family.data.repo, family.data.dataset, [family.data.ref])[family.data.ref]
         pinned = family.model_dump(mode="json")
         pinned["data"]["ref"] = ref.commit
         lineage = {"data_repo": ref.repo, "data_ref": family.data.ref, "data_commit": ref.commit, "dataset": ref.dataset}
@@ -111,7 +114,7 @@ def pin(spec: JobSpec, hub: Any = None, root: Path | None = None) -> tuple[JobSp
         pinned = sweep.model_dump(mode="json", exclude_none=True)
         dim = pinned.get("space", {}).get("data.ref")
         variants = list(dim["values"]) if dim and dim.get("values") else []  # data as a search dimension
-        commits = pin_data(hub or Hub(), family.data.repo, family.data.dataset, [family.data.ref, *variants])
+        commits = pin(hub or Hub(), family.data.repo, family.data.dataset, [family.data.ref, *variants])
         ref = commits[family.data.ref]
         # ... but promote.into: null means "report only": dropped, it read back as the default, main
         pinned["promote"] = sweep.promote.model_dump(mode="json")
@@ -168,7 +171,7 @@ def submit(
         spec = load_job_spec(spec, root=root)
     elif isinstance(spec, dict):
         spec = parse_job_spec(spec, "job spec", root=root)
-    pinned, lineage = pin(spec, hub, root)
+    pinned, lineage = pin_job(spec, hub, root)
     sid = submission_id(spec)
     if dry_run:
         return JobHandle(sid, None, pinned)
