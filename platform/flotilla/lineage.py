@@ -45,6 +45,10 @@ class Key(StrEnum):
     RESUMED_FROM_EPOCH = "resumed_from_epoch"
     FAILURE = "failure"
     PARAMS = "params"
+    FAMILY = "flotilla.family"
+    ALIAS = "flotilla.alias"
+    PREVIOUS_RUN_ID = "flotilla.previous_run_id"
+    ACTION = "flotilla.action"
 
 
 METRIC_PREFIX = "metric."
@@ -61,6 +65,7 @@ class Kind(StrEnum):
     MODEL = "model"
     PROMOTION = "promotion"
     FAMILY_PROMOTION = "family-promotion"
+    ALIAS = "alias"
 
 
 def _metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -309,6 +314,38 @@ class FamilyPromotion(CommitRecord):
 
 
 @dataclass(frozen=True)
+class AliasMove(CommitRecord):
+    """An alias of a family (``production``, ``staging``...) moved to a run's models, or rolled back."""
+
+    kind: ClassVar[Kind] = Kind.ALIAS
+    family: str
+    alias: str
+    run_id: str
+    previous_run_id: str | None = None
+    action: str = "promote"  # or "rollback"
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            Key.KIND: self.kind,
+            Key.FAMILY: self.family,
+            Key.ALIAS: self.alias,
+            Key.RUN_ID: self.run_id,
+            Key.ACTION: self.action,
+            **({Key.PREVIOUS_RUN_ID: self.previous_run_id} if self.previous_run_id else {}),
+        }
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, str]) -> AliasMove:
+        return cls(
+            md.get(Key.FAMILY, ""),
+            md.get(Key.ALIAS, ""),
+            md.get(Key.RUN_ID, ""),
+            md.get(Key.PREVIOUS_RUN_ID) or None,
+            md.get(Key.ACTION, "promote"),
+        )
+
+
+@dataclass(frozen=True)
 class JobLabels(CommitRecord):
     """What a submitted Ray job carries in its metadata: its kind, spec and the data it pinned."""
 
@@ -340,6 +377,7 @@ _BY_KIND: dict[str, type[CommitRecord]] = {
     Kind.MODEL: ModelCommit,
     Kind.PROMOTION: PromotionCommit,
     Kind.FAMILY_PROMOTION: FamilyPromotion,
+    Kind.ALIAS: AliasMove,
 }
 
 

@@ -71,6 +71,16 @@ def check_dataset_name(name: str) -> str:
     return name
 
 
+def check_registry_name(what: str, name: str) -> str:
+    """A family or an alias name: one path component of ``registry/aliases/<family>/<alias>.json``."""
+    if not isinstance(name, str) or not DATASET_RE.match(name) or ".." in name:
+        raise InvalidNameError(
+            f"invalid {what} name {name!r}: up to 100 letters, digits, '_', '-' and '.', no '/', '@' and no '..'",
+            hint="e.g. family 'face-family', alias 'production'",
+        )
+    return name
+
+
 def check_repo_id(repo: str) -> str:
     """Raise ``InvalidNameError`` naming the rule when ``repo`` is not a valid lakeFS repository id."""
     if not isinstance(repo, str) or not REPO_RE.match(repo):

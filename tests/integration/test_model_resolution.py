@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flotilla.errors import NotFoundError, SpecError
-from flotilla.training.artifacts import resolve_model
+from flotilla.registry import resolve as resolve_model
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,10 @@ from tests.chaos import KillWorker
 from flotilla.data.api import generate
 from flotilla.data.validate import Thresholds
 from flotilla.errors import ConflictError, MergeConflictError, NotFoundError, SpecError
+from flotilla.registry import parse_lakefs_uri
 from flotilla.settings import Settings
 from flotilla.specs import FamilySpec, parse_spec
 from flotilla.training import ModelResult, merge_family, train
-from flotilla.training.artifacts import parse_lakefs_uri
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

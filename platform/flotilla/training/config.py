@@ -15,8 +15,8 @@ from typing import Any
 
 from flotilla.data.pinning import DataRef
 from flotilla.models.tasks import TaskSpec, resolve_tasks
+from flotilla.registry.address import ModelLocation
 from flotilla.specs import FamilySpec
-from flotilla.training.artifacts import ModelLocation
 from flotilla.training.hooks import WorkerHook
 
 ScoreFn = Callable[[dict[str, Any]], float | None]

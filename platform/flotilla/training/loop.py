@@ -25,7 +25,8 @@ from flotilla.data.loader import HubDataset
 from flotilla.errors import SpecError
 from flotilla.models.family import MultiTaskModel, compute_losses
 from flotilla.models.metrics import MetricAccumulator
-from flotilla.training.artifacts import ModelLocation, read_model_bytes
+from flotilla.registry.address import ModelLocation
+from flotilla.training.artifacts import read_model_bytes
 from flotilla.training.hooks import EpochStart
 from flotilla.training.tracking import start_tracking
 

@@ -19,6 +19,7 @@ from flotilla.errors import FlotillaError
 from flotilla.hub.experiment import SCRATCH
 from flotilla.lineage import FamilyPromotion, ModelCommit
 from flotilla.models.tasks import TaskSpec
+from flotilla.registry.address import model_dir
 from flotilla.training import artifacts
 from flotilla.training.config import CheckpointRank, ModelRun
 from flotilla.training.loop import CKPT_META, CKPT_MODEL
@@ -92,7 +93,7 @@ def publish_model(repo: Repo, run: ModelRun, branch: str, fit: Any, wall_s: floa
         code=artifacts.code_version(),
         best_epoch=epoch,
     )
-    base = artifacts.model_dir(run.run_id, run.name)
+    base = model_dir(run.run_id, run.name)
     repo.put(branch, base + "model.pt", weights)
     repo.put(branch, base + "card.json", artifacts.dumps(card))
     repo.put(branch, base + "metrics.json", artifacts.dumps(history))

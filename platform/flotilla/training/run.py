@@ -38,8 +38,8 @@ from flotilla.hub.client import Hub
 from flotilla.hub.experiment import Retention
 from flotilla.models.tasks import resolve_tasks
 from flotilla.names import branch_id, check_branch_id
+from flotilla.registry.lookup import resolve
 from flotilla.specs import FamilySpec, load_family_spec
-from flotilla.training import artifacts
 from flotilla.training.callbacks import HubCommitCallback
 from flotilla.training.config import ModelRun, WorkerConfig
 from flotilla.training.hooks import WorkerHook
@@ -97,7 +97,7 @@ def train(
     run_id = run_id or branch_id(f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
     if spec.merge_into:  # before any training: a typo here used to surface only after hours, as a raw hub error
         check_merge_target(hub, spec.data.repo, spec.merge_into)
-    parent = artifacts.resolve_model(hub, spec.transfer.source, spec.data.repo) if spec.transfer else None
+    parent = resolve(hub, spec.transfer.source, spec.data.repo) if spec.transfer else None
     if spec.strategy == "shared":
         runs = [ModelRun(spec, data_ref, run_id, parent=parent)]
     else:

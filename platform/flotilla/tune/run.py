@@ -21,9 +21,9 @@ from flotilla.cluster.connect import ensure_ray
 from flotilla.errors import ConfigError
 from flotilla.hub.client import Hub
 from flotilla.names import branch_id
+from flotilla.registry.lookup import resolve
 from flotilla.settings import TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, TUNE_GLOBAL_CHECKPOINT_S
 from flotilla.specs import parse_spec
-from flotilla.training.artifacts import resolve_model
 from flotilla.tune import repair, space, tune_state
 from flotilla.tune.branches import TrialBranches
 from flotilla.tune.interrupts import SweepInterrupted, caller_keeps_ctrl_c
@@ -76,7 +76,7 @@ def sweep(
     fixed_size = ensure_ray(address)  # likewise an unreachable cluster ...
     check_trial_fits(spec, family, local=fixed_size)  # ... and a trial the whole cluster could never hold
     # resolved once to an immutable commit: every trial warm-starts from the same weights
-    parent = resolve_model(hub, family.transfer.source, family.data.repo) if family.transfer else None
+    parent = resolve(hub, family.transfer.source, family.data.repo) if family.transfer else None
     saved = SavedSweep(spec, family.model_dump(mode="json"), commits, parent)
     d.mkdir(parents=True)
     (d / SAVED).write_text(saved.to_json())

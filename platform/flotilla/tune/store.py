@@ -17,9 +17,9 @@ from typing import Any
 
 from flotilla.errors import ConfigError, InvalidNameError, NotFoundError
 from flotilla.names import check_branch_id
+from flotilla.registry.address import ModelLocation
 from flotilla.settings import Settings
 from flotilla.specs import parse_spec
-from flotilla.training.artifacts import ModelLocation
 from flotilla.tune.results import SweepResult
 from flotilla.tune.spec import SweepSpec
 

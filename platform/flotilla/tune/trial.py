@@ -22,10 +22,10 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from flotilla.data.pinning import DataRef
 from flotilla.hub.client import Hub
 from flotilla.names import branch_id
+from flotilla.registry.address import ModelLocation
 from flotilla.settings import Settings
 from flotilla.specs import FamilySpec, deep_merge, parse_spec
 from flotilla.training import ModelRun, train_model
-from flotilla.training.artifacts import ModelLocation
 from flotilla.tune.spec import Objective, unflatten
 
 EPOCHS_DONE = "epochs_done"

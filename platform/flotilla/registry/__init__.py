@@ -1,0 +1,43 @@
+"""Models as first-class citizens of the hub: addresses, aliases, the catalog, lineage and staleness.
+
+The registry is the hub itself, not a second database: models are ``models/<run>/<model>/``
+folders (weights, card, history) on main, aliases are small committed files beside them, and the
+lineage graph and the stale check read commit metadata and lakeFS diffs. This package sits below
+training (which resolves ``family@alias`` transfer sources and sets aliases when it promotes);
+re-running a model (``reproduce``) lives in :mod:`flotilla.training`.
+"""
+
+from flotilla.registry.address import ModelLocation, model_dir, parse_lakefs_uri
+from flotilla.registry.aliases import (
+    Alias,
+    AliasChange,
+    AliasTarget,
+    get_alias,
+    list_aliases,
+    move_alias,
+    rollback_alias,
+)
+from flotilla.registry.api import promote, rollback
+from flotilla.registry.cards import read_card
+from flotilla.registry.catalog import ModelEntry, list_models, show
+from flotilla.registry.lookup import resolve
+
+__all__ = [
+    "Alias",
+    "AliasChange",
+    "AliasTarget",
+    "ModelEntry",
+    "ModelLocation",
+    "get_alias",
+    "list_aliases",
+    "list_models",
+    "model_dir",
+    "move_alias",
+    "parse_lakefs_uri",
+    "promote",
+    "read_card",
+    "resolve",
+    "rollback",
+    "rollback_alias",
+    "show",
+]
