@@ -18,6 +18,7 @@ from rich.table import Table
 from flotilla.cli.common import friendly
 from flotilla.cli.data import app as data_app
 from flotilla.cli.jobs import cluster_app, jobs_app
+from flotilla.cli.models import models_app
 from flotilla.cli.sweep import sweep_command
 from flotilla.errors import SpecError
 from flotilla.hub import local
@@ -31,6 +32,7 @@ app.add_typer(hub_app, name="hub")
 app.add_typer(data_app, name="data")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(models_app, name="models")
 app.command("sweep")(sweep_command)
 
 console = Console()
