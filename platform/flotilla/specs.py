@@ -21,7 +21,7 @@ from flotilla.data.layout import LABEL_COLUMNS
 from flotilla.errors import InvalidNameError, SpecError
 from flotilla.models.backbone_names import DEFAULT_BACKBONE, check_backbone_name
 from flotilla.models.tasks import TaskSpec, resolve_tasks
-from flotilla.names import check_dataset_name, check_repo_id
+from flotilla.names import check_dataset_name, check_registry_name, check_repo_id
 
 
 class _Spec(BaseModel):
@@ -175,6 +175,7 @@ class FamilySpec(_Spec):
     batch_size: int = Field(128, ge=1)
     seed: int = Field(0, ge=0, lt=2**32)  # every worker calls np.random.seed(seed), which takes 0 to 2**32 - 1
     merge_into: str | None = None  # e.g. "main": promote the run's branch when it finishes
+    alias: str | None = None  # e.g. "production": point <name>@<alias> at the run once it is merged (docs/models.md)
 
     @field_validator("tasks")
     @classmethod
@@ -209,6 +210,18 @@ class FamilySpec(_Spec):
     def _freeze_needs_ddp(self) -> FamilySpec:
         if self.transfer and self.transfer.freeze_backbone_epochs and self.backend == "deepspeed":
             raise ValueError("transfer.freeze_backbone_epochs is supported with backend: ddp only")
+        return self
+
+    @model_validator(mode="after")
+    def _alias_needs_a_merge(self) -> FamilySpec:
+        if self.alias is not None:
+            if not self.merge_into:
+                raise ValueError("alias: an alias points at a merged model; set merge_into too (e.g. main)")
+            try:
+                check_registry_name("alias", self.alias)
+                check_registry_name("family", self.name)
+            except InvalidNameError as exc:
+                raise ValueError(exc.message) from None
         return self
 
     def task_specs(self) -> list[TaskSpec]:

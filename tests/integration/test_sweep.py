@@ -15,6 +15,7 @@ import optuna
 import pytest
 import ray
 
+from flotilla import registry
 from flotilla.data.api import generate
 from flotilla.data.validate import Thresholds
 from flotilla.specs import parse_spec
@@ -75,7 +76,7 @@ def local_ray(sweep_env):
 def test_sweep_promotes_the_winner_and_only_kept_branches_remain(hub, local_ray):
     repo = hub.repo(REPO)
     before = set(repo.branches())
-    result = sweep(sweep_spec("promo"), hub=hub)
+    result = sweep(sweep_spec("promo", promote={"into": "main", "alias": "production"}), hub=hub)
     assert len(result.trials) == 8
     assert all(t.seen_live for t in result.trials), "every trial's branch existed while it ran"
     stopped = [t for t in result.trials if t.status == "stopped"]
@@ -90,8 +91,15 @@ def test_sweep_promotes_the_winner_and_only_kept_branches_remain(hub, local_ray)
     assert sorted(deleted) == sorted(t.trial_id for t in stopped), (deleted, stopped)
     w = result.winner
     assert w and w.status == "completed" and w.branch in after
-    head = repo.commit_info("main")
-    assert head.id == result.promotion_commit and head.message.startswith(f"Promote sweep {result.sweep_id}")
+    # promote.alias: the alias move is the one commit on main after the promotion, and names the winner's run
+    assert result.alias == "fam@production"
+    alias_move = repo.commit_info("main")
+    assert alias_move.parents[0] == result.promotion_commit and alias_move.metadata["flotilla.alias"] == "production"
+    listed = {e.location.run_id: e for e in registry.list_models(hub, REPO, family="fam")}
+    assert listed[w.run_id].aliases == ("fam@production",)
+    assert registry.resolve(hub, "fam@production", REPO).run_id == w.run_id
+    head = repo.commit_info(result.promotion_commit)
+    assert head.message.startswith(f"Promote sweep {result.sweep_id}")
     assert head.metadata["flotilla.sweep_id"] == result.sweep_id
     assert json.loads(head.metadata["params"]) == w.params
     assert head.metadata["flotilla.data_commit"] == result.data_commits["main"]

@@ -241,3 +241,23 @@ def test_an_int_dimension_needs_whole_end_points():
         _spec(space={"model.width": {"type": "int", "low": 7.5, "high": 32}})
     assert err.value.problems == ["space.model.width: an int dimension needs whole numbers for low and high, got 7.5 and 32"]
     assert _spec(space={"model.width": {"type": "int", "low": 8.0, "high": 32}}).space["model.width"].low == 8  # 8.0 is 8
+
+
+def test_an_alias_needs_a_promotion_target_and_a_valid_name():
+    """``alias`` / ``promote.alias`` point a family's alias at what was merged: without a merge there is nothing to point at."""
+    from flotilla.specs import FamilySpec
+    from flotilla.tune import SweepSpec
+
+    with pytest.raises(SpecError, match="set merge_into too"):
+        parse_spec(FamilySpec, {"name": "fam", "alias": "production"})
+    with pytest.raises(SpecError, match="invalid alias name"):
+        parse_spec(FamilySpec, {"name": "fam", "merge_into": "main", "alias": "prod/uction"})
+    assert parse_spec(FamilySpec, {"name": "fam", "merge_into": "main", "alias": "production"}).alias == "production"
+    sweep = {
+        "name": "s",
+        "base": {"name": "fam"},
+        "space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+        "objective": {"metric": "val/age/mae", "mode": "min"},
+    }
+    with pytest.raises(SpecError, match=r"promote\.alias: an alias points at a promoted model"):
+        parse_spec(SweepSpec, {**sweep, "promote": {"into": None, "alias": "production"}}).check()

@@ -88,6 +88,8 @@ def _summary(console: Console, hub: Hub, repo: str, cl, data_commit: str, result
         if not k.endswith("/n"):
             t.add_row(f"  {k}", f"{v:.4f}")
     t.add_row("promoted into main", str(result.get("promotion_commit") or "-")[:12])
+    if result.get("alias"):
+        t.add_row("alias", f"{result['alias']}  (flotilla models list / show {result['alias']})")
     run_id = winner.get("run_id")
     if run_id:
         card = json.loads(hub.repo(repo).get("main", f"models/{run_id}/family/card.json"))
@@ -104,6 +106,6 @@ def _summary(console: Console, hub: Hub, repo: str, cl, data_commit: str, result
         console.print(f"[dim]{note}[/]")
     console.print(
         "Hub and cluster keep running. Explore: [bold].venv/bin/flotilla sweep show "
-        f"{result.get('sweep_id')}[/], the dashboard above, or lakeFS's UI.\n"
+        f"{result.get('sweep_id')}[/], [bold].venv/bin/flotilla models list[/], the dashboard above, or lakeFS's UI.\n"
         "Stop them with: [bold].venv/bin/flotilla cluster down && .venv/bin/flotilla hub down[/]"
     )

@@ -105,6 +105,7 @@ def run_train(job: TrainJob) -> dict[str, Any]:
         "data_repo": result.data.repo,
         "data_commit": result.data.commit,
         "wall_s": result.wall_s,
+        "alias": result.alias,
         "models": [
             {
                 "name": m.name,

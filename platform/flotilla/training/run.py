@@ -38,6 +38,7 @@ from flotilla.hub.client import Hub
 from flotilla.hub.experiment import Retention
 from flotilla.models.tasks import resolve_tasks
 from flotilla.names import branch_id, check_branch_id
+from flotilla.registry.aliases import move_alias
 from flotilla.registry.lookup import resolve
 from flotilla.specs import FamilySpec, load_family_spec
 from flotilla.training.callbacks import HubCommitCallback
@@ -58,6 +59,7 @@ class TrainResult:
     data: DataRef
     models: list[ModelResult] = field(default_factory=list)
     wall_s: float = 0.0
+    alias: str | None = None  # ``<family>@<alias>`` the run was promoted to (spec.alias)
 
     def metric(self, key: str) -> float:
         """A validation metric like ``"age/mae"`` from whichever model trained that task."""
@@ -116,6 +118,10 @@ def train(
         result.models = list(pool.map(lambda run: train_model(hub, run, hooks=hooks), runs))
     if spec.merge_into:  # only once every model of the family succeeded: never half a family on the target
         merge_family(hub.repo(data_ref.repo), result.models, spec.merge_into, run_id)
+        if spec.alias:
+            result.alias = move_alias(
+                hub.repo(data_ref.repo), spec.name, spec.alias, run_id, into=spec.merge_into, reason=f"train run {run_id}"
+            ).address
     result.wall_s = time.monotonic() - started
     return result
 

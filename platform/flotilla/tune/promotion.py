@@ -14,6 +14,7 @@ from pathlib import Path
 from flotilla.errors import ConflictError, FlotillaError
 from flotilla.hub.repo import Repo
 from flotilla.lineage import PromotionCommit, read_commit
+from flotilla.registry.aliases import move_alias, read_alias
 from flotilla.tune.results import SweepResult, TrialRecord
 from flotilla.tune.store import SavedSweep, read_result, write_result
 
@@ -35,8 +36,10 @@ def promote(repo: Repo, saved: SavedSweep, result: SweepResult) -> None:
     if prior and prior.promotion_commit:  # promoted before: known without asking the hub (which may be down)
         result.promotion_commit, result.promotion_error = prior.promotion_commit, None
         result.promoted_trial = prior.promoted_trial or _promoted_trial(repo, prior.promotion_commit) or w.trial_id
+        result.alias = prior.alias
         _warn_if_reranked(result)
         write_result(result)
+        _set_alias(repo, saved, result)
         return
     result.promotion_error = "not merged yet"
     write_result(result)  # on disk before the hub is asked anything
@@ -46,6 +49,7 @@ def promote(repo: Repo, saved: SavedSweep, result: SweepResult) -> None:
             promoted = _trial_of(repo.commit_info(landed).metadata)
             result.promotion_commit, result.promotion_error, result.promoted_trial = landed, None, promoted or w.trial_id
             _warn_if_reranked(result)
+            _set_alias(repo, saved, result)
             return
         _only_the_model(repo, into, w, sweep_id)
         lineage = PromotionCommit(
@@ -55,13 +59,44 @@ def promote(repo: Repo, saved: SavedSweep, result: SweepResult) -> None:
             w.branch, into, f"Promote sweep {sweep_id} winner {w.trial_id}", lineage.to_metadata()
         )
         result.promotion_error, result.promoted_trial = None, w.trial_id
+        write_result(result)
+        _set_alias(repo, saved, result)
     except FlotillaError as exc:
+        if result.promotion_commit:  # merged: only the alias move failed (_set_alias says so)
+            raise
         result.promotion_error = exc.message
         raise FlotillaError(
             f"sweep {sweep_id!r} finished but its winner {w.trial_id} (branch {w.branch!r}) was not merged into "
             f"{into!r}: {exc.message}",
             hint=f"{exc.hint + '; ' if exc.hint else ''}the trials' results are saved ('flotilla sweep show {sweep_id}'); "
             f"then 'flotilla sweep resume {sweep_id}' retries the promotion (it runs no finished trial again)",
+        ) from None
+    finally:
+        write_result(result)
+
+
+def _set_alias(repo: Repo, saved: SavedSweep, result: SweepResult) -> None:
+    """Point ``<family>@<promote.alias>`` at the promoted trial's run, once (a resume retries a failed move)."""
+    alias, into = saved.spec.promote.alias, saved.spec.promote.into
+    if not alias or not into or result.alias:
+        return
+    trial = next((t for t in result.trials if t.trial_id == result.promoted_trial), result.winner)
+    if trial is None:
+        return
+    run_id = trial.run_id or f"{result.sweep_id}-{trial.trial_id}"
+    family = str(saved.family["name"])
+    try:
+        now = read_alias(repo, family, alias, into)
+        if now and now.current.run_id == run_id:  # moved already (a lost response before a resume)
+            result.alias = now.address
+            return
+        result.alias = move_alias(repo, family, alias, run_id, into=into, reason=f"sweep {result.sweep_id}").address
+    except FlotillaError as exc:
+        raise FlotillaError(
+            f"sweep {result.sweep_id!r} promoted trial {trial.trial_id} into {into!r}, but {family}@{alias} was not "
+            f"moved to it: {exc.message}",
+            hint=f"'flotilla sweep resume {result.sweep_id}' tries again, or move it yourself: "
+            f"'flotilla models promote {run_id} --alias {alias}'",
         ) from None
     finally:
         write_result(result)

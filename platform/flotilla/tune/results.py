@@ -51,6 +51,7 @@ class SweepResult:
     plots: dict[str, str] = field(default_factory=dict)
     promotion_error: str | None = None  # why the winner is not merged yet ('resume' retries it)
     promoted_trial: str | None = None  # the trial merged; not the winner when a resume re-ranked after promoting
+    alias: str | None = None  # ``<family>@<alias>`` moved to the promoted model (promote.alias)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True, default=float)

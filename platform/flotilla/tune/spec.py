@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from flotilla.errors import InvalidNameError, SpecError
-from flotilla.names import check_branch_id
+from flotilla.names import check_branch_id, check_registry_name
 from flotilla.specs import FamilySpec, _Spec, deep_merge, kind_of, load_yaml, parse_spec
 
 
@@ -140,6 +140,7 @@ class Retention(_Spec):
 
 class Promote(_Spec):
     into: str | None = "main"
+    alias: str | None = None  # e.g. production: point <family>@<alias> at the winner once it is merged (docs/models.md)
 
     @model_validator(mode="before")
     @classmethod
@@ -291,6 +292,13 @@ class SweepSpec(_Spec):
                 check_branch_id(self.promote.into)
             except InvalidNameError as exc:
                 problems.append(f"promote.into: {exc.message}")
+        if self.promote.alias is not None:
+            if self.promote.into is None:
+                problems.append("promote.alias: an alias points at a promoted model; set promote.into too (e.g. main)")
+            try:
+                check_registry_name("alias", self.promote.alias)
+            except InvalidNameError as exc:
+                problems.append(f"promote.alias: {exc.message}")
         return problems
 
 
