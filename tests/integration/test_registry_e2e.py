@@ -1,0 +1,77 @@
+"""The registry end to end, on really trained models: a parent, a child transferred from it through
+an alias, a label fix in the data; then list, aliases, rollback, lineage, stale and reproduce as a user
+runs them (the CLI in its own process, against the same hub)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from tests.integration.test_train import local_ray, tiny  # noqa: F401 - local_ray is a fixture used by name
+
+from flotilla import registry
+from flotilla.data.api import generate
+from flotilla.data.validate import Thresholds
+from flotilla.training import train
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+REPO = "registry-e2e"
+
+
+@pytest.fixture(scope="module")
+def data_repo(hub):
+    hub.ensure_repo(REPO)
+    generate(hub, REPO, "faces", 600, seed=7, thresholds=Thresholds(min_group_count=3))
+    yield hub.repo(REPO)
+    hub.delete_repo(REPO)
+
+
+def spec(**over):
+    return tiny("fam", data={"repo": REPO}, epochs=1, merge_into="main", alias="production", **over)
+
+
+@pytest.fixture(scope="module")
+def family_tree(hub, data_repo, local_ray):  # noqa: F811 - the fixture imported above
+    parent = train(spec(), hub=hub)
+    child = train(spec(transfer={"source": "fam@production", "load_heads": True}), hub=hub)
+    return parent, child
+
+
+@pytest.fixture
+def flotilla_cli(hub_settings):
+    env = {**os.environ, "FLOTILLA_HOME": str(hub_settings.home), "FLOTILLA_HUB_PORT": str(hub_settings.hub_port),
+           "COLUMNS": "250"}  # fmt: skip
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "flotilla.cli", *args], env=env, capture_output=True, text=True, timeout=300)
+
+    return run
+
+
+def test_a_child_transferred_through_an_alias_takes_it_and_rollback_restores_the_parent(
+    family_tree, hub, data_repo, flotilla_cli
+):
+    parent, child = family_tree
+    assert parent.alias == child.alias == "fam@production"
+    alias = registry.get_alias(data_repo, "fam", "production")
+    assert [t.run_id for t in alias.history] == [parent.run_id, child.run_id]
+    child_card = registry.show(hub, f"{child.run_id}", REPO).card
+    assert child_card.parent is not None and child_card.parent.path == f"models/{parent.run_id}/family/model.pt"
+    # the user's view: both models, the alias on the child
+    listed = flotilla_cli("models", "list", "--repo", REPO, "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["model"]: r for r in json.loads(listed.stdout)}
+    assert rows[f"{child.run_id}/family"]["aliases"] == ["fam@production"]
+    assert rows[f"{parent.run_id}/family"]["aliases"] == [] and rows[f"{child.run_id}/family"]["parent"]
+    table = flotilla_cli("models", "list", "--repo", REPO)
+    assert table.returncode == 0 and "fam@production" in table.stdout and parent.run_id[:20] in table.stdout
+    # rollback: the alias names the parent again, and the command says which data it was trained on
+    rolled = flotilla_cli("models", "rollback", "fam@production", "--repo", REPO)
+    assert rolled.returncode == 0, rolled.stderr
+    assert parent.run_id in rolled.stdout and parent.data.commit in rolled.stdout
+    assert registry.resolve(hub, "fam@production", REPO).run_id == parent.run_id
+    again = flotilla_cli("models", "rollback", "fam@production", "--repo", REPO)
+    assert again.returncode == 1 and "no earlier model to roll back to" in again.stderr
