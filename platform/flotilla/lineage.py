@@ -49,6 +49,8 @@ class Key(StrEnum):
     ALIAS = "flotilla.alias"
     PREVIOUS_RUN_ID = "flotilla.previous_run_id"
     ACTION = "flotilla.action"
+    LABELS_CHANGED = "flotilla.labels_changed"
+    REASON = "flotilla.reason"
 
 
 METRIC_PREFIX = "metric."
@@ -66,6 +68,7 @@ class Kind(StrEnum):
     PROMOTION = "promotion"
     FAMILY_PROMOTION = "family-promotion"
     ALIAS = "alias"
+    LABEL_FIX = "label-fix"
 
 
 def _metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -142,6 +145,47 @@ class IngestCommit(CommitRecord):
             md.get(Key.VALIDATION) == "passed",
             md.get(Key.BASE_COMMIT, ""),
             {k[len(PROVENANCE_PREFIX) :]: v for k, v in md.items() if k.startswith(PROVENANCE_PREFIX)},
+        )
+
+
+@dataclass(frozen=True)
+class LabelFix(CommitRecord):
+    """Labels of a dataset corrected in place (:func:`flotilla.data.relabel`): how many samples, per column.
+
+    Written on the fix's own commit (the second parent of the validated merge into main), so the
+    lineage of a data commit can say "label fix: 37 gender labels" and ``flotilla models stale --since``
+    has a commit to start from.
+    """
+
+    kind: ClassVar[Kind] = Kind.LABEL_FIX
+    dataset: str
+    samples: int  # samples with at least one label changed
+    labels_changed: Mapping[str, int]  # column → samples whose value in it changed
+    base_commit: str
+    reason: str = ""
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            Key.KIND: self.kind,
+            Key.DATASET: self.dataset,
+            Key.SAMPLES: self.samples,
+            Key.LABELS_CHANGED: dict(self.labels_changed),
+            Key.BASE_COMMIT: self.base_commit,
+            **({Key.REASON: self.reason} if self.reason else {}),
+        }
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, str]) -> LabelFix:
+        try:
+            changed = json.loads(md.get(Key.LABELS_CHANGED) or "{}")
+        except ValueError:
+            changed = {}
+        return cls(
+            md.get(Key.DATASET, ""),
+            int(md.get(Key.SAMPLES, 0) or 0),
+            {str(k): int(v) for k, v in changed.items()} if isinstance(changed, dict) else {},
+            md.get(Key.BASE_COMMIT, ""),
+            md.get(Key.REASON, ""),
         )
 
 
@@ -378,6 +422,7 @@ _BY_KIND: dict[str, type[CommitRecord]] = {
     Kind.PROMOTION: PromotionCommit,
     Kind.FAMILY_PROMOTION: FamilyPromotion,
     Kind.ALIAS: AliasMove,
+    Kind.LABEL_FIX: LabelFix,
 }
 
 

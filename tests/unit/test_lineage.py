@@ -14,6 +14,7 @@ from flotilla.lineage import (
     IngestCommit,
     Key,
     Kind,
+    LabelFix,
     ModelCard,
     ModelCommit,
     ParentModel,
@@ -41,6 +42,8 @@ def _as_lakefs_stores_it(md: dict) -> dict[str, str]:
         ModelCommit("run-2", "age", "abc123", "deadbeef", "lakefs://faces/abc/models/run-1/family/model.pt", {"age/mae": 3.0}),
         PromotionCommit("sw-1", "t0001", "abc123", {"optim.lr": 0.01}, {"gender/accuracy": 0.9}),
         FamilyPromotion("run-3", ("age", "gender")),
+        LabelFix("faces", 37, {"gender": 37, "age": 2}, "c0ffee", "annotator 4 swapped genders"),
+        LabelFix("faces", 1, {"emotion": 1}, "c0ffee"),
     ],
 )
 def test_every_commit_record_reads_back_as_written(record):

@@ -254,6 +254,13 @@ class Repo:
             diff = self._sdk.ref(left).diff(right, prefix=prefix or None, **server_args)
             return [Change(c.type, c.path, c.size_bytes) for c in diff]
 
+    def merge_base(self, a: str, b: str) -> str:
+        """The newest commit both refs descend from (lakeFS's merge base): ``a`` itself when ``b`` contains it."""
+        sdk = self.hub.client.sdk_client
+        with self._t(f"find the merge base of {a!r} and {b!r}", not_found=self._what_exists):
+            base: str = sdk.refs_api.find_merge_base(self.name, a, b).base_commit_id
+        return base
+
     def merge(
         self,
         source: str,
@@ -291,8 +298,7 @@ class Repo:
 
     def _conflicting_paths(self, source: str, destination: str) -> builtins.list[str]:
         """Paths changed on both sides since the merge base, to different content."""
-        sdk = self.hub.client.sdk_client
-        base = sdk.refs_api.find_merge_base(self.name, source, destination).base_commit_id
+        base = self.merge_base(source, destination)
         src = {c.path: c for c in self.diff(base, source)}
         dst = {c.path: c for c in self.diff(base, destination)}
         both = sorted(set(src) & set(dst))
