@@ -152,7 +152,7 @@ class IngestCommit(CommitRecord):
 class LabelFix(CommitRecord):
     """Labels of a dataset corrected in place (:func:`flotilla.data.relabel`): how many samples, per column.
 
-    Written on the fix's own commit (the second parent of the validated merge into main), so the
+    Written on the fix's own commit (the gate's receipt, then the validated merge into main, follow it), so the
     lineage of a data commit can say "label fix: 37 gender labels" and ``flotilla models stale --since``
     has a commit to start from.
     """

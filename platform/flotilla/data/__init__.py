@@ -1,8 +1,9 @@
 """Datasets in the hub: synthetic faces, importers, the shard layout, the validation gate,
-commit-pinned loading with a node-local cache."""
+label fixes, commit-pinned loading with a node-local cache."""
 
 from flotilla.data.api import generate, import_dataset, synthetic_samples
 from flotilla.data.ingest import IngestResult, validate_and_merge
+from flotilla.data.labelfix import LabelEdit, RelabelResult, plan_label_fix, relabel
 from flotilla.data.loader import HubDataset
 from flotilla.data.pinning import DataRef, pin, resolve_data
 from flotilla.data.report import Thresholds
@@ -14,14 +15,18 @@ __all__ = [
     "FaceSpec",
     "HubDataset",
     "IngestResult",
+    "LabelEdit",
+    "RelabelResult",
     "Shift",
     "Thresholds",
     "generate",
     "import_dataset",
     "list_datasets",
     "pin",
+    "plan_label_fix",
     "read_labels",
     "read_manifest",
+    "relabel",
     "resolve_data",
     "synthetic_samples",
     "validate_and_merge",

@@ -1,0 +1,209 @@
+"""Label fixes: correct some labels of a dataset, through the gate, in one validated merge.
+
+::
+
+    relabel(hub, "faces", "faces", {"syn-1-0000007": {"gender": "female"}, ...})
+      → checked against the labels table at main's commit      (unknown ids, columns, values: one SpecError)
+      → branch relabel-<dataset>-<id> from that commit          (repo.transact, the one branch lifecycle)
+      → labels.parquet (and the manifest's label counts) rewritten, committed as a LabelFix record
+      → the gate re-runs and the fix merges into main            (validate_and_merge: receipt + hook)
+
+Images are untouched, so every image shard keeps its checksum (and every node's cache of it); the
+fix is a small commit whose metadata says how many labels of which column changed. That merge commit
+is what ``flotilla models stale --since <commit>`` takes to list the models trained on the old labels.
+The gate judges the fix by the thresholds the dataset was last admitted with (its ``validation.json``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import numbers
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pyarrow as pa
+
+from flotilla.data import layout
+from flotilla.data.gate import require_clean
+from flotilla.data.ingest import validate_and_merge, validation_path
+from flotilla.data.report import Thresholds, ValidationReport, failure_hint, failure_message
+from flotilla.data.store import read_labels, read_manifest
+from flotilla.errors import DataValidationError, NotFoundError, SpecError
+from flotilla.hub.client import Hub
+from flotilla.hub.experiment import SCRATCH
+from flotilla.hub.repo import Repo
+from flotilla.lineage import LabelFix
+
+LabelChanges = Mapping[str, Mapping[str, Any]]  # sample id → {label column: new value (None: unknown)}
+_CODES = {"gender": layout.GENDERS, "emotion": layout.EMOTIONS}
+_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class LabelEdit:
+    """A checked label fix, not yet written: the new table and what differs from the old one."""
+
+    table: pa.Table
+    changed: Mapping[str, int]  # column → samples whose value in it changed
+    samples: int  # samples with at least one changed label
+
+
+@dataclass(frozen=True)
+class RelabelResult:
+    """A label fix that reached ``into`` (or, with ``merge_commit`` None, changed nothing: every value was already so)."""
+
+    repo: str
+    dataset: str
+    into: str
+    base_commit: str  # ``into``'s commit the fix was cut from and checked against
+    commit: str  # the fix's own commit (its LabelFix metadata); ``base_commit`` when nothing changed
+    merge_commit: str | None  # the validated merge into ``into``: pass it to ``stale(since=...)``
+    samples: int
+    changed: Mapping[str, int] = field(default_factory=dict)
+    report: ValidationReport | None = None
+
+    def summary(self) -> str:
+        if self.merge_commit is None:
+            return f"no label of {self.dataset!r} changed (every value was already the one given); nothing committed"
+        per = ", ".join(f"{c} {n}" for c, n in sorted(self.changed.items()))
+        into = f"merged into {self.into!r} as {self.merge_commit[:12]}"
+        return f"{self.samples} sample(s) of {self.dataset!r} relabelled ({per}); {into}"
+
+
+def _coerce(column: str, value: Any) -> tuple[Any, str | None]:
+    """A user's value → what the labels table stores, or the reason it cannot be stored."""
+    if value is None:
+        return None, None
+    if isinstance(value, bool):
+        return None, f"{column} {value!r} is a boolean, not a label"
+    if column == "age":
+        age = float(value) if isinstance(value, numbers.Real) else math.nan
+        if not layout.AGE_RANGE[0] <= age <= layout.AGE_RANGE[1]:  # NaN and inf are out too
+            return None, f"age {value!r} is not a number in {layout.AGE_RANGE[0]:g}..{layout.AGE_RANGE[1]:g} (or null)"
+        return float(pa.scalar(age, pa.float32()).as_py()), None
+    names = _CODES[column]
+    if isinstance(value, str) and value.lower() in names:
+        return names.index(value.lower()), None
+    code = int(value) if isinstance(value, numbers.Integral) else -1
+    if 0 <= code < len(names):
+        return code, None
+    coded = ", ".join(f"{i} {n}" for i, n in enumerate(names))
+    return None, f"{column} {value!r} is not one of {coded} (a code or a name), or null"
+
+
+def plan_label_fix(labels: pa.Table, changes: LabelChanges, dataset: str = "") -> LabelEdit:
+    """Check ``changes`` against ``labels`` and build the fixed table; one SpecError lists every problem.
+
+    Pure (no hub): the part of :func:`relabel` that decides what changes, testable on its own.
+    """
+    if not changes:
+        raise SpecError(f"no label changes given for dataset {dataset!r}", hint="pass {sample_id: {column: value}}")
+    ids = labels.column("sample_id").to_pylist()
+    row = {sid: i for i, sid in enumerate(ids)}
+    columns = {c: labels.column(c).to_pylist() for c in layout.LABEL_COLUMNS}
+    problems: list[str] = []
+    unknown = [sid for sid in changes if sid not in row]
+    if unknown:
+        shown = ", ".join(map(repr, unknown[:_SHOWN])) + (f" and {len(unknown) - _SHOWN} more" if len(unknown) > _SHOWN else "")
+        problems.append(f"{len(unknown)} sample id(s) not in the dataset: {shown}")
+    touched: dict[str, set[str]] = {c: set() for c in layout.LABEL_COLUMNS}
+    for sid, new in changes.items():
+        if not isinstance(new, Mapping):
+            problems.append(f"sample {sid!r}: expected {{column: value}}, got {type(new).__name__}")
+            continue
+        for column, value in new.items():
+            if column not in columns:
+                close = difflib.get_close_matches(str(column), layout.LABEL_COLUMNS, n=1)
+                problems.append(
+                    f"sample {sid!r}: {column!r} is not a label column"
+                    + (f" (did you mean {close[0]!r}?)" if close else f" (label columns: {', '.join(layout.LABEL_COLUMNS)})")
+                )
+                continue
+            stored, why = _coerce(column, value)
+            if why:
+                problems.append(f"sample {sid!r}: {why}")
+            elif sid in row and columns[column][row[sid]] != stored:
+                columns[column][row[sid]] = stored
+                touched[column].add(sid)
+    if problems:
+        raise SpecError(
+            f"label fix for dataset {dataset!r} is invalid ({len(problems)} problem(s)); nothing was changed:",
+            problems,
+            hint="sample ids are the dataset's own (flotilla.data.read_labels); "
+            f"label columns: {', '.join(layout.LABEL_COLUMNS)}",
+        )
+    table = labels
+    for column, values in columns.items():
+        if touched[column]:
+            i = table.schema.get_field_index(column)
+            table = table.set_column(i, table.schema.field(i), pa.array(values, table.schema.field(i).type))
+    return LabelEdit(
+        table,
+        {c: len(s) for c, s in touched.items() if s},
+        len(set().union(*touched.values())),
+    )
+
+
+def admitted_thresholds(repo: Repo, ref: str, dataset: str) -> Thresholds:
+    """The thresholds the dataset's last validation used (its ``validation.json``); the defaults without one."""
+    try:
+        recorded = json.loads(repo.get(ref, validation_path(dataset))).get("thresholds")
+    except (NotFoundError, ValueError):
+        return Thresholds()
+    return Thresholds.model_validate(recorded) if isinstance(recorded, dict) else Thresholds()
+
+
+def relabel(
+    hub: Hub,
+    repo_name: str,
+    dataset: str,
+    changes: LabelChanges,
+    *,
+    into: str = "main",
+    reason: str = "",
+    thresholds: Thresholds | None = None,
+) -> RelabelResult:
+    """Apply ``{sample_id: {column: value}}`` to ``dataset`` on ``into``: validated, merged, recorded.
+
+    Values: ``age`` a number in the age range; ``gender`` and ``emotion`` a code or its name
+    (``"female"``, ``"happy"``); None makes a label unknown. Anything wrong (an unknown sample id or
+    column, a value out of range, a fix the gate refuses) raises before ``into`` changes, and leaves
+    no branch behind.
+    """
+    repo = hub.repo(repo_name)
+    require_clean(repo, into, f"fix labels of {dataset!r} on {into!r}")
+    base = repo.resolve(into)
+    manifest = read_manifest(repo, base, dataset)  # a missing dataset: NotFoundError naming those present
+    edit = plan_label_fix(read_labels(repo, base, dataset), changes, dataset)
+    if not edit.samples:
+        return RelabelResult(repo_name, dataset, into, base, base, None, 0)
+    record = LabelFix(dataset, edit.samples, edit.changed, base, reason)
+    counts = {c: edit.table.num_rows - edit.table.column(c).null_count for c in layout.LABEL_COLUMNS}
+    fix = repo.transact(f"{dataset}-{uuid.uuid4().hex[:12]}", base, prefix="relabel-", retention=SCRATCH)
+    with fix:
+        fix.put(layout.labels_path(dataset), layout.encode_labels(edit.table))
+        if counts != manifest.label_counts:  # a label set to or from unknown: the manifest's counts follow
+            fix.put(layout.manifest_path(dataset), replace(manifest, label_counts=counts).to_json())
+        commit = fix.commit(f"Fix {edit.samples} label(s) of {dataset}" + (f": {reason}" if reason else ""), record.to_metadata())
+        try:
+            report, merged = validate_and_merge(
+                hub,
+                repo_name,
+                fix.branch,
+                dataset,
+                into=into,
+                thresholds=thresholds or admitted_thresholds(repo, base, dataset),
+                merge=True,
+            )
+        except DataValidationError as exc:
+            if isinstance(exc.report, ValidationReport):  # its hint names the branch, which is about to go
+                exc.reword(
+                    f"{failure_message(exc.report)}\nthe label fix was not applied; {into!r} was not changed",
+                    hint=failure_hint(exc.report, "correct the values the report names and call relabel again"),
+                )
+            raise
+    return RelabelResult(repo_name, dataset, into, base, commit.id, merged, edit.samples, edit.changed, report)
