@@ -21,13 +21,18 @@ from flotilla.registry.api import promote, rollback
 from flotilla.registry.cards import read_card
 from flotilla.registry.catalog import ModelEntry, list_models, show
 from flotilla.registry.lookup import resolve
+from flotilla.registry.staleness import DataChange, StaleModel, StaleReport, compare_dataset, retrain_spec, stale
 
 __all__ = [
     "Alias",
     "AliasChange",
     "AliasTarget",
+    "DataChange",
     "ModelEntry",
     "ModelLocation",
+    "StaleModel",
+    "StaleReport",
+    "compare_dataset",
     "get_alias",
     "list_aliases",
     "list_models",
@@ -37,7 +42,9 @@ __all__ = [
     "promote",
     "read_card",
     "resolve",
+    "retrain_spec",
     "rollback",
     "rollback_alias",
     "show",
+    "stale",
 ]
