@@ -7,6 +7,7 @@ or ``<family>@<alias>``.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -14,6 +15,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from flotilla.cli.common import friendly
+
+if TYPE_CHECKING:
+    from flotilla.hub.client import Hub
+    from flotilla.registry import StaleReport
 
 models_app = typer.Typer(
     help="The model registry on the hub: list, show, aliases, lineage, reproduce, stale.", no_args_is_help=True
@@ -126,3 +131,86 @@ def rollback_cmd(
         f"({'the same data' if cur.data_commit == left.data_commit else 'other data than ' + left.data_commit[:12]})",
         highlight=False,
     )
+
+
+@models_app.command("stale")
+@friendly
+def stale_cmd(
+    repo: str = REPO,
+    ref: str = typer.Option(None, "--ref", help="compare each model's data with this ref's (default: main)"),
+    since: str = typer.Option(None, "--since", help="a commit (e.g. a label fix's merge): the models trained without it"),
+    retrain: bool = typer.Option(False, "--retrain", help="submit a job per stale model: retrain it, warm-started from it"),
+    check: bool = typer.Option(
+        False, "--check", "--dry-run", help="with --retrain: validate and pin each job and show it, submit nothing"
+    ),
+    address: str = typer.Option(None, "--address", help="with --retrain: the Ray cluster's Jobs API URL"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON instead of a table"),
+) -> None:
+    """Which models does a data change make stale: trained on other data than a ref's, or without a commit."""
+    from flotilla.errors import SpecError
+    from flotilla.hub.client import Hub
+    from flotilla.registry import stale
+
+    if check and not retrain:
+        raise SpecError("--check shows the retraining jobs --retrain would submit", hint="add --retrain")
+    hub = Hub()
+    report = stale(hub, repo, ref=ref, since=since)
+    jobs = _submit_retrains(report, hub, address, check) if retrain else []
+    if as_json:
+        typer.echo(json.dumps({**report.summary(), **({"retrain": jobs} if retrain else {})}, indent=2))
+        return
+    what = f"without commit {report.commit[:12]}" if report.mode == "since" else f"against {report.target} ({report.commit[:12]})"
+    t = Table(title=f"stale models on {repo}@{report.models_ref}, {what}: {len(report.models)} of {report.checked}")
+    for col in ("model", "family", "data commit", "what changed", "descendants"):
+        t.add_column(col, overflow="fold")
+    for m in report.models:
+        data = m.entry.card.data
+        t.add_row(
+            escape(m.name),
+            escape(m.entry.family),
+            f"{data.commit[:12]} ({escape(data.dataset)})",
+            escape(m.describe()) if m.change else f"[dim]stale by inheritance: {escape(m.describe())}[/]",
+            escape(", ".join(m.descendants)),
+        )
+    console.print(t)
+    if not report.models:
+        console.print("[green]no model is stale[/]")
+    for name, why in report.unreadable:
+        console.print(f"[yellow]could not compare {escape(name)}:[/] {escape(why)}", highlight=False)
+    for j in jobs:
+        if j["submission_id"] is None:
+            console.print(f"[dim]{escape(str(j['model']))}: {escape(str(j['note']))}[/]", highlight=False)
+            continue
+        verb = "would submit" if check else "submitted"
+        console.print(
+            f"{verb} {j['submission_id']}: retrain {j['model']} on data {str(j['data'])[:12]}, warm-started from it",
+            highlight=False,
+            markup=False,
+        )
+
+
+def _submit_retrains(report: StaleReport, hub: Hub, address: str | None, check: bool) -> list[dict[str, object]]:
+    """One train job per model whose own data is stale; every spec checked before the first is submitted.
+
+    A model stale only by inheritance is not retrained here: its warm start should be its ancestor's
+    retrained model, which does not exist until that job lands.
+    """
+    from flotilla.jobs.submission import submit
+    from flotilla.registry import retrain_spec
+    from flotilla.specs import FamilySpec, parse_spec
+
+    direct = [m for m in report.models if m.change is not None]
+    specs = {m.name: parse_spec(FamilySpec, retrain_spec(m), f"retrain spec of {m.name}") for m in direct}
+    jobs: list[dict[str, object]] = []
+    for m in direct:
+        family = specs[m.name].model_dump(mode="json")
+        job = {"kind": "train", "name": f"retrain-{m.name.replace('/', '-')}", "family": family}
+        handle = submit(job, address, hub=hub, dry_run=check)
+        jobs.append({"model": m.name, "submission_id": handle.submission_id, "data": family["data"]["ref"], "spec": family})
+    for m in report.models:
+        if m.change is None:
+            note = (
+                f"stale via {m.stale_ancestor}; retrain it once {m.stale_ancestor}'s retrain lands (transfer.source: that model)"
+            )
+            jobs.append({"model": m.name, "submission_id": None, "note": note})
+    return jobs
