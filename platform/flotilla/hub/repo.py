@@ -131,9 +131,16 @@ class Repo:
         with self._t(f"resolve ref {ref!r}", not_found=self._what_exists):
             return self._sdk.ref(ref).get_commit().id
 
-    def log(self, ref: str = "main", limit: int = 20) -> list[CommitInfo]:
+    def log(self, ref: str = "main", limit: int = 20, *, prefix: str = "") -> list[CommitInfo]:
+        """The newest ``limit`` commits reachable from ``ref`` (through every parent), newest first.
+
+        With ``prefix``, only the commits that changed something under it; lakeFS leaves merge
+        commits out of such a log, so what a merge brought in is seen as the commits it merged.
+        """
+        check_prefix(prefix)
+        server_args: dict[str, Any] = {"prefixes": [prefix]} if prefix else {}
         with self._t(f"read the log of {ref!r}", not_found=self._what_exists):
-            return [_commit_info(c) for c in self._sdk.ref(ref).log(max_amount=limit)]
+            return [_commit_info(c) for c in self._sdk.ref(ref).log(max_amount=limit, **server_args)]
 
     def commit_info(self, ref: str) -> CommitInfo:
         with self._t(f"read commit {ref!r}", not_found=self._what_exists):
