@@ -1,0 +1,426 @@
+"""The lineage graph of one model: the data it read and what made that data, its run, its ancestors, its descendants.
+
+All of it is read from the hub, nothing is recorded twice: the model's card names its data commit,
+run, code and parent; the log of each data commit says which commits changed the dataset (flotilla's
+own say what they were in their metadata: an ingest, a label fix merged through the gate); the cards
+on main (or other refs) say which models were started from this one. The graph is typed and frozen
+so its three pictures (a terminal tree, an HTML page, a PNG: :mod:`flotilla.registry.render`) draw
+one and the same thing.
+
+Edges point the way things flowed: change → data commit → run → model → child model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from flotilla.errors import FlotillaError
+from flotilla.lineage import IngestCommit, Key, ModelCard, read_commit
+from flotilla.names import check_dataset_name
+from flotilla.registry.address import ModelLocation
+from flotilla.registry.cards import model_locations, read_card, read_cards
+from flotilla.registry.catalog import aliases_by_run
+from flotilla.registry.lookup import resolve
+
+if TYPE_CHECKING:
+    from flotilla.hub.client import Hub
+    from flotilla.hub.repo import CommitInfo, Repo
+
+
+class NodeKind(StrEnum):
+    DATA = "data"  # a data commit a model was trained on
+    INGEST = "ingest"  # a commit (or merge) that ingested the dataset
+    LABEL_FIX = "label-fix"  # a change merged through the gate (``flotilla data validate --merge``)
+    EDIT = "edit"  # any other commit that changed the dataset
+    RUN = "run"
+    MODEL = "model"
+
+
+class Role(StrEnum):
+    """Where a model stands relative to the one the graph is about."""
+
+    SUBJECT = "subject"
+    ANCESTOR = "ancestor"  # its parent, the parent's parent...
+    DESCENDANT = "descendant"  # started from it (transfer learning, a later sweep), or from one of those
+
+
+class EdgeKind(StrEnum):
+    CHANGED = "changed"  # a data change → the data commit it is part of
+    THEN = "then"  # an earlier data commit → a later one of the same dataset whose history passes through it
+    READ = "read by"  # data commit → the run that trained on it
+    PRODUCED = "produced"  # run → model
+    TRANSFER = "transfer"  # parent model → the model started from its weights
+
+
+def dataset_prefix(name: str) -> str:
+    """``datasets/<name>/`` (:func:`flotilla.data.layout.dataset_prefix`; importing flotilla.data would load pyarrow)."""
+    return f"datasets/{check_dataset_name(name)}/"
+
+
+def short_date(epoch_s: int) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%d %H:%M") if epoch_s else ""
+
+
+@dataclass(frozen=True)
+class DataNode:
+    """A data commit a model read: a dataset at an immutable commit (and the ref it was named by)."""
+
+    repo: str
+    commit: str
+    dataset: str
+    ref: str = ""
+    message: str = ""
+    date: int = 0
+    note: str = ""  # set when the commit cannot be read (a card pointing at a commit that is gone)
+    kind: NodeKind = field(default=NodeKind.DATA, init=False)
+
+    @property
+    def key(self) -> str:
+        return f"data:{self.repo}/{self.commit}/{self.dataset}"
+
+    @property
+    def ident(self) -> str:
+        return f"lakefs://{self.repo}/{self.commit}/{dataset_prefix(self.dataset)}"
+
+    @property
+    def title(self) -> str:
+        return f"data {self.dataset} @ {self.commit[:12]}"
+
+    @property
+    def details(self) -> tuple[str, ...]:
+        ref = f"ref {self.ref}" if self.ref and self.ref != self.commit else ""
+        return tuple(x for x in (ref, short_date(self.date), self.message, self.note) if x)
+
+
+@dataclass(frozen=True)
+class CommitRef:
+    id: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ChangeNode:
+    """A commit that changed the dataset; a merge that landed one (an ingest, a fix) carries the commits it merged."""
+
+    repo: str
+    id: str
+    kind: NodeKind  # INGEST, LABEL_FIX or EDIT
+    dataset: str
+    message: str
+    date: int
+    samples: int | None = None
+    via: tuple[CommitRef, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"commit:{self.repo}/{self.id}"
+
+    @property
+    def ident(self) -> str:
+        return f"lakefs://{self.repo}/{self.id}"
+
+    @property
+    def title(self) -> str:
+        return f"{self.kind.replace('-', ' ')} {self.id[:12]}"
+
+    @property
+    def details(self) -> tuple[str, ...]:
+        samples = f"{self.samples} samples" if self.samples is not None else ""
+        via = [f"via {c.id[:8]} {c.message}" for c in self.via]
+        return tuple(x for x in (short_date(self.date), self.message, samples, *via) if x)
+
+
+@dataclass(frozen=True)
+class RunNode:
+    """The training run that made a model: its id, experiment branch, code and when."""
+
+    repo: str
+    run_id: str
+    branch: str
+    git_sha: str
+    created: str
+    kind: NodeKind = field(default=NodeKind.RUN, init=False)
+
+    @property
+    def key(self) -> str:
+        return f"run:{self.repo}/{self.run_id}"
+
+    @property
+    def ident(self) -> str:
+        return f"run {self.run_id} (git {self.git_sha})"
+
+    @property
+    def title(self) -> str:
+        return f"run {self.run_id}"
+
+    @property
+    def details(self) -> tuple[str, ...]:
+        return tuple(x for x in (f"branch {self.branch}" if self.branch else "", f"git {self.git_sha[:12]}", self.created) if x)
+
+
+@dataclass(frozen=True)
+class ModelNode:
+    """A model: where its weights are, its metrics and the aliases (``family@alias``) naming it on main."""
+
+    location: ModelLocation
+    role: Role
+    family: str = ""
+    metrics: tuple[tuple[str, float], ...] = ()
+    aliases: tuple[str, ...] = ()
+    created: str = ""
+    data_commit: str = ""
+    note: str = ""  # set when its card cannot be read
+    kind: NodeKind = field(default=NodeKind.MODEL, init=False)
+
+    @property
+    def key(self) -> str:
+        return f"model:{self.location.repo}/{self.location.path}"
+
+    @property
+    def ident(self) -> str:
+        return self.location.uri
+
+    @property
+    def title(self) -> str:
+        return f"model {self.location.name}"
+
+    @property
+    def details(self) -> tuple[str, ...]:
+        metrics = "  ".join(f"{k}={v:.4g}" for k, v in self.metrics[:4])
+        data = f"data {self.data_commit[:12]}" if self.role is Role.DESCENDANT and self.data_commit else ""
+        at = f"at {self.location.commit[:12]}"
+        return tuple(x for x in (self.family, metrics, data, self.created, at, self.note) if x)
+
+
+Node = DataNode | ChangeNode | RunNode | ModelNode
+
+
+@dataclass(frozen=True)
+class Edge:
+    source: str
+    target: str
+    kind: EdgeKind
+
+
+@dataclass(frozen=True)
+class LineageGraph:
+    """One model's lineage: ``subject`` is its node's key; nodes in the order they were found."""
+
+    subject: str
+    nodes: tuple[Node, ...]
+    edges: tuple[Edge, ...]
+
+    def node(self, key: str) -> Node:
+        for n in self.nodes:
+            if n.key == key:
+                return n
+        raise KeyError(key)
+
+    def incoming(self, key: str) -> list[Edge]:
+        return [e for e in self.edges if e.target == key]
+
+    def outgoing(self, key: str) -> list[Edge]:
+        return [e for e in self.edges if e.source == key]
+
+    def models(self, role: Role | None = None) -> list[ModelNode]:
+        return [n for n in self.nodes if isinstance(n, ModelNode) and (role is None or n.role is role)]
+
+    def data(self) -> list[DataNode]:
+        return [n for n in self.nodes if isinstance(n, DataNode)]
+
+    def changes(self) -> list[ChangeNode]:
+        return [n for n in self.nodes if isinstance(n, ChangeNode)]
+
+    def runs(self) -> list[RunNode]:
+        return [n for n in self.nodes if isinstance(n, RunNode)]
+
+
+# ---- what changed a dataset ---------------------------------------------------------------------------
+def dataset_history(repo: Repo, commit: str, dataset: str, *, limit: int = 10, scan: int = 500) -> tuple[ChangeNode, ...]:
+    """The newest ``limit`` changes to ``datasets/<dataset>/`` in ``commit``'s history, newest first.
+
+    A merge whose metadata names the dataset (an ingest, a fix validated and merged by the gate) is
+    one change, with the branch commits it brought in as ``via``: that is how the change landed and
+    what people remember it as. Any other commit that changed the dataset (lakeFS finds those; it
+    leaves merges out of a path-filtered log) is a change of its own. Merges are grouped within the
+    newest ``scan`` commits; older changes are listed one commit each.
+    """
+    changed = {c.id: c for c in repo.log(commit, limit * 4, prefix=dataset_prefix(dataset))}
+    window = repo.log(commit, scan)
+    parents = {c.id: c.parents for c in window}
+    out: list[ChangeNode] = []
+    absorbed: set[str] = set()
+    for c in window:
+        if len(out) >= limit:
+            break
+        if len(c.parents) > 1 and c.metadata.get(Key.DATASET) == dataset:
+            side = _ancestors(parents, c.parents[1:]) - _ancestors(parents, c.parents[:1])
+            absorbed |= side
+            via = [x for x in window if x.id in side and x.id in changed]
+            out.append(_change(repo.name, c, dataset, via))
+        elif c.id in changed and c.id not in absorbed:
+            out.append(_change(repo.name, c, dataset, []))
+    seen = set(parents)
+    out += [_change(repo.name, c, dataset, []) for c in changed.values() if c.id not in seen]
+    return tuple(out[:limit])
+
+
+def _ancestors(parents: dict[str, tuple[str, ...]], start: Iterable[str]) -> set[str]:
+    """Every commit reachable from ``start`` within the scanned window."""
+    seen: set[str] = set()
+    stack = list(start)
+    while stack:
+        c = stack.pop()
+        if c in seen or c not in parents:
+            continue
+        seen.add(c)
+        stack.extend(parents[c])
+    return seen
+
+
+def _change(repo: str, c: CommitInfo, dataset: str, via: list[CommitInfo]) -> ChangeNode:
+    """What a commit was, from flotilla's metadata on it or on the commits it merged."""
+    records = [read_commit(x.metadata) for x in (c, *via)]
+    ingest = next((r for r in records if isinstance(r, IngestCommit)), None)
+    md = c.metadata
+    if ingest is not None:
+        kind = NodeKind.INGEST
+    elif md.get(Key.VALIDATION) == "passed" and Key.KIND not in md and (Key.DATASET in md or Key.VALIDATED_COMMIT in md):
+        kind = NodeKind.LABEL_FIX  # a ValidatedMerge or a ValidationReceipt
+    else:
+        kind = NodeKind.EDIT
+    refs = tuple(CommitRef(x.id, x.message) for x in via)
+    return ChangeNode(repo, c.id, kind, dataset, c.message, c.creation_date, ingest.samples if ingest else None, refs)
+
+
+# ---- the graph ----------------------------------------------------------------------------------------
+def lineage_graph(hub: Hub, model: str, *, repo: str, limit: int = 10, refs: Sequence[str] = ("main",)) -> LineageGraph:
+    """The lineage of ``model`` (any address: URI, run id, ``family@alias``).
+
+    Upstream: its run, the data commit it read and up to ``limit`` changes that made that data, and
+    the same for its parent, the parent's parent... Downstream: every model on ``refs`` whose card
+    names it (by path: the parent's commit may not be where the child is listed) as its parent, and
+    theirs, recursively.
+    """
+    loc = resolve(hub, model, repo)
+    build = _Builder(hub, limit)
+    card = read_card(hub.repo(loc.repo), loc)
+    subject = build.model(loc, card, Role.SUBJECT)
+    build.upstream(loc, card, subject)
+    build.descendants(loc, refs)
+    build.data_histories()
+    return LineageGraph(subject.key, tuple(build.nodes.values()), tuple(build.edges))
+
+
+class _Builder:
+    def __init__(self, hub: Hub, limit: int) -> None:
+        self.hub = hub
+        self.limit = limit
+        self.nodes: dict[str, Node] = {}
+        self.edges: list[Edge] = []
+        self._aliases: dict[str, dict[str, list[str]]] = {}
+
+    def add(self, node: Node) -> Node:
+        return self.nodes.setdefault(node.key, node)
+
+    def link(self, source: Node, target: Node, kind: EdgeKind) -> None:
+        edge = Edge(source.key, target.key, kind)
+        if edge not in self.edges:
+            self.edges.append(edge)
+
+    def aliases(self, repo: str, run_id: str) -> tuple[str, ...]:
+        if repo not in self._aliases:
+            try:
+                self._aliases[repo] = aliases_by_run(self.hub.repo(repo), "main")
+            except FlotillaError:  # a repository without main (or its alias files) names nothing
+                self._aliases[repo] = {}
+        return tuple(sorted(self._aliases[repo].get(run_id, ())))
+
+    def model(self, loc: ModelLocation, card: ModelCard, role: Role) -> Node:
+        metrics = tuple(sorted((k, float(v)) for k, v in card.metrics.items()))
+        node = ModelNode(
+            loc, role, str(card.config.get("name", "")), metrics, self.aliases(loc.repo, loc.run_id), card.created,
+            card.data.commit,
+        )  # fmt: skip
+        return self.add(node)
+
+    def upstream(self, loc: ModelLocation, card: ModelCard, node: Node) -> None:
+        """The run and data commit of ``card``'s model, then its parent's, up the chain."""
+        seen = {loc.path}
+        while True:
+            run = self.add(RunNode(loc.repo, card.run_id, card.branch, str(card.code.get("git_sha", "")), card.created))
+            self.link(run, node, EdgeKind.PRODUCED)
+            self.link(self.data_node(card), run, EdgeKind.READ)
+            if card.parent is None or card.parent.path in seen:  # a card naming itself (or a loop) ends the chain
+                return
+            ploc = ModelLocation(card.parent.repo, card.parent.commit, card.parent.path)
+            seen.add(ploc.path)
+            try:
+                pcard = read_card(self.hub.repo(ploc.repo), ploc)
+            except FlotillaError as exc:
+                parent = self.add(ModelNode(ploc, Role.ANCESTOR, note=f"card unreadable: {exc.message}"))
+                self.link(parent, node, EdgeKind.TRANSFER)
+                return
+            parent = self.model(ploc, pcard, Role.ANCESTOR)
+            self.link(parent, node, EdgeKind.TRANSFER)
+            loc, card, node = ploc, pcard, parent
+
+    def data_node(self, card: ModelCard) -> Node:
+        d = card.data
+        try:
+            info = self.hub.repo(d.repo).commit_info(d.commit)
+            node = DataNode(d.repo, d.commit, d.dataset, d.ref, info.message, info.creation_date)
+        except FlotillaError as exc:
+            node = DataNode(d.repo, d.commit, d.dataset, d.ref, note=f"commit unreadable: {exc.message}")
+        return self.add(node)
+
+    def descendants(self, loc: ModelLocation, refs: Sequence[str]) -> None:
+        """Models on ``refs`` started from ``loc`` (matched by path), and from those, recursively."""
+        r = self.hub.repo(loc.repo)
+        catalog: dict[str, tuple[ModelLocation, ModelCard]] = {}
+        for ref in refs:
+            commit = r.resolve(ref)
+            for cloc, card in read_cards(r, model_locations(r, commit)):
+                catalog.setdefault(cloc.path, (cloc, card))
+        frontier = {loc.path: self.nodes[f"model:{loc.repo}/{loc.path}"]}
+        taken = {n.location.path for n in self.nodes.values() if isinstance(n, ModelNode)}
+        while frontier:
+            found: dict[str, Node] = {}
+            for path, (cloc, card) in catalog.items():
+                parent = card.parent
+                if parent and parent.repo == loc.repo and parent.path in frontier and path not in taken:
+                    child = self.model(cloc, card, Role.DESCENDANT)
+                    self.link(frontier[parent.path], child, EdgeKind.TRANSFER)
+                    found[path] = child
+            taken |= set(found)
+            frontier = found
+
+    def data_histories(self) -> None:
+        """What made each data commit; where one data commit's history passes through another's, link them.
+
+        Oldest first, a data commit shows only the changes newer than the last data commit of the
+        graph it descends from (linked ``THEN``), so a change appears once, next to the first model
+        that read it.
+        """
+        datas = sorted((n for n in self.nodes.values() if isinstance(n, DataNode) and not n.note), key=lambda n: n.date)
+        history: dict[str, tuple[ChangeNode, ...]] = {}
+        for d in datas:
+            changes = dataset_history(self.hub.repo(d.repo), d.commit, d.dataset, limit=self.limit)
+            history[d.key] = changes
+            ids = [c.id for c in changes]
+            earlier = [
+                (ids.index(history[e.key][0].id), e)
+                for e in datas[: datas.index(d)]
+                if e.dataset == d.dataset and e.repo == d.repo and history[e.key] and history[e.key][0].id in ids
+            ]
+            own = changes
+            if earlier:
+                cut, prior = min(earlier, key=lambda t: t[0])
+                self.link(prior, d, EdgeKind.THEN)
+                own = changes[:cut]
+            for c in own:
+                self.link(self.add(c), d, EdgeKind.CHANGED)
