@@ -20,20 +20,48 @@ from flotilla.registry.aliases import (
 from flotilla.registry.api import promote, rollback
 from flotilla.registry.cards import read_card
 from flotilla.registry.catalog import ModelEntry, list_models, show
+from flotilla.registry.graph import (
+    ChangeNode,
+    DataNode,
+    Edge,
+    EdgeKind,
+    LineageGraph,
+    ModelNode,
+    NodeKind,
+    Role,
+    RunNode,
+    dataset_history,
+    lineage_graph,
+)
 from flotilla.registry.lookup import resolve
+from flotilla.registry.render import lineage_html, lineage_png, lineage_tree, write_lineage
 from flotilla.registry.staleness import DataChange, StaleModel, StaleReport, compare_dataset, retrain_spec, stale
 
 __all__ = [
     "Alias",
     "AliasChange",
     "AliasTarget",
+    "ChangeNode",
     "DataChange",
+    "DataNode",
+    "Edge",
+    "EdgeKind",
+    "LineageGraph",
     "ModelEntry",
     "ModelLocation",
+    "ModelNode",
+    "NodeKind",
+    "Role",
+    "RunNode",
     "StaleModel",
     "StaleReport",
     "compare_dataset",
+    "dataset_history",
     "get_alias",
+    "lineage_graph",
+    "lineage_html",
+    "lineage_png",
+    "lineage_tree",
     "list_aliases",
     "list_models",
     "model_dir",
@@ -47,4 +75,5 @@ __all__ = [
     "rollback_alias",
     "show",
     "stale",
+    "write_lineage",
 ]
