@@ -7,6 +7,7 @@ or ``<family>@<alias>``.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -214,3 +215,30 @@ def _submit_retrains(report: StaleReport, hub: Hub, address: str | None, check: 
             )
             jobs.append({"model": m.name, "submission_id": None, "note": note})
     return jobs
+
+
+@models_app.command("lineage")
+@friendly
+def lineage_cmd(
+    model: str = MODEL,
+    repo: str = REPO,
+    out: Path = typer.Option(
+        Path("artifacts/lineage"), "--out", help="where lineage-<run>-<model>.html and .png go (made if missing)"
+    ),
+    limit: int = typer.Option(10, "--limit", min=1, help="at most this many changes listed per data commit"),
+    children_on: list[str] = typer.Option(
+        ["main"], "--children-on", help="ref whose models are searched for descendants (repeat for more)"
+    ),
+) -> None:
+    """Where a model came from and what came from it: a tree here, an HTML page and a PNG on disk.
+
+    Data commit(s) and the ingests and label fixes that made them, the training run, the parent
+    models (transfer learning) with their own data, and every model started from this one.
+    """
+    from flotilla.hub.client import Hub
+    from flotilla.registry import lineage_graph, lineage_tree, write_lineage
+
+    graph = lineage_graph(Hub(), model, repo=repo, limit=limit, refs=children_on)
+    console.print(lineage_tree(graph), highlight=False)
+    page, png = write_lineage(graph, out)
+    console.print(f"[green]✓[/] wrote {escape(str(page))}\n  and {escape(str(png))}", highlight=False)
