@@ -402,25 +402,31 @@ class _Builder:
     def data_histories(self) -> None:
         """What made each data commit; where one data commit's history passes through another's, link them.
 
-        Oldest first, a data commit shows only the changes newer than the last data commit of the
-        graph it descends from (linked ``THEN``), so a change appears once, next to the first model
-        that read it.
+        A data commit shows only the changes newer than the latest other data commit of the graph
+        whose dataset state it grew from (linked ``THEN``), so each change appears once, next to the
+        first data commit that holds it. Two data commits with the same dataset state (the same
+        newest change) are linked oldest first.
         """
-        datas = sorted((n for n in self.nodes.values() if isinstance(n, DataNode) and not n.note), key=lambda n: n.date)
-        history: dict[str, tuple[ChangeNode, ...]] = {}
+        datas = [n for n in self.nodes.values() if isinstance(n, DataNode) and not n.note]
+        history = {d.key: dataset_history(self.hub.repo(d.repo), d.commit, d.dataset, limit=self.limit) for d in datas}
+        order = {d.key: (d.date, i) for i, d in enumerate(datas)}
         for d in datas:
-            changes = dataset_history(self.hub.repo(d.repo), d.commit, d.dataset, limit=self.limit)
-            history[d.key] = changes
-            ids = [c.id for c in changes]
-            earlier = [
-                (ids.index(history[e.key][0].id), e)
-                for e in datas[: datas.index(d)]
-                if e.dataset == d.dataset and e.repo == d.repo and history[e.key] and history[e.key][0].id in ids
-            ]
-            own = changes
-            if earlier:
-                cut, prior = min(earlier, key=lambda t: t[0])
-                self.link(prior, d, EdgeKind.THEN)
-                own = changes[:cut]
+            ids = [c.id for c in history[d.key]]
+            prior: tuple[int, DataNode] | None = None
+            for e in datas:
+                head = history[e.key][0].id if history[e.key] else None
+                if e is d or (e.repo, e.dataset) != (d.repo, d.dataset) or head not in ids:
+                    continue
+                cut = ids.index(head)
+                if cut == 0 and order[e.key] > order[d.key]:  # the same state: the older commit comes first
+                    continue
+                if Edge(d.key, e.key, EdgeKind.THEN) in self.edges:  # same-second histories: never a loop
+                    continue
+                if prior is None or cut < prior[0]:
+                    prior = (cut, e)
+            own = history[d.key]
+            if prior is not None:
+                self.link(prior[1], d, EdgeKind.THEN)
+                own = own[: prior[0]]
             for c in own:
                 self.link(self.add(c), d, EdgeKind.CHANGED)
