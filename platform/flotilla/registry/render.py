@@ -27,7 +27,8 @@ PAD = 8.0
 COL_GAP = 90.0
 ROW_GAP = 16.0
 MARGIN = 24.0
-MAX_CHARS = 40  # of an 11px monospace line in a BOX_W box
+TITLE_H = 26.0  # a caption above the boxes, so the PNG says what it is on its own
+MAX_CHARS = 39  # of an 11px monospace line in a BOX_W box, with room to spare
 MAX_LINES = 7
 
 FILL: Mapping[NodeKind, str] = {
@@ -186,7 +187,7 @@ def layout(graph: LineageGraph) -> Layout:
     tallest = max(col_h, default=0.0)
     boxes: dict[str, Box] = {}
     for c, col in enumerate(columns):
-        y = MARGIN + (tallest - col_h[c]) / 2
+        y = MARGIN + TITLE_H + (tallest - col_h[c]) / 2
         for k in col:
             boxes[k] = Box(graph.node(k), MARGIN + c * (BOX_W + COL_GAP), y, BOX_W, heights[k], lines[k])
             y += heights[k] + ROW_GAP
@@ -196,7 +197,11 @@ def layout(graph: LineageGraph) -> Layout:
         for e in graph.edges
     )  # fmt: skip
     width = 2 * MARGIN + ncols * BOX_W + (ncols - 1) * COL_GAP
-    return Layout(boxes, edges, width, 2 * MARGIN + tallest)
+    return Layout(boxes, edges, width, 2 * MARGIN + TITLE_H + tallest)
+
+
+def caption(graph: LineageGraph) -> str:
+    return f"lineage of {graph.node(graph.subject).title}: data changes → data commits → runs → models → descendants"
 
 
 def curve(a: Point, b: Point) -> tuple[Point, Point, Point, Point]:
@@ -236,6 +241,7 @@ def lineage_html(graph: LineageGraph) -> str:
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
         'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#6b7280"/></marker></defs>',
     ]
+    svg.append(f'<text x="{MARGIN:.0f}" y="{MARGIN + 12:.0f}" font-size="13" font-weight="bold">{e(caption(graph))}</text>')
     for kind, a, b in lay.edges:
         (x0, y0), (x1, y1), (x2, y2), (x3, y3) = curve(a, b)
         colour, width, dash = _stroke(kind)
@@ -316,6 +322,7 @@ def lineage_png(graph: LineageGraph, path: Path) -> Path:
     ax.set_ylim(lay.height, 0)
     ax.axis("off")
     pt = 72 / dpi  # points per pixel
+    ax.text(MARGIN, MARGIN, caption(graph), fontsize=13 * pt, family="monospace", fontweight="bold", va="top")
     for kind, a, b in lay.edges:
         colour, width, dash = _stroke(kind)
         p = MplPath(list(curve(a, b)), [MplPath.MOVETO, MplPath.CURVE4, MplPath.CURVE4, MplPath.CURVE4])
