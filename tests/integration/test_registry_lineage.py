@@ -1,0 +1,132 @@
+"""The lineage graph against a real lakeFS: data commits and the ingest and label fix that made them, parents, descendants.
+
+The dataset is real (ingested and gated), and so is the label fix (edited on a branch, validated and
+merged by ``validate_and_merge`` as ``flotilla data validate --merge`` does). The models are real
+folders with real cards but untrained weights, as in ``test_registry_aliases.py``: what is under
+test is what the graph reads back from the hub; the trained path is ``test_registry_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from flotilla import registry
+from flotilla.cli import app
+from flotilla.data import layout
+from flotilla.data.api import generate
+from flotilla.data.ingest import validate_and_merge
+from flotilla.data.store import read_labels
+from flotilla.data.validate import Thresholds
+from flotilla.lineage import DataLineage, ModelCard, ParentModel
+from flotilla.registry import EdgeKind, NodeKind, Role
+
+pytestmark = pytest.mark.integration
+
+SMALL = Thresholds(min_group_count=3, representativeness="warning")
+
+
+def put_model(repo, run_id: str, data_commit: str, parent: tuple[str, str] | None = None) -> str:
+    """A model of family 'fam' on main trained on ``data_commit``; ``parent`` is (its commit, its run)."""
+    card = ModelCard(
+        run_id=run_id, model="family", created=f"2026-12-0{int(run_id[1:])}T00:00:00Z",
+        tasks=({"name": "age", "kind": "regression"},), metrics={"age/mae": 10.0 - int(run_id[1:])}, best_epoch=0,
+        epochs_run=1, data=DataLineage(repo.name, data_commit, "faces", "main"), branch=f"exp-{run_id}",
+        code={"git_sha": f"{run_id}sha".ljust(40, "0")}, config={"name": "fam"},
+        parent=ParentModel(repo.name, parent[0], f"models/{parent[1]}/family/model.pt") if parent else None,
+    )  # fmt: skip
+    base = registry.model_dir(run_id, "family")
+    repo.put("main", base + "model.pt", b"weights")
+    repo.put("main", base + "card.json", json.dumps(card.to_dict()))
+    return repo.commit("main", f"model {run_id}").id
+
+
+@pytest.fixture
+def family(hub, repo, tmp_path):
+    """r1 on data A (the ingest); a label fix makes B; r2 transferred from r1 on B; r3 from r2; r4 unrelated."""
+    generate(hub, repo.name, "faces", 160, seed=1, thresholds=SMALL, report_dir=tmp_path / "reports")
+    a = repo.resolve("main")
+    r1_at = put_model(repo, "r1", a)
+    repo.create_branch("fix", "main")  # the user's own branch, as in the data docs
+    labels = read_labels(repo, "fix", "faces")
+    genders = labels.column("gender").to_numpy().copy()
+    genders[:2] = 1 - genders[:2]
+    fixed = labels.set_column(labels.schema.get_field_index("gender"), "gender", pa.array(genders, pa.int16()))
+    repo.put("fix", layout.labels_path("faces"), layout.encode_labels(fixed))
+    _, b = validate_and_merge(hub, repo.name, "fix", "faces", thresholds=SMALL, merge=True)
+    r2_at = put_model(repo, "r2", b, parent=(r1_at, "r1"))
+    put_model(repo, "r3", b, parent=(r2_at, "r2"))
+    put_model(repo, "r4", b)
+    registry.promote(hub, "r2", "production", repo=repo.name)
+    return a, b
+
+
+def test_the_child_shows_its_parent_both_data_commits_and_the_label_fix(hub, repo, family):
+    a, b = family
+    g = registry.lineage_graph(hub, "r2", repo=repo.name)
+    assert g.node(g.subject).location.run_id == "r2" and g.node(g.subject).aliases == ("fam@production",)
+    assert [m.location.run_id for m in g.models(Role.ANCESTOR)] == ["r1"]
+    assert [m.location.run_id for m in g.models(Role.DESCENDANT)] == ["r3"]  # r4 has no parent: not here
+    assert {d.commit for d in g.data()} == {a, b}
+    da, db = (next(d for d in g.data() if d.commit == c) for c in (a, b))
+    assert registry.Edge(da.key, db.key, EdgeKind.THEN) in g.edges  # B's history passes through A
+    # the label fix is the gate's merge (it made B), with the edit and the receipt it brought in
+    fix = next(c for c in g.changes() if c.kind is NodeKind.LABEL_FIX)
+    assert fix.id == b and fix.message == "Merge validated dataset faces"
+    assert [v.message for v in fix.via] == ["Validation passed for faces", "Changes to faces before validation"]
+    ingest = next(c for c in g.changes() if c.kind is NodeKind.INGEST)
+    assert ingest.id == a and ingest.samples == 160
+    changed = {(e.source, e.target) for e in g.edges if e.kind is EdgeKind.CHANGED}
+    assert changed == {(fix.key, db.key), (ingest.key, da.key)}  # each change once, by the first data it made
+    runs = {r.run_id: r for r in g.runs()}
+    assert set(runs) == {"r1", "r2"} and runs["r2"].git_sha.startswith("r2sha") and runs["r2"].branch == "exp-r2"
+    assert registry.Edge(da.key, runs["r1"].key, EdgeKind.READ) in g.edges
+    assert registry.Edge(db.key, runs["r2"].key, EdgeKind.READ) in g.edges
+    r1 = g.models(Role.ANCESTOR)[0]
+    assert registry.Edge(r1.key, g.subject, EdgeKind.TRANSFER) in g.edges
+    # the same model by alias is the same graph (its location may be pinned at another commit of main)
+    by_alias = registry.lineage_graph(hub, "fam@production", repo=repo.name)
+    assert by_alias.edges == g.edges and [n.key for n in by_alias.nodes] == [n.key for n in g.nodes]
+
+
+def test_the_parent_lists_its_descendants_and_only_its_own_data(hub, repo, family):
+    a, _ = family
+    g = registry.lineage_graph(hub, "r1", repo=repo.name)
+    kids = {m.location.run_id: m for m in g.models(Role.DESCENDANT)}
+    assert set(kids) == {"r2", "r3"} and kids["r2"].aliases == ("fam@production",)
+    assert registry.Edge(g.subject, kids["r2"].key, EdgeKind.TRANSFER) in g.edges
+    assert registry.Edge(kids["r2"].key, kids["r3"].key, EdgeKind.TRANSFER) in g.edges  # a grandchild
+    assert [d.commit for d in g.data()] == [a] and not g.models(Role.ANCESTOR)
+    assert [c.kind for c in g.changes()] == [NodeKind.INGEST]  # the later label fix is not in r1's history
+
+
+def test_a_direct_commit_to_the_dataset_is_a_change_of_its_own(hub, repo, family):
+    _, b = family
+    repo.put("main", "datasets/faces/NOTES.txt", b"who labelled what")
+    head = repo.commit("main", "a note beside the data").id
+    changes = registry.dataset_history(repo, head, "faces")
+    assert [(c.kind, c.id) for c in changes[:2]] == [(NodeKind.EDIT, head), (NodeKind.LABEL_FIX, b)]
+    assert [c.kind for c in changes] == [NodeKind.EDIT, NodeKind.LABEL_FIX, NodeKind.INGEST]
+    assert [c.kind for c in registry.dataset_history(repo, head, "faces", limit=1)] == [NodeKind.EDIT]
+
+
+def test_cli_prints_the_tree_and_writes_the_page_and_png(hub, repo, hub_settings, family, tmp_path):
+    a, b = family
+    env = {"FLOTILLA_HOME": str(hub_settings.home), "FLOTILLA_HUB_PORT": str(hub_settings.hub_port), "COLUMNS": "200"}
+    out = CliRunner().invoke(app, ["models", "lineage", "r2", "--repo", repo.name, "--out", str(tmp_path / "pics")], env=env)
+    assert out.exit_code == 0, out.output
+    text = out.output
+    assert text.startswith("model r2/family ★ fam@production") and "model r1/family (parent" in text
+    assert f"label fix {b[:12]}" in text and f"ingest {a[:12]}" in text and "model r3/family" in text
+    page, png = tmp_path / "pics" / "lineage-r2-family.html", tmp_path / "pics" / "lineage-r2-family.png"
+    assert str(page) in text.replace("\n", "") and str(png) in text.replace("\n", "")
+    html = page.read_text()
+    assert a in html and b in html and "models/r1/family/model.pt" in html and "★ fam@production" in html
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    missing = CliRunner().invoke(app, ["models", "lineage", "nope", "--repo", repo.name, "--out", str(tmp_path / "x")], env=env)
+    assert missing.exit_code == 1 and "error:" in missing.output and "no model of run 'nope'" in missing.output
+    assert "Traceback" not in missing.output and not (tmp_path / "x").exists()
