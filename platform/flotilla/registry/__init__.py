@@ -30,12 +30,11 @@ from flotilla.registry.graph import (
     NodeKind,
     Role,
     RunNode,
-    dataset_history,
-    lineage_graph,
 )
 from flotilla.registry.lookup import resolve
 from flotilla.registry.render import lineage_html, lineage_png, lineage_tree, write_lineage
 from flotilla.registry.staleness import DataChange, StaleModel, StaleReport, compare_dataset, retrain_spec, stale
+from flotilla.registry.trace import dataset_history, lineage_graph
 
 __all__ = [
     "Alias",
