@@ -130,3 +130,13 @@ def test_cli_prints_the_tree_and_writes_the_page_and_png(hub, repo, hub_settings
     missing = CliRunner().invoke(app, ["models", "lineage", "nope", "--repo", repo.name, "--out", str(tmp_path / "x")], env=env)
     assert missing.exit_code == 1 and "error:" in missing.output and "no model of run 'nope'" in missing.output
     assert "Traceback" not in missing.output and not (tmp_path / "x").exists()
+
+
+def test_a_parent_whose_card_is_gone_ends_the_chain_with_a_note(hub, repo, family):
+    _, b = family
+    put_model(repo, "r5", b, parent=(b, "gone"))  # its parent was never on the hub (or was deleted)
+    g = registry.lineage_graph(hub, "r5", repo=repo.name)
+    (gone,) = g.models(Role.ANCESTOR)
+    assert gone.location.path == "models/gone/family/model.pt" and "card unreadable" in gone.note
+    assert registry.Edge(gone.key, g.subject, EdgeKind.TRANSFER) in g.edges and not g.incoming(gone.key)
+    assert "models/gone/family/model.pt" in registry.lineage_html(g)
