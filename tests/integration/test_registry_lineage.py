@@ -1,7 +1,7 @@
 """The lineage graph against a real lakeFS: data commits and the ingest and label fix that made them, parents, descendants.
 
-The dataset is real (ingested and gated), and so is the label fix (edited on a branch, validated and
-merged by ``validate_and_merge`` as ``flotilla data validate --merge`` does). The models are real
+The dataset is real (ingested and gated), and so are the label fixes (``flotilla.data.relabel``, and a
+user's own branch merged by ``validate_and_merge`` as ``flotilla data validate --merge`` does). The models are real
 folders with real cards but untrained weights, as in ``test_registry_aliases.py``: what is under
 test is what the graph reads back from the hub; the trained path is ``test_registry_e2e.py``.
 """
@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from flotilla import registry
 from flotilla.cli import app
-from flotilla.data import layout
+from flotilla.data import layout, relabel
 from flotilla.data.api import generate
 from flotilla.data.ingest import validate_and_merge
 from flotilla.data.store import read_labels
@@ -50,13 +50,9 @@ def family(hub, repo, tmp_path):
     generate(hub, repo.name, "faces", 160, seed=1, thresholds=SMALL, report_dir=tmp_path / "reports")
     a = repo.resolve("main")
     r1_at = put_model(repo, "r1", a)
-    repo.create_branch("fix", "main")  # the user's own branch, as in the data docs
-    labels = read_labels(repo, "fix", "faces")
-    genders = labels.column("gender").to_numpy().copy()
-    genders[:2] = 1 - genders[:2]
-    fixed = labels.set_column(labels.schema.get_field_index("gender"), "gender", pa.array(genders, pa.int16()))
-    repo.put("fix", layout.labels_path("faces"), layout.encode_labels(fixed))
-    _, b = validate_and_merge(hub, repo.name, "fix", "faces", thresholds=SMALL, merge=True)
+    labels = read_labels(repo, a, "faces")
+    swap = {r["sample_id"]: {"gender": 1 - r["gender"]} for r in labels.slice(0, 2).to_pylist()}
+    b = relabel(hub, repo.name, "faces", swap, reason="two genders swapped").merge_commit
     r2_at = put_model(repo, "r2", b, parent=(r1_at, "r1"))
     put_model(repo, "r3", b, parent=(r2_at, "r2"))
     put_model(repo, "r4", b)
@@ -76,7 +72,8 @@ def test_the_child_shows_its_parent_both_data_commits_and_the_label_fix(hub, rep
     # the label fix is the gate's merge (it made B), with the edit and the receipt it brought in
     fix = next(c for c in g.changes() if c.kind is NodeKind.LABEL_FIX)
     assert fix.id == b and fix.message == "Merge validated dataset faces"
-    assert [v.message for v in fix.via] == ["Validation passed for faces", "Changes to faces before validation"]
+    assert [v.message for v in fix.via] == ["Validation passed for faces", "Fix 2 label(s) of faces: two genders swapped"]
+    assert fix.samples == 2 and fix.labels_changed == (("gender", 2),)
     ingest = next(c for c in g.changes() if c.kind is NodeKind.INGEST)
     assert ingest.id == a and ingest.samples == 160
     changed = {(e.source, e.target) for e in g.edges if e.kind is EdgeKind.CHANGED}
@@ -103,13 +100,27 @@ def test_the_parent_lists_its_descendants_and_only_its_own_data(hub, repo, famil
     assert [c.kind for c in g.changes()] == [NodeKind.INGEST]  # the later label fix is not in r1's history
 
 
-def test_a_direct_commit_to_the_dataset_is_a_change_of_its_own(hub, repo, family):
+def test_a_fix_through_the_gate_and_a_direct_commit_are_changes_too(hub, repo, family):
+    """A user's own branch merged by 'data validate --merge' is a label fix; a plain commit to the data is an edit."""
     _, b = family
+    repo.create_branch("mine", "main")
+    labels = read_labels(repo, "mine", "faces")
+    ages = labels.column("age").to_numpy().copy()
+    ages[0] = 33.0
+    repo.put(
+        "mine",
+        layout.labels_path("faces"),
+        layout.encode_labels(labels.set_column(labels.schema.get_field_index("age"), "age", pa.array(ages, pa.float32()))),
+    )
+    _, gated = validate_and_merge(hub, repo.name, "mine", "faces", thresholds=SMALL, merge=True)
     repo.put("main", "datasets/faces/NOTES.txt", b"who labelled what")
     head = repo.commit("main", "a note beside the data").id
     changes = registry.dataset_history(repo, head, "faces")
-    assert [(c.kind, c.id) for c in changes[:2]] == [(NodeKind.EDIT, head), (NodeKind.LABEL_FIX, b)]
-    assert [c.kind for c in changes] == [NodeKind.EDIT, NodeKind.LABEL_FIX, NodeKind.INGEST]
+    assert [(c.kind, c.id) for c in changes] == [
+        (NodeKind.EDIT, head), (NodeKind.LABEL_FIX, gated), (NodeKind.LABEL_FIX, b), (NodeKind.INGEST, changes[-1].id)
+    ]  # fmt: skip
+    assert [v.message for v in changes[1].via] == ["Validation passed for faces", "Changes to faces before validation"]
+    assert changes[1].samples is None and changes[2].samples == 2
     assert [c.kind for c in registry.dataset_history(repo, head, "faces", limit=1)] == [NodeKind.EDIT]
 
 

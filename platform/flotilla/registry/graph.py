@@ -96,8 +96,9 @@ class ChangeNode:
     dataset: str
     message: str
     date: int
-    samples: int | None = None
+    samples: int | None = None  # ingested, or relabelled
     via: tuple[CommitRef, ...] = ()
+    labels_changed: tuple[tuple[str, int], ...] = ()  # of a label fix: column → samples whose value in it changed
 
     @property
     def key(self) -> str:
@@ -114,6 +115,8 @@ class ChangeNode:
     @property
     def details(self) -> tuple[str, ...]:
         samples = f"{self.samples} samples" if self.samples is not None else ""
+        if self.labels_changed:
+            samples += " relabelled: " + ", ".join(f"{c} {n}" for c, n in self.labels_changed)
         via = [f"via {c.id[:8]} {c.message}" for c in self.via]
         return tuple(x for x in (short_date(self.date), self.message, samples, *via) if x)
 

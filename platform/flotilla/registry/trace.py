@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from flotilla.errors import FlotillaError
-from flotilla.lineage import IngestCommit, Key, ModelCard, read_commit
+from flotilla.lineage import IngestCommit, Key, LabelFix, ModelCard, read_commit
 from flotilla.registry.address import ModelLocation
 from flotilla.registry.cards import model_locations, read_card, read_cards
 from flotilla.registry.catalog import aliases_by_run
@@ -81,18 +81,22 @@ def _ancestors(parents: dict[str, tuple[str, ...]], start: Iterable[str]) -> set
 
 
 def _change(repo: str, c: CommitInfo, dataset: str, via: list[CommitInfo]) -> ChangeNode:
-    """What a commit was, from flotilla's metadata on it or on the commits it merged."""
+    """What a commit was, from flotilla's metadata on it or on the commits it merged.
+
+    An ingest (even one fixed on its branch before it merged) is an ingest; a :class:`LabelFix`
+    (``flotilla.data.relabel``) or any change merged through the gate (``data validate --merge``) is
+    a label fix; anything else is an edit.
+    """
     records = [read_commit(x.metadata) for x in (c, *via)]
     ingest = next((r for r in records if isinstance(r, IngestCommit)), None)
+    fix = next((r for r in records if isinstance(r, LabelFix)), None)
     md = c.metadata
-    if ingest is not None:
-        kind = NodeKind.INGEST
-    elif md.get(Key.VALIDATION) == "passed" and Key.KIND not in md and (Key.DATASET in md or Key.VALIDATED_COMMIT in md):
-        kind = NodeKind.LABEL_FIX  # a ValidatedMerge or a ValidationReceipt
-    else:
-        kind = NodeKind.EDIT
+    gated = md.get(Key.VALIDATION) == "passed" and Key.KIND not in md and (Key.DATASET in md or Key.VALIDATED_COMMIT in md)
+    kind = NodeKind.INGEST if ingest else NodeKind.LABEL_FIX if fix or gated else NodeKind.EDIT
     refs = tuple(CommitRef(x.id, x.message) for x in via)
-    return ChangeNode(repo, c.id, kind, dataset, c.message, c.creation_date, ingest.samples if ingest else None, refs)
+    samples = ingest.samples if ingest else fix.samples if fix else None
+    labels = tuple(sorted(fix.labels_changed.items())) if fix and not ingest else ()
+    return ChangeNode(repo, c.id, kind, dataset, c.message, c.creation_date, samples, refs, labels)
 
 
 # ---- the graph ----------------------------------------------------------------------------------------
