@@ -461,7 +461,8 @@ class ModelCard:
     """``card.json``: what a model is, what it read and what made it (written once, beside the weights).
 
     The JSON keeps the shape cards have always had (readers outside flotilla parse it), with the
-    parent's ``uri`` spelled out.
+    parent's ``uri`` spelled out. ``environment`` (interpreter, library versions, device, workers,
+    backend: see :mod:`flotilla.training.environment`) is empty in cards written before it existed.
     """
 
     run_id: str
@@ -476,6 +477,7 @@ class ModelCard:
     code: Mapping[str, Any]
     config: Mapping[str, Any]
     parent: ParentModel | None = None
+    environment: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -499,4 +501,5 @@ class ModelCard:
             code=dict(d.get("code", {})),
             config=dict(d.get("config", {})),
             parent=None if not parent else ParentModel(parent["repo"], parent["commit"], parent["path"]),
+            environment=dict(d.get("environment") or {}),
         )
