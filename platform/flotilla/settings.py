@@ -39,6 +39,8 @@ FLOTILLA_RAY_ADDRESS = "FLOTILLA_RAY_ADDRESS"  # the cluster `flotilla jobs` and
 FLOTILLA_RAY_CLUSTER = "FLOTILLA_RAY_CLUSTER"  # marks every process of flotilla's local Ray cluster
 FLOTILLA_CODE_SHA = "FLOTILLA_CODE_SHA"  # a job's code version (its copy of the project has no .git)
 FLOTILLA_CODE_DIRTY = "FLOTILLA_CODE_DIRTY"
+FLOTILLA_CODE_DIFF = "FLOTILLA_CODE_DIFF"  # where a dirty tree's diff lies in the job's copy of the project
+FLOTILLA_CODE_DIFF_SHA256 = "FLOTILLA_CODE_DIFF_SHA256"
 
 # ---- other tools' variables -----------------------------------------------------------------------
 LAKECTL_SERVER_ENDPOINT_URL = "LAKECTL_SERVER_ENDPOINT_URL"  # a remote hub, as lakectl and the lakeFS SDK name it
@@ -173,18 +175,40 @@ def tune_handles_sigint() -> bool:
     return os.environ.get(TUNE_DISABLE_SIGINT_HANDLER, "0") in ("", "0")
 
 
-def code_vars(sha: str, dirty: bool | None) -> dict[str, str]:
+@dataclass(frozen=True)
+class ShippedCode:
+    """The code version job submission handed a job (its copy of the project has no ``.git``).
+
+    ``diff`` is the dirty tree's diff as a path relative to the project root (the staged copy holds
+    it), ``diff_sha256`` its hash; both None for a clean tree.
+    """
+
+    sha: str
+    dirty: bool | None
+    diff: str | None = None
+    diff_sha256: str | None = None
+
+
+def code_vars(sha: str, dirty: bool | None, diff: str | None = None, diff_sha256: str | None = None) -> dict[str, str]:
     """The variables that hand a submitted job its code version (read back there by :func:`shipped_code`)."""
-    return {FLOTILLA_CODE_SHA: sha, FLOTILLA_CODE_DIRTY: str(dirty)}
+    out = {FLOTILLA_CODE_SHA: sha, FLOTILLA_CODE_DIRTY: str(dirty)}
+    if diff and diff_sha256:
+        out |= {FLOTILLA_CODE_DIFF: diff, FLOTILLA_CODE_DIFF_SHA256: diff_sha256}
+    return out
 
 
-def shipped_code() -> tuple[str, bool | None] | None:
-    """(git sha, dirty) that job submission handed this job (see :func:`code_vars`), or None outside a job."""
+def shipped_code() -> ShippedCode | None:
+    """The code version job submission handed this job (see :func:`code_vars`), or None outside a job."""
     sha = os.environ.get(FLOTILLA_CODE_SHA)
     if not sha:
         return None
     dirty = os.environ.get(FLOTILLA_CODE_DIRTY)
-    return sha, None if dirty in (None, "None") else dirty == "True"
+    return ShippedCode(
+        sha,
+        None if dirty in (None, "None") else dirty == "True",
+        os.environ.get(FLOTILLA_CODE_DIFF) or None,
+        os.environ.get(FLOTILLA_CODE_DIFF_SHA256) or None,
+    )
 
 
 def child_env(*, drop: Iterable[str] = (), drop_prefix: str | None = None) -> dict[str, str]:

@@ -61,7 +61,10 @@ def test_a_jobs_code_version_makes_the_round_trip(monkeypatch):
     for dirty in (True, False, None):
         for name, value in settings.code_vars("abc123", dirty).items():
             monkeypatch.setenv(name, value)
-        assert settings.shipped_code() == ("abc123", dirty)
+        assert settings.shipped_code() == settings.ShippedCode("abc123", dirty)
+    for name, value in settings.code_vars("abc123", True, ".flotilla-job/s.diff", "f00d").items():
+        monkeypatch.setenv(name, value)
+    assert settings.shipped_code() == settings.ShippedCode("abc123", True, ".flotilla-job/s.diff", "f00d")
     monkeypatch.delenv(settings.FLOTILLA_CODE_SHA)
     assert settings.shipped_code() is None
 

@@ -128,8 +128,9 @@ def pin_job(spec: JobSpec, hub: Any = None, root: Path | None = None) -> tuple[J
     return spec, {"data_repo": spec.repo, "dataset": spec.dataset, "data_ref": spec.into}
 
 
-def stage_job(root: Path, settings: Settings, sid: str, pinned: JobSpec) -> Path:
-    """A copy of the project (without environments, outputs or local state) plus the pinned spec.
+def stage_job(root: Path, settings: Settings, sid: str, pinned: JobSpec, *, code_diff: bytes | None = None) -> Path:
+    """A copy of the project (without environments, outputs or local state) plus the pinned spec, and
+    ``code_diff`` (a dirty tree's diff, of tracked files that travel anyway) beside it as ``<sid>.diff``.
 
     Outside a source checkout only the pinned spec travels: it is self-contained (the family or
     sweep inlined), the nodes run the flotilla they have installed, and the current directory is
@@ -150,6 +151,8 @@ def stage_job(root: Path, settings: Settings, sid: str, pinned: JobSpec) -> Path
         target = stage / "src" / PINNED_DIR / f"{sid}.yaml"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(yaml.safe_dump(pinned.model_dump(mode="json", exclude_none=True), sort_keys=False))
+        if code_diff is not None:
+            target.with_suffix(".diff").write_bytes(code_diff)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -177,9 +180,11 @@ def submit(
         return JobHandle(sid, None, pinned)
     client, target = connect(address, settings)
     env_vars = {RAY_TRAIN_ENABLE_PRINT_PATCH: "0", "PYTHONUNBUFFERED": "1", **spec.runtime_env.env_vars}
-    # the job runs from a staged copy without .git: hand it the code version, for model cards' lineage
+    # the job runs from a staged copy without .git: hand it the code version (and a dirty tree's diff, staged
+    # beside the pinned spec), for model cards' lineage
     code = code_version()
-    env_vars |= code_vars(str(code["git_sha"]), code["dirty"])
+    diff = f"{PINNED_DIR}/{sid}.diff" if code.diff is not None and _is_checkout(root) else None
+    env_vars |= code_vars(code.git_sha, code.dirty, diff, code.diff_sha256)
     if _is_checkout(root):  # the job runs the source it was submitted with
         env_vars["PYTHONPATH"] = "platform"
     if target.local:  # the local hub's credentials file is found through these; remote nodes bring LAKECTL_*
@@ -188,7 +193,7 @@ def submit(
     if spec.runtime_env.pip:
         runtime_env["pip"] = list(spec.runtime_env.pip)
     metadata = {k: str(v) for k, v in JobLabels(spec.kind, spec.name, __version__, lineage).to_metadata().items()}
-    stage = stage_job(root, settings, sid, pinned)
+    stage = stage_job(root, settings, sid, pinned, code_diff=code.diff if diff else None)
     try:
         runtime_env["working_dir"] = str(stage / "src")
         entrypoint = f"{shlex.quote(target.python)} -m flotilla.jobs.entrypoint {PINNED_DIR}/{sid}.yaml"

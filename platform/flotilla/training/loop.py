@@ -27,6 +27,7 @@ from flotilla.models.family import MultiTaskModel, compute_losses
 from flotilla.models.metrics import MetricAccumulator
 from flotilla.registry.address import ModelLocation
 from flotilla.training.artifacts import read_model_bytes
+from flotilla.training.environment import capture_environment
 from flotilla.training.hooks import EpochStart
 from flotilla.training.tracking import start_tracking
 
@@ -221,6 +222,7 @@ def train_loop_per_worker(config: WorkerConfig) -> None:
         device = ray.train.torch.get_device()
         engine = None
     core = unwrap(net)
+    environment = capture_environment(world, spec.backend, device).to_dict() if rank == 0 else None  # for the card
 
     tracker = start_tracking(config) if rank == 0 and spec.tracking.wandb else None
     freeze_epochs = spec.transfer.freeze_backbone_epochs if spec.transfer else 0
@@ -251,7 +253,9 @@ def train_loop_per_worker(config: WorkerConfig) -> None:
         history.append(metrics)
         if tracker is not None:
             tracker.log(metrics, step=epoch)
-        report_epoch(metrics, history, epoch, core, optimizer if engine is None else None, scheduler, rank, ray.train)
+        report_epoch(
+            metrics, history, epoch, core, optimizer if engine is None else None, scheduler, rank, ray.train, environment
+        )
     if tracker is not None:
         tracker.finish()
 
@@ -379,11 +383,12 @@ def report_epoch(
     scheduler: Any,
     rank: int,
     train: Any,
+    environment: dict[str, Any] | None = None,
 ) -> None:
     """Report the epoch to Ray Train (``train`` is ``ray.train``); rank 0 attaches the checkpoint.
 
     The checkpoint holds the weights, the schedule's position, the optimiser when rank 0 has all of
-    it (``optimizer`` None under DeepSpeed) and the history so far.
+    it (``optimizer`` None under DeepSpeed), the history so far and the environment it trained in.
     """
     if rank != 0:
         train.report(metrics)
@@ -394,5 +399,7 @@ def report_epoch(
         # rank 0 holds them all (DDP), not under DeepSpeed, whose ZeRO partitions them across ranks
         state = {"optimizer": None if optimizer is None else optimizer.state_dict(), "scheduler": scheduler.state_dict()}
         torch.save(state, Path(d) / CKPT_STATE)
-        (Path(d) / CKPT_META).write_text(json.dumps({"epoch": epoch, "history": history}, default=float))
+        (Path(d) / CKPT_META).write_text(
+            json.dumps({"epoch": epoch, "history": history, "environment": environment}, default=float)
+        )
         train.report(metrics, checkpoint=train.Checkpoint.from_directory(d))

@@ -1,9 +1,9 @@
 """A finished fit becomes a model on its branch; a finished family lands on its target whole.
 
 :func:`publish_model` turns the checkpoint a run chose (:func:`best_checkpoint`) into
-``models/<run>/<model>/`` (weights, card, per-epoch metrics) in one commit on the model's own
-branch. :func:`merge_family` then merges every model of a run into ``merge_into`` in one step, or
-none of them.
+``models/<run>/<model>/`` (weights, card, per-epoch metrics, and a dirty tree's ``code.diff``) in
+one commit on the model's own branch. :func:`merge_family` then merges every model of a run into
+``merge_into`` in one step, or none of them.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from flotilla.models.tasks import TaskSpec
 from flotilla.registry.address import model_dir
 from flotilla.training import artifacts
 from flotilla.training.config import CheckpointRank, ModelRun
+from flotilla.training.environment import capture_environment
 from flotilla.training.loop import CKPT_META, CKPT_MODEL
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ def publish_model(repo: Repo, run: ModelRun, branch: str, fit: Any, wall_s: floa
     history = json.loads(artifacts.dumps(final_history(fit, meta)))
     epoch = meta["epoch"]
     best_metrics = {k[4:]: v for k, v in history[epoch].items() if k.startswith("val/")} if len(history) > epoch else {}
+    code = artifacts.code_version()
+    diff = code.storable_diff(repo.hub.credentials.secret_access_key)
     card = artifacts.model_card(
         run_id=run.run_id,
         model=run.name,
@@ -90,15 +93,19 @@ def publish_model(repo: Repo, run: ModelRun, branch: str, fit: Any, wall_s: floa
         branch=branch,
         spec=run.spec,
         parent=run.parent,
-        code=artifacts.code_version(),
+        code=code.card_block(diff_stored=diff is not None),
         best_epoch=epoch,
+        # rank 0 records where it trained; a checkpoint from before it did gets this process's
+        environment=meta.get("environment") or capture_environment(run.spec.scaling.workers, run.spec.backend).to_dict(),
     )
     base = model_dir(run.run_id, run.name)
     repo.put(branch, base + "model.pt", weights)
-    repo.put(branch, base + "card.json", artifacts.dumps(card))
+    repo.put(branch, base + "card.json", artifacts.dumps(card.to_dict()))
     repo.put(branch, base + "metrics.json", artifacts.dumps(history))
+    if diff is not None:
+        repo.put(branch, base + artifacts.CODE_DIFF, diff)
     record = ModelCommit(
-        run.run_id, run.name, run.data.commit, card["code"]["git_sha"], run.parent.uri if run.parent else None, best_metrics
+        run.run_id, run.name, run.data.commit, code.git_sha, run.parent.uri if run.parent else None, best_metrics
     )
     commit = repo.commit(branch, f"Model {run.name} of run {run.run_id} (best epoch {epoch})", record.to_metadata())
     return ModelResult(
