@@ -1,9 +1,12 @@
 """Ray Train on a real local Ray, reading a real lakeFS: lineage, DeepSpeed vs DDP, fault tolerance, transfer."""
 
+import hashlib
 import json
 import os
+import platform
 import shutil
 import tempfile
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,18 @@ def test_shared_family_run_lives_on_its_branch_with_lineage(family, data_repo, h
     assert card["data"]["commit"] == data_repo.resolve("main") == family.data.commit
     assert card["code"]["git_sha"] and card["config"]["name"] == "fam" and card["parent"] is None
     assert set(card["metrics"]) >= {"age/mae", "gender/accuracy", "gender/auc", "emotion/accuracy", "emotion/macro_f1"}
+    # what ran it, as rank 0 saw it: versions, device, the run's shape
+    env = card["environment"]
+    assert env["packages"]["torch"] == metadata.version("torch") and torch.__version__.startswith(env["packages"]["torch"])
+    assert env["packages"]["ray"] == ray.__version__ and env["python"] == platform.python_version()
+    assert env["workers"] == tiny("fam").scaling.workers == 2 and env["backend"] == "ddp" and env["device"] == "cpu"
+    # a dirty tree's diff lies beside the card, and its hash is the card's
+    code, base = card["code"], f"models/{family.run_id}/family/"
+    if code["dirty"]:
+        diff = data_repo.get(model.commit, base + "code.diff")
+        assert code["diff"] == "code.diff" and code["diff_sha256"] == hashlib.sha256(diff).hexdigest()
+    else:
+        assert code["diff_sha256"] is None and not data_repo.exists(model.commit, base + "code.diff")
     history = json.loads(data_repo.get(model.commit, f"models/{family.run_id}/family/metrics.json"))
     assert len(history) == 2 and history[1]["train/loss"] < history[0]["train/loss"]
     messages = [c.message for c in data_repo.log(model.branch, 6)]
