@@ -85,6 +85,8 @@ def test_shared_family_run_lives_on_its_branch_with_lineage(family, data_repo, h
     assert env["packages"]["torch"] == metadata.version("torch") and torch.__version__.startswith(env["packages"]["torch"])
     assert env["packages"]["ray"] == ray.__version__ and env["python"] == platform.python_version()
     assert env["workers"] == tiny("fam").scaling.workers == 2 and env["backend"] == "ddp" and env["device"] == "cpu"
+    metas = [o.path for o in data_repo.list(model.commit, f"runs/{family.run_id}/") if o.path.endswith("/meta.json")]
+    assert metas and all(json.loads(data_repo.get(model.commit, p))["environment"] == env for p in metas)  # rank 0's
     # a dirty tree's diff lies beside the card, and its hash is the card's
     code, base = card["code"], f"models/{family.run_id}/family/"
     if code["dirty"]:
