@@ -13,7 +13,7 @@ import pytest
 from tests.integration.test_train import local_ray, tiny  # noqa: F401 - local_ray is a fixture used by name
 
 from flotilla import registry
-from flotilla.data.api import generate
+from flotilla.data import generate, read_labels, relabel
 from flotilla.data.validate import Thresholds
 from flotilla.training import train
 
@@ -75,3 +75,33 @@ def test_a_child_transferred_through_an_alias_takes_it_and_rollback_restores_the
     assert registry.resolve(hub, "fam@production", REPO).run_id == parent.run_id
     again = flotilla_cli("models", "rollback", "fam@production", "--repo", REPO)
     assert again.returncode == 1 and "no earlier model to roll back to" in again.stderr
+
+
+def test_a_label_fix_makes_the_parent_and_its_child_stale(family_tree, hub, data_repo, flotilla_cli):
+    parent, child = family_tree
+    labels = read_labels(data_repo, "main", "faces")
+    ids, genders = labels.column("sample_id").to_pylist(), labels.column("gender").to_pylist()
+    fixes = {sid: {"gender": 1 - g} for sid, g in zip(ids, genders, strict=True) if g is not None}
+    fix = relabel(hub, REPO, "faces", dict(list(fixes.items())[:25]), reason="25 genders were flipped at import")
+    out = flotilla_cli("models", "stale", "--since", fix.merge_commit, "--repo", REPO, "--json")
+    assert out.returncode == 0, out.stderr
+    stale = {m["model"]: m for m in json.loads(out.stdout)["stale"]}
+    p, c = f"{parent.run_id}/family", f"{child.run_id}/family"
+    assert set(stale) == {p, c}
+    assert stale[p]["change"]["labels_changed"] == {"gender": 25} and stale[p]["data_commit"] == parent.data.commit
+    assert c in stale[p]["descendants"]  # the child is stale through its parent too
+
+
+def test_the_childs_lineage_shows_its_parent_and_both_data_commits(family_tree, hub, flotilla_cli, tmp_path):
+    parent, child = family_tree
+    g = registry.lineage_graph(hub, child.run_id, repo=REPO)
+    assert [m.location.run_id for m in g.models(registry.Role.ANCESTOR)] == [parent.run_id]
+    assert {d.commit for d in g.data()} == {parent.data.commit, child.data.commit} and parent.data.commit != child.data.commit
+    assert {r.run_id for r in g.runs()} == {parent.run_id, child.run_id}
+    assert [
+        m.location.run_id for m in registry.lineage_graph(hub, parent.run_id, repo=REPO).models(registry.Role.DESCENDANT)
+    ] == [child.run_id]
+    out = flotilla_cli("models", "lineage", child.run_id, "--repo", REPO, "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / f"lineage-{child.run_id}-family.html").read_text().count(parent.data.commit) >= 1
+    assert (tmp_path / f"lineage-{child.run_id}-family.png").read_bytes()[:4] == b"\x89PNG"
