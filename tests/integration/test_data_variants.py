@@ -12,14 +12,14 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from io import StringIO
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import ray
-from rich.console import Console
+from typer.testing import CliRunner
 
+from flotilla.cli import app
 from flotilla.data import layout
 from flotilla.data.api import generate
 from flotilla.data.ingest import validate_and_merge
@@ -28,7 +28,7 @@ from flotilla.data.validate import Thresholds
 from flotilla.lineage import PromotionCommit, read_commit
 from flotilla.specs import parse_spec
 from flotilla.tune import SweepResult, SweepSpec, load_result, sweep
-from flotilla.tune.report import SHORT_SHA, trials_table
+from flotilla.tune.report import SHORT_SHA
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 REPO = "variant-tests"
@@ -123,7 +123,7 @@ def promoted(repo, result: SweepResult) -> PromotionCommit:
     return record
 
 
-def test_a_sweep_over_data_versions_trains_on_both_and_says_which_commit_each_trial_read(hub, versions, by_version):
+def test_a_sweep_over_data_versions_trains_on_both_and_says_which_commit_each_trial_read(hub, hub_settings, versions, by_version):
     repo, result = hub.repo(REPO), by_version
     pinned = {"raw": versions.raw, "main": versions.fixed}
     assert result.data_commits == pinned
@@ -138,16 +138,17 @@ def test_a_sweep_over_data_versions_trains_on_both_and_says_which_commit_each_tr
         assert repo.commit_info(t.branch).metadata["flotilla.data_commit"] == pinned[ref]
     saved = load_result("versions", hub.settings)  # results.json, what 'flotilla sweep show' reads
     assert {t.trial_id: t.data_commit for t in saved.trials} == {t.trial_id: t.data_commit for t in result.trials}
-    out = StringIO()
-    Console(file=out, width=250).print(trials_table(saved))
-    table = out.getvalue()
-    assert "data commit" in table
+    shown = CliRunner().invoke(
+        app, ["sweep", "show", "versions"], env={"COLUMNS": "250", "FLOTILLA_HOME": str(hub_settings.home)}
+    )
+    assert shown.exit_code == 0 and "data commit" in shown.output, shown.output
     for t in result.trials:
-        row = next(line for line in table.splitlines() if t.trial_id in line)
+        row = next(line for line in shown.output.splitlines() if t.trial_id in line)
         assert t.data_commit[:SHORT_SHA] in row and t.data_ref in row, row
+    w = result.winner
+    assert f"trained on data {w.data_ref} @ {w.data_commit[:SHORT_SHA]}" in shown.output
 
     # the winner is on main, whichever version it trained on; main keeps its fixed labels
-    w = result.winner
     record = promoted(repo, result)
     assert record.data_commit == pinned[w.data_ref] == w.data_commit
     card = json.loads(repo.get("main", f"models/{w.run_id}/family/card.json"))
