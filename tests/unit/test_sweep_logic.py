@@ -309,11 +309,47 @@ def test_a_trials_record_carries_the_metrics_of_the_epoch_it_published(tmp_path)
         config={"optim.lr": 0.1},
         error=None,
     )
-    rec = trial_record(r, live, "sw", 3, "max", multi=False)
+    commits = {"main": "c-main", "raw": "c-raw"}
+    rec = trial_record(r, live, "sw", 3, "max", multi=False, commits=commits, base_ref="main")
     assert rec.status == "completed" and rec.metrics == {"val/score": 0.8, "val/age/mae": 20}
-    dead = SimpleNamespace(metrics={}, path="/s/trainable_deadbeef_2_lr=0.2_2026", config={"optim.lr": 0.2}, error=RuntimeError())
-    rec = trial_record(dead, live, "sw", 3, "max", multi=False)
+    assert (rec.data_ref, rec.data_commit) == ("main", "c-main")  # no data.ref param: the base spec's ref
+    dead = SimpleNamespace(
+        metrics={}, path="/s/trainable_deadbeef_2_lr=0.2_2026", config={"optim.lr": 0.2, "data.ref": "raw"}, error=RuntimeError()
+    )
+    rec = trial_record(dead, live, "sw", 3, "max", multi=False, commits=commits, base_ref="main")
     assert rec.trial_id == "deadbeef" and rec.status == "errored" and rec.branch == trial_branch("sw", "deadbeef")
+    assert (rec.data_ref, rec.data_commit) == ("raw", "c-raw")  # known without a report: pinned when the sweep started
+
+
+def test_the_trial_table_shows_each_trials_data_commit_when_the_sweep_has_several_data_versions():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from flotilla.tune import SweepResult, TrialRecord
+    from flotilla.tune.report import trials_table
+
+    def shown(result: SweepResult) -> list[str]:
+        out = StringIO()
+        Console(file=out, width=200).print(trials_table(result))
+        return out.getvalue().splitlines()
+
+    raw, fixed = "a" * 12 + "1" * 52, "b" * 12 + "2" * 52
+
+    def trial(tid: str, ref: str, commit: str, score: float) -> TrialRecord:
+        return TrialRecord(
+            tid, {"data.ref": ref}, "completed", 3, {"val/score": score}, f"trial-s-{tid}", data_ref=ref, data_commit=commit
+        )
+
+    two = [trial("t1", "raw", raw, 0.5), trial("t2", "main", fixed, 0.7)]
+    lines = shown(SweepResult("s", "/x", {"main": fixed, "raw": raw}, "val/score", "max", trials=two))
+    assert any("data commit" in line for line in lines)
+    assert "a" * 12 in next(x for x in lines if "t1" in x) and "b" * 12 in next(x for x in lines if "t2" in x)
+    assert "a" * 13 not in "".join(lines)  # abbreviated, as a commit is everywhere else
+    one = [trial("t1", "main", fixed, 0.5), trial("t2", "main", fixed, 0.7)]
+    lines = shown(SweepResult("s", "/x", {"main": fixed}, "val/score", "max", trials=one))
+    assert not any("data commit" in line for line in lines)  # the same in every row: said once, under the table
+    assert sum("b" * 12 in line for line in lines) == 1 and any(f"data main @ {'b' * 12}" in line for line in lines)
 
 
 def test_a_run_that_took_a_ctrl_c_is_told_apart_from_one_that_ended_and_the_caller_gets_its_handler_back():

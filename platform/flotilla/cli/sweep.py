@@ -19,7 +19,7 @@ console = Console()
 
 
 def _show(result) -> None:
-    from flotilla.tune.report import missing_plots_note, trials_table
+    from flotilla.tune.report import SHORT_SHA, missing_plots_note, trials_table
 
     console.print(trials_table(result))
     for t in result.trials:
@@ -29,6 +29,8 @@ def _show(result) -> None:
         w = result.winner
         score = w.metrics.get(result.objective, float("nan"))
         console.print(f"[green]✓[/] winner {w.trial_id}: {result.objective} = {score:.4f}  params {escape(str(w.params))}")
+        if len(set(result.data_commits.values())) > 1 and w.data_commit:
+            console.print(f"  trained on data {escape(w.data_ref)} @ {w.data_commit[:SHORT_SHA]}")
         if result.promotion_commit:
             into = getattr(result, "promoted_into", None) or "main"
             promoted = getattr(result, "promoted_trial", None) or w.trial_id

@@ -19,14 +19,26 @@ if TYPE_CHECKING:
     from flotilla.tune.results import SweepResult, TrialRecord
 
 
+SHORT_SHA = 12
+"""Characters of a commit id the table shows (flotilla's messages abbreviate commits to 12 as well)."""
+
+
 def trials_table(result: SweepResult) -> Table:
+    """Every trial, best first: its params, the data commit it read (when the sweep has several data
+    variants; the caption names the one commit otherwise), its objective(s) and its branch."""
     from rich.table import Table
 
     objectives = getattr(result, "objectives", None) or {result.objective: result.mode}
     what = ", ".join(f"{m} ({mode})" for m, mode in objectives.items())
-    t = Table(title=f"sweep {result.sweep_id} — {'Pareto search over ' if len(objectives) > 1 else 'objective '}{what}")
+    # several data variants: each row says which commit it read; one: the caption says it once
+    by_data = len(set(result.data_commits.values())) > 1 or len({tr.data_commit for tr in result.trials}) > 1
+    caption = None if by_data else ", ".join(f"data {ref} @ {c[:SHORT_SHA]}" for ref, c in result.data_commits.items())
+    t = Table(
+        title=f"sweep {result.sweep_id} — {'Pareto search over ' if len(objectives) > 1 else 'objective '}{what}",
+        caption=caption or None,
+    )
     params = sorted({k for tr in result.trials for k in tr.params})
-    for col in ("trial", "status", "epochs", *params, *objectives, "branch"):
+    for col in ("trial", "status", "epochs", *params, *(["data commit"] if by_data else []), *objectives, "branch"):
         t.add_column(col)
     sign = 1.0 if result.mode == "min" else -1.0  # best first; a trial without the metric last
 
@@ -38,6 +50,7 @@ def trials_table(result: SweepResult) -> Table:
         star += " ◆" if tr.trial_id in (getattr(result, "pareto", None) or []) else ""
         row = [tr.trial_id + star, tr.status, str(tr.epochs)]
         row += [_fmt(tr.params.get(p)) for p in params]
+        row += [tr.data_commit[:SHORT_SHA] or "-"] if by_data else []
         row += [_fmt(tr.metrics.get(m)) for m in objectives]
         row += [tr.branch if tr.kept else "(deleted)"]
         t.add_row(*row)

@@ -33,6 +33,8 @@ class TrialRecord:
     kept: bool = False
     seen_live: bool = False
     error: str = ""  # an errored trial's exception, its last line (the rest is in the trial's Ray log)
+    data_ref: str = ""  # the data ref the trial picked (``data.ref`` in its params, else the base spec's)
+    data_commit: str = ""  # the commit that ref was pinned to when the sweep started: the data the trial read
 
 
 @dataclass
@@ -87,10 +89,19 @@ def pareto_front(trials: list[TrialRecord], objectives: Mapping[str, str]) -> li
 
 
 def trial_record(
-    r: Any, states: Mapping[str, TrialState], sweep_id: str, full_epochs: int, mode: str, *, multi: bool
+    r: Any,
+    states: Mapping[str, TrialState],
+    sweep_id: str,
+    full_epochs: int,
+    mode: str,
+    *,
+    multi: bool,
+    commits: Mapping[str, str] | None = None,
+    base_ref: str = "",
 ) -> TrialRecord:
     """One Tune result (an item of a ``ResultGrid``) as a trial: its metrics are those of the epoch
-    whose checkpoint it published."""
+    whose checkpoint it published, its data the commit its ref was pinned to (``commits``, the sweep's
+    ref -> commit; ``base_ref`` for a trial whose params pick none)."""
     m = r.metrics or {}
     # a trial that died before its first report has no metrics: its id is in its folder's name
     trial_id = m.get("trial_id") or (Path(r.path).name.split("_")[1] if r.path else "?")
@@ -103,6 +114,7 @@ def trial_record(
         metrics = dict(best.metrics)
     params = {k: v for k, v in (r.config or {}).items() if v is not None}
     branch = m.get("branch") or (state.branch if state else None) or trial_branch(sweep_id, trial_id)
+    data_ref = str(params.get("data.ref", base_ref))
     return TrialRecord(
         trial_id,
         params,
@@ -113,6 +125,8 @@ def trial_record(
         run_id=m.get("run_id", ""),
         seen_live=bool(state and state.seen_live),
         error=last_line(r.error),
+        data_ref=data_ref,
+        data_commit=(commits or {}).get(data_ref, ""),
     )
 
 

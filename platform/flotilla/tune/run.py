@@ -194,7 +194,12 @@ def finish(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, results: Iterabl
     spec, obj = saved.spec, saved.spec.objective
     journal = Journal(d / JOURNAL)
     states = journal.trials()
-    records = [trial_record(r, states, sweep_id, saved.epochs, obj.primary[1], multi=obj.multi) for r in results]
+    records = [
+        trial_record(
+            r, states, sweep_id, saved.epochs, obj.primary[1], multi=obj.multi, commits=saved.commits, base_ref=saved.base_ref
+        )
+        for r in results
+    ]
     result = ranked(sweep_id, d, saved.commits, obj, records)
     repo = hub.repo(saved.data_repo)
     TrialBranches(repo, journal, sweep_id, spec.retention.keep).at_sweep_end(result, states)

@@ -46,9 +46,14 @@ class SavedSweep:
     def data_repo(self) -> str:
         return str(self.family["data"]["repo"])
 
+    @property
+    def base_ref(self) -> str:
+        """The data ref of a trial whose params pick none (the base spec's ``data.ref``)."""
+        return str(self.family["data"]["ref"])
+
     def data_commit(self, params: Mapping[str, Any]) -> str:
         """The commit a trial with ``params`` trained on."""
-        return self.commits[params.get("data.ref", self.family["data"]["ref"])]
+        return self.commits[params.get("data.ref", self.base_ref)]
 
     def to_json(self) -> str:
         return json.dumps(
