@@ -89,9 +89,10 @@ def test_a_fresh_model_reproduces_inside_its_tolerance_on_its_own_branch(hub, mo
     out = cli(hub, model.run_id)
     assert out.exit_code == 0, out.output
     assert f"every metric of {model.run_id}/family within its tolerance" in out.output
+    rows = {cells[1]: cells[2:] for line in out.output.splitlines() if len(cells := [c.strip() for c in line.split("│")]) == 8}
     for metric in ("age/mae", "gender/accuracy", "emotion/accuracy", "emotion/macro_f1", "age/n"):
-        row = next(line for line in out.output.splitlines() if metric in line)
-        assert "✓" in row and "±" in row, row
+        card, reproduced, _, tolerance, mark = rows[metric][:5]
+        assert mark == "✓" and tolerance.startswith("±") and float(reproduced) == pytest.approx(float(card), abs=1), rows
     (branch,) = repro_branches(hub)
     run_id = branch.removeprefix("exp-")
     assert run_id.startswith(f"repro-{model.run_id}-")
