@@ -58,11 +58,13 @@ def test_a_card_re_runs_on_its_data_commit_its_parents_commit_and_is_never_merge
         "data": {"repo": "faces", "dataset": "faces", "ref": "main"},
         "transfer": {"source": "fam@production", "load_heads": True},
         "merge_into": "main",
+        "alias": "production",
         "seed": 7,
     }
     parent = ParentModel("faces", "p" * 64, "models/r0/family/model.pt")
     spec = reproduction_spec(_card(config, parent=parent))
-    assert spec.data.ref == "c" * 64 and spec.data.dataset == "faces" and spec.merge_into is None and spec.seed == 7
+    assert spec.data.ref == "c" * 64 and spec.data.dataset == "faces" and spec.seed == 7
+    assert spec.merge_into is None and spec.alias is None
     assert spec.transfer is not None and spec.transfer.source == parent.uri and spec.transfer.load_heads
     with pytest.raises(LineageError, match="records no parent model"):
         reproduction_spec(_card(config))

@@ -189,7 +189,8 @@ def reproduction_spec(card: ModelCard) -> FamilySpec:
     """The card's resolved config, pinned to what the card records and kept off every branch but its own.
 
     The data is the card's exact commit; the transfer source the parent's immutable URI; ``merge_into``
-    none. A ``separate`` family's card is one of its models: only that model's task is trained.
+    and ``alias`` none (a reproduction never moves what a family's alias names). A ``separate`` family's
+    card is one of its models: only that model's task is trained.
     """
     config = dict(card.config)
     where = f"the config in the card of {card.run_id}/{card.model}"
@@ -197,6 +198,7 @@ def reproduction_spec(card: ModelCard) -> FamilySpec:
     over: dict[str, Any] = {
         "data": {**config["data"], "repo": card.data.repo, "dataset": card.data.dataset, "ref": card.data.commit},
         "merge_into": None,
+        "alias": None,
     }
     if recorded.transfer is not None:
         if card.parent is None:
