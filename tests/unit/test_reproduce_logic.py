@@ -10,6 +10,7 @@ from flotilla.errors import LineageError
 from flotilla.lineage import DataLineage, ModelCard, ParentModel
 from flotilla.specs import FamilySpec, parse_spec
 from flotilla.training import MetricCheck, ModelResult
+from flotilla.training.artifacts import CodeVersion
 from flotilla.training.reproduction import DEFAULT_TOLERANCE, code_drift, compare, reproduction_spec, tolerance_for
 
 SHA = "a" * 40
@@ -34,21 +35,24 @@ def _card(config: dict, *, model: str = "family", parent: ParentModel | None = N
     return ModelCard(**{**fields, **over})
 
 
+def _now(sha: str, dirty: bool | None = False, diff_sha256: str | None = None) -> CodeVersion:
+    return CodeVersion("0.1", sha, dirty, b"diff" if diff_sha256 else None, diff_sha256)
+
+
 def test_the_same_commit_and_tree_is_no_drift_and_anything_else_is_named() -> None:
-    assert code_drift({"git_sha": SHA, "dirty": False}, {"git_sha": SHA, "dirty": False}) == []
-    assert code_drift({"git_sha": SHA, "dirty": True}, {"git_sha": SHA, "dirty": True}) == []  # no hashes: the sha decides
-    (other,) = code_drift({"git_sha": SHA, "dirty": False}, {"git_sha": "b" * 40, "dirty": False})
+    assert code_drift({"git_sha": SHA, "dirty": False}, _now(SHA)) == []
+    assert code_drift({"git_sha": SHA, "dirty": True}, _now(SHA, True)) == []  # no hashes: the sha decides
+    (other,) = code_drift({"git_sha": SHA, "dirty": False}, _now("b" * 40))
     assert "aaaaaaaaaaaa trained it" in other and "bbbbbbbbbbbb is checked out" in other
-    (dirty,) = code_drift({"git_sha": SHA, "dirty": False}, {"git_sha": SHA, "dirty": True})
+    (dirty,) = code_drift({"git_sha": SHA, "dirty": False}, _now(SHA, True, "2" * 64))
     assert "uncommitted changes" in dirty
-    diffs = code_drift(
-        {"git_sha": SHA, "dirty": True, "diff_sha256": "1" * 64}, {"git_sha": SHA, "dirty": True, "diff_sha256": "2" * 64}
-    )
+    diffs = code_drift({"git_sha": SHA, "dirty": True, "diff_sha256": "1" * 64}, _now(SHA, True, "2" * 64))
     assert len(diffs) == 1 and "diff sha256 111111111111 then, 222222222222 now" in diffs[0]
+    assert code_drift({"git_sha": SHA, "dirty": True, "diff_sha256": "1" * 64}, _now(SHA, True, "1" * 64)) == []
     # a hash on one side only (a card from before hashes were recorded) is not a difference by itself
-    assert code_drift({"git_sha": SHA, "dirty": True}, {"git_sha": SHA, "dirty": True, "diff_sha256": "2" * 64}) == []
+    assert code_drift({"git_sha": SHA, "dirty": True}, _now(SHA, True, "2" * 64)) == []
     for then, now in ((SHA, "unknown"), ("unknown", "unknown"), (None, SHA)):
-        (unknown,) = code_drift({"git_sha": then}, {"git_sha": now})
+        (unknown,) = code_drift({"git_sha": then}, _now(now, None))
         assert "cannot be compared" in unknown
 
 

@@ -134,11 +134,12 @@ def reproduce(
     card = verified.card
     drift = code_drift(card.code, artifacts.code_version())
     if drift and not allow_code_drift:
+        diff = f" and git apply its diff (lakefs://{location.repo}/{verified.published}/{location.directory}{card.code['diff']})"
         raise CodeDriftError(
             f"{location.name} was trained by other code than is running now: " + "; ".join(drift),
-            hint=f"check out the commit that trained it (git checkout {card.code.get('git_sha', '?')}, and apply its "
-            "code.diff when the card has one), or pass allow_code_drift=True (--allow-code-drift) to re-run it "
-            "with this code anyway",
+            hint=f"check out the code that trained it (git checkout {card.code.get('git_sha', '?')}"
+            + (diff if card.code.get("diff") else "")
+            + "), or pass allow_code_drift=True (--allow-code-drift) to re-run it with this code anyway",
         )
     spec = reproduction_spec(card)
     run_id = run_id or branch_id(f"repro-{card.run_id}-{secrets.token_hex(2)}")
@@ -159,27 +160,28 @@ def reproduce(
     )
 
 
-def code_drift(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+def code_drift(recorded: Mapping[str, Any], current: artifacts.CodeVersion) -> list[str]:
     """How the code running now (``current``) differs from the card's ``code`` block; empty: the same.
 
     Compared: the git sha (an unknown one on either side cannot be vouched for), a clean tree against
-    a dirty one, and the dirty tree's diff hash (``diff_sha256``) when both sides have one.
+    a dirty one, and the dirty tree's diff hash (``diff_sha256``) when both sides have one (a card from
+    before diffs were hashed has none: its sha and dirty flag are all there is to compare).
     """
-    then, now = str(recorded.get("git_sha") or "unknown"), str(current.get("git_sha") or "unknown")
+    then, now = str(recorded.get("git_sha") or "unknown"), current.git_sha or "unknown"
     if "unknown" in (then, now):
         who = "the card records no git sha" if then == "unknown" else "this flotilla does not run from a git checkout"
         return [f"the code version cannot be compared ({who})"]
     out = []
     if then != now:
         out.append(f"git sha {then[:12]} trained it, {now[:12]} is checked out")
-    dirty_then, dirty_now = recorded.get("dirty"), current.get("dirty")
+    dirty_then, dirty_now = recorded.get("dirty"), current.dirty
     if dirty_then is not None and dirty_now is not None and bool(dirty_then) != bool(dirty_now):
         out.append(
             "it was trained with uncommitted changes and this checkout has none"
             if dirty_then
             else "this checkout has uncommitted changes, the tree that trained it had none"
         )
-    diff_then, diff_now = recorded.get("diff_sha256"), current.get("diff_sha256")
+    diff_then, diff_now = recorded.get("diff_sha256"), current.diff_sha256
     if diff_then and diff_now and diff_then != diff_now:
         out.append(f"the uncommitted changes differ (diff sha256 {str(diff_then)[:12]} then, {str(diff_now)[:12]} now)")
     return out
