@@ -19,7 +19,7 @@ from flotilla.version import __version__
 if TYPE_CHECKING:
     from flotilla.hub import Experiment, Hub, LocalHub, Repo, Retention
     from flotilla.specs import FamilySpec
-    from flotilla.training import train
+    from flotilla.training import reproduce, train
     from flotilla.tune import SweepSpec, sweep
 
 _DEFERRED = {
@@ -29,6 +29,7 @@ _DEFERRED = {
     "LocalHub": "flotilla.hub",
     "Repo": "flotilla.hub",
     "Retention": "flotilla.hub",
+    "reproduce": "flotilla.training",
     "SweepSpec": "flotilla.tune",
     "sweep": "flotilla.tune",
     "train": "flotilla.training",
@@ -46,6 +47,7 @@ __all__ = [
     "__version__",
     "branch_id",
     "errors",
+    "reproduce",
     "sweep",
     "train",
 ]

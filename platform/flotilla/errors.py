@@ -110,3 +110,12 @@ class DataValidationError(FlotillaError):
     def __init__(self, message: str, *, hint: str | None = None, report: object | None = None) -> None:
         self.report = report
         super().__init__(message, hint=hint)
+
+
+class LineageError(FlotillaError):
+    """A model's recorded lineage does not hold: its card disagrees with the commit that published it,
+    or names data the hub does not have. Re-running it would reproduce something else than the model."""
+
+
+class CodeDriftError(LineageError):
+    """The code running now is not the code that trained the model (another git commit or diff)."""

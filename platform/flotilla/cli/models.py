@@ -27,8 +27,8 @@ models_app = typer.Typer(
 console = Console()
 
 REPO = typer.Option("faces", "--repo", help="hub repository holding the models")
-MODEL = typer.Argument(
-    ..., help="a model: lakefs://<repo>/<ref>/models/<run>/<model>/model.pt, <run>[/<model>] or <family>@<alias>"
+MODEL = typer.Argument(  # escaped: '[/<model>]' read as a Rich closing tag made every --help a MarkupError
+    ..., help=escape("a model: lakefs://<repo>/<ref>/models/<run>/<model>/model.pt, <run>[/<model>] or <family>@<alias>")
 )
 
 
@@ -242,3 +242,51 @@ def lineage_cmd(
     console.print(lineage_tree(graph), highlight=False)
     page, png = write_lineage(graph, out)
     console.print(f"[green]✓[/] wrote {escape(str(page))}\n  and {escape(str(png))}", highlight=False)
+
+
+@models_app.command("reproduce")
+@friendly
+def reproduce_cmd(
+    model: str = MODEL,
+    repo: str = REPO,
+    allow_code_drift: bool = typer.Option(
+        False, "--allow-code-drift", help="re-run it even though other code than the card's is checked out"
+    ),
+    address: str = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)"),
+) -> None:
+    """Train a model again from its card (its config, exact data commit, seed and parent) and compare the metrics.
+
+    Nothing is merged: the reproduction stays on its own exp-repro-... branch.
+    Exit 3 when a metric is outside its tolerance, 1 when the model is refused (card edited, data missing, other code).
+    """
+    from flotilla.hub.client import Hub
+    from flotilla.training import reproduce
+
+    report = reproduce(Hub(), model, repo=repo, allow_code_drift=allow_code_drift, ray_address=address)
+    card = report.card
+    if report.code_drift:
+        console.print("[yellow]code drift allowed:[/] " + escape("; ".join(report.code_drift)), highlight=False)
+    t = Table(
+        title=f"{report.original.name} reproduced as {report.run_id} — data {card.data.commit[:12]}, "
+        f"compared at epoch {report.epoch} ({report.wall_s:.0f}s)"
+    )
+    for col in ("metric", "card", "reproduced", "difference", "tolerance", ""):
+        t.add_column(col, justify="left" if col == "metric" else "right")
+    for c in report.checks:
+        t.add_row(
+            c.metric,
+            f"{c.card:.6g}",
+            "-" if c.reproduced is None else f"{c.reproduced:.6g}",
+            "-" if c.difference is None else f"{c.difference:+.3g}",
+            f"±{c.tolerance:g}",
+            "[green]✓[/]" if c.ok else "[red]✗[/]",
+        )
+    console.print(t)
+    console.print(f"reproduction: {report.reproduced.uri} (branch {report.branch}, not merged)", highlight=False)
+    if not report.ok:
+        console.print(
+            f"[red]✗[/] {len(report.failed)} metric(s) outside their tolerance: " + ", ".join(c.metric for c in report.failed),
+            highlight=False,
+        )
+        raise typer.Exit(3)
+    console.print(f"[green]✓[/] every metric of {report.original.name} within its tolerance", highlight=False)

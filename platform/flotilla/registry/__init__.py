@@ -35,6 +35,7 @@ from flotilla.registry.lookup import resolve
 from flotilla.registry.render import lineage_html, lineage_png, lineage_tree, write_lineage
 from flotilla.registry.staleness import DataChange, StaleModel, StaleReport, compare_dataset, retrain_spec, stale
 from flotilla.registry.trace import dataset_history, lineage_graph
+from flotilla.registry.verify import VerifiedCard, verify_card
 
 __all__ = [
     "Alias",
@@ -54,6 +55,7 @@ __all__ = [
     "RunNode",
     "StaleModel",
     "StaleReport",
+    "VerifiedCard",
     "compare_dataset",
     "dataset_history",
     "get_alias",
@@ -74,5 +76,6 @@ __all__ = [
     "rollback_alias",
     "show",
     "stale",
+    "verify_card",
     "write_lineage",
 ]
