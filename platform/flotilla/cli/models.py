@@ -33,7 +33,9 @@ MODEL = typer.Argument(  # escaped: '[/<model>]' read as a Rich closing tag made
 
 
 def _fmt_metrics(metrics: dict[str, float], limit: int = 4) -> str:
-    return "  ".join(f"{k}={v:.4g}" for k, v in list(sorted(metrics.items()))[:limit])
+    """The headline metrics: error and accuracy first, never the sample counts (``*/n``)."""
+    keys = sorted((k for k in metrics if not k.endswith("/n")), key=lambda k: (not k.endswith(("/mae", "/accuracy")), k))
+    return "  ".join(f"{k}={metrics[k]:.4g}" for k in keys[:limit])
 
 
 @models_app.command("list")

@@ -143,7 +143,13 @@ class _Builder:
         return tuple(sorted(self._aliases[repo].get(run_id, ())))
 
     def model(self, loc: ModelLocation, card: ModelCard, role: Role) -> Node:
-        metrics = tuple(sorted((k, float(v)) for k, v in card.metrics.items()))
+        # the headline metrics first (error, accuracy), never the sample counts (*/n)
+        metrics = tuple(
+            sorted(
+                ((k, float(v)) for k, v in card.metrics.items() if not k.endswith("/n")),
+                key=lambda kv: (not kv[0].endswith(("/mae", "/accuracy")), kv[0]),
+            )
+        )
         node = ModelNode(
             loc, role, str(card.config.get("name", "")), metrics, self.aliases(loc.repo, loc.run_id), card.created,
             card.data.commit,
