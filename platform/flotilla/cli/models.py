@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -16,10 +15,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from flotilla.cli.common import friendly
-
-if TYPE_CHECKING:
-    from flotilla.hub.client import Hub
-    from flotilla.registry import StaleReport
 
 models_app = typer.Typer(
     help="The model registry on the hub: list, show, aliases, lineage, reproduce, stale.", no_args_is_help=True
@@ -152,15 +147,16 @@ def stale_cmd(
     """Which models does a data change make stale: trained on other data than a ref's, or without a commit."""
     from flotilla.errors import SpecError
     from flotilla.hub.client import Hub
+    from flotilla.jobs.retraining import submit_retrains
     from flotilla.registry import stale
 
     if check and not retrain:
         raise SpecError("--check shows the retraining jobs --retrain would submit", hint="add --retrain")
     hub = Hub()
     report = stale(hub, repo, ref=ref, since=since)
-    jobs = _submit_retrains(report, hub, address, check) if retrain else []
+    jobs = submit_retrains(report, hub, address, dry_run=check) if retrain else []
     if as_json:
-        typer.echo(json.dumps({**report.summary(), **({"retrain": jobs} if retrain else {})}, indent=2))
+        typer.echo(json.dumps({**report.summary(), **({"retrain": [j.summary() for j in jobs]} if retrain else {})}, indent=2))
         return
     what = f"without commit {report.commit[:12]}" if report.mode == "since" else f"against {report.target} ({report.commit[:12]})"
     t = Table(title=f"stale models on {repo}@{report.models_ref}, {what}: {len(report.models)} of {report.checked}")
@@ -181,42 +177,15 @@ def stale_cmd(
     for name, why in report.unreadable:
         console.print(f"[yellow]could not compare {escape(name)}:[/] {escape(why)}", highlight=False)
     for j in jobs:
-        if j["submission_id"] is None:
-            console.print(f"[dim]{escape(str(j['model']))}: {escape(str(j['note']))}[/]", highlight=False)
+        if j.submission_id is None:
+            console.print(f"[dim]{escape(j.model)}: {escape(j.note)}[/]", highlight=False)
             continue
         verb = "would submit" if check else "submitted"
         console.print(
-            f"{verb} {j['submission_id']}: retrain {j['model']} on data {str(j['data'])[:12]}, warm-started from it",
+            f"{verb} {j.submission_id}: retrain {j.model} on data {j.data[:12]}, warm-started from it",
             highlight=False,
             markup=False,
         )
-
-
-def _submit_retrains(report: StaleReport, hub: Hub, address: str | None, check: bool) -> list[dict[str, object]]:
-    """One train job per model whose own data is stale; every spec checked before the first is submitted.
-
-    A model stale only by inheritance is not retrained here: its warm start should be its ancestor's
-    retrained model, which does not exist until that job lands.
-    """
-    from flotilla.jobs.submission import submit
-    from flotilla.registry import retrain_spec
-    from flotilla.specs import FamilySpec, parse_spec
-
-    direct = [m for m in report.models if m.change is not None]
-    specs = {m.name: parse_spec(FamilySpec, retrain_spec(m), f"retrain spec of {m.name}") for m in direct}
-    jobs: list[dict[str, object]] = []
-    for m in direct:
-        family = specs[m.name].model_dump(mode="json")
-        job = {"kind": "train", "name": f"retrain-{m.name.replace('/', '-')}", "family": family}
-        handle = submit(job, address, hub=hub, dry_run=check)
-        jobs.append({"model": m.name, "submission_id": handle.submission_id, "data": family["data"]["ref"], "spec": family})
-    for m in report.models:
-        if m.change is None:
-            note = (
-                f"stale via {m.stale_ancestor}; retrain it once {m.stale_ancestor}'s retrain lands (transfer.source: that model)"
-            )
-            jobs.append({"model": m.name, "submission_id": None, "note": note})
-    return jobs
 
 
 @models_app.command("lineage")
