@@ -119,3 +119,7 @@ class LineageError(FlotillaError):
 
 class CodeDriftError(LineageError):
     """The code running now is not the code that trained the model (another git commit or diff)."""
+
+
+class MonitoringError(FlotillaError):
+    """Drift monitoring cannot run on this input: an empty sample, mismatched shapes, values that are not finite."""
