@@ -51,6 +51,11 @@ class Key(StrEnum):
     ACTION = "flotilla.action"
     LABELS_CHANGED = "flotilla.labels_changed"
     REASON = "flotilla.reason"
+    MODEL_URI = "flotilla.model_uri"
+    MODEL_DATA_COMMIT = "flotilla.model_data_commit"
+    INPUT_COMMIT = "flotilla.input_commit"
+    SPLIT = "flotilla.split"
+    ROWS = "flotilla.rows"
 
 
 METRIC_PREFIX = "metric."
@@ -69,6 +74,7 @@ class Kind(StrEnum):
     FAMILY_PROMOTION = "family-promotion"
     ALIAS = "alias"
     LABEL_FIX = "label-fix"
+    INFERENCE = "inference"
 
 
 def _metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -413,6 +419,45 @@ class JobLabels(CommitRecord):
         return cls(md.get(Key.KIND, ""), md.get(Key.SPEC, ""), md.get(Key.VERSION, ""), pinned)
 
 
+@dataclass(frozen=True)
+class InferenceCommit(CommitRecord):
+    """Predictions of one model over one dataset at one commit (:func:`flotilla.loop.infer`).
+
+    The model's own training commit rides along so that a drift check can compare the predictions'
+    input with the data the model learned from without reading the card again.
+    """
+
+    kind: ClassVar[Kind] = Kind.INFERENCE
+    model_uri: str
+    model_data_commit: str
+    input_commit: str
+    dataset: str
+    split: str  # "" for every sample of the dataset
+    rows: int
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            Key.KIND: self.kind,
+            Key.MODEL_URI: self.model_uri,
+            Key.MODEL_DATA_COMMIT: self.model_data_commit,
+            Key.INPUT_COMMIT: self.input_commit,
+            Key.DATASET: self.dataset,
+            Key.SPLIT: self.split,
+            Key.ROWS: self.rows,
+        }
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, str]) -> InferenceCommit:
+        return cls(
+            md.get(Key.MODEL_URI, ""),
+            md.get(Key.MODEL_DATA_COMMIT, ""),
+            md.get(Key.INPUT_COMMIT, ""),
+            md.get(Key.DATASET, ""),
+            md.get(Key.SPLIT, ""),
+            int(md.get(Key.ROWS, 0) or 0),
+        )
+
+
 _BY_KIND: dict[str, type[CommitRecord]] = {
     Kind.INGEST: IngestCommit,
     Kind.GATE: GateInstall,
@@ -423,6 +468,7 @@ _BY_KIND: dict[str, type[CommitRecord]] = {
     Kind.FAMILY_PROMOTION: FamilyPromotion,
     Kind.ALIAS: AliasMove,
     Kind.LABEL_FIX: LabelFix,
+    Kind.INFERENCE: InferenceCommit,
 }
 
 

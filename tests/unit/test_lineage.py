@@ -11,6 +11,7 @@ from flotilla.lineage import (
     FailureCommit,
     FamilyPromotion,
     GateInstall,
+    InferenceCommit,
     IngestCommit,
     Key,
     Kind,
@@ -44,6 +45,8 @@ def _as_lakefs_stores_it(md: dict) -> dict[str, str]:
         FamilyPromotion("run-3", ("age", "gender")),
         LabelFix("faces", 37, {"gender": 37, "age": 2}, "c0ffee", "annotator 4 swapped genders"),
         LabelFix("faces", 1, {"emotion": 1}, "c0ffee"),
+        InferenceCommit("lakefs://faces/abc/models/run-1/family/model.pt", "abc123", "f00d", "incoming", "", 500),
+        InferenceCommit("lakefs://faces/abc/models/run-1/age/model.pt", "abc123", "f00d", "incoming", "test", 7),
     ],
 )
 def test_every_commit_record_reads_back_as_written(record):

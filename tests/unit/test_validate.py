@@ -152,6 +152,31 @@ def test_null_labels_are_fine_but_not_all_three(samples):
     assert not r.passed and only(r, "labels.no_labels").sample_ids == ["s0002"]
 
 
+def test_an_unlabelled_dataset_passes_only_when_it_says_so(samples):
+    """Incoming data for inference has no labels on purpose (manifest ``labelled: false``); the same data
+    without the flag is a dataset whose labels were lost, and still fails."""
+    for s in samples:
+        s.age = s.gender = s.emotion = None
+    labels, shards = tables(samples)
+    accidental = validate(labels, shards, T)
+    assert not accidental.passed and only(accidental, "labels.no_labels").count == N
+    meant = validate(labels, shards, T, labelled=False)
+    assert meant.passed, [(i.check, i.reason) for i in meant.errors]
+    assert not meant.by_check("labels") and not meant.by_check("missing") and meant.counts["labels"]["age"] == 0
+    samples[0].gender = 7  # a label it does carry is still checked
+    labels, shards = tables(samples)
+    assert only(validate(labels, shards, T, labelled=False), "labels.gender").sample_ids == ["s0000"]
+
+
+def test_a_manifest_without_the_flag_reads_as_labelled():
+    m = layout.Manifest("x", {"samples": 0}, {}, [], {}, {})
+    assert m.labelled and layout.Manifest.from_json(m.to_json()).labelled
+    old = json.loads(m.to_json())
+    del old["labelled"]  # written before the flag existed
+    assert layout.Manifest.from_json(json.dumps(old)).labelled
+    assert not layout.Manifest.from_json(layout.Manifest("x", {}, {}, [], {}, {}, labelled=False).to_json()).labelled
+
+
 def test_conflicting_duplicates_fail(samples):
     samples[30].image = samples[3].image
     samples[30].gender = 1 - samples[3].gender

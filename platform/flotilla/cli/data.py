@@ -62,6 +62,9 @@ def generate(
     lighting: float = typer.Option(0.0, help="shift: lighting (-1..1)"),
     age_mix: float = typer.Option(0.0, help="shift: blend ages towards older (0..1)"),
     occlusion: float = typer.Option(0.0, help="shift: probability of an unseen occluder (0..1)"),
+    unlabelled: bool = typer.Option(
+        False, "--unlabelled", help="no labels (incoming data to predict on): every label null, 'labelled: false' in the manifest"
+    ),
     repo: str = REPO,
     report_dir: Path = REPORTS,
 ) -> None:
@@ -74,7 +77,9 @@ def generate(
             "invalid generator option", options, hint="see 'flotilla data generate --help' for each option's range"
         ) from None
     with _bar(f"generating + uploading {name}", n) as advance:
-        result = generate_dataset(Hub(), repo, name, n, seed=seed, spec=spec, report_dir=report_dir, on_progress=advance)
+        result = generate_dataset(
+            Hub(), repo, name, n, seed=seed, spec=spec, report_dir=report_dir, on_progress=advance, labelled=not unlabelled
+        )
     _summarise(result)
 
 

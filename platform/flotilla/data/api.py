@@ -21,8 +21,13 @@ from flotilla.hub.client import Hub
 Progress = Callable[[int], None]
 
 
-def synthetic_samples(n: int, seed: int = 0, spec: FaceSpec | None = None, *, batch_size: int = 1024) -> Iterator[Sample]:
-    """Synthetic faces as PNG-encoded samples; ids ``syn-<seed>-<index>`` are stable per (seed, index)."""
+def synthetic_samples(
+    n: int, seed: int = 0, spec: FaceSpec | None = None, *, batch_size: int = 1024, labelled: bool = True
+) -> Iterator[Sample]:
+    """Synthetic faces as PNG-encoded samples; ids ``syn-<seed>-<index>`` are stable per (seed, index).
+
+    ``labelled=False``: the same faces with every label left out (null), as incoming data arrives.
+    """
     from PIL import Image
 
     spec = spec or DEFAULT_SPEC
@@ -34,9 +39,9 @@ def synthetic_samples(n: int, seed: int = 0, spec: FaceSpec | None = None, *, ba
                 sample_id=f"syn-{seed}-{int(batch.index[k]):07d}",
                 image=buf.getvalue(),
                 format="png",
-                age=float(batch.age[k]),
-                gender=int(batch.gender[k]),
-                emotion=int(batch.emotion[k]),
+                age=float(batch.age[k]) if labelled else None,
+                gender=int(batch.gender[k]) if labelled else None,
+                emotion=int(batch.emotion[k]) if labelled else None,
                 source=f"synthetic seed={seed} index={int(batch.index[k])}",
             )
 
@@ -53,20 +58,26 @@ def generate(
     report_dir: Path | None = None,
     thresholds: Thresholds | None = None,
     on_progress: Progress | None = None,
+    labelled: bool = True,
 ) -> IngestResult:
-    """Generate ``n`` synthetic faces and ingest them as dataset ``name`` (branch → gate → merge)."""
+    """Generate ``n`` synthetic faces and ingest them as dataset ``name`` (branch → gate → merge).
+
+    ``labelled=False`` makes an unlabelled dataset (every label null, ``labelled: false`` in its
+    manifest): the incoming data a promoted model predicts on.
+    """
     spec = spec or DEFAULT_SPEC
     provenance = {"source": "synthetic", "generator": "flotilla.data.synthetic", "seed": seed, "n": n, "spec": spec.model_dump()}
     return ingest(
         hub,
         repo,
         name,
-        synthetic_samples(n, seed, spec),
+        synthetic_samples(n, seed, spec, labelled=labelled),
         provenance=provenance,
         into=into,
         report_dir=report_dir,
         thresholds=thresholds,
         on_progress=on_progress,
+        labelled=labelled,
     )
 
 

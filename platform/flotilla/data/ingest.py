@@ -87,7 +87,9 @@ def validate_ref(repo: Repo, ref: str, name: str, thresholds: Thresholds | None 
     """Run the gate on what ``ref`` holds for dataset ``name`` (reads labels and every shard)."""
     manifest = read_manifest(repo, ref, name)
     labels = read_labels(repo, ref, name)
-    return validate(labels, _shard_tables(repo, ref, name, manifest), thresholds or Thresholds(), name=name)
+    return validate(
+        labels, _shard_tables(repo, ref, name, manifest), thresholds or Thresholds(), name=name, labelled=manifest.labelled
+    )
 
 
 def fingerprint(repo: Repo, ref: str, name: str) -> dict[str, str]:
@@ -148,6 +150,7 @@ def ingest(
     report_dir: Path | None = None,
     merge: bool = True,
     on_progress: Callable[[int], None] | None = None,
+    labelled: bool = True,
 ) -> IngestResult:
     repo = hub.ensure_repo(repo_name)
     if merge:  # lakeFS refuses a merge into a dirty branch: say so before the data is written, not after
@@ -163,7 +166,7 @@ def ingest(
     )
     with ingest:
         branch = ingest.branch
-        written = write_dataset(repo, branch, name, samples, provenance, on_shard=on_progress)
+        written = write_dataset(repo, branch, name, samples, provenance, on_shard=on_progress, labelled=labelled)
         report = validate_ref(repo, branch, name, thresholds)
         # the local report first: if it cannot be written, fail while the branch is still ours to
         # delete, rather than after the commit with an orphaned ingest branch nobody was told about

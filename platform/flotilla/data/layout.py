@@ -113,6 +113,8 @@ class Manifest:
     image: dict[str, Any]
     provenance: dict[str, Any]
     schema_version: int = SCHEMA_VERSION
+    # False: incoming data that has no labels yet, on purpose (the gate then accepts all-null labels)
+    labelled: bool = True
     labels: dict[str, Any] = field(
         default_factory=lambda: {
             "path": "labels.parquet",

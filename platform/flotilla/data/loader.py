@@ -196,6 +196,14 @@ class HubDataset:
                 rgb = rgb.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
             return np.asarray(rgb, dtype=np.uint8)
 
+    def shard_samples(self, index: int, split: str | None = None) -> tuple[list[str], list[np.ndarray]]:
+        """Shard ``index``'s sample ids and decoded images (uint8 [H,W,3], resized to ``image_size`` when set),
+        only ``split``'s samples unless ``split`` is None: what batch inference reads, one shard at a time."""
+        table = self.read_shard(self.manifest.shards[index])
+        if split is not None:
+            table = table.take(pa.array(self._rows_in_split(table, split)))
+        return table.column("sample_id").to_pylist(), [self._decode(b) for b in table.column("image").to_pylist()]
+
     # ---- Ray Data -----------------------------------------------------------------------
     def to_ray(self, split: str = "train"):
         """A Ray Data dataset of this split: one read task per shard, on whatever node runs it."""

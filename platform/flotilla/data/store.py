@@ -37,8 +37,9 @@ def write_dataset(
     *,
     shard_rows: int = layout.SHARD_ROWS,
     on_shard: Callable[[int], None] | None = None,
+    labelled: bool = True,
 ) -> WriteResult:
-    """Upload shards, labels and manifest for ``name`` on ``branch`` (uncommitted)."""
+    """Upload shards, labels and manifest for ``name`` on ``branch`` (uncommitted); ``labelled`` goes in the manifest."""
     label_rows: list[Sample] = []
     shards: list[ShardInfo] = []
     formats: dict[str, int] = {}
@@ -65,6 +66,7 @@ def write_dataset(
         shards=shards,
         image={"formats": formats},
         provenance={**provenance, "flotilla_version": __version__},
+        labelled=labelled,
     )
     repo.put(branch, layout.manifest_path(name), manifest.to_json())
     return WriteResult(manifest, labels)

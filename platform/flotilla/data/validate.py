@@ -12,7 +12,9 @@ Checks (``Issue.check`` is ``<family>.<problem>``):
 * ``schema.*``: columns and types of both tables, empty/duplicate sample ids,
   splits, image formats, images without a label row and label rows without an image;
 * ``labels.*``: age finite in ``AGE_RANGE``, gender in {0, 1}, emotion in 0..6,
-  no row with all labels null (a single null label is fine: it means "unknown");
+  no row with all labels null (a single null label is fine: it means "unknown") — unless the
+  dataset says it is unlabelled (``labelled=False``, the manifest's flag: incoming data for
+  inference), which also lifts the ``missing.*`` limits; labels it does have are still checked;
 * ``images.*``: undecodable, truncated or CRC-broken bytes, ``sha256`` column not
   matching the bytes, empty images, format column not matching the bytes; sizes
   and modes that differ from the majority are warnings;
@@ -103,8 +105,9 @@ def _fmt(v: float) -> str:
 
 
 class _Gate:
-    def __init__(self, t: Thresholds) -> None:
+    def __init__(self, t: Thresholds, labelled: bool = True) -> None:
         self.t = t
+        self.labelled = labelled
         self.ids: dict[str, Affected] = defaultdict(lambda: Affected(t.max_examples))
         self.issues: list[Issue] = []
         self.label_row: dict[str, int] = {}
@@ -176,7 +179,7 @@ class _Gate:
             for row in np.flatnonzero(~null & ~ok):
                 self.ids[f"labels.{col}"].add(name[row], f"{col}={_fmt(v[row])}")
             self.values[col] = (v, null, ~null & ok)
-        if self.values:
+        if self.values and self.labelled:
             none = np.logical_and.reduce([nl for _, nl, _ in self.values.values()])
             for row in np.flatnonzero(none):
                 self.ids["labels.no_labels"].add(name[row], "age, gender and emotion all null")
@@ -354,7 +357,7 @@ class _Gate:
             frac = k / n if n else 0.0
             present = col in self.values and k < n
             out[col] = {"null": k, "fraction": round(frac, 6), "present": present}
-            limit = self.t.missing_limit(col, present)
+            limit = self.t.missing_limit(col, present) if self.labelled else None
             if limit is not None and frac > limit:
                 b = Affected(self.t.max_examples)
                 names = self.names or []
@@ -415,14 +418,17 @@ def validate(
     *,
     name: str = "",
     on_shard: Callable[[int, int], None] | None = None,
+    labelled: bool = True,
 ) -> ValidationReport:
     """Run every check; ``image_shards`` is consumed once, one shard at a time.
+
+    ``labelled=False``: the dataset is unlabelled on purpose, so rows without any label pass.
 
     Shards are ``pyarrow`` tables/batches with ``layout.IMAGE_SCHEMA`` columns (or
     their Parquet bytes); ``on_shard(index, images_so_far)`` reports progress.
     """
     t = thresholds or Thresholds()
-    gate = _Gate(t)
+    gate = _Gate(t, labelled)
     gate.labels(labels)
     if isinstance(image_shards, (pa.Table, pa.RecordBatch, bytes)):
         image_shards = [image_shards]

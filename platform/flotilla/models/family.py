@@ -135,7 +135,19 @@ class MultiTaskModel(nn.Module):
     @torch.no_grad()
     def predict(self, images: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
         """User-facing predictions: regression in original units, binary P(label=1), multiclass probabilities."""
-        return {t.name: postprocess(t, y) for t, y in zip(self.tasks, self(images).values(), strict=True)}
+        return self.predict_with_embedding(images)[0]
+
+    @torch.no_grad()
+    def predict_with_embedding(self, images: torch.Tensor | np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """:meth:`predict` plus the shared trunk's features [B, F] (the embedding), from one forward pass.
+
+        Batch inference stores both: drift checks compare embeddings, the predictions are the product.
+        """
+        features = self.backbone(self.prepare(images))
+        preds = {
+            t.name: postprocess(t, t.behaviour.head_output(self.heads[t.name](features))) for t in self.tasks
+        }
+        return preds, features
 
     # --- transfer learning ---------------------------------------------------------------------
 
