@@ -18,6 +18,7 @@ from flotilla.version import __version__
 
 if TYPE_CHECKING:
     from flotilla.hub import Experiment, Hub, LocalHub, Repo, Retention
+    from flotilla.loop import infer
     from flotilla.specs import FamilySpec
     from flotilla.training import reproduce, train
     from flotilla.tune import SweepSpec, sweep
@@ -26,6 +27,7 @@ _DEFERRED = {
     "Experiment": "flotilla.hub",
     "FamilySpec": "flotilla.specs",
     "Hub": "flotilla.hub",
+    "infer": "flotilla.loop",
     "LocalHub": "flotilla.hub",
     "Repo": "flotilla.hub",
     "Retention": "flotilla.hub",
@@ -47,6 +49,7 @@ __all__ = [
     "__version__",
     "branch_id",
     "errors",
+    "infer",
     "reproduce",
     "sweep",
     "train",

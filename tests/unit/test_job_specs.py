@@ -14,7 +14,7 @@ import yaml
 from flotilla.errors import SpecError
 from flotilla.jobs.entrypoint import RESULT_MARKER
 from flotilla.jobs.handle import parse_result
-from flotilla.jobs.specs import IngestJob, SweepJob, TrainJob, family_of, load_job_spec, parse_job_spec, sweep_of
+from flotilla.jobs.specs import InferJob, IngestJob, SweepJob, TrainJob, family_of, load_job_spec, parse_job_spec, sweep_of
 from flotilla.jobs.submission import PINNED_DIR, project_root, stage_job, submission_id
 from flotilla.settings import Settings
 
@@ -38,9 +38,15 @@ def test_shipped_job_specs_are_valid():
         job = load_job_spec(ROOT / f"jobs/{name}.yaml", root=ROOT)
         assert isinstance(job, SweepJob) and sweep_of(job, ROOT).name == sweep_name
     shipped = {p.name for p in (ROOT / "jobs").glob("*.yaml")} - {"face_family.yaml"}  # a family spec, not a job
-    assert shipped == {"ingest_synthetic.yaml", "train_face_family.yaml", "sweep_demo.yaml", "sweep_face_family.yaml"}, (
-        "a job spec was added: check it here"
-    )
+    infer = load_job_spec(ROOT / "jobs/infer_production.yaml", root=ROOT)
+    assert isinstance(infer, InferJob) and infer.model == "face-family@production" and not infer.use_gpu
+    assert shipped == {
+        "ingest_synthetic.yaml",
+        "train_face_family.yaml",
+        "sweep_demo.yaml",
+        "sweep_face_family.yaml",
+        "infer_production.yaml",
+    }, "a job spec was added: check it here"
 
 
 def test_misspelled_keys_are_all_reported_at_once_with_did_you_mean():

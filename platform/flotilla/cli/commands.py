@@ -17,6 +17,7 @@ from rich.table import Table
 
 from flotilla.cli.common import friendly
 from flotilla.cli.data import app as data_app
+from flotilla.cli.infer import infer_command
 from flotilla.cli.jobs import cluster_app, jobs_app
 from flotilla.cli.models import models_app
 from flotilla.cli.sweep import sweep_command
@@ -34,6 +35,7 @@ app.add_typer(cluster_app, name="cluster")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
 app.command("sweep")(sweep_command)
+app.command("infer")(infer_command)
 
 console = Console()
 err = Console(stderr=True)

@@ -22,7 +22,8 @@ from flotilla.data.api import generate, import_dataset
 from flotilla.data.importers import ImportProblem
 from flotilla.errors import FlotillaError
 from flotilla.hub.client import Hub
-from flotilla.jobs.specs import IngestJob, JobSpec, SweepJob, TrainJob, load_job_spec
+from flotilla.jobs.specs import InferJob, IngestJob, JobSpec, SweepJob, TrainJob, load_job_spec
+from flotilla.loop import infer
 from flotilla.settings import job_ray_address
 from flotilla.specs import FamilySpec, parse_spec
 from flotilla.training import train
@@ -58,6 +59,7 @@ def run_ingest(job: IngestJob) -> dict[str, Any]:
             into=job.into,
             thresholds=job.thresholds,
             on_progress=progress,
+            labelled=s.labelled,
         )
         problems: list[ImportProblem] = []
     else:
@@ -128,12 +130,43 @@ def run_sweep(job: SweepJob) -> dict[str, Any]:
     return json.loads(result.to_json())
 
 
+def run_infer(job: InferJob) -> dict[str, Any]:
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        if time.monotonic() - last[0] > 2 or done >= total:
+            last[0] = time.monotonic()
+            say(f"infer {job.dataset}: {done}/{total} rows")
+
+    say(f"infer {job.model} on lakefs://{job.repo}/{job.data_ref} dataset {job.dataset!r} ({job.split or 'all'})")
+    result = infer(
+        Hub(),
+        job.model,
+        repo=job.repo,
+        data_ref=job.data_ref,
+        dataset=job.dataset,
+        split=job.split,
+        batch_size=job.batch_size,
+        concurrency=job.concurrency,
+        cpus_per_actor=job.cpus_per_actor,
+        use_gpu=job.use_gpu,
+        allow_resize=job.allow_resize,
+        merge_into=job.merge_into,
+        address=_address(),
+        on_progress=progress,
+    )
+    say(f"infer {job.dataset}: {result.rows} rows, {result.samples_per_s:.0f} samples/s, committed on {result.branch}")
+    return result.to_dict()
+
+
 def run_job(job: JobSpec) -> dict[str, Any]:
     """The summary of running ``job`` with the runner of its kind."""
     if isinstance(job, IngestJob):
         return run_ingest(job)
     if isinstance(job, TrainJob):
         return run_train(job)
+    if isinstance(job, InferJob):
+        return run_infer(job)
     return run_sweep(job)
 
 

@@ -1,4 +1,4 @@
-"""Typed job specs: ``kind: ingest | train | sweep`` plus that kind's payload.
+"""Typed job specs: ``kind: ingest | train | sweep | infer`` plus that kind's payload.
 
 Same rules as every flotilla spec (:func:`flotilla.specs.parse_spec`): unknown
 keys are errors with a "did you mean", and every problem is reported at once —
@@ -80,6 +80,7 @@ class SyntheticSource(_Spec):
     n: int = Field(20_000, ge=1)
     seed: int = 0
     spec: FaceSpec = DEFAULT_SPEC
+    labelled: bool = True  # False: every label null, an unlabelled dataset (incoming data to predict on)
 
     @model_validator(mode="before")
     @classmethod
@@ -156,8 +157,42 @@ class SweepJob(_JobBase):
         return self
 
 
-JobSpec = IngestJob | TrainJob | SweepJob
-KINDS: dict[str, type[IngestJob] | type[TrainJob] | type[SweepJob]] = {"ingest": IngestJob, "train": TrainJob, "sweep": SweepJob}
+class InferJob(_JobBase, _HubNames):
+    """Batch inference (:func:`flotilla.loop.infer`): ``model`` over ``dataset`` at ``data_ref`` in ``repo``.
+
+    Submission pins both: ``model`` becomes the ``lakefs://`` URI of the weights at a commit (an
+    alias that moves while the job queues does not change what it runs) and ``data_ref`` the commit.
+    """
+
+    kind: Literal["infer"]
+    model: str = Field(min_length=1)  # a run id, <family>@<alias> or a lakefs:// URI
+    repo: str = "faces"
+    data_ref: str = "main"
+    dataset: str
+    split: Literal["train", "val", "test"] | None = None
+    batch_size: int = Field(256, ge=1)
+    concurrency: int = Field(1, ge=1)  # predictor actors
+    cpus_per_actor: float = Field(1.0, gt=0)
+    use_gpu: bool = False  # one GPU per actor, only when asked
+    allow_resize: bool = False
+    merge_into: str | None = None
+    pinned: dict[str, str] | None = None  # written by submit(): the model URI and data commit the job reads
+
+    @field_validator("merge_into")
+    @classmethod
+    def _merge_branch(cls, merge_into: str | None) -> str | None:
+        if merge_into is None:
+            return None
+        return hub_name(check_branch_id, merge_into, example="the branch the predictions are merged into, e.g. 'main'")
+
+
+JobSpec = IngestJob | TrainJob | SweepJob | InferJob
+KINDS: dict[str, type[IngestJob] | type[TrainJob] | type[SweepJob] | type[InferJob]] = {
+    "ingest": IngestJob,
+    "train": TrainJob,
+    "sweep": SweepJob,
+    "infer": InferJob,
+}
 
 
 def _problems(fn: Callable[[], object]) -> list[str]:
@@ -240,7 +275,7 @@ def parse_job_spec(data: Any, source: str = "job spec", root: Path | None = None
         close = difflib.get_close_matches(str(kind), list(KINDS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         what = "missing" if kind is None else f"{kind!r} is not a job kind"
-        problems = [f"kind: {what}; use one of ingest, train, sweep{hint}"]
+        problems = [f"kind: {what}; use one of {', '.join(KINDS)}{hint}"]
         known = set().union(*(m.model_fields for m in KINDS.values()))
         for key in data:
             if key not in known:

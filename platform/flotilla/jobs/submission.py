@@ -30,8 +30,9 @@ from flotilla.data.pinning import pin
 from flotilla.hub.client import Hub
 from flotilla.jobs.client import call, connect, quiet_ray
 from flotilla.jobs.handle import JobHandle
-from flotilla.jobs.specs import JobSpec, SweepJob, TrainJob, family_of, load_job_spec, parse_job_spec, sweep_of
+from flotilla.jobs.specs import InferJob, JobSpec, SweepJob, TrainJob, family_of, load_job_spec, parse_job_spec, sweep_of
 from flotilla.lineage import JobLabels
+from flotilla.loop import plan_inference
 from flotilla.settings import FLOTILLA_HOME, FLOTILLA_HUB_PORT, RAY_TRAIN_ENABLE_PRINT_PATCH, Settings, code_vars
 from flotilla.training.artifacts import code_version
 from flotilla.version import __version__
@@ -92,7 +93,7 @@ def submission_id(spec: JobSpec) -> str:
 
 
 def pin_job(spec: JobSpec, hub: Any = None, root: Path | None = None) -> tuple[JobSpec, dict[str, str]]:
-    """Resolve a train/sweep job's data ref to a commit id and inline everything the job reads.
+    """Resolve a train/sweep/infer job's data ref (and an infer job's model) to a commit id and inline everything the job reads.
 
     The refs go through :func:`flotilla.data.pinning.pin`, the one pinning step; this adds only what a
     job needs on top (the spec made self-contained, the lineage for the job's metadata).
@@ -125,6 +126,27 @@ def pin_job(spec: JobSpec, hub: Any = None, root: Path | None = None) -> tuple[J
             dim["values"] = [commits[v].commit for v in variants]
         lineage = {"data_repo": ref.repo, "data_ref": family.data.ref, "data_commit": ref.commit, "dataset": ref.dataset}
         return spec.model_copy(update={"spec": None, "sweep": pinned, "overrides": {}, "pinned": lineage}), lineage
+    if isinstance(spec, InferJob):
+        # the whole plan on the submitting side: a bad model, ref, split or image size is refused here, not on the cluster
+        plan = plan_inference(
+            hub or Hub(),
+            spec.model,
+            repo=spec.repo,
+            data_ref=spec.data_ref,
+            dataset=spec.dataset,
+            split=spec.split,
+            allow_resize=spec.allow_resize,
+        )
+        lineage = {
+            "data_repo": plan.data.repo,
+            "data_ref": spec.data_ref,
+            "data_commit": plan.data.commit,
+            "dataset": plan.data.dataset,
+            "model_uri": plan.model.uri,
+            "model_data_commit": plan.card.data.commit,
+        }
+        update = {"model": plan.model.uri, "data_ref": plan.data.commit, "pinned": lineage}
+        return spec.model_copy(update=update), lineage
     return spec, {"data_repo": spec.repo, "dataset": spec.dataset, "data_ref": spec.into}
 
 

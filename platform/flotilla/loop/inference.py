@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flotilla.cluster.connect import ensure_ray
 from flotilla.cluster.fit import check_fits
@@ -219,7 +219,9 @@ def infer(
     if merge_into:
         check_branch_id(merge_into)
         if not r.branch_exists(merge_into):
-            raise NotFoundError(f"merge_into: no branch {merge_into!r} in repository {repo!r}", hint="create it first, or leave it out")
+            raise NotFoundError(
+                f"merge_into: no branch {merge_into!r} in repository {repo!r}", hint="create it first, or leave it out"
+            )
         require_clean(r, merge_into, f"merge predictions into {merge_into!r}")
     fixed = ensure_ray(address)
     resources = actor_options(use_gpu=use_gpu, cpus_per_actor=cpus_per_actor)
@@ -286,8 +288,12 @@ def _run(
     ctx = ray.data.DataContext.get_current()
     bars, ctx.enable_progress_bars = ctx.enable_progress_bars, False  # flotilla's own lines instead
     try:
-        ds = ray.data.from_items([{"shard": i} for i in range(shards)], override_num_blocks=shards)
-        ds = ds.map_batches(read_shards, batch_size=1, fn_kwargs={"data": data, "split": plan.split})
+        ds: Any = ray.data.from_items([{"shard": i} for i in range(shards)], override_num_blocks=shards)
+        # a read asks for no more CPU than an actor: on nodes of 1 CPU, two half-CPU actors left no node a whole
+        # CPU for a 1-CPU read, and the pipeline waited for ever
+        ds = ds.map_batches(
+            read_shards, batch_size=1, fn_kwargs={"data": data, "split": plan.split}, num_cpus=min(1.0, cpus_per_actor)
+        )
         ds = ds.map_batches(
             Predictor,
             batch_size=batch_size,
@@ -299,14 +305,16 @@ def _run(
                 "threads": max(1, round(cpus_per_actor)),
             },
             batch_format="numpy",
-            **resources,
+            num_cpus=resources["num_cpus"],
+            num_gpus=resources.get("num_gpus"),  # None: no GPU asked for
         )
         files: list[str] = []
         pending: list[pa.Table] = []
         rows = pending_rows = 0
         t0 = time.monotonic()
         progress(0, plan.rows)
-        for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            table = cast("pa.Table", batch)
             pending.append(table)
             pending_rows += table.num_rows
             rows += table.num_rows

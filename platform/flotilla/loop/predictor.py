@@ -129,6 +129,8 @@ class Predictor:
         return self.predict(batch["sample_id"].tolist(), batch["image"])
 
     def predict(self, sample_ids: Sequence[str], images: np.ndarray) -> pa.Table:
+        if not images.flags.writeable:  # Ray Data's zero-copy batches are read-only; torch wants to own writable memory
+            images = images.copy()
         preds, features = self.model.predict_with_embedding(images)
         return predictions_table(
             sample_ids,

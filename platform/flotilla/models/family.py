@@ -144,9 +144,7 @@ class MultiTaskModel(nn.Module):
         Batch inference stores both: drift checks compare embeddings, the predictions are the product.
         """
         features = self.backbone(self.prepare(images))
-        preds = {
-            t.name: postprocess(t, t.behaviour.head_output(self.heads[t.name](features))) for t in self.tasks
-        }
+        preds = {t.name: postprocess(t, t.behaviour.head_output(self.heads[t.name](features))) for t in self.tasks}
         return preds, features
 
     # --- transfer learning ---------------------------------------------------------------------
