@@ -9,7 +9,7 @@ from flotilla.cli.infer import parse_data
 from flotilla.data.pinning import DataRef
 from flotilla.errors import SpecError
 from flotilla.jobs.specs import InferJob, parse_job_spec
-from flotilla.loop.inference import actor_options, predictions_dir
+from flotilla.loop.inference import actor_options, pool_needs, predictions_dir
 from flotilla.loop.predictor import output_schema, predictions_table
 from flotilla.models.tasks import resolve_tasks
 from flotilla.registry import ModelLocation
@@ -20,6 +20,13 @@ TASKS = resolve_tasks(["age", "gender", "emotion"])
 def test_a_gpu_is_asked_for_only_when_use_gpu():
     assert actor_options(use_gpu=False, cpus_per_actor=0.5) == {"num_cpus": 0.5}
     assert actor_options(use_gpu=True, cpus_per_actor=2) == {"num_cpus": 2, "num_gpus": 1.0}
+
+
+def test_the_pool_needs_room_for_a_read_beside_it():
+    """A pool that takes every CPU starves the reads feeding it (Ray Data then waits for ever): counted up front."""
+    assert pool_needs(concurrency=1, cpus_per_actor=2, use_gpu=False) == {"CPU": 3.0}
+    assert pool_needs(concurrency=2, cpus_per_actor=0.5, use_gpu=False) == {"CPU": 1.5}
+    assert pool_needs(concurrency=2, cpus_per_actor=1, use_gpu=True) == {"CPU": 3.0, "GPU": 2.0}
 
 
 def test_predictions_table_has_classes_probabilities_that_sum_to_one_and_a_fixed_width_embedding():

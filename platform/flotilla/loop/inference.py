@@ -107,6 +107,22 @@ def actor_options(*, use_gpu: bool, cpus_per_actor: float) -> dict[str, float]:
     return {"num_cpus": cpus_per_actor, **({"num_gpus": 1.0} if use_gpu else {})}
 
 
+def read_cpus(cpus_per_actor: float) -> float:
+    """What one shard read asks for: no more than an actor (on nodes of 1 CPU, two half-CPU actors
+    left no node a whole CPU for a 1-CPU read, and the pipeline waited for ever)."""
+    return min(1.0, cpus_per_actor)
+
+
+def pool_needs(*, concurrency: int, cpus_per_actor: float, use_gpu: bool) -> dict[str, float]:
+    """The least a cluster must hold for the pipeline to move: the whole actor pool *and* one read beside it.
+
+    Ray Data starts the pool first; a pool that takes every CPU leaves none for the reads that feed it,
+    and nothing fails: it waits for ever. So that is refused up front, like any work bigger than the cluster.
+    """
+    need = {"CPU": concurrency * cpus_per_actor + read_cpus(cpus_per_actor)}
+    return need | ({"GPU": float(concurrency)} if use_gpu else {})
+
+
 def _native_size(ref: DataRef, credentials: Any) -> tuple[int, int]:
     """The stored size (width, height) of a dataset's first image: one shard read, one image decoded."""
     from PIL import Image
@@ -226,10 +242,10 @@ def infer(
     fixed = ensure_ray(address)
     resources = actor_options(use_gpu=use_gpu, cpus_per_actor=cpus_per_actor)
     check_fits(
-        {"CPU": cpus_per_actor * concurrency, **({"GPU": float(concurrency)} if use_gpu else {})},
+        pool_needs(concurrency=concurrency, cpus_per_actor=cpus_per_actor, use_gpu=use_gpu),
         local=fixed,
-        what=f"an inference pool of {concurrency} actor(s)",
-        hint="lower concurrency or cpus_per_actor, or use a bigger cluster (--address)",
+        what=f"an inference pool of {concurrency} actor(s) of {cpus_per_actor:g} CPU with a shard read beside it",
+        hint="lower concurrency or cpus_per_actor (the reads need CPU beside the actors), or use a bigger cluster (--address)",
     )
     progress = on_progress or _progress_lines(f"{plan.model.name} on {dataset}@{plan.data.commit[:12]}")
     record = InferenceCommit(plan.model.uri, plan.card.data.commit, plan.data.commit, dataset, split or "", plan.rows)
@@ -289,10 +305,8 @@ def _run(
     bars, ctx.enable_progress_bars = ctx.enable_progress_bars, False  # flotilla's own lines instead
     try:
         ds: Any = ray.data.from_items([{"shard": i} for i in range(shards)], override_num_blocks=shards)
-        # a read asks for no more CPU than an actor: on nodes of 1 CPU, two half-CPU actors left no node a whole
-        # CPU for a 1-CPU read, and the pipeline waited for ever
         ds = ds.map_batches(
-            read_shards, batch_size=1, fn_kwargs={"data": data, "split": plan.split}, num_cpus=min(1.0, cpus_per_actor)
+            read_shards, batch_size=1, fn_kwargs={"data": data, "split": plan.split}, num_cpus=read_cpus(cpus_per_actor)
         )
         ds = ds.map_batches(
             Predictor,
