@@ -4,8 +4,9 @@ A private local lakeFS and a local Ray. A face family is trained (1 epoch, defau
 ``--n`` unlabelled faces ingested. Both paths read the same commit through the same warm node cache
 and run the same code (shard_samples -> predict_with_embedding -> predictions_table) on the
 machine's CPUs: in-process (torch on every CPU); Ray Data with one actor of half the CPUs; Ray Data
-with two actors of a quarter each (the reads run beside the pool on the rest). One warm-up of each, then ``--repeats`` alternating runs; medians and the
-ratios last (docs/benchmarks.md declares the question and the goal).
+with two actors of a quarter each (the reads run beside the pool on the rest). One warm-up of
+each, then ``--repeats`` alternating runs; medians and the ratios last (docs/benchmarks.md
+declares the question and the goal).
 Run: ``.venv/bin/python bench/inference.py [--n 8192]``.
 """
 
