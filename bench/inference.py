@@ -3,8 +3,8 @@
 A private local lakeFS and a local Ray. A face family is trained (1 epoch, default width) and merged,
 ``--n`` unlabelled faces ingested. Both paths read the same commit through the same warm node cache
 and run the same code (shard_samples -> predict_with_embedding -> predictions_table) on the
-machine's CPUs: in-process (torch on every CPU); Ray Data with one actor of half the CPUs; Ray Data
-with two actors of a quarter each (the reads run beside the pool on the rest). One warm-up of
+machine's CPUs: in-process (torch on every CPU); Ray Data with one actor of every CPU but the
+reads' quarter; Ray Data with two actors sharing that (the reads run beside the pool). One warm-up of
 each, then ``--repeats`` alternating runs; medians and the ratios last (docs/benchmarks.md
 declares the question and the goal).
 Run: ``.venv/bin/python bench/inference.py [--n 8192]``.
@@ -27,6 +27,7 @@ from flotilla.data.pinning import resolve_data
 from flotilla.data.validate import Thresholds
 from flotilla.hub.local import private_hub
 from flotilla.loop import infer, load_model
+from flotilla.loop.inference import READ_CPUS
 from flotilla.loop.predictor import predictions_table
 from flotilla.registry import resolve
 from flotilla.specs import FamilySpec, parse_spec
@@ -102,8 +103,8 @@ def main() -> None:
         ends: list[float] = []
         for rep in range(args.repeats + 1):  # rep 0: warm-up, not counted
             n, dt = in_process(hub, model_uri, args.batch_size, cpus)
-            rows1, rate1, end1 = ray_path(hub, model_uri, args.batch_size, 1, cpus / 2)
-            rows2, rate2, _ = ray_path(hub, model_uri, args.batch_size, 2, cpus / 4)
+            rows1, rate1, end1 = ray_path(hub, model_uri, args.batch_size, 1, cpus - READ_CPUS)
+            rows2, rate2, _ = ray_path(hub, model_uri, args.batch_size, 2, (cpus - READ_CPUS) / 2)
             assert n == rows1 == rows2 == args.n
             print(
                 f"{'warm-up' if rep == 0 else f'run {rep}':<8} in-process {n / dt:7.0f}/s   ray 1 actor {rate1:7.0f}/s "

@@ -24,9 +24,9 @@ def test_a_gpu_is_asked_for_only_when_use_gpu():
 
 def test_the_pool_needs_room_for_a_read_beside_it():
     """A pool that takes every CPU starves the reads feeding it (Ray Data then waits for ever): counted up front."""
-    assert pool_needs(concurrency=1, cpus_per_actor=2, use_gpu=False) == {"CPU": 3.0}
-    assert pool_needs(concurrency=2, cpus_per_actor=0.5, use_gpu=False) == {"CPU": 1.5}
-    assert pool_needs(concurrency=2, cpus_per_actor=1, use_gpu=True) == {"CPU": 3.0, "GPU": 2.0}
+    assert pool_needs(concurrency=1, cpus_per_actor=2, use_gpu=False) == {"CPU": 2.25}
+    assert pool_needs(concurrency=2, cpus_per_actor=0.1, use_gpu=False) == pytest.approx({"CPU": 0.3})
+    assert pool_needs(concurrency=2, cpus_per_actor=1, use_gpu=True) == {"CPU": 2.25, "GPU": 2.0}
 
 
 def test_predictions_table_has_classes_probabilities_that_sum_to_one_and_a_fixed_width_embedding():

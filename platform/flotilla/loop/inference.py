@@ -107,10 +107,17 @@ def actor_options(*, use_gpu: bool, cpus_per_actor: float) -> dict[str, float]:
     return {"num_cpus": cpus_per_actor, **({"num_gpus": 1.0} if use_gpu else {})}
 
 
+READ_CPUS = 0.25
+
+
 def read_cpus(cpus_per_actor: float) -> float:
-    """What one shard read asks for: no more than an actor (on nodes of 1 CPU, two half-CPU actors
-    left no node a whole CPU for a 1-CPU read, and the pipeline waited for ever)."""
-    return min(1.0, cpus_per_actor)
+    """What one shard read asks for: a quarter CPU, and never more than an actor.
+
+    Decoding a shard is about a tenth of the work of predicting it (bench/inference.py: a whole CPU
+    per read sat mostly idle and halved the rate); and on nodes of 1 CPU, two half-CPU actors left
+    no node a whole CPU for a 1-CPU read, so the pipeline waited for ever.
+    """
+    return min(READ_CPUS, cpus_per_actor)
 
 
 def pool_needs(*, concurrency: int, cpus_per_actor: float, use_gpu: bool) -> dict[str, float]:
