@@ -18,7 +18,7 @@ from flotilla.version import __version__
 
 if TYPE_CHECKING:
     from flotilla.hub import Experiment, Hub, LocalHub, Repo, Retention
-    from flotilla.loop import infer
+    from flotilla.loop import infer, monitor
     from flotilla.specs import FamilySpec
     from flotilla.training import reproduce, train
     from flotilla.tune import SweepSpec, sweep
@@ -29,6 +29,7 @@ _DEFERRED = {
     "Hub": "flotilla.hub",
     "infer": "flotilla.loop",
     "LocalHub": "flotilla.hub",
+    "monitor": "flotilla.loop",
     "Repo": "flotilla.hub",
     "Retention": "flotilla.hub",
     "reproduce": "flotilla.training",
@@ -50,6 +51,7 @@ __all__ = [
     "branch_id",
     "errors",
     "infer",
+    "monitor",
     "reproduce",
     "sweep",
     "train",

@@ -56,6 +56,11 @@ class Key(StrEnum):
     INPUT_COMMIT = "flotilla.input_commit"
     SPLIT = "flotilla.split"
     ROWS = "flotilla.rows"
+    REFERENCE_COMMIT = "flotilla.reference_commit"
+    DRIFTED = "flotilla.drifted"
+    DEGRADED = "flotilla.degraded"
+    ALPHA = "flotilla.alpha"
+    REPORT = "flotilla.report"
 
 
 METRIC_PREFIX = "metric."
@@ -75,6 +80,7 @@ class Kind(StrEnum):
     ALIAS = "alias"
     LABEL_FIX = "label-fix"
     INFERENCE = "inference"
+    MONITOR = "monitor"
 
 
 def _metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -458,6 +464,55 @@ class InferenceCommit(CommitRecord):
         )
 
 
+@dataclass(frozen=True)
+class MonitorRun(CommitRecord):
+    """A drift report (:func:`flotilla.loop.monitor`): which model, judged on which data against which reference.
+
+    ``reference_commit`` is the model's training data (its dataset's content commit) and
+    ``input_commit`` the data judged; ``drifted`` and ``degraded`` (the tasks the ground-truth check
+    flagged, comma-separated) make a log of monitoring commits readable without opening a report.
+    """
+
+    kind: ClassVar[Kind] = Kind.MONITOR
+    model_uri: str
+    reference_commit: str
+    input_commit: str
+    dataset: str
+    split: str  # "" for every sample
+    drifted: bool
+    alpha: float
+    report: str  # the report's directory in the repository
+    degraded: tuple[str, ...] = ()
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            Key.KIND: self.kind,
+            Key.MODEL_URI: self.model_uri,
+            Key.REFERENCE_COMMIT: self.reference_commit,
+            Key.INPUT_COMMIT: self.input_commit,
+            Key.DATASET: self.dataset,
+            Key.SPLIT: self.split,
+            Key.DRIFTED: "true" if self.drifted else "false",
+            Key.ALPHA: self.alpha,
+            Key.REPORT: self.report,
+            Key.DEGRADED: ",".join(self.degraded),
+        }
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, str]) -> MonitorRun:
+        return cls(
+            md.get(Key.MODEL_URI, ""),
+            md.get(Key.REFERENCE_COMMIT, ""),
+            md.get(Key.INPUT_COMMIT, ""),
+            md.get(Key.DATASET, ""),
+            md.get(Key.SPLIT, ""),
+            md.get(Key.DRIFTED, "") == "true",
+            float(md.get(Key.ALPHA, 0) or 0),
+            md.get(Key.REPORT, ""),
+            tuple(d for d in md.get(Key.DEGRADED, "").split(",") if d),
+        )
+
+
 _BY_KIND: dict[str, type[CommitRecord]] = {
     Kind.INGEST: IngestCommit,
     Kind.GATE: GateInstall,
@@ -469,6 +524,7 @@ _BY_KIND: dict[str, type[CommitRecord]] = {
     Kind.ALIAS: AliasMove,
     Kind.LABEL_FIX: LabelFix,
     Kind.INFERENCE: InferenceCommit,
+    Kind.MONITOR: MonitorRun,
 }
 
 

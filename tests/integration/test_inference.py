@@ -11,6 +11,7 @@ split, an unknown ref) fails on the driver before a branch or a job exists.
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import time
 import uuid
@@ -31,7 +32,7 @@ from flotilla.hub.server import free_port
 from flotilla.jobs.handle import list_jobs
 from flotilla.jobs.submission import submit
 from flotilla.lineage import InferenceCommit, read_commit
-from flotilla.loop import infer, load_model
+from flotilla.loop import content_commit, infer, load_model
 from flotilla.registry import read_card, resolve
 from flotilla.settings import Settings
 
@@ -135,12 +136,17 @@ def test_infer_job_commits_predictions_with_their_lineage(inferred, promoted, da
     handle, result = inferred
     location = resolve(hub, "fam@production", data_repo.name)
     card = read_card(data_repo, location)
-    input_commit = handle.pinned.data_ref
-    assert handle.pinned.model == location.uri and handle.pinned.pinned["data_commit"] == input_commit
+    pinned = handle.pinned.data_ref
+    assert handle.pinned.model == location.uri and handle.pinned.pinned["data_commit"] == pinned
+    # predictions are named after the dataset's content commit: main moved on with other datasets since
+    input_commit = data_repo.log(pinned, limit=1, prefix="datasets/incoming/")[0].id
+    assert input_commit == content_commit(data_repo, resolve_data(hub, data_repo.name, pinned, "incoming")).commit != pinned
     assert handle.info().metadata["flotilla.model_uri"] == location.uri
     assert result["ok"] and result["rows"] == N_INCOMING and result["samples_per_s"] > 0
     assert result["branch"].startswith("infer-") and result["merge_commit"]
     assert result["path"] == f"predictions/{location.run_id}/family/incoming@{input_commit[:12]}/all/"
+    manifest = json.loads(data_repo.get(result["commit"], result["path"] + "predictions.json"))
+    assert manifest["input_commit"] == input_commit and manifest["rows"] == N_INCOMING and manifest["files"] == result["files"]
     record = read_commit(data_repo.commit_info(result["commit"]).metadata)
     assert record == InferenceCommit(location.uri, card.data.commit, input_commit, "incoming", "", N_INCOMING)
     assert card.data.commit == promoted["data_commit"] != input_commit  # main moved on with the model's merge

@@ -14,7 +14,17 @@ import yaml
 from flotilla.errors import SpecError
 from flotilla.jobs.entrypoint import RESULT_MARKER
 from flotilla.jobs.handle import parse_result
-from flotilla.jobs.specs import InferJob, IngestJob, SweepJob, TrainJob, family_of, load_job_spec, parse_job_spec, sweep_of
+from flotilla.jobs.specs import (
+    InferJob,
+    IngestJob,
+    MonitorJob,
+    SweepJob,
+    TrainJob,
+    family_of,
+    load_job_spec,
+    parse_job_spec,
+    sweep_of,
+)
 from flotilla.jobs.submission import PINNED_DIR, project_root, stage_job, submission_id
 from flotilla.settings import Settings
 
@@ -40,12 +50,15 @@ def test_shipped_job_specs_are_valid():
     shipped = {p.name for p in (ROOT / "jobs").glob("*.yaml")} - {"face_family.yaml"}  # a family spec, not a job
     infer = load_job_spec(ROOT / "jobs/infer_production.yaml", root=ROOT)
     assert isinstance(infer, InferJob) and infer.model == "face-family@production" and not infer.use_gpu
+    watch = load_job_spec(ROOT / "jobs/monitor_production.yaml", root=ROOT)
+    assert isinstance(watch, MonitorJob) and watch.current == "main" and watch.alpha == 0.05 and not watch.use_gpu
     assert shipped == {
         "ingest_synthetic.yaml",
         "train_face_family.yaml",
         "sweep_demo.yaml",
         "sweep_face_family.yaml",
         "infer_production.yaml",
+        "monitor_production.yaml",
     }, "a job spec was added: check it here"
 
 

@@ -18,6 +18,7 @@ from flotilla.lineage import (
     LabelFix,
     ModelCard,
     ModelCommit,
+    MonitorRun,
     ParentModel,
     PromotionCommit,
     read_commit,
@@ -47,6 +48,8 @@ def _as_lakefs_stores_it(md: dict) -> dict[str, str]:
         LabelFix("faces", 1, {"emotion": 1}, "c0ffee"),
         InferenceCommit("lakefs://faces/abc/models/run-1/family/model.pt", "abc123", "f00d", "incoming", "", 500),
         InferenceCommit("lakefs://faces/abc/models/run-1/age/model.pt", "abc123", "f00d", "incoming", "test", 7),
+        MonitorRun("lakefs://faces/abc/models/r/family/model.pt", "abc123", "f00d", "incoming", "", True, 0.05, "monitoring/x/"),
+        MonitorRun("lakefs://f/a/models/r/family/model.pt", "abc", "f0", "in", "val", False, 0.01, "m/", ("age", "emotion")),
     ],
 )
 def test_every_commit_record_reads_back_as_written(record):

@@ -20,6 +20,7 @@ from flotilla.cli.data import app as data_app
 from flotilla.cli.infer import infer_command
 from flotilla.cli.jobs import cluster_app, jobs_app
 from flotilla.cli.models import models_app
+from flotilla.cli.monitor import monitor_command
 from flotilla.cli.sweep import sweep_command
 from flotilla.errors import SpecError
 from flotilla.hub import local
@@ -36,6 +37,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
 app.command("sweep")(sweep_command)
 app.command("infer")(infer_command)
+app.command("monitor")(monitor_command)
 
 console = Console()
 err = Console(stderr=True)

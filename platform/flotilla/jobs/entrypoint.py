@@ -22,8 +22,8 @@ from flotilla.data.api import generate, import_dataset
 from flotilla.data.importers import ImportProblem
 from flotilla.errors import FlotillaError
 from flotilla.hub.client import Hub
-from flotilla.jobs.specs import InferJob, IngestJob, JobSpec, SweepJob, TrainJob, load_job_spec
-from flotilla.loop import infer
+from flotilla.jobs.specs import InferJob, IngestJob, JobSpec, MonitorJob, SweepJob, TrainJob, load_job_spec
+from flotilla.loop import infer, monitor
 from flotilla.settings import job_ray_address
 from flotilla.specs import FamilySpec, parse_spec
 from flotilla.training import train
@@ -159,6 +159,33 @@ def run_infer(job: InferJob) -> dict[str, Any]:
     return result.to_dict()
 
 
+def run_monitor(job: MonitorJob) -> dict[str, Any]:
+    say(f"monitor {job.model} on lakefs://{job.repo}/{job.current} dataset {job.dataset!r} ({job.split or 'all'})")
+    result = monitor(
+        Hub(),
+        job.model,
+        repo=job.repo,
+        current=job.current,
+        dataset=job.dataset,
+        split=job.split,
+        alpha=job.alpha,
+        ground_truth_check=job.ground_truth,
+        tolerance=job.tolerance,
+        permutations=job.permutations,
+        infer_options={
+            "concurrency": job.concurrency,
+            "cpus_per_actor": job.cpus_per_actor,
+            "use_gpu": job.use_gpu,
+            "address": _address(),
+        },
+        merge_into=job.merge_into,
+        out_dir=Path("artifacts/monitoring"),
+        on_progress=say,
+    )
+    say(f"monitor: {'ALARM' if result.alarm else 'no alarm'}; report on {result.branch or '(not committed)'}")
+    return result.to_dict()
+
+
 def run_job(job: JobSpec) -> dict[str, Any]:
     """The summary of running ``job`` with the runner of its kind."""
     if isinstance(job, IngestJob):
@@ -167,6 +194,8 @@ def run_job(job: JobSpec) -> dict[str, Any]:
         return run_train(job)
     if isinstance(job, InferJob):
         return run_infer(job)
+    if isinstance(job, MonitorJob):
+        return run_monitor(job)
     return run_sweep(job)
 
 

@@ -1,4 +1,4 @@
-"""Typed job specs: ``kind: ingest | train | sweep | infer`` plus that kind's payload.
+"""Typed job specs: ``kind: ingest | train | sweep | infer | monitor`` plus that kind's payload.
 
 Same rules as every flotilla spec (:func:`flotilla.specs.parse_spec`): unknown
 keys are errors with a "did you mean", and every problem is reported at once —
@@ -186,12 +186,45 @@ class InferJob(_JobBase, _HubNames):
         return hub_name(check_branch_id, merge_into, example="the branch the predictions are merged into, e.g. 'main'")
 
 
-JobSpec = IngestJob | TrainJob | SweepJob | InferJob
-KINDS: dict[str, type[IngestJob] | type[TrainJob] | type[SweepJob] | type[InferJob]] = {
+class MonitorJob(_JobBase, _HubNames):
+    """A drift check (:func:`flotilla.loop.monitor`) of ``model`` on ``dataset`` at ``current``, as a Ray job.
+
+    What a schedule submits (cron, CI): submission pins ``model`` to its weights' URI and ``current``
+    to a commit, so a rerun of the same pinned spec judges the same model on the same data. The job
+    succeeds whether or not it finds drift; its result (``flotilla jobs result``) says ``alarm``.
+    """
+
+    kind: Literal["monitor"]
+    model: str = Field(min_length=1)
+    repo: str = "faces"
+    current: str = "main"
+    dataset: str | None = None  # default: the model's training dataset
+    split: Literal["train", "val", "test"] | None = None
+    alpha: float = Field(0.05, gt=0, lt=1)
+    ground_truth: bool = False
+    tolerance: float = Field(0.0, ge=0)
+    permutations: int = Field(500, ge=20)
+    concurrency: int = Field(1, ge=1)  # predictor actors, when predictions must be made
+    cpus_per_actor: float = Field(1.0, gt=0)
+    use_gpu: bool = False
+    merge_into: str | None = None
+    pinned: dict[str, str] | None = None  # written by submit()
+
+    @field_validator("merge_into")
+    @classmethod
+    def _merge_branch(cls, merge_into: str | None) -> str | None:
+        if merge_into is None:
+            return None
+        return hub_name(check_branch_id, merge_into, example="the branch the report is merged into, e.g. 'main'")
+
+
+JobSpec = IngestJob | TrainJob | SweepJob | InferJob | MonitorJob
+KINDS: dict[str, type[IngestJob] | type[TrainJob] | type[SweepJob] | type[InferJob] | type[MonitorJob]] = {
     "ingest": IngestJob,
     "train": TrainJob,
     "sweep": SweepJob,
     "infer": InferJob,
+    "monitor": MonitorJob,
 }
 
 

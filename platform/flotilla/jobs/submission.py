@@ -26,13 +26,24 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from flotilla.data.pinning import pin
+from flotilla.data.pinning import pin, resolve_data
 from flotilla.hub.client import Hub
 from flotilla.jobs.client import call, connect, quiet_ray
 from flotilla.jobs.handle import JobHandle
-from flotilla.jobs.specs import InferJob, JobSpec, SweepJob, TrainJob, family_of, load_job_spec, parse_job_spec, sweep_of
+from flotilla.jobs.specs import (
+    InferJob,
+    JobSpec,
+    MonitorJob,
+    SweepJob,
+    TrainJob,
+    family_of,
+    load_job_spec,
+    parse_job_spec,
+    sweep_of,
+)
 from flotilla.lineage import JobLabels
 from flotilla.loop import plan_inference
+from flotilla.registry import read_card, resolve
 from flotilla.settings import FLOTILLA_HOME, FLOTILLA_HUB_PORT, RAY_TRAIN_ENABLE_PRINT_PATCH, Settings, code_vars
 from flotilla.training.artifacts import code_version
 from flotilla.version import __version__
@@ -146,6 +157,20 @@ def pin_job(spec: JobSpec, hub: Any = None, root: Path | None = None) -> tuple[J
             "model_data_commit": plan.card.data.commit,
         }
         update = {"model": plan.model.uri, "data_ref": plan.data.commit, "pinned": lineage}
+        return spec.model_copy(update=update), lineage
+    if isinstance(spec, MonitorJob):
+        hub = hub or Hub()
+        location = resolve(hub, spec.model, spec.repo)
+        dataset = spec.dataset or read_card(hub.repo(location.repo), location).data.dataset
+        cur = resolve_data(hub, spec.repo, spec.current, dataset)
+        lineage = {
+            "data_repo": cur.repo,
+            "data_ref": spec.current,
+            "data_commit": cur.commit,
+            "dataset": dataset,
+            "model_uri": location.uri,
+        }
+        update = {"model": location.uri, "current": cur.commit, "dataset": dataset, "pinned": lineage}
         return spec.model_copy(update=update), lineage
     return spec, {"data_repo": spec.repo, "dataset": spec.dataset, "data_ref": spec.into}
 

@@ -19,9 +19,14 @@
    commit, dataset, split, rows), merged into ``merge_into`` when asked. Any failure before the
    commit deletes the branch: predictions are committed whole or not at all.
 
-Layout (columns: :mod:`flotilla.loop.predictor`)::
+Layout (columns: :mod:`flotilla.loop.predictor`; the manifest: :mod:`flotilla.loop.predictions`)::
 
     predictions/<run>/<model>/<dataset>@<input commit[:12]>/<split|all>/part-00000.parquet
+                                                                        /predictions.json
+
+The input commit is the dataset's *content* commit (the newest that changed it,
+:func:`~flotilla.loop.predictions.content_commit`): predicting ``main`` twice while only other
+paths changed finds the same directory, and a monitor reuses the predictions.
 
 The model's name (``<run>/<model>``) is in the path because a ``strategy: separate`` run has one
 model per task. Rows arrive at the driver in no particular order and are written in that order.
@@ -47,6 +52,7 @@ from flotilla.errors import FlotillaError, NotFoundError, SpecError
 from flotilla.hub.client import Hub
 from flotilla.hub.experiment import Retention
 from flotilla.lineage import InferenceCommit, ModelCard
+from flotilla.loop.predictions import MANIFEST, PredictionSet, content_commit, predictions_dir
 from flotilla.loop.predictor import Predictor, read_shards
 from flotilla.names import branch_id, check_branch_id
 from flotilla.registry import ModelLocation, read_card, resolve
@@ -54,7 +60,6 @@ from flotilla.registry import ModelLocation, read_card, resolve
 if TYPE_CHECKING:
     import pyarrow as pa
 
-PREDICTIONS = "predictions/"
 PART_ROWS = 50_000
 Progress = Callable[[int, int], None]  # (rows done, rows in all)
 
@@ -96,10 +101,6 @@ class InferenceResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def predictions_dir(model: ModelLocation, data: DataRef, split: str | None) -> str:
-    return f"{PREDICTIONS}{model.run_id}/{model.model}/{data.dataset}@{data.commit[:12]}/{split or 'all'}/"
 
 
 def actor_options(*, use_gpu: bool, cpus_per_actor: float) -> dict[str, float]:
@@ -163,7 +164,7 @@ def plan_inference(
         raise SpecError(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)}, or none for every sample")
     location = resolve(hub, model, repo)
     card = read_card(hub.repo(location.repo), location)
-    ref = resolve_data(hub, repo, data_ref, dataset)
+    ref = content_commit(hub.repo(repo), resolve_data(hub, repo, data_ref, dataset))
     data = HubDataset(ref, hub.credentials)
     rows = data.labels.num_rows if split is None else data.split_size(split)
     if rows == 0:
@@ -274,6 +275,10 @@ def infer(
                 f"inference wrote {rows} rows for {plan.rows} samples of {dataset!r}; nothing was committed",
                 hint="a read or an actor lost rows: see the Ray Data logs above, then run it again",
             )
+        manifest = PredictionSet(
+            plan.model.uri, plan.card.data.commit, repo, dataset, plan.data.commit, split or "", rows, plan.path, tuple(files)
+        )
+        exp.put(plan.path + MANIFEST, manifest.to_json())
     return InferenceResult(
         plan.model.uri,
         plan.card.data.commit,
