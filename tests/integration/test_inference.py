@@ -32,7 +32,7 @@ from flotilla.hub.server import free_port
 from flotilla.jobs.handle import list_jobs
 from flotilla.jobs.submission import submit
 from flotilla.lineage import InferenceCommit, read_commit
-from flotilla.loop import content_commit, infer, load_model
+from flotilla.loop import infer, load_model
 from flotilla.registry import read_card, resolve
 from flotilla.settings import Settings
 
@@ -136,11 +136,10 @@ def test_infer_job_commits_predictions_with_their_lineage(inferred, promoted, da
     handle, result = inferred
     location = resolve(hub, "fam@production", data_repo.name)
     card = read_card(data_repo, location)
-    pinned = handle.pinned.data_ref
-    assert handle.pinned.model == location.uri and handle.pinned.pinned["data_commit"] == pinned
-    # predictions are named after the dataset's content commit: main moved on with other datasets since
-    input_commit = data_repo.log(pinned, limit=1, prefix="datasets/incoming/")[0].id
-    assert input_commit == content_commit(data_repo, resolve_data(hub, data_repo.name, pinned, "incoming")).commit != pinned
+    input_commit = handle.pinned.data_ref
+    assert handle.pinned.model == location.uri and handle.pinned.pinned["data_commit"] == input_commit
+    # pinned to the dataset's content commit (the last that changed it), not main's head: other datasets came after
+    assert input_commit == data_repo.log("main", limit=1, prefix="datasets/incoming/")[0].id != data_repo.resolve("main")
     assert handle.info().metadata["flotilla.model_uri"] == location.uri
     assert result["ok"] and result["rows"] == N_INCOMING and result["samples_per_s"] > 0
     assert result["branch"].startswith("infer-") and result["merge_commit"]
@@ -223,3 +222,21 @@ def test_cli_says_what_is_wrong_without_a_traceback(promoted, data_repo):
         out = CliRunner().invoke(app, ["infer", *args], env={"COLUMNS": "250"})
         text = " ".join(out.output.split())
         assert out.exit_code == 1 and "error:" in text and words in text and "Traceback" not in text, out.output
+
+
+def test_monitor_job_pins_model_and_data_and_commits_its_report(inferred, data_repo, hub):
+    """A scheduled check as a Ray job: the alias and the ref are pinned on submission, the predictions the infer job
+    made are found (not remade), and the report lands on a monitor-* branch; the job succeeds and its result says."""
+    location = resolve(hub, "fam@production", data_repo.name)
+    spec = {"kind": "monitor", "name": "watch", "model": "fam@production", "repo": data_repo.name, "current": "main",
+            "dataset": "incoming", "permutations": 100}  # fmt: skip
+    before = _infer_branches(data_repo)
+    handle = submit(spec)
+    assert handle.wait(timeout=240) == "SUCCEEDED", handle.logs()[-4000:]
+    assert handle.pinned.model == location.uri and handle.pinned.current == data_repo.resolve("main")
+    result = handle.result()
+    assert result["model_uri"] == location.uri and result["branch"].startswith("monitor-") and result["verdict"]["tests"]
+    # the infer job merged its predictions into main: found at the pinned commit, not remade (the reference's were made)
+    assert result["current"]["predictions"]["ref"] == handle.pinned.current and len(_infer_branches(data_repo) - before) == 1
+    assert data_repo.exists(result["commit"], result["report_path"] + "report.html")
+    assert "monitor: " in handle.logs() and ("ALARM" in handle.logs() or "no alarm" in handle.logs())
