@@ -48,7 +48,9 @@ def test_a_label_fix_merges_validated_and_says_what_it_changed(faces, hub, repo)
         "faces", 8, {"gender": 7, "age": 1, "emotion": 1}, head, "annotator swapped genders"
     )
     changed = {c.path for c in repo.diff(head, "main", "datasets/faces/")}
-    assert not {p for p in changed if "/images/" in p} and labels_path("faces") in changed
+    # a delta, not a rewrite: labels.parquet and every shard untouched, one claim per relabelled sample
+    assert not {p for p in changed if "/images/" in p} and labels_path("faces") not in changed
+    assert len([p for p in changed if "/deltas/" in p]) == 2 and len([p for p in changed if "/claims/" in p]) == 8
     assert _no_scratch_branches(repo)
     again = relabel(hub, repo.name, "faces", {ids[0]: {"age": 33.0}})  # already so: nothing to commit
     assert again.merge_commit is None and again.samples == 0 and repo.resolve("main") == fix.merge_commit

@@ -1,9 +1,10 @@
 """Datasets in the hub: synthetic faces, importers, the shard layout, the validation gate,
-label fixes, commit-pinned loading with a node-local cache."""
+label fixes and appends as deltas that merge side by side, commit-pinned loading with a node-local cache."""
 
 from flotilla.data.api import generate, import_dataset, synthetic_samples
+from flotilla.data.appending import AppendResult, append
 from flotilla.data.ingest import IngestResult, validate_and_merge
-from flotilla.data.labelfix import LabelEdit, RelabelResult, plan_label_fix, relabel
+from flotilla.data.labelfix import LabelEdit, RelabelResult, plan_label_fix, relabel, stage_label_change
 from flotilla.data.loader import HubDataset
 from flotilla.data.pinning import DataRef, pin, resolve_data
 from flotilla.data.report import Thresholds
@@ -11,6 +12,7 @@ from flotilla.data.store import list_datasets, read_labels, read_manifest
 from flotilla.data.synthetic import FaceSpec, Shift
 
 __all__ = [
+    "AppendResult",
     "DataRef",
     "FaceSpec",
     "HubDataset",
@@ -19,6 +21,7 @@ __all__ = [
     "RelabelResult",
     "Shift",
     "Thresholds",
+    "append",
     "generate",
     "import_dataset",
     "list_datasets",
@@ -28,6 +31,7 @@ __all__ = [
     "read_manifest",
     "relabel",
     "resolve_data",
+    "stage_label_change",
     "synthetic_samples",
     "validate_and_merge",
 ]

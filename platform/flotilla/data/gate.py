@@ -6,8 +6,9 @@ source must carry ``validation.json`` that (1) says ``passed`` and (2) holds
 the lakeFS checksums of the very ``labels.parquet``, ``manifest.json`` and
 image shards being merged. Heavy validation (decoding every image) stays in Python, where the
 ingest runs it; the hook only checks the receipt, which costs a few metadata
-look-ups. A label edit or a replaced shard after validation changes a checksum
-and the merge is refused until the gate runs again. The hook checks the
+look-ups. A label edit or a replaced shard after validation changes a checksum,
+a delta (:mod:`flotilla.data.deltas`) added after it is in no fingerprint, and either way
+the merge is refused until the gate runs again. The hook checks the
 receipt, not the data: a client that writes its own passing report with
 matching checksums is not stopped by it. A dataset folder the merge changes that
 has files but no ``manifest.json`` is refused too (it used to be skipped, so
@@ -77,6 +78,18 @@ for _, d in ipairs(diff.results or {}) do
             if scode == 200 then got = json.unmarshal(st).checksum end
             if got ~= want then
               table.insert(problems, name .. ": " .. f .. " changed after validation")
+            end
+          end
+          -- a delta (append, label change) written after validation is in no fingerprint: list them
+          local dcode, dpage = lakefs.list_objects(repo, src, "", prefix .. "deltas/", "", 1000)
+          if dcode ~= 200 then
+            table.insert(problems, name .. ": cannot list its deltas (HTTP " .. tostring(dcode) .. ")")
+          elseif dpage ~= nil and dpage.results ~= nil then
+            for _, o in ipairs(dpage.results) do
+              local rel = string.sub(o.path, string.len(prefix) + 1)
+              if report.fingerprint[rel] == nil then
+                table.insert(problems, name .. ": " .. rel .. " added after validation")
+              end
             end
           end
         end

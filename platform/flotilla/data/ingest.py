@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flotilla.data import layout
+from flotilla.data import deltas, layout
 from flotilla.data.gate import install_gate, require_clean
 from flotilla.data.layout import Manifest, Sample
 from flotilla.data.report import failure_hint, failure_message
 from flotilla.data.store import read_labels, read_manifest, write_dataset
 from flotilla.data.validate import Thresholds, ValidationReport, validate
-from flotilla.errors import ConfigError, DataValidationError
+from flotilla.errors import ConfigError, ConflictError, DataValidationError, MergeConflictError
 from flotilla.hub.client import Hub
 from flotilla.hub.experiment import SCRATCH, Retention
 from flotilla.hub.repo import Repo
@@ -102,6 +102,8 @@ def fingerprint(repo: Repo, ref: str, name: str) -> dict[str, str]:
     }
     for s in read_manifest(repo, ref, name).shards:
         out[s.path[len(prefix) :]] = repo.stat(ref, s.path).checksum
+    for o in repo.list(ref, deltas.deltas_prefix(name)):  # appends and label changes: the hook also refuses new ones
+        out[o.path[len(prefix) :]] = o.checksum
     return out
 
 
@@ -253,5 +255,31 @@ def validate_and_merge(
         receipt = repo.commit(
             receipt_branch.branch, f"Validation passed for {name}", ValidationReceipt(validated).to_metadata(), allow_empty=True
         )  # empty when the validated commit already held this very receipt
-        merged = repo.merge(receipt.id, into, f"Merge validated dataset {name}", ValidatedMerge(name).to_metadata())
+        merged = merge_validated(repo, receipt.id, into, name)
     return report, merged
+
+
+def merge_validated(repo: Repo, source: str, into: str, name: str) -> str:
+    """Merge a validated change of dataset ``name``; concurrent changes of *other* samples merge beside it.
+
+    Two deltas (:mod:`flotilla.data.deltas`) made at once on two branches add different objects and
+    merge cleanly, except for the receipt: both rewrote ``validation.json``. When that is the only
+    conflict, the newer receipt stands (``source-wins`` for that one path: every other path was
+    conflict-free). A conflict on a sample's claim means both changed that sample: refused, naming it.
+    """
+    message, metadata = f"Merge validated dataset {name}", ValidatedMerge(name).to_metadata()
+    try:
+        return repo.merge(source, into, message, metadata)
+    except MergeConflictError as exc:
+        claims = [p for p in exc.paths if p.startswith(deltas.claims_prefix(name))]
+        if claims:
+            ids = [str(json.loads(repo.get(source, p)).get("sample_id")) for p in claims[:20]]
+            shown = ", ".join(map(repr, ids)) + (f" and {len(claims) - 20} more" if len(claims) > 20 else "")
+            raise ConflictError(
+                f"{len(claims)} sample(s) of dataset {name!r} were changed on {into!r} after this change was cut from it: "
+                f"{shown}; {into!r} was not changed",
+                hint=f"read the labels of {into!r} again (flotilla.data.read_labels) and redo the change for those samples",
+            ) from None
+        if exc.paths == [validation_path(name)]:
+            return repo.merge(source, into, message, metadata, strategy="source-wins")
+        raise

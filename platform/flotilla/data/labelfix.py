@@ -22,16 +22,18 @@ import math
 import numbers
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from flotilla.data import layout
+from flotilla.data import deltas, layout
+from flotilla.data.deltas import Delta
 from flotilla.data.gate import require_clean
 from flotilla.data.ingest import validate_and_merge, validation_path
 from flotilla.data.report import Thresholds, ValidationReport, failure_hint, failure_message
-from flotilla.data.store import read_labels, read_manifest
+from flotilla.data.store import read_labels
 from flotilla.errors import DataValidationError, NotFoundError, SpecError
 from flotilla.hub.client import Hub
 from flotilla.hub.experiment import SCRATCH
@@ -50,6 +52,7 @@ class LabelEdit:
     table: pa.Table
     changed: Mapping[str, int]  # column → samples whose value in it changed
     samples: int  # samples with at least one changed label
+    touched: frozenset[str] = frozenset()  # their ids
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,26 @@ def plan_label_fix(labels: pa.Table, changes: LabelChanges, dataset: str = "") -
         table,
         {c: len(s) for c, s in touched.items() if s},
         len(set().union(*touched.values())),
+        frozenset(set().union(*touched.values())),
     )
+
+
+def stage_label_change(repo: Repo, branch: str, dataset: str, edit: LabelEdit, *, reason: str = "") -> Delta:
+    """Write ``edit`` on ``branch`` as a relabel delta (the changed samples' new rows) plus one claim per sample.
+
+    Nothing existing is rewritten, so a change on another branch that touches other samples merges
+    beside this one; a change of the same sample writes the same claim path, and lakeFS refuses
+    whichever merges second (:func:`~flotilla.data.ingest.validate_and_merge` names the samples).
+    """
+    ids = [sid for sid in edit.table.column("sample_id").to_pylist() if sid in edit.touched]
+    rows = edit.table.filter(pc.is_in(edit.table.column("sample_id"), pa.array(ids, pa.string())))
+    listing = [o.path for o in repo.list(branch, deltas.deltas_prefix(dataset))]
+    delta = deltas.new_delta("relabel", rows, listing, dataset, reason=reason)
+    repo.put(branch, delta.labels_path(dataset), layout.encode_labels(rows))
+    for sid in ids:
+        repo.put(branch, *deltas.claim(dataset, sid, delta))
+    repo.put(branch, delta.path(dataset), delta.to_json())
+    return delta
 
 
 def admitted_thresholds(repo: Repo, ref: str, dataset: str) -> Thresholds:
@@ -177,17 +199,13 @@ def relabel(
     repo = hub.repo(repo_name)
     require_clean(repo, into, f"fix labels of {dataset!r} on {into!r}")
     base = repo.resolve(into)
-    manifest = read_manifest(repo, base, dataset)  # a missing dataset: NotFoundError naming those present
-    edit = plan_label_fix(read_labels(repo, base, dataset), changes, dataset)
+    edit = plan_label_fix(read_labels(repo, base, dataset), changes, dataset)  # a missing dataset: NotFoundError
     if not edit.samples:
         return RelabelResult(repo_name, dataset, into, base, base, None, 0)
     record = LabelFix(dataset, edit.samples, edit.changed, base, reason)
-    counts = {c: edit.table.num_rows - edit.table.column(c).null_count for c in layout.LABEL_COLUMNS}
     fix = repo.transact(f"{dataset}-{uuid.uuid4().hex[:12]}", base, prefix="relabel-", retention=SCRATCH)
     with fix:
-        fix.put(layout.labels_path(dataset), layout.encode_labels(edit.table))
-        if counts != manifest.label_counts:  # a label set to or from unknown: the manifest's counts follow
-            fix.put(layout.manifest_path(dataset), replace(manifest, label_counts=counts).to_json())
+        stage_label_change(repo, fix.branch, dataset, edit, reason=reason)
         commit = fix.commit(f"Fix {edit.samples} label(s) of {dataset}" + (f": {reason}" if reason else ""), record.to_metadata())
         try:
             report, merged = validate_and_merge(

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flotilla.data import layout
+from flotilla.data import deltas, layout
 from flotilla.data.cache import BlobCache
 from flotilla.data.layout import Manifest, ShardInfo
 from flotilla.data.pinning import DataRef
@@ -89,14 +89,37 @@ class HubDataset:
 
     # ---- metadata -------------------------------------------------------------------
     @cached_property
-    def manifest(self) -> Manifest:
-        path = layout.manifest_path(self.ref.dataset)
-        return Manifest.from_json(self._read_cached(path, commit_key(self.ref, path)))
+    def _folded(self) -> tuple[Manifest, pa.Table]:
+        """Base manifest and labels with every delta folded in (:mod:`flotilla.data.deltas`), each object cached by commit."""
+        name = self.ref.dataset
 
-    @cached_property
+        def read(path: str) -> bytes:
+            return self._read_cached(path, commit_key(self.ref, path))
+
+        base = Manifest.from_json(read(layout.manifest_path(name)))
+        labels = layout.decode_table(read(layout.labels_path(name)))
+        return deltas.fold(base, labels, deltas.read_deltas(name, self._list, read))
+
+    def _list(self, prefix: str) -> list[str]:
+        import pyarrow.fs as pafs
+
+        root = f"{self.ref.repo}/{self.ref.commit}/"
+        try:
+            infos = self._fs.get_file_info(pafs.FileSelector(root + prefix, allow_not_found=True))
+        except OSError as exc:
+            raise HubError(
+                f"cannot list {self.ref.uri(prefix)} through the hub's S3 gateway: {exc}",
+                hint="check the hub is up ('flotilla hub status') and reachable from this node",
+            ) from None
+        return [i.path[len(root) :] for i in infos if i.type == pafs.FileType.File]
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._folded[0]
+
+    @property
     def labels(self) -> pa.Table:
-        path = layout.labels_path(self.ref.dataset)
-        return layout.decode_table(self._read_cached(path, commit_key(self.ref, path)))
+        return self._folded[1]
 
     def read_shard(self, shard: ShardInfo) -> pa.Table:
         """One shard, checked against the length and sha256 its manifest recorded, on every read (cached or not)."""

@@ -1,4 +1,4 @@
-"""Writing a dataset into a hub branch and reading its metadata back at a commit.
+"""Writing a dataset into a hub branch and reading it back at a commit (base and deltas folded).
 
 Writing streams: samples are grouped into shards of ``SHARD_ROWS`` and each
 shard is uploaded as soon as it is full, so memory stays bounded by one shard.
@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from flotilla.data import layout
+from flotilla.data import deltas, layout
 from flotilla.data.layout import Manifest, Sample, ShardInfo
 from flotilla.errors import NotFoundError
 from flotilla.hub.repo import Repo
@@ -55,6 +55,8 @@ def write_dataset(
         if on_shard:
             on_shard(len(chunk))
     stale = {o.path for o in repo.list(branch, f"{layout.dataset_prefix(name)}images/")} - {s.path for s in shards}
+    # a new version replaces the dataset whole: the deltas and claims of the old one go with it
+    stale |= {o.path for p in (deltas.deltas_prefix(name), deltas.claims_prefix(name)) for o in repo.list(branch, p)}
     if stale:
         repo.delete(branch, sorted(stale))
     labels = layout.labels_table(label_rows)
@@ -78,6 +80,25 @@ def _counts(labels: pa.Table) -> dict[str, int]:
 
 
 def read_manifest(repo: Repo, ref: str, name: str) -> Manifest:
+    """The dataset's manifest as readers see it: the base's, with appended shards and counts of every delta folded in."""
+    return read_dataset(repo, ref, name)[0]
+
+
+def read_labels(repo: Repo, ref: str, name: str) -> pa.Table:
+    """The labels as readers see them: the base table with every delta applied (:mod:`flotilla.data.deltas`)."""
+    return read_dataset(repo, ref, name)[1]
+
+
+def read_dataset(repo: Repo, ref: str, name: str) -> tuple[Manifest, pa.Table]:
+    base = read_base_manifest(repo, ref, name)
+    changes = deltas.read_deltas(name, lambda p: [o.path for o in repo.list(ref, p)], lambda p: repo.get(ref, p))
+    if not changes:
+        return base, layout.decode_table(repo.get(ref, layout.labels_path(name)))
+    return deltas.fold(base, layout.decode_table(repo.get(ref, layout.labels_path(name))), changes)
+
+
+def read_base_manifest(repo: Repo, ref: str, name: str) -> Manifest:
+    """``manifest.json`` as the ingest wrote it (no deltas): what a writer extends."""
     try:
         return Manifest.from_json(repo.get(ref, layout.manifest_path(name)))
     except NotFoundError:
@@ -87,10 +108,6 @@ def read_manifest(repo: Repo, ref: str, name: str) -> Manifest:
             hint=f"datasets there: {', '.join(present) or '(none)'}; "
             "create one with 'flotilla data generate' or 'flotilla data import'",
         ) from None
-
-
-def read_labels(repo: Repo, ref: str, name: str) -> pa.Table:
-    return layout.decode_table(repo.get(ref, layout.labels_path(name)))
 
 
 def list_datasets(repo: Repo, ref: str) -> list[str]:

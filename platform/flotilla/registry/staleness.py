@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from flotilla.data.deltas import deltas_prefix
 from flotilla.data.layout import LABEL_COLUMNS, dataset_prefix, labels_path
 from flotilla.data.store import read_labels
 from flotilla.errors import FlotillaError, NotFoundError, SpecError
@@ -179,7 +180,8 @@ def compare_dataset(repo: Repo, dataset: str, old: str, new: str) -> DataChange 
     count = {t: sum(1 for c in shards if c.type == t) for t in ("added", "changed", "removed")}
     added = removed = relabelled = 0
     per_column: dict[str, int] = {}
-    if any(c.path == labels_path(dataset) for c in diff):  # a change of images or manifest only moves no label
+    # a change of images or manifest only moves no label; the base table or a delta (append, relabel) does
+    if any(c.path == labels_path(dataset) or c.path.startswith(deltas_prefix(dataset)) for c in diff):
         tables = _labels(repo, old, dataset), _labels(repo, new, dataset)
         columns = [c for c in _COMPARED if all(t is None or c in t.column_names for t in tables)]
         before, after = (_rows(t, columns) for t in tables)
