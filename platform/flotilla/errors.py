@@ -99,6 +99,22 @@ class MergeConflictError(ConflictError):
         )
 
 
+class LabelStudioError(FlotillaError):
+    """Anything that went wrong installing, running or talking to the local Label Studio."""
+
+
+class LabelStudioUnavailableError(LabelStudioError):
+    """Label Studio does not answer at its URL (not started, stopped, wrong port)."""
+
+
+class LabelStudioAuthError(LabelStudioError):
+    """Label Studio rejected the API token (401/403)."""
+
+
+class LabelStudioNotFoundError(LabelStudioError):
+    """A project, task or storage does not exist in Label Studio (any more)."""
+
+
 class DataValidationError(FlotillaError):
     """A dataset failed the validation gate; nothing was merged.
 

@@ -23,6 +23,7 @@ from flotilla.errors import ConfigError
 
 LAKEFS_VERSION = "1.84.0"
 DEFAULT_HUB_PORT = 8770
+DEFAULT_LABEL_PORT = 8771  # not Label Studio's 8080: a user's own Label Studio (or any dev server there) keeps working
 DEFAULT_REPO = "faces"
 DEFAULT_RAY_PORT = 6390  # not Ray's 6379 (also Redis's): a user's own `ray start` keeps working
 DEFAULT_DASHBOARD_PORT = 8275  # not Ray's 8265: a plain ray.init() elsewhere keeps its dashboard
@@ -31,6 +32,7 @@ DEFAULT_DASHBOARD_PORT = 8275  # not Ray's 8265: a plain ray.init() elsewhere ke
 FLOTILLA_HOME = "FLOTILLA_HOME"
 FLOTILLA_CACHE = "FLOTILLA_CACHE"
 FLOTILLA_HUB_PORT = "FLOTILLA_HUB_PORT"
+FLOTILLA_LABEL_PORT = "FLOTILLA_LABEL_PORT"
 FLOTILLA_LAKEFS_VERSION = "FLOTILLA_LAKEFS_VERSION"
 FLOTILLA_LAKEFS_BIN = "FLOTILLA_LAKEFS_BIN"
 FLOTILLA_RAY_PORT = "FLOTILLA_RAY_PORT"
@@ -48,6 +50,19 @@ LAKECTL_CREDENTIALS_ACCESS_KEY_ID = "LAKECTL_CREDENTIALS_ACCESS_KEY_ID"
 LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY = "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"
 LAKECTL_CONFIG_FILE = "LAKECTL_CONFIG_FILE"
 LAKEFS_PREFIX = "LAKEFS_"  # lakeFS's own overrides of its config file, kept from the server flotilla starts
+# Label Studio reads each setting X as LABEL_STUDIO_X, HEARTEX_X or plain X: a user's USERNAME, PORT, HOST or
+# DATABASE_NAME would change its admin, port, URL or database. Dropped from the server flotilla starts.
+LABEL_STUDIO_PREFIXES = ("LABEL_STUDIO_", "HEARTEX_")
+LABEL_STUDIO_PLAIN_NAMES = (
+    "USERNAME", "PASSWORD", "USER_TOKEN", "PORT", "HOST", "DATABASE_NAME", "DJANGO_DB", "BASE_DATA_DIR", "STORAGE_TYPE",
+)  # fmt: skip
+PYTHON_PATH_VARS = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")  # would mix flotilla's interpreter into Label Studio's
+LABEL_STUDIO_QUIET_ENV = {  # no error reports or analytics to the vendor, no version check: it may have no internet
+    "SENTRY_DSN": "",
+    "FRONTEND_SENTRY_DSN": "",
+    "COLLECT_ANALYTICS": "false",
+    "LATEST_VERSION_CHECK": "false",
+}
 RAY_ADDRESS = "RAY_ADDRESS"  # set by Ray for a job's driver: the cluster the job runs on
 RAY_API_SERVER_ADDRESS = "RAY_API_SERVER_ADDRESS"
 RAY_AUTH_MODE = "RAY_AUTH_MODE"
@@ -85,6 +100,7 @@ class Settings:
     cache: Path
     hub_port: int = DEFAULT_HUB_PORT
     lakefs_version: str = LAKEFS_VERSION
+    label_port: int = DEFAULT_LABEL_PORT
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -97,12 +113,18 @@ class Settings:
             cache=cache.resolve(),
             hub_port=int_env(FLOTILLA_HUB_PORT, DEFAULT_HUB_PORT),
             lakefs_version=os.environ.get(FLOTILLA_LAKEFS_VERSION) or LAKEFS_VERSION,
+            label_port=int_env(FLOTILLA_LABEL_PORT, DEFAULT_LABEL_PORT),
         )
 
     @property
     def hub_dir(self) -> Path:
         """State of the local hub: config, metadata, blocks, logs, pid."""
         return self.home / "hub"
+
+    @property
+    def label_dir(self) -> Path:
+        """State of the local Label Studio: its data dir, credentials, log, pid."""
+        return self.home / "label-studio"
 
 
 # ---- read per call ----------------------------------------------------------------------------------
@@ -211,7 +233,8 @@ def shipped_code() -> ShippedCode | None:
     )
 
 
-def child_env(*, drop: Iterable[str] = (), drop_prefix: str | None = None) -> dict[str, str]:
-    """This process's environment, for a child process to inherit, less ``drop`` and names starting ``drop_prefix``."""
+def child_env(*, drop: Iterable[str] = (), drop_prefix: str | tuple[str, ...] | None = None) -> dict[str, str]:
+    """This process's environment, for a child process to inherit, less ``drop`` and names starting ``drop_prefix``
+    (one prefix or several)."""
     gone = set(drop)
     return {k: v for k, v in os.environ.items() if k not in gone and not (drop_prefix and k.startswith(drop_prefix))}

@@ -19,6 +19,7 @@ from flotilla.cli.common import friendly
 from flotilla.cli.data import app as data_app
 from flotilla.cli.infer import infer_command
 from flotilla.cli.jobs import cluster_app, jobs_app
+from flotilla.cli.label import label_app
 from flotilla.cli.models import models_app
 from flotilla.cli.monitor import monitor_command
 from flotilla.cli.sweep import sweep_command
@@ -35,6 +36,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
+app.add_typer(label_app, name="label")
 app.command("sweep")(sweep_command)
 app.command("infer")(infer_command)
 app.command("monitor")(monitor_command)
