@@ -63,6 +63,11 @@ LABEL_STUDIO_QUIET_ENV = {  # no error reports or analytics to the vendor, no ve
     "COLLECT_ANALYTICS": "false",
     "LATEST_VERSION_CHECK": "false",
 }
+LABEL_STUDIO_USERNAME = "LABEL_STUDIO_USERNAME"  # the admin, password and planted token of a first boot
+LABEL_STUDIO_PASSWORD = "LABEL_STUDIO_PASSWORD"
+LABEL_STUDIO_USER_TOKEN = "LABEL_STUDIO_USER_TOKEN"
+USE_DEFAULT_BANNED_SUBNETS = "USE_DEFAULT_BANNED_SUBNETS"  # Label Studio's SSRF guard: which addresses storages may not reach
+USER_ADDITIONAL_BANNED_SUBNETS = "USER_ADDITIONAL_BANNED_SUBNETS"
 RAY_ADDRESS = "RAY_ADDRESS"  # set by Ray for a job's driver: the cluster the job runs on
 RAY_API_SERVER_ADDRESS = "RAY_API_SERVER_ADDRESS"
 RAY_AUTH_MODE = "RAY_AUTH_MODE"

@@ -78,7 +78,7 @@ class LabelStudioClient:
                 text = text.replace(secret, "***")
         return text
 
-    def _request(self, method: str, path: str, *, what: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, *, what: str, **kwargs: Any) -> requests.Response:
         try:
             resp = self._session.request(method, f"{self.url}{path}", timeout=self._timeout, **kwargs)
         except requests.ConnectionError:
@@ -91,7 +91,7 @@ class LabelStudioClient:
                 f"Label Studio at {self.url} did not answer within {self._timeout:.0f}s ({what})",
                 hint="check 'flotilla label status' and its log; restart with 'flotilla label down' and 'flotilla label up'",
             ) from None
-        if resp.status_code in (401, 403):
+        if resp.status_code == 401:
             where = f"check {self._credentials_path}" if self._credentials_path else "check the token you passed"
             raise LabelStudioAuthError(
                 f"Label Studio at {self.url} rejected the API token (HTTP {resp.status_code}) ({what})",
@@ -105,6 +105,10 @@ class LabelStudioClient:
         if resp.status_code >= 400:
             body = self._scrub(resp.text.strip())[:500]
             raise LabelStudioError(f"Label Studio refused {what} (HTTP {resp.status_code}): {body}")
+        return resp
+
+    def _request(self, method: str, path: str, *, what: str, **kwargs: Any) -> Any:
+        resp = self._send(method, path, what=what, **kwargs)
         if resp.status_code == 204 or not resp.content:
             return None
         try:
@@ -176,6 +180,11 @@ class LabelStudioClient:
     def task(self, task_id: int) -> Task:
         return _task(self._request("GET", f"/api/tasks/{task_id}/", what=f"task {task_id}"))
 
+    def read_file(self, url: str) -> bytes:
+        """The bytes behind a task's file URL as Label Studio serves them to the browser (a storage proxies them)."""
+        path = url[len(self.url) :] if url.startswith(self.url) else url
+        return self._send("GET", path, what=f"reading {path}").content
+
     def delete_task(self, task_id: int) -> None:
         self._request("DELETE", f"/api/tasks/{task_id}/", what=f"deleting task {task_id}")
 
@@ -210,10 +219,14 @@ class LabelStudioClient:
         secret_access_key: str,
         region: str = "us-east-1",
         regex_filter: str = "",
+        use_blob_urls: bool = False,
     ) -> S3Storage:
         """An S3 source storage (lakeFS's S3 gateway: bucket = repository, prefix = ``<ref>/<path>``).
 
-        ``presign`` is off so Label Studio proxies the bytes: the browser never needs to reach lakeFS.
+        Tasks imported with ``s3://<bucket>/<prefix>/...`` URLs resolve through it. ``presign`` is off so Label
+        Studio proxies the bytes: the browser never needs to reach lakeFS. Label Studio lists the prefix on
+        creation, so it must hold at least one object. ``use_blob_urls``: a sync makes one task per object
+        (else a sync reads each object as a JSON task).
         """
         self._secrets |= {access_key_id, secret_access_key}
         body = {
@@ -223,13 +236,21 @@ class LabelStudioClient:
             "bucket": bucket,
             "prefix": prefix,
             "regex_filter": regex_filter,
-            "use_blob_urls": False,
+            "use_blob_urls": use_blob_urls,
             "presign": False,
             "aws_access_key_id": access_key_id,
             "aws_secret_access_key": secret_access_key,
             "region_name": region,
         }
-        created = self._request("POST", "/api/storages/s3/", json=body, what=f"creating S3 storage {title!r}")
+        try:
+            created = self._request("POST", "/api/storages/s3/", json=body, what=f"creating S3 storage {title!r}")
+        except (LabelStudioAuthError, LabelStudioNotFoundError, LabelStudioUnavailableError):
+            raise
+        except LabelStudioError as exc:
+            raise exc.reword(
+                hint=f"Label Studio could not list s3://{bucket}/{prefix} at {endpoint}: check that the endpoint answers, "
+                "the bucket (repository) and prefix exist with at least one object there, and the key pair"
+            ) from None
         return S3Storage(int(created["id"]), str(created.get("title") or title), bucket, prefix)
 
     def s3_storages(self, project_id: int) -> list[S3Storage]:

@@ -34,14 +34,29 @@ from pathlib import Path
 from flotilla.errors import ConfigError, LabelStudioError
 from flotilla.settings import (
     FLOTILLA_LABEL_PORT,
+    LABEL_STUDIO_PASSWORD,
     LABEL_STUDIO_PLAIN_NAMES,
     LABEL_STUDIO_PREFIXES,
     LABEL_STUDIO_QUIET_ENV,
+    LABEL_STUDIO_USER_TOKEN,
+    LABEL_STUDIO_USERNAME,
     PYTHON_PATH_VARS,
+    USE_DEFAULT_BANNED_SUBNETS,
+    USER_ADDITIONAL_BANNED_SUBNETS,
     child_env,
 )
 
 ADMIN_USER = "admin@flotilla.local"  # Label Studio's users are e-mail addresses
+
+# Label Studio's SSRF guard refuses storage endpoints on reserved networks, loopback included, and so the local
+# lakeFS's S3 gateway at 127.0.0.1. Its own default list, less loopback: every other reserved network stays banned.
+BANNED_SUBNETS_BUT_LOOPBACK = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24",
+    "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4",
+    "233.252.0.0/24", "240.0.0.0/4", "255.255.255.255/32", "::/128", "::ffff:0:0/96", "::ffff:0:0:0/96",
+    "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001:0000::/32", "2001:20::/28", "2001:db8::/32", "2002::/16",
+    "fc00::/7", "fe80::/10", "ff00::/8",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,30 @@ def port_free(port: int) -> bool:
                 return False
             raise
     return True
+
+
+def server_env(creds: LabelStudioCredentials) -> dict[str, str]:
+    """The environment Label Studio runs in: this one, less what would redirect it, plus its quiet settings and user.
+
+    Label Studio reads each setting X as ``LABEL_STUDIO_X``, ``HEARTEX_X`` or plain ``X``, so a user's ``USERNAME``,
+    ``PORT`` or ``DATABASE_NAME`` would change its admin, port or database: those are dropped, and so is the Python
+    path of flotilla's own interpreter. Storages may reach loopback (the local lakeFS), no other reserved network.
+    The user is created (the token planted) on the first boot that has none;
+    later boots find it and change nothing. Secrets go in the environment, not argv: ``/proc/<pid>/environ`` is
+    private to the user, ``cmdline`` is not.
+    """
+    env = child_env(drop=(*PYTHON_PATH_VARS, *LABEL_STUDIO_PLAIN_NAMES), drop_prefix=LABEL_STUDIO_PREFIXES)
+    return (
+        env
+        | LABEL_STUDIO_QUIET_ENV
+        | {
+            USE_DEFAULT_BANNED_SUBNETS: "false",
+            USER_ADDITIONAL_BANNED_SUBNETS: ",".join(BANNED_SUBNETS_BUT_LOOPBACK),
+            LABEL_STUDIO_USERNAME: creds.username,
+            LABEL_STUDIO_PASSWORD: creds.password,
+            LABEL_STUDIO_USER_TOKEN: creds.token,
+        }
+    )
 
 
 class LabelStudioServer:
@@ -249,14 +288,7 @@ class LabelStudioServer:
             str(self.data_dir),
             "--enable-legacy-api-token",  # read when the organisation is created (first boot): a planted token needs it
         ]
-        env = child_env(drop=(*PYTHON_PATH_VARS, *LABEL_STUDIO_PLAIN_NAMES), drop_prefix=LABEL_STUDIO_PREFIXES)
-        # The user is created (token planted) on the first boot that has none; later boots find it and change
-        # nothing. Secrets go in the environment, not argv: /proc/<pid>/environ is private to the user, cmdline is not.
-        env |= LABEL_STUDIO_QUIET_ENV | {
-            "LABEL_STUDIO_USERNAME": creds.username,
-            "LABEL_STUDIO_PASSWORD": creds.password,
-            "LABEL_STUDIO_USER_TOKEN": creds.token,
-        }
+        env = server_env(creds)
         with open(self.log_path, "ab") as log:
             proc = subprocess.Popen(
                 cmd,
@@ -315,6 +347,7 @@ class LabelStudioServer:
             _reap(pid)
             if not self._alive(pid):
                 _kill_group(pid, signal.SIGKILL)  # stragglers it forked, if any
+                _reap(pid)  # it may have turned zombie between the reap above and the check
                 return "gracefully (SIGTERM)"
             time.sleep(0.1)
         _kill_group(pid, signal.SIGKILL)
