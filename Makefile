@@ -1,12 +1,13 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
 # Both create or reuse .venv, install flotilla with its dependencies, make sure the
-# lakeFS server binary is there (cached per machine), then run.
+# lakeFS server binary is there (cached per machine), then run. `make test` also installs Label Studio
+# in its own virtualenv (cached per machine too) for the labelling tests.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.flotilla-installed
 
-.PHONY: venv lakefs browser demo lint test test-fast bench clean-venv
+.PHONY: venv lakefs label-studio browser demo lint test test-fast bench clean-venv
 
 venv: $(STAMP)
 
@@ -18,6 +19,10 @@ $(STAMP): pyproject.toml
 
 lakefs: venv
 	$(BIN)/flotilla hub install
+
+# Label Studio in its own virtualenv under flotilla's cache (its pins clash with ours): ~75 s the first time, then cached.
+label-studio: venv
+	$(BIN)/flotilla label install
 
 # Headless Chromium for the dashboard browser test (Debian's package; needs root, as on CI).
 browser:
@@ -37,7 +42,7 @@ lint: venv
 	$(BIN)/deptry platform
 
 # Everything, lint first (a layer broken or a type wrong fails in seconds, not after the 15-minute suite).
-test: lint lakefs browser
+test: lint lakefs label-studio browser
 	$(BIN)/python -m pytest
 
 # The fast lane while iterating: unit tests only (pure logic, no lakeFS/Ray/browser), about a minute.

@@ -18,7 +18,7 @@ from flotilla.errors import (
     LabelStudioUnavailableError,
 )
 from flotilla.hub.server import free_port
-from flotilla.labelstudio import LABEL_STUDIO_VERSION, LabelStudioClient, LabelStudioServer, client, ensure_installed
+from flotilla.labelstudio import LABEL_STUDIO_VERSION, LabelStudioClient, LabelStudioServer, ensure_installed, local_client
 from flotilla.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -62,7 +62,7 @@ def test_up_is_healthy_and_its_private_token_works(server: LabelStudioServer, se
     creds = server.credentials()
     assert len(creds.token) == 40
     assert creds.token not in repr(creds) + str(creds) and creds.password not in repr(creds) + str(creds)
-    ls = client(settings)
+    ls = local_client(settings)
     assert ls.whoami()["email"] == creds.username
     assert ls.projects() == []
     assert creds.token not in repr(ls)
@@ -95,7 +95,7 @@ def test_a_busy_port_is_refused_before_anything_starts(server: LabelStudioServer
 
 
 def test_project_tasks_annotation_export_round_trip(server: LabelStudioServer, settings: Settings) -> None:
-    ls = client(settings)
+    ls = local_client(settings)
     project = ls.ensure_project("al round 1", LABEL_CONFIG)
     assert ls.ensure_project("al round 1", LABEL_CONFIG) == project  # a rerun reuses it
     prediction = {"model_version": "m-1", "score": 0.25, "result": [_choice("gender", "male"), _number("age", 30)]}
@@ -134,7 +134,7 @@ def test_s3_storage_over_the_hubs_gateway_proxies_the_image_bytes(server: LabelS
     """What a round's tasks rely on: ``s3://<repo>/<ref>/...`` resolves through lakeFS's S3 gateway at 127.0.0.1."""
     repo.put("main", "images/a.png", b"\x89PNG not really")
     repo.commit("main", "one image")
-    ls = client(settings)
+    ls = local_client(settings)
     project = ls.ensure_project("al s3 round", LABEL_CONFIG)
     keys = hub.credentials
     common = {"title": "lakefs", "endpoint": keys.endpoint, "bucket": repo.name, "prefix": "main/images"}
@@ -161,5 +161,5 @@ def test_down_stops_it_and_the_client_says_how_to_start_it(server: LabelStudioSe
     assert not st.running and not st.healthy
     assert pid is not None and not psutil.pid_exists(pid)
     with pytest.raises(LabelStudioUnavailableError, match="flotilla label up"):
-        client(settings).projects()
+        local_client(settings).projects()
     assert server.down() == "Label Studio was not running"

@@ -2,7 +2,7 @@
 
 from flotilla.labelstudio.client import Annotation, LabelStudioClient, Project, S3Storage, Task
 from flotilla.labelstudio.install import LABEL_STUDIO_VERSION, ensure_installed, find_install
-from flotilla.labelstudio.local import client, down, install, local_server, status, up
+from flotilla.labelstudio.local import down, local_client, local_server, status, up
 from flotilla.labelstudio.server import LabelStudioCredentials, LabelStudioServer, LabelStudioStatus
 
 __all__ = [
@@ -15,11 +15,10 @@ __all__ = [
     "Project",
     "S3Storage",
     "Task",
-    "client",
     "down",
     "ensure_installed",
     "find_install",
-    "install",
+    "local_client",
     "local_server",
     "status",
     "up",

@@ -37,7 +37,7 @@ def status(settings: Settings | None = None) -> LabelStudioStatus:
     return local_server(settings).status()
 
 
-def client(settings: Settings | None = None) -> LabelStudioClient:
+def local_client(settings: Settings | None = None) -> LabelStudioClient:
     """A client for the local Label Studio, with the token from its credentials file."""
     server = local_server(settings)
     creds = server.credentials()
