@@ -347,17 +347,34 @@ class LabelStudioServer:
             _reap(pid)
             if not self._alive(pid):
                 _kill_group(pid, signal.SIGKILL)  # stragglers it forked, if any
-                _reap(pid)  # it may have turned zombie between the reap above and the check
+                _wait_exited(pid, 5.0)  # an exiting process loses its cmdline before it is gone
                 return "gracefully (SIGTERM)"
             time.sleep(0.1)
         _kill_group(pid, signal.SIGKILL)
-        _reap(pid)
+        _wait_exited(pid, 5.0)
         return f"forcibly (SIGKILL after {timeout:.0f}s without exiting on SIGTERM)"
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
+
+
+def _wait_exited(pid: int, timeout: float) -> None:
+    """Wait until ``pid`` has exited: reaped when it is our child, else gone or a zombie its own parent collects."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        return
+            except (FileNotFoundError, ProcessLookupError):
+                return
+        time.sleep(0.05)
 
 
 def _reap(pid: int) -> None:
