@@ -13,7 +13,7 @@ A round has a budget K. What the literature teaches (see the continuous-training
   own most uncertain samples (deduplicated).
 - At a **cold start** uncertainty sampling loses to random (Hacohen et al. 2022): the first round
   is ``random`` or ``typicality`` (dense, representative samples — inverse mean k-NN distance
-  within the pool — spread by k-center). :func:`choose_strategy` enforces it.
+  within the pool — one per k-center cell, :func:`typical_cover`). :func:`choose_strategy` enforces it.
 - ``anomaly`` picks the samples farthest from the training commit's embeddings
   (:func:`~flotilla.loop.examples.atypicality`): what the model never saw.
 
@@ -134,6 +134,26 @@ def typicality(embedding: np.ndarray, *, k: int = TYPICALITY_K, seed: int = 0) -
         nearest.sort(axis=1)
         out[s : s + 1024] = nearest[:, 1:].mean(axis=1)  # the nearest is the sample itself (or a twin: harmless)
     return 1.0 / np.maximum(out, 1e-12)
+
+
+def typical_cover(embedding: np.ndarray, typical: np.ndarray, k: int) -> np.ndarray:
+    """``k`` representative samples: k-center cells over the denser half of the pool, the most typical of each cell.
+
+    A cheap TypiClust (Hacohen et al. 2022): the top-k typical samples alone crowd into the densest
+    mode, and k-center alone picks cell borders; the k-center centres partition the dense half into
+    k cells and each cell gives its most typical member, so a cold start covers the pool with
+    faces that stand for many others.
+    """
+    emb = np.asarray(embedding, dtype=np.float64)
+    order = np.argsort(-typical, kind="stable")
+    cand = order[: max(k, len(order) // 2)]
+    centres = k_center_greedy(emb, k, candidates=cand)
+    cell = np.argmin(pairwise_sq(emb[cand], emb[centres]), axis=1)
+    # cand is in typicality order, so each cell's first member is its most typical
+    picks = cand[np.sort(np.unique(cell, return_index=True)[1])]
+    if len(picks) < k:  # exact duplicates can leave a cell empty: top up with the most typical others
+        picks = np.concatenate([picks, order[~np.isin(order, picks)][: k - len(picks)]])
+    return picks
 
 
 def k_center_greedy(
@@ -289,7 +309,7 @@ def select_samples(
         indices = np.argsort(-priority, kind="stable")[:budget]
     elif strategy == "typicality":
         priority = scores["typicality"] = typicality(emb, seed=seed)
-        indices = diverse(priority, budget, None)
+        indices = typical_cover(emb, priority, budget)
     elif strategy == "anomaly":
         priority = scores["anomaly"]
         indices = np.argsort(-priority, kind="stable")[:budget]
