@@ -262,5 +262,9 @@ def test_nan_scores_and_missing_inputs_are_clear_errors():
         select_samples(3, embedding=pts)
     with pytest.raises(ActiveLearningError, match="training commit"):
         select_samples(3, embedding=pts, strategy="anomaly")
+    with pytest.raises(ActiveLearningError, match="same model"):
+        select_samples(3, embedding=pts, uncertainty={"age": np.ones(len(pts))}, labelled_embedding=np.ones((4, 3)))
+    with pytest.raises(ActiveLearningError, match="unknown diversity"):
+        select_samples(3, embedding=pts, uncertainty={"age": np.ones(len(pts))}, diversity="dpp")  # type: ignore[arg-type]
     with pytest.raises(ActiveLearningError, match="values for a pool"):
         select_samples(3, embedding=pts, uncertainty={"age": np.ones(5)})

@@ -35,6 +35,7 @@ from flotilla.loop.uncertainty import finite, pairwise_sq
 
 Strategy = Literal["random", "typicality", "uncertainty", "uncertainty+diversity", "anomaly"]
 Diversity = Literal["k-center", "kmeans++"]
+DIVERSITY: tuple[Diversity, ...] = ("k-center", "kmeans++")
 STRATEGIES: tuple[Strategy, ...] = ("random", "typicality", "uncertainty", "uncertainty+diversity", "anomaly")
 COLD_START: tuple[Strategy, ...] = ("random", "typicality")
 DEFAULT_STRATEGY: Strategy = "uncertainty+diversity"
@@ -276,6 +277,8 @@ def select_samples(
     _check(budget, n)
     if candidates < 1:
         raise ActiveLearningError(f"candidates must be at least 1 (× the budget), got {candidates}")
+    if diversity not in DIVERSITY:
+        raise ActiveLearningError(f"unknown diversity method {diversity!r}", hint=f"choose one of: {', '.join(DIVERSITY)}")
     scores: dict[str, np.ndarray] = {}
     if uncertainty:
         for task, u in uncertainty.items():
@@ -286,6 +289,12 @@ def select_samples(
     elif strategy in ("uncertainty", "uncertainty+diversity"):
         raise ActiveLearningError(f"strategy {strategy!r} needs per-task uncertainties", hint="pass uncertainty=...")
     centres = None if labelled_embedding is None else finite("labelled embedding", labelled_embedding)
+    for name, other in (("labelled", centres), ("reference", reference_embedding)):
+        if other is not None and (np.ndim(other) != 2 or np.shape(other)[1] != emb.shape[1]):
+            raise ActiveLearningError(
+                f"the {name} embedding has shape {np.shape(other)}, the pool's is {emb.shape}",
+                hint="all embeddings must come from the same model",
+            )
     if reference_embedding is not None:
         scores["anomaly"] = atypicality(finite("reference embedding", reference_embedding), emb, seed=seed)
     elif strategy == "anomaly":
