@@ -139,3 +139,8 @@ class CodeDriftError(LineageError):
 
 class MonitoringError(FlotillaError):
     """Drift monitoring cannot run on this input: an empty sample, mismatched shapes, values that are not finite."""
+
+
+class ActiveLearningError(FlotillaError):
+    """An active-learning round cannot run on this input: an empty pool, a budget it cannot meet,
+    scores that are not finite, a strategy that does not fit the round."""
