@@ -61,6 +61,9 @@ class Key(StrEnum):
     DEGRADED = "flotilla.degraded"
     ALPHA = "flotilla.alpha"
     REPORT = "flotilla.report"
+    ROUND = "flotilla.round"
+    STEP = "flotilla.step"
+    DETAIL = "flotilla.detail"
 
 
 METRIC_PREFIX = "metric."
@@ -81,6 +84,7 @@ class Kind(StrEnum):
     LABEL_FIX = "label-fix"
     INFERENCE = "inference"
     MONITOR = "monitor"
+    ACTIVE = "active-learning"
 
 
 def _metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -513,6 +517,50 @@ class MonitorRun(CommitRecord):
         )
 
 
+@dataclass(frozen=True)
+class ActiveRound(CommitRecord):
+    """One step of an active-learning round (:mod:`flotilla.active`): select, send, receive, retrain or decide.
+
+    ``detail`` is the step's own summary as JSON (the selection's strategy and budget, the labels
+    received, both models' metrics and the decision), so ``lakectl log`` of a round branch reads as
+    the round's story without opening a file.
+    """
+
+    kind: ClassVar[Kind] = Kind.ACTIVE
+    name: str
+    round: int
+    step: str
+    model_uri: str
+    data_commit: str  # the pool's (select, send, receive) or the retraining data's (retrain, decide)
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            Key.KIND: self.kind,
+            Key.EXPERIMENT: self.name,
+            Key.ROUND: self.round,
+            Key.STEP: self.step,
+            Key.MODEL_URI: self.model_uri,
+            Key.DATA_COMMIT: self.data_commit,
+            Key.DETAIL: json.dumps(dict(self.detail), sort_keys=True, default=str),
+        }
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, str]) -> ActiveRound:
+        try:
+            detail = json.loads(md.get(Key.DETAIL, "{}") or "{}")
+        except ValueError:
+            detail = {}
+        return cls(
+            md.get(Key.EXPERIMENT, ""),
+            int(md.get(Key.ROUND, 0) or 0),
+            md.get(Key.STEP, ""),
+            md.get(Key.MODEL_URI, ""),
+            md.get(Key.DATA_COMMIT, ""),
+            detail if isinstance(detail, dict) else {},
+        )
+
+
 _BY_KIND: dict[str, type[CommitRecord]] = {
     Kind.INGEST: IngestCommit,
     Kind.GATE: GateInstall,
@@ -525,6 +573,7 @@ _BY_KIND: dict[str, type[CommitRecord]] = {
     Kind.LABEL_FIX: LabelFix,
     Kind.INFERENCE: InferenceCommit,
     Kind.MONITOR: MonitorRun,
+    Kind.ACTIVE: ActiveRound,
 }
 
 

@@ -15,6 +15,7 @@ from flotilla.errors import SpecError
 from flotilla.jobs.entrypoint import RESULT_MARKER
 from flotilla.jobs.handle import parse_result
 from flotilla.jobs.specs import (
+    ActiveRoundJob,
     InferJob,
     IngestJob,
     MonitorJob,
@@ -51,6 +52,8 @@ def test_shipped_job_specs_are_valid():
     infer = load_job_spec(ROOT / "jobs/infer_production.yaml", root=ROOT)
     assert isinstance(infer, InferJob) and infer.model == "face-family@production" and not infer.use_gpu
     watch = load_job_spec(ROOT / "jobs/monitor_production.yaml", root=ROOT)
+    al = load_job_spec(ROOT / "jobs/active_round_demo.yaml", root=ROOT)
+    assert isinstance(al, ActiveRoundJob) and al.annotator == "scripted" and al.budget == 200
     assert isinstance(watch, MonitorJob) and watch.current == "main" and watch.alpha == 0.05 and not watch.use_gpu
     assert shipped == {
         "ingest_synthetic.yaml",
@@ -59,6 +62,7 @@ def test_shipped_job_specs_are_valid():
         "sweep_face_family.yaml",
         "infer_production.yaml",
         "monitor_production.yaml",
+        "active_round_demo.yaml",
     }, "a job spec was added: check it here"
 
 

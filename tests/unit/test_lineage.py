@@ -6,6 +6,7 @@ import json
 import pytest
 
 from flotilla.lineage import (
+    ActiveRound,
     CheckpointCommit,
     DataLineage,
     FailureCommit,
@@ -49,6 +50,7 @@ def _as_lakefs_stores_it(md: dict) -> dict[str, str]:
         InferenceCommit("lakefs://faces/abc/models/run-1/family/model.pt", "abc123", "f00d", "incoming", "", 500),
         InferenceCommit("lakefs://faces/abc/models/run-1/age/model.pt", "abc123", "f00d", "incoming", "test", 7),
         MonitorRun("lakefs://faces/abc/models/r/family/model.pt", "abc123", "f00d", "incoming", "", True, 0.05, "monitoring/x/"),
+        ActiveRound("al", 2, "decide", "lakefs://f/a/models/r/family/model.pt", "c0", {"promote": False, "why": ["age"]}),
         MonitorRun("lakefs://f/a/models/r/family/model.pt", "abc", "f0", "in", "val", False, 0.01, "m/", ("age", "emotion")),
     ],
 )

@@ -15,6 +15,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from flotilla.cli.al import al_app
 from flotilla.cli.common import friendly
 from flotilla.cli.data import app as data_app
 from flotilla.cli.infer import infer_command
@@ -37,6 +38,7 @@ app.add_typer(cluster_app, name="cluster")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
 app.add_typer(label_app, name="label")
+app.add_typer(al_app, name="al")
 app.command("sweep")(sweep_command)
 app.command("infer")(infer_command)
 app.command("monitor")(monitor_command)

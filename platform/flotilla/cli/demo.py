@@ -3,20 +3,22 @@
 Hub up → local Ray cluster up → synthetic faces generated, validated and merged
 into the hub → a sweep over the face family submitted as a Ray job, its logs
 streamed → the winner promoted into main → a summary: dashboard URL, data
-commit, winning params, per-task metrics, the promoted model's lineage, plots.
-Hub and cluster stay up for exploring; the summary says how to stop them.
+commit, winning params, per-task metrics, the promoted model's lineage, plots →
+one active-learning round on a local Label Studio (scripted annotator), as a Ray job.
+Hub, cluster and Label Studio stay up for exploring; the summary says how to stop them.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flotilla import cluster
+from flotilla import cluster, labelstudio
 from flotilla.data.api import generate
 from flotilla.data.store import list_datasets
 from flotilla.errors import FlotillaError
@@ -26,6 +28,7 @@ from flotilla.settings import Settings
 from flotilla.tune.report import missing_plots_note
 
 DEMO_JOB = "jobs/sweep_demo.yaml"
+AL_JOB = "jobs/active_round_demo.yaml"
 NOISE = ("FLOTILLA_RESULT", "TrainingReport(", "Checkpoint successfully created", "PreemptionWatcher", "core_worker.cc")
 
 
@@ -72,6 +75,32 @@ def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000)
             hint=f"flotilla jobs logs {handle.submission_id}",
         )
     _summary(console, hub, repo, cl, data_commit, result)
+    _active_round(console, hub, repo, settings, say)
+
+
+def _active_round(console: Console, hub: Hub, repo: str, settings: Settings, say: Callable[[str], None]) -> None:
+    """The demo's last act: one active-learning round on Label Studio, as a Ray job (jobs/active_round_demo.yaml)."""
+    r = hub.repo(repo)
+    have = list_datasets(r, "main")
+    if "demo-pool" not in have:
+        generate(hub, repo, "demo-pool", 2000, seed=100, labelled=False)
+    if "demo-eval" not in have:
+        generate(hub, repo, "demo-eval", 500, seed=101)
+    with console.status("starting Label Studio (first time: its own virtualenv, about 2 minutes)"):
+        ls = labelstudio.up(settings, report=say)
+    console.print(f"[green]✓[/] Label Studio {ls.url} (login in {settings.label_dir / 'credentials.json'})")
+    handle = submit(AL_JOB, settings=settings, hub=hub)
+    console.print(f"[green]✓[/] submitted active-learning round [bold]{handle.submission_id}[/]; streaming its logs:")
+    for line in handle.tail(follow=True):
+        if line.strip() and not any(s in line for s in NOISE):
+            console.print(line.rstrip(), markup=False, highlight=False)
+    final, result = handle.wait(), handle.result() or {}
+    if final != "SUCCEEDED":
+        raise FlotillaError(f"the demo's active-learning round ended {final}", hint=f"flotilla jobs logs {handle.submission_id}")
+    word = "promoted the retrained model" if result.get("promote") else "kept the production model"
+    reasons = "; ".join(result.get("reasons", []))
+    console.print(f"[green]✓[/] round {result.get('round')}: {result.get('received')} labels received; {word}: {reasons}")
+    console.print(f"  the round's story: lakectl log lakefs://{repo}/{result.get('branch')}; Label Studio: {ls.url}")
 
 
 def _summary(console: Console, hub: Hub, repo: str, cl, data_commit: str, result: dict) -> None:
@@ -107,5 +136,5 @@ def _summary(console: Console, hub: Hub, repo: str, cl, data_commit: str, result
     console.print(
         "Hub and cluster keep running. Explore: [bold].venv/bin/flotilla sweep show "
         f"{result.get('sweep_id')}[/], [bold].venv/bin/flotilla models list[/], the dashboard above, or lakeFS's UI.\n"
-        "Stop them with: [bold].venv/bin/flotilla cluster down && .venv/bin/flotilla hub down[/]"
+        "Stop them with: [bold].venv/bin/flotilla label down; .venv/bin/flotilla cluster down && .venv/bin/flotilla hub down[/]"
     )

@@ -22,7 +22,7 @@ from flotilla.data.api import generate, import_dataset
 from flotilla.data.importers import ImportProblem
 from flotilla.errors import FlotillaError
 from flotilla.hub.client import Hub
-from flotilla.jobs.specs import InferJob, IngestJob, JobSpec, MonitorJob, SweepJob, TrainJob, load_job_spec
+from flotilla.jobs.specs import ActiveRoundJob, InferJob, IngestJob, JobSpec, MonitorJob, SweepJob, TrainJob, load_job_spec
 from flotilla.loop import infer, monitor
 from flotilla.settings import job_ray_address
 from flotilla.specs import FamilySpec, parse_spec
@@ -186,6 +186,31 @@ def run_monitor(job: MonitorJob) -> dict[str, Any]:
     return result.to_dict()
 
 
+def run_active_round(job: ActiveRoundJob) -> dict[str, Any]:
+    from flotilla.active import run_round
+    from flotilla.labelstudio import local_client
+
+    say(f"active-learning round of {job.name!r}: {job.budget} from {job.pool_dataset}@{job.pool_ref} for {job.model}")
+    state = run_round(
+        Hub(),
+        job.model,
+        repo=job.repo,
+        pool_ref=job.pool_ref,
+        pool_dataset=job.pool_dataset,
+        name=job.name,
+        budget=job.budget,
+        eval_dataset=job.eval_dataset,
+        client=local_client(),
+        strategy=job.strategy,
+        epochs=job.epochs,
+        annotator=job.annotator,
+        wait_s=job.wait_s,
+        address=_address(),
+        say=say,
+    )
+    return {"round": state.round, "branch": state.branch, "received": state.received, **state.decision}
+
+
 def run_job(job: JobSpec) -> dict[str, Any]:
     """The summary of running ``job`` with the runner of its kind."""
     if isinstance(job, IngestJob):
@@ -196,6 +221,8 @@ def run_job(job: JobSpec) -> dict[str, Any]:
         return run_infer(job)
     if isinstance(job, MonitorJob):
         return run_monitor(job)
+    if isinstance(job, ActiveRoundJob):
+        return run_active_round(job)
     return run_sweep(job)
 
 

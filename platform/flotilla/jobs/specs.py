@@ -1,4 +1,4 @@
-"""Typed job specs: ``kind: ingest | train | sweep | infer | monitor`` plus that kind's payload.
+"""Typed job specs: ``kind: ingest | train | sweep | infer | monitor | active-round`` plus that kind's payload.
 
 Same rules as every flotilla spec (:func:`flotilla.specs.parse_spec`): unknown
 keys are errors with a "did you mean", and every problem is reported at once —
@@ -218,13 +218,38 @@ class MonitorJob(_JobBase, _HubNames):
         return hub_name(check_branch_id, merge_into, example="the branch the report is merged into, e.g. 'main'")
 
 
-JobSpec = IngestJob | TrainJob | SweepJob | InferJob | MonitorJob
-KINDS: dict[str, type[IngestJob] | type[TrainJob] | type[SweepJob] | type[InferJob] | type[MonitorJob]] = {
+class ActiveRoundJob(_JobBase, _HubNames):
+    """One active-learning round (:func:`flotilla.active.run_round`) as a Ray job: select → label → receive → retrain → decide.
+
+    ``annotator: scripted`` labels a synthetic pool with the generator's truth through Label Studio's
+    API (the demo); ``people`` waits up to ``wait_s`` for the round's tasks to be labelled in the
+    browser. Submission checks the model, the pool and the evaluation set and pins the pool to its
+    commit; ``model`` stays as given (``fam@production``), since a promotion moves that very alias.
+    """
+
+    kind: Literal["active-round"]
+    model: str = Field(min_length=1)
+    repo: str = "faces"
+    pool_ref: str = "main"
+    pool_dataset: str
+    eval_dataset: str
+    name: str = Field(min_length=1, max_length=40)
+    budget: int = Field(ge=1)
+    strategy: Literal["random", "typicality", "uncertainty", "uncertainty+diversity", "anomaly"] | None = None
+    epochs: int | None = Field(None, ge=1)
+    annotator: Literal["scripted", "people"] = "people"
+    wait_s: float = Field(3600.0, gt=0)
+    pinned: dict[str, str] | None = None  # written by submit()
+
+
+JobSpec = IngestJob | TrainJob | SweepJob | InferJob | MonitorJob | ActiveRoundJob
+KINDS: dict[str, type[IngestJob] | type[TrainJob] | type[SweepJob] | type[InferJob] | type[MonitorJob] | type[ActiveRoundJob]] = {
     "ingest": IngestJob,
     "train": TrainJob,
     "sweep": SweepJob,
     "infer": InferJob,
     "monitor": MonitorJob,
+    "active-round": ActiveRoundJob,
 }
 
 

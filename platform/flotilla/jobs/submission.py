@@ -31,6 +31,7 @@ from flotilla.hub.client import Hub
 from flotilla.jobs.client import call, connect, quiet_ray
 from flotilla.jobs.handle import JobHandle
 from flotilla.jobs.specs import (
+    ActiveRoundJob,
     InferJob,
     JobSpec,
     MonitorJob,
@@ -172,6 +173,19 @@ def pin_job(spec: JobSpec, hub: Any = None, root: Path | None = None) -> tuple[J
         }
         update = {"model": location.uri, "current": cur.commit, "dataset": dataset, "pinned": lineage}
         return spec.model_copy(update=update), lineage
+    if isinstance(spec, ActiveRoundJob):
+        hub = hub or Hub()
+        location = resolve(hub, spec.model, spec.repo)
+        pool = resolve_data(hub, spec.repo, spec.pool_ref, spec.pool_dataset)
+        resolve_data(hub, spec.repo, "main", spec.eval_dataset)  # the evaluation set must be on main: checked here
+        lineage = {
+            "data_repo": pool.repo,
+            "data_ref": spec.pool_ref,
+            "data_commit": pool.commit,
+            "dataset": pool.dataset,
+            "model_uri": location.uri,
+        }
+        return spec.model_copy(update={"pool_ref": pool.commit, "pinned": lineage}), lineage
     return spec, {"data_repo": spec.repo, "dataset": spec.dataset, "data_ref": spec.into}
 
 

@@ -194,6 +194,11 @@ class LabelStudioClient:
         created = self._request("POST", f"/api/tasks/{task_id}/annotations/", json=body, what=f"annotating task {task_id}")
         return Annotation(int(created["id"]), int(created.get("task") or task_id), list(created.get("result") or []))
 
+    def predictions(self, task_id: int) -> list[dict[str, Any]]:
+        """A task's predictions (pre-annotations): ``model_version``, ``score``, ``result`` (the export only lists their ids)."""
+        found = self._request("GET", "/api/predictions/", params={"task": task_id}, what=f"predictions of task {task_id}")
+        return [p for p in (found.get("results", found) if isinstance(found, dict) else found) if isinstance(p, dict)]
+
     def export(self, project_id: int) -> list[dict[str, Any]]:
         """Every task of the project with its annotations and predictions (Label Studio's JSON export)."""
         body = self._request(

@@ -29,7 +29,7 @@ from flotilla.loop.drift import (
     verdict,
 )
 from flotilla.loop.groundtruth import GroundTruth, MetricCheck
-from flotilla.loop.inference import InferencePlan, InferenceResult, infer, plan_inference
+from flotilla.loop.inference import InferencePlan, InferenceResult, ensure_predictions, infer, plan_inference
 from flotilla.loop.monitoring import MonitorResult, monitor
 from flotilla.loop.predictions import PredictionSet, content_commit, find_predictions, predictions_dir, read_predictions
 from flotilla.loop.predictor import Predictor, load_model, output_schema
@@ -74,6 +74,7 @@ __all__ = [
     "choose_strategy",
     "combine",
     "content_commit",
+    "ensure_predictions",
     "find_predictions",
     "holm",
     "infer",

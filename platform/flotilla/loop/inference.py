@@ -48,11 +48,11 @@ from flotilla.data.gate import require_clean
 from flotilla.data.layout import SPLITS
 from flotilla.data.loader import HubDataset
 from flotilla.data.pinning import DataRef, resolve_data
-from flotilla.errors import FlotillaError, NotFoundError, SpecError
+from flotilla.errors import FlotillaError, MonitoringError, NotFoundError, SpecError
 from flotilla.hub.client import Hub
 from flotilla.hub.experiment import Retention
 from flotilla.lineage import InferenceCommit, ModelCard
-from flotilla.loop.predictions import MANIFEST, PredictionSet, content_commit, predictions_dir
+from flotilla.loop.predictions import MANIFEST, PredictionSet, content_commit, find_predictions, predictions_dir
 from flotilla.loop.predictor import Predictor, read_shards
 from flotilla.names import branch_id, check_branch_id
 from flotilla.registry import ModelLocation, read_card, resolve
@@ -360,3 +360,41 @@ def _put_part(put: Callable[[str, bytes], Any], directory: str, index: int, tabl
     path = f"{directory}part-{index:05d}.parquet"
     put(path, _parquet(tables))
     return path
+
+
+def ensure_predictions(
+    hub: Hub,
+    location: ModelLocation,
+    data: DataRef,
+    split: str | None,
+    *,
+    first: tuple[str, ...] = (),
+    run: dict[str, Any] | None = None,
+    say: Callable[[str], None] | None = None,
+    what: str = "data",
+) -> PredictionSet:
+    """The committed predictions of ``location`` over ``data`` (``split``): found, or made and committed by :func:`infer`.
+
+    Looked for on ``first``, main and the ``infer-*`` branches; when missing, ``run`` (infer's
+    options: concurrency, use_gpu, address...) makes them, and ``run=None`` refuses with the
+    command to run. ``say`` gets one line per decision ("found on ...", "running inference").
+    """
+    say = say or (lambda _: None)
+    repo = hub.repo(data.repo)
+    where = f"{data.dataset}@{data.commit[:12]} ({split or 'all'})"
+    found = find_predictions(repo, location, data, split, first=first)
+    if found:
+        say(f"{what}: {found.rows} predictions of {where} found on {found.ref!r}")
+        return found
+    if run is None:
+        raise MonitoringError(
+            f"no predictions of {location.name} on {where} on {', '.join((*first, 'main'))} or any infer-* branch",
+            hint=f"run `flotilla infer {location.name} --data {data.repo}/{data.ref or data.commit}/{data.dataset}` first, "
+            "or let monitor make them (leave out --no-infer)",
+        )
+    say(f"{what}: no predictions of {where} yet; running inference")
+    result = infer(hub, location.uri, repo=data.repo, data_ref=data.commit, dataset=data.dataset, split=split, **run)
+    made = find_predictions(repo, location, data, split, first=(result.branch,))
+    if made is None:  # infer committed them a moment ago: anything else is a bug worth a loud error
+        raise MonitoringError(f"inference committed {result.path} on {result.branch} but its manifest is not readable there")
+    return made

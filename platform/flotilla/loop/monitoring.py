@@ -43,8 +43,8 @@ from flotilla.lineage import ModelCard, MonitorRun
 from flotilla.loop.drift import DEFAULT_ALPHA, DriftVerdict, SliceShare, prediction_shift, share_shift, slice_shift, verdict
 from flotilla.loop.examples import atypicality, load_images
 from flotilla.loop.groundtruth import GroundTruth, ground_truth
-from flotilla.loop.inference import infer
-from flotilla.loop.predictions import PredictionSet, content_commit, describe, find_predictions, read_predictions
+from flotilla.loop.inference import ensure_predictions
+from flotilla.loop.predictions import PredictionSet, content_commit, describe, prediction_column, read_predictions
 from flotilla.loop.report import render_report
 from flotilla.loop.slices import SliceColumns, age_band, aligned_labels, gender_name, slice_columns
 from flotilla.loop.twosample import TwoSampleResult, mmd_test
@@ -53,7 +53,7 @@ from flotilla.names import branch_id
 from flotilla.registry import ModelLocation, read_card, resolve
 
 if TYPE_CHECKING:
-    import pyarrow as pa
+    pass
 
 MONITORING = "monitoring/"
 EXAMPLES = 8
@@ -150,66 +150,22 @@ def _say(message: str) -> None:
     print(f"[flotilla] monitor: {message}", file=sys.stderr, flush=True)
 
 
-def _column(table: pa.Table, name: str, what: str) -> np.ndarray:
-    if name not in table.column_names:
-        raise MonitoringError(
-            f"the {what} predictions have no column {name!r} (they hold {', '.join(table.column_names)})",
-            hint="they were made by another model or an older flotilla: run flotilla infer again for this model",
-        )
-    col = table.column(name).combine_chunks()
-    if hasattr(col, "flatten") and hasattr(col.type, "list_size"):
-        return np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float64).reshape(len(col), -1)
-    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
-
-
 def _side(hub: Hub, data: DataRef, split: str | None, found: PredictionSet, tasks: list[TaskSpec], what: str) -> Side:
     table = read_predictions(hub.repo(data.repo), found)
     if table.num_rows < 2:
         raise MonitoringError(f"the {what} data has {table.num_rows} prediction(s); a drift test needs at least 2")
     outputs, decisions = {}, {}
     for t in tasks:
-        decisions[t.name] = _column(table, t.name, what)
+        decisions[t.name] = prediction_column(table, t.name, what)
         if t.kind == "regression":
             outputs[t.name] = decisions[t.name]
         else:
-            probs = _column(table, f"{t.name}_probs", what)
+            probs = prediction_column(table, f"{t.name}_probs", what)
             outputs[t.name] = probs[:, 1] if t.kind == "binary" else probs
     ids = tuple(str(s) for s in table.column("sample_id").to_pylist())
     labels_table = HubDataset(data, hub.credentials).labels
     labels = aligned_labels(ids, labels_table, sorted({t.label or t.name for t in tasks} | {"age", "gender"}))
-    return Side(data, split, found, ids, _column(table, "embedding", what), outputs, decisions, labels)
-
-
-def _predictions(
-    hub: Hub,
-    location: ModelLocation,
-    data: DataRef,
-    split: str | None,
-    *,
-    first: tuple[str, ...],
-    run: dict[str, Any] | None,
-    say: Say,
-    what: str,
-) -> PredictionSet:
-    """The committed predictions of ``location`` over ``data``; made with :func:`infer` when missing and ``run`` allows."""
-    repo = hub.repo(data.repo)
-    where = f"{data.dataset}@{data.commit[:12]} ({split or 'all'})"
-    found = find_predictions(repo, location, data, split, first=first)
-    if found:
-        say(f"{what}: {found.rows} predictions of {where} found on {found.ref!r}")
-        return found
-    if run is None:
-        raise MonitoringError(
-            f"no predictions of {location.name} on {where} on {', '.join((*first, 'main'))} or any infer-* branch",
-            hint=f"run `flotilla infer {location.name} --data {data.repo}/{data.ref or data.commit}/{data.dataset}` first, "
-            "or let monitor make them (leave out --no-infer)",
-        )
-    say(f"{what}: no predictions of {where} yet; running inference")
-    result = infer(hub, location.uri, repo=data.repo, data_ref=data.commit, dataset=data.dataset, split=split, **run)
-    made = find_predictions(repo, location, data, split, first=(result.branch,))
-    if made is None:  # infer committed them a moment ago: anything else is a bug worth a loud error
-        raise MonitoringError(f"inference committed {result.path} on {result.branch} but its manifest is not readable there")
-    return made
+    return Side(data, split, found, ids, prediction_column(table, "embedding", what), outputs, decisions, labels)
 
 
 def _tests(reference: Side, current: Side, tasks: list[TaskSpec], permutations: int, seed: int) -> dict[str, TwoSampleResult]:
@@ -298,8 +254,8 @@ def monitor(
             location.name, location.uri, {"commit": reference.commit}, {"commit": cur.commit}, None, message=message
         )
     run = None if not infer_missing else dict(infer_options or {})
-    ref_preds = _predictions(hub, location, reference, reference_split, first=(), run=run, say=say, what="reference")
-    cur_preds = _predictions(hub, location, cur, split, first=(current,), run=run, say=say, what="current")
+    ref_preds = ensure_predictions(hub, location, reference, reference_split, first=(), run=run, say=say, what="reference")
+    cur_preds = ensure_predictions(hub, location, cur, split, first=(current,), run=run, say=say, what="current")
     ref_side = _side(hub, reference, reference_split, ref_preds, tasks, "reference")
     cur_side = _side(hub, cur, split, cur_preds, tasks, "current")
     say(f"testing {len(cur_side.sample_ids)} current against {len(ref_side.sample_ids)} reference samples at alpha {alpha:g}")

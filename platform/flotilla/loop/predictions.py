@@ -23,6 +23,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from flotilla.data.layout import dataset_prefix
 from flotilla.data.pinning import DataRef
 from flotilla.errors import MonitoringError, NotFoundError
@@ -134,6 +136,19 @@ def read_predictions(repo: Repo, found: PredictionSet) -> pa.Table:
             hint="run flotilla infer again for this model and data",
         )
     return table
+
+
+def prediction_column(table: pa.Table, name: str, what: str = "") -> np.ndarray:
+    """One column of a predictions table as float64 numpy: [n] for values and classes, [n, k] for probabilities and embeddings."""
+    if name not in table.column_names:
+        raise MonitoringError(
+            f"the {what} predictions have no column {name!r} (they hold {', '.join(table.column_names)})",
+            hint="they were made by another model or an older flotilla: run flotilla infer again for this model",
+        )
+    col = table.column(name).combine_chunks()
+    if hasattr(col, "flatten") and hasattr(col.type, "list_size"):
+        return np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float64).reshape(len(col), -1)
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
 def describe(found: PredictionSet) -> dict[str, Any]:
