@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from tests.integration.test_train import local_ray, tiny  # noqa: F401 - local_ray is a fixture used by name
+from tests.integration.helpers import tiny
 
 from flotilla import registry
 from flotilla.data import generate, read_labels, relabel
@@ -34,7 +34,7 @@ def spec(**over):
 
 
 @pytest.fixture(scope="module")
-def family_tree(hub, data_repo, local_ray):  # noqa: F811 - the fixture imported above
+def family_tree(hub, data_repo, local_ray):
     parent = train(spec(), hub=hub)
     child = train(spec(transfer={"source": "fam@production", "load_heads": True}), hub=hub)
     return parent, child
