@@ -30,7 +30,9 @@ def data_repo(hub):
 
 
 def spec(**over):
-    return tiny("fam", data={"repo": REPO}, epochs=1, merge_into="main", alias="production", **over)
+    """One worker, no W&B: what is under test is what the registry makes of the models, not how they trained."""
+    one = {"scaling": {"workers": 1}, "tracking": {"wandb": False}}
+    return tiny("fam", data={"repo": REPO}, epochs=1, merge_into="main", alias="production", **one, **over)
 
 
 @pytest.fixture(scope="module")
