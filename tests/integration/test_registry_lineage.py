@@ -8,6 +8,8 @@ test is what the graph reads back from the hub; the trained path is ``test_regis
 
 from __future__ import annotations
 
+import uuid
+
 import pyarrow as pa
 import pytest
 from tests.integration.helpers import put_model
@@ -27,10 +29,22 @@ pytestmark = pytest.mark.integration
 SMALL = Thresholds(min_group_count=3, representativeness="warning")
 
 
-@pytest.fixture
-def family(hub, repo, tmp_path):
+@pytest.fixture(scope="module")
+def repo(hub):
+    """One repository for the module, not one per test: building the family in it is most of the module's time.
+
+    Tests add to main after it (a gated fix, an edit, a model whose parent is gone) but never move what r1-r4
+    read or made, which is all the others look at; a test that needs main as the family left it makes its own."""
+    name = f"t-lineage-{uuid.uuid4().hex[:8]}"
+    yield hub.ensure_repo(name)
+    hub.delete_repo(name)
+
+
+@pytest.fixture(scope="module")
+def family(hub, repo, tmp_path_factory):
     """r1 on data A (the ingest); a label fix makes B; r2 transferred from r1 on B; r3 from r2; r4 unrelated."""
-    generate(hub, repo.name, "faces", 160, seed=1, thresholds=SMALL, report_dir=tmp_path / "reports")
+    reports = tmp_path_factory.mktemp("reports")
+    generate(hub, repo.name, "faces", 160, seed=1, thresholds=SMALL, report_dir=reports)
     a = repo.resolve("main")
     r1_at = put_model(repo, "r1", data_commit=a)
     labels = read_labels(repo, a, "faces")
