@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tests.integration.helpers import stop_cluster
 
 from flotilla.cluster.files import ray_tmpdir
 from flotilla.cluster.local import LocalCluster
@@ -40,34 +40,6 @@ def _procs(cluster: LocalCluster) -> set[int]:
     return descendants([n["pid"] for n in st["nodes"]]) | marked_processes(st["cluster_id"])
 
 
-def _cleanup(cluster: LocalCluster) -> None:
-    cluster.down()
-    if str(cluster.tmpdir).startswith("/tmp/flotilla-ray-"):
-        shutil.rmtree(cluster.tmpdir, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def env(hub_settings: Settings, local_server):
-    """FLOTILLA_HOME = the session hub's home, so jobs find its 0600 credentials file."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FLOTILLA_HOME", str(hub_settings.home))
-    mp.setenv("FLOTILLA_HUB_PORT", str(hub_settings.hub_port))
-    mp.delenv("FLOTILLA_RAY_ADDRESS", raising=False)
-    yield Settings.from_env()
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def cluster(env: Settings):
-    c = LocalCluster(env)
-    t0 = time.monotonic()
-    st = c.up(num_cpus=1, workers=1, worker_cpus=1, ray_port=free_port(), dashboard_port=free_port(), object_store_mb=128)
-    print(f"\ncluster up (2 nodes): {time.monotonic() - t0:.1f}s")
-    assert st.running and st.healthy and st.nodes == 2, st.describe()
-    yield c
-    _cleanup(c)
-
-
 @pytest.fixture(scope="module")
 def data_repo(hub):
     name = f"t-jobs-{uuid.uuid4().hex[:8]}"
@@ -77,7 +49,7 @@ def data_repo(hub):
 
 
 @pytest.fixture(scope="module")
-def ingested(cluster, data_repo, env):
+def ingested(cluster, data_repo):
     """Submit a small synthetic ingest and follow it to its end, keeping what was streamed."""
     spec = {
         "kind": "ingest",
@@ -95,7 +67,7 @@ def ingested(cluster, data_repo, env):
     return handle, streamed, final
 
 
-def test_state_token_and_temp_dir_are_private_and_short(cluster, env):
+def test_state_token_and_temp_dir_are_private_and_short(cluster, jobs_env):
     st = cluster.state()
     token = cluster.token_path.read_text().strip()
     assert len(token) == 64
@@ -104,8 +76,8 @@ def test_state_token_and_temp_dir_are_private_and_short(cluster, env):
     assert token not in cluster.state_path.read_text()
     assert not any(token in p.read_text(errors="replace") for p in cluster.log_dir.glob("*.log"))
     # the pytest home is long: Ray's sockets go to a short stand-in instead
-    assert len(str(env.home / "ray" / "tmp")) > 36 and st["ray_tmpdir"] == str(ray_tmpdir(env))
-    assert st["ray_tmpdir"].startswith("/tmp/flotilla-ray-") and ray_tmpdir(env) == ray_tmpdir(env)
+    assert len(str(jobs_env.home / "ray" / "tmp")) > 36 and st["ray_tmpdir"] == str(ray_tmpdir(jobs_env))
+    assert st["ray_tmpdir"].startswith("/tmp/flotilla-ray-") and ray_tmpdir(jobs_env) == ray_tmpdir(jobs_env)
     assert Path(st["ray_tmpdir"], "ray", "ray_current_cluster").exists()
     assert cluster.up().pids == cluster.status().pids  # idempotent: nothing new started
 
@@ -221,19 +193,19 @@ def test_a_train_job_bigger_than_the_cluster_fails_at_once_instead_of_waiting_fo
     assert not [b for b in data_repo.branches() if "too-big" in b], "a branch was made for work that could never run"
 
 
-def test_a_driver_outside_the_cluster_joins_by_its_gcs_or_ray_client_address(cluster, env, monkeypatch):
+def test_a_driver_outside_the_cluster_joins_by_its_gcs_or_ray_client_address(cluster, jobs_env, monkeypatch):
     """`flotilla train/sweep --address` against flotilla's own cluster: its token is sent for the user, and
     only to it (without it Ray says "Failed to connect" or "Ray client connection timeout", nothing of auth)."""
     from flotilla.cluster import driver_auth_env
 
     st, state = cluster.status(), cluster.state()
     assert st.client_address == f"ray://127.0.0.1:{state['client_port']}" and st.client_address in st.describe()
-    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(env.home / "ray" / "auth_token")}
+    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(jobs_env.home / "ray" / "auth_token")}
     monkeypatch.setenv("RAY_AUTH_MODE", "token")  # what Ray leaves in any process that started a local Ray: not a token choice
-    assert driver_auth_env(st.gcs_address, env) == driver_auth_env(f"localhost:{state['ray_port']}", env) == token
-    assert driver_auth_env(f"ray://127.0.0.1:{state['ray_port']}", env) == {}  # the GCS port is not the client port
-    assert driver_auth_env(f"127.0.0.1:{free_port()}", env) == {}  # another cluster here: its token is not offered
-    assert driver_auth_env(f"head.example.com:{state['ray_port']}", env) == {}
+    assert driver_auth_env(st.gcs_address, jobs_env) == driver_auth_env(f"localhost:{state['ray_port']}", jobs_env) == token
+    assert driver_auth_env(f"ray://127.0.0.1:{state['ray_port']}", jobs_env) == {}  # the GCS port is not the client port
+    assert driver_auth_env(f"127.0.0.1:{free_port()}", jobs_env) == {}  # another cluster here: its token is not offered
+    assert driver_auth_env(f"head.example.com:{state['ray_port']}", jobs_env) == {}
     code = (
         "import sys, ray; from flotilla.cluster import ensure_ray; ensure_ray(sys.argv[1]); "
         "print('CPUS', ray.cluster_resources()['CPU'])"
@@ -245,8 +217,8 @@ def test_a_driver_outside_the_cluster_joins_by_its_gcs_or_ray_client_address(clu
             pytest.fail(f"the driver could not join at {address}: {out.stderr[-3000:]}")
 
 
-def test_down_stops_only_this_cluster(cluster, env, tmp_path_factory):
-    other = LocalCluster(Settings(home=tmp_path_factory.mktemp("other-home"), cache=env.cache))
+def test_down_stops_only_this_cluster(cluster, jobs_env, tmp_path_factory):
+    other = LocalCluster(Settings(home=tmp_path_factory.mktemp("other-home"), cache=jobs_env.cache))
     try:
         assert other.up(num_cpus=1, ray_port=free_port(), dashboard_port=free_port(), object_store_mb=128).healthy
         mine, theirs = _procs(cluster), _procs(other)
@@ -264,5 +236,5 @@ def test_down_stops_only_this_cluster(cluster, env, tmp_path_factory):
         assert st.running and st.healthy and st.nodes == 1
         assert "was not running" in cluster.down()
     finally:
-        _cleanup(other)
-    assert os.environ["FLOTILLA_HOME"] == str(env.home)
+        stop_cluster(other)
+    assert os.environ["FLOTILLA_HOME"] == str(jobs_env.home)

@@ -8,13 +8,9 @@ ancestor of main) brings its model only, never the labels main has since fixed.
 """
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 
 import pytest
-import ray
 from typer.testing import CliRunner
 
 from flotilla.cli import app
@@ -83,17 +79,7 @@ def versions(hub) -> Versions:
 
 
 @pytest.fixture(scope="module")
-def local_ray(versions):
-    tmp = tempfile.mkdtemp(prefix="fl-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    os.environ["RAY_TMPDIR"] = tmp
-    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _temp_dir=f"{tmp}/ray")
-    yield
-    ray.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def by_version(hub, versions, local_ray) -> SweepResult:
+def by_version(hub, versions, sweep_ray) -> SweepResult:
     space = {"data.ref": {"type": "choice", "values": ["raw", "main"]}}
     return sweep(spec("versions", space=space, trials=2), hub=hub, sweep_id="versions")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import time
 import uuid
 
@@ -20,7 +19,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from flotilla.cluster.local import LocalCluster
 from flotilla.data.api import generate
 from flotilla.data.loader import HubDataset
 from flotilla.data.pinning import resolve_data
@@ -28,40 +26,15 @@ from flotilla.data.store import read_manifest
 from flotilla.data.synthetic import FaceSpec
 from flotilla.data.validate import Thresholds
 from flotilla.errors import NotFoundError, SpecError
-from flotilla.hub.server import free_port
 from flotilla.jobs.handle import list_jobs
 from flotilla.jobs.submission import submit
 from flotilla.lineage import InferenceCommit, read_commit
 from flotilla.loop import infer, load_model
 from flotilla.registry import read_card, resolve
-from flotilla.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 N_INCOMING = 150
-
-
-@pytest.fixture(scope="module")
-def env(hub_settings: Settings, local_server):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FLOTILLA_HOME", str(hub_settings.home))
-    mp.setenv("FLOTILLA_HUB_PORT", str(hub_settings.hub_port))
-    mp.delenv("FLOTILLA_RAY_ADDRESS", raising=False)
-    yield Settings.from_env()
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def cluster(env: Settings):
-    c = LocalCluster(env)
-    t0 = time.monotonic()
-    st = c.up(num_cpus=1, workers=1, worker_cpus=1, ray_port=free_port(), dashboard_port=free_port(), object_store_mb=128)
-    print(f"\ncluster up (2 nodes): {time.monotonic() - t0:.1f}s")
-    assert st.running and st.healthy and st.nodes == 2, st.describe()
-    yield c
-    c.down()
-    if str(c.tmpdir).startswith("/tmp/flotilla-ray-"):
-        shutil.rmtree(c.tmpdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

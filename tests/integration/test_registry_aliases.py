@@ -7,28 +7,14 @@ untrained weights: what is under test is the registry's bookkeeping; the trained
 
 from __future__ import annotations
 
-import json
-
 import pytest
+from tests.integration.helpers import put_model
 
 from flotilla import registry
 from flotilla.errors import ConflictError, NotFoundError, SpecError
-from flotilla.lineage import AliasMove, DataLineage, ModelCard, read_commit
+from flotilla.lineage import AliasMove, read_commit
 
 pytestmark = pytest.mark.integration
-
-
-def put_model(repo, run_id: str, family: str = "fam", model: str = "family", *, data_commit: str = "d" * 64) -> str:
-    card = ModelCard(
-        run_id=run_id, model=model, created=f"2026-12-0{len(run_id) % 9 + 1}T00:00:00Z",
-        tasks=({"name": "age", "kind": "regression"},), metrics={"age/mae": 5.0}, best_epoch=0, epochs_run=1,
-        data=DataLineage(repo.name, data_commit, "faces", "main"), branch=f"exp-{run_id}", code={"git_sha": "abc"},
-        config={"name": family},
-    )  # fmt: skip
-    base = registry.model_dir(run_id, model)
-    repo.put("main", base + "model.pt", b"weights")
-    repo.put("main", base + "card.json", json.dumps(card.to_dict()))
-    return repo.commit("main", f"model {run_id}").id
 
 
 def test_an_alias_moves_rolls_back_and_every_address_names_the_same_model(hub, repo):

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from tests.integration.test_train import local_ray, tiny  # noqa: F401 - local_ray is a fixture used by name
+from tests.integration.helpers import tiny
 
 from flotilla import registry
 from flotilla.data import generate, read_labels, relabel
@@ -30,11 +30,13 @@ def data_repo(hub):
 
 
 def spec(**over):
-    return tiny("fam", data={"repo": REPO}, epochs=1, merge_into="main", alias="production", **over)
+    """One worker, no W&B: what is under test is what the registry makes of the models, not how they trained."""
+    one = {"scaling": {"workers": 1}, "tracking": {"wandb": False}}
+    return tiny("fam", data={"repo": REPO}, epochs=1, merge_into="main", alias="production", **one, **over)
 
 
 @pytest.fixture(scope="module")
-def family_tree(hub, data_repo, local_ray):  # noqa: F811 - the fixture imported above
+def family_tree(hub, data_repo, local_ray):
     parent = train(spec(), hub=hub)
     child = train(spec(transfer={"source": "fam@production", "load_heads": True}), hub=hub)
     return parent, child

@@ -8,10 +8,11 @@ test is what the graph reads back from the hub; the trained path is ``test_regis
 
 from __future__ import annotations
 
-import json
+import uuid
 
 import pyarrow as pa
 import pytest
+from tests.integration.helpers import put_model
 from typer.testing import CliRunner
 
 from flotilla import registry
@@ -21,7 +22,6 @@ from flotilla.data.api import generate
 from flotilla.data.ingest import validate_and_merge
 from flotilla.data.store import read_labels
 from flotilla.data.validate import Thresholds
-from flotilla.lineage import DataLineage, ModelCard, ParentModel
 from flotilla.registry import EdgeKind, NodeKind, Role
 
 pytestmark = pytest.mark.integration
@@ -29,33 +29,30 @@ pytestmark = pytest.mark.integration
 SMALL = Thresholds(min_group_count=3, representativeness="warning")
 
 
-def put_model(repo, run_id: str, data_commit: str, parent: tuple[str, str] | None = None) -> str:
-    """A model of family 'fam' on main trained on ``data_commit``; ``parent`` is (its commit, its run)."""
-    card = ModelCard(
-        run_id=run_id, model="family", created=f"2026-12-0{int(run_id[1:])}T00:00:00Z",
-        tasks=({"name": "age", "kind": "regression"},), metrics={"age/mae": 10.0 - int(run_id[1:])}, best_epoch=0,
-        epochs_run=1, data=DataLineage(repo.name, data_commit, "faces", "main"), branch=f"exp-{run_id}",
-        code={"git_sha": f"{run_id}sha".ljust(40, "0")}, config={"name": "fam"},
-        parent=ParentModel(repo.name, parent[0], f"models/{parent[1]}/family/model.pt") if parent else None,
-    )  # fmt: skip
-    base = registry.model_dir(run_id, "family")
-    repo.put("main", base + "model.pt", b"weights")
-    repo.put("main", base + "card.json", json.dumps(card.to_dict()))
-    return repo.commit("main", f"model {run_id}").id
+@pytest.fixture(scope="module")
+def repo(hub):
+    """One repository for the module, not one per test: building the family in it is most of the module's time.
+
+    Tests add to main after it (a gated fix, an edit, a model whose parent is gone) but never move what r1-r4
+    read or made, which is all the others look at; a test that needs main as the family left it makes its own."""
+    name = f"t-lineage-{uuid.uuid4().hex[:8]}"
+    yield hub.ensure_repo(name)
+    hub.delete_repo(name)
 
 
-@pytest.fixture
-def family(hub, repo, tmp_path):
+@pytest.fixture(scope="module")
+def family(hub, repo, tmp_path_factory):
     """r1 on data A (the ingest); a label fix makes B; r2 transferred from r1 on B; r3 from r2; r4 unrelated."""
-    generate(hub, repo.name, "faces", 160, seed=1, thresholds=SMALL, report_dir=tmp_path / "reports")
+    reports = tmp_path_factory.mktemp("reports")
+    generate(hub, repo.name, "faces", 160, seed=1, thresholds=SMALL, report_dir=reports)
     a = repo.resolve("main")
-    r1_at = put_model(repo, "r1", a)
+    r1_at = put_model(repo, "r1", data_commit=a)
     labels = read_labels(repo, a, "faces")
     swap = {r["sample_id"]: {"gender": 1 - r["gender"]} for r in labels.slice(0, 2).to_pylist()}
     b = relabel(hub, repo.name, "faces", swap, reason="two genders swapped").merge_commit
-    r2_at = put_model(repo, "r2", b, parent=(r1_at, "r1"))
-    put_model(repo, "r3", b, parent=(r2_at, "r2"))
-    put_model(repo, "r4", b)
+    r2_at = put_model(repo, "r2", data_commit=b, parent=(r1_at, "r1"))
+    put_model(repo, "r3", data_commit=b, parent=(r2_at, "r2"))
+    put_model(repo, "r4", data_commit=b)
     registry.promote(hub, "r2", "production", repo=repo.name)
     return a, b
 
@@ -145,7 +142,7 @@ def test_cli_prints_the_tree_and_writes_the_page_and_png(hub, repo, hub_settings
 
 def test_a_parent_whose_card_is_gone_ends_the_chain_with_a_note(hub, repo, family):
     _, b = family
-    put_model(repo, "r5", b, parent=(b, "gone"))  # its parent was never on the hub (or was deleted)
+    put_model(repo, "r5", data_commit=b, parent=(b, "gone"))  # its parent was never on the hub (or was deleted)
     g = registry.lineage_graph(hub, "r5", repo=repo.name)
     (gone,) = g.models(Role.ANCESTOR)
     assert gone.location.path == "models/gone/family/model.pt" and "card unreadable" in gone.note

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.integration.helpers import put_model
 from typer.testing import CliRunner
 
 from flotilla import registry
@@ -17,34 +18,11 @@ from flotilla.cli import app
 from flotilla.data import generate, read_labels, relabel
 from flotilla.data.report import Thresholds
 from flotilla.errors import NotFoundError, SpecError
-from flotilla.lineage import DataLineage, ModelCard, ParentModel
-from flotilla.specs import DataSpec, FamilySpec, parse_spec
+from flotilla.specs import FamilySpec, parse_spec
 
 pytestmark = pytest.mark.integration
 
 SMALL = Thresholds(min_group_count=3)
-
-
-def put_model(repo, run_id: str, dataset: str, data_commit: str, *, parent: str | None = None, strategy: str = "shared") -> str:
-    """A model folder on main with a real card (its config a real FamilySpec); returns the commit."""
-    config = FamilySpec(name="fam", tasks=["age", "gender"], strategy=strategy, data=DataSpec(repo=repo.name, dataset=dataset))
-    model = "gender" if strategy == "separate" else "family"
-    parent_model = None
-    if parent:
-        loc = registry.resolve(repo.hub, parent, repo.name)
-        parent_model = ParentModel(loc.repo, loc.commit, loc.path)
-    card = ModelCard(
-        run_id=run_id, model=model, created=f"2026-12-01T00:00:{len(repo.list('main', 'models/')):02d}Z",
-        tasks=({"name": "gender", "kind": "classification"},) if strategy == "separate" else
-              ({"name": "age", "kind": "regression"}, {"name": "gender", "kind": "classification"}),
-        metrics={"gender/accuracy": 0.9}, best_epoch=0, epochs_run=1,
-        data=DataLineage(repo.name, data_commit, dataset, "main"), branch=f"exp-{run_id}", code={"git_sha": "abc"},
-        config=config.model_dump(mode="json"), parent=parent_model,
-    )  # fmt: skip
-    base = registry.model_dir(run_id, model)
-    repo.put("main", base + "model.pt", b"weights")
-    repo.put("main", base + "card.json", json.dumps(card.to_dict()))
-    return repo.commit("main", f"model {run_id}").id
 
 
 @pytest.fixture
@@ -53,15 +31,15 @@ def fixed(hub, repo):
     generate(hub, repo.name, "faces", 240, seed=2, thresholds=SMALL)
     generate(hub, repo.name, "other", 240, seed=3, thresholds=SMALL)
     before = repo.resolve("main")
-    put_model(repo, "p1", "faces", before)
-    put_model(repo, "c1", "faces", before, parent="p1")  # transfer-learned from p1, same data
-    put_model(repo, "g1", "other", before, parent="c1")  # another dataset, but p1's knowledge
-    put_model(repo, "o1", "other", before)  # another dataset: no label fix of faces touches it
+    put_model(repo, "p1", data_commit=before)
+    put_model(repo, "c1", data_commit=before, parent="p1")  # transfer-learned from p1, same data
+    put_model(repo, "g1", data_commit=before, dataset="other", parent="c1")  # another dataset, but p1's knowledge
+    put_model(repo, "o1", data_commit=before, dataset="other")  # another dataset: no label fix of faces touches it
     labels = read_labels(repo, "main", "faces")
     genders = labels.column("gender").to_pylist()
     ids = labels.column("sample_id").to_pylist()
     fix = relabel(hub, repo.name, "faces", {sid: {"gender": 1 - genders[i]} for i, sid in enumerate(ids[:37])})
-    put_model(repo, "n1", "faces", fix.merge_commit)  # trained after the fix
+    put_model(repo, "n1", data_commit=fix.merge_commit)  # trained after the fix
     return before, fix
 
 
@@ -97,7 +75,7 @@ def test_a_label_fix_makes_the_models_trained_before_it_and_their_descendants_st
 
 def test_retraining_a_stale_model_warm_starts_from_it_on_the_fixed_data(fixed, hub, repo, monkeypatch, hub_settings):
     _, fix = fixed
-    put_model(repo, "s1", "faces", fixed[0], strategy="separate")  # one task's model of a separate family
+    put_model(repo, "s1", data_commit=fixed[0], strategy="separate")  # one task's model of a separate family
     report = registry.stale(hub, repo.name, since=fix.merge_commit)
     p1, s1 = _names(report)["p1/family"], _names(report)["s1/gender"]
     spec = parse_spec(FamilySpec, registry.retrain_spec(p1), "retrain spec")
@@ -139,8 +117,8 @@ def test_the_cli_prints_json_and_refuses_unknown_commits_cleanly(fixed, hub, rep
 def test_a_new_ingest_counts_samples_and_shards_and_an_unreadable_card_does_not_stop_the_check(hub, repo):
     generate(hub, repo.name, "faces", 240, seed=2, thresholds=SMALL)
     old = repo.resolve("main")
-    put_model(repo, "p1", "faces", old)
-    put_model(repo, "x1", "faces", "d" * 64)  # a card pointing at a commit that does not exist
+    put_model(repo, "p1", data_commit=old)
+    put_model(repo, "x1", data_commit="d" * 64)  # a card pointing at a commit that does not exist
     generate(hub, repo.name, "faces", 300, seed=4, thresholds=SMALL)  # re-ingested: other samples, new shard
     change = registry.compare_dataset(repo, "faces", old, repo.resolve("main"))
     assert change is not None and (change.samples_added, change.samples_removed) == (300, 240)

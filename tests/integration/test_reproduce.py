@@ -4,12 +4,9 @@ edited to point at other data, a data commit the hub lacks and other code are re
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 
 import pytest
-import ray
+from tests.integration.helpers import tiny
 from typer.testing import CliRunner
 
 from flotilla.cli import app
@@ -24,7 +21,6 @@ from flotilla.settings import (
     LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY,
     LAKECTL_SERVER_ENDPOINT_URL,
 )
-from flotilla.specs import FamilySpec, parse_spec
 from flotilla.training import reproduce, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -33,37 +29,11 @@ REPO = "repro-tests"
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    tmp = tempfile.mkdtemp(prefix="fl-ray-", dir="/tmp")
-    old = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_TRAIN_ENABLE_PRINT_PATCH")}
-    os.environ.update({"RAY_TMPDIR": tmp, "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"})
-    ray.init(address="local", num_cpus=4, include_dashboard=False, _temp_dir=f"{tmp}/ray")
-    yield
-    ray.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-@pytest.fixture(scope="module")
 def model(hub, local_ray):
     """The tiny family the tolerances were measured on (docs/models.md), trained and merged into main."""
     hub.ensure_repo(REPO)
     generate(hub, REPO, "faces", 900, seed=5, thresholds=Thresholds(min_group_count=3))
-    spec = {
-        "name": "fam",
-        "data": {"repo": REPO, "dataset": "faces"},
-        "model": {"width": 8},
-        "epochs": 2,
-        "batch_size": 64,
-        "scaling": {"workers": 2, "cpus_per_worker": 1},
-        "optim": {"lr": 0.003},
-        "merge_into": "main",
-    }
-    result = train(parse_spec(FamilySpec, spec), hub=hub)
+    result = train(tiny("fam", data={"repo": REPO}, merge_into="main"), hub=hub)
     yield result
     hub.delete_repo(REPO)
 

@@ -4,8 +4,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -13,59 +11,23 @@ import pytest
 import ray
 import torch
 from tests.chaos import KillWorker
+from tests.integration.helpers import TRAIN_REPO, tiny
 
 from flotilla.data.api import generate
 from flotilla.data.validate import Thresholds
 from flotilla.errors import ConflictError, MergeConflictError, NotFoundError, SpecError
 from flotilla.registry import parse_lakefs_uri
-from flotilla.settings import Settings
-from flotilla.specs import FamilySpec, parse_spec
 from flotilla.training import ModelResult, merge_family, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    tmp = tempfile.mkdtemp(prefix="fl-ray-", dir="/tmp")
-    old = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "TORCH_EXTENSIONS_DIR", "RAY_TRAIN_ENABLE_PRINT_PATCH")}
-    os.environ["RAY_TMPDIR"] = tmp
-    # DeepSpeed compiles its CPU comm op once (~25 s); keep it in flotilla's cache across runs
-    os.environ["TORCH_EXTENSIONS_DIR"] = str(Settings.from_env().cache / "torch_extensions")
-    os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
-    ray.init(address="local", num_cpus=4, include_dashboard=False, _temp_dir=f"{tmp}/ray")
-    yield
-    ray.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-@pytest.fixture(scope="module")
 def data_repo(hub):
-    name = "train-tests"
-    hub.ensure_repo(name)
-    generate(hub, name, "faces", 900, seed=5, thresholds=Thresholds(min_group_count=3))
-    yield hub.repo(name)
-    hub.delete_repo(name)
-
-
-def tiny(name: str, **over) -> FamilySpec:
-    base = {
-        "name": name,
-        "data": {"repo": "train-tests", "dataset": "faces"},
-        "model": {"width": 8},
-        "epochs": 2,
-        "batch_size": 64,
-        "scaling": {"workers": 2, "cpus_per_worker": 1},
-        "optim": {"lr": 0.003},
-    }
-    for k, v in over.items():
-        base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return parse_spec(FamilySpec, base)
+    hub.ensure_repo(TRAIN_REPO)
+    generate(hub, TRAIN_REPO, "faces", 900, seed=5, thresholds=Thresholds(min_group_count=3))
+    yield hub.repo(TRAIN_REPO)
+    hub.delete_repo(TRAIN_REPO)
 
 
 @pytest.fixture(scope="module")

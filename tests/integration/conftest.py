@@ -1,0 +1,55 @@
+"""Fixtures several integration modules share: a local Ray to train on, one for sweeps, a two-node flotilla cluster.
+
+All are module-scoped, not session-scoped: one process holds one Ray, and the modules need different
+ones (4 CPUs to train, 2 with the dashboard for Tune, a cluster's own, test_sweep's per test), and
+test_cluster_jobs stops its cluster on purpose. Each module gets its own, started once.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from tests.integration import helpers
+
+from flotilla.cluster.local import LocalCluster
+from flotilla.hub.server import free_port
+from flotilla.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """4 CPUs for two-worker families, no dashboard; DeepSpeed's CPU op, compiled once (~25 s), kept in flotilla's cache."""
+    cache = Settings.from_env().cache
+    with helpers.local_ray(4, TORCH_EXTENSIONS_DIR=str(cache / "torch_extensions"), RAY_TRAIN_ENABLE_PRINT_PATCH="0"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def sweep_ray():
+    """What a sweep needs: 2 CPUs and the dashboard (Tune's placement-group cleanup calls its state API)."""
+    with helpers.local_ray(2, dashboard=True):
+        yield
+
+
+@pytest.fixture(scope="module")
+def jobs_env(hub_settings: Settings, local_server):
+    """FLOTILLA_HOME = the session hub's home, so jobs find its 0600 credentials file."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FLOTILLA_HOME", str(hub_settings.home))
+    mp.setenv("FLOTILLA_HUB_PORT", str(hub_settings.hub_port))
+    mp.delenv("FLOTILLA_RAY_ADDRESS", raising=False)
+    yield Settings.from_env()
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def cluster(jobs_env: Settings):
+    """flotilla's own local cluster, two nodes of 1 CPU each (head + one worker), where jobs run."""
+    c = LocalCluster(jobs_env)
+    t0 = time.monotonic()
+    st = c.up(num_cpus=1, workers=1, worker_cpus=1, ray_port=free_port(), dashboard_port=free_port(), object_store_mb=128)
+    print(f"\ncluster up (2 nodes): {time.monotonic() - t0:.1f}s")
+    assert st.running and st.healthy and st.nodes == 2, st.describe()
+    yield c
+    helpers.stop_cluster(c)
