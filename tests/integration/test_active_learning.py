@@ -11,14 +11,10 @@ second round with a bad annotator (labels shuffled between samples) must not rea
 from __future__ import annotations
 
 import base64
-import os
-import shutil
-import tempfile
 import uuid
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-import ray
 
 from flotilla.active import annotate_round, read_state, receive_round, retrain_round, select_round, send_round
 from flotilla.active.rounds import image_path, read_table
@@ -50,16 +46,6 @@ def client(label_settings: Settings):
     srv.up(timeout=240)
     yield local_client(label_settings)
     srv.down()
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    tmp = tempfile.mkdtemp(prefix="fl-ray-", dir="/tmp")
-    os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=f"{tmp}/ray")
-    yield
-    ray.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

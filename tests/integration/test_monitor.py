@@ -10,15 +10,12 @@ emotion and could not show a degradation. Everything is seeded, so each verdict 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
-import ray
 
 from flotilla.data.api import generate
 from flotilla.data.store import read_manifest
@@ -31,21 +28,6 @@ from flotilla.specs import FamilySpec, parse_spec
 from flotilla.training import train
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    tmp = tempfile.mkdtemp(prefix="fl-ray-", dir="/tmp")
-    old = os.environ.get("RAY_TRAIN_ENABLE_PRINT_PATCH")
-    os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=f"{tmp}/ray")
-    yield
-    ray.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
-    if old is None:
-        os.environ.pop("RAY_TRAIN_ENABLE_PRINT_PATCH", None)
-    else:
-        os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = old
 
 
 @pytest.fixture(scope="module")
