@@ -28,6 +28,7 @@ KINDS = {"age": "regression", "gender": "binary", "emotion": "multiclass"}
 SPEC = FaceSpec(size=32)
 POOL_SEED, EVAL_SEED = 10, 11
 BATCH = 128
+LR = 3e-3
 ARMS = ("random", "uncertainty+diversity")
 PNG = Path("artifacts/bench/active_learning.png")
 
@@ -37,8 +38,8 @@ def faces(n: int, seed: int) -> dict[str, np.ndarray]:
     return {"image": b.images, "age": b.age, "gender": b.gender.astype(np.int64), "emotion": b.emotion.astype(np.int64)}
 
 
-def steps_for(labelled: int) -> int:
-    return max(60, math.ceil(5 * labelled / BATCH))
+def steps_for(labelled: int, args: argparse.Namespace) -> int:
+    return max(args.min_steps, math.ceil(args.round_epochs * labelled / BATCH))
 
 
 def fresh_model(seed: int) -> MultiTaskModel:
@@ -46,13 +47,19 @@ def fresh_model(seed: int) -> MultiTaskModel:
     return MultiTaskModel(list(REFERENCE_TASKS.values()), width=16)
 
 
-def fit(model: MultiTaskModel, data: dict[str, np.ndarray], rows: np.ndarray, steps: int, seed: list[int]) -> None:
-    """``steps`` AdamW steps on batches of ``rows`` (reshuffled each pass); a fresh optimiser, as a retrain has."""
-    opt = torch.optim.AdamW(model.param_groups(lr=3e-3, weight_decay=1e-4))
+def fit(model: MultiTaskModel, data: dict[str, np.ndarray], rows: np.ndarray, steps: int, seed: list[int], schedule: str) -> None:
+    """``steps`` AdamW steps on batches of ``rows`` (reshuffled each pass); a fresh optimiser, as a retrain has.
+
+    ``schedule``: ``constant`` lr 3e-3, or ``cosine`` from 3e-3 to 0 over the ``steps`` (each round ends settled).
+    """
+    opt = torch.optim.AdamW(model.param_groups(lr=LR, weight_decay=1e-4))
     model.train()
     rng = np.random.default_rng(seed)
     order, pos = rng.permutation(rows), 0
-    for _ in range(steps):
+    for step in range(steps):
+        if schedule == "cosine":
+            for group in opt.param_groups:
+                group["lr"] = LR * 0.5 * (1 + math.cos(math.pi * step / steps))
         if pos + BATCH > len(order) and pos > 0:
             order, pos = rng.permutation(rows), 0
         take = np.sort(order[pos : pos + BATCH])
@@ -123,7 +130,7 @@ def run_arm(
 ) -> list[dict[str, float]]:
     model, labelled, curve = fresh_model(seed), first, []
     for r in range(math.ceil(args.max_labels / args.round)):
-        fit(model, pool, labelled, steps_for(len(labelled)), [seed, r])
+        fit(model, pool, labelled, steps_for(len(labelled), args), [seed, r], args.schedule)
         s = scores(model, ev, base) | {"labels": float(len(labelled))}
         curve.append(s)
         print(
@@ -173,16 +180,19 @@ def main() -> None:
     ap.add_argument("--round", type=int, default=200)
     ap.add_argument("--max-labels", type=int, default=5000)
     ap.add_argument("--full-epochs", type=int, default=20)
+    ap.add_argument("--round-epochs", type=float, default=5, help="each round trains max(min-steps, this x labelled / 128) steps")
+    ap.add_argument("--min-steps", type=int, default=60)
+    ap.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
     args = ap.parse_args()
     torch.set_num_threads(1)  # a shared 2-core machine: two threads spin-wait for each other under load
     t0 = time.perf_counter()
     pool, ev = faces(args.pool, POOL_SEED), faces(args.eval, EVAL_SEED)
     base = float(np.abs(np.median(pool["age"]) - ev["age"]).mean())
-    print(f"pool {args.pool}, evaluation {args.eval} faces at 32 px; age baseline MAE {base:.2f} years", flush=True)
+    print(f"pool {args.pool}, evaluation {args.eval} faces at 32 px; age baseline MAE {base:.2f} years; {vars(args)}", flush=True)
     full = []
     for seed in range(args.seeds):
         model = fresh_model(seed)
-        fit(model, pool, np.arange(args.pool), math.ceil(args.full_epochs * args.pool / BATCH), [seed, 999])
+        fit(model, pool, np.arange(args.pool), math.ceil(args.full_epochs * args.pool / BATCH), [seed, 999], args.schedule)
         full.append(scores(model, ev, base))
         print(
             f"[{time.perf_counter() - t0:5.0f}s] seed {seed} full data: "
