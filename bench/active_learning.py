@@ -30,7 +30,6 @@ POOL_SEED, EVAL_SEED = 10, 11
 BATCH = 128
 LR = 3e-3
 ARMS = ("random", "uncertainty+diversity")
-PNG = Path("artifacts/bench/active_learning.png")
 
 
 def faces(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -150,13 +149,13 @@ def labels_to(curve: np.ndarray, labels: np.ndarray, target: float) -> float:
     return float(labels[hit[0]]) if len(hit) else math.inf
 
 
-def plot(labels: np.ndarray, curves: dict[str, np.ndarray], target: float, full: float) -> None:
+def plot(png: Path, labels: np.ndarray, curves: dict[str, np.ndarray], target: float, full: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    PNG.parent.mkdir(parents=True, exist_ok=True)
+    png.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(8, 5))
     for arm, colour in zip(ARMS, ("tab:grey", "tab:blue"), strict=True):
         for c in curves[arm]:
@@ -169,7 +168,7 @@ def plot(labels: np.ndarray, curves: dict[str, np.ndarray], target: float, full:
     ax.set_title("active learning on synthetic faces: uncertainty + diversity vs random")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(PNG, dpi=120)
+    fig.savefig(png, dpi=120)
 
 
 def main() -> None:
@@ -182,6 +181,7 @@ def main() -> None:
     ap.add_argument("--full-epochs", type=int, default=20)
     ap.add_argument("--round-epochs", type=float, default=5, help="each round trains max(min-steps, this x labelled / 128) steps")
     ap.add_argument("--min-steps", type=int, default=60)
+    ap.add_argument("--png", type=Path, default=Path("artifacts/bench/active_learning.png"))
     ap.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
     args = ap.parse_args()
     torch.set_num_threads(1)  # a shared 2-core machine: two threads spin-wait for each other under load
@@ -210,7 +210,7 @@ def main() -> None:
             curves[arm].append(np.array([x["objective"] for x in c]))
             labels = np.array([x["labels"] for x in c])
     stacked = {a: np.stack(v) for a, v in curves.items()}
-    plot(labels, stacked, target, full_obj)
+    plot(args.png, labels, stacked, target, full_obj)
 
     diff = stacked[ARMS[1]] - stacked[ARMS[0]]
     se = diff.std(axis=0, ddof=1) / math.sqrt(args.seeds) if args.seeds > 1 else np.zeros(len(labels))
@@ -224,7 +224,7 @@ def main() -> None:
         print(
             f"{int(n):>7}{r.mean():>12.4f} ±{r.std():.3f}{a.mean():>12.4f} ±{a.std():.3f}{diff[:, i].mean():>+14.4f}{se[i]:>8.4f}"
         )
-    print(f"\ncurves: {PNG}  ({time.perf_counter() - t0:.0f}s in all)")
+    print(f"\ncurves: {args.png}  ({time.perf_counter() - t0:.0f}s in all)")
     print("\ngoal checks")
     worst = int(np.argmin(diff.mean(axis=0) + 2 * se))
     never_worse = bool((diff.mean(axis=0) + 2 * se >= 0).all())
