@@ -20,6 +20,7 @@ from rich.table import Table
 
 from flotilla import cluster, labelstudio
 from flotilla.data.api import generate
+from flotilla.data.report import Thresholds
 from flotilla.data.store import list_datasets
 from flotilla.errors import FlotillaError
 from flotilla.hub import Hub, local
@@ -29,7 +30,7 @@ from flotilla.tune.report import missing_plots_note
 
 DEMO_JOB = "jobs/sweep_demo.yaml"
 AL_JOB = "jobs/active_round_demo.yaml"
-NOISE = ("FLOTILLA_RESULT", "TrainingReport(", "Checkpoint successfully created", "PreemptionWatcher", "core_worker.cc")
+NOISE = ("FLOTILLA_RESULT", "(TrainController pid", "(RayTrainWorker pid", "TrainingReport(", "Checkpoint successfully created", "PreemptionWatcher", "core_worker.cc")
 
 
 def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000) -> None:
@@ -84,8 +85,8 @@ def _active_round(console: Console, hub: Hub, repo: str, settings: Settings, say
     have = list_datasets(r, "main")
     if "demo-pool" not in have:
         generate(hub, repo, "demo-pool", 2000, seed=100, labelled=False)
-    if "demo-eval" not in have:
-        generate(hub, repo, "demo-eval", 500, seed=101)
+    if "demo-eval" not in have:  # a fixed evaluation set: small, so its rarest age x gender cells are allowed to be thin
+        generate(hub, repo, "demo-eval", 1000, seed=101, thresholds=Thresholds(min_group_count=5))
     with console.status("starting Label Studio (first time: its own virtualenv, about 2 minutes)"):
         ls = labelstudio.up(settings, report=say)
     console.print(f"[green]✓[/] Label Studio {ls.url} (login in {settings.label_dir / 'credentials.json'})")
