@@ -30,7 +30,15 @@ from flotilla.tune.report import missing_plots_note
 
 DEMO_JOB = "jobs/sweep_demo.yaml"
 AL_JOB = "jobs/active_round_demo.yaml"
-NOISE = ("FLOTILLA_RESULT", "(TrainController pid", "(RayTrainWorker pid", "TrainingReport(", "Checkpoint successfully created", "PreemptionWatcher", "core_worker.cc")
+NOISE = (
+    "FLOTILLA_RESULT",
+    "(TrainController pid",
+    "(RayTrainWorker pid",
+    "TrainingReport(",
+    "Checkpoint successfully created",
+    "PreemptionWatcher",
+    "core_worker.cc",
+)
 
 
 def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000) -> None:
