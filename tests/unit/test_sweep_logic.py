@@ -512,3 +512,24 @@ def test_an_older_sweep_json_still_resumes_as_it_ran():
     spec["space"]["model.width"] = {"type": "choice", "values": []}  # really broken: our error, not pydantic's
     with pytest.raises(SpecError, match=r"sweep 'old' \(its sweep\.json\)"):
         saved_spec(spec, "old")
+
+
+def test_a_searcher_checkpoint_interrupted_mid_write_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    import ray.tune.search.optuna.optuna_search as ray_optuna
+
+    s = _searcher()
+    path = tmp_path / "searcher-state-x.pkl"
+    s.save(str(path))
+    saved = path.read_bytes()
+    assert saved and not list(tmp_path.glob("*.tmp-*"))
+
+    def killed(obj, fh):  # the driver dies after the first bytes of the pickle
+        fh.write(b"\x80")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ray_optuna.pickle, "dump", killed)
+    with pytest.raises(KeyboardInterrupt):
+        s.save(str(path))
+    assert path.read_bytes() == saved and not list(tmp_path.glob("*.tmp-*"))
+    fresh = _searcher()
+    fresh.restore(str(path))  # what a resume does: it unpickles, instead of an EOFError

@@ -34,11 +34,17 @@ Every Optuna trial carries its Tune trial id as the user attribute
 ``tune_trial_id``: it links a study's trial to the sweep's table and branch, and
 lets a resume fail the Optuna trial of a start Tune never saved (see
 :mod:`flotilla.tune.repair`), instead of leaving it RUNNING in the study for ever.
+
+Its checkpoint (``searcher-state-*.pkl``) is written atomically (a temporary file, then a
+rename): Ray's ``OptunaSearch.save`` truncates the file and pickles into it, so a driver killed
+during that write left an empty file, and the resume then failed to unpickle it and started the
+experiment over (seen in ``test_killed_driver_resumes...``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import optuna
@@ -56,6 +62,16 @@ class StoppedAsPrunedOptunaSearch(OptunaSearch):
     def __init__(self, *args: Any, full_iterations: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.full_iterations = int(full_iterations)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Ray's save, into a temporary file renamed over the checkpoint: the old state or the new, never half of one."""
+        tmp = f"{checkpoint_path}.tmp-{os.getpid()}"
+        try:
+            super().save(tmp)
+            os.replace(tmp, checkpoint_path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         self._best: dict[str, float] = {}
         self._failed: set[str] = set()
 
