@@ -62,6 +62,8 @@ class StoppedAsPrunedOptunaSearch(OptunaSearch):
     def __init__(self, *args: Any, full_iterations: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.full_iterations = int(full_iterations)
+        self._best: dict[str, float] = {}
+        self._failed: set[str] = set()
 
     def save(self, checkpoint_path: str) -> None:
         """Ray's save, into a temporary file renamed over the checkpoint: the old state or the new, never half of one."""
@@ -72,8 +74,6 @@ class StoppedAsPrunedOptunaSearch(OptunaSearch):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        self._best: dict[str, float] = {}
-        self._failed: set[str] = set()
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # a sweep saved by an older flotilla lacks these
         self.__dict__.update({"_best": {}, "_failed": set(), **state})
