@@ -8,7 +8,7 @@ from flotilla.errors import SpecError
 
 PACKAGES = ("flotilla", "flotilla.hub", "flotilla.cluster", "flotilla.training", "flotilla.tune", "flotilla.jobs",
             "flotilla.models", "flotilla.data", "flotilla.cli", "flotilla.registry", "flotilla.loop",
-            "flotilla.labelstudio")  # fmt: skip
+            "flotilla.labelstudio", "flotilla.audit")  # fmt: skip
 
 
 def test_flotilla_train_and_jobs_submit_stay_callable_after_their_modules_are_imported(tmp_path):
