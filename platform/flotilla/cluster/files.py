@@ -14,7 +14,7 @@ import stat
 from pathlib import Path
 
 from flotilla.errors import FlotillaError
-from flotilla.hub.server import write_private
+from flotilla.hostio import write_private
 from flotilla.settings import Settings, ray_auth_token, ray_auth_token_path
 
 _MAX_TMPDIR = 36  # <tmp>/<node>/session_<date>_<usec>_<pid>/sockets/plasma_store must stay < 108 chars

@@ -38,7 +38,8 @@ from flotilla.cluster.files import ClusterError, auth_headers, ensure_token, pri
 from flotilla.cluster.health import ClusterStatus, alive_nodes, http_get, normalise_address
 from flotilla.cluster.procs import alive, descendants, marked_processes, reap, send, wait_gone
 from flotilla.errors import ConfigError
-from flotilla.hub.server import free_port, port_free, write_private
+from flotilla.hostio import port_free, write_private
+from flotilla.hub.server import free_port
 from flotilla.settings import (
     DEFAULT_DASHBOARD_PORT,
     DEFAULT_RAY_PORT,

@@ -9,7 +9,6 @@ file lock, so two ``make`` runs never race and a build happens once per machine.
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import http.client
 import json
@@ -22,11 +21,11 @@ import tempfile
 import time
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from flotilla.errors import BinaryNotFoundError
+from flotilla.hostio import locked
 from flotilla.settings import Settings, child_env, lakefs_bin
 
 Reporter = Callable[[str], None]
@@ -68,7 +67,7 @@ def ensure_binary(settings: Settings, report: Reporter = _noop, *, allow_downloa
         return found
     target = cached_binary(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(target.parent / ".lock"):
+    with locked(target.parent / ".lock"):
         if target.is_file():  # another process finished while we waited for the lock
             return target
         errors: list[str] = []
@@ -101,16 +100,6 @@ def binary_version(binary: Path) -> str:
 
 class _Unavailable(Exception):
     """This way of obtaining the binary does not work here; try the next one."""
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _download(version: str, target: Path, report: Reporter) -> None:

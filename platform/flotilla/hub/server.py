@@ -17,7 +17,6 @@ waits, so badger closes cleanly and data survives restarts.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -36,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from flotilla.errors import ServerError
+from flotilla.hostio import port_free, write_private
 from flotilla.hub.credentials import HubCredentials, read_credentials_file
 from flotilla.settings import LAKEFS_PREFIX, child_env
 
@@ -59,30 +59,6 @@ class HubStatus:
         if self.running:
             return f"lakeFS hub process {self.pid} is running but not healthy at {self.endpoint}. {self.note}".strip()
         return f"lakeFS hub is not running (state in {self.state_dir}). {self.note}".strip()
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` with mode 0600 from the first byte (no window where it is world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # like Go's listener: connections of a previous server in TIME_WAIT do not block the port
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return False
-            raise
-    return True
 
 
 def free_port() -> int:

@@ -9,16 +9,15 @@ lock makes two concurrent ``flotilla label install`` take turns, so the install 
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from flotilla.errors import LabelStudioError
+from flotilla.hostio import locked
 from flotilla.settings import PYTHON_PATH_VARS, Settings, child_env
 
 LABEL_STUDIO_VERSION = "1.23.2"
@@ -62,7 +61,7 @@ def ensure_installed(settings: Settings, report: Reporter = _noop) -> Path:
         return found
     root = install_dir(settings)
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / ".lock"):
+    with locked(root / ".lock"):
         found = find_install(settings)  # another process finished while we waited for the lock
         if found:
             return found
@@ -95,13 +94,3 @@ def _run(cmd: list[str], what: str) -> None:
             f"{what} failed (exit {proc.returncode}):\n{tail}",
             hint="Label Studio installs from PyPI: check the machine reaches it, then 'flotilla label install' again",
         )
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -16,13 +16,11 @@ keep them. ``up`` is idempotent; ``down`` signals the whole process group (SIGTE
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -32,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flotilla.errors import ConfigError, LabelStudioError
+from flotilla.hostio import port_free, write_private
 from flotilla.settings import (
     FLOTILLA_LABEL_PORT,
     LABEL_STUDIO_PASSWORD,
@@ -91,30 +90,6 @@ class LabelStudioStatus:
         if self.running:
             return f"Label Studio process {self.pid} is running but not healthy at {self.url}. {self.note}".strip()
         return f"Label Studio is not running (state in {self.state_dir}). {self.note}".strip()
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` with mode 0600 from the first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
-def port_free(port: int) -> bool:
-    """Whether nothing listens on ``port`` of 127.0.0.1 (nor on every interface, which covers it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return False
-            raise
-    return True
 
 
 def server_env(creds: LabelStudioCredentials) -> dict[str, str]:
