@@ -1,11 +1,13 @@
 """Datasets in the hub: synthetic faces, importers, the shard layout, the validation gate,
-label fixes and appends as deltas that merge side by side, commit-pinned loading with a node-local cache."""
+label fixes and appends as deltas that merge side by side, commit-pinned loading with a node-local cache,
+and a page and a grid to look at a dataset."""
 
 from flotilla.data.api import generate, import_dataset, synthetic_samples
 from flotilla.data.appending import AppendResult, append
 from flotilla.data.ingest import IngestResult, validate_and_merge
 from flotilla.data.labelfix import LabelEdit, RelabelResult, plan_label_fix, relabel, stage_label_change
 from flotilla.data.loader import HubDataset
+from flotilla.data.page import data_grid, data_report
 from flotilla.data.pinning import DataRef, pin, resolve_data
 from flotilla.data.report import Thresholds
 from flotilla.data.store import list_datasets, read_labels, read_manifest
@@ -22,6 +24,8 @@ __all__ = [
     "Shift",
     "Thresholds",
     "append",
+    "data_grid",
+    "data_report",
     "generate",
     "import_dataset",
     "list_datasets",
