@@ -3,7 +3,8 @@
 ``generate`` and ``import`` ingest through :mod:`flotilla.data.api` (own branch → validation gate →
 merge into main); ``validate`` re-runs the gate on any ref (:func:`flotilla.data.ingest.validate_and_merge`,
 ``--merge`` to merge a fixed branch); ``show`` prints a dataset's manifest, or lists the datasets when
-``--dataset`` is left out (:mod:`flotilla.data.store`).
+``--dataset`` is left out (:mod:`flotilla.data.store`), or with ``--grid`` writes a PNG grid of thumbnails;
+``report`` writes the self-contained HTML page about a dataset (:mod:`flotilla.data.page`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from flotilla.data import FaceSpec, Shift
 from flotilla.data.api import generate as generate_dataset
 from flotilla.data.api import import_dataset
 from flotilla.data.ingest import save_report_files, validate_and_merge
+from flotilla.data.page import data_grid, data_report
 from flotilla.data.store import list_datasets, read_manifest
 from flotilla.errors import DataValidationError, SpecError
 from flotilla.hub import Hub
@@ -134,14 +136,42 @@ def validate(
         raise typer.Exit(1)
 
 
+def _parse_address(addr: str) -> tuple[str, str, str]:
+    """``<repo>/<ref>/<dataset>`` → its three parts (a ref has no '/' in lakeFS)."""
+    parts = addr.split("/")
+    if len(parts) != 3 or not all(parts):
+        raise SpecError(
+            f"{addr!r} is not <repo>/<ref>/<dataset>", hint="e.g. faces/main/synthetic (a ref: branch, tag or commit)"
+        )
+    return parts[0], parts[1], parts[2]
+
+
+def _show_grid(repo: str, ref: str, dataset: str | None, out: Path | None, by: str, per_group: int, split: str | None) -> None:
+    if not dataset:
+        raise SpecError("--grid needs a dataset", hint="name it: flotilla data show <repo>/<ref>/<dataset> --grid")
+    path = data_grid(Hub(), repo, ref, dataset, out=out or Path(f"{dataset}-grid.png"), by=by, per_group=per_group, split=split)
+    console.print(f"[green]✓[/] grid of {dataset} at {ref} by {by}: {path}")
+
+
 @app.command("show")
 @friendly
 def show(
+    address: str = typer.Argument(None, help="<repo>/<ref>/<dataset> (instead of --repo, --ref, --dataset)"),
     dataset: str = typer.Option(None, "--dataset", help="dataset name (omit to list datasets)"),
     ref: str = typer.Option("main", "--ref"),
     repo: str = REPO,
+    grid: bool = typer.Option(False, "--grid", help="write a PNG grid of thumbnails instead of the manifest"),
+    out: Path = typer.Option(None, "--out", help="the grid's PNG (default: <dataset>-grid.png)"),
+    by: str = typer.Option("emotion", "--by", help="grid rows: a label column (emotion, gender, age = age band)"),
+    per_group: int = typer.Option(8, "--per-group", min=1, help="thumbnails per grid row"),
+    split: str = typer.Option(None, "--split", help="grid of one split only (train | val | test)"),
 ) -> None:
-    """Show a dataset's manifest, counts and provenance at a ref (or list the datasets)."""
+    """Show a dataset's manifest, counts and provenance at a ref (or list the datasets); --grid: a PNG of thumbnails."""
+    if address:
+        repo, ref, dataset = _parse_address(address)
+    if grid:
+        _show_grid(repo, ref, dataset, out, by, per_group, split)
+        return
     r = Hub().repo(repo)
     commit = r.resolve(ref)
     if not dataset:
@@ -162,3 +192,18 @@ def show(
     for key, value in m.provenance.items():
         t.add_row(f"provenance.{key}", str(value)[:100])
     console.print(t)
+
+
+@app.command("report")
+@friendly
+def report(
+    address: str = typer.Argument(..., help="<repo>/<ref>/<dataset>"),
+    out: Path = typer.Option(None, "--out", help="the HTML page (default: artifacts/reports/<dataset>-<commit>.html)"),
+    split: str = typer.Option(None, "--split", help="distributions and grids of one split only (train | val | test)"),
+    per_group: int = typer.Option(6, "--per-group", min=1, help="thumbnails per class or band"),
+) -> None:
+    """Write one self-contained HTML page about a dataset (opens offline): counts, label distributions, sample
+    grids, the validation result, the latest audit's worst examples and the commits that made the data."""
+    repo, ref, dataset = _parse_address(address)
+    path = data_report(Hub(), repo, ref, dataset, out=out, split=split, per_group=per_group)
+    console.print(f"[green]✓[/] report on {dataset} at {ref}: {path}")
