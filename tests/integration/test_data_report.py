@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from tests.browser import Browser, chromium_or_skip
 
-from flotilla.data import generate, read_labels
+from flotilla.data import generate, read_labels, relabel
 from flotilla.data.findings import FINDINGS, SUMMARY, AuditSummary, audit_dir, task_columns
 from flotilla.data.page import GridLayout, data_report
 from flotilla.data.report import Thresholds
@@ -78,6 +78,8 @@ async def _look(binary: str, profile: Path, page: Path, shot: Path) -> tuple[str
 @pytest.mark.timeout(300)
 def test_the_report_renders_in_chromium_with_its_thumbnails(hub, faces, tmp_path):
     binary = chromium_or_skip()
+    first = read_labels(faces, "main", "faces").column("sample_id")[0].as_py()
+    relabel(hub, faces.name, "faces", {first: {"emotion": "sad"}}, reason="reviewed <b>by</b> hand")
     page = data_report(hub, faces.name, "main", "faces", out=tmp_path / "report.html")
     doc = page.read_text()
     assert "<script" not in doc and "http://" not in doc and "https://" not in doc  # opens offline, runs nothing
@@ -91,6 +93,7 @@ def test_the_report_renders_in_chromium_with_its_thumbnails(hub, faces, tmp_path
     assert "PASSED" in text and "happy" in text and "40-49" in text
     assert "No audit of this dataset yet" in text and f"flotilla data audit {faces.name}/main/faces" in text
     assert "ingest" in text and "240 samples" in text
+    assert "label change" in text and "1 sample (emotion: 1); reviewed <b>by</b> hand" in text  # shown as text
     assert (ARTIFACTS / "data-report.png").stat().st_size > 20_000
 
 
@@ -129,3 +132,14 @@ def test_show_grid_writes_a_png_of_the_expected_size(hub_settings, faces, tmp_pa
         assert len(set(im.crop((130, 0, im.size[0], im.size[1])).getdata())) > 50  # thumbnails, not a blank canvas
     res = CliRunner().invoke(app, ["data", "show", f"{faces.name}/main/faces", "--grid", "--by", "colour"], env=env)
     assert res.exit_code == 1 and "no label column 'colour'" in res.output, res.output
+
+
+def test_the_browser_reports_a_broken_image_and_a_console_error(tmp_path):
+    """The checks above pass on an empty error list: this shows the list fills when a page does go wrong."""
+    binary = chromium_or_skip()
+    page = tmp_path / "broken.html"
+    page.write_text('<html><body><img alt="gone" src="missing.png"><script>console.error("boom")</script></body></html>')
+    (tmp_path / "profile").mkdir()
+    _, images, errors = asyncio.run(_look(binary, tmp_path / "profile", page, tmp_path / "broken.png"))
+    assert images == [["gone", True, 0]]
+    assert any("boom" in x for x in errors) and any("missing.png" in x for x in errors), errors

@@ -99,13 +99,17 @@ def _change(c: CommitInfo) -> Change:
         prov = dict(record.provenance)
         kind = "append" if "append" in prov else "ingest"
         source = ", ".join(f"{k}={v}" for k, v in sorted(prov.items()) if k in ("source", "path", "seed", "n", "append"))
-        detail = f"{record.samples} samples" + (f"; {source}" if source else "")
+        detail = _samples(record.samples) + (f"; {source}" if source else "")
     elif isinstance(record, LabelFix):
         kind = "label change"
         changed = ", ".join(f"{k}: {v}" for k, v in sorted(record.labels_changed.items()))
-        detail = f"{record.samples} samples ({changed})" + (f"; {record.reason}" if record.reason else "")
+        detail = f"{_samples(record.samples)} ({changed})" + (f"; {record.reason}" if record.reason else "")
     elif c.metadata.get(Key.VALIDATION) == "passed":
         kind, detail = "validation", "the gate's receipt"
     else:
         kind, detail = str(c.metadata.get(Key.KIND) or "edit"), ""
     return Change(c.id, when, c.message, kind, detail)
+
+
+def _samples(n: int) -> str:
+    return f"{n} sample" + ("" if n == 1 else "s")
