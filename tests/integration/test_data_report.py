@@ -132,6 +132,13 @@ def test_show_grid_writes_a_png_of_the_expected_size(hub_settings, faces, tmp_pa
         assert len(set(im.crop((130, 0, im.size[0], im.size[1])).getdata())) > 50  # thumbnails, not a blank canvas
     res = CliRunner().invoke(app, ["data", "show", f"{faces.name}/main/faces", "--grid", "--by", "colour"], env=env)
     assert res.exit_code == 1 and "no label column 'colour'" in res.output, res.output
+    res = CliRunner().invoke(app, ["data", "show", f"{faces.name}/main/faces"], env={**env, "COLUMNS": "200"})
+    assert res.exit_code == 0 and "240" in res.output and "provenance.source" in res.output, res.output
+    page = tmp_path / "page.html"
+    res = CliRunner().invoke(app, ["data", "report", f"{faces.name}/main/faces", "--out", str(page), "--split", "val"], env=env)
+    assert res.exit_code == 0 and "split val" in page.read_text(), res.output
+    res = CliRunner().invoke(app, ["data", "report", f"{faces.name}/main"], env=env)
+    assert res.exit_code == 1 and "is not <repo>/<ref>/<dataset>" in res.output, res.output
 
 
 def test_the_browser_reports_a_broken_image_and_a_console_error(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pyarrow as pa
@@ -116,6 +117,8 @@ def test_every_user_string_on_the_page_is_escaped():
     page = render(data)
     assert "<script" not in page and 'onerror="' not in page
     assert page.count("&lt;script&gt;") >= 8 and "female → male" in page
+    assert "another commit" not in page
+    assert "another commit" in render(dataclasses.replace(data, commit="d" * 40))
 
 
 def test_without_an_audit_the_page_says_how_to_run_one():

@@ -181,6 +181,12 @@ def _audit(d: ReportData) -> str:
         f"<code>{e(s.data_commit[:12])}</code> with model <code>{e(s.model_uri)}</code> ({e(s.method)}); "
         f"{s.rows} rows, flagged: {e(counts)}; showing the {len(a.rows)} worst of {a.flagged}.</p>"
     )
+    if s.data_commit != d.commit:
+        intro += (
+            '<p class="warn">This audit looked at another commit than the one this page shows:'
+            " fixes since may have resolved some rows.</p>"
+        )
+
     by_name = {c.name: c for c in d.columns}
     rows = []
     for r in a.rows:
