@@ -144,3 +144,7 @@ class MonitoringError(FlotillaError):
 class ActiveLearningError(FlotillaError):
     """An active-learning round cannot run on this input: an empty pool, a budget it cannot meet,
     scores that are not finite, a strategy that does not fit the round."""
+
+
+class AuditError(FlotillaError):
+    """A data audit or its review cannot go on: no such audit, nothing flagged, a review out of order."""

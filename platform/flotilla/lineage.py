@@ -64,6 +64,8 @@ class Key(StrEnum):
     ROUND = "flotilla.round"
     STEP = "flotilla.step"
     DETAIL = "flotilla.detail"
+    AUDIT_ID = "flotilla.audit_id"
+    REMOVED = "flotilla.removed"
 
 
 METRIC_PREFIX = "metric."
@@ -85,6 +87,7 @@ class Kind(StrEnum):
     INFERENCE = "inference"
     MONITOR = "monitor"
     ACTIVE = "active-learning"
+    DATA_REVIEW = "data-review"
 
 
 def _metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -561,6 +564,57 @@ class ActiveRound(CommitRecord):
         )
 
 
+@dataclass(frozen=True)
+class DataReview(CommitRecord):
+    """A step of an audit's review (:mod:`flotilla.audit.reviewing`): send, receive, or the change it made.
+
+    The change commit (step ``change``) and the validated merge of it (``merge``) carry the audit id,
+    so main's log says which audit a label fix or a removal came from; ``labels_changed`` counts
+    relabelled samples per column, ``removed`` removed samples per reason; ``detail`` holds the rest
+    (reviewers, tasks sent, unreviewed) as JSON.
+    """
+
+    kind: ClassVar[Kind] = Kind.DATA_REVIEW
+    dataset: str
+    audit_id: str
+    step: str
+    base_commit: str
+    labels_changed: Mapping[str, int] = field(default_factory=dict)
+    removed: Mapping[str, int] = field(default_factory=dict)
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            Key.KIND: self.kind,
+            Key.DATASET: self.dataset,
+            Key.AUDIT_ID: self.audit_id,
+            Key.STEP: self.step,
+            Key.BASE_COMMIT: self.base_commit,
+            Key.LABELS_CHANGED: json.dumps(dict(self.labels_changed), sort_keys=True),
+            Key.REMOVED: json.dumps(dict(self.removed), sort_keys=True),
+            Key.DETAIL: json.dumps(dict(self.detail), sort_keys=True, default=str),
+        }
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, str]) -> DataReview:
+        def mapping(key: Key) -> dict[str, Any]:
+            try:
+                found = json.loads(md.get(key) or "{}")
+            except ValueError:
+                return {}
+            return found if isinstance(found, dict) else {}
+
+        return cls(
+            md.get(Key.DATASET, ""),
+            md.get(Key.AUDIT_ID, ""),
+            md.get(Key.STEP, ""),
+            md.get(Key.BASE_COMMIT, ""),
+            mapping(Key.LABELS_CHANGED),
+            mapping(Key.REMOVED),
+            mapping(Key.DETAIL),
+        )
+
+
 _BY_KIND: dict[str, type[CommitRecord]] = {
     Kind.INGEST: IngestCommit,
     Kind.GATE: GateInstall,
@@ -574,6 +628,7 @@ _BY_KIND: dict[str, type[CommitRecord]] = {
     Kind.INFERENCE: InferenceCommit,
     Kind.MONITOR: MonitorRun,
     Kind.ACTIVE: ActiveRound,
+    Kind.DATA_REVIEW: DataReview,
 }
 
 

@@ -9,6 +9,7 @@ from flotilla.lineage import (
     ActiveRound,
     CheckpointCommit,
     DataLineage,
+    DataReview,
     FailureCommit,
     FamilyPromotion,
     GateInstall,
@@ -52,6 +53,8 @@ def _as_lakefs_stores_it(md: dict) -> dict[str, str]:
         MonitorRun("lakefs://faces/abc/models/r/family/model.pt", "abc123", "f00d", "incoming", "", True, 0.05, "monitoring/x/"),
         ActiveRound("al", 2, "decide", "lakefs://f/a/models/r/family/model.pt", "c0", {"promote": False, "why": ["age"]}),
         MonitorRun("lakefs://f/a/models/r/family/model.pt", "abc", "f0", "in", "val", False, 0.01, "m/", ("age", "emotion")),
+        DataReview("faces", "20261206-ab12", "change", "c0", {"emotion": 3}, {"duplicate": 1}, {"reviewers": ["user 1"]}),
+        DataReview("faces", "20261206-ab12", "send", "c1", detail={"project": 4, "tasks": 12}),
     ],
 )
 def test_every_commit_record_reads_back_as_written(record):

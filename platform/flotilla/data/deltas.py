@@ -19,9 +19,13 @@ person — is a **delta**: new objects only, so
     datasets/<name>/claims/<sha1(sample_id)>.json   one per relabelled sample: {"sample_id", "delta"}
 
 Readers fold the deltas over the base in ``seq`` order (:func:`fold`): an append adds rows and
-shards, a relabel replaces its samples' rows. ``seq`` is one more than the newest delta the writer
-saw; two concurrent deltas may share it, and then they touch different samples (their claims did
-not conflict), so their order does not matter. A new full ingest of the dataset removes all deltas.
+shards, a relabel replaces its samples' rows, a **remove** drops its samples' rows (its parquet keeps
+the rows as they were, its ``reasons`` say why per sample: "not a face", "duplicate"). A removed
+sample's image stays in its shard — shards are immutable — and readers skip images without a label
+row (:func:`removed_ids` names them for the gate). A remove claims its samples like a relabel.
+``seq`` is one more than the newest delta the writer saw; two concurrent deltas may share it, and
+then they touch different samples (their claims did not conflict), so their order does not matter.
+A new full ingest of the dataset removes all deltas.
 """
 
 from __future__ import annotations
@@ -30,17 +34,18 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from flotilla.data import layout
 from flotilla.data.layout import Manifest, ShardInfo
 from flotilla.errors import DataValidationError
 
-Kind = Literal["append", "relabel"]
+Kind = Literal["append", "relabel", "remove"]
 ListFn = Callable[[str], Sequence[str]]  # prefix → object paths under it
 ReadFn = Callable[[str], bytes]  # path → bytes
 
@@ -69,6 +74,8 @@ class Delta:
     shards: tuple[ShardInfo, ...] = ()  # an append's new image shards
     created: float = field(default_factory=time.time)
     reason: str = ""
+    reasons: dict[str, str] = field(default_factory=dict)  # a remove's: sample id → why it went
+    source: dict[str, str] = field(default_factory=dict)  # who and what made it, e.g. {"audit": id, "reviewer": ...}
 
     @property
     def stem(self) -> str:
@@ -120,6 +127,9 @@ def fold(manifest: Manifest, labels: pa.Table, deltas: Sequence[tuple[Delta, pa.
         if delta.kind == "append":
             table = pa.concat_tables([table, rows])
             shards += list(delta.shards)
+        elif delta.kind == "remove":
+            gone = pa.array(rows.column("sample_id").to_pylist(), pa.string())
+            table = table.filter(pc.invert(pc.is_in(table.column("sample_id"), gone)))
         else:  # each changed row replaces its sample's row in place: readers keep the order they had
             n = table.num_rows
             position = {sid: i for i, sid in enumerate(table.column("sample_id").to_pylist())}
@@ -136,6 +146,18 @@ def fold(manifest: Manifest, labels: pa.Table, deltas: Sequence[tuple[Delta, pa.
     return replace(manifest, shards=shards, counts=counts, label_counts=label_counts), table
 
 
+def removed_ids(deltas: Sequence[tuple[Delta, pa.Table]]) -> frozenset[str]:
+    """Samples a remove delta took out (and no later append brought back): their images are to be skipped."""
+    gone: set[str] = set()
+    for delta, rows in deltas:
+        ids = set(rows.column("sample_id").to_pylist())
+        if delta.kind == "remove":
+            gone |= ids
+        elif delta.kind == "append":
+            gone -= ids
+    return frozenset(gone)
+
+
 def new_delta(
     kind: Kind,
     rows: pa.Table,
@@ -145,12 +167,23 @@ def new_delta(
     shards: Sequence[ShardInfo] = (),
     reason: str = "",
     delta_id: str | None = None,
+    reasons: Mapping[str, str] | None = None,
+    source: Mapping[str, str] | None = None,
 ) -> Delta:
     if rows.num_rows == 0:
         raise DataValidationError(f"an empty {kind} of dataset {name!r}: nothing to write", hint="give at least one sample")
-    return Delta(delta_id or uuid.uuid4().hex[:12], next_seq(name, listing), kind, rows.num_rows, tuple(shards), reason=reason)
+    return Delta(
+        delta_id or uuid.uuid4().hex[:12],
+        next_seq(name, listing),
+        kind,
+        rows.num_rows,
+        tuple(shards),
+        reason=reason,
+        reasons=dict(reasons or {}),
+        source=dict(source or {}),
+    )
 
 
 def claim(name: str, sample_id: str, delta: Delta) -> tuple[str, str]:
-    """(path, body) of the claim a relabel writes for ``sample_id``."""
+    """(path, body) of the claim a relabel or a remove writes for ``sample_id``."""
     return claim_path(name, sample_id), json.dumps({"sample_id": sample_id, "delta": delta.id}, sort_keys=True)

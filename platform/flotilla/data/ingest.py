@@ -23,16 +23,19 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from flotilla.data import deltas, layout
 from flotilla.data.gate import install_gate, require_clean
 from flotilla.data.layout import Manifest, Sample
 from flotilla.data.report import failure_hint, failure_message
-from flotilla.data.store import read_labels, read_manifest, write_dataset
+from flotilla.data.store import read_dataset, read_manifest, write_dataset
 from flotilla.data.validate import Thresholds, ValidationReport, validate
 from flotilla.errors import ConfigError, ConflictError, DataValidationError, MergeConflictError
 from flotilla.hub.client import Hub
@@ -85,11 +88,19 @@ def _shard_tables(repo: Repo, ref: str, name: str, manifest: Manifest) -> Iterab
 
 def validate_ref(repo: Repo, ref: str, name: str, thresholds: Thresholds | None = None) -> ValidationReport:
     """Run the gate on what ``ref`` holds for dataset ``name`` (reads labels and every shard)."""
-    manifest = read_manifest(repo, ref, name)
-    labels = read_labels(repo, ref, name)
-    return validate(
-        labels, _shard_tables(repo, ref, name, manifest), thresholds or Thresholds(), name=name, labelled=manifest.labelled
-    )
+    manifest, labels = read_dataset(repo, ref, name)
+    changes = deltas.read_deltas(name, lambda p: [o.path for o in repo.list(ref, p)], lambda p: repo.get(ref, p))
+    shards = _without(_shard_tables(repo, ref, name, manifest), deltas.removed_ids(changes))
+    return validate(labels, shards, thresholds or Thresholds(), name=name, labelled=manifest.labelled)
+
+
+def _without(tables: Iterable[Any], removed: frozenset[str]) -> Iterable[Any]:
+    """The shards less the images of removed samples (their shards are immutable; the remove delta says they went)."""
+    gone = pa.array(sorted(removed), pa.string())
+    for t in tables:
+        if removed and "sample_id" in t.column_names:
+            t = t.filter(pc.invert(pc.is_in(t.column("sample_id"), gone)))
+        yield t
 
 
 def fingerprint(repo: Repo, ref: str, name: str) -> dict[str, str]:
@@ -205,13 +216,15 @@ def validate_and_merge(
     into: str = "main",
     thresholds: Thresholds | None = None,
     merge: bool = False,
+    metadata: Mapping[str, Any] | None = None,
 ) -> tuple[ValidationReport, str | None]:
     """Re-run the gate on ``ref`` (e.g. a fixed ingest branch); with ``merge`` and a pass, record and merge.
 
     With ``merge`` the branch's pending changes are committed first and the gate runs on that commit;
     what is merged is that commit plus the report (committed on a temporary branch cut from it), so a
     write to the branch meanwhile, staged or committed, is never merged under a receipt it did not earn.
-    ``ref`` itself does not get the report; the merge commit on ``into`` does.
+    ``ref`` itself does not get the report; the merge commit on ``into`` does. ``metadata`` is added
+    to that merge commit's (e.g. the audit a reviewed change came from, so main's log links it).
     """
     repo = hub.repo(repo_name)
     if not merge:
@@ -255,11 +268,11 @@ def validate_and_merge(
         receipt = repo.commit(
             receipt_branch.branch, f"Validation passed for {name}", ValidationReceipt(validated).to_metadata(), allow_empty=True
         )  # empty when the validated commit already held this very receipt
-        merged = merge_validated(repo, receipt.id, into, name)
+        merged = merge_validated(repo, receipt.id, into, name, metadata)
     return report, merged
 
 
-def merge_validated(repo: Repo, source: str, into: str, name: str) -> str:
+def merge_validated(repo: Repo, source: str, into: str, name: str, metadata: Mapping[str, Any] | None = None) -> str:
     """Merge a validated change of dataset ``name``; concurrent changes of *other* samples merge beside it.
 
     Two deltas (:mod:`flotilla.data.deltas`) made at once on two branches add different objects and
@@ -267,9 +280,9 @@ def merge_validated(repo: Repo, source: str, into: str, name: str) -> str:
     conflict, the newer receipt stands (``source-wins`` for that one path: every other path was
     conflict-free). A conflict on a sample's claim means both changed that sample: refused, naming it.
     """
-    message, metadata = f"Merge validated dataset {name}", ValidatedMerge(name).to_metadata()
+    message, md = f"Merge validated dataset {name}", {**(metadata or {}), **ValidatedMerge(name).to_metadata()}
     try:
-        return repo.merge(source, into, message, metadata)
+        return repo.merge(source, into, message, md)
     except MergeConflictError as exc:
         claims = [p for p in exc.paths if p.startswith(deltas.claims_prefix(name))]
         if claims:
@@ -281,5 +294,5 @@ def merge_validated(repo: Repo, source: str, into: str, name: str) -> str:
                 hint=f"read the labels of {into!r} again (flotilla.data.read_labels) and redo the change for those samples",
             ) from None
         if exc.paths == [validation_path(name)]:
-            return repo.merge(source, into, message, metadata, strategy="source-wins")
+            return repo.merge(source, into, message, md, strategy="source-wins")
         raise

@@ -152,7 +152,9 @@ def plan_label_fix(labels: pa.Table, changes: LabelChanges, dataset: str = "") -
     )
 
 
-def stage_label_change(repo: Repo, branch: str, dataset: str, edit: LabelEdit, *, reason: str = "") -> Delta:
+def stage_label_change(
+    repo: Repo, branch: str, dataset: str, edit: LabelEdit, *, reason: str = "", source: Mapping[str, str] | None = None
+) -> Delta:
     """Write ``edit`` on ``branch`` as a relabel delta (the changed samples' new rows) plus one claim per sample.
 
     Nothing existing is rewritten, so a change on another branch that touches other samples merges
@@ -162,7 +164,7 @@ def stage_label_change(repo: Repo, branch: str, dataset: str, edit: LabelEdit, *
     ids = [sid for sid in edit.table.column("sample_id").to_pylist() if sid in edit.touched]
     rows = edit.table.filter(pc.is_in(edit.table.column("sample_id"), pa.array(ids, pa.string())))
     listing = [o.path for o in repo.list(branch, deltas.deltas_prefix(dataset))]
-    delta = deltas.new_delta("relabel", rows, listing, dataset, reason=reason)
+    delta = deltas.new_delta("relabel", rows, listing, dataset, reason=reason, source=source)
     repo.put(branch, delta.labels_path(dataset), layout.encode_labels(rows))
     for sid in ids:
         repo.put(branch, *deltas.claim(dataset, sid, delta))

@@ -142,10 +142,15 @@ class HubDataset:
             cache[split] = [self._rows_in_split(self.read_shard(s), split) for s in self.manifest.shards]
         return cache[split]
 
-    def _rows_in_split(self, table: pa.Table, split: str) -> np.ndarray:
-        splits = self._splits
+    def _rows_in_split(self, table: pa.Table, split: str | None) -> np.ndarray:
+        """Rows of ``split`` (any split: None); an image without a label row (a removed sample) is in none."""
+        splits, index = self._splits, self._label_index
         return np.array(
-            [j for j, sid in enumerate(table.column("sample_id").to_pylist()) if splits[self._label_index[sid]] == split],
+            [
+                j
+                for j, sid in enumerate(table.column("sample_id").to_pylist())
+                if (i := index.get(sid)) is not None and (split is None or splits[i] == split)
+            ],
             dtype=np.int64,
         )
 
@@ -221,10 +226,10 @@ class HubDataset:
 
     def shard_samples(self, index: int, split: str | None = None) -> tuple[list[str], list[np.ndarray]]:
         """Shard ``index``'s sample ids and decoded images (uint8 [H,W,3], resized to ``image_size`` when set),
-        only ``split``'s samples unless ``split`` is None: what batch inference reads, one shard at a time."""
+        only ``split``'s samples unless ``split`` is None (removed samples never): what batch inference reads,
+        one shard at a time."""
         table = self.read_shard(self.manifest.shards[index])
-        if split is not None:
-            table = table.take(pa.array(self._rows_in_split(table, split)))
+        table = table.take(pa.array(self._rows_in_split(table, split)))
         return table.column("sample_id").to_pylist(), [self._decode(b) for b in table.column("image").to_pylist()]
 
     # ---- Ray Data -----------------------------------------------------------------------
