@@ -197,3 +197,13 @@ def test_a_removal_is_checked_and_wins_over_a_relabel_of_the_same_sample():
     )
     assert edit is not None and edit.touched == {"b"} and edit.changed == {"emotion": 1}
     assert plan_review_changes(labels, to_changes({}), "d") == (None, None)
+
+
+def test_the_review_command_takes_one_action_at_a_time():
+    from typer.testing import CliRunner
+
+    from flotilla.cli.commands import app
+
+    two = CliRunner().invoke(app, ["data", "review", "a1", "--send", "--receive"])
+    assert two.exit_code == 1 and "one of --send" in two.output
+    assert "--annotate" in CliRunner().invoke(app, ["data", "review", "--help"]).output

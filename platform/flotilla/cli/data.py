@@ -1,10 +1,11 @@
-"""``flotilla data generate | import | validate | show``: a thin shell over the data layer.
+"""``flotilla data generate | import | validate | show | report | review``: a thin shell over the data layer.
 
 ``generate`` and ``import`` ingest through :mod:`flotilla.data.api` (own branch → validation gate →
 merge into main); ``validate`` re-runs the gate on any ref (:func:`flotilla.data.ingest.validate_and_merge`,
 ``--merge`` to merge a fixed branch); ``show`` prints a dataset's manifest, or lists the datasets when
 ``--dataset`` is left out (:mod:`flotilla.data.store`), or with ``--grid`` writes a PNG grid of thumbnails;
-``report`` writes the self-contained HTML page about a dataset (:mod:`flotilla.data.page`).
+``report`` writes the self-contained HTML page about a dataset (:mod:`flotilla.data.page`); ``review`` is an audit's
+review loop in Label Studio (:mod:`flotilla.audit.reviewing`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -24,7 +26,7 @@ from flotilla.data.api import import_dataset
 from flotilla.data.ingest import save_report_files, validate_and_merge
 from flotilla.data.page import data_grid, data_report
 from flotilla.data.store import list_datasets, read_manifest
-from flotilla.errors import DataValidationError, SpecError
+from flotilla.errors import DataValidationError, FlotillaError, SpecError
 from flotilla.hub import Hub
 
 app = typer.Typer(help="Datasets in the hub: generate, import, validate, show.", no_args_is_help=True)
@@ -207,3 +209,42 @@ def report(
     repo, ref, dataset = _parse_address(address)
     path = data_report(Hub(), repo, ref, dataset, out=out, split=split, per_group=per_group)
     console.print(f"[green]✓[/] report on {dataset} at {ref}: {path}")
+
+
+@app.command("review")
+@friendly
+def review(
+    audit: str = typer.Argument(..., help="the audit: its id, or its branch audit-<dataset>-<id>"),
+    send: bool = typer.Option(False, "--send", help="send the flagged samples to Label Studio (flotilla label up first)"),
+    annotate: bool = typer.Option(False, "--annotate", help="the scripted reviewer (synthetic data): decide from the truth"),
+    receive: bool = typer.Option(False, "--receive", help="merge the reviewed decisions into --into, through the gate"),
+    status: bool = typer.Option(False, "--status", help="where the review stands (the default)"),
+    issues: str = typer.Option(None, "--issues", help="only these flags, comma-separated: label, label:<task>, outlier, ..."),
+    limit: int = typer.Option(None, "--limit", min=1, help="at most this many samples, worst first"),
+    into: str = typer.Option("main", "--into", help="the branch the reviewed change merges into"),
+    repo: str = REPO,
+) -> None:
+    """Review an audit's flagged samples in Label Studio; accepted fixes and removals land as one gated commit."""
+    from flotilla.audit import annotate_review, receive_review, review_status, send_review
+    from flotilla.labelstudio import local_client
+
+    if sum((send, annotate, receive, status)) > 1:
+        raise SpecError("pass one of --send, --annotate, --receive, --status")
+    say = err.print
+    if send:
+        wanted = [i.strip() for i in issues.split(",") if i.strip()] if issues else None
+        state = send_review(Hub(), repo, audit, client=local_client(), issues=wanted, limit=limit, into=into, say=say)
+        console.print(f"[green]✓[/] {len(state.sent)} flagged sample(s) in Label Studio project {state.project_id}")
+    elif annotate:
+        n = annotate_review(Hub(), repo, audit, client=local_client())
+        console.print(f"[green]✓[/] {n} task(s) reviewed through Label Studio's API")
+    elif receive:
+        result = receive_review(Hub(), repo, audit, client=local_client(), say=say)
+        console.print(f"[green]✓[/] {escape(result.summary())}")
+    else:
+        try:
+            client = local_client()
+        except FlotillaError:
+            client = None
+        for key, value in review_status(Hub(), repo, audit, client=client).items():
+            console.print(f"{key}: {escape(str(value))}")
