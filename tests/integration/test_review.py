@@ -159,6 +159,7 @@ def test_label_studio_down_or_a_refusing_gate_leaves_main_untouched(hub, world, 
     dead = LabelStudioClient(f"http://127.0.0.1:{free_port()}", "no-token")
     with pytest.raises(LabelStudioUnavailableError):
         receive_review(hub, repo.name, AUDIT_ID, client=dead)
+    assert str(review_status(hub, repo.name, AUDIT_ID, client=dead)["reviewed"]).startswith("unknown")
     reviewed = annotate_review(
         hub, repo.name, AUDIT_ID, client=client, truth=world["truth"], removals={world["dup"]: "duplicate"}
     )

@@ -41,7 +41,7 @@ from flotilla.data.pinning import DataRef
 from flotilla.data.removal import Removal, plan_removal, stage_removal
 from flotilla.data.report import Thresholds, ValidationReport
 from flotilla.data.store import read_labels
-from flotilla.errors import AuditError
+from flotilla.errors import AuditError, LabelStudioError
 from flotilla.hub.client import Hub
 from flotilla.hub.experiment import SCRATCH, Retention
 from flotilla.hub.repo import Repo
@@ -293,6 +293,10 @@ def review_status(hub: Hub | None, repo: str, audit: str, *, client: LabelStudio
     out |= {"branch": state.branch, "into": state.into, "sent": len(state.sent), "project": state.project_id,
             "received": state.received, "merge_commit": state.merge_commit}  # fmt: skip
     if client is not None and state.project_id is not None and state.step == "sent":
-        tasks = client.tasks(state.project_id)
-        out["reviewed"] = sum(1 for t in tasks if t.total_annotations + t.cancelled_annotations > 0)
+        try:
+            tasks = client.tasks(state.project_id)
+        except LabelStudioError as exc:  # the status of the hub side still stands
+            out["reviewed"] = f"unknown ({exc.message})"
+        else:
+            out["reviewed"] = sum(1 for t in tasks if t.total_annotations + t.cancelled_annotations > 0)
     return out

@@ -26,7 +26,7 @@ from flotilla.data.api import import_dataset
 from flotilla.data.ingest import save_report_files, validate_and_merge
 from flotilla.data.page import data_grid, data_report
 from flotilla.data.store import list_datasets, read_manifest
-from flotilla.errors import DataValidationError, FlotillaError, SpecError
+from flotilla.errors import DataValidationError, SpecError
 from flotilla.hub import Hub
 
 app = typer.Typer(help="Datasets in the hub: generate, import, validate, show.", no_args_is_help=True)
@@ -242,9 +242,5 @@ def review(
         result = receive_review(Hub(), repo, audit, client=local_client(), say=say)
         console.print(f"[green]✓[/] {escape(result.summary())}")
     else:
-        try:
-            client = local_client()
-        except FlotillaError:
-            client = None
-        for key, value in review_status(Hub(), repo, audit, client=client).items():
+        for key, value in review_status(Hub(), repo, audit, client=local_client()).items():
             console.print(f"{key}: {escape(str(value))}")
