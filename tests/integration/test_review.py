@@ -27,6 +27,7 @@ from flotilla.data import HubDataset, append, generate, read_labels, read_manife
 from flotilla.data.deltas import Delta, deltas_prefix
 from flotilla.data.findings import FINDINGS, FINDINGS_COLUMNS, SUMMARY, AuditSummary, audit_branch, audit_dir, task_columns
 from flotilla.data.layout import Sample
+from flotilla.data.page.sources import history
 from flotilla.data.pinning import DataRef
 from flotilla.data.report import Thresholds
 from flotilla.errors import AuditError, DataValidationError, LabelStudioUnavailableError
@@ -200,6 +201,7 @@ def test_the_reviewed_fixes_and_the_removal_merge_as_one_change_linked_to_the_au
     data = HubDataset(DataRef(repo.name, repo.resolve("main"), "faces"), hub.credentials)
     seen = [sid for i in range(len(data.manifest.shards)) for sid in data.shard_samples(i)[0]]
     assert world["dup"] not in seen and len(seen) == world["samples"] - 1
+    assert any(c.kind == "review" and AUDIT_ID in c.detail for c in history(repo, "main", "faces"))  # the data page's provenance
     state = json.loads(repo.get(result.state.branch, result.state.dir + "review.json"))
     assert state["step"] == "received" and state["merge_commit"] == merge.id
     with pytest.raises(AuditError, match="received"):

@@ -14,7 +14,7 @@ from flotilla.data.ingest import validation_path
 from flotilla.data.layout import Manifest
 from flotilla.data.report import ValidationReport
 from flotilla.errors import NotFoundError
-from flotilla.lineage import IngestCommit, Key, LabelFix, read_commit
+from flotilla.lineage import DataReview, IngestCommit, Key, LabelFix, read_commit
 
 if TYPE_CHECKING:
     from flotilla.hub.repo import CommitInfo, Repo
@@ -104,6 +104,11 @@ def _change(c: CommitInfo) -> Change:
         kind = "label change"
         changed = ", ".join(f"{k}: {v}" for k, v in sorted(record.labels_changed.items()))
         detail = f"{_samples(record.samples)} ({changed})" + (f"; {record.reason}" if record.reason else "")
+    elif isinstance(record, DataReview) and record.step == "change":
+        kind = "review"
+        parts = [f"{k}: {v}" for k, v in sorted(record.labels_changed.items())]
+        parts += [f"removed as {k}: {v}" for k, v in sorted(record.removed.items())]
+        detail = f"audit {record.audit_id}" + (f" ({', '.join(parts)})" if parts else "")
     elif c.metadata.get(Key.VALIDATION) == "passed":
         kind, detail = "validation", "the gate's receipt"
     else:
