@@ -14,7 +14,8 @@ findings sit beside the very data they describe (the branch *is* the data versio
 Findings table columns (scores are cleanlab's: in [0, 1], **lower = more likely a problem**):
 
 - ``sample_id`` (string), ``split`` (string);
-- per task ``<t>`` audited for label issues: ``label_issue_<t>`` (bool), ``label_score_<t>`` (float32),
+- per task ``<t>`` audited for label issues (``<t>`` is the task's **label column** in the dataset, so a
+  reviewer's fix lands on that column): ``label_issue_<t>`` (bool), ``label_score_<t>`` (float32),
   ``given_<t>`` (float64: the label in the data, null when unlabelled), ``suggested_<t>`` (float64: the
   out-of-sample prediction — a class index for classification, a value for regression);
 - ``outlier`` (bool), ``outlier_score`` (float32);
