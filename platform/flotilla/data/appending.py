@@ -26,7 +26,7 @@ from flotilla.data.ingest import validate_and_merge
 from flotilla.data.labelfix import admitted_thresholds
 from flotilla.data.layout import Sample, ShardInfo
 from flotilla.data.report import Thresholds, ValidationReport
-from flotilla.data.store import read_labels
+from flotilla.data.store import read_dataset
 from flotilla.errors import DataValidationError
 from flotilla.hub.client import Hub
 from flotilla.hub.experiment import SCRATCH
@@ -73,7 +73,8 @@ def append(
     repo = hub.repo(repo_name)
     require_clean(repo, into, f"append to {dataset!r} on {into!r}")
     base = repo.resolve(into)
-    existing = set(read_labels(repo, base, dataset).column("sample_id").to_pylist())  # NotFoundError: no such dataset
+    manifest, table = read_dataset(repo, base, dataset)  # NotFoundError: no such dataset
+    existing, schema = set(table.column("sample_id").to_pylist()), manifest.label_schema
     rows = list(samples)
     if not rows:
         raise DataValidationError(f"nothing to append to {dataset!r}: no samples given", hint="pass at least one Sample")
@@ -89,7 +90,7 @@ def append(
             f"{len(clash)} sample id(s) to append to {dataset!r} are in it (or twice here): {shown}; nothing was written",
             hint="append only new samples; change existing ones with flotilla.data.relabel",
         )
-    labels = layout.labels_table(rows)
+    labels = layout.labels_table(rows, schema)  # the dataset's declared columns, nothing else
     branch = repo.transact(f"{dataset}-{uuid.uuid4().hex[:12]}", base, prefix="append-", retention=SCRATCH)
     with branch:
         listing = [o.path for o in repo.list(base, deltas.deltas_prefix(dataset))]
@@ -101,7 +102,7 @@ def append(
             branch.put(path, data)
             shards.append(ShardInfo(path=path, rows=len(chunk), bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
         delta = deltas.new_delta("append", labels, listing, dataset, shards=shards, reason=reason, delta_id=delta_id)
-        branch.put(delta.labels_path(dataset), layout.encode_labels(labels))
+        branch.put(delta.labels_path(dataset), layout.encode_labels(labels, schema))
         branch.put(delta.path(dataset), delta.to_json())
         meta = IngestCommit(dataset, len(rows), True, base, {**(provenance or {}), "append": delta_id}).to_metadata()
         commit = branch.commit(f"Append {len(rows)} sample(s) to {dataset}" + (f": {reason}" if reason else ""), meta)

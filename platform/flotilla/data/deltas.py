@@ -104,11 +104,12 @@ def delta_paths(name: str, listing: Sequence[str]) -> list[str]:
 
 
 def read_deltas(name: str, list_fn: ListFn, read_fn: ReadFn) -> list[tuple[Delta, pa.Table]]:
-    """Every delta of ``name`` with its label rows, in the order readers apply them."""
+    """Every delta of ``name`` with its label rows as written (:func:`fold` casts them to the dataset's schema),
+    in the order readers apply them."""
     out = []
     for path in delta_paths(name, list_fn(deltas_prefix(name))):
         delta = Delta.from_json(read_fn(path))
-        out.append((delta, layout.decode_table(read_fn(delta.labels_path(name))).cast(layout.LABEL_SCHEMA)))
+        out.append((delta, layout.decode_table(read_fn(delta.labels_path(name)))))
     return sorted(out, key=lambda d: (d[0].seq, d[0].created, d[0].id))
 
 
@@ -121,9 +122,11 @@ def fold(manifest: Manifest, labels: pa.Table, deltas: Sequence[tuple[Delta, pa.
     """The dataset as readers see it: the base with every delta applied (counts recomputed)."""
     if not deltas:
         return manifest, labels
-    table = labels.cast(layout.LABEL_SCHEMA)
+    schema = manifest.label_schema
+    table = layout.cast_labels(labels, schema)
     shards = list(manifest.shards)
-    for delta, rows in deltas:
+    for delta, raw in deltas:
+        rows = layout.cast_labels(raw, schema)
         if delta.kind == "append":
             table = pa.concat_tables([table, rows])
             shards += list(delta.shards)
@@ -142,7 +145,7 @@ def fold(manifest: Manifest, labels: pa.Table, deltas: Sequence[tuple[Delta, pa.
             table = pa.concat_tables([table, rows]).take(pa.array(take, pa.int64()))
     splits = table.column("split").to_pylist()
     counts = {"samples": table.num_rows, **{s: splits.count(s) for s in layout.SPLITS}}
-    label_counts = {c: table.num_rows - table.column(c).null_count for c in layout.LABEL_COLUMNS}
+    label_counts = {c: table.num_rows - table.column(c).null_count for c in schema.names}
     return replace(manifest, shards=shards, counts=counts, label_counts=label_counts), table
 
 

@@ -35,6 +35,7 @@ from flotilla.data import deltas, layout
 from flotilla.data.gate import install_gate, require_clean
 from flotilla.data.layout import Manifest, Sample
 from flotilla.data.report import failure_hint, failure_message
+from flotilla.data.schema import FACE_SCHEMA, LabelSchema
 from flotilla.data.store import read_dataset, read_manifest, write_dataset
 from flotilla.data.validate import Thresholds, ValidationReport, validate
 from flotilla.errors import ConfigError, ConflictError, DataValidationError, MergeConflictError
@@ -91,7 +92,9 @@ def validate_ref(repo: Repo, ref: str, name: str, thresholds: Thresholds | None 
     manifest, labels = read_dataset(repo, ref, name)
     changes = deltas.read_deltas(name, lambda p: [o.path for o in repo.list(ref, p)], lambda p: repo.get(ref, p))
     shards = _without(_shard_tables(repo, ref, name, manifest), deltas.removed_ids(changes))
-    return validate(labels, shards, thresholds or Thresholds(), name=name, labelled=manifest.labelled)
+    return validate(
+        labels, shards, thresholds or Thresholds(), name=name, labelled=manifest.labelled, schema=manifest.label_schema
+    )
 
 
 def _without(tables: Iterable[Any], removed: frozenset[str]) -> Iterable[Any]:
@@ -164,7 +167,9 @@ def ingest(
     merge: bool = True,
     on_progress: Callable[[int], None] | None = None,
     labelled: bool = True,
+    schema: LabelSchema = FACE_SCHEMA,
 ) -> IngestResult:
+    """Write ``samples`` (labels per ``schema``, declared in the manifest) on an ingest branch, gate them, merge."""
     repo = hub.ensure_repo(repo_name)
     if merge:  # lakeFS refuses a merge into a dirty branch: say so before the data is written, not after
         require_clean(repo, into, f"ingest {name!r} into {into!r}")
@@ -179,7 +184,7 @@ def ingest(
     )
     with ingest:
         branch = ingest.branch
-        written = write_dataset(repo, branch, name, samples, provenance, on_shard=on_progress, labelled=labelled)
+        written = write_dataset(repo, branch, name, samples, provenance, on_shard=on_progress, labelled=labelled, schema=schema)
         report = validate_ref(repo, branch, name, thresholds)
         # the local report first: if it cannot be written, fail while the branch is still ours to
         # delete, rather than after the commit with an orphaned ingest branch nobody was told about

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
-import numbers
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +31,8 @@ from flotilla.data.deltas import Delta
 from flotilla.data.gate import require_clean
 from flotilla.data.ingest import validate_and_merge, validation_path
 from flotilla.data.report import Thresholds, ValidationReport, failure_hint, failure_message
-from flotilla.data.store import read_labels
+from flotilla.data.schema import FACE_SCHEMA, LabelSchema
+from flotilla.data.store import read_dataset
 from flotilla.errors import DataValidationError, NotFoundError, SpecError
 from flotilla.hub.client import Hub
 from flotilla.hub.experiment import SCRATCH
@@ -41,7 +40,6 @@ from flotilla.hub.repo import Repo
 from flotilla.lineage import LabelFix
 
 LabelChanges = Mapping[str, Mapping[str, Any]]  # sample id → {label column: new value (None: unknown)}
-_CODES = {"gender": layout.GENDERS, "emotion": layout.EMOTIONS}
 _SHOWN = 10
 
 
@@ -77,29 +75,9 @@ class RelabelResult:
         return f"{self.samples} sample(s) of {self.dataset!r} relabelled ({per}); {into}"
 
 
-def _coerce(column: str, value: Any) -> tuple[Any, str | None]:
-    """A user's value → what the labels table stores, or the reason it cannot be stored."""
-    if value is None:
-        return None, None
-    if isinstance(value, bool):
-        return None, f"{column} {value!r} is a boolean, not a label"
-    if column == "age":
-        age = float(value) if isinstance(value, numbers.Real) else math.nan
-        if not layout.AGE_RANGE[0] <= age <= layout.AGE_RANGE[1]:  # NaN and inf are out too
-            return None, f"age {value!r} is not a number in {layout.AGE_RANGE[0]:g}..{layout.AGE_RANGE[1]:g} (or null)"
-        return float(pa.scalar(age, pa.float32()).as_py()), None
-    names = _CODES[column]
-    if isinstance(value, str) and value.lower() in names:
-        return names.index(value.lower()), None
-    code = int(value) if isinstance(value, numbers.Integral) else -1
-    if 0 <= code < len(names):
-        return code, None
-    coded = ", ".join(f"{i} {n}" for i, n in enumerate(names))
-    return None, f"{column} {value!r} is not one of {coded} (a code or a name), or null"
-
-
-def plan_label_fix(labels: pa.Table, changes: LabelChanges, dataset: str = "") -> LabelEdit:
-    """Check ``changes`` against ``labels`` and build the fixed table; one SpecError lists every problem.
+def plan_label_fix(labels: pa.Table, changes: LabelChanges, dataset: str = "", schema: LabelSchema = FACE_SCHEMA) -> LabelEdit:
+    """Check ``changes`` against ``labels`` and ``schema`` (the dataset's declared label columns: each value
+    checked by its column's kind, range and classes) and build the fixed table; one SpecError lists every problem.
 
     Pure (no hub): the part of :func:`relabel` that decides what changes, testable on its own.
     """
@@ -107,26 +85,27 @@ def plan_label_fix(labels: pa.Table, changes: LabelChanges, dataset: str = "") -
         raise SpecError(f"no label changes given for dataset {dataset!r}", hint="pass {sample_id: {column: value}}")
     ids = labels.column("sample_id").to_pylist()
     row = {sid: i for i, sid in enumerate(ids)}
-    columns = {c: labels.column(c).to_pylist() for c in layout.LABEL_COLUMNS}
+    names = schema.names
+    columns = {c: labels.column(c).to_pylist() for c in names}
     problems: list[str] = []
     unknown = [sid for sid in changes if sid not in row]
     if unknown:
         shown = ", ".join(map(repr, unknown[:_SHOWN])) + (f" and {len(unknown) - _SHOWN} more" if len(unknown) > _SHOWN else "")
         problems.append(f"{len(unknown)} sample id(s) not in the dataset: {shown}")
-    touched: dict[str, set[str]] = {c: set() for c in layout.LABEL_COLUMNS}
+    touched: dict[str, set[str]] = {c: set() for c in names}
     for sid, new in changes.items():
         if not isinstance(new, Mapping):
             problems.append(f"sample {sid!r}: expected {{column: value}}, got {type(new).__name__}")
             continue
         for column, value in new.items():
             if column not in columns:
-                close = difflib.get_close_matches(str(column), layout.LABEL_COLUMNS, n=1)
+                close = difflib.get_close_matches(str(column), names, n=1)
                 problems.append(
                     f"sample {sid!r}: {column!r} is not a label column"
-                    + (f" (did you mean {close[0]!r}?)" if close else f" (label columns: {', '.join(layout.LABEL_COLUMNS)})")
+                    + (f" (did you mean {close[0]!r}?)" if close else f" (label columns: {', '.join(names)})")
                 )
                 continue
-            stored, why = _coerce(column, value)
+            stored, why = schema[column].coerce(value)
             if why:
                 problems.append(f"sample {sid!r}: {why}")
             elif sid in row and columns[column][row[sid]] != stored:
@@ -136,8 +115,7 @@ def plan_label_fix(labels: pa.Table, changes: LabelChanges, dataset: str = "") -
         raise SpecError(
             f"label fix for dataset {dataset!r} is invalid ({len(problems)} problem(s)); nothing was changed:",
             problems,
-            hint="sample ids are the dataset's own (flotilla.data.read_labels); "
-            f"label columns: {', '.join(layout.LABEL_COLUMNS)}",
+            hint=f"sample ids are the dataset's own (flotilla.data.read_labels); label columns: {schema.describe()}",
         )
     table = labels
     for column, values in columns.items():
@@ -165,7 +143,7 @@ def stage_label_change(
     rows = edit.table.filter(pc.is_in(edit.table.column("sample_id"), pa.array(ids, pa.string())))
     listing = [o.path for o in repo.list(branch, deltas.deltas_prefix(dataset))]
     delta = deltas.new_delta("relabel", rows, listing, dataset, reason=reason, source=source)
-    repo.put(branch, delta.labels_path(dataset), layout.encode_labels(rows))
+    repo.put(branch, delta.labels_path(dataset), layout.encode_labels(rows))  # the folded table's types: the schema's
     for sid in ids:
         repo.put(branch, *deltas.claim(dataset, sid, delta))
     repo.put(branch, delta.path(dataset), delta.to_json())
@@ -193,7 +171,8 @@ def relabel(
 ) -> RelabelResult:
     """Apply ``{sample_id: {column: value}}`` to ``dataset`` on ``into``: validated, merged, recorded.
 
-    Values: ``age`` a number in the age range; ``gender`` and ``emotion`` a code or its name
+    Values, per the dataset's declared label schema: a regression column (``age``) a number in its range;
+    a binary or categorical one (``gender``, ``emotion``, ``ethnicity``) a code or its class name
     (``"female"``, ``"happy"``); None makes a label unknown. Anything wrong (an unknown sample id or
     column, a value out of range, a fix the gate refuses) raises before ``into`` changes, and leaves
     no branch behind.
@@ -201,7 +180,8 @@ def relabel(
     repo = hub.repo(repo_name)
     require_clean(repo, into, f"fix labels of {dataset!r} on {into!r}")
     base = repo.resolve(into)
-    edit = plan_label_fix(read_labels(repo, base, dataset), changes, dataset)  # a missing dataset: NotFoundError
+    manifest, labels = read_dataset(repo, base, dataset)  # a missing dataset: NotFoundError
+    edit = plan_label_fix(labels, changes, dataset, manifest.label_schema)
     if not edit.samples:
         return RelabelResult(repo_name, dataset, into, base, base, None, 0)
     record = LabelFix(dataset, edit.samples, edit.changed, base, reason)

@@ -180,8 +180,8 @@ class HubDataset:
         (so DDP never waits on a rank that ran out), shards in a seeded per-epoch order, rows shuffled
         within each shard. ``equal=False`` (evaluation, which has no per-step collective) gives every
         sample to exactly one rank instead, so metrics cover the whole split whatever the world size.
-        Each batch: ``image`` uint8 [B,H,W,3]; ``age`` float32, ``gender`` and ``emotion`` int64
-        (0 where unknown); ``mask_age``/``mask_gender``/``mask_emotion`` bool."""
+        Each batch: ``image`` uint8 [B,H,W,3]; each label column the manifest declares, float32 for
+        regression and int64 codes otherwise (0 where unknown), with its ``mask_<column>`` bool."""
         if split not in layout.SPLITS:
             raise ValueError(f"unknown split {split!r}; use one of {layout.SPLITS}")
         rng = np.random.default_rng([seed, epoch])
@@ -209,7 +209,8 @@ class HubDataset:
     def _collate(self, items: list[tuple[str, bytes]]) -> dict[str, np.ndarray]:
         idx = [self._label_index[sid] for sid, _ in items]
         out: dict[str, np.ndarray] = {"image": np.stack([self._decode(b) for _, b in items])}
-        for col, dtype in (("age", np.float32), ("gender", np.int64), ("emotion", np.int64)):
+        for c in self.manifest.label_schema:
+            col, dtype = c.name, np.float32 if c.kind == "regression" else np.int64
             values = self.labels.column(col).take(pa.array(idx)).to_pylist()
             out["mask_" + col] = np.array([v is not None for v in values], dtype=bool)
             out[col] = np.array([0 if v is None else v for v in values], dtype=dtype)

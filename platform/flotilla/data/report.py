@@ -21,6 +21,7 @@ from pydantic import Field, field_validator
 
 from flotilla.data import layout
 from flotilla.data.config import Config, Number, Whole
+from flotilla.data.schema import FACE_SCHEMA
 from flotilla.errors import DataValidationError
 
 SEVERITIES = ("error", "warning", "info")
@@ -34,10 +35,9 @@ CHECKS: dict[str, tuple[str, str]] = {
     "schema.format": ("error", "image format must be one of png, jpeg"),
     "schema.image_without_label": ("error", "image has no row in the labels table"),
     "schema.label_without_image": ("error", "label row has no image in any shard"),
-    "labels.age": ("error", f"age must be finite and within [{layout.AGE_RANGE[0]:g}, {layout.AGE_RANGE[1]:g}]"),
-    "labels.gender": ("error", "gender must be 0 (female) or 1 (male)"),
-    "labels.emotion": ("error", f"emotion must be an integer 0..{len(layout.EMOTIONS) - 1} ({', '.join(layout.EMOTIONS)})"),
-    "labels.no_labels": ("error", "no labels: age, gender and emotion are all null"),
+    # labels.<column> of any other declared column words its reason from the schema (LabelColumn.rule)
+    **{f"labels.{c.name}": ("error", c.rule()) for c in FACE_SCHEMA},
+    "labels.no_labels": ("error", "no labels: every label column is null"),
     "images.decode": ("error", "image bytes cannot be decoded (corrupt)"),
     "images.truncated": ("error", "image file is truncated"),
     "images.sha256": ("error", "sha256 column does not match the image bytes (corrupted in transit?)"),
@@ -152,7 +152,7 @@ class ValidationReport:
 
 class Thresholds(Config):
     """Knobs of the gate. ``max_missing``: one fraction for every label column the
-    dataset has (absent labels are exempt), or ``{column: fraction}``; None = no limit.
+    dataset has (absent labels are exempt), or ``{column: fraction}`` (columns the dataset declares); None = no limit.
 
     The same class is an ingest job's ``thresholds:`` (:mod:`flotilla.jobs.specs`)."""
 
@@ -166,8 +166,9 @@ class Thresholds(Config):
     @classmethod
     def _fractions_of_label_columns(cls, mm: Any) -> Any:
         # checked whole, before pydantic tries each member of the union: one problem in our words, not one per member
-        if isinstance(mm, Mapping) and set(mm) - set(layout.LABEL_COLUMNS):
-            raise ValueError(f"keys must be among {list(layout.LABEL_COLUMNS)}, got {sorted(mm)}")
+        # the columns are the dataset's (its label schema): validate() refuses a key the dataset does not declare
+        if isinstance(mm, Mapping) and not all(isinstance(k, str) and k.isidentifier() for k in mm):
+            raise ValueError(f"keys must be label column names, got {sorted(map(str, mm))}")
         fracs = mm.values() if isinstance(mm, Mapping) else [] if mm is None else [mm]
         if not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f <= 1 for f in fracs):
             raise ValueError(f"must be a fraction in [0, 1] or {{column: fraction}}, got {mm!r}")
@@ -301,13 +302,15 @@ def plot(report: ValidationReport, path: Path) -> Path:
     else:
         ax_age.text(0.5, 0.5, "no age labels", ha="center", va="center", transform=ax_age.transAxes)
     ax_age.set_title("age", fontsize=10)
-    for ax, group, names in ((ax_gender, "gender", layout.GENDERS), (ax_emotion, "emotion", layout.EMOTIONS)):
+    for ax, group in ((ax_gender, "gender"), (ax_emotion, "emotion")):
         counts = report.group_counts.get(group)
         ax.set_title(f"{group} (red: under-represented)", fontsize=10)
         if not counts:
             ax.text(0.5, 0.5, f"no {group} labels", ha="center", va="center", transform=ax.transAxes)
             continue
-        values = [counts.get(k, 0) for k in names]
+        face = FACE_SCHEMA[group].classes  # a report read back from JSON has its keys sorted: the face order again
+        names = [k for k in face if k in counts] + [k for k in counts if k not in face]
+        values = [counts[k] for k in names]
         ax.bar(names, values, color=["tab:red" if low else "tab:blue" for low in _low(report, values)])
         if report.thresholds.get("min_group_count"):
             ax.axhline(report.thresholds["min_group_count"], color="grey", linestyle="--", linewidth=1)

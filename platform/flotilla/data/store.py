@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from flotilla.data import deltas, layout
 from flotilla.data.layout import Manifest, Sample, ShardInfo
+from flotilla.data.schema import FACE_SCHEMA, LabelSchema
 from flotilla.errors import NotFoundError
 from flotilla.hub.repo import Repo
 from flotilla.version import __version__
@@ -38,8 +39,10 @@ def write_dataset(
     shard_rows: int = layout.SHARD_ROWS,
     on_shard: Callable[[int], None] | None = None,
     labelled: bool = True,
+    schema: LabelSchema = FACE_SCHEMA,
 ) -> WriteResult:
-    """Upload shards, labels and manifest for ``name`` on ``branch`` (uncommitted); ``labelled`` goes in the manifest."""
+    """Upload shards, labels and manifest for ``name`` on ``branch`` (uncommitted); ``labelled`` and the label
+    ``schema`` (the columns the samples' labels fill) go in the manifest."""
     label_rows: list[Sample] = []
     shards: list[ShardInfo] = []
     formats: dict[str, int] = {}
@@ -59,16 +62,17 @@ def write_dataset(
     stale |= {o.path for p in (deltas.deltas_prefix(name), deltas.claims_prefix(name)) for o in repo.list(branch, p)}
     if stale:
         repo.delete(branch, sorted(stale))
-    labels = layout.labels_table(label_rows)
-    repo.put(branch, layout.labels_path(name), layout.encode_labels(labels))
+    labels = layout.labels_table(label_rows, schema)
+    repo.put(branch, layout.labels_path(name), layout.encode_labels(labels, schema))
     manifest = Manifest(
         name=name,
         counts=_counts(labels),
-        label_counts={c: labels.num_rows - labels.column(c).null_count for c in layout.LABEL_COLUMNS},
+        label_counts={c: labels.num_rows - labels.column(c).null_count for c in schema.names},
         shards=shards,
         image={"formats": formats},
         provenance={**provenance, "flotilla_version": __version__},
         labelled=labelled,
+        labels=layout.labels_entry(schema),
     )
     repo.put(branch, layout.manifest_path(name), manifest.to_json())
     return WriteResult(manifest, labels)

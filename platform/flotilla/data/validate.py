@@ -11,8 +11,10 @@ Checks (``Issue.check`` is ``<family>.<problem>``):
 
 * ``schema.*``: columns and types of both tables, empty/duplicate sample ids,
   splits, image formats, images without a label row and label rows without an image;
-* ``labels.*``: age finite in ``AGE_RANGE``, gender in {0, 1}, emotion in 0..6,
-  no row with all labels null (a single null label is fine: it means "unknown") — unless the
+* ``labels.<column>``: each label column the dataset declares (:mod:`flotilla.data.schema`; the face
+  schema by default) checked by its kind: a regression value finite and within its range, a binary or
+  categorical code an integer 0..n-1 (age in ``AGE_RANGE``, gender in {0, 1}, emotion in 0..6), a null
+  in a non-nullable column; no row with all labels null (a single null label is fine: it means "unknown") — unless the
   dataset says it is unlabelled (``labelled=False``, the manifest's flag: incoming data for
   inference), which also lifts the ``missing.*`` limits; labels it does have are still checked;
 * ``images.*``: undecodable, truncated or CRC-broken bytes, ``sha256`` column not
@@ -21,9 +23,9 @@ Checks (``Issue.check`` is ``<family>.<problem>``):
 * ``duplicates.*``: identical bytes with conflicting labels (error), with the same
   labels or across splits (warnings);
 * ``missing.*``: null fraction of a label column above ``Thresholds.max_missing``;
-* ``representativeness.*``: age bands, genders, emotions and gender x age-band
-  cells below ``min_group_count`` or ``min_group_fraction`` of a uniform share,
-  for the labels the dataset has at all.
+* ``representativeness.*``: the classes of every binary and categorical column, age bands (a
+  regression column named ``age``) and gender x age-band cells below ``min_group_count`` or
+  ``min_group_fraction`` of a uniform share, for the labels the dataset has at all.
 
 One module over the ~400-line guide on purpose: the checks share one streaming pass over the
 shards (the ``_Gate`` accumulators fill as each image is decoded once), so splitting them by family
@@ -36,7 +38,7 @@ import hashlib
 import io
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -46,6 +48,8 @@ from PIL import Image, ImageFile
 
 from flotilla.data import layout
 from flotilla.data.report import CHECKS, SEVERITIES, Affected, Issue, Thresholds, ValidationReport
+from flotilla.data.schema import FACE_SCHEMA, LabelSchema
+from flotilla.errors import SpecError
 
 __all__ = ["AGE_BANDS", "CHECKS", "FORMATS", "SEVERITIES", "Issue", "Thresholds", "ValidationReport", "validate"]
 
@@ -105,9 +109,11 @@ def _fmt(v: float) -> str:
 
 
 class _Gate:
-    def __init__(self, t: Thresholds, labelled: bool = True) -> None:
+    def __init__(self, t: Thresholds, labelled: bool = True, schema: LabelSchema = FACE_SCHEMA) -> None:
         self.t = t
         self.labelled = labelled
+        self.schema = schema
+        self.reasons = {f"labels.{c.name}": ("error", c.rule()) for c in schema}
         self.ids: dict[str, Affected] = defaultdict(lambda: Affected(t.max_examples))
         self.issues: list[Issue] = []
         self.label_row: dict[str, int] = {}
@@ -132,7 +138,7 @@ class _Gate:
     def labels(self, table: pa.Table) -> None:
         n, names = table.num_rows, table.column_names
         cols: dict[str, pa.ChunkedArray] = {}
-        for f in layout.LABEL_SCHEMA:
+        for f in self.schema.arrow:
             if f.name not in names:
                 self.issue("schema.missing_column", "error", f"labels table has no {f.name!r} column", n)
                 continue
@@ -148,7 +154,7 @@ class _Gate:
             if (usable := _usable(col, f.type)) is not None:
                 cols[f.name] = usable
         for c, k in sorted(Counter(names).items()):
-            if c not in layout.LABEL_SCHEMA.names:
+            if c not in self.schema.arrow.names:
                 self.issue("schema.unknown_column", "error", f"labels table has an unknown column {c!r}", n)
             elif k > 1:
                 self.issue("schema.duplicate_column", "error", f"labels table has {k} columns named {c!r}", n)
@@ -166,23 +172,23 @@ class _Gate:
             for i, s in enumerate(self.splits):
                 if s not in layout.SPLITS:
                     self.ids["schema.split"].add(name[i], f"split={s!r}")
-        for col in layout.LABEL_COLUMNS:
+        for column in self.schema:
+            col = column.name
             if col not in cols:
                 continue
             null = pc.is_null(cols[col]).to_numpy(zero_copy_only=False).astype(bool)
             v = pc.fill_null(cols[col], 0.0).to_numpy(zero_copy_only=False).astype(np.float64)
-            if col == "age":
-                ok = np.isfinite(v) & (v >= layout.AGE_RANGE[0]) & (v <= layout.AGE_RANGE[1])
-            else:
-                top = len(layout.GENDERS if col == "gender" else layout.EMOTIONS) - 1
-                ok = (v == np.floor(v)) & (v >= 0) & (v <= top)
+            ok = column.valid(v)
             for row in np.flatnonzero(~null & ~ok):
                 self.ids[f"labels.{col}"].add(name[row], f"{col}={_fmt(v[row])}")
+            if not column.nullable and self.labelled:
+                for row in np.flatnonzero(null):
+                    self.ids[f"labels.{col}"].add(name[row], f"{col} is null (the column is not nullable)")
             self.values[col] = (v, null, ~null & ok)
         if self.values and self.labelled:
             none = np.logical_and.reduce([nl for _, nl, _ in self.values.values()])
             for row in np.flatnonzero(none):
-                self.ids["labels.no_labels"].add(name[row], "age, gender and emotion all null")
+                self.ids["labels.no_labels"].add(name[row], f"{', '.join(self.schema.names)}: all null")
         self.names, self.n_labels = (name if "sample_id" in cols else None), n
 
     # -- images ------------------------------------------------------------
@@ -287,7 +293,7 @@ class _Gate:
                     ids["schema.label_without_image"].add(sid, "no image")
         groups = self.duplicates()
         for check, b in sorted(ids.items()):
-            severity, reason = CHECKS[check]
+            severity, reason = CHECKS[check] if check in CHECKS else self.reasons[check]
             n_groups = f" ({groups[check]} group(s) of identical images)" if check in groups else ""
             self.issues.append(b.issue(check, severity, reason + n_groups))
         for kind, buckets in (("size", self.sizes), ("mode", self.modes)):
@@ -351,7 +357,7 @@ class _Gate:
     def missing(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         n = self.n_labels
-        for col in layout.LABEL_COLUMNS:
+        for col in self.schema.names:
             null = self.values[col][1] if col in self.values else np.ones(n, bool)
             k = int(null.sum())
             frac = k / n if n else 0.0
@@ -371,12 +377,15 @@ class _Gate:
 
     def representativeness(self) -> tuple[dict[str, dict[str, int]], dict[str, Any]]:
         codes: dict[str, tuple[np.ndarray, tuple[str, ...]]] = {}
-        for col, keys in (("age", AGE_BANDS), ("gender", layout.GENDERS), ("emotion", layout.EMOTIONS)):
-            if col in self.values and self.values[col][2].any():
+        for column in self.schema:
+            col = column.name
+            banded = col == "age" and column.kind == "regression"  # other numbers have no natural groups
+            if col in self.values and self.values[col][2].any() and (banded or column.kind != "regression"):
                 v, _, ok = self.values[col]
                 v = np.where(ok, v, -10.0)  # invalid values (NaN, inf) never reach the groups
-                c = np.minimum(v // 10, len(AGE_BANDS) - 1) if col == "age" else v
-                codes["age_band" if col == "age" else col] = (np.where(ok, c, -1).astype(np.int64), keys)
+                c = np.minimum(v // 10, len(AGE_BANDS) - 1) if banded else v
+                keys = AGE_BANDS if banded else column.classes
+                codes["age_band" if banded else col] = (np.where(ok, c, -1).astype(np.int64), keys)
         if "age_band" in codes and "gender" in codes:
             (a, bands), (g, genders) = codes["age_band"], codes["gender"]
             cell = np.where((a >= 0) & (g >= 0), g * len(bands) + a, -1)
@@ -406,7 +415,8 @@ class _Gate:
         hist = {}
         if "age" in self.values and self.values["age"][2].any():
             v, _, ok = self.values["age"]
-            counts, edges = np.histogram(v[ok], bins=np.arange(0, layout.AGE_RANGE[1] + 5, 5))
+            top = (self.schema["age"].range or (0.0, float(v[ok].max())))[1]
+            counts, edges = np.histogram(v[ok], bins=np.arange(0, top + 5, 5))
             hist["age"] = {"edges": [int(e) for e in edges], "counts": [int(c) for c in counts]}
         return out, hist
 
@@ -419,16 +429,23 @@ def validate(
     name: str = "",
     on_shard: Callable[[int, int], None] | None = None,
     labelled: bool = True,
+    schema: LabelSchema = FACE_SCHEMA,
 ) -> ValidationReport:
     """Run every check; ``image_shards`` is consumed once, one shard at a time.
 
     ``labelled=False``: the dataset is unlabelled on purpose, so rows without any label pass.
+    ``schema``: the label columns the dataset declares (its ``Manifest.label_schema``).
 
     Shards are ``pyarrow`` tables/batches with ``layout.IMAGE_SCHEMA`` columns (or
     their Parquet bytes); ``on_shard(index, images_so_far)`` reports progress.
     """
     t = thresholds or Thresholds()
-    gate = _Gate(t, labelled)
+    if isinstance(t.max_missing, Mapping) and (unknown := sorted(set(t.max_missing) - set(schema.names))):
+        raise SpecError(
+            f"Thresholds.max_missing names label column(s) the dataset does not declare: {', '.join(unknown)}",
+            hint=f"its label columns: {schema.describe()}",
+        )
+    gate = _Gate(t, labelled, schema)
     gate.labels(labels)
     if isinstance(image_shards, (pa.Table, pa.RecordBatch, bytes)):
         image_shards = [image_shards]

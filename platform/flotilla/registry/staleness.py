@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from flotilla.data.deltas import deltas_prefix
-from flotilla.data.layout import LABEL_COLUMNS, dataset_prefix, labels_path
+from flotilla.data.layout import dataset_prefix, labels_path
 from flotilla.data.store import read_labels
 from flotilla.errors import FlotillaError, NotFoundError, SpecError
 from flotilla.registry.catalog import ModelEntry, list_models
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 
     from flotilla.hub.client import Hub
     from flotilla.hub.repo import Repo
-
-_COMPARED = ("split", *LABEL_COLUMNS)  # a sample moved between splits changes what a model trained on too
 
 
 @dataclass(frozen=True)
@@ -183,7 +181,9 @@ def compare_dataset(repo: Repo, dataset: str, old: str, new: str) -> DataChange 
     # a change of images or manifest only moves no label; the base table or a delta (append, relabel) does
     if any(c.path == labels_path(dataset) or c.path.startswith(deltas_prefix(dataset)) for c in diff):
         tables = _labels(repo, old, dataset), _labels(repo, new, dataset)
-        columns = [c for c in _COMPARED if all(t is None or c in t.column_names for t in tables)]
+        # split and every label column both tables have (a sample moved between splits changes what a model trained on too)
+        have = [t for t in tables if t is not None]
+        columns = [c for c in have[0].column_names if c != "sample_id" and all(c in t.column_names for t in have)] if have else []
         before, after = (_rows(t, columns) for t in tables)
         added, removed = len(after.keys() - before.keys()), len(before.keys() - after.keys())
         for sid in before.keys() & after.keys():
