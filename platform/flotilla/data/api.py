@@ -108,6 +108,7 @@ def import_dataset(
             report_dir=report_dir,
             thresholds=thresholds,
             on_progress=on_progress,
+            schema=result.schema,
         )
     except FlotillaError as exc:
         # the entries skipped while reading are often *why* it failed (no file name parsed: 0 images), and the

@@ -13,9 +13,13 @@ from flotilla.data.importers.files import csv_header, csv_rows, require_path
 from flotilla.data.importers.labels import FER_USAGE, parse_label, parse_split
 from flotilla.data.importers.result import ImportFormatError, ImportProblem, ImportResult, did_you_mean
 from flotilla.data.layout import Sample
+from flotilla.data.schema import FACE_SCHEMA, LabelColumn
 
 FER_HEADER = ("emotion", "pixels", "Usage")
 FER_SIDE = 48
+FER_USAGES = ("Training", "PublicTest", "PrivateTest")
+FER2013_SCHEMA = FACE_SCHEMA.extended(LabelColumn("usage", "categorical", classes=FER_USAGES))
+"""What a FER2013 import declares: the face labels plus ``usage`` (the CSV's Usage column, kept beside the split)."""
 
 
 def fer_pixels_to_png(pixels: str) -> bytes | str:
@@ -43,7 +47,8 @@ def import_fer2013(csv_path: str | os.PathLike[str]) -> ImportResult:
     is flotilla's, so the index is kept as-is (out-of-range values included;
     parsed by :func:`~flotilla.data.importers.labels.parse_label`, empty = None). No age or gender (None). ``Usage``
     maps Training→train, PublicTest→val, PrivateTest→test; an empty cell gives None
-    and any other value is passed through stripped, for the gate to report.
+    and any other value is passed through stripped, for the gate to report. The Usage is also kept as
+    the declared ``usage`` column (a code into :data:`FER_USAGES`; null when it is none of them).
     ``sample_id`` is ``"fer-%05d"`` of the 0-based data row (blank lines not
     counted); ``source`` is ``"<file>:line N (row R)"``.
     """
@@ -81,6 +86,13 @@ def import_fer2013(csv_path: str | os.PathLike[str]) -> ImportResult:
                 emotion=emotion,
                 split=parse_split(cells[col["Usage"]], FER_USAGE),
                 source=src,
+                labels={"usage": _usage_code(cells[col["Usage"]])},
             )
 
-    return ImportResult("fer2013", path, produce)
+    return ImportResult("fer2013", path, produce, FER2013_SCHEMA)
+
+
+def _usage_code(cell: str) -> int | None:
+    names = [u.lower() for u in FER_USAGES]
+    value = cell.strip().lower()
+    return names.index(value) if value in names else None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from flotilla.data.layout import Sample
+from flotilla.data.schema import FACE_SCHEMA, LabelSchema
 from flotilla.errors import SpecError
 
 
@@ -35,11 +36,18 @@ class ImportResult:
 
     Iterate it (``for s in result`` or ``result.samples``); ``problems`` fills
     up during the pass and is complete once ``complete`` is True. Each new pass
-    re-reads the input and resets ``problems``; passes are deterministic.
+    re-reads the input and resets ``problems``; passes are deterministic. ``schema``: the label
+    columns the samples fill (the face three, plus whatever the format has besides), for the manifest.
     """
 
-    def __init__(self, kind: str, path: Path, produce: Callable[[list[ImportProblem]], Iterator[Sample]]) -> None:
-        self.kind, self.path, self._produce = kind, path, produce
+    def __init__(
+        self,
+        kind: str,
+        path: Path,
+        produce: Callable[[list[ImportProblem]], Iterator[Sample]],
+        schema: LabelSchema = FACE_SCHEMA,
+    ) -> None:
+        self.kind, self.path, self._produce, self.schema = kind, path, produce, schema
         self.problems: list[ImportProblem] = []
         self.complete = False
 
