@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from flotilla.data.layout import LABEL_COLUMNS
+from flotilla.data.schema import LabelSchema
 from flotilla.errors import InvalidNameError, SpecError
 from flotilla.models.backbone_names import DEFAULT_BACKBONE, check_backbone_name
 from flotilla.models.tasks import TaskSpec, resolve_tasks
@@ -184,18 +184,6 @@ class FamilySpec(_Spec):
         return tasks
 
     @model_validator(mode="after")
-    def _labels_the_hub_holds(self) -> FamilySpec:
-        # the model library takes any task, but a family trains from hub datasets, whose labels
-        # table has a fixed set of columns: a task reading another would fail inside every worker
-        for t in self.task_specs():
-            if t.label not in LABEL_COLUMNS:
-                raise ValueError(
-                    f"task {t.name!r} reads label column {t.label!r}, which hub datasets do not hold "
-                    f"(their label columns: {', '.join(LABEL_COLUMNS)})"
-                )
-        return self
-
-    @model_validator(mode="after")
     def _fp16_needs_a_gpu(self) -> FamilySpec:
         # DeepSpeed's CPU accelerator has no fp16 on most CPUs: every worker raised "Type fp16 is not
         # supported on your device." and was retried. dtype auto is fine: it picks fp32 without a GPU
@@ -226,6 +214,37 @@ class FamilySpec(_Spec):
 
     def task_specs(self) -> list[TaskSpec]:
         return resolve_tasks(self.tasks)
+
+
+_COLUMN_KIND = {"regression": "regression", "binary": "binary", "multiclass": "categorical"}
+
+
+def check_tasks_fit(tasks: list[TaskSpec], schema: LabelSchema, dataset: str = "") -> None:
+    """Every task reads a label column ``schema`` declares, of its kind (multiclass ↔ categorical with
+    ``num_classes`` classes). Checked where the data is known (a run pins it), since a spec may train on
+    any column its dataset declares: a mismatch would otherwise fail inside every worker."""
+    problems = []
+    for t in tasks:
+        column = schema.get(t.label)
+        if column is None:
+            close = difflib.get_close_matches(t.label, schema.names, n=1)
+            problems.append(
+                f"task {t.name!r} reads label column {t.label!r}, which dataset {dataset!r} does not declare"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+            )
+        elif _COLUMN_KIND[t.kind] != column.kind:
+            problems.append(f"task {t.name!r} is {t.kind}, but column {t.label!r} of {dataset!r} is {column.kind}")
+        elif t.kind == "multiclass" and t.num_classes != column.num_classes:
+            problems.append(
+                f"task {t.name!r} has num_classes {t.num_classes}, but column {t.label!r} of {dataset!r} "
+                f"has {column.num_classes} classes ({', '.join(column.classes)})"
+            )
+    if problems:
+        raise SpecError(
+            f"the family's tasks do not fit dataset {dataset!r}:",
+            problems,
+            hint=f"its declared label columns: {schema.describe()}",
+        )
 
 
 def _did_you_mean(loc: tuple[Any, ...], model: type[BaseModel]) -> str:

@@ -33,6 +33,7 @@ from flotilla.cluster.connect import ensure_ray
 from flotilla.cluster.fit import check_fits
 from flotilla.data.gate import require_clean
 from flotilla.data.pinning import DataRef, resolve_data
+from flotilla.data.store import read_manifest
 from flotilla.errors import ConflictError, FlotillaError, NotFoundError
 from flotilla.hub.client import Hub
 from flotilla.hub.experiment import Retention
@@ -40,7 +41,7 @@ from flotilla.models.tasks import resolve_tasks
 from flotilla.names import branch_id, check_branch_id
 from flotilla.registry.aliases import move_alias
 from flotilla.registry.lookup import resolve
-from flotilla.specs import FamilySpec, load_family_spec
+from flotilla.specs import FamilySpec, check_tasks_fit, load_family_spec
 from flotilla.training.callbacks import HubCommitCallback
 from flotilla.training.config import ModelRun, WorkerConfig
 from flotilla.training.hooks import WorkerHook
@@ -94,6 +95,9 @@ def train(
     hub = hub or Hub()
     started = time.monotonic()
     data_ref = resolve_data(hub, spec.data.repo, spec.data.ref, spec.data.dataset)
+    # tasks may read any label column the dataset declares: checked here, where the data is known
+    schema = read_manifest(hub.repo(data_ref.repo), data_ref.commit, data_ref.dataset).label_schema
+    check_tasks_fit(resolve_tasks(spec.tasks), schema, data_ref.dataset)
     # a second in the name for people, 4 hex digits so two runs of one spec started in the same second
     # (e.g. --set variants submitted together) never share a branch
     run_id = run_id or branch_id(f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from flotilla.cluster.fit import check_fits
 from flotilla.data.pinning import pin
+from flotilla.data.store import read_manifest
 from flotilla.errors import ConflictError, NotFoundError
 from flotilla.hub.client import Hub
-from flotilla.specs import FamilySpec
+from flotilla.specs import FamilySpec, check_tasks_fit
 from flotilla.tune.spec import SweepSpec
 
 
@@ -24,6 +25,8 @@ def pin_commits(hub: Hub, spec: SweepSpec, family: FamilySpec) -> dict[str, str]
     # every variant pinned, and checked to hold the dataset, by the one pinning step
     commits = {ref: pinned.commit for ref, pinned in pin(hub, family.data.repo, family.data.dataset, sorted(refs)).items()}
     repo = hub.repo(family.data.repo)
+    for commit in sorted(set(commits.values())):  # each variant's data declares the columns its tasks read
+        check_tasks_fit(family.task_specs(), read_manifest(repo, commit, family.data.dataset).label_schema, family.data.dataset)
     into = spec.promote.into
     if into and not repo.branch_exists(into):
         raise NotFoundError(
