@@ -56,8 +56,8 @@ _HINTS = {
     "duplicates": "keep one sample per identical image and resolve its conflicting labels",
     "missing": "fill in the missing labels, or raise Thresholds.max_missing if they are expected",
     "representativeness": "add samples for the under-represented groups, or, if the imbalance is intended,"
-    " lower Thresholds.min_group_count/min_group_fraction or use"
-    " Thresholds(representativeness='warning')",
+    " lower Thresholds.min_group_count/min_group_fraction, declare the population it should match"
+    " (Thresholds.target) or use Thresholds(representativeness='warning')",
 }
 
 
@@ -161,6 +161,11 @@ class Thresholds(Config):
     representativeness: Literal["error", "warning"] = "error"
     max_missing: float | Mapping[str, float] | None = None
     max_examples: Whole = Field(default=10, ge=1)  # sample ids kept per issue
+    # the population the data should represent: {group: {slice: share}}, e.g. {"gender": {"female": 0.5, "male": 0.5}};
+    # groups as in ValidationReport.group_counts (a label column, age_band, gender_x_age_band). A group with a target
+    # is judged against it (|actual - target| above max_target_gap) instead of against a uniform share
+    target: Mapping[str, Mapping[str, Number]] | None = None
+    max_target_gap: Number = Field(default=0.05, ge=0, le=1)
 
     @field_validator("max_missing", mode="before")
     @classmethod
@@ -173,6 +178,21 @@ class Thresholds(Config):
         if not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f <= 1 for f in fracs):
             raise ValueError(f"must be a fraction in [0, 1] or {{column: fraction}}, got {mm!r}")
         return mm
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _shares_that_sum_to_one(cls, target: Any) -> Any:
+        if target is None:
+            return target
+        if not isinstance(target, Mapping) or not all(isinstance(v, Mapping) and v for v in target.values()):
+            raise ValueError(f"must be {{group: {{slice: share}}}}, e.g. {{gender: {{female: 0.5, male: 0.5}}}}, got {target!r}")
+        for group, shares in target.items():
+            values = list(shares.values())
+            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1 for x in values):
+                raise ValueError(f"{group}: shares must be fractions in [0, 1], got {dict(shares)!r}")
+            if abs(sum(values) - 1) > 0.01:
+                raise ValueError(f"{group}: shares must sum to 1, they sum to {sum(values):g}")
+        return target
 
     def missing_limit(self, column: str, present: bool) -> float | None:
         if isinstance(self.max_missing, Mapping):
@@ -279,6 +299,17 @@ def _low(report: ValidationReport, counts: list[int]) -> list[bool]:
     t, total = report.thresholds, sum(counts)
     share = total / len(counts) if counts else 0
     return [c < t.get("min_group_count", 0) or c < t.get("min_group_fraction", 0) * share for c in counts]
+
+
+def target_shares(group_counts: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, float]]:
+    """Each group's slice shares in a report's ``group_counts``: a reference dataset as the target population,
+    e.g. ``Thresholds(target=target_shares(validate_ref(repo, reference_commit, name).group_counts))``."""
+    out = {}
+    for group, counts in group_counts.items():
+        total = sum(counts.values())
+        if total:
+            out[group] = {k: round(c / total, 6) for k, c in counts.items()}
+    return out
 
 
 def plot(report: ValidationReport, path: Path) -> Path:

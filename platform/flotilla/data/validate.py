@@ -25,7 +25,8 @@ Checks (``Issue.check`` is ``<family>.<problem>``):
 * ``missing.*``: null fraction of a label column above ``Thresholds.max_missing``;
 * ``representativeness.*``: the classes of every binary and categorical column, age bands (a
   regression column named ``age``) and gender x age-band cells below ``min_group_count`` or
-  ``min_group_fraction`` of a uniform share, for the labels the dataset has at all.
+  ``min_group_fraction`` of a uniform share, for the labels the dataset has at all; a group given a
+  target population (``Thresholds.target``) is judged by each slice's gap to its target share instead.
 
 One module over the ~400-line guide on purpose: the checks share one streaming pass over the
 shards (the ``_Gate`` accumulators fill as each image is decoded once), so splitting them by family
@@ -354,6 +355,21 @@ class _Gate:
             n_groups.update(kinds)
         return n_groups
 
+    def check_target(self, codes: Mapping[str, tuple[np.ndarray, tuple[str, ...]]]) -> None:
+        """A target naming a group or a slice the data cannot have is a typo: refused, not silently ignored."""
+        problems = []
+        for group, shares in (self.t.target or {}).items():
+            keys = codes[group][1] if group in codes else None
+            if keys is None:
+                known = sorted(codes) or ["(none: the dataset has no grouped labels)"]
+                problems.append(f"target group {group!r} is not a group of this dataset (its groups: {', '.join(known)})")
+            elif unknown := sorted(set(shares) - set(keys)):
+                problems.append(f"target {group}: no slice(s) {', '.join(map(repr, unknown))} (its slices: {', '.join(keys)})")
+        if problems:
+            raise SpecError(
+                "Thresholds.target does not fit the dataset:", problems, hint="name groups and slices as group_counts does"
+            )
+
     def missing(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         n = self.n_labels
@@ -391,16 +407,23 @@ class _Gate:
             cell = np.where((a >= 0) & (g >= 0), g * len(bands) + a, -1)
             codes["gender_x_age_band"] = (cell, tuple(f"{x}/{y}" for x in genders for y in bands))
         t, out = self.t, {}
+        self.check_target(codes)
         for gname, (code, keys) in codes.items():
             counts = np.bincount(code[code >= 0], minlength=len(keys))
             out[gname] = dict(zip(keys, map(int, counts), strict=True))
             total, share = int(counts.sum()), counts.sum() / len(keys)
+            target = (t.target or {}).get(gname)
             for k, key in enumerate(keys):
                 c, why = int(counts[k]), []
-                if c < t.min_group_count:
+                if c < t.min_group_count and (target is None or target.get(key, 0.0) > 0):  # none wanted: none needed
                     why.append(f"below min_group_count={t.min_group_count}")
-                if c < t.min_group_fraction * share:
+                if target is None and c < t.min_group_fraction * share:
                     why.append(f"below {t.min_group_fraction:.0%} of the uniform share {share:.1f}")
+                if target is not None and total and abs(gap := c / total - target.get(key, 0.0)) > t.max_target_gap:
+                    why.append(
+                        f"{c / total:.1%} of the samples against a target share of {target.get(key, 0.0):.1%} "
+                        f"(gap {gap:+.1%}, above max_target_gap={t.max_target_gap:.1%})"
+                    )
                 if why:
                     b = Affected(t.max_examples)
                     for i in np.flatnonzero(code == k):
