@@ -288,7 +288,8 @@ def test_importers_land_partial_labels_as_nulls(hub, repo, tmp_path):
     rows = ["emotion,pixels,Usage"]
     rng = np.random.default_rng(0)
     for i in range(140):
-        rows.append(f"{i % 7}," + " ".join(map(str, rng.integers(0, 256, 48 * 48))) + f",{'Training' if i % 5 else 'PublicTest'}")
+        usage = "Training" if i % 5 else "PublicTest" if i % 10 else "PrivateTest"  # all three, as the real CSV has
+        rows.append(f"{i % 7}," + " ".join(map(str, rng.integers(0, 256, 48 * 48))) + f",{usage}")
     csv = tmp_path / "fer.csv"
     csv.write_text("\n".join(rows) + "\n")
     from flotilla.data.api import import_dataset
@@ -296,7 +297,7 @@ def test_importers_land_partial_labels_as_nulls(hub, repo, tmp_path):
     result, problems = import_dataset(hub, repo.name, "fer", "fer2013", csv, thresholds=SMALL)
     assert not problems and result.passed
     m = read_manifest(repo, "main", "fer")
-    assert m.label_counts == {"age": 0, "gender": 0, "emotion": 140}
+    assert m.label_counts == {"age": 0, "gender": 0, "emotion": 140, "usage": 140}  # Usage kept as a declared column
     ds = HubDataset(resolve_data(hub, repo.name, "main", "fer"), hub.credentials, cache_dir=tmp_path / "c", image_size=64)
     b = next(ds.iter_batches("train", 16))
     assert not b["mask_age"].any() and not b["mask_gender"].any() and b["mask_emotion"].all()

@@ -104,14 +104,14 @@ def test_an_ingest_job_holds_the_data_layers_own_configs():
             "kind": "ingest",
             "name": "x",
             "synthetic": {"n": 5, "spec": {"size": 8, "shift": {"lightning": 0.1}}},
-            "thresholds": {"max_missing": {"mood": 0.1}, "representativeness": "maybe"},
+            "thresholds": {"max_missing": {"mood swing": 0.1}, "representativeness": "maybe"},
         }
     )
     text = "\n".join(problems)
     assert len(problems) == 4, text
     assert "synthetic.spec.size: Input should be greater than or equal to 32" in text
     assert "synthetic.spec.shift.lightning: unknown key (did you mean 'lighting'?)" in text
-    assert "thresholds.max_missing: keys must be among ['age', 'gender', 'emotion'], got ['mood']" in text
+    assert "thresholds.max_missing: keys must be label column names, got ['mood swing']" in text
     assert "thresholds.representativeness: Input should be 'error' or 'warning'" in text
 
 

@@ -358,5 +358,5 @@ def test_raise_if_failed_names_check_ids_and_hint(samples):
 
 def test_bad_thresholds_are_rejected():
     with pytest.raises(SpecError) as err:
-        Thresholds(min_group_count=-1, representativeness="maybe", max_missing={"mood": 0.1})
+        Thresholds(min_group_count=-1, representativeness="maybe", max_missing={"mood swing": 0.1})
     assert len(err.value.problems) == 3
