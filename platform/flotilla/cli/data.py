@@ -189,6 +189,7 @@ def show(
         t.add_row(f"  {split}", str(m.counts.get(split, 0)))
     for col, k in m.label_counts.items():
         t.add_row(f"labelled {col}", f"{k} ({k / max(1, m.counts['samples']):.0%})")
+    t.add_row("label columns", m.label_schema.describe())  # what the dataset declares (docs/data.md, Label schemas)
     t.add_row("shards", f"{len(m.shards)} ({sum(s.bytes for s in m.shards) / 1e6:.1f} MB)")
     t.add_row("image formats", ", ".join(f"{k}: {v}" for k, v in m.image.get("formats", {}).items()))
     for key, value in m.provenance.items():
