@@ -1,8 +1,7 @@
 """The label columns a report groups by, and how a value falls into a group (a class, an age band).
 
-:func:`_label_columns` is the one place the page learns which columns a dataset has: today the
-three face columns (names of classes from the manifest when it lists them), later the dataset's
-declared label schema. Everything else on the page iterates what it returns.
+:func:`_label_columns` is the one place the page learns which columns a dataset has: the label
+schema its manifest declares (:mod:`flotilla.data.schema`). Everything else on the page iterates what it returns.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from flotilla.data import layout
 from flotilla.data.layout import Manifest
 from flotilla.data.validate import AGE_BANDS
 from flotilla.errors import SpecError
@@ -68,14 +66,9 @@ class ReportColumn:
 
 
 def _label_columns(manifest: Manifest) -> tuple[ReportColumn, ...]:
-    """The dataset's label columns, with kinds and classes: THE one switch to the manifest's label schema."""
-    declared = manifest.labels or {}
-    age_range = declared.get("age_range") or layout.AGE_RANGE
-    return (
-        ReportColumn("age", "regression", range=(float(age_range[0]), float(age_range[1]))),
-        ReportColumn("gender", "binary", tuple(declared.get("gender") or layout.GENDERS)),
-        ReportColumn("emotion", "categorical", tuple(declared.get("emotion") or layout.EMOTIONS)),
-    )
+    """The dataset's label columns, with kinds and classes: those its manifest declares (the face three for a
+    manifest that predates label schemas)."""
+    return tuple(ReportColumn(c.name, c.kind, c.classes, c.range) for c in manifest.label_schema)
 
 
 def columns_of(manifest: Manifest) -> tuple[ReportColumn, ...]:
