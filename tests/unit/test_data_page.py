@@ -10,13 +10,14 @@ import pytest
 from PIL import Image
 
 from flotilla.data.findings import AuditSummary
-from flotilla.data.layout import Manifest
+from flotilla.data.layout import Manifest, labels_entry
 from flotilla.data.page import GridLayout, ReportColumn, columns_of
 from flotilla.data.page.columns import NULL, column_named
 from flotilla.data.page.html import ReportData, Thumb, render
 from flotilla.data.page.sources import AuditView, Change
 from flotilla.data.page.stats import crosstab, distribution, pick, split_counts
 from flotilla.data.page.thumbs import data_uri, grid_png, thumbnail
+from flotilla.data.schema import FACE_SCHEMA, LabelColumn, LabelSchema
 from flotilla.errors import SpecError
 
 AGE = ReportColumn("age", "regression", range=(0.0, 120.0))
@@ -51,11 +52,22 @@ def test_values_fall_into_classes_and_bands_and_the_rest_says_why():
 
 
 def test_the_columns_come_from_the_manifest_and_are_found_by_column_or_slice_name():
-    manifest = Manifest("d", {}, {}, [], {}, {})
-    manifest.labels["emotion"] = ["calm", "cross"]
-    cols = columns_of(manifest)
-    assert [(c.name, c.kind) for c in cols] == [("age", "regression"), ("gender", "binary"), ("emotion", "categorical")]
-    assert cols[2].classes == ("calm", "cross")
+    assert [c.name for c in columns_of(Manifest("d", {}, {}, [], {}, {}))] == ["age", "gender", "emotion"]  # the default
+    declared = LabelSchema.from_list(
+        [*FACE_SCHEMA.to_list()[:2], {"name": "emotion", "kind": "categorical", "classes": ["calm", "cross"]}]
+    )
+    cols = columns_of(
+        Manifest(
+            "d", {}, {}, [], {}, {}, labels=labels_entry(declared.extended(LabelColumn("ethnicity", "categorical", ("a", "b"))))
+        )
+    )
+    assert [(c.name, c.kind) for c in cols] == [
+        ("age", "regression"),
+        ("gender", "binary"),
+        ("emotion", "categorical"),
+        ("ethnicity", "categorical"),
+    ]
+    assert cols[2].classes == ("calm", "cross") and cols[0].range == (0.0, 120.0)
     assert column_named(cols, "age_band") is column_named(cols, "age band") is column_named(cols, "age") is cols[0]
     with pytest.raises(SpecError, match="no label column 'colour'") as exc:
         column_named(cols, "colour")
