@@ -92,7 +92,8 @@ def annotate_review(
         ids = [row.sample_id for row in rows if SYNTHETIC_ID.match(row.sample_id)]
         truth = synthetic_truth(read_manifest(r, state.data_commit, state.dataset), ids)
         removals = {**duplicate_removals(rows), **(removals or {})}
-    results = scripted_review(rows, review_tasks(state.tasks), truth, removals)
+    schema = read_manifest(r, state.data_commit, state.dataset).label_schema
+    results = scripted_review(rows, review_tasks(state.tasks, schema), truth, removals)
     done = 0
     for task in sorted(client.tasks(state.project_id), key=lambda t: t.id):
         sid = str(task.data.get("sample_id"))

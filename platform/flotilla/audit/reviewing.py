@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from flotilla.active.rounds import parquet_bytes, read_table
 from flotilla.audit.reviewconfig import Changes, label_config, parse_review, require_valid, task_payload, to_changes
-from flotilla.audit.reviewrows import FlaggedRow, check_issues, flagged_rows, review_tasks, to_row
+from flotilla.audit.reviewrows import FlaggedRow, ReviewTask, check_issues, flagged_rows, review_tasks, to_row
 from flotilla.audit.reviewstate import ReviewState, image_path, read_review, resolve_audit, review_branch, safe_name
 from flotilla.data.findings import FINDINGS, AuditSummary, read_findings
 from flotilla.data.gate import require_clean
@@ -40,7 +40,7 @@ from flotilla.data.loader import HubDataset
 from flotilla.data.pinning import DataRef
 from flotilla.data.removal import Removal, plan_removal, stage_removal
 from flotilla.data.report import Thresholds, ValidationReport
-from flotilla.data.store import read_labels
+from flotilla.data.store import read_labels, read_manifest
 from flotilla.errors import AuditError, LabelStudioError
 from flotilla.hub.client import Hub
 from flotilla.hub.experiment import SCRATCH, Retention
@@ -138,7 +138,7 @@ def send_review(
         state = _select(hub, r, branch, summary, into=into, issues=check_issues(issues), limit=limit, say=say)
     elif state.step == "received":
         raise AuditError(f"the review of audit {summary.audit_id} was received already (merge {state.merge_commit[:12]})")
-    tasks = review_tasks(state.tasks)
+    tasks = _review_tasks(r, state)
     project = client.ensure_project(project_title(summary), label_config(tasks), sampling="Uncertainty sampling",
                                     model_version=f"audit-{summary.audit_id}")  # fmt: skip
     if state.step == "sent" and state.project_id == project.id and client.tasks(project.id):
@@ -225,7 +225,7 @@ def receive_review(
             f"the review of audit {summary.audit_id} is {step!r}: only a review sent to Label Studio can be received",
             hint="send it first (flotilla data review <audit> --send)" if step != "received" else "audit the data again",
         )
-    tasks = review_tasks(state.tasks)
+    tasks = _review_tasks(r, state)
     rows = {row.sample_id: row for row in sent_rows(r, state)}
     parsed = require_valid(parse_review(tasks, rows, client.export(state.project_id)))
     unreviewed = tuple(s for s in state.sent if s not in parsed.decisions)
@@ -300,3 +300,8 @@ def review_status(hub: Hub | None, repo: str, audit: str, *, client: LabelStudio
         else:
             out["reviewed"] = sum(1 for t in tasks if t.total_annotations + t.cancelled_annotations > 0)
     return out
+
+
+def _review_tasks(r: Repo, state: ReviewState) -> tuple[ReviewTask, ...]:
+    """The review's controls from the audited commit's declared label schema (so a UTKFace ethnicity gets its names)."""
+    return review_tasks(state.tasks, read_manifest(r, state.data_commit, state.dataset).label_schema)

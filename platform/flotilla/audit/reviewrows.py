@@ -18,14 +18,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flotilla.data import layout
 from flotilla.data.findings import task_columns
+from flotilla.data.schema import FACE_SCHEMA, LabelSchema
 from flotilla.errors import AuditError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-CLASSES: Mapping[str, tuple[str, ...]] = {"gender": layout.GENDERS, "emotion": layout.EMOTIONS}
 ISSUE_KINDS = ("label", "outlier", "near_duplicate", "exact_duplicate")
 
 
@@ -57,17 +56,23 @@ class ReviewTask:
         return int(a) == int(b) if self.categorical else abs(float(a) - float(b)) <= tolerance
 
 
-def review_tasks(tasks: Sequence[str], classes: Mapping[str, Sequence[str]] | None = None) -> tuple[ReviewTask, ...]:
-    """The audit's tasks as review controls; ``classes`` names a categorical column's classes (default: the face schema's)."""
-    known = {**CLASSES, **{k: tuple(v) for k, v in (classes or {}).items()}}
+def review_tasks(tasks: Sequence[str], schema: LabelSchema = FACE_SCHEMA) -> tuple[ReviewTask, ...]:
+    """The audit's tasks as review controls, shaped by the dataset's declared ``schema``.
+
+    A binary or categorical column is a choice among its declared classes (class codes when it names
+    none), a regression column a number in its declared range; a column the schema does not declare
+    is a plain number.
+    """
     out = []
     for t in tasks:
-        if t in known:
-            out.append(ReviewTask(t, tuple(known[t])))
-        elif t == "age":
-            out.append(ReviewTask(t, low=layout.AGE_RANGE[0], high=layout.AGE_RANGE[1]))
-        else:
+        col = schema.get(t)
+        if col is None:
             out.append(ReviewTask(t))
+        elif col.kind == "regression":
+            low, high = col.range or (-math.inf, math.inf)
+            out.append(ReviewTask(t, low=low, high=high))
+        else:
+            out.append(ReviewTask(t, tuple(col.classes)))
     return tuple(out)
 
 
