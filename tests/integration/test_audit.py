@@ -4,7 +4,7 @@ would land), and the audit must find them with the model's frozen embeddings. Fi
 branch cut from the audited commit, tied to the data and model commits, and found again by find_audits; bad input
 fails before anything is written, and the CLI prints the counts and the branch.
 
-The model (1,200 faces, 6 epochs, well under a minute here) is trained before the flips, so its embeddings group
+The model (2,000 faces, 12 epochs, about a minute here) is trained before the flips, so its embeddings group
 the faces by their true classes, which is what a linear probe needs to see a flipped label as out of place.
 """
 
@@ -30,20 +30,24 @@ from flotilla.training import train
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-FLIPS = 30  # per task, of 1,200 samples: 2.5 %
-RECALL = 0.6  # flagged share of the flipped labels the tiny model's probe reaches on every seed tried
+FLIPS = 50  # per task, of 2,000 samples: 2.5 %
+RECALL = 0.6  # flagged share of the flipped labels (measured: gender 0.76, emotion 0.86)
+# ranking bounds: share of the flips among the task's 3 x FLIPS lowest scores, and the AUROC of "low score = flipped"
+# (measured: gender 0.72 / 0.93, emotion 0.62 / 0.86). The tiny model's emotion features are weak: its probe flags
+# about 45 % of all samples, so for emotion the ranking is what says the audit points a reviewer at the flips.
+RANKING = {"gender": (0.5, 0.85), "emotion": (0.4, 0.75)}
 
 
 @pytest.fixture(scope="module")
 def setup(hub, local_ray):
     name = f"t-aud-{uuid.uuid4().hex[:8]}"
     hub.ensure_repo(name)
-    generate(hub, name, "faces", 1200, seed=7, thresholds=Thresholds(min_group_count=2))
+    generate(hub, name, "faces", 2000, seed=7, thresholds=Thresholds(min_group_count=2))
     spec = {
         "name": "aud",
         "data": {"repo": name, "dataset": "faces"},
         "model": {"width": 16},
-        "epochs": 6,
+        "epochs": 12,
         "batch_size": 128,
         "scaling": {"workers": 1, "cpus_per_worker": 1},
         "optim": {"lr": 0.003},
@@ -77,15 +81,22 @@ def audited(hub, setup):
 def test_flipped_labels_are_found_and_rank_among_the_worst(audited, setup):
     _, _, flipped = setup
     table = audited.findings
+    seen, hits = {}, {}
     for task, ids in flipped.items():
+        scores = np.asarray(table.column(f"label_score_{task}").to_numpy(zero_copy_only=False), dtype=float)
+        is_flip = np.isin(np.asarray(table.column("sample_id").to_pylist()), list(ids))
+        ranks = scores.argsort().argsort()  # AUROC of "a low score means flipped" (Mann-Whitney)
+        auroc = 1 - (ranks[is_flip].mean() - (is_flip.sum() - 1) / 2) / (~is_flip).sum()
         flagged = set(table.filter(pc.field(f"label_issue_{task}")).column("sample_id").to_pylist())
-        recall = len(flagged & ids) / len(ids)
-        assert recall >= RECALL, f"{task}: recall {recall:.2f}, {len(flagged)} flagged"
         # the flipped ones rank high: most of them are among the 3 × FLIPS lowest scores of the task
         worst = table.sort_by([(f"label_score_{task}", "ascending")]).slice(0, 3 * FLIPS).column("sample_id").to_pylist()
-        assert len(set(worst) & ids) / len(ids) >= RECALL
-        suggested = {r["sample_id"]: r for r in table.filter(pc.field(f"label_issue_{task}")).to_pylist()}
-        assert all(suggested[s][f"suggested_{task}"] != suggested[s][f"given_{task}"] for s in flagged & ids)
+        hits[task] = flagged & ids
+        seen[task] = (len(hits[task]) / len(ids), len(flagged), len(set(worst) & ids) / len(ids), auroc)
+    print("recall, flagged, share of flips in the worst 3 x FLIPS, AUROC:", seen)
+    for task, (recall, _, in_worst, auroc) in seen.items():
+        assert recall >= RECALL and in_worst >= RANKING[task][0] and auroc >= RANKING[task][1], seen
+        rows = {r["sample_id"]: r for r in table.filter(pc.field(f"label_issue_{task}")).to_pylist()}
+        assert all(rows[s][f"suggested_{task}"] != rows[s][f"given_{task}"] for s in hits[task])
 
 
 def test_findings_are_committed_on_an_audit_branch_tied_to_the_data_and_the_model(hub, audited, setup):
@@ -93,7 +104,7 @@ def test_findings_are_committed_on_an_audit_branch_tied_to_the_data_and_the_mode
     s = audited.summary
     assert audited.branch == f"audit-faces-{s.audit_id}" and repo.branch_exists(audited.branch)
     main = repo.log("main", limit=1, prefix="datasets/faces/")[0].id
-    assert s.data_commit == main and s.rows == 1200 and s.method == "probe"
+    assert s.data_commit == main and s.rows == 2000 and s.method == "probe"
     assert set(s.tasks) == {"age", "gender", "emotion"}
     record = read_commit(repo.log(audited.branch, limit=1)[0].metadata)
     assert isinstance(record, AuditRun) and record.data_commit == s.data_commit and record.audit_id == s.audit_id
