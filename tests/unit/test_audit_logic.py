@@ -7,6 +7,7 @@ import pytest
 from flotilla.audit import (
     TaskInput,
     check_method,
+    detect_issues,
     exact_duplicates,
     find_issues,
     findings_table,
@@ -39,7 +40,7 @@ def _ids(n: int) -> list[str]:
 def test_flipped_labels_are_found_with_recall_and_precision_of_at_least_0_8():
     x, _, given, flipped = _faces()
     probs = probe_probabilities(x, given, CLASSES, folds=5)
-    found = find_issues(_ids(N), x, [TaskInput("emotion", "multiclass", given, probs)])
+    found = detect_issues(_ids(N), x, [TaskInput("emotion", "multiclass", given, probs)])
     flagged = found.tasks[0].is_issue
     hits = int(flagged[flipped].sum())
     assert hits / FLIPS >= 0.8, f"recall {hits / FLIPS:.2f}"
@@ -63,7 +64,7 @@ def test_a_regression_label_far_from_its_prediction_is_flagged():
     age = 40 + 10 * x[:, 0] + rng.normal(size=600)
     age[:12] += 40
     values = probe_values(x, age, folds=5)
-    found = find_issues(_ids(600), x, [TaskInput("age", "regression", age, values)])
+    found = detect_issues(_ids(600), x, [TaskInput("age", "regression", age, values)])
     assert found.tasks[0].is_issue[:12].all()
     assert found.tasks[0].is_issue[12:].sum() <= 6
 
@@ -75,7 +76,7 @@ def test_exact_and_near_duplicates_are_found_and_point_at_each_other():
     sha = [f"h{i}" for i in range(N)]
     sha[11] = sha[10]
     ids = _ids(N)
-    found = find_issues(ids, x, [], sha256=sha)
+    found = detect_issues(ids, x, [], sha256=sha)
     assert found.near_duplicate[[10, 11, 20, 21]].all()
     assert found.near_duplicate_of[20] == ids[21] and found.near_duplicate_of[21] == ids[20]
     assert found.exact_duplicate_of[10] == ids[11] and found.exact_duplicate_of[11] == ids[10]
@@ -86,7 +87,7 @@ def test_exact_and_near_duplicates_are_found_and_point_at_each_other():
 def test_a_far_off_point_is_an_outlier():
     x, _, _, _ = _faces(4)
     x[7] = -x[7] * 10 + 50
-    found = find_issues(_ids(N), x, [])
+    found = detect_issues(_ids(N), x, [])
     assert found.outlier[7]
     assert found.outlier_score[7] == found.outlier_score.min()
 
@@ -118,7 +119,7 @@ def test_the_findings_table_has_the_contracts_columns_and_types():
         TaskInput("emotion", "multiclass", given, probe_probabilities(x, given, CLASSES)),
         TaskInput("gender", "binary", gender, probe_probabilities(x, gender, 2)),
     ]
-    found = find_issues(_ids(N), x, tasks, sha256=[str(i) for i in range(N)])
+    found = detect_issues(_ids(N), x, tasks, sha256=[str(i) for i in range(N)])
     table = findings_table(found, ["train"] * N)
     per_task = [c for t in ("emotion", "gender") for c in task_columns(t)]
     assert table.column_names == ["sample_id", "split", *per_task, *FINDINGS_COLUMNS[2:]]
@@ -153,7 +154,7 @@ def test_a_check_cleanlab_cannot_run_is_recorded_as_not_computed():
     y = rng.integers(0, 3, 2000).astype(np.float64)
     probs = np.full((2000, 3), 0.1)
     probs[np.arange(2000), y.astype(int)] = 0.8
-    found = find_issues(_ids(2000), x, [TaskInput("emotion", "multiclass", y, probs)])
+    found = detect_issues(_ids(2000), x, [TaskInput("emotion", "multiclass", y, probs)])
     weak = found.dataset_issues["underperforming_group:emotion"]
     assert weak["computed"] is False and "cluster" in weak["reason"]
 
@@ -163,3 +164,20 @@ def test_unknown_methods_and_too_few_labels_are_refused_with_a_hint():
         check_method("kfold-cnn")
     with pytest.raises(SpecError, match="too few"):
         probe_probabilities(np.zeros((6, 2)), np.array([0, 1, 0, np.nan, np.nan, np.nan]), 2, folds=5)
+
+
+def test_find_issues_on_arrays_probes_every_column_and_returns_the_findings_table():
+    """The benchmark's call: labels and kinds per column, no outputs: the probe makes them, the table comes back."""
+    x, _, given, flipped = _faces(7)
+    gender = (x[:, 1] > 0).astype(np.int64)
+    age = 40 + 5 * x[:, 2]
+    table = find_issues(
+        _ids(N), x, labels={"emotion": given, "gender": gender, "age": age},
+        kinds={"emotion": "multiclass", "gender": "binary", "age": "regression"}, sha256=[str(i) for i in range(N)],
+    )  # fmt: skip
+    assert table.num_rows == N and {"label_issue_age", "suggested_gender", "given_emotion"} <= set(table.column_names)
+    flagged = np.asarray(table.column("label_issue_emotion").to_pylist())
+    assert flagged[flipped].mean() >= 0.8 and flagged[flipped].sum() / flagged.sum() >= 0.8
+    assert set(table.column("split").to_pylist()) == {""}
+    with pytest.raises(SpecError, match="kinds"):
+        find_issues(_ids(N), x, labels={"emotion": given}, kinds={"emotion": "ordinal"})

@@ -7,7 +7,7 @@
    :func:`~flotilla.loop.inference.ensure_predictions` — the embeddings (and, for ``model``, the
    outputs) come from there.
 3. **Audit** in memory (:func:`~flotilla.audit.inputs.task_inputs`, then
-   :func:`~flotilla.audit.issues.find_issues`), and the image hashes from the shards for exact duplicates.
+   :func:`~flotilla.audit.issues.detect_issues`), and the image hashes from the shards for exact duplicates.
 4. **Commit** ``findings.parquet`` and ``summary.json`` (:mod:`flotilla.data.findings`) on
    ``audit-<dataset>-<audit_id>``, cut from the audited commit through ``repo.transact``, with an
    :class:`~flotilla.lineage.AuditRun` record. A failure before the commit deletes the branch.
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flotilla.audit.inputs import check_method, task_inputs
-from flotilla.audit.issues import Issues, find_issues
+from flotilla.audit.issues import Issues, detect_issues
 from flotilla.audit.table import findings_table
 from flotilla.data.findings import FINDINGS, SUMMARY, AuditSummary, audit_branch, audit_dir
 from flotilla.data.layout import SPLITS
@@ -201,7 +201,7 @@ def audit_dataset(
             column = t.name if t.kind == "regression" else f"{t.name}_probs"
             outputs[column] = prediction_column(table, column, "audit")
     inputs = task_inputs(plan.tasks, labels, embeddings, outputs, method=method, folds=folds, seed=seed, say=say)
-    issues = find_issues(ids, embeddings, inputs, sha256=_sha256(hub, plan.data, ids), k=k, say=say)
+    issues = detect_issues(ids, embeddings, inputs, sha256=_sha256(hub, plan.data, ids), k=k, say=say)
     return _commit(hub, plan, issues, splits, repo=repo, seconds=time.monotonic() - t0, say=say)
 
 
@@ -217,7 +217,7 @@ def _commit(hub: Hub, plan: AuditPlan, issues: Issues, splits: list[str], *, rep
         model_uri=plan.model.uri,
         model_data_commit=plan.card.data.commit,
         method=plan.method,
-        tasks=tuple(t.name for t in plan.tasks),
+        tasks=tuple(t.label or t.name for t in plan.tasks),  # the findings' columns: label columns
         rows=findings.num_rows,
         issues=counts,
         dataset_issues=issues.dataset_issues,

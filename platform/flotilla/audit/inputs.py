@@ -52,7 +52,7 @@ def task_inputs(
     seed: int = 0,
     say: Say | None = None,
 ) -> list[TaskInput]:
-    """One :class:`~flotilla.audit.issues.TaskInput` per task: its labels and out-of-sample outputs by ``method``.
+    """One :class:`~flotilla.audit.issues.TaskInput` per task, named by its label column (the findings' contract).
 
     ``labels`` is keyed by label column (``task.label or task.name``), NaN where unlabelled;
     ``predictions`` by predictions column (``<task>``, ``<task>_probs``).
@@ -70,5 +70,5 @@ def task_inputs(
         else:
             say(f"{folds}-fold logistic probe for {t.name!r}")
             outputs = probe_probabilities(embeddings, y, num_classes(t), folds=folds, seed=seed, what=f"task {t.name!r}")
-        out.append(TaskInput(t.name, t.kind, y, outputs))
+        out.append(TaskInput(t.label or t.name, t.kind, y, outputs))  # findings name a task by its label column
     return out

@@ -1,9 +1,9 @@
 """cleanlab's ``Datalab`` over arrays: one shared kNN graph, row checks once, label checks per task.
 
-:func:`find_issues` is the audit's whole in-memory part, callable on plain arrays (the benchmark
-and the unit tests do): it takes the embeddings, each task's labels and *out-of-sample* outputs
-(:mod:`flotilla.audit.probe`, or a model's predictions on data it never saw) and returns
-:class:`Issues`, one value per sample and check.
+:func:`detect_issues` is the audit's whole in-memory part on plain arrays, given the outputs already
+(:func:`~flotilla.audit.arrays.find_issues` makes them with the probe first): it takes the
+embeddings, each task's labels and *out-of-sample* outputs (:mod:`flotilla.audit.probe`, or a
+model's predictions on data it never saw) and returns :class:`Issues`, one value per sample and check.
 
 - **Row checks** (outlier, near-duplicate, non-iid ordering) do not depend on any label: one
   ``Datalab`` without labels runs them once, on the shared graph (:func:`~flotilla.audit.knn.knn_graph`).
@@ -69,7 +69,7 @@ class TaskIssues:
 
 @dataclass(frozen=True)
 class Issues:
-    """Everything :func:`find_issues` found, row-aligned with the ``sample_ids`` it was given."""
+    """Everything :func:`detect_issues` found, row-aligned with the ``sample_ids`` it was given."""
 
     sample_ids: tuple[str, ...]
     tasks: tuple[TaskIssues, ...]
@@ -179,7 +179,7 @@ def _label_check(
     return TaskIssues(task.name, is_issue, score, given, suggested), dataset
 
 
-def find_issues(
+def detect_issues(
     sample_ids: Sequence[str],
     embeddings: np.ndarray,
     tasks: Sequence[TaskInput],
@@ -197,7 +197,7 @@ def find_issues(
     say = say or (lambda _: None)
     n = len(sample_ids)
     if embeddings.shape[0] != n or any(len(t.labels) != n or len(t.outputs) != n for t in tasks):
-        raise SpecError("find_issues: embeddings, labels and outputs must have one row per sample id")
+        raise SpecError("detect_issues: embeddings, labels and outputs must have one row per sample id")
     features = normalise(embeddings)
     if graph is None:
         say(f"building the {k}-nearest-neighbour graph of {n} embeddings")
