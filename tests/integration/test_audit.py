@@ -43,6 +43,7 @@ def setup(hub, local_ray):
     name = f"t-aud-{uuid.uuid4().hex[:8]}"
     hub.ensure_repo(name)
     generate(hub, name, "faces", 2000, seed=7, thresholds=Thresholds(min_group_count=2))
+    generate(hub, name, "incoming", 20, seed=8, labelled=False)
     spec = {
         "name": "aud",
         "data": {"repo": name, "dataset": "faces"},
@@ -128,6 +129,8 @@ def test_bad_input_fails_before_anything_is_written(hub, setup, audited):
         audit_dataset(hub, audited.summary.model_data_commit, "faces", model, repo=repo.name, method="model")
     with pytest.raises(SpecError, match="no task"):
         audit_dataset(hub, "main", "faces", model, repo=repo.name, tasks=["ethnicity"])
+    with pytest.raises(SpecError, match="no 'age' labels"):
+        audit_dataset(hub, "main", "incoming", model, repo=repo.name)
     assert set(repo.branches()) == before
 
 
