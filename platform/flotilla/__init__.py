@@ -17,6 +17,7 @@ from flotilla.settings import Settings
 from flotilla.version import __version__
 
 if TYPE_CHECKING:
+    from flotilla.audit import audit_dataset
     from flotilla.hub import Experiment, Hub, LocalHub, Repo, Retention
     from flotilla.loop import infer, monitor
     from flotilla.specs import FamilySpec
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from flotilla.tune import SweepSpec, sweep
 
 _DEFERRED = {
+    "audit_dataset": "flotilla.audit",
     "Experiment": "flotilla.hub",
     "FamilySpec": "flotilla.specs",
     "Hub": "flotilla.hub",
@@ -48,6 +50,7 @@ __all__ = [
     "Settings",
     "SweepSpec",
     "__version__",
+    "audit_dataset",
     "branch_id",
     "errors",
     "infer",

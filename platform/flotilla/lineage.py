@@ -66,6 +66,8 @@ class Key(StrEnum):
     DETAIL = "flotilla.detail"
     AUDIT_ID = "flotilla.audit_id"
     REMOVED = "flotilla.removed"
+    METHOD = "flotilla.method"
+    ISSUES = "flotilla.issues"
 
 
 METRIC_PREFIX = "metric."
@@ -88,6 +90,7 @@ class Kind(StrEnum):
     MONITOR = "monitor"
     ACTIVE = "active-learning"
     DATA_REVIEW = "data-review"
+    AUDIT = "audit"
 
 
 def _metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -615,6 +618,60 @@ class DataReview(CommitRecord):
         )
 
 
+@dataclass(frozen=True)
+class AuditRun(CommitRecord):
+    """A data audit (:func:`flotilla.audit.audit_dataset`): which data, judged by which model, how, and what it found.
+
+    ``data_commit`` is the audited dataset's content commit (the audit branch is cut from it),
+    ``model_data_commit`` the model's training commit, ``method`` how the out-of-sample predictions
+    were made (``probe`` or ``model``); ``issues`` (flagged samples per issue type, JSON) makes a
+    log of audit commits readable without opening ``summary.json``.
+    """
+
+    kind: ClassVar[Kind] = Kind.AUDIT
+    audit_id: str
+    dataset: str
+    data_commit: str
+    model_uri: str
+    model_data_commit: str
+    method: str
+    split: str  # "" for every sample
+    rows: int
+    issues: Mapping[str, int] = field(default_factory=dict)
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            Key.KIND: self.kind,
+            Key.AUDIT_ID: self.audit_id,
+            Key.DATASET: self.dataset,
+            Key.DATA_COMMIT: self.data_commit,
+            Key.MODEL_URI: self.model_uri,
+            Key.MODEL_DATA_COMMIT: self.model_data_commit,
+            Key.METHOD: self.method,
+            Key.SPLIT: self.split,
+            Key.ROWS: self.rows,
+            Key.ISSUES: json.dumps(dict(self.issues), sort_keys=True),
+        }
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, str]) -> AuditRun:
+        try:
+            issues = json.loads(md.get(Key.ISSUES, "{}") or "{}")
+        except ValueError:
+            issues = {}
+        return cls(
+            md.get(Key.AUDIT_ID, ""),
+            md.get(Key.DATASET, ""),
+            md.get(Key.DATA_COMMIT, ""),
+            md.get(Key.MODEL_URI, ""),
+            md.get(Key.MODEL_DATA_COMMIT, ""),
+            md.get(Key.METHOD, ""),
+            md.get(Key.SPLIT, ""),
+            int(md.get(Key.ROWS, 0) or 0),
+            {str(k): int(v) for k, v in issues.items()} if isinstance(issues, dict) else {},
+        )
+
+
 _BY_KIND: dict[str, type[CommitRecord]] = {
     Kind.INGEST: IngestCommit,
     Kind.GATE: GateInstall,
@@ -629,6 +686,7 @@ _BY_KIND: dict[str, type[CommitRecord]] = {
     Kind.MONITOR: MonitorRun,
     Kind.ACTIVE: ActiveRound,
     Kind.DATA_REVIEW: DataReview,
+    Kind.AUDIT: AuditRun,
 }
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from flotilla.lineage import (
     ActiveRound,
+    AuditRun,
     CheckpointCommit,
     DataLineage,
     DataReview,
@@ -55,6 +56,8 @@ def _as_lakefs_stores_it(md: dict) -> dict[str, str]:
         MonitorRun("lakefs://f/a/models/r/family/model.pt", "abc", "f0", "in", "val", False, 0.01, "m/", ("age", "emotion")),
         DataReview("faces", "20261206-ab12", "change", "c0", {"emotion": 3}, {"duplicate": 1}, {"reviewers": ["user 1"]}),
         DataReview("faces", "20261206-ab12", "send", "c1", detail={"project": 4, "tasks": 12}),
+        AuditRun("20261206T235001-a1b2", "faces", "c0", "lakefs://f/a/m.pt", "abc", "probe", "", 300, {"label:emotion": 12}),
+        AuditRun("x", "faces", "c0", "lakefs://f/a/models/r/family/model.pt", "abc", "model", "test", 7),
     ],
 )
 def test_every_commit_record_reads_back_as_written(record):

@@ -1,11 +1,12 @@
-"""``flotilla data generate | import | validate | show | report | review``: a thin shell over the data layer.
+"""``flotilla data generate | import | validate | show | report | audit | review``: a thin shell over the data layer.
 
 ``generate`` and ``import`` ingest through :mod:`flotilla.data.api` (own branch → validation gate →
 merge into main); ``validate`` re-runs the gate on any ref (:func:`flotilla.data.ingest.validate_and_merge`,
 ``--merge`` to merge a fixed branch); ``show`` prints a dataset's manifest, or lists the datasets when
 ``--dataset`` is left out (:mod:`flotilla.data.store`), or with ``--grid`` writes a PNG grid of thumbnails;
 ``report`` writes the self-contained HTML page about a dataset (:mod:`flotilla.data.page`); ``review`` is an audit's
-review loop in Label Studio (:mod:`flotilla.audit.reviewing`).
+review loop in Label Studio (:mod:`flotilla.audit.reviewing`); ``audit`` audits a dataset with a trained
+model (:func:`flotilla.audit.audit_dataset`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from flotilla.data.store import list_datasets, read_manifest
 from flotilla.errors import DataValidationError, SpecError
 from flotilla.hub import Hub
 
-app = typer.Typer(help="Datasets in the hub: generate, import, validate, show.", no_args_is_help=True)
+app = typer.Typer(help="Datasets in the hub: generate, import, validate, show, report, audit, review.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
 
@@ -245,3 +246,48 @@ def review(
     else:
         for key, value in review_status(Hub(), repo, audit, client=local_client()).items():
             console.print(f"{key}: {escape(str(value))}")
+
+
+@app.command("audit")
+@friendly
+def audit(
+    data: str = typer.Argument(..., help="<repo>/<ref>/<dataset> to audit"),
+    model: str = typer.Option(..., "--model", help="run id, <family>@<alias> or lakefs:// URI of the model"),
+    split: str = typer.Option(None, "--split", help="train | val | test (default: every sample)"),
+    method: str = typer.Option("probe", "--method", help="probe (cross-validated linear probe; any data) | model (unseen data)"),
+    folds: int = typer.Option(5, "--folds", min=2, help="folds of the probe"),
+    k: int = typer.Option(10, "--k", min=1, help="neighbours in the shared kNN graph"),
+    task: list[str] = typer.Option(None, "--task", help="audit only this task (repeatable; default: the model's tasks)"),
+    top: int = typer.Option(10, "--top", min=0, help="worst samples to list"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+) -> None:
+    """Audit a dataset with a trained model (cleanlab): label issues, outliers, duplicates; commit findings on audit-*."""
+    from flotilla.audit import audit_dataset  # Ray, scikit-learn and cleanlab: only when auditing (as `flotilla infer`)
+
+    repo, ref, dataset = _parse_address(data)
+    result = audit_dataset(
+        Hub(), ref, dataset, model, repo=repo, split=split, tasks=task or None, method=method, folds=folds, k=k
+    )
+    s = result.summary
+    if as_json:
+        console.print_json(s.to_json())
+        return
+    t = Table(title=f"audit of {dataset}@{s.data_commit[:12]} by {escape(s.model_uri)} ({s.method}): {s.rows} samples")
+    t.add_column("issue")
+    t.add_column("flagged", justify="right")
+    t.add_column("share", justify="right")
+    for name, count in s.issues.items():
+        t.add_row(name, str(count), f"{count / max(1, s.rows):.1%}")
+    for name, d in s.dataset_issues.items():
+        shown = f"score {d['score']:.3f}" if "score" in d else "not computed"
+        t.add_row(f"{name} (dataset)", str(d.get("flagged", "-")), shown)
+    console.print(t)
+    worst = result.worst(top)
+    if worst:
+        w = Table(title=f"worst {len(worst)} samples")
+        for col in ("sample_id", "split", "issues", "worst_score"):
+            w.add_column(col)
+        for row in worst:
+            w.add_row(row["sample_id"], row["split"], ", ".join(row["issues"]), f"{row['worst_score']:.3g}")
+        console.print(w)
+    console.print(f"[green]✓[/] findings committed on [bold]{result.branch}[/] ({result.commit[:12]}) under {s.path}")
