@@ -20,13 +20,12 @@ import time
 
 import numpy as np
 import torch
-from facebench import BATCH, faces, fit, fresh_model, outputs, scores
 
+from facebench import BATCH, faces, fit, fresh_model, outputs, scores
 from flotilla.audit import find_issues
 
 POOL_SEED, EVAL_SEED = 30, 40
 SHARES = {"emotion": 0.05, "gender": 0.05, "age": 0.03, "near_duplicate": 0.01, "non_face": 0.01}
-FLAG = {"emotion": "label:emotion", "gender": "label:gender", "age": "label:age", "near_duplicate": "near_duplicate", "non_face": "outlier"}
 GOALS = {"emotion": 0.8, "gender": 0.8, "near_duplicate": 0.9, "non_face": 0.9}
 
 
@@ -84,6 +83,7 @@ def audit(model: torch.nn.Module, pool: dict[str, np.ndarray], seed: int) -> tup
         out["embedding"],
         labels={"age": pool["age"].astype(np.float64), "gender": pool["gender"], "emotion": pool["emotion"]},
         kinds={"age": "regression", "gender": "binary", "emotion": "multiclass"},
+        images=pool["image"],
         seed=seed,
     )
     t_audit = time.perf_counter() - t
@@ -161,7 +161,10 @@ def main() -> None:
         for kind in kinds:
             pr[kind].append(precision_recall(flags[kind], rows[kind], sources if kind == "near_duplicate" else None))
             p, r, n = pr[kind][-1]
-            print(f"[{time.perf_counter() - t0:5.0f}s] seed {seed} {kind:<15} flagged {n:>5}  precision {p:.3f}  recall {r:.3f}", flush=True)
+            print(
+                f"[{time.perf_counter() - t0:5.0f}s] seed {seed} {kind:<15} flagged {n:>5}  precision {p:.3f}  recall {r:.3f}",
+                flush=True,
+            )
         data, keep = fixed_pool(noisy, flags)
         noisy_score = scores(model, ev, base)
         fixed = fresh_model(seed)
@@ -196,8 +199,13 @@ def main() -> None:
         worst_p = min(x[0] for x in pr[kind])
         worst_r = min(x[1] for x in pr[kind])
         ok = worst_p >= goal and worst_r >= goal
-        print(f"{kind}: worst seed precision {worst_p:.3f}, recall {worst_r:.3f}  goal both >= {goal}  {'PASS' if ok else 'FAIL'}")
-    print(f"fixing pays: gains {', '.join(f'{g:+.4f}' for g in gains)}  goal > 0 on every seed  {'PASS' if min(gains) > 0 else 'FAIL'}")
+        print(
+            f"{kind}: worst seed precision {worst_p:.3f}, recall {worst_r:.3f}  goal both >= {goal}  {'PASS' if ok else 'FAIL'}"
+        )
+    print(
+        f"fixing pays: gains {', '.join(f'{g:+.4f}' for g in gains)}  goal > 0 on every seed"
+        f"  {'PASS' if min(gains) > 0 else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

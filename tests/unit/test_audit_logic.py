@@ -181,3 +181,21 @@ def test_find_issues_on_arrays_probes_every_column_and_returns_the_findings_tabl
     assert set(table.column("split").to_pylist()) == {""}
     with pytest.raises(SpecError, match="kinds"):
         find_issues(_ids(N), x, labels={"emotion": given}, kinds={"emotion": "ordinal"})
+
+
+def test_output_quality_tells_a_model_too_weak_to_judge_labels_from_a_good_one():
+    from flotilla.audit import TaskInput, output_quality, weak_outputs
+
+    rng = np.random.default_rng(9)
+    y = rng.integers(0, 7, 2000).astype(float)
+    good = np.full((2000, 7), 0.01)
+    good[np.arange(2000), y.astype(int)] = 0.94
+    guess = rng.dirichlet(np.ones(7), 2000)
+    rows = np.arange(2000)
+    strong = output_quality(TaskInput("e", "multiclass", y, good), rows)
+    weak = output_quality(TaskInput("e", "multiclass", y, guess), rows)
+    assert strong["score"] == 1.0 and not weak_outputs(strong)
+    assert weak["score"] < 0.25 and abs(weak["chance"] - 1 / 7) < 0.05 and weak_outputs(weak)
+    age = rng.uniform(0, 90, 2000)
+    assert output_quality(TaskInput("a", "regression", age, age + rng.normal(0, 1, 2000)), rows)["score"] > 0.9
+    assert weak_outputs(output_quality(TaskInput("a", "regression", age, np.full(2000, 45.0)), rows))

@@ -16,7 +16,7 @@ data report can read them without this package. docs/data.md tells the audit and
 from flotilla.audit.arrays import find_issues
 from flotilla.audit.auditing import AuditPlan, AuditResult, audit_dataset, new_audit_id, plan_audit
 from flotilla.audit.inputs import METHODS, check_method, task_inputs
-from flotilla.audit.issues import Issues, TaskInput, TaskIssues, detect_issues
+from flotilla.audit.issues import Issues, TaskInput, TaskIssues, detect_issues, output_quality, weak_outputs
 from flotilla.audit.knn import exact_duplicates, knn_graph
 from flotilla.audit.probe import probe_probabilities, probe_values
 from flotilla.audit.reviewer import annotate_review, scripted_review
@@ -46,6 +46,7 @@ __all__: list[str] = [
     "flagged_rows",
     "knn_graph",
     "new_audit_id",
+    "output_quality",
     "plan_audit",
     "probe_probabilities",
     "probe_values",
@@ -56,4 +57,5 @@ __all__: list[str] = [
     "scripted_review",
     "send_review",
     "task_inputs",
+    "weak_outputs",
 ]

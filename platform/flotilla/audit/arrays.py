@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from flotilla.audit.fingerprints import fingerprints
 from flotilla.audit.issues import TaskInput, detect_issues
 from flotilla.audit.probe import probe_probabilities, probe_values
 from flotilla.audit.table import findings_table
@@ -41,6 +42,7 @@ def find_issues(
     outputs: Mapping[str, np.ndarray] | None = None,
     num_classes: Mapping[str, int] | None = None,
     sha256: Sequence[str] | None = None,
+    images: np.ndarray | Sequence[np.ndarray] | None = None,
     splits: Sequence[str] | None = None,
     folds: int = 5,
     k: int = 10,
@@ -52,7 +54,9 @@ def find_issues(
     ``kinds``: per column, ``regression``, ``binary`` or ``multiclass``. ``outputs``: out-of-sample
     outputs per column ([n, C] probabilities or [n] values) to use instead of the probe — only for
     samples the model that made them never learnt. ``num_classes``: per multiclass column (default:
-    the largest label + 1). ``splits``: per sample (default ``""``).
+    the largest label + 1). ``images``: the samples' images (uint8 [H, W, 3] each), for near-duplicates
+    by content (:mod:`~flotilla.audit.fingerprints`; None: by embeddings only). ``splits``: per sample
+    (default ``""``).
     """
     unknown = {c: kd for c, kd in kinds.items() if kd not in KINDS}
     if unknown or set(kinds) != set(labels):
@@ -69,5 +73,6 @@ def find_issues(
             c = _classes(kind, y, (num_classes or {}).get(column))
             out = probe_probabilities(x, y, c, folds=folds, seed=seed, what=f"column {column!r}")
         tasks.append(TaskInput(column, kind, y, out))
-    issues = detect_issues(sample_ids, x, tasks, sha256=sha256, k=k, say=say)
+    prints = fingerprints(images) if images is not None else None
+    issues = detect_issues(sample_ids, x, tasks, sha256=sha256, k=k, prints=prints, say=say)
     return findings_table(issues, list(splits) if splits is not None else [""] * len(sample_ids))

@@ -23,6 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from flotilla.audit.fingerprints import SIDE, fingerprints
 from flotilla.audit.inputs import check_method, task_inputs
 from flotilla.audit.issues import Issues, detect_issues
 from flotilla.audit.table import findings_table
@@ -137,13 +140,20 @@ def plan_audit(
     return AuditPlan(location, card, data, split, picked, method)
 
 
-def _sha256(hub: Hub, data: DataRef, sample_ids: Sequence[str]) -> list[str]:
+def _content(hub: Hub, data: DataRef, sample_ids: Sequence[str], say: Say) -> tuple[list[str], np.ndarray]:
+    """Per sample (in ``sample_ids``' order): its image's sha256 and its content fingerprint, one shard at a time."""
     shards = HubDataset(data, hub.credentials)
-    by_id: dict[str, str] = {}
-    for shard in shards.manifest.shards:
+    hashes: dict[str, str] = {}
+    prints: dict[str, np.ndarray] = {}
+    for i, shard in enumerate(shards.manifest.shards):
         table = shards.read_shard(shard).select(["sample_id", "sha256"])
-        by_id |= dict(zip(table.column("sample_id").to_pylist(), table.column("sha256").to_pylist(), strict=True))
-    return [by_id.get(s, f"missing:{s}") for s in sample_ids]
+        hashes |= dict(zip(table.column("sample_id").to_pylist(), table.column("sha256").to_pylist(), strict=True))
+        ids, images = shards.shard_samples(i)
+        if ids:
+            prints |= dict(zip(ids, fingerprints(np.stack(images)), strict=True))
+        say(f"image hashes and fingerprints: shard {i + 1}/{len(shards.manifest.shards)}")
+    blank = np.zeros(SIDE * SIDE * 3, dtype=np.float32)
+    return [hashes.get(s, f"missing:{s}") for s in sample_ids], np.stack([prints.get(s, blank) for s in sample_ids])
 
 
 def _parquet(table: pa.Table) -> bytes:
@@ -201,7 +211,8 @@ def audit_dataset(
             column = t.name if t.kind == "regression" else f"{t.name}_probs"
             outputs[column] = prediction_column(table, column, "audit")
     inputs = task_inputs(plan.tasks, labels, embeddings, outputs, method=method, folds=folds, seed=seed, say=say)
-    issues = detect_issues(ids, embeddings, inputs, sha256=_sha256(hub, plan.data, ids), k=k, say=say)
+    sha256, prints = _content(hub, plan.data, ids, say)
+    issues = detect_issues(ids, embeddings, inputs, sha256=sha256, prints=prints, k=k, say=say)
     return _commit(hub, plan, issues, splits, repo=repo, seconds=time.monotonic() - t0, say=say)
 
 

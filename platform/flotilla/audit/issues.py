@@ -7,6 +7,8 @@ model's predictions on data it never saw) and returns :class:`Issues`, one value
 
 - **Row checks** (outlier, near-duplicate, non-iid ordering) do not depend on any label: one
   ``Datalab`` without labels runs them once, on the shared graph (:func:`~flotilla.audit.knn.knn_graph`).
+  Near-duplicates are also looked for by image content (:mod:`~flotilla.audit.fingerprints`), where
+  a model's embedding is the wrong ruler; a pair found either way is flagged.
 - **Label checks** (label issues; for classification also class imbalance and underperforming
   groups) run in one ``Datalab`` per task, over that task's labelled rows only. When every row is
   labelled the shared graph is handed over as it is; otherwise the labelled rows' embeddings are
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from flotilla.audit.fingerprints import content_duplicates
 from flotilla.audit.knn import exact_duplicates, knn_graph, normalise
 from flotilla.errors import SpecError
 
@@ -137,6 +140,30 @@ def residual_spread(labels: np.ndarray, predictions: np.ndarray) -> float:
     return mad if mad > 0 else (float(r.std()) or 1.0)
 
 
+def output_quality(task: TaskInput, rows: np.ndarray) -> dict[str, Any]:
+    """How good the out-of-sample outputs are on the labelled ``rows``, beside what guessing gets.
+
+    Confident learning flags a label when the outputs doubt it, so the flags are only as good as the
+    outputs: a probe right on 40 % of 7 emotions flags a third of the data. The audit records this so
+    that a reader (and the CLI) can tell a data problem from a model too weak to judge the labels.
+    Classification: accuracy vs the majority class's share; regression: the skill
+    ``1 − MAE / MAE(predicting the median)`` vs 0.
+    """
+    y = np.asarray(task.labels, dtype=np.float64)[rows]
+    out = task.outputs[rows]
+    if task.classification:
+        _, counts = np.unique(y.astype(np.int64), return_counts=True)
+        accuracy = float((out.argmax(axis=1) == y.astype(np.int64)).mean())
+        return {"measure": "accuracy", "score": accuracy, "chance": float(counts.max() / counts.sum())}
+    baseline = float(np.abs(y - np.median(y)).mean()) or 1.0
+    return {"measure": "skill", "score": 1.0 - float(np.abs(y - out).mean()) / baseline, "chance": 0.0}
+
+
+def weak_outputs(quality: dict[str, Any]) -> bool:
+    """Outputs that close less than a quarter of the gap between guessing and perfect: their label flags mislead."""
+    return bool(quality["score"] < quality["chance"] + 0.25 * (1.0 - quality["chance"]))
+
+
 def _label_check(
     task: TaskInput, features: np.ndarray, graph: csr_matrix, say: Say
 ) -> tuple[TaskIssues, dict[str, dict[str, Any]]]:
@@ -176,6 +203,7 @@ def _label_check(
     score[rows] = found["label_score"].to_numpy(dtype=np.float64)
     summary = _summary(lab)
     dataset = {f"{c}:{task.name}": summary.get(c, _not_computed(log, c)) for c in checks if c != "label"}
+    dataset[f"outputs:{task.name}"] = output_quality(task, rows) | {"flagged": int(is_issue.sum())}
     return TaskIssues(task.name, is_issue, score, given, suggested), dataset
 
 
@@ -187,12 +215,15 @@ def detect_issues(
     sha256: Sequence[str] | None = None,
     k: int = 10,
     graph: csr_matrix | None = None,
+    prints: np.ndarray | None = None,
     say: Say | None = None,
 ) -> Issues:
     """Audit ``tasks``' labels and the samples themselves on arrays; see the module docstring.
 
     ``embeddings`` [n, d] (the model's, before normalising); ``sha256`` the images' hashes for
-    exact duplicates (None: not checked); ``graph``: a kNN graph already built (else one of ``k``).
+    exact duplicates (None: not checked); ``graph``: a kNN graph already built (else one of ``k``);
+    ``prints``: the images' content fingerprints (:mod:`flotilla.audit.fingerprints`) — a pair near
+    by content is a near-duplicate too, whatever the embeddings say (None: embeddings only).
     """
     say = say or (lambda _: None)
     n = len(sample_ids)
@@ -206,7 +237,14 @@ def detect_issues(
     outliers = rows_lab.get_issues("outlier")
     dups = rows_lab.get_issues("near_duplicate")
     near = dups["is_near_duplicate_issue"].to_numpy(dtype=bool)
-    nearest = rows_lab.get_info("near_duplicate")["nearest_neighbor"]
+    near_score = dups["near_duplicate_score"].to_numpy(dtype=np.float64)
+    nearest = np.asarray(rows_lab.get_info("near_duplicate")["nearest_neighbor"], dtype=np.int64)
+    if prints is not None:
+        say(f"near-duplicates by image content over {n} fingerprints")
+        content = content_duplicates(prints)
+        nearest = np.where(content.is_duplicate, content.nearest, nearest)
+        near_score = np.where(content.is_duplicate, np.minimum(near_score, content.score), near_score)
+        near = near | content.is_duplicate
     task_issues = []
     for task in tasks:
         found, more = _label_check(task, features, graph, say)
@@ -218,7 +256,7 @@ def detect_issues(
         outliers["is_outlier_issue"].to_numpy(dtype=bool),
         outliers["outlier_score"].to_numpy(dtype=np.float64),
         near,
-        dups["near_duplicate_score"].to_numpy(dtype=np.float64),
+        near_score,
         tuple(sample_ids[int(nearest[i])] if near[i] else None for i in range(n)),
         tuple(exact_duplicates(sample_ids, sha256)) if sha256 is not None else (None,) * n,
         dataset,

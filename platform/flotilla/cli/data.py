@@ -262,7 +262,10 @@ def audit(
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Audit a dataset with a trained model (cleanlab): label issues, outliers, duplicates; commit findings on audit-*."""
-    from flotilla.audit import audit_dataset  # Ray, scikit-learn and cleanlab: only when auditing (as `flotilla infer`)
+    from flotilla.audit import (  # Ray, scikit-learn and cleanlab: only when auditing (as `flotilla infer`)
+        audit_dataset,
+        weak_outputs,
+    )
 
     repo, ref, dataset = _parse_address(data)
     result = audit_dataset(
@@ -278,10 +281,21 @@ def audit(
     t.add_column("share", justify="right")
     for name, count in s.issues.items():
         t.add_row(name, str(count), f"{count / max(1, s.rows):.1%}")
+    weak = []
     for name, d in s.dataset_issues.items():
+        if name.startswith("outputs:"):
+            t.add_row(f"{name} (out-of-sample {d['measure']})", "-", f"{d['score']:.3f} (chance {d['chance']:.3f})")
+            if weak_outputs(d):
+                weak.append(name.partition(":")[2])
+            continue
         shown = f"score {d['score']:.3f}" if "score" in d else "not computed"
         t.add_row(f"{name} (dataset)", str(d.get("flagged", "-")), shown)
     console.print(t)
+    for task_name in weak:
+        console.print(
+            f"[yellow]![/] the out-of-sample outputs for {task_name!r} are barely better than guessing: its label flags say more "
+            "about the model than about the data (audit with a stronger model, or read them as a ranking)"
+        )
     worst = result.worst(top)
     if worst:
         w = Table(title=f"worst {len(worst)} samples")
