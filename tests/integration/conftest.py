@@ -1,6 +1,7 @@
-"""Fixtures several integration modules share: a local Ray to train on, one for sweeps, a two-node flotilla cluster.
+"""Fixtures several integration modules share: a local Ray to train on, one for sweeps, a two-node flotilla cluster,
+a Label Studio.
 
-All are module-scoped, not session-scoped: one process holds one Ray, and the modules need different
+The Ray ones are module-scoped, not session-scoped: one process holds one Ray, and the modules need different
 ones (4 CPUs to train, 2 with the dashboard for Tune, a cluster's own, test_sweep's per test), and
 test_cluster_jobs stops its cluster on purpose. Each module gets its own, started once.
 """
@@ -53,3 +54,15 @@ def cluster(jobs_env: Settings):
     assert st.running and st.healthy and st.nodes == 2, st.describe()
     yield c
     helpers.stop_cluster(c)
+
+
+@pytest.fixture(scope="session")
+def label_client(tmp_path_factory: pytest.TempPathFactory):
+    """A client of one real local Label Studio for the session (its start costs ~30 s; its projects are per test)."""
+    from flotilla.labelstudio import LABEL_STUDIO_VERSION, LabelStudioServer, ensure_installed, local_client
+
+    settings = Settings(home=tmp_path_factory.mktemp("label-home"), cache=Settings.from_env().cache, label_port=free_port())
+    srv = LabelStudioServer(settings.label_dir, settings.label_port, ensure_installed(settings), LABEL_STUDIO_VERSION)
+    srv.up(timeout=240)
+    yield local_client(settings)
+    srv.down()

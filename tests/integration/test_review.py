@@ -33,9 +33,8 @@ from flotilla.data.report import Thresholds
 from flotilla.errors import AuditError, DataValidationError, LabelStudioUnavailableError
 from flotilla.hub.experiment import Retention
 from flotilla.hub.server import free_port
-from flotilla.labelstudio import LABEL_STUDIO_VERSION, LabelStudioClient, LabelStudioServer, ensure_installed, local_client
+from flotilla.labelstudio import LabelStudioClient
 from flotilla.lineage import DataReview, Key, read_commit
-from flotilla.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 SMALL = Thresholds(min_group_count=3)
@@ -44,14 +43,8 @@ AUDIT_ID = "20261206-t0001"
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory):
-    settings = Settings(
-        home=tmp_path_factory.mktemp("review-label-home"), cache=Settings.from_env().cache, label_port=free_port()
-    )
-    srv = LabelStudioServer(settings.label_dir, settings.label_port, ensure_installed(settings), LABEL_STUDIO_VERSION)
-    srv.up(timeout=240)
-    yield local_client(settings)
-    srv.down()
+def client(label_client):
+    return label_client
 
 
 def _findings(labels: pa.Table, flags: dict[str, dict]) -> pa.Table:
