@@ -4,7 +4,8 @@ Hub up → local Ray cluster up → synthetic faces generated, validated and mer
 into the hub → a sweep over the face family submitted as a Ray job, its logs
 streamed → the winner promoted into main → a summary: dashboard URL, data
 commit, winning params, per-task metrics, the promoted model's lineage, plots →
-one active-learning round on a local Label Studio (scripted annotator), as a Ray job.
+one active-learning round on a local Label Studio (scripted annotator), as a Ray job →
+the data audited by the production model (findings on an audit-* branch) and its HTML report page.
 Hub, cluster and Label Studio stay up for exploring; the summary says how to stop them.
 """
 
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from flotilla import cluster, labelstudio
 from flotilla.data.api import generate
+from flotilla.data.page import data_report
 from flotilla.data.report import Thresholds
 from flotilla.data.store import list_datasets
 from flotilla.errors import FlotillaError
@@ -85,6 +87,20 @@ def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000)
         )
     _summary(console, hub, repo, cl, data_commit, result)
     _active_round(console, hub, repo, settings, say)
+    _audit_and_page(console, hub, repo, say)
+
+
+def _audit_and_page(console: Console, hub: Hub, repo: str, say: Callable[[str], None]) -> None:
+    """The demo's coda: the data audited by the production model, and the page that shows the data and the audit."""
+    from flotilla.audit import audit_dataset  # cleanlab and scikit-learn: only when auditing
+
+    audit = audit_dataset(hub, "main", "demo", "face-family@production", repo=repo, on_progress=say)
+    s = audit.summary
+    flagged = ", ".join(f"{k} {v}" for k, v in s.issues.items() if v) or "nothing flagged"
+    console.print(f"[green]✓[/] audit {s.audit_id} of {s.rows} faces: {flagged}; findings on [bold]{audit.branch}[/]")
+    console.print(f"  review them in Label Studio: flotilla data review {s.audit_id} --send")
+    page = data_report(hub, repo, "main", "demo", out=Path("artifacts/reports/demo-data.html"))
+    console.print(f"[green]✓[/] the data report (counts, slices, sample grids, the audit's worst, provenance): {page}")
 
 
 def _active_round(console: Console, hub: Hub, repo: str, settings: Settings, say: Callable[[str], None]) -> None:
