@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flotilla.cli.infer import parse_data
+from flotilla.cli.common import parse_data
 from flotilla.data.pinning import DataRef
 from flotilla.errors import SpecError
 from flotilla.jobs.specs import InferJob, parse_job_spec

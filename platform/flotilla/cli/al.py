@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from flotilla.cli.common import friendly
-from flotilla.cli.infer import parse_data
+from flotilla.cli.common import friendly, parse_data
 from flotilla.errors import ActiveLearningError, SpecError
 from flotilla.hub import Hub
 
@@ -43,7 +42,7 @@ def select_command(
     """Score every unlabelled pool sample with the model and commit the chosen ones on a round branch."""
     from flotilla.active import select_round
 
-    repo, ref, dataset = parse_data(pool)
+    repo, ref, dataset = parse_data(pool, "--pool")
     state = select_round(
         Hub(), model, repo=repo, pool_ref=ref, pool_dataset=dataset, name=name, budget=budget, strategy=strategy,
         quotas=quotas, cold_start=cold_start, eval_dataset=eval_dataset, seed=seed, say=_say,

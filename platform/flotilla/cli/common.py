@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from flotilla.errors import FlotillaError
+from flotilla.errors import FlotillaError, SpecError
 
 err = Console(stderr=True)
 P = ParamSpec("P")
@@ -33,3 +33,15 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def parse_data(data: str, option: str = "") -> tuple[str, str, str]:
+    """``<repo>/<ref>/<dataset>`` → its three parts (a ref has no '/' in lakeFS); ``option`` names the flag in the error."""
+    parts = data.split("/")
+    if len(parts) != 3 or not all(parts):
+        flag = f"{option} " if option else ""
+        raise SpecError(
+            f"{flag}{data!r} is not <repo>/<ref>/<dataset>",
+            hint=f"e.g. {flag}faces/main/incoming (a ref: branch, tag or commit)",
+        )
+    return parts[0], parts[1], parts[2]

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from flotilla.cli.common import friendly
+from flotilla.cli.common import friendly, parse_data
 from flotilla.data import FaceSpec, Shift
 from flotilla.data.api import generate as generate_dataset
 from flotilla.data.api import import_dataset
@@ -139,16 +139,6 @@ def validate(
         raise typer.Exit(1)
 
 
-def _parse_address(addr: str) -> tuple[str, str, str]:
-    """``<repo>/<ref>/<dataset>`` → its three parts (a ref has no '/' in lakeFS)."""
-    parts = addr.split("/")
-    if len(parts) != 3 or not all(parts):
-        raise SpecError(
-            f"{addr!r} is not <repo>/<ref>/<dataset>", hint="e.g. faces/main/synthetic (a ref: branch, tag or commit)"
-        )
-    return parts[0], parts[1], parts[2]
-
-
 def _show_grid(repo: str, ref: str, dataset: str | None, out: Path | None, by: str, per_group: int, split: str | None) -> None:
     if not dataset:
         raise SpecError("--grid needs a dataset", hint="name it: flotilla data show <repo>/<ref>/<dataset> --grid")
@@ -171,7 +161,7 @@ def show(
 ) -> None:
     """Show a dataset's manifest, counts and provenance at a ref (or list the datasets); --grid: a PNG of thumbnails."""
     if address:
-        repo, ref, dataset = _parse_address(address)
+        repo, ref, dataset = parse_data(address)
     if grid:
         _show_grid(repo, ref, dataset, out, by, per_group, split)
         return
@@ -208,7 +198,7 @@ def report(
 ) -> None:
     """Write one self-contained HTML page about a dataset (opens offline): counts, label distributions, sample
     grids, the validation result, the latest audit's worst examples and the commits that made the data."""
-    repo, ref, dataset = _parse_address(address)
+    repo, ref, dataset = parse_data(address)
     path = data_report(Hub(), repo, ref, dataset, out=out, split=split, per_group=per_group)
     console.print(f"[green]✓[/] report on {dataset} at {ref}: {path}")
 
@@ -267,7 +257,7 @@ def audit(
         weak_outputs,
     )
 
-    repo, ref, dataset = _parse_address(data)
+    repo, ref, dataset = parse_data(data)
     result = audit_dataset(
         Hub(), ref, dataset, model, repo=repo, split=split, tasks=task or None, method=method, folds=folds, k=k
     )

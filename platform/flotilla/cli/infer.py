@@ -7,23 +7,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from flotilla.cli.common import friendly
-from flotilla.errors import SpecError
+from flotilla.cli.common import friendly, parse_data
 from flotilla.hub import Hub
 
 console = Console()
 err = Console(stderr=True)
-
-
-def parse_data(data: str) -> tuple[str, str, str]:
-    """``<repo>/<ref>/<dataset>`` → its three parts (a ref has no '/' in lakeFS)."""
-    parts = data.split("/")
-    if len(parts) != 3 or not all(parts):
-        raise SpecError(
-            f"--data {data!r} is not <repo>/<ref>/<dataset>",
-            hint="e.g. --data faces/main/incoming (a ref: branch, tag or commit)",
-        )
-    return parts[0], parts[1], parts[2]
 
 
 @friendly
@@ -42,7 +30,7 @@ def infer_command(
     """Predict every sample of a dataset with a model on Ray Data; commit the predictions on an infer-* branch."""
     from flotilla.loop import infer
 
-    repo, ref, dataset = parse_data(data)
+    repo, ref, dataset = parse_data(data, "--data")
     cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*cols, console=err, transient=False) as bar:
         task = bar.add_task(f"infer {dataset}", total=None)
