@@ -411,9 +411,15 @@ class AliasMove(CommitRecord):
         )
 
 
+# Ray's own job-metadata key (ray.dashboard.modules.job.common.JOB_NAME_METADATA_KEY): the dashboard's
+# Jobs table shows it in its Name column.
+RAY_JOB_NAME = "job_name"
+
+
 @dataclass(frozen=True)
 class JobLabels(CommitRecord):
-    """What a submitted Ray job carries in its metadata: its kind, spec and the data it pinned."""
+    """What a submitted Ray job carries in its metadata: its kind, spec and the data it pinned (and, for
+    Ray's dashboard, a name: ``<kind>: <spec>``)."""
 
     job_kind: str
     spec: str
@@ -426,6 +432,7 @@ class JobLabels(CommitRecord):
             Key.SPEC: self.spec,
             Key.VERSION: self.version,
             **{f"flotilla.{k}": v for k, v in self.pinned.items()},
+            RAY_JOB_NAME: f"{self.job_kind}: {self.spec}",
         }
 
     @classmethod

@@ -123,6 +123,11 @@ def test_cli_lists_and_shows_the_job(ingested):
     runner = CliRunner()
     out = runner.invoke(app, ["jobs", "list"], env={"COLUMNS": "220"})
     assert out.exit_code == 0 and handle.submission_id in out.output, out.output
+    out = runner.invoke(app, ["jobs", "list", "--json"], env={"COLUMNS": "40"})  # narrow: JSON does not care
+    assert out.exit_code == 0, out.output
+    [job] = [j for j in json.loads(out.output) if j["submission_id"] == handle.submission_id]
+    assert job["status"] == "SUCCEEDED" and job["kind"] == "ingest" and job["name"].startswith("ingest: ")
+    assert job["data_commit"] is None or len(job["data_commit"]) > 12  # unabbreviated, unlike the table
     out = runner.invoke(app, ["jobs", "status", handle.submission_id], env={"COLUMNS": "220"})
     assert out.exit_code == 0 and "SUCCEEDED" in out.output and '"merge_commit"' in out.output
     out = runner.invoke(app, ["cluster", "status"], env={"COLUMNS": "220"})

@@ -96,6 +96,7 @@ def test_job_labels_round_trip():
 
     labels = JobLabels("train", "fam", "0.1.0", {"data_commit": "abc", "data_repo": "faces"})
     assert JobLabels.from_metadata(labels.to_metadata()) == labels
+    assert labels.to_metadata()["job_name"] == "train: fam"  # Ray's dashboard shows it in the Jobs table's Name column
 
 
 def test_no_module_but_lineage_spells_a_metadata_key():

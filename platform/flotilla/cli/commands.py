@@ -47,6 +47,21 @@ console = Console()
 err = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="print flotilla's version and exit"
+    ),
+) -> None:
+    """Train model families on Ray from zero-copy branches of a lakeFS data hub."""
+
+
 def _say(msg: str) -> None:
     err.print(f"[dim]{msg}[/]")
 

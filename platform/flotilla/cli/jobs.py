@@ -9,8 +9,10 @@ cluster is used.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from typing import Any
 
 import typer
 import yaml
@@ -19,7 +21,7 @@ from rich.table import Table
 
 from flotilla.cli.common import friendly
 from flotilla.cluster.local import LocalCluster, status
-from flotilla.lineage import JobLabels
+from flotilla.lineage import RAY_JOB_NAME, JobLabels
 
 cluster_app = typer.Typer(
     help="The local Ray cluster flotilla runs itself (token auth on, dashboard on 127.0.0.1).", no_args_is_help=True
@@ -145,17 +147,40 @@ def _follow(handle) -> None:
         raise typer.Exit(1)
 
 
+def _job_record(j: Any) -> dict[str, Any]:
+    """One job as plain JSON: what the table shows, unabbreviated, plus its name and times in epoch seconds."""
+    labels = JobLabels.from_metadata(j.metadata or {})
+    start, end = (j.start_time or 0) / 1000 or None, (j.end_time or 0) / 1000 or None
+    return {
+        "submission_id": j.submission_id or j.job_id,
+        "name": (j.metadata or {}).get(RAY_JOB_NAME),
+        "status": str(j.status),
+        "kind": labels.job_kind,
+        "spec": labels.spec,
+        "data_commit": labels.pinned.get("data_commit"),
+        "start_time": start,
+        "end_time": end,
+        "duration_s": round((end or time.time()) - start, 3) if start else None,
+    }
+
+
 @jobs_app.command("list")
 @friendly
-def jobs_list(address: str = ADDRESS) -> None:
+def jobs_list(
+    address: str = ADDRESS, as_json: bool = typer.Option(False, "--json", help="one JSON list, for scripts (jq, json.tool)")
+) -> None:
     """Jobs the cluster knows, newest first."""
     from flotilla.jobs.handle import list_jobs
 
+    jobs = list_jobs(address)
+    if as_json:
+        print(json.dumps([_job_record(j) for j in jobs], indent=2))
+        return
     table = Table()
     table.add_column("submission id", no_wrap=True)
     for col in ("status", "kind", "spec", "data commit", "started", "duration"):
         table.add_column(col, no_wrap=col in ("status", "started"))
-    for j in list_jobs(address):
+    for j in jobs:
         labels = JobLabels.from_metadata(j.metadata or {})
         start = time.strftime("%m-%d %H:%M:%S", time.localtime(j.start_time / 1000)) if j.start_time else "-"
         dur = f"{((j.end_time or time.time() * 1000) - j.start_time) / 1000:.0f}s" if j.start_time else "-"
