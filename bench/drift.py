@@ -16,9 +16,10 @@ import time
 import numpy as np
 import torch
 
+from facebench import outputs
 from flotilla.data.synthetic import FaceSpec, Shift, generate
 from flotilla.loop import mmd_test, prediction_shift, verdict
-from flotilla.models import REFERENCE_TASKS, MultiTaskModel, compute_losses, postprocess
+from flotilla.models import REFERENCE_TASKS, MultiTaskModel, compute_losses
 
 ALPHA = 0.05
 SIZES = (200, 500, 2000)
@@ -55,18 +56,6 @@ def train(n: int, epochs: int, seed: int) -> MultiTaskModel:
             opt.step()
         print(f"  epoch {epoch + 1}/{epochs}: " + "  ".join(f"{k} {v:.3f}" for k, v in per_task.items()), flush=True)
     return model.eval()
-
-
-@torch.no_grad()
-def outputs(model: MultiTaskModel, images: np.ndarray) -> dict[str, np.ndarray]:
-    """The backbone's features ("embedding") and each task's prediction, in batches."""
-    parts: dict[str, list[np.ndarray]] = {"embedding": [], **{t: [] for t in KINDS}}
-    for i in range(0, len(images), 512):
-        feats = model.backbone(model.prepare(images[i : i + 512]))
-        parts["embedding"].append(feats.numpy())
-        for task in model.tasks:
-            parts[task.name].append(postprocess(task, task.behaviour.head_output(model.heads[task.name](feats))).numpy())
-    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def detect(ref: dict[str, np.ndarray], cur: dict[str, np.ndarray], seed: int) -> dict[str, bool]:

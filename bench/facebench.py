@@ -2,7 +2,8 @@
 
 ``bench/active_learning.py`` and ``bench/audit.py`` train the same small face model on CPU, in one
 process, with no hub and no Ray, and judge it by the same objective; one copy of that recipe keeps
-their figures comparable. (``bench/drift.py`` predates this module and keeps its own epoch loop.)
+their figures comparable. (``bench/drift.py`` predates this module and keeps its own epoch loop; it
+shares the outputs.)
 """
 
 from __future__ import annotations
