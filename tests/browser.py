@@ -116,6 +116,17 @@ class Browser:
         res = await self.call("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
         return res["result"].get("value")
 
+    async def wait_text(self, needle: str, timeout: float = 30) -> str:
+        """The page's text once ``needle`` is in it (an app that renders after load, like Ray's dashboard)."""
+        deadline = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < deadline:
+            text = await self.eval("document.body ? document.body.innerText : ''") or ""
+            if needle in text:
+                return text
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"{needle!r} did not appear; page text:\n{text[:2000]}")
+
     async def open(self, url: str, timeout: float = 30) -> None:
         """Navigate and wait until the document and every image in it have finished loading."""
         await self.call("Page.navigate", url=url)
