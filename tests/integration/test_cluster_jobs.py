@@ -134,6 +134,43 @@ def test_cli_lists_and_shows_the_job(ingested):
     assert out.exit_code == 0 and "2 node(s)" in out.output
 
 
+def test_rays_own_cli_reaches_the_cluster_through_flotilla_cluster_env(cluster):
+    """`eval "$(flotilla cluster env)"` is all `ray job list` and `ray get-auth-token` need, and the
+    token Ray prints is the one `flotilla cluster token` prints (what the dashboard's dialog asks for)."""
+    from typer.testing import CliRunner
+
+    from flotilla.cli import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["cluster", "env"])
+    assert out.exit_code == 0, out.output
+    env = dict(line.removeprefix("export ").split("=", 1) for line in out.stdout.splitlines())
+    token = cluster.token_path.read_text().strip()
+    assert token not in out.stdout and env["RAY_AUTH_TOKEN_PATH"] == str(cluster.token_path)
+    ray = str(Path(sys.executable).parent / "ray")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    listed = subprocess.run([ray, "job", "list"], env={**clean, **env}, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    printed = subprocess.run([ray, "get-auth-token"], env={**clean, **env}, capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0 and printed.stdout == token
+    out = runner.invoke(app, ["cluster", "token"])
+    assert out.exit_code == 0 and out.stdout.strip() == token
+
+
+def test_cluster_status_tells_a_refused_token_from_nothing_there(cluster):
+    """A running cluster asked with the wrong token is "refused" (exit 5), a port where nothing listens
+    is "not running" (exit 3), and the local cluster's own dashboard URL gets the local token (exit 0)."""
+    from flotilla.cluster.local import remote_status, status
+
+    url = cluster.status().address
+    assert status(address=url).exit_code == 0
+    refused = remote_status(url, {"Authorization": "Bearer " + "0" * 64})
+    assert refused.refused and refused.exit_code == 5 and "refused the auth token" in refused.describe()
+    absent = remote_status(f"http://127.0.0.1:{free_port()}", {})
+    assert not absent.running and not absent.refused and absent.exit_code == 3
+    assert "not running" in absent.describe()
+
+
 def test_an_unknown_job_id_is_a_clear_error_everywhere(cluster):
     from typer.testing import CliRunner
 

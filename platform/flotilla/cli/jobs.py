@@ -1,4 +1,4 @@
-"""``flotilla cluster up | down | status`` and ``flotilla jobs submit | list | status | logs | stop``.
+"""``flotilla cluster up | down | status | token | env`` and ``flotilla jobs submit | list | status | logs | stop``.
 
 Thin over :mod:`flotilla.jobs`; :mod:`flotilla.jobs.submission` (which pulls in Ray and the
 training stack) is imported inside the ``jobs`` commands so ``flotilla --help`` stays fast.
@@ -10,6 +10,7 @@ cluster is used.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from typing import Any
@@ -20,7 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from flotilla.cli.common import friendly
-from flotilla.cluster.local import LocalCluster, status
+from flotilla.cluster.files import ClusterError
+from flotilla.cluster.local import LocalCluster, ray_cli_env, status
 from flotilla.lineage import RAY_JOB_NAME, JobLabels
 
 cluster_app = typer.Typer(
@@ -72,7 +74,9 @@ def cluster_up(
         )
     console.print(f"[green]✓[/] {st.describe()} ({time.monotonic() - t0:.1f}s)", highlight=False)
     console.print(
-        f"  auth token: {cluster.token_path} (0600; paste its contents into the dashboard's token dialog)", highlight=False
+        f"  auth token: {cluster.token_path} (0600); the dashboard's token dialog wants 'flotilla cluster token', "
+        'Ray\'s CLI wants eval "$(flotilla cluster env)"',
+        highlight=False,
     )
 
 
@@ -88,15 +92,45 @@ def cluster_down(timeout: float = typer.Option(15.0, help="seconds of SIGTERM be
 @cluster_app.command("status")
 @friendly
 def cluster_status(address: str = ADDRESS) -> None:
-    """Is the cluster running and answering? (exit 3 when it is not running, 4 when it runs but does not answer)"""
+    """Is the cluster running and answering? (exit 3 not running, 4 running but silent, 5 it refused the token)"""
     st = status(address=address)
     console.print(st.describe(), highlight=False)
     if st.running and st.local:
-        console.print(f"  auth token: {LocalCluster().token_path} (0600)", highlight=False)
-    if not st.running:
-        raise typer.Exit(3)
-    if not st.healthy:
-        raise typer.Exit(4)
+        console.print(f"  auth token: {LocalCluster().token_path} (0600; 'flotilla cluster token' prints it)", highlight=False)
+    if st.exit_code:
+        raise typer.Exit(st.exit_code)
+
+
+@cluster_app.command("token")
+@friendly
+def cluster_token() -> None:
+    """Print the local cluster's auth token: what the Ray dashboard's token dialog asks for.
+
+    Like ``ray get-auth-token``: the token alone on stdout (for piping), the newline on stderr.
+    Ray's own command prints the token of ~/.ray/auth_token unless told otherwise; ``flotilla
+    cluster env`` gives it (and ``ray job ...``) this cluster's.
+    """
+    cluster = LocalCluster()
+    if not cluster.token_path.exists():
+        raise ClusterError(
+            f"no auth token at {cluster.token_path}: the local cluster was never started with this FLOTILLA_HOME",
+            hint="start it with 'flotilla cluster up'",
+        )
+    sys.stdout.write(cluster.token_path.read_text().strip())
+    sys.stdout.flush()
+    sys.stderr.write("\n")
+
+
+@cluster_app.command("env")
+@friendly
+def cluster_env() -> None:
+    """Print the environment Ray's own CLI needs for the local cluster: eval "$(flotilla cluster env)".
+
+    Then ``ray job list``, ``ray job logs <id>``, ``ray status`` and ``ray get-auth-token`` talk to
+    flotilla's cluster. The token's path is printed, never the token.
+    """
+    for name, value in ray_cli_env(LocalCluster()).items():
+        sys.stdout.write(f"export {name}={shlex.quote(value)}\n")
 
 
 @jobs_app.command("submit")

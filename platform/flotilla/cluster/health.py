@@ -26,6 +26,16 @@ class ClusterStatus:
     local: bool = True
     note: str = ""
     client_address: str = ""  # ray://127.0.0.1:<port>, for a driver outside the cluster (flotilla sweep --address)
+    refused: bool = False  # something answered but refused our token: running, yet not ours to use
+
+    @property
+    def exit_code(self) -> int:
+        """``flotilla cluster status``'s exit: 0 answering, 3 not there, 4 running but silent, 5 token refused."""
+        if self.refused:
+            return 5
+        if not self.running:
+            return 3
+        return 0 if self.healthy else 4
 
     def describe(self) -> str:
         where = "local Ray cluster" if self.local else "Ray cluster"
@@ -36,6 +46,8 @@ class ClusterStatus:
                 f"{where} running: {self.nodes} node(s), dashboard {self.address}, GCS {self.gcs_address or '?'}{client}"
                 f"{pids}. {self.note}"
             ).strip()
+        if self.refused:
+            return f"{where} at {self.address} answers but refused the auth token. {self.note}".strip()
         if self.running:
             return f"{where} processes are running but {self.address} does not answer. {self.note}".strip()
         return f"{where} is not running ({self.address}). {self.note}".strip()

@@ -362,6 +362,24 @@ class LocalCluster:
         self.state_path.unlink(missing_ok=True)
 
 
+def ray_cli_env(cluster: LocalCluster) -> dict[str, str]:
+    """What Ray's own CLI needs to reach this cluster: its addresses, token auth on, the token file's path.
+
+    ``RAY_ADDRESS`` serves both ``ray job`` (the dashboard URL) and ``ray status`` reads
+    ``RAY_ADDRESS`` as the GCS address; ``ray job`` prefers ``RAY_API_SERVER_ADDRESS`` when it is
+    set, so both are given. A cluster that is not running is an error, not a half environment.
+    """
+    st = cluster.status()
+    if not st.running:
+        raise ClusterError(f"the local Ray cluster is not running. {st.note}".strip(), hint="start it with 'flotilla cluster up'")
+    return {
+        RAY_ADDRESS: st.gcs_address,
+        RAY_API_SERVER_ADDRESS: st.address,
+        RAY_AUTH_MODE: "token",
+        RAY_AUTH_TOKEN_PATH: str(cluster.token_path),
+    }
+
+
 # ---- module-level twins of the CLI -------------------------------------------------------------
 def up(settings: Settings | None = None, **kwargs: Any) -> ClusterStatus:
     return LocalCluster(settings).up(**kwargs)
@@ -372,15 +390,44 @@ def down(settings: Settings | None = None, timeout: float = 15.0) -> str:
 
 
 def status(settings: Settings | None = None, address: str | None = None) -> ClusterStatus:
-    """The local cluster's status, or (with ``address`` / FLOTILLA_RAY_ADDRESS) a remote cluster's."""
+    """The local cluster's status, or (with ``address`` / FLOTILLA_RAY_ADDRESS) the cluster answering there.
+
+    An address is asked through Ray's own Jobs API client, so "the token was refused" (Ray's
+    ``AuthenticationError``) and "nothing answers" (``ConnectionError``) stay two answers. Our own
+    cluster's dashboard URL gets our own token, as every flotilla client does.
+    """
     address = address or ray_address()
+    local = LocalCluster(settings)
     if not address:
-        return LocalCluster(settings).status()
+        return local.status()
     url = normalise_address(address)
-    headers = auth_headers(None)
-    version = http_get(f"{url}/api/version", headers, timeout=5)
-    if version is None:
-        return ClusterStatus(False, False, url, local=False, note="no answer (or the token was refused)")
-    return ClusterStatus(
-        True, True, url, nodes=alive_nodes(url, headers) or 0, local=False, note=f"Ray {version.get('ray_version')}"
-    )
+    state = local.state()
+    headers = local.headers() if state and state["dashboard_url"] == url else auth_headers(None)
+    return remote_status(url, headers)
+
+
+def remote_status(url: str, headers: dict[str, str]) -> ClusterStatus:
+    import requests
+    from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        JobSubmissionClient(url, headers=dict(headers))  # checks the connection and the token
+    except AuthenticationError:
+        return ClusterStatus(
+            True,
+            False,
+            url,
+            local=False,
+            refused=True,
+            note="Give it the cluster's token: RAY_AUTH_TOKEN_PATH=<its token file> (flotilla's own cluster: "
+            "'flotilla cluster env').",
+        )
+    except (ConnectionError, requests.RequestException) as exc:
+        return ClusterStatus(False, False, url, local=False, note=f"Nothing answers there ({type(exc).__name__}).")
+    except (RuntimeError, ValueError) as exc:  # an HTTP server that is not a Ray dashboard
+        return ClusterStatus(
+            False, False, url, local=False, note=f"What answers there is not a Ray dashboard ({str(exc)[:200]})."
+        )
+    version = (http_get(f"{url}/api/version", headers) or {}).get("ray_version", "?")
+    return ClusterStatus(True, True, url, nodes=alive_nodes(url, headers) or 0, local=False, note=f"Ray {version}")

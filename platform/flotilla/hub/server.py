@@ -16,12 +16,10 @@ waits, so badger closes cleanly and data survives restarts.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
 import secrets
-import signal
 import socket
 import string
 import subprocess
@@ -35,7 +33,7 @@ from pathlib import Path
 import yaml
 
 from flotilla.errors import ServerError
-from flotilla.hostio import port_free, write_private
+from flotilla.hostio import port_free, service_process, stop_process, write_private
 from flotilla.hub.credentials import HubCredentials, read_credentials_file
 from flotilla.settings import LAKEFS_PREFIX, child_env
 
@@ -138,22 +136,7 @@ class LocalHub:
             return None
 
     def _alive(self, pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        # a zombie child of ours counts as dead
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                stat = fh.read()
-            if stat.rsplit(")", 1)[1].split()[0] == "Z":
-                return False
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                return b"lakefs" in fh.read()
-        except FileNotFoundError:
-            return os.name != "posix" or not Path("/proc").exists()
+        return service_process(pid, "lakefs") is not None  # a zombie or a recycled pid is not our server
 
     def healthy(self, timeout: float = 1.0) -> bool:
         try:
@@ -287,22 +270,5 @@ class LocalHub:
         return f"lakeFS hub (pid {pid}) stopped {how}"
 
     def _terminate(self, pid: int, timeout: float) -> str:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return "(it had already exited)"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            _reap(pid)
-            if not self._alive(pid):
-                return "gracefully (SIGTERM)"
-            time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
-        _reap(pid)
-        return f"forcibly (SIGKILL after {timeout:.0f}s without exiting on SIGTERM)"
-
-
-def _reap(pid: int) -> None:
-    """Collect our own child's exit status so it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+        proc = service_process(pid, "lakefs")
+        return "(it had already exited)" if proc is None else stop_process(proc, timeout)

@@ -15,12 +15,10 @@ keep them. ``up`` is idempotent; ``down`` signals the whole process group (SIGTE
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
 import secrets
-import signal
 import subprocess
 import time
 import urllib.request
@@ -30,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flotilla.errors import ConfigError, LabelStudioError
-from flotilla.hostio import port_free, write_private
+from flotilla.hostio import port_free, service_process, stop_process, write_private
 from flotilla.settings import (
     FLOTILLA_LABEL_PORT,
     LABEL_STUDIO_PASSWORD,
@@ -159,20 +157,7 @@ class LabelStudioServer:
             return None
 
     def _alive(self, pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":  # a zombie child of ours counts as dead
-                    return False
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                return b"label-studio" in fh.read()  # a recycled pid is not our server
-        except FileNotFoundError:
-            return not Path("/proc").exists()
+        return service_process(pid, "label-studio") is not None  # a zombie or a recycled pid is not our server
 
     def healthy(self, timeout: float = 2.0) -> bool:
         """Whether ``GET /health/`` on exactly our port answers ``{"status": "UP"}``."""
@@ -313,46 +298,5 @@ class LabelStudioServer:
             return f"Label Studio (pid {pid}) stopped {how}"
 
     def _terminate(self, pid: int, timeout: float) -> str:
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return "(it had already exited)"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            _reap(pid)
-            if not self._alive(pid):
-                _kill_group(pid, signal.SIGKILL)  # stragglers it forked, if any
-                _wait_exited(pid, 5.0)  # an exiting process loses its cmdline before it is gone
-                return "gracefully (SIGTERM)"
-            time.sleep(0.1)
-        _kill_group(pid, signal.SIGKILL)
-        _wait_exited(pid, 5.0)
-        return f"forcibly (SIGKILL after {timeout:.0f}s without exiting on SIGTERM)"
-
-
-def _kill_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def _wait_exited(pid: int, timeout: float) -> None:
-    """Wait until ``pid`` has exited: reaped when it is our child, else gone or a zombie its own parent collects."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        except ChildProcessError:
-            try:
-                with open(f"/proc/{pid}/stat") as fh:
-                    if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
-                        return
-            except (FileNotFoundError, ProcessLookupError):
-                return
-        time.sleep(0.05)
-
-
-def _reap(pid: int) -> None:
-    """Collect our own child's exit status so it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+        proc = service_process(pid, "label-studio")
+        return "(it had already exited)" if proc is None else stop_process(proc, timeout, tree=True)
