@@ -22,7 +22,7 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from flotilla.data.layout import AGE_RANGE
-from flotilla.errors import SpecError
+from flotilla.labelstudio.exported import newest_annotation, refuse_problems
 from flotilla.models.tasks import TaskSpec
 
 IMAGE = "image"
@@ -106,10 +106,9 @@ def parse_annotations(tasks: Sequence[TaskSpec], exported: Sequence[Mapping[str,
     problems: list[str] = []
     for task in exported:
         sid = str((task.get("data") or {}).get("sample_id") or "")
-        done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
-        if not sid or not done:
+        newest = newest_annotation(task)
+        if not sid or newest is None:
             continue
-        newest = max(done, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), int(a.get("id") or 0)))
         row: dict[str, Any] = {}
         for item in newest.get("result") or []:
             t = by_column.get(str(item.get("from_name")))
@@ -126,10 +125,5 @@ def parse_annotations(tasks: Sequence[TaskSpec], exported: Sequence[Mapping[str,
 
 
 def require_valid(parsed: Parsed) -> Parsed:
-    if parsed.problems:
-        raise SpecError(
-            f"{len(parsed.problems)} annotation value(s) cannot be stored; nothing was received:",
-            list(parsed.problems),
-            hint="correct those annotations in Label Studio (or skip the tasks), then receive the round again",
-        )
+    refuse_problems(parsed.problems, "annotation value(s) cannot be stored", "receive the round again")
     return parsed

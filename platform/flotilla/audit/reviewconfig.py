@@ -21,7 +21,7 @@ from typing import Any, Literal
 from xml.sax.saxutils import quoteattr
 
 from flotilla.audit.reviewrows import FlaggedRow, ReviewTask
-from flotilla.errors import SpecError
+from flotilla.labelstudio.exported import newest_annotation, refuse_problems
 
 IMAGE = "image"
 DECISION = "decision"
@@ -199,10 +199,9 @@ def parse_review(
     problems: list[str] = []
     for task in exported:
         sid = str((task.get("data") or {}).get("sample_id") or "")
-        done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
-        if sid not in rows or not done:
+        newest = newest_annotation(task)
+        if sid not in rows or newest is None:
             continue
-        newest = max(done, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), int(a.get("id") or 0)))
         got = _decide(rows[sid], tasks, newest.get("result") or [], _reviewer(newest))
         if isinstance(got, str):
             problems.append(f"task {task.get('id')} (sample {sid}): {got}")
@@ -212,12 +211,7 @@ def parse_review(
 
 
 def require_valid(parsed: ParsedReview) -> ParsedReview:
-    if parsed.problems:
-        raise SpecError(
-            f"{len(parsed.problems)} review decision(s) cannot be applied; nothing was received:",
-            list(parsed.problems),
-            hint="correct those annotations in Label Studio (or skip the tasks), then receive the review again",
-        )
+    refuse_problems(parsed.problems, "review decision(s) cannot be applied", "receive the review again")
     return parsed
 
 
