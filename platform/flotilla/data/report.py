@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from flotilla.data import layout
+from flotilla.data import gateplot, layout
 from flotilla.data.config import Config, Number, Whole
 from flotilla.data.schema import FACE_SCHEMA
 from flotilla.errors import DataValidationError
@@ -54,10 +53,12 @@ _HINTS = {
     "labels": "fix or null out the out-of-range labels",
     "images": "re-export the broken images from the source (or drop those samples)",
     "duplicates": "keep one sample per identical image and resolve its conflicting labels",
-    "missing": "fill in the missing labels, or raise Thresholds.max_missing if they are expected",
+    "missing": "fill in the missing labels, or, if they are expected, allow them: --max-missing F on the command"
+    " line, 'max_missing: F' in the ingest job's thresholds: block",
     "representativeness": "add samples for the under-represented groups, or, if the imbalance is intended,"
-    " lower Thresholds.min_group_count/min_group_fraction, declare the population it should match"
-    " (Thresholds.target) or use Thresholds(representativeness='warning')",
+    " pass --allow-underrepresented (report them as warnings) or --min-per-group N to 'flotilla data"
+    " import/generate/validate', or set 'representativeness: warning', 'min_group_count: N' or a 'target:'"
+    " population in the ingest job's thresholds: block (or a --thresholds FILE.yaml)",
 }
 
 
@@ -69,11 +70,30 @@ class Issue:
     count: int = 0  # affected samples (shards for image-shard schema problems, rows for table-wide ones)
     sample_ids: list[str] = field(default_factory=list)  # the smallest affected ids, capped
     details: dict[str, str] = field(default_factory=dict)  # shown id -> what is wrong with it
+    key: str = ""  # the group's slice a representativeness issue is about ("female", "male/80+"): what the plot marks
 
     def examples(self, n: int = 3) -> str:
         shown = [f"{s} ({self.details[s]})" if s in self.details else s for s in self.sample_ids[:n]]
         more = self.count - len(shown) if self.sample_ids else 0
         return ", ".join(shown) + (f" and {more} more" if more > 0 and shown else "")
+
+
+# the order of a report: what is wrong with the data itself first, representativeness (a judgement on the
+# mix of otherwise good samples) after it, so real problems are never buried under group counts
+FAMILIES = ("schema", "images", "labels", "duplicates", "missing", "representativeness")
+
+
+def issue_order(issue: Issue) -> tuple[int, int, int, str, str]:
+    """Sort key of a report's issues: severity, then real problems before representativeness, then family."""
+    family = issue.check.split(".")[0]
+    rank = FAMILIES.index(family) if family in FAMILIES else len(FAMILIES) - 1
+    return (
+        SEVERITIES.index(issue.severity) if issue.severity in SEVERITIES else len(SEVERITIES),
+        family == "representativeness",
+        rank,
+        issue.check,
+        issue.reason,
+    )
 
 
 @dataclass
@@ -141,8 +161,8 @@ class ValidationReport:
         render(self, console)
 
     def plot(self, path: str | Path) -> Path:
-        """Save a small PNG of the label distributions (age, gender, emotion, split); returns the path."""
-        return plot(self, Path(path))
+        """Save a PNG of the label distributions with what failed drawn red (:mod:`flotilla.data.gateplot`)."""
+        return gateplot.plot(self, Path(path))
 
     def raise_if_failed(self, hint: str | None = None) -> None:
         """Raise :class:`DataValidationError` naming failing checks, counts and example ids."""
@@ -154,11 +174,19 @@ class Thresholds(Config):
     """Knobs of the gate. ``max_missing``: one fraction for every label column the
     dataset has (absent labels are exempt), or ``{column: fraction}`` (columns the dataset declares); None = no limit.
 
-    The same class is an ingest job's ``thresholds:`` (:mod:`flotilla.jobs.specs`)."""
+    ``representativeness``: the severity of an under-represented group. ``"auto"`` (the default) judges
+    a group as an error only once it has ``min_group_count`` samples for each of its slices (2 x 20 = 40
+    labelled samples for gender, 9 x 20 = 180 for the age bands, 18 x 20 = 360 for gender x age band) and
+    as a warning below that: a smaller dataset leaves some slice short *whatever* its mix, so an error
+    would only say that the dataset is small, never that it is skewed. ``"error"`` / ``"warning"``: always.
+
+    The same class is an ingest job's ``thresholds:`` (:mod:`flotilla.jobs.specs`), a
+    ``--thresholds FILE.yaml`` of ``flotilla data import/generate/validate``, and what their
+    ``--min-per-group``, ``--allow-underrepresented`` and ``--max-missing`` set."""
 
     min_group_count: Whole = Field(default=20, ge=0)
     min_group_fraction: Number = Field(default=0.1, ge=0, le=1)  # of the uniform share total / n_groups
-    representativeness: Literal["error", "warning"] = "error"
+    representativeness: Literal["auto", "error", "warning"] = "auto"
     max_missing: float | Mapping[str, float] | None = None
     max_examples: Whole = Field(default=10, ge=1)  # sample ids kept per issue
     # the population the data should represent: {group: {slice: share}}, e.g. {"gender": {"female": 0.5, "male": 0.5}};
@@ -193,6 +221,12 @@ class Thresholds(Config):
             if abs(sum(values) - 1) > 0.01:
                 raise ValueError(f"{group}: shares must sum to 1, they sum to {sum(values):g}")
         return target
+
+    def representativeness_severity(self, samples: int, slices: int) -> Literal["error", "warning"]:
+        """How a short slice of a group with ``samples`` labelled samples over ``slices`` wanted slices counts."""
+        if self.representativeness != "auto":
+            return self.representativeness
+        return "error" if samples >= slices * self.min_group_count else "warning"
 
     def missing_limit(self, column: str, present: bool) -> float | None:
         if isinstance(self.max_missing, Mapping):
@@ -295,12 +329,6 @@ def render(report: ValidationReport, console=None) -> None:
         console.print("image sizes: " + ", ".join(f"{k}={v}" for k, v in sorted(sizes.items(), key=lambda kv: -kv[1])))
 
 
-def _low(report: ValidationReport, counts: list[int]) -> list[bool]:
-    t, total = report.thresholds, sum(counts)
-    share = total / len(counts) if counts else 0
-    return [c < t.get("min_group_count", 0) or c < t.get("min_group_fraction", 0) * share for c in counts]
-
-
 def target_shares(group_counts: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, float]]:
     """Each group's slice shares in a report's ``group_counts``: a reference dataset as the target population,
     e.g. ``Thresholds(target=target_shares(validate_ref(repo, reference_commit, name).group_counts))``."""
@@ -310,46 +338,3 @@ def target_shares(group_counts: Mapping[str, Mapping[str, int]]) -> dict[str, di
         if total:
             out[group] = {k: round(c / total, 6) for k, c in counts.items()}
     return out
-
-
-def plot(report: ValidationReport, path: Path) -> Path:
-    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend (renders with Agg)
-
-    fig = Figure(figsize=(9, 6), dpi=80, layout="constrained")
-    (ax_age, ax_gender), (ax_emotion, ax_split) = fig.subplots(2, 2)
-    fig.suptitle(report.summary(), fontsize=10, color="tab:green" if report.passed else "tab:red")
-    age = report.histograms.get("age")
-    if age:
-        edges = age["edges"]
-        ax_age.bar(
-            edges[:-1],
-            age["counts"],
-            width=[b - a for a, b in pairwise(edges)],
-            align="edge",
-            color="tab:blue",
-            edgecolor="white",
-        )
-        ax_age.set_xlabel("age (years)")
-    else:
-        ax_age.text(0.5, 0.5, "no age labels", ha="center", va="center", transform=ax_age.transAxes)
-    ax_age.set_title("age", fontsize=10)
-    for ax, group in ((ax_gender, "gender"), (ax_emotion, "emotion")):
-        counts = report.group_counts.get(group)
-        ax.set_title(f"{group} (red: under-represented)", fontsize=10)
-        if not counts:
-            ax.text(0.5, 0.5, f"no {group} labels", ha="center", va="center", transform=ax.transAxes)
-            continue
-        face = FACE_SCHEMA[group].classes  # a report read back from JSON has its keys sorted: the face order again
-        names = [k for k in face if k in counts] + [k for k in counts if k not in face]
-        values = [counts[k] for k in names]
-        ax.bar(names, values, color=["tab:red" if low else "tab:blue" for low in _low(report, values)])
-        if report.thresholds.get("min_group_count"):
-            ax.axhline(report.thresholds["min_group_count"], color="grey", linestyle="--", linewidth=1)
-        ax.tick_params(axis="x", labelrotation=30 if group == "emotion" else 0, labelsize=8)
-    splits = report.counts.get("splits", {})
-    keys = [s for s in layout.SPLITS if s in splits] + sorted(set(splits) - set(layout.SPLITS))
-    ax_split.bar(keys, [splits[k] for k in keys], color="tab:gray")
-    ax_split.set_title("split", fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path

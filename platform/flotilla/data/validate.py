@@ -27,6 +27,11 @@ Checks (``Issue.check`` is ``<family>.<problem>``):
   regression column named ``age``) and gender x age-band cells below ``min_group_count`` or
   ``min_group_fraction`` of a uniform share, for the labels the dataset has at all; a group given a
   target population (``Thresholds.target``) is judged by each slice's gap to its target share instead.
+  By default a group too small to have ``min_group_count`` samples in every slice reports them as
+  warnings (:meth:`Thresholds.representativeness_severity`).
+
+Issues are ordered by :func:`~flotilla.data.report.issue_order`: errors first, and within a severity
+the problems of the data itself (schema, images, labels, duplicates, missing) before representativeness.
 
 One module over the ~400-line guide on purpose: the checks share one streaming pass over the
 shards (the ``_Gate`` accumulators fill as each image is decoded once), so splitting them by family
@@ -40,6 +45,7 @@ import io
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -48,7 +54,7 @@ import pyarrow.compute as pc
 from PIL import Image, ImageFile
 
 from flotilla.data import layout
-from flotilla.data.report import CHECKS, SEVERITIES, Affected, Issue, Thresholds, ValidationReport
+from flotilla.data.report import CHECKS, SEVERITIES, Affected, Issue, Thresholds, ValidationReport, issue_order
 from flotilla.data.schema import FACE_SCHEMA, LabelSchema
 from flotilla.errors import SpecError
 
@@ -326,7 +332,7 @@ class _Gate:
             "modes": {k: b.count for k, b in self.modes.items()},
             "formats": dict(self.formats),
         }
-        self.issues.sort(key=lambda i: (SEVERITIES.index(i.severity), i.check, i.reason))
+        self.issues.sort(key=issue_order)
         return ValidationReport(self.issues, counts, group_counts, missing, stats, hist, t.to_dict(), name)
 
     def duplicates(self) -> dict[str, int]:
@@ -413,6 +419,14 @@ class _Gate:
             out[gname] = dict(zip(keys, map(int, counts), strict=True))
             total, share = int(counts.sum()), counts.sum() / len(keys)
             target = (t.target or {}).get(gname)
+            wanted = len(keys) if target is None else sum(target.get(key, 0.0) > 0 for key in keys)
+            severity = t.representativeness_severity(total, wanted)
+            small = (
+                f" (a warning: {total} samples are too few for {wanted} slices of min_group_count={t.min_group_count}; "
+                f"an error from {wanted * t.min_group_count})"
+                if severity == "warning" and t.representativeness == "auto"
+                else ""
+            )
             for k, key in enumerate(keys):
                 c, why = int(counts[k]), []
                 if c < t.min_group_count and (target is None or target.get(key, 0.0) > 0):  # none wanted: none needed
@@ -428,20 +442,37 @@ class _Gate:
                     b = Affected(t.max_examples)
                     for i in np.flatnonzero(code == k):
                         b.add(self.names[i] if self.names else f"<labels row {i}>", f"{gname}={key}")
-                    self.issues.append(
-                        b.issue(
-                            f"representativeness.{gname}",
-                            t.representativeness,
-                            f"{gname} {key!r}: {c} of {total} samples, {'; '.join(why)}",
-                        )
-                    )
+                    reason = f"{gname} {key!r}: {c} of {total} samples, {'; '.join(why)}{small}"
+                    self.issues.append(replace(b.issue(f"representativeness.{gname}", severity, reason), key=key))
         hist = {}
-        if "age" in self.values and self.values["age"][2].any():
-            v, _, ok = self.values["age"]
-            top = (self.schema["age"].range or (0.0, float(v[ok].max())))[1]
-            counts, edges = np.histogram(v[ok], bins=np.arange(0, top + 5, 5))
-            hist["age"] = {"edges": [int(e) for e in edges], "counts": [int(c) for c in counts]}
+        if "age" in self.values and not self.values["age"][1].all():
+            hist["age"] = age_histogram(*self.values["age"][:2], self.schema["age"].range)
         return out, hist
+
+
+def age_histogram(v: np.ndarray, null: np.ndarray, valid: tuple[float, float] | None) -> dict[str, Any]:
+    """5-year bins over the valid range, plus what lies outside it: the out-of-range values are the ones to see.
+
+    Values below or above ``valid`` are counted (with the most extreme one) rather than binned, so an age of
+    1e9 still draws one bar, not 2e8 empty bins; NaN and inf are counted apart.
+    """
+    given = ~null
+    finite = given & np.isfinite(v)
+    lo, hi = valid if valid is not None else (0.0, float(v[finite].max()) if finite.any() else 0.0)
+    inside = finite & (v >= lo) & (v <= hi)
+    below, above = finite & (v < lo), finite & (v > hi)
+    start = 5 * np.floor(lo / 5)
+    counts, edges = np.histogram(v[inside], bins=np.arange(start, hi + 5, 5))
+    return {
+        "edges": [int(e) for e in edges],
+        "counts": [int(c) for c in counts],
+        "range": [float(lo), float(hi)],
+        "below": int(below.sum()),
+        "below_min": _fmt(float(v[below].min())) if below.any() else None,
+        "above": int(above.sum()),
+        "above_max": _fmt(float(v[above].max())) if above.any() else None,
+        "not_finite": int((given & ~np.isfinite(v)).sum()),
+    }
 
 
 def validate(
