@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from flotilla.data.report import Thresholds
 from flotilla.data.schema import LabelSchema
 from flotilla.errors import InvalidNameError, SpecError
 from flotilla.models.backbone_names import DEFAULT_BACKBONE, check_backbone_name
@@ -261,7 +262,7 @@ def _did_you_mean(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def parse_spec(model: type[_Spec], data: Any, source: str = "spec", *, settable: bool = False) -> Any:
+def parse_spec(model: type[BaseModel], data: Any, source: str = "spec", *, settable: bool = False) -> Any:
     """Validate ``data`` against ``model``; raise one SpecError listing every problem.
 
     ``settable``: the spec comes from ``flotilla train`` (:func:`load_family_spec`), whose ``--set`` the
@@ -357,6 +358,20 @@ def load_family_spec(path: str | Path, overrides: dict[str, Any] | None = None) 
         data = deep_merge(data or {}, overrides)
     spec: FamilySpec = parse_spec(FamilySpec, data, source=str(path), settable=True)
     return spec
+
+
+def load_thresholds(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Thresholds:
+    """The validation gate's thresholds from a YAML file (the keys of an ingest job's ``thresholds:``
+    block) with ``overrides`` on top (``flotilla data import --min-per-group 5`` sets ``min_group_count``).
+
+    Parsed like every spec: a misspelled key is an error naming it, with a "did you mean".
+    """
+    data = (load_yaml(path) or {}) if path is not None else {}
+    if overrides:
+        data = deep_merge(data, overrides)
+    source = f"thresholds file {path}" if path is not None else "the gate's thresholds"
+    thresholds: Thresholds = parse_spec(Thresholds, data, source=source)
+    return thresholds
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from flotilla.cli.models import models_app
 from flotilla.cli.monitor import monitor_command
 from flotilla.cli.sweep import sweep_command
 from flotilla.errors import SpecError
-from flotilla.hub import local
+from flotilla.hub import Hub, flotilla_branches, local, prune_branches
 from flotilla.hub.binary import binary_version
 from flotilla.specs import deep_merge, kind_of, load_family_spec
 from flotilla.version import __version__
@@ -123,6 +123,41 @@ def hub_logs(
                         time.sleep(0.3)
             except KeyboardInterrupt:
                 pass
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@hub_app.command("branches")
+@friendly
+def hub_branches(
+    repo: str = typer.Option(None, "--repo", help="one repository (default: every repository of the hub)"),
+    into: str = typer.Option("main", "--into", help="the protected branch the others are compared with"),
+    prune: bool = typer.Option(
+        False, "--prune", help="delete the failed or already-merged ingest-* branches (without it: only list them)"
+    ),
+) -> None:
+    """List the branches flotilla made (kind, age, state); --prune deletes the ingest branches nobody needs."""
+    hub = Hub()
+    table = Table(title=("branches deleted" if prune else "flotilla branches") + f" on {hub.endpoint}")
+    for col in ("repo", "branch", "kind", "age", "state", "why", "prune"):
+        table.add_column(col, overflow="fold", no_wrap=col == "branch")
+    total = 0
+    for name in [repo] if repo else hub.repos():
+        shown = prune_branches(hub.repo(name), into) if prune else flotilla_branches(hub.repo(name), into)
+        for b in shown:
+            mark = "deleted" if prune else "yes" if b.prunable else ""
+            table.add_row(b.repo, b.name, b.kind, _age(b.age_s), b.state, b.why, mark)
+        total += len(shown)
+    console.print(table)
+    if prune:
+        console.print(f"[green]✓[/] deleted {total} branch(es)")
+    else:
+        console.print("[dim]prune 'yes': what 'flotilla hub branches --prune' would delete[/]")
 
 
 def parse_sets(sets: list[str] | None) -> dict:

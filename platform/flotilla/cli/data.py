@@ -26,9 +26,11 @@ from flotilla.data.api import generate as generate_dataset
 from flotilla.data.api import import_dataset
 from flotilla.data.ingest import save_report_files, validate_and_merge
 from flotilla.data.page import data_grid, data_report
+from flotilla.data.report import Thresholds
 from flotilla.data.store import list_datasets, read_manifest
 from flotilla.errors import DataValidationError, SpecError
 from flotilla.hub import Hub
+from flotilla.specs import load_thresholds
 
 app = typer.Typer(help="Datasets in the hub: generate, import, validate, show, report, audit, review.", no_args_is_help=True)
 console = Console()
@@ -36,6 +38,32 @@ err = Console(stderr=True)
 
 REPO = typer.Option("faces", "--repo", help="hub repository")
 REPORTS = typer.Option(Path("artifacts/reports"), "--report-dir", help="where the JSON report and PNG plot go")
+# the validation gate's thresholds (docs/data.md, "The gate on small and real datasets"): a file, then flags on top
+GATE_FILE = typer.Option(
+    None, "--thresholds", help="YAML file of the gate's thresholds: the keys of an ingest job's 'thresholds:' block"
+)
+MIN_PER_GROUP = typer.Option(None, "--min-per-group", min=0, help="samples each group slice needs (min_group_count; default 20)")
+ALLOW_UNDER = typer.Option(
+    False,
+    "--allow-underrepresented",
+    help="report under-represented groups as warnings, never errors (representativeness: warning); "
+    "without it, groups too small to judge warn and the others fail",
+)
+MAX_MISSING = typer.Option(None, "--max-missing", min=0.0, max=1.0, help="largest null fraction of a label column")
+
+
+def _thresholds(
+    file: Path | None, min_per_group: int | None, allow_underrepresented: bool, max_missing: float | None
+) -> Thresholds | None:
+    """The gate's thresholds the options ask for; None (the defaults, or what the ref recorded) when none is given."""
+    overrides: dict[str, object] = {}
+    if min_per_group is not None:
+        overrides["min_group_count"] = min_per_group
+    if allow_underrepresented:
+        overrides["representativeness"] = "warning"
+    if max_missing is not None:
+        overrides["max_missing"] = max_missing
+    return load_thresholds(file, overrides) if file is not None or overrides else None
 
 
 @contextmanager
@@ -52,7 +80,9 @@ def _summarise(result) -> None:
         f"[green]✓[/] dataset [bold]{result.dataset}[/]: {m.counts['samples']} samples "
         f"(train {m.counts['train']}, val {m.counts['val']}, test {m.counts['test']}) in {len(m.shards)} shards"
     )
-    console.print(f"[green]✓[/] validation passed; merged into main as {result.merge_commit[:12]}")
+    warned = len(result.report.warnings)
+    note = f" with {warned} warning(s) (see the report)" if warned else ""
+    console.print(f"[green]✓[/] validation passed{note}; merged into main as {result.merge_commit[:12]}")
     for kind, path in result.report_paths.items():
         console.print(f"  report ({kind}): {path}")
 
@@ -72,8 +102,13 @@ def generate(
     ),
     repo: str = REPO,
     report_dir: Path = REPORTS,
+    thresholds_file: Path = GATE_FILE,
+    min_per_group: int = MIN_PER_GROUP,
+    allow_underrepresented: bool = ALLOW_UNDER,
+    max_missing: float = MAX_MISSING,
 ) -> None:
     """Generate synthetic faces and ingest them (own branch → validation gate → merge into main)."""
+    thresholds = _thresholds(thresholds_file, min_per_group, allow_underrepresented, max_missing)
     try:
         spec = FaceSpec(size=size, shift=Shift(lighting=lighting, age_mix=age_mix, occlusion=occlusion))
     except SpecError as exc:  # its problems name fields ("age_mix: ..."): name the options instead
@@ -83,7 +118,16 @@ def generate(
         ) from None
     with _bar(f"generating + uploading {name}", n) as advance:
         result = generate_dataset(
-            Hub(), repo, name, n, seed=seed, spec=spec, report_dir=report_dir, on_progress=advance, labelled=not unlabelled
+            Hub(),
+            repo,
+            name,
+            n,
+            seed=seed,
+            spec=spec,
+            report_dir=report_dir,
+            thresholds=thresholds,
+            on_progress=advance,
+            labelled=not unlabelled,
         )
     _summarise(result)
 
@@ -97,11 +141,20 @@ def import_(
     labels: Path = typer.Option(None, "--labels", help="labels CSV (format 'folder')"),
     repo: str = REPO,
     report_dir: Path = REPORTS,
+    thresholds_file: Path = GATE_FILE,
+    min_per_group: int = MIN_PER_GROUP,
+    allow_underrepresented: bool = ALLOW_UNDER,
+    max_missing: float = MAX_MISSING,
 ) -> None:
-    """Import a dataset in a real-world format (own branch → validation gate → merge into main)."""
+    """Import a dataset in a real-world format (own branch → validation gate → merge into main).
+
+    The gate's thresholds: --min-per-group, --allow-underrepresented, --max-missing or a --thresholds
+    file. A failed import lists the data's own problems first and keeps its ingest-* branch for fixing
+    ('flotilla hub branches --prune' deletes it)."""
+    thresholds = _thresholds(thresholds_file, min_per_group, allow_underrepresented, max_missing)
     with _bar(f"importing {name}", None) as advance:
         result, problems = import_dataset(
-            Hub(), repo, name, fmt, path, labels_csv=labels, report_dir=report_dir, on_progress=advance
+            Hub(), repo, name, fmt, path, labels_csv=labels, report_dir=report_dir, thresholds=thresholds, on_progress=advance
         )
     for p in problems[:20]:
         err.print(f"[yellow]skipped[/] {p}")
@@ -118,8 +171,16 @@ def validate(
     merge: bool = typer.Option(False, "--merge", help="if it passes, record the report and merge REF into main"),
     repo: str = REPO,
     report_dir: Path = REPORTS,
+    thresholds_file: Path = GATE_FILE,
+    min_per_group: int = MIN_PER_GROUP,
+    allow_underrepresented: bool = ALLOW_UNDER,
+    max_missing: float = MAX_MISSING,
 ) -> None:
-    """Run the validation gate on a dataset at any ref (exit 1 if it fails)."""
+    """Run the validation gate on a dataset at any ref (exit 1 if it fails).
+
+    Without threshold options it judges by the thresholds REF's own report recorded (a failed import's
+    branch: the ones it was imported with), else the defaults."""
+    thresholds = _thresholds(thresholds_file, min_per_group, allow_underrepresented, max_missing)
 
     def show(report) -> None:
         report.render(console)
@@ -127,7 +188,7 @@ def validate(
         console.print(f"report: {paths['json']}  plot: {paths['png']}")
 
     try:
-        report, merged = validate_and_merge(Hub(), repo, ref, dataset, merge=merge)
+        report, merged = validate_and_merge(Hub(), repo, ref, dataset, thresholds=thresholds, merge=merge)
     except DataValidationError as exc:  # with --merge a failure raises: show and save the report first
         if exc.report is not None:
             show(exc.report)

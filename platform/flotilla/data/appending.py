@@ -22,8 +22,7 @@ from typing import Any
 
 from flotilla.data import deltas, layout
 from flotilla.data.gate import require_clean
-from flotilla.data.ingest import validate_and_merge
-from flotilla.data.labelfix import admitted_thresholds
+from flotilla.data.ingest import admitted_thresholds, validate_and_merge
 from flotilla.data.layout import Sample, ShardInfo
 from flotilla.data.report import Thresholds, ValidationReport
 from flotilla.data.store import read_dataset

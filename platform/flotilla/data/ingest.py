@@ -38,7 +38,7 @@ from flotilla.data.report import failure_hint, failure_message
 from flotilla.data.schema import FACE_SCHEMA, LabelSchema
 from flotilla.data.store import read_dataset, read_manifest, write_dataset
 from flotilla.data.validate import Thresholds, ValidationReport, validate
-from flotilla.errors import ConfigError, ConflictError, DataValidationError, MergeConflictError
+from flotilla.errors import ConfigError, ConflictError, DataValidationError, MergeConflictError, NotFoundError
 from flotilla.hub.client import Hub
 from flotilla.hub.experiment import SCRATCH, Retention
 from flotilla.hub.repo import Repo
@@ -63,6 +63,19 @@ class IngestResult:
 
 def validation_path(name: str) -> str:
     return f"{layout.dataset_prefix(name)}validation.json"
+
+
+def admitted_thresholds(repo: Repo, ref: str, dataset: str) -> Thresholds:
+    """The thresholds the dataset's last validation at ``ref`` used (its ``validation.json``); the defaults without one.
+
+    A failed ingest records its report on its branch too, so re-validating that branch after a fix judges it
+    by the thresholds it was imported with (``--min-per-group``, a ``thresholds:`` block...), not the defaults.
+    """
+    try:
+        recorded = json.loads(repo.get(ref, validation_path(dataset))).get("thresholds")
+    except (NotFoundError, ValueError):
+        return Thresholds()
+    return Thresholds.model_validate(recorded) if isinstance(recorded, dict) else Thresholds()
 
 
 def _shard_tables(repo: Repo, ref: str, name: str, manifest: Manifest) -> Iterable[Any]:
@@ -196,7 +209,7 @@ def ingest(
     if not report.passed:
         raise DataValidationError(
             f"{failure_message(report)}\n{into!r} was not changed; the data stays on branch {branch!r} "
-            f"(lakefs://{repo_name}/{branch}) for fixing.",
+            f"(lakefs://{repo_name}/{branch}) for fixing ('flotilla hub branches --prune' deletes it).",
             hint=failure_hint(
                 report,
                 f"Fix the labels on {branch!r} (images: ingest corrected ones again), then "
@@ -230,10 +243,11 @@ def validate_and_merge(
     write to the branch meanwhile, staged or committed, is never merged under a receipt it did not earn.
     ``ref`` itself does not get the report; the merge commit on ``into`` does. ``metadata`` is added
     to that merge commit's (e.g. the audit a reviewed change came from, so main's log links it).
+    ``thresholds`` default to the ones ``ref``'s own report was judged by (:func:`admitted_thresholds`).
     """
     repo = hub.repo(repo_name)
     if not merge:
-        return validate_ref(repo, ref, name, thresholds), None
+        return validate_ref(repo, ref, name, thresholds or admitted_thresholds(repo, ref, name)), None
     if ref == into:
         raise DataValidationError(
             f"nothing to merge: --ref {ref!r} is the branch it would merge into",
@@ -249,7 +263,7 @@ def validate_and_merge(
         )
     pending = repo.uncommitted(ref)
     validated = repo.commit(ref, f"Changes to {name} before validation").id if pending else repo.resolve(ref)
-    report = validate_ref(repo, validated, name, thresholds)
+    report = validate_ref(repo, validated, name, thresholds or admitted_thresholds(repo, validated, name))
     if not report.passed:
         raise DataValidationError(
             f"{failure_message(report)}\nat {ref!r} (commit {validated[:12]}); nothing was merged into {into!r}.",

@@ -17,7 +17,6 @@ The gate judges the fix by the thresholds the dataset was last admitted with (it
 from __future__ import annotations
 
 import difflib
-import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,11 +28,11 @@ import pyarrow.compute as pc
 from flotilla.data import deltas, layout
 from flotilla.data.deltas import Delta
 from flotilla.data.gate import require_clean
-from flotilla.data.ingest import validate_and_merge, validation_path
+from flotilla.data.ingest import admitted_thresholds, validate_and_merge
 from flotilla.data.report import Thresholds, ValidationReport, failure_hint, failure_message
 from flotilla.data.schema import FACE_SCHEMA, LabelSchema
 from flotilla.data.store import read_dataset
-from flotilla.errors import DataValidationError, NotFoundError, SpecError
+from flotilla.errors import DataValidationError, SpecError
 from flotilla.hub.client import Hub
 from flotilla.hub.experiment import SCRATCH
 from flotilla.hub.repo import Repo
@@ -148,15 +147,6 @@ def stage_label_change(
         repo.put(branch, *deltas.claim(dataset, sid, delta))
     repo.put(branch, delta.path(dataset), delta.to_json())
     return delta
-
-
-def admitted_thresholds(repo: Repo, ref: str, dataset: str) -> Thresholds:
-    """The thresholds the dataset's last validation used (its ``validation.json``); the defaults without one."""
-    try:
-        recorded = json.loads(repo.get(ref, validation_path(dataset))).get("thresholds")
-    except (NotFoundError, ValueError):
-        return Thresholds()
-    return Thresholds.model_validate(recorded) if isinstance(recorded, dict) else Thresholds()
 
 
 def relabel(

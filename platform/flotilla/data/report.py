@@ -276,6 +276,9 @@ def failure_message(report: ValidationReport, max_issues: int = 20, examples: in
         lines.append(f"  - {i.check}: {i.count} affected: {i.reason}" + (f"; e.g. {ex}" if ex else ""))
     if len(errors) > max_issues:
         lines.append(f"  ... and {len(errors) - max_issues} more error(s) (see the full report)")
+    if warnings := report.warnings:
+        families = ", ".join(dict.fromkeys(i.check for i in warnings))
+        lines.append(f"  ({len(warnings)} warning(s), which do not fail the gate: {families})")
     return "\n".join(lines)
 
 

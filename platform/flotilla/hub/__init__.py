@@ -1,5 +1,6 @@
 """The data hub: a lakeFS server (local or remote) and flotilla's API over it."""
 
+from flotilla.hub.branches import BranchInfo, flotilla_branches, prune_branches
 from flotilla.hub.client import Hub
 from flotilla.hub.credentials import HubCredentials
 from flotilla.hub.experiment import SCRATCH, Experiment, Retention
@@ -9,6 +10,7 @@ from flotilla.hub.server import HubStatus, LocalHub
 
 __all__ = [
     "SCRATCH",
+    "BranchInfo",
     "Change",
     "CommitInfo",
     "Experiment",
@@ -20,9 +22,11 @@ __all__ = [
     "Repo",
     "Retention",
     "down",
+    "flotilla_branches",
     "install",
     "local_hub",
     "logs",
+    "prune_branches",
     "status",
     "up",
 ]
