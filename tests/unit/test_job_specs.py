@@ -112,7 +112,7 @@ def test_an_ingest_job_holds_the_data_layers_own_configs():
     assert "synthetic.spec.size: Input should be greater than or equal to 32" in text
     assert "synthetic.spec.shift.lightning: unknown key (did you mean 'lighting'?)" in text
     assert "thresholds.max_missing: keys must be label column names, got ['mood swing']" in text
-    assert "thresholds.representativeness: Input should be 'error' or 'warning'" in text
+    assert "thresholds.representativeness: Input should be 'auto', 'error' or 'warning'" in text
 
 
 def test_generator_settings_written_flat_are_pointed_under_spec():

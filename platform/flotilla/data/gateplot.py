@@ -88,7 +88,9 @@ def _group(ax: Axes, report: ValidationReport, group: str, failed: Mapping[str, 
     minimum = report.thresholds.get("min_group_count")
     if minimum:
         ax.axhline(minimum, color="grey", linestyle="--", linewidth=1)
-    ax.set_title(group + (f" ({sum(v == 'error' for v in failed.values())} failing)" if failed else ""), fontsize=9)
+    n_err, n_warn = sum(v == "error" for v in failed.values()), sum(v == "warning" for v in failed.values())
+    marks = [f"{n_err} failing"] * bool(n_err) + [f"{n_warn} warned"] * bool(n_warn)
+    ax.set_title(group + (f" ({', '.join(marks)})" if marks else ""), fontsize=9)
     many = len(names) > 4
     ax.tick_params(axis="x", labelrotation=60 if many else 0, labelsize=6 if len(names) > 9 else 8)
 
