@@ -106,8 +106,14 @@ def test_data_validate_prints_its_report_saves_it_and_exits_by_the_verdict(cli, 
     import re
 
     cli("hub", "up")
-    # 120 faces are too few for the gate's group counts: the ingest fails and leaves its branch to fix
-    failed = cli("data", "generate", "--n", "120", "--name", "few", "--report-dir", str(tmp_path / "r1"), check=False)
+    # 120 faces are too few for the gate's group counts, judged strictly (by default groups that small only warn):
+    # the ingest fails and leaves its branch to fix; validate judges the branch by the thresholds it recorded
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("representativeness: error\n")
+    failed = cli(
+        "data", "generate", "--n", "120", "--name", "few", "--thresholds", str(strict), "--report-dir", str(tmp_path / "r1"),
+        check=False,
+    )  # fmt: skip
     assert failed.returncode == 1
     branch = re.search(r"--ref (ingest-few-[\w-]+)", failed.stderr.replace("\n", "")).group(1)
     again = cli("data", "validate", "--dataset", "few", "--ref", branch, "--report-dir", str(tmp_path / "r2"), check=False)
