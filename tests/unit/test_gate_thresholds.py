@@ -16,6 +16,7 @@ from flotilla.data.report import Thresholds, ValidationReport, failure_hint, fai
 from flotilla.data.validate import validate
 from flotilla.errors import SpecError
 from flotilla.hub.branches import BranchInfo, branch_state, kind_of_branch
+from flotilla.jobs.specs import IngestJob, parse_job_spec
 from flotilla.lineage import IngestCommit
 from flotilla.specs import load_thresholds
 
@@ -147,3 +148,12 @@ def test_branch_kinds_and_states():
     assert info("ingest", "failed").prunable and info("ingest", "merged").prunable
     assert not info("ingest", "open").prunable and not info("ingest", "unmerged").prunable
     assert not info("experiment", "failed").prunable and not info("trial", "merged").prunable
+
+
+def test_an_import_jobs_thresholds_block_is_strict_and_takes_the_same_settings():
+    files = {"format": "utkface", "path": "/data/UTKFace"}
+    job = parse_job_spec({"kind": "ingest", "name": "utk", "files": files, "thresholds": {"representativeness": "warning"}})
+    assert isinstance(job, IngestJob) and job.thresholds == Thresholds(representativeness="warning")
+    with pytest.raises(SpecError) as info:
+        parse_job_spec({"kind": "ingest", "name": "utk", "files": files, "thresholds": {"min_per_group": 5}})
+    assert info.value.problems == ["thresholds.min_per_group: unknown key (did you mean 'min_group_count'?)"]
