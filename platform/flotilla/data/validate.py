@@ -373,7 +373,9 @@ class _Gate:
                 problems.append(f"target {group}: no slice(s) {', '.join(map(repr, unknown))} (its slices: {', '.join(keys)})")
         if problems:
             raise SpecError(
-                "Thresholds.target does not fit the dataset:", problems, hint="name groups and slices as group_counts does"
+                "the gate's thresholds 'target:' does not fit the dataset:",
+                problems,
+                hint="name groups and slices as the report's group_counts does",
             )
 
     def missing(self) -> dict[str, dict[str, Any]]:
@@ -496,7 +498,7 @@ def validate(
     t = thresholds or Thresholds()
     if isinstance(t.max_missing, Mapping) and (unknown := sorted(set(t.max_missing) - set(schema.names))):
         raise SpecError(
-            f"Thresholds.max_missing names label column(s) the dataset does not declare: {', '.join(unknown)}",
+            f"the gate's thresholds 'max_missing:' names label column(s) the dataset does not declare: {', '.join(unknown)}",
             hint=f"its label columns: {schema.describe()}",
         )
     gate = _Gate(t, labelled, schema)
