@@ -97,5 +97,7 @@ def test_a_complete_download_is_installed_executable_and_reused(release_site, tm
     assert got == binary.cached_binary(settings) and got.stat().st_mode & 0o777 == 0o755
     with tarfile.open(fileobj=io.BytesIO(_archive())) as tar:
         assert got.read_bytes() == tar.extractfile("lakeFS/lakefs").read()
+    record = binary.build_record(settings)  # lakeFS's release binaries embed the web UI
+    assert record is not None and record.ui and record.how == "release archive"
     release_site("not-gzip")  # a second call must not download again: the cache answers
     assert binary.ensure_binary(settings) == got and got.read_bytes().startswith(b"#!/bin/sh\n")

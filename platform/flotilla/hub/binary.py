@@ -5,6 +5,9 @@ flotilla's per-version cache → the official release archive (only when the
 internet answers) → a build from lakeFS's Go module at the pinned version.
 Downloads and builds land in the cache atomically (temp file + rename) under a
 file lock, so two ``make`` runs never race and a build happens once per machine.
+A build compiles lakeFS's web UI first (``flotilla.hub.webui``); a :class:`BuildRecord`
+beside the cached binary says whether it has the UI, and why not. A cached binary
+without one predates the UI build and is rebuilt once.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 
 from flotilla.errors import BinaryNotFoundError
 from flotilla.hostio import locked
+from flotilla.hub.webui import BuildRecord, build_ui, needs_build, read_record, write_record
 from flotilla.settings import Settings, child_env, lakefs_bin
 
 Reporter = Callable[[str], None]
@@ -42,8 +46,23 @@ def cached_binary(settings: Settings) -> Path:
     return settings.cache / "lakefs" / settings.lakefs_version / "lakefs"
 
 
+def build_record(settings: Settings) -> BuildRecord | None:
+    """How the binary flotilla would use was made; ``None`` for one flotilla did not make (env var, PATH) or an old one."""
+    if _external_binary() is not None:
+        return None
+    return read_record(cached_binary(settings))
+
+
 def find_binary(settings: Settings) -> Path | None:
     """Return an existing binary without downloading or building anything."""
+    external = _external_binary()
+    if external:
+        return external
+    cached = cached_binary(settings)
+    return cached if cached.is_file() and os.access(cached, os.X_OK) else None
+
+
+def _external_binary() -> Path | None:
     env = lakefs_bin()
     if env:
         path = Path(env).expanduser()
@@ -54,34 +73,51 @@ def find_binary(settings: Settings) -> Path | None:
             )
         return path
     on_path = shutil.which("lakefs")
-    if on_path:
-        return Path(on_path)
-    cached = cached_binary(settings)
-    return cached if cached.is_file() and os.access(cached, os.X_OK) else None
+    return Path(on_path) if on_path else None
 
 
-def ensure_binary(settings: Settings, report: Reporter = _noop, *, allow_download: bool = True) -> Path:
-    """Return a lakeFS binary, downloading or building it into the cache if needed."""
-    found = find_binary(settings)
-    if found:
-        return found
+def _current(target: Path, version: str) -> bool:
+    return not needs_build(target.is_file() and os.access(target, os.X_OK), read_record(target), version)
+
+
+def ensure_binary(settings: Settings, report: Reporter = _noop, *, allow_download: bool = True, rebuild: bool = False) -> Path:
+    """Return a lakeFS binary, downloading or building it into the cache if needed.
+
+    ``rebuild`` replaces the cached binary even when it is current (say, after installing Node).
+    """
+    external = _external_binary()
+    if external:
+        return external
+    version = settings.lakefs_version
     target = cached_binary(settings)
+    if not rebuild and _current(target, version):
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with locked(target.parent / ".lock"):
-        if target.is_file():  # another process finished while we waited for the lock
+        if not rebuild and _current(target, version):  # another process finished while we waited for the lock
             return target
+        if target.is_file() and not rebuild:
+            report(f"the cached lakeFS binary {target} predates flotilla's web UI build: replacing it once")
         errors: list[str] = []
         if allow_download:
             try:
-                _download(settings.lakefs_version, target, report)
+                _download(version, target, report)
+                write_record(target, BuildRecord(version, ui=True, how="release archive"))
                 return target
             except _Unavailable as exc:
                 errors.append(f"download: {exc}")
         try:
-            _build(settings, target, report)
+            write_record(target, _build(settings, target, report))
             return target
         except _Unavailable as exc:
             errors.append(f"build from the Go module: {exc}")
+        if target.is_file() and os.access(target, os.X_OK):  # the binary we have still serves the hub
+            failed = "rebuilding it failed (" + "; ".join(errors) + ")"
+            if read_record(target) is None:  # once per machine, like a build: an old binary, kept without the UI
+                reason = f"the binary predates flotilla's UI build and {failed}"
+                write_record(target, BuildRecord(version, ui=False, ui_reason=reason, how="earlier build"))
+            report(f"keeping the cached lakeFS binary {target}: {failed}")
+            return target
     raise BinaryNotFoundError(
         "no lakeFS server binary found, downloaded or built (" + "; ".join(errors) + ")",
         hint=(
@@ -157,7 +193,7 @@ def _go_version(go: str) -> tuple[int, ...]:
     return tuple(int(n) for n in nums if n.isdigit())
 
 
-def _build(settings: Settings, target: Path, report: Reporter) -> None:
+def _build(settings: Settings, target: Path, report: Reporter) -> BuildRecord:
     go = shutil.which("go")
     if not go:
         raise _Unavailable("no 'go' on PATH")
@@ -186,15 +222,23 @@ def _build(settings: Settings, target: Path, report: Reporter) -> None:
         with tempfile.TemporaryDirectory(dir=work) as tmp:
             src = Path(tmp) / "src"
             shutil.copytree(src_dir, src)
-            for p in src.rglob("*"):  # the module cache is read-only; go build wants to write nothing, but be safe
+            for p in src.rglob("*"):  # the module cache is read-only; npm writes node_modules and dist
                 if not p.is_symlink():
                     p.chmod(p.stat().st_mode | 0o200)
+            status.update(f"building lakeFS's web UI (npm ci, vite build; cache in {work / 'npm'})")
+            ui = build_ui(src / "webui", work / "npm", child_env(), version)
+            if ui.built:
+                report(f"built lakeFS's web UI in {ui.seconds:.0f}s")
+            else:
+                report(f"lakeFS's web UI not built, the hub works without it: {ui.reason}")
             status.update(f"compiling lakeFS v{version} (go build ./cmd/lakefs)")
             out = Path(tmp) / "lakefs"
             ldflags = f"-s -w -X github.com/treeverse/lakefs/pkg/version.Version={version}"
             _run([go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(out), "./cmd/lakefs"], env, src)
             _install_atomically(out.read_bytes(), target)
-    report(f"built lakeFS v{version} in {time.monotonic() - started:.0f}s -> {target}")
+    ui_word = "with its web UI" if ui.built else "without its web UI"
+    report(f"built lakeFS v{version} {ui_word} in {time.monotonic() - started:.0f}s -> {target}")
+    return BuildRecord(version, ui=ui.built, ui_reason=ui.reason)
 
 
 def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> str:
