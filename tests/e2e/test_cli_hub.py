@@ -1,5 +1,6 @@
 """The CLI as a user runs it: separate processes, exit codes, a private FLOTILLA_HOME."""
 
+import json
 import os
 import subprocess
 import sys
@@ -47,6 +48,19 @@ def test_hub_up_status_logs_down(cli, tmp_path):
     assert cli("hub", "status", check=False).returncode == 3
     creds = Path(tmp_path / "home" / "hub" / "credentials.json")
     assert oct(creds.stat().st_mode & 0o777) == "0o600"
+
+
+def test_hub_credentials_prints_the_login_and_status_says_where_the_ui_is(cli, tmp_path):
+    before = cli("hub", "credentials", check=False)  # no keys are made up before the hub first ran
+    assert before.returncode == 1 and "flotilla hub up" in before.stdout + before.stderr
+    assert not (tmp_path / "home" / "hub" / "credentials.json").exists()
+    cli("hub", "up")
+    keys = json.loads((tmp_path / "home" / "hub" / "credentials.json").read_text())
+    out = cli("hub", "credentials").stdout
+    assert f"http://127.0.0.1:{cli.port}/" in out
+    assert keys["access_key_id"] in out and keys["secret_access_key"] in out
+    status = cli("hub", "status").stdout
+    assert "web UI:" in status and keys["secret_access_key"] not in status  # the secret only where asked for
 
 
 def test_errors_are_one_clear_message_and_exit_1(cli, tmp_path):

@@ -68,10 +68,23 @@ def _say(msg: str) -> None:
 
 @hub_app.command("install")
 @friendly
-def hub_install() -> None:
-    """Make sure the lakeFS server binary is there (env var, PATH, cache, download or Go build)."""
-    path = local.install(report=_say)
+def hub_install(
+    rebuild: bool = typer.Option(False, "--rebuild", help="build the cached binary again (say, after installing Node.js)"),
+) -> None:
+    """Make sure the lakeFS server binary is there (env var, PATH, cache, download or Go build with its web UI)."""
+    path = local.install(report=_say, rebuild=rebuild)
     console.print(f"{binary_version(path)}  ({path})")
+
+
+@hub_app.command("credentials")
+@friendly
+def hub_credentials() -> None:
+    """Print the local hub's web UI address and the access key pair to log in with (this shows the secret)."""
+    creds = local.credentials()
+    console.print(f"web UI:            {creds.endpoint}/", highlight=False)
+    console.print(f"Access Key ID:     {creds.access_key_id}", highlight=False)
+    console.print(f"Secret Access Key: {creds.secret_access_key}", highlight=False)
+    err.print("[dim]paste both into the UI's login form; lakectl and the SDKs take the same pair[/]")
 
 
 @hub_app.command("up")

@@ -85,7 +85,7 @@ def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000)
             f"the demo sweep job ended {final}: {(result or {}).get('error', 'see its logs')}",
             hint=f"flotilla jobs logs {handle.submission_id}",
         )
-    _summary(console, hub, repo, cl, data_commit, result)
+    _summary(console, hub, repo, cl, data_commit, result, hub_status.ui)
     _active_round(console, hub, repo, settings, say)
     _audit_and_page(console, hub, repo, say)
 
@@ -128,13 +128,14 @@ def _active_round(console: Console, hub: Hub, repo: str, settings: Settings, say
     console.print(f"  the round's story: lakectl log lakefs://{repo}/{result.get('branch')}; Label Studio: {ls.url}")
 
 
-def _summary(console: Console, hub: Hub, repo: str, cl, data_commit: str, result: dict) -> None:
+def _summary(console: Console, hub: Hub, repo: str, cl, data_commit: str, result: dict, ui: str) -> None:
     winner = result.get("winner") or {}
     t = Table(title="flotilla demo — summary", show_header=False)
     t.add_column("what", style="bold")
     t.add_column("value")
     t.add_row("Ray dashboard", cl.address)
-    t.add_row("lakeFS hub (web UI)", f"{hub.endpoint}  (login keys in {hub.settings.hub_dir / 'credentials.json'})")
+    t.add_row("lakeFS hub", hub.endpoint)
+    t.add_row("lakeFS web UI", ui or f"{hub.endpoint}/")  # where it is and how to log in, or why it was not built
     t.add_row("data commit", f"lakefs://{repo}/{data_commit}")
     t.add_row("sweep", f"{result.get('sweep_id')}: {len(result.get('trials', []))} trials")
     t.add_row("winner", f"{winner.get('trial_id')}  params {json.dumps(winner.get('params', {}), sort_keys=True)}")
@@ -160,6 +161,6 @@ def _summary(console: Console, hub: Hub, repo: str, cl, data_commit: str, result
         console.print(f"[dim]{note}[/]")
     console.print(
         "Hub and cluster keep running. Explore: [bold].venv/bin/flotilla sweep show "
-        f"{result.get('sweep_id')}[/], [bold].venv/bin/flotilla models list[/], the dashboard above, or lakeFS's UI.\n"
+        f"{result.get('sweep_id')}[/], [bold].venv/bin/flotilla models list[/], the dashboard above, or lakeFS's web UI above.\n"
         "Stop them with: [bold].venv/bin/flotilla label down; .venv/bin/flotilla cluster down && .venv/bin/flotilla hub down[/]"
     )

@@ -1,4 +1,4 @@
-"""Python twins of ``flotilla hub install | up | down | status | logs``.
+"""Python twins of ``flotilla hub install | up | down | status | logs | credentials``.
 
 Each takes optional :class:`~flotilla.settings.Settings` (default: from the
 environment), so tests and notebooks drive the same code the CLI does.
@@ -6,14 +6,18 @@ environment), so tests and notebooks drive the same code the CLI does.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from flotilla.hub.binary import Reporter, _noop, ensure_binary, find_binary
+from flotilla.errors import ConfigError
+from flotilla.hub.binary import Reporter, _noop, build_record, ensure_binary, find_binary
 from flotilla.hub.client import Hub
+from flotilla.hub.credentials import HubCredentials
 from flotilla.hub.server import HubStatus, LocalHub, free_port
+from flotilla.hub.webui import describe_ui, probe_ui
 from flotilla.settings import Settings
 
 
@@ -32,12 +36,13 @@ def attach(settings: Settings | None = None) -> LocalHub:
     return LocalHub(settings.hub_dir, settings.hub_port, None)
 
 
-def install(settings: Settings | None = None, report: Reporter = _noop) -> Path:
-    return ensure_binary(settings or Settings.from_env(), report)
+def install(settings: Settings | None = None, report: Reporter = _noop, *, rebuild: bool = False) -> Path:
+    return ensure_binary(settings or Settings.from_env(), report, rebuild=rebuild)
 
 
 def up(settings: Settings | None = None, timeout: float = 60.0, report: Reporter = _noop) -> HubStatus:
-    return local_hub(settings, install=True, report=report).up(timeout=timeout)
+    settings = settings or Settings.from_env()
+    return with_ui(local_hub(settings, install=True, report=report).up(timeout=timeout), settings)
 
 
 def down(settings: Settings | None = None) -> str:
@@ -45,7 +50,24 @@ def down(settings: Settings | None = None) -> str:
 
 
 def status(settings: Settings | None = None) -> HubStatus:
-    return attach(settings).status()
+    settings = settings or Settings.from_env()
+    return with_ui(attach(settings).status(), settings)
+
+
+def credentials(settings: Settings | None = None) -> HubCredentials:
+    """The local hub's admin key pair (for the web UI's login form); an error, not new keys, before the first ``up``."""
+    hub = attach(settings)
+    if not hub.credentials_path.exists():
+        raise ConfigError(f"the local hub has no keys yet ({hub.credentials_path} is missing)", hint="run 'flotilla hub up'")
+    return hub.credentials()
+
+
+def with_ui(st: HubStatus, settings: Settings) -> HubStatus:
+    """``st`` with where the web UI is, or why there is none: what the running server serves decides,
+    the binary's build record says why."""
+    if not (st.running and st.healthy):
+        return st
+    return dataclasses.replace(st, ui=describe_ui(st.endpoint, probe_ui(st.endpoint), build_record(settings)))
 
 
 def logs(settings: Settings | None = None, lines: int = 50) -> str:

@@ -50,10 +50,12 @@ class HubStatus:
     endpoint: str
     state_dir: Path
     note: str = ""
+    ui: str = ""  # where the web UI is, or why there is none (filled in by flotilla.hub.local)
 
     def describe(self) -> str:
         if self.running and self.healthy:
-            return f"lakeFS hub running (pid {self.pid}) at {self.endpoint}, state in {self.state_dir}"
+            line = f"lakeFS hub running (pid {self.pid}) at {self.endpoint}, state in {self.state_dir}"
+            return f"{line}\nweb UI: {self.ui}" if self.ui else line
         if self.running:
             return f"lakeFS hub process {self.pid} is running but not healthy at {self.endpoint}. {self.note}".strip()
         return f"lakeFS hub is not running (state in {self.state_dir}). {self.note}".strip()
