@@ -35,8 +35,7 @@ def _ui_or_fail(endpoint: str, settings) -> None:
     if served is False and not (shutil.which("node") and shutil.which("npm")):
         pytest.skip(f"the hub's lakeFS binary has no web UI and this machine has no Node.js/npm to build it: {why}")
     pytest.fail(
-        f"the embedded hub serves no lakeFS web UI although Node.js and npm are here: {why}. "
-        "Provisioning should have built it: run 'flotilla hub install --rebuild' (make lakefs) and read its messages"
+        f"the embedded hub serves no lakeFS web UI although Node.js and npm are here, so provisioning should have built it: {why}"
     )
 
 

@@ -96,7 +96,7 @@ def why_not_buildable(node: str | None, npm: str | None, node_version: str, engi
     """Empty when the UI can be built here, else the reason (shown to the user and recorded)."""
     if not node or not npm:
         missing = " and ".join(n for n, p in (("node", node), ("npm", npm)) if not p)
-        return f"no {missing} on PATH (install Node.js >= {required_node_major(engines) or 18} to get the web UI)"
+        return f"no {missing} on PATH (the UI needs Node.js >= {required_node_major(engines) or 18})"
     need, have = required_node_major(engines), node_major(node_version)
     if need and have < need:
         return f"Node {node_version.strip()} is older than the {need} lakeFS's UI needs"
@@ -153,7 +153,7 @@ def describe_ui(endpoint: str, served: bool | None, record: BuildRecord | None) 
     if record is not None and record.ui:
         return "not served: the running server predates the binary with the UI; 'flotilla hub down && flotilla hub up'"
     why = record.ui_reason if record is not None else "this lakeFS binary was built without it"
-    return f"not built ({why}); 'flotilla hub install --rebuild' builds it once Node.js and npm are there"
+    return f"not built: {why}; to add it: 'flotilla hub install --rebuild', then 'flotilla hub down && flotilla hub up'"
 
 
 def _output(cmd: list[str], env: dict[str, str]) -> str:
