@@ -177,10 +177,10 @@ def test_a_valid_sweep_checks_clean_and_returns_its_family():
 
 
 def test_a_sweep_without_history_plots_says_it_is_because_asha_stopped_its_trials():
-    note = missing_plots_note({"curves": "c.png"}, ["completed", "stopped", "stopped", "stopped"])
-    assert note and "ASHA stopped 3 of 4" in note and "curves" in note
-    assert missing_plots_note({"history": "h.png"}, ["completed", "stopped"]) is None
-    assert missing_plots_note({}, ["completed", "completed", "stopped"]) is None  # enough finished: not ASHA's doing
+    note = missing_plots_note({"curves": "c.png"}, ["completed", "pruned", "pruned", "pruned"])
+    assert note and "ASHA pruned 3 of 4" in note and "curves" in note
+    assert missing_plots_note({"history": "h.png"}, ["completed", "pruned"]) is None
+    assert missing_plots_note({}, ["completed", "completed", "pruned"]) is None  # enough finished: not ASHA's doing
     assert missing_plots_note({}, ["errored"]) is None
 
 
