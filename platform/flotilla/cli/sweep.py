@@ -61,7 +61,8 @@ def _show(result) -> None:
 
 class _SweepGroup(TyperGroup):
     """``flotilla sweep SPEC`` stays the short way to ``flotilla sweep run SPEC``: a first word that is no
-    subcommand but names a spec file (it exists, or ends in .yaml/.yml/.json) runs it."""
+    subcommand but names a spec file (it exists, or ends in .yaml/.yml/.json) runs it; 'run' then says
+    what is wrong with a path that is no spec (a folder, a missing file)."""
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:  # Typer's own (vendored) click types
         if args and args[0] not in self.commands and _names_a_spec(args[0]):
@@ -70,7 +71,7 @@ class _SweepGroup(TyperGroup):
 
 
 def _names_a_spec(word: str) -> bool:
-    return Path(word).suffix in (".yaml", ".yml", ".json") or (not word.startswith("-") and Path(word).is_file())
+    return not word.startswith("-") and (Path(word).suffix in (".yaml", ".yml", ".json") or Path(word).exists())
 
 
 sweep_app = typer.Typer(
