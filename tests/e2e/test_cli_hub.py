@@ -111,7 +111,7 @@ def test_sweep_check_validates_without_running_anything(tmp_path):
 def test_sweep_actions_misspelled_or_pointing_outside_the_sweeps_folder_are_clear_errors(tmp_path):
     env = {**os.environ, "COLUMNS": "250", "FLOTILLA_HOME": str(tmp_path / "home")}
     typo = subprocess.run([*FLOTILLA, "sweep", "resum", "abc"], capture_output=True, text=True, timeout=120, env=env)
-    assert typo.returncode == 2 and "did you mean 'flotilla sweep resume'" in typo.stderr and "Traceback" not in typo.stderr
+    assert typo.returncode == 2 and "Did you mean 'resume'?" in typo.stderr and "Traceback" not in typo.stderr
     escape = subprocess.run([*FLOTILLA, "sweep", "show", "../../etc"], capture_output=True, text=True, timeout=120, env=env)
     assert escape.returncode == 1 and "invalid sweep id '../../etc'" in escape.stderr and "Traceback" not in escape.stderr
 

@@ -21,7 +21,7 @@ from flotilla.data.validate import Thresholds
 from flotilla.specs import parse_spec
 from flotilla.tune import SweepSpec, resume, sweep
 from flotilla.tune.store import sweeps_dir
-from flotilla.tune.trial import trial_branch
+from flotilla.tune.trial import trial_branch, trial_model_uri
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 REPO = "sweep-tests"
@@ -79,7 +79,7 @@ def test_sweep_promotes_the_winner_and_only_kept_branches_remain(hub, local_ray)
     result = sweep(sweep_spec("promo", promote={"into": "main", "alias": "production"}), hub=hub)
     assert len(result.trials) == 8
     assert all(t.seen_live for t in result.trials), "every trial's branch existed while it ran"
-    stopped = [t for t in result.trials if t.status == "stopped"]
+    stopped = [t for t in result.trials if t.status == "pruned"]
     assert stopped, "ASHA stopped nobody"
     after = set(repo.branches()) - before
     # retention "completed" (the default): the policy, not the trials' own `kept` flags, says what must remain
@@ -125,6 +125,37 @@ def test_sweep_promotes_the_winner_and_only_kept_branches_remain(hub, local_ray)
     study = optuna.load_study(study_name=result.sweep_id, storage=f"sqlite:///{Path(result.directory) / 'optuna.db'}")
     states = [t.state.name for t in study.trials]
     assert states.count("PRUNED") == len(stopped) and states.count("COMPLETE") == len(result.trials) - len(stopped)
+    assert study.metric_names == ["val/score"], "the dashboard and Optuna's charts would say 'Objective 0'"
+    # one name per trial: the same id in Tune's trial folders, the study, the branch, `sweep show` and the plots
+    ids = {t.trial_id for t in result.trials}
+    tune_dirs = {p.name for p in (Path(result.directory) / "tune" / result.sweep_id).iterdir() if p.is_dir()}
+    assert ids <= tune_dirs, (ids, tune_dirs)  # not trainable_<id>_<n>_<params>_<date>
+    by_id = {t.user_attrs["flotilla_trial"]: t for t in study.trials}
+    assert set(by_id) == ids
+    for t in result.trials:
+        ot = by_id[t.trial_id]
+        assert t.branch == trial_branch(result.sweep_id, t.trial_id) == ot.user_attrs["branch"]
+        assert ot.state.name == {"completed": "COMPLETE", "pruned": "PRUNED"}[t.status]
+        model = trial_model_uri(REPO, t.branch, t.run_id, "family") if t.status == "completed" else None
+        assert ot.user_attrs.get("model_uri") == model, (t.trial_id, ot.user_attrs)
+    assert repo.branch_exists(w.branch) and repo.get(w.branch, f"models/{w.run_id}/family/model.pt")
+    env = {**os.environ, "FLOTILLA_HOME": str(hub.settings.home), "COLUMNS": "400"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "flotilla.cli", "sweep", "show", result.sweep_id],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    rows = {line.split()[1]: line for line in shown.stdout.splitlines() if line.startswith("│")}
+    assert set(rows) == ids, shown.stdout
+    for t in result.trials:
+        assert t.status in rows[t.trial_id] and (t.branch in rows[t.trial_id]) == t.kept
+    assert f"winner {w.trial_id}:" in shown.stdout
+    curves = Path(result.plots["curves.html"]).read_text()  # the plots' legends: trial ids, not "Trial3"
+    legend = set(re.findall(r'"name":"([^"]*)"', curves))
+    assert legend == {t.trial_id + (" (pruned)" if t.status == "pruned" else "") for t in result.trials}, legend
     # ASHA's rungs here are epochs 1 and 2: each curve runs from epoch 1 to the rung that stopped it, that
     # rung's report included (Tune hands the stopping result to on_trial_complete only)
     by_params = {json.dumps(t.params, sort_keys=True): t for t in study.trials}
@@ -169,14 +200,14 @@ def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_setting
     hub.repo(REPO).create_branch(trial_branch("resume-test", ghost), "main")
     storage = f"sqlite:///{d / 'optuna.db'}"
     ghost_trial = optuna.load_study(study_name="resume-test", storage=storage).ask()
-    ghost_trial.set_user_attr("tune_trial_id", ghost)
+    ghost_trial.set_user_attr("flotilla_trial", ghost)
 
     ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _temp_dir=f"{sweep_env}/ray")
     try:
         result = resume("resume-test", hub=hub)
     finally:
         ray.shutdown()
-    assert len(result.trials) == 5 and all(t.status in ("completed", "stopped") for t in result.trials)
+    assert len(result.trials) == 5 and all(t.status in ("completed", "pruned") for t in result.trials)
     starts = [json.loads(x)["trial_id"] for x in (d / "ledger.jsonl").read_text().splitlines()]
     finished_before_kill = {e["trial_id"] for e in ended}
     ids = {t.trial_id for t in result.trials}
@@ -188,7 +219,7 @@ def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_setting
     assert not any(hub.repo(REPO).branch_exists(trial_branch("resume-test", t)) for t in lost), "a lost trial kept its branch"
     study = optuna.load_study(study_name="resume-test", storage=storage)
     assert study.trials[ghost_trial.number].state == optuna.trial.TrialState.FAIL
-    assert {t.user_attrs.get("tune_trial_id") for t in study.trials} >= ids, "an Optuna trial lacks its Tune trial id"
+    assert {t.user_attrs.get("flotilla_trial") for t in study.trials} >= ids, "an Optuna trial lacks its trial id"
     for trial_id in finished_before_kill:
         assert starts.count(trial_id) == 1, f"finished trial {trial_id} ran again"
     assert result.winner is not None and result.promotion_commit

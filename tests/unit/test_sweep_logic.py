@@ -177,10 +177,10 @@ def test_a_valid_sweep_checks_clean_and_returns_its_family():
 
 
 def test_a_sweep_without_history_plots_says_it_is_because_asha_stopped_its_trials():
-    note = missing_plots_note({"curves": "c.png"}, ["completed", "stopped", "stopped", "stopped"])
-    assert note and "ASHA stopped 3 of 4" in note and "curves" in note
-    assert missing_plots_note({"history": "h.png"}, ["completed", "stopped"]) is None
-    assert missing_plots_note({}, ["completed", "completed", "stopped"]) is None  # enough finished: not ASHA's doing
+    note = missing_plots_note({"curves": "c.png"}, ["completed", "pruned", "pruned", "pruned"])
+    assert note and "ASHA pruned 3 of 4" in note and "curves" in note
+    assert missing_plots_note({"history": "h.png"}, ["completed", "pruned"]) is None
+    assert missing_plots_note({}, ["completed", "completed", "pruned"]) is None  # enough finished: not ASHA's doing
     assert missing_plots_note({}, ["errored"]) is None
 
 
@@ -474,7 +474,7 @@ def test_a_sweep_id_after_a_spec_file_is_refused_not_ignored():
         text=True,
         timeout=120,
     )
-    assert out.returncode == 2 and "goes with resume, show or dashboard" in out.stderr, out.stderr[-2000:]
+    assert out.returncode == 2 and "unexpected extra argument" in out.stderr and "(my-id)" in out.stderr, out.stderr[-2000:]
 
 
 def test_the_token_set_for_flotillas_cluster_is_taken_back_before_the_next_connection(monkeypatch):
@@ -533,3 +533,22 @@ def test_a_searcher_checkpoint_interrupted_mid_write_leaves_the_previous_one_who
     assert path.read_bytes() == saved and not list(tmp_path.glob("*.tmp-*"))
     fresh = _searcher()
     fresh.restore(str(path))  # what a resume does: it unpickles, instead of an EOFError
+
+
+def test_sweep_actions_are_subcommands_and_a_spec_file_alone_still_runs():
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from flotilla.cli.commands import app
+
+    root = Path(__file__).resolve().parents[2]
+    runner = CliRunner()
+    helped = runner.invoke(app, ["sweep", "--help"], env={"COLUMNS": "200"})
+    assert helped.exit_code == 0 and all(f" {c} " in helped.output for c in ("run", "resume", "show", "list", "dashboard"))
+    for argv in (
+        ["sweep", "run", str(root / "tuning/demo.yaml"), "--check"],
+        ["sweep", str(root / "tuning/demo.yaml"), "--check"],
+    ):
+        out = runner.invoke(app, argv, env={"COLUMNS": "200"})
+        assert out.exit_code == 0 and "3 dimensions" in out.output, (argv, out.output)

@@ -23,7 +23,7 @@ from flotilla.cli.jobs import cluster_app, jobs_app
 from flotilla.cli.label import label_app
 from flotilla.cli.models import models_app
 from flotilla.cli.monitor import monitor_command
-from flotilla.cli.sweep import sweep_command
+from flotilla.cli.sweep import sweep_app
 from flotilla.errors import SpecError
 from flotilla.hub import Hub, flotilla_branches, local, prune_branches
 from flotilla.hub.binary import binary_version
@@ -39,7 +39,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
 app.add_typer(label_app, name="label")
 app.add_typer(al_app, name="al")
-app.command("sweep")(sweep_command)
+app.add_typer(sweep_app, name="sweep")
 app.command("infer")(infer_command)
 app.command("monitor")(monitor_command)
 

@@ -1,16 +1,20 @@
-"""``flotilla sweep SPEC | resume ID | show ID | list | dashboard ID`` — thin over :mod:`flotilla.tune`."""
+"""``flotilla sweep run SPEC | resume ID | show ID | list | dashboard ID`` — thin over :mod:`flotilla.tune`.
+
+``flotilla sweep SPEC`` (a spec file as the first word) is ``run``, as before there were subcommands.
+"""
 
 from __future__ import annotations
 
-import difflib
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from flotilla.cli.common import friendly
 from flotilla.errors import ConfigError
@@ -55,34 +59,66 @@ def _show(result) -> None:
     console.print(f"  Optuna study: optuna-dashboard sqlite:///{result.directory}/optuna.db --host 127.0.0.1")
 
 
-ACTIONS = ("resume", "show", "list", "dashboard")
+class _SweepGroup(TyperGroup):
+    """``flotilla sweep SPEC`` stays the short way to ``flotilla sweep run SPEC``: a first word that is no
+    subcommand but names a spec file (it exists, or ends in .yaml/.yml/.json) runs it; 'run' then says
+    what is wrong with a path that is no spec (a folder, a missing file)."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:  # Typer's own (vendored) click types
+        if args and args[0] not in self.commands and _names_a_spec(args[0]):
+            args = ["run", *args]
+        return super().resolve_command(ctx, args)
 
 
-def sweep_command(
-    target: str = typer.Argument(..., help="a sweep spec YAML (run it), or one of: resume ID | show ID | list | dashboard ID"),
-    sweep_id: str = typer.Argument(None, help="sweep id (for resume/show/dashboard)"),
+def _names_a_spec(word: str) -> bool:
+    return not word.startswith("-") and (Path(word).suffix in (".yaml", ".yml", ".json") or Path(word).exists())
+
+
+sweep_app = typer.Typer(
+    cls=_SweepGroup,
+    no_args_is_help=True,
+    help="Hyperparameter sweeps: 'flotilla sweep run SPEC' (or 'flotilla sweep SPEC'), then resume | show | list | dashboard.",
+)
+
+
+@sweep_app.command("run")
+def run_command(
+    spec: str = typer.Argument(..., help="a sweep spec YAML (tuning/face_family.yaml)"),
     address: str = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)"),
-    port: int = typer.Option(8080, "--port", help="optuna-dashboard port on 127.0.0.1"),
     check: bool = typer.Option(False, "--check", help="validate the spec (keys, space values, objective metrics) and exit"),
 ) -> None:
-    """Run a sweep (`flotilla sweep tuning/face_family.yaml`) or manage one (`flotilla sweep resume ID`)."""
-    if target not in ACTIONS and not Path(target).exists():
-        close = difflib.get_close_matches(target, ACTIONS, n=1)
-        if close:
-            raise typer.BadParameter(f"unknown action {target!r} (did you mean 'flotilla sweep {close[0]}'?)")
-    if target in ACTIONS:
-        if target != "list" and not sweep_id:
-            raise typer.BadParameter(f"'flotilla sweep {target}' needs a sweep id (see 'flotilla sweep list')")
-        {
-            "resume": lambda: resume(sweep_id, address),
-            "show": lambda: show(sweep_id),
-            "list": list_,
-            "dashboard": lambda: dashboard(sweep_id, port),
-        }[target]()
-        return
-    if sweep_id:  # `flotilla sweep SPEC ID`: an id is only for managing a sweep that exists
-        raise typer.BadParameter(f"a sweep id ({sweep_id!r}) goes with resume, show or dashboard, not with a spec file to run")
-    (_check if check else _run)(target, address)
+    """Run a sweep: a branch per trial, ASHA prunes, the winner merged (`flotilla sweep run tuning/face_family.yaml`)."""
+    (_check if check else _run)(spec, address)
+
+
+@sweep_app.command("resume")
+def resume_command(
+    sweep_id: str = typer.Argument(..., help="the sweep's id (see 'flotilla sweep list')"),
+    address: str = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)"),
+) -> None:
+    """Finish an interrupted sweep without re-running finished trials."""
+    resume(sweep_id, address)
+
+
+@sweep_app.command("show")
+def show_command(sweep_id: str = typer.Argument(..., help="the sweep's id (see 'flotilla sweep list')")) -> None:
+    """Show a finished sweep's trials, winner and plots."""
+    show(sweep_id)
+
+
+@sweep_app.command("list")
+def list_command() -> None:
+    """List sweeps in FLOTILLA_HOME."""
+    list_()
+
+
+@sweep_app.command("dashboard")
+def dashboard_command(
+    sweep_id: str = typer.Argument(..., help="the sweep's id (see 'flotilla sweep list')"),
+    port: int = typer.Option(8080, "--port", help="optuna-dashboard port on 127.0.0.1"),
+) -> None:
+    """Open the sweep's Optuna study in optuna-dashboard (trials carry their flotilla id as 'flotilla_trial')."""
+    dashboard(sweep_id, port)
 
 
 @friendly

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from flotilla.tune import tune_state
 from flotilla.tune.journal import JOURNAL, LEDGER, Journal, Ledger, Lost, finished, reached_target
-from flotilla.tune.searcher import TUNE_TRIAL_ID
 from flotilla.tune.spec import SweepSpec
 from flotilla.tune.store import STUDY
+from flotilla.tune.study import trial_id
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def _fail_in_study(db: Path, sweep_id: str, lost: set[str]) -> None:
     try:
         study = optuna.load_study(study_name=sweep_id, storage=f"sqlite:///{db}")
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if t.user_attrs.get(TUNE_TRIAL_ID) in lost:
+            if trial_id(t) in lost:
                 study.tell(t.number, state=optuna.trial.TrialState.FAIL)
     except Exception as exc:  # the study is a record here; the sweep goes on without it
         log.warning("could not mark the lost trials failed in the Optuna study: %s", exc)

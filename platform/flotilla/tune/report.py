@@ -10,8 +10,14 @@ multi-objective search — each as PNG and as interactive HTML — and a per-tas
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from flotilla.tune.results import COMPLETED
+from flotilla.tune.study import PRUNED, names_by_number
+from flotilla.tune.study import load as load_study
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -33,13 +39,17 @@ def trials_table(result: SweepResult) -> Table:
     # several data variants: each row says which commit it read; one: the caption says it once
     by_data = len(set(result.data_commits.values())) > 1 or len({tr.data_commit for tr in result.trials}) > 1
     caption = None if by_data else ", ".join(f"data {ref} @ {c[:SHORT_SHA]}" for ref, c in result.data_commits.items())
+    if any(tr.status == PRUNED for tr in result.trials):
+        caption = f"{caption + '; ' if caption else ''}{PRUNED}: stopped early by ASHA (PRUNED in the Optuna study)"
     t = Table(
         title=f"sweep {result.sweep_id} — {'Pareto search over ' if len(objectives) > 1 else 'objective '}{what}",
         caption=caption or None,
     )
     params = sorted({k for tr in result.trials for k in tr.params})
-    for col in ("trial", "status", "epochs", *params, *(["data commit"] if by_data else []), *objectives, "branch"):
+    t.add_column("trial", no_wrap=True, min_width=10)  # the trial's one name: never cut to "1e1a4f…"
+    for col in ("status", "epochs", *params, *(["data commit"] if by_data else []), *objectives):
         t.add_column(col)
+    t.add_column("branch")
     sign = 1.0 if result.mode == "min" else -1.0  # best first; a trial without the metric last
 
     def key(tr: TrialRecord) -> float:
@@ -90,13 +100,39 @@ def missing_plots_note(plots: dict[str, str], statuses: list[str]) -> str | None
     """
     if "history" in plots or "pareto" in plots:
         return None
-    done, stopped = statuses.count("completed"), statuses.count("stopped")
+    done, stopped = statuses.count(COMPLETED), statuses.count(PRUNED)
     if done >= 2 or not stopped:
         return None
     return (
-        f"no history/parallel/importance plots: they need 2 trials trained to the end, and ASHA stopped "
-        f"{stopped} of {len(statuses)} early; every trial's learning curve is in the curves plot"
+        f"no history/parallel/importance plots: they need 2 trials trained to the end, and ASHA pruned "
+        f"{stopped} of {len(statuses)}; every trial's learning curve is in the curves plot"
     )
+
+
+OPTUNA_LABEL = re.compile(r"^Trial ?(\d+)$")
+"""How Optuna's plots name a trial (``Trial3``): by its number, which is no name of flotilla's."""
+
+
+def trial_labels(study: Any) -> dict[str, str]:
+    """Optuna's label of each trial -> flotilla's: the trial's id, and ``(pruned)`` for one ASHA stopped."""
+    import optuna
+
+    names = names_by_number(study.trials)
+    pruned = {t.number for t in study.trials if t.state == optuna.trial.TrialState.PRUNED}
+    return {f"Trial{n}": f"{name} ({PRUNED})" if n in pruned else name for n, name in names.items()}
+
+
+def relabel(label: str, labels: Mapping[str, str]) -> str:
+    """An Optuna legend entry (``Trial3``) in flotilla's words; anything else as it is."""
+    m = OPTUNA_LABEL.match(label)
+    return labels.get(f"Trial{m.group(1)}", label) if m else label
+
+
+def _whole_epochs(fig_or_ax: Any) -> None:
+    """Epoch (and trial-number) axes ticked at whole numbers, never 1.2, 1.4."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig_or_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def write_plots(d: Path, sweep_id: str, result: SweepResult) -> dict[str, str]:
@@ -117,11 +153,14 @@ def write_plots(d: Path, sweep_id: str, result: SweepResult) -> dict[str, str]:
     # importance is asked for low target values on purpose (see below); flat axes are fine in a small sweep
     warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
     warnings.filterwarnings("ignore", message="Attempting to set identical low and high")
-    study = optuna.load_study(study_name=sweep_id, storage=f"sqlite:///{d / 'optuna.db'}")
+    study = load_study(d, sweep_id)
+    labels = trial_labels(study)
+    numbers = names_by_number(study.trials)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     multi = len(study.directions) > 1
     # Optuna draws these for one objective; a Pareto study shows them for the first metric listed
-    one: dict[str, Any] = {"target": lambda t: t.values[0], "target_name": result.objective} if multi else {}
+    one: dict[str, Any] = {"target": lambda t: t.values[0]} if multi else {}
+    one["target_name"] = result.objective
     plots: list[tuple[str, Any, dict[str, Any]]] = [
         ("history", ov.plot_optimization_history, one),
         ("parallel", ov.plot_parallel_coordinate, one),
@@ -129,7 +168,7 @@ def write_plots(d: Path, sweep_id: str, result: SweepResult) -> dict[str, str]:
         (
             "importance",
             ov.plot_param_importances,
-            {**one, "target": lambda t: t.values[0] if result.mode == "min" else -t.values[0]} if multi else {},
+            {**one, "target": lambda t: t.values[0] if result.mode == "min" else -t.values[0]} if multi else one,
         ),
     ]
     if multi and len(study.directions) <= 3:
@@ -144,7 +183,16 @@ def write_plots(d: Path, sweep_id: str, result: SweepResult) -> dict[str, str]:
             ax = fn(study, **kwargs)
             first = ax[0] if hasattr(ax, "__len__") else ax
             if name == "curves":  # Optuna's generic labels, said in the sweep's terms
-                first.set(xlabel="epoch", ylabel=result.objective, title=f"learning curves (ASHA's stops end early) — {sweep_id}")
+                first.set(xlabel="epoch", ylabel=result.objective, title=f"learning curves (pruned ones end early) — {sweep_id}")
+                for line in first.get_lines():
+                    line.set_label(relabel(str(line.get_label()), labels))
+                if first.get_legend() is not None:
+                    first.legend(bbox_to_anchor=(1.05, 1), loc="upper left", borderaxespad=0.0, fontsize=7)
+            if name == "curves":
+                _whole_epochs(first)
+            if name == "history":  # Optuna's x is the trial's number: show the trial's id there instead
+                first.set_xticks(list(numbers), [numbers[n] for n in numbers], rotation=45, ha="right", fontsize=7)
+                first.set_xlabel("trial (in the order they were suggested)")
             fig = first.figure
             fig.set_size_inches(9, 5)
             fig.tight_layout()
@@ -154,6 +202,15 @@ def write_plots(d: Path, sweep_id: str, result: SweepResult) -> dict[str, str]:
             # the same plot, interactive (hover a trial, brush the parallel axes), drawn by Optuna's plotly twin
             twin: Any = getattr(optuna.visualization, fn.__name__)
             interactive = twin(study, **kwargs)
+            interactive.for_each_trace(lambda tr: tr.update(name=relabel(tr.name, labels)) if tr.name else None)
+            if name == "curves":
+                interactive.update_layout(xaxis_title="epoch", yaxis_title=result.objective)
+            if name == "curves":
+                interactive.update_xaxes(tickformat="d", dtick=1)
+            if name == "history":
+                interactive.update_xaxes(
+                    title="trial (in the order they were suggested)", tickvals=list(numbers), ticktext=list(numbers.values())
+                )
             interactive.write_html(out_dir / f"{name}.html", include_plotlyjs=_plotly_js(out_dir), full_html=True)
             paths[f"{name}.html"] = str(out_dir / f"{name}.html")
         except Exception:  # a plot Optuna cannot draw for this study (e.g. one distinct value) is skipped
@@ -170,7 +227,9 @@ def write_plots(d: Path, sweep_id: str, result: SweepResult) -> dict[str, str]:
         )
         for t in pts:
             ax.annotate(
-                t.trial_id[-5:] + (" ★" if result.winner and t is result.winner else ""),
+                t.trial_id
+                + (f" ({PRUNED})" if t.status == PRUNED else "")
+                + (" ★" if result.winner and t is result.winner else ""),
                 (t.metrics["val/age/mae"], t.metrics["val/gender/accuracy"]),
                 fontsize=7,
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,14 +18,25 @@ from typing import Any
 from flotilla.errors import FlotillaError
 from flotilla.tune.journal import TrialState
 from flotilla.tune.spec import Objective, SweepSpec
-from flotilla.tune.trial import epochs_done, trial_branch
+from flotilla.tune.study import PRUNED
+from flotilla.tune.trial import epochs_done, trial_branch, trial_id_of_dir
+
+COMPLETED, ERRORED = "completed", "errored"
+STATUSES = (COMPLETED, PRUNED, ERRORED)
+"""How a trial ended, in flotilla's words (docs/sweeps.md, "Trial ids and states"): trained every epoch;
+stopped early by the scheduler (ASHA) or the time budget, which Optuna calls ``PRUNED`` too; failed."""
+
+
+def status_word(status: str) -> str:
+    """A status as this flotilla says it: results.json of an older sweep says ``stopped`` for ``pruned``."""
+    return PRUNED if status == "stopped" else status
 
 
 @dataclass
 class TrialRecord:
     trial_id: str
     params: dict[str, Any]
-    status: str  # completed | stopped | errored
+    status: str  # one of STATUSES: completed | pruned | errored
     epochs: int
     metrics: dict[str, float]
     branch: str
@@ -61,8 +72,12 @@ class SweepResult:
     @classmethod
     def from_json(cls, text: str) -> SweepResult:
         data = json.loads(text)
-        data["trials"] = [TrialRecord(**t) for t in data["trials"]]
-        data["winner"] = TrialRecord(**data["winner"]) if data["winner"] else None
+
+        def record(t: dict[str, Any]) -> TrialRecord:
+            return TrialRecord(**{**t, "status": status_word(t["status"])})
+
+        data["trials"] = [record(t) for t in data["trials"]]
+        data["winner"] = record(data["winner"]) if data["winner"] else None
         return cls(**data)
 
 
@@ -72,20 +87,6 @@ class NoWinner(FlotillaError):
     def __init__(self, message: str, *, hint: str | None = None, result: SweepResult | None = None) -> None:
         super().__init__(message, hint=hint)
         self.result = result
-
-
-def pareto_front(trials: list[TrialRecord], objectives: Mapping[str, str]) -> list[TrialRecord]:
-    """Trials no other trial beats on every objective (and strictly on one)."""
-    sign = {m: (1.0 if mode == "max" else -1.0) for m, mode in objectives.items()}
-
-    def score(t: TrialRecord) -> list[float]:
-        return [sign[m] * t.metrics[m] for m in objectives]
-
-    def dominates(a: list[float], b: list[float]) -> bool:
-        return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
-
-    scores = {id(t): score(t) for t in trials}
-    return [t for t in trials if not any(dominates(scores[id(o)], scores[id(t)]) for o in trials if o is not t)]
 
 
 def trial_record(
@@ -103,11 +104,11 @@ def trial_record(
     whose checkpoint it published, its data the commit its ref was pinned to (``commits``, the sweep's
     ref -> commit; ``base_ref`` for a trial whose params pick none)."""
     m = r.metrics or {}
-    # a trial that died before its first report has no metrics: its id is in its folder's name
-    trial_id = m.get("trial_id") or (Path(r.path).name.split("_")[1] if r.path else "?")
+    # a trial that died before its first report has no metrics: its id is its folder's name
+    trial_id = m.get("trial_id") or (trial_id_of_dir(Path(r.path).name) if r.path else "?")
     state = states.get(trial_id)
     epochs = epochs_done(m)
-    status = "errored" if r.error else ("completed" if epochs >= full_epochs else "stopped")
+    status = ERRORED if r.error else (COMPLETED if epochs >= full_epochs else PRUNED)
     metrics = {k: float(v) for k, v in m.items() if k.startswith("val/") and isinstance(v, (int, float))}
     best = state.best(mode) if state and not multi else None
     if best is not None:
@@ -139,19 +140,29 @@ def last_line(error: Any) -> str:
 
 
 def ranked(
-    sweep_id: str, directory: Path, commits: Mapping[str, str], objective: Objective, trials: Iterable[TrialRecord]
+    sweep_id: str,
+    directory: Path,
+    commits: Mapping[str, str],
+    objective: Objective,
+    trials: Iterable[TrialRecord],
+    *,
+    front: Collection[str] | None = None,
 ) -> SweepResult:
     """The sweep's result: its trials, the Pareto front (several objectives) and the winner, the
-    trial trained to the end that ranks first (for a Pareto search: the front's best on the first metric)."""
+    trial trained to the end that ranks first (for a Pareto search: the front's best on the first metric).
+
+    ``front``: for a Pareto search, the ids of the trials on it as the study has them
+    (:func:`flotilla.tune.study.pareto_ids`, Optuna's ``study.best_trials``).
+    """
     metric, mode = objective.primary
     objectives: dict[str, str] = dict(objective.metrics) if objective.metrics else {metric: mode}
     result = SweepResult(sweep_id, str(directory), dict(commits), metric, mode, trials=list(trials), objectives=objectives)
-    done = [t for t in result.trials if t.status == "completed" and set(result.objectives) <= set(t.metrics)]
-    front = pareto_front(done, result.objectives) if objective.multi else done
-    result.pareto = [t.trial_id for t in front] if objective.multi else []
-    if front:
+    done = [t for t in result.trials if t.status == COMPLETED and set(result.objectives) <= set(t.metrics)]
+    best = [t for t in done if t.trial_id in (front or ())] if objective.multi else done
+    result.pareto = [t.trial_id for t in best] if objective.multi else []
+    if best:
         pick = min if mode == "min" else max
-        result.winner = pick(front, key=lambda t: t.metrics[metric])
+        result.winner = pick(best, key=lambda t: t.metrics[metric])
     return result
 
 

@@ -35,7 +35,9 @@ from flotilla.tune.report import write_plots
 from flotilla.tune.results import SweepResult, no_winner, ranked, trial_record
 from flotilla.tune.spec import SweepSpec, load_sweep_spec
 from flotilla.tune.store import SAVED, STUDY, TUNE, SavedSweep, load_saved, sweep_dir
-from flotilla.tune.trial import TrialContext, run_trial
+from flotilla.tune.study import load as load_study
+from flotilla.tune.study import pareto_ids
+from flotilla.tune.trial import TrialContext, run_trial, trial_name
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +178,8 @@ def _new_tuner(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, trainable: A
             num_samples=spec.budget.trials,
             max_concurrent_trials=spec.budget.concurrency,
             time_budget_s=spec.budget.time_limit_s,
+            trial_name_creator=trial_name,  # the trial's one name (its id), not trainable_<id>
+            trial_dirname_creator=trial_name,
         ),
         # the JSON logger only (CSV and TensorBoard stay off): without result.json per trial, Tune warns
         # at the end of every sweep that it "failed to fetch metrics" for each trial
@@ -200,7 +204,8 @@ def finish(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, results: Iterabl
         )
         for r in results
     ]
-    result = ranked(sweep_id, d, saved.commits, obj, records)
+    front = pareto_ids(load_study(d, sweep_id)) if obj.multi else None  # Optuna's front: study.best_trials
+    result = ranked(sweep_id, d, saved.commits, obj, records, front=front)
     repo = hub.repo(saved.data_repo)
     TrialBranches(repo, journal, sweep_id, spec.retention.keep).at_sweep_end(result, states)
     result.plots = write_plots(d, sweep_id, result)

@@ -30,10 +30,15 @@ gets a new Optuna trial with the same parameters when its first result arrives
 with a ``FAIL`` where the sweep has a finished trial); the failed attempt stays
 in the study as ``FAIL``, as it happened.
 
-Every Optuna trial carries its Tune trial id as the user attribute
-``tune_trial_id``: it links a study's trial to the sweep's table and branch, and
+Every Optuna trial carries the trial's one name, its Tune trial id, as the user
+attribute ``flotilla_trial``, and its branch as ``branch`` (see :mod:`flotilla.tune.study`);
+a trial trained to the end gets its model's address (``model_uri``) before it is told
+complete. The id links a study's trial to the sweep's table, plots and branch, and
 lets a resume fail the Optuna trial of a start Tune never saved (see
 :mod:`flotilla.tune.repair`), instead of leaving it RUNNING in the study for ever.
+A Pareto search's stopped trial is ``PRUNED`` too (with no value: Optuna keeps no
+curve for several objectives), so ``study.best_trials`` is the front of the trials
+trained to the end.
 
 Its checkpoint (``searcher-state-*.pkl``) is written atomically (a temporary file, then a
 rename): Ray's ``OptunaSearch.save`` truncates the file and pickles into it, so a driver killed
@@ -50,10 +55,10 @@ from typing import Any
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-from flotilla.tune.trial import epochs_done
+from flotilla.tune.study import BRANCH_ATTR, MODEL_ATTR, TRIAL_ATTR
+from flotilla.tune.trial import epochs_done, trial_branch
 
 log = logging.getLogger(__name__)
-TUNE_TRIAL_ID = "tune_trial_id"
 
 
 class StoppedAsPrunedOptunaSearch(OptunaSearch):
@@ -93,10 +98,15 @@ class StoppedAsPrunedOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is None:
             return
+        self._set_attrs(trial_id, {TRIAL_ATTR: trial_id, BRANCH_ATTR: trial_branch(self.study.study_name, trial_id)})
+
+    def _set_attrs(self, trial_id: str, attrs: dict[str, Any]) -> None:
+        ot_trial = self._ot_trials[trial_id]
         try:
-            ot_trial.set_user_attr(TUNE_TRIAL_ID, trial_id)
+            for key, value in attrs.items():
+                ot_trial.set_user_attr(key, value)
         except Exception as exc:  # a record only: a locked study must not end the sweep
-            log.warning("could not tag Optuna trial %s with its Tune trial id: %s", ot_trial.number, exc)
+            log.warning("could not record %s on Optuna trial %s: %s", ", ".join(attrs), ot_trial.number, exc)
 
     def _reopen_if_retried(self, trial_id: str) -> None:
         """A result of a trial Optuna was told had failed: Tune is running it again (resume)."""
@@ -131,15 +141,15 @@ class StoppedAsPrunedOptunaSearch(OptunaSearch):
             if error:
                 state = optuna.trial.TrialState.FAIL
                 self._failed.add(trial_id)
-            elif (
-                told
-                and not isinstance(self.metric, list)  # Optuna keeps no intermediate values for a Pareto search
-                and epochs_done({"training_iteration": self.full_iterations, **told}) < self.full_iterations
-            ):
+            elif told and epochs_done({"training_iteration": self.full_iterations, **told}) < self.full_iterations:
                 state = optuna.trial.TrialState.PRUNED
             if state is not None:
                 try:
-                    if state == optuna.trial.TrialState.PRUNED and isinstance(told.get(self.metric), (int, float)):
+                    if (
+                        state == optuna.trial.TrialState.PRUNED
+                        and isinstance(self.metric, str)  # Optuna keeps no intermediate values for a Pareto search
+                        and isinstance(told.get(self.metric), (int, float))
+                    ):
                         # Tune hands the report that made the scheduler stop a trial to on_trial_complete
                         # only, never to on_trial_result: without this its curve would end a rung early
                         # (and a trial stopped at the first rung would have none to be ranked by)
@@ -149,6 +159,8 @@ class StoppedAsPrunedOptunaSearch(OptunaSearch):
                     log.warning("Optuna did not record trial %s as %s: %s", trial_id, state.name, exc)
                 self._completed_trials.add(trial_id)
                 return
+            if not error and told.get("model_uri"):  # before the tell: Optuna refuses to change a finished trial
+                self._set_attrs(trial_id, {MODEL_ATTR: told["model_uri"]})
             prev = self._best.get(trial_id)
             value = told.get(self.metric) if isinstance(self.metric, str) else None
             if prev is not None and isinstance(value, (int, float)):  # tell the best epoch's value

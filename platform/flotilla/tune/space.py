@@ -11,6 +11,7 @@ from typing import Any
 from flotilla.errors import ConfigError
 from flotilla.tune.searcher import StoppedAsPrunedOptunaSearch
 from flotilla.tune.spec import Param, SweepSpec
+from flotilla.tune.study import set_metric_names
 from flotilla.tune.trial import EPOCHS_DONE
 from flotilla.tune.until import UntilTarget
 
@@ -62,6 +63,7 @@ def searcher(spec: SweepSpec, epochs: int, study: Path, study_name: str) -> Any:
         storage=optuna.storages.RDBStorage(f"sqlite:///{study}"),
         study_name=study_name,
     )
+    set_metric_names(search.study, [metric] if isinstance(metric, str) else metric)  # not "Objective 0"
     if spec.budget.target is None:
         return search
     return UntilTarget(search, obj.metric, obj.mode, spec.budget.target)

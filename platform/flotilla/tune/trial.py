@@ -22,7 +22,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from flotilla.data.pinning import DataRef
 from flotilla.hub.client import Hub
 from flotilla.names import branch_id
-from flotilla.registry.address import ModelLocation
+from flotilla.registry.address import ModelLocation, model_dir
 from flotilla.settings import Settings
 from flotilla.specs import FamilySpec, deep_merge, parse_spec
 from flotilla.training import ModelRun, train_model
@@ -63,8 +63,29 @@ def epochs_done(result: Mapping[str, Any] | None) -> int:
     return int(result.get(EPOCHS_DONE, result.get("training_iteration", 0)))
 
 
+def trial_name(trial: Any) -> str:
+    """Tune's name and folder for a trial (``trial_name_creator``/``trial_dirname_creator``): its id alone.
+
+    Tune's default, ``trainable_<id>`` and ``trainable_<id>_<n>_<params>_<date>``, is a second and third
+    name for the trial its branch, study and tables call ``<id>`` (see :mod:`flotilla.tune.study`).
+    Tune pickles it into ``tuner.pkl``: it stays here, under this name, or older sweeps cannot resume.
+    """
+    return str(trial.trial_id)
+
+
+def trial_id_of_dir(name: str) -> str:
+    """The trial id in the name of a Tune trial folder: ``<id>`` (:func:`trial_name`), or Tune's default
+    ``trainable_<id>_...`` in a sweep started before."""
+    return name.split("_")[1] if name.startswith("trainable_") else name
+
+
 def trial_branch(sweep_id: str, trial_id: str) -> str:
     return branch_id(f"{sweep_id}-{trial_id}", prefix="trial-")
+
+
+def trial_model_uri(repo: str, branch: str, run_id: str, model: str) -> str:
+    """Where a trial trained to the end publishes its model, by branch (the commit comes after the last report)."""
+    return f"lakefs://{repo}/{branch}/{model_dir(run_id, model)}model.pt"
 
 
 def combined_score(metrics: Mapping[str, Any], weights: Mapping[str, float] | None) -> float | None:
@@ -93,23 +114,28 @@ def checkpoint_rank(objective: Objective) -> Rank:
 
 
 class ObjectiveReportCallback(TuneReportCallback):
-    """Forward each epoch's metrics to Tune, plus ``val/score``, ``epochs_done`` and the trial branch."""
+    """Forward each epoch's metrics to Tune, plus ``val/score``, ``epochs_done``, the trial's branch and model."""
 
-    def __init__(self, weights: Mapping[str, float] | None, branch: str, run_id: str) -> None:
+    def __init__(self, weights: Mapping[str, float] | None, branch: str, run_id: str, model_uri: str = "") -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # untyped_calls_exclude covers Ray's plain calls, not super()
         self.weights = weights
         self.branch = branch
         self.run_id = run_id
+        self.model_uri = model_uri
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         if metrics:
-            metrics = [with_trial_keys(metrics[0], self.weights, self.branch, self.run_id), *metrics[1:]]
+            first = with_trial_keys(metrics[0], self.weights, self.branch, self.run_id, self.model_uri)
+            metrics = [first, *metrics[1:]]
         super().after_report(run_context, metrics, checkpoint)
 
 
-def with_trial_keys(metrics: Mapping[str, Any], weights: Mapping[str, float] | None, branch: str, run_id: str) -> dict[str, Any]:
-    """An epoch's metrics as Tune gets them: plus the trial's branch and run, ``val/score`` and ``epochs_done``."""
-    extra: dict[str, Any] = {"branch": branch, "run_id": run_id}
+def with_trial_keys(
+    metrics: Mapping[str, Any], weights: Mapping[str, float] | None, branch: str, run_id: str, model_uri: str = ""
+) -> dict[str, Any]:
+    """An epoch's metrics as Tune gets them: plus the trial's branch, run and model (where it will be published
+    if it trains to the end), ``val/score`` and ``epochs_done``."""
+    extra: dict[str, Any] = {"branch": branch, "run_id": run_id, **({"model_uri": model_uri} if model_uri else {})}
     if isinstance(metrics.get("epoch"), (int, float)):
         extra[EPOCHS_DONE] = int(metrics["epoch"]) + 1
     score = combined_score(metrics, weights)
@@ -130,4 +156,5 @@ def run_trial(config: Mapping[str, Any], ctx: TrialContext) -> None:
     branch = trial_branch(ctx.sweep_id, trial_id)
     run_id = f"{ctx.sweep_id}-{trial_id}"
     run = ModelRun(family, data_ref, run_id, parent=ctx.parent, branch=branch, rank=checkpoint_rank(ctx.objective))
-    train_model(hub, run, callbacks=(ObjectiveReportCallback(ctx.objective.weights, branch, run_id),))
+    model_uri = trial_model_uri(family.data.repo, branch, run_id, run.name)
+    train_model(hub, run, callbacks=(ObjectiveReportCallback(ctx.objective.weights, branch, run_id, model_uri),))
