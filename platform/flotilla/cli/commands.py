@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import typer
 import yaml
@@ -17,6 +19,7 @@ from rich.table import Table
 
 from flotilla.cli.al import al_app
 from flotilla.cli.common import friendly
+from flotilla.cli.output import flag, mode, print_json, print_table, progress_view, ray_console, with_output
 from flotilla.cli.data import app as data_app
 from flotilla.cli.infer import infer_command
 from flotilla.cli.jobs import cluster_app, jobs_app
@@ -230,24 +233,65 @@ def parse_sets(sets: list[str] | None) -> dict:
     return out
 
 
+def train_record(result: Any, log: Path | None = None) -> dict[str, Any]:
+    """A train result as plain JSON: the run, its data commit and, per model, where it lives and its metrics."""
+    return {
+        "run_id": result.run_id,
+        "data": {"repo": result.data.repo, "ref": result.data.ref, "commit": result.data.commit, "dataset": result.data.dataset},
+        "wall_s": round(result.wall_s, 3),
+        "alias": result.alias,
+        "log": str(log) if log else None,
+        "models": [
+            {
+                "name": m.name,
+                "tasks": list(m.tasks),
+                "branch": m.branch,
+                "commit": m.commit,
+                "model_uri": m.model_uri,
+                "merge_commit": m.merge_commit,
+                "metrics": {k: v for k, v in sorted(m.metrics.items()) if not k.endswith("/n")},
+            }
+            for m in result.models
+        ],
+    }
+
+
 @app.command("train")
+@with_output
 @friendly
 def train_cmd(
     spec: str = typer.Argument(..., help="family spec YAML, e.g. jobs/face_family.yaml"),
     sets: list[str] = typer.Option(None, "--set", help="override a spec field: --set epochs=3 --set optim.lr=0.01"),
     address: str = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)"),
-    check: bool = typer.Option(False, "--check", help="validate the spec and exit"),
+    check: bool = flag("--check", "validate the spec and exit"),
 ) -> None:
     """Train a model family (DDP or DeepSpeed) on a pinned hub commit; each model on its own branch."""
     family = load_family_spec(spec, parse_sets(sets))
+    out = mode()
     if check:
-        console.print(
-            f"[green]✓[/] {spec} is valid: {len(family.tasks)} task(s), strategy {family.strategy}, backend {family.backend}"
-        )
+        if out.json:
+            print_json({"spec": spec, "valid": True, "tasks": len(family.tasks), "strategy": family.strategy})
+        else:
+            console.print(
+                f"[green]✓[/] {spec} is valid: {len(family.tasks)} task(s), strategy {family.strategy}, backend {family.backend}"
+            )
         return
     from flotilla.training import train
+    from flotilla.training.run import new_run_id, run_dir
 
-    result = train(family, address=address)
+    run_id = new_run_id(family)
+    log = run_dir(run_id) / "ray.log"
+    if not (out.quiet or out.json):
+        console.print(f"run {run_id}: {len(family.tasks)} task(s), {family.epochs} epoch(s); Ray's log: {log}", highlight=False, soft_wrap=True)
+    view = progress_view()
+    try:
+        with ray_console(log, err):
+            result = train(family, address=address, run_id=run_id, progress=view)
+    finally:
+        view.close()
+    if out.json:
+        print_json(train_record(result, log))
+        return
     table = Table(
         title=f"run {result.run_id} — data lakefs://{result.data.repo}/{result.data.commit[:12]} ({result.wall_s:.0f}s)"
     )
@@ -257,9 +301,13 @@ def train_cmd(
         for k, v in sorted(m.metrics.items()):
             if not k.endswith("/n"):
                 table.add_row(m.name, k, f"{v:.4f}", m.branch)
-    console.print(table)
+    print_table(table, console)
     for m in result.models:
-        console.print(f"model {m.name}: {m.model_uri}" + (f" (promoted: {m.merge_commit[:12]})" if m.merge_commit else ""))
+        console.print(
+            f"model {m.name}: {m.model_uri}" + (f" (promoted: {m.merge_commit[:12]})" if m.merge_commit else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command("demo")

@@ -13,11 +13,14 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from flotilla.cluster.files import token_path
 from flotilla.cluster.local import LocalCluster
 from flotilla.errors import FlotillaError
+from flotilla.hub.server import free_port
 from flotilla.settings import (
+    RAY_API_SERVER_ADDRESS,
     RAY_AUTH_MODE,
     RAY_AUTH_TOKEN_PATH,
     RAY_TRAIN_ENABLE_PRINT_PATCH,
@@ -105,6 +108,26 @@ def refresh_ray_auth() -> None:
         )
 
 
+def local_ray_options(dashboard_port: int) -> dict[str, Any]:
+    """``ray.init`` arguments for a local Ray started by this driver.
+
+    The dashboard also serves the state API that Ray Train's placement-group cleaner polls from inside
+    the cluster. That actor finds the API by ``RAY_API_SERVER_ADDRESS``, else ``RAY_ADDRESS``, else by
+    scanning the machine for GCS processes; a Ray started by ``ray.init`` is recorded nowhere, so with a
+    second Ray on the machine (flotilla's own cluster, another user's) the scan found both and the
+    cleaner died with a "Found multiple active Ray instances" traceback on the console. Choosing the
+    dashboard port here lets every worker of this job be told, through the job's runtime environment.
+    """
+    return {
+        "address": "local",
+        "include_dashboard": True,
+        "dashboard_host": "127.0.0.1",
+        "dashboard_port": dashboard_port,
+        "runtime_env": {"env_vars": {RAY_API_SERVER_ADDRESS: f"http://127.0.0.1:{dashboard_port}"}},
+        "log_to_driver": True,
+    }
+
+
 def _gcs_address() -> str | None:
     import ray
 
@@ -152,8 +175,7 @@ class RayConnector:
             self.init_remote(address)
             fixed = inside_ours or is_own_cluster(address)
         else:
-            # the dashboard also runs the state API that Train/Tune's placement-group cleanup relies on
-            ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+            ray.init(**local_ray_options(free_port()))
             fixed = True
         self.fixed_gcs = _gcs_address() if fixed else None
         return fixed

@@ -1,14 +1,18 @@
-"""Lifecycle callbacks on the Ray Train controller: the run's story as commits on its branch.
+"""Lifecycle callbacks on the Ray Train controller: the run's story as commits on its branch, and its progress.
 
 After each checkpoint is persisted (through the S3 gateway, onto the branch),
 commit it with the epoch and validation metrics as metadata; after a worker
 failure, record an empty commit saying so, so that the branch history shows the
-crash and the resume from the last checkpoint.
+crash and the resume from the last checkpoint. Each report is also handed to the
+driver (:class:`ProgressPump`), whose view shows it: the controller is an actor, so
+a Ray queue carries the events across.
 """
 
 from __future__ import annotations
 
 import logging
+import queue as stdqueue
+import threading
 from typing import Any
 
 import ray.train
@@ -16,6 +20,7 @@ import ray.train
 from flotilla.hub.client import repo_for
 from flotilla.hub.repo import Repo
 from flotilla.lineage import CheckpointCommit, FailureCommit
+from flotilla.training.progress import EpochEvent, ProgressView
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +83,67 @@ class HubCommitCallback(ray.train.UserCallback):
             )
         except Exception as exc:
             log.warning("could not record the failure on %s: %s", self.branch, exc)
+
+
+class ProgressCallback(ray.train.UserCallback):
+    """Hands each report of rank 0 (epoch from 1, metrics) to the driver through ``queue``."""
+
+    def __init__(self, queue: Any, model: str, epochs: int) -> None:
+        self.queue = queue
+        self.model = model
+        self.epochs = epochs
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        if not metrics:
+            return
+        m = metrics[0]
+        numbers = {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        try:
+            self.queue.put_nowait(EpochEvent(self.model, int(m.get("epoch", 0)) + 1, self.epochs, numbers))
+        except Exception as exc:  # progress is never worth failing a run for
+            log.debug("progress event lost: %s", exc)
+
+
+class ProgressPump:
+    """On the driver: a Ray queue the controllers' :class:`ProgressCallback` fill, drained into ``view``.
+
+    Used as a context manager around the runs; ``callback(model, epochs)`` makes one per model.
+    """
+
+    def __init__(self, view: ProgressView) -> None:
+        from ray.util.queue import Queue
+
+        self.view = view
+        self.queue = Queue(actor_options={"num_cpus": 0})
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, name="flotilla-progress", daemon=True)
+
+    def callback(self, model: str, epochs: int) -> ProgressCallback:
+        return ProgressCallback(self.queue, model, epochs)
+
+    def _drain(self) -> None:
+        from ray.util.queue import Empty
+
+        while True:
+            try:
+                event = self.queue.get(timeout=0.5)
+            except (Empty, stdqueue.Empty):
+                if self._stop.is_set():
+                    return
+                continue
+            except Exception:  # the queue's actor went away (Ray shut down): nothing more to show
+                return
+            if isinstance(event, EpochEvent):
+                self.view.epoch(event)
+
+    def __enter__(self) -> ProgressPump:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self.queue.shutdown()
+        except Exception as err:
+            log.debug("progress queue shutdown: %s", err)

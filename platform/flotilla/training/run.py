@@ -16,6 +16,7 @@ model of a family, a sweep for each trial.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import secrets
 import time
@@ -41,11 +42,13 @@ from flotilla.models.tasks import resolve_tasks
 from flotilla.names import branch_id, check_branch_id
 from flotilla.registry.aliases import move_alias
 from flotilla.registry.lookup import resolve
+from flotilla.settings import Settings
 from flotilla.specs import FamilySpec, check_tasks_fit, load_family_spec
-from flotilla.training.callbacks import HubCommitCallback
+from flotilla.training.callbacks import HubCommitCallback, ProgressPump
 from flotilla.training.config import ModelRun, WorkerConfig
 from flotilla.training.hooks import WorkerHook
 from flotilla.training.loop import build_model, load_parent, train_loop_per_worker
+from flotilla.training.progress import ProgressView
 from flotilla.training.publish import ModelResult, merge_family, publish_model
 
 if TYPE_CHECKING:
@@ -85,10 +88,12 @@ def train(
     address: str | None = None,
     run_id: str | None = None,
     hooks: Sequence[WorkerHook] = (),
+    progress: ProgressView | None = None,
 ) -> TrainResult:
     """Train ``spec``'s family; return where each model, its card and its metrics live.
 
-    ``hooks`` run inside every worker of every model (see :mod:`flotilla.training.hooks`).
+    ``hooks`` run inside every worker of every model (see :mod:`flotilla.training.hooks`); ``progress``
+    (see :mod:`flotilla.training.progress`) is told each model's epochs, here on the driver.
     """
     if not isinstance(spec, FamilySpec):
         spec = load_family_spec(spec)
@@ -98,9 +103,7 @@ def train(
     # tasks may read any label column the dataset declares: checked here, where the data is known
     schema = read_manifest(hub.repo(data_ref.repo), data_ref.commit, data_ref.dataset).label_schema
     check_tasks_fit(resolve_tasks(spec.tasks), schema, data_ref.dataset)
-    # a second in the name for people, 4 hex digits so two runs of one spec started in the same second
-    # (e.g. --set variants submitted together) never share a branch
-    run_id = run_id or branch_id(f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
+    run_id = run_id or new_run_id(spec)
     if spec.merge_into:  # before any training: a typo here used to surface only after hours, as a raw hub error
         check_merge_target(hub, spec.data.repo, spec.merge_into)
     parent = resolve(hub, spec.transfer.source, spec.data.repo) if spec.transfer else None
@@ -118,8 +121,14 @@ def train(
         hint="lower scaling.workers or scaling.cpus_per_worker, or use a bigger cluster (--address)",
     )
     result = TrainResult(run_id, data_ref)
-    with ThreadPoolExecutor(max_workers=len(runs)) as pool:  # separate models train concurrently
-        result.models = list(pool.map(lambda run: train_model(hub, run, hooks=hooks), runs))
+    pump = ProgressPump(progress) if progress else None
+    with pump or contextlib.nullcontext(), ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        # separate models train concurrently; each tells the progress view its epochs
+        def one(run: ModelRun) -> ModelResult:
+            told = (pump.callback(run.name, spec.epochs),) if pump else ()
+            return train_model(hub, run, callbacks=told, hooks=hooks)
+
+        result.models = list(pool.map(one, runs))
     if spec.merge_into:  # only once every model of the family succeeded: never half a family on the target
         merge_family(hub.repo(data_ref.repo), result.models, spec.merge_into, run_id)
         if spec.alias:
@@ -128,6 +137,18 @@ def train(
             ).address
     result.wall_s = time.monotonic() - started
     return result
+
+
+def run_dir(run_id: str, settings: Settings | None = None) -> Path:
+    """A run's folder on this machine (``FLOTILLA_HOME/runs/<run id>``): its console log lives there; the
+    run itself (checkpoints, model, card) lives on its hub branch."""
+    return (settings or Settings.from_env()).home / "runs" / run_id
+
+
+def new_run_id(spec: FamilySpec) -> str:
+    """A fresh run id: a second in the name for people, 4 hex digits so two runs of one spec started in
+    the same second (e.g. --set variants submitted together) never share a branch."""
+    return branch_id(f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
 
 
 def train_model(
