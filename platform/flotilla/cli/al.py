@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from flotilla.cli.common import friendly, parse_data
+from flotilla.cli.output import flag
 from flotilla.errors import ActiveLearningError, SpecError
 from flotilla.hub import Hub
 
@@ -34,8 +35,8 @@ def select_command(
     budget: int = typer.Option(..., "--budget", help="how many samples to label this round"),
     name: str = typer.Option(..., "--name", help="the loop's name (branches al-<name>-round-<k>)"),
     strategy: str = typer.Option(None, "--strategy", help="random | typicality | uncertainty | uncertainty+diversity | anomaly"),
-    quotas: bool = typer.Option(False, "--quotas", help="split the budget across tasks instead of one combined score"),
-    cold_start: bool = typer.Option(False, "--cold-start", help="the model has seen no labels: random or typicality only"),
+    quotas: bool = flag("--quotas", help="split the budget across tasks instead of one combined score"),
+    cold_start: bool = flag("--cold-start", help="the model has seen no labels: random or typicality only"),
     eval_dataset: str = typer.Option(None, "--eval", help="the fixed evaluation set, never selected from"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -70,7 +71,7 @@ def annotate_command(
     name: str = typer.Argument(...),
     repo: str = REPO,
     k: int = ROUND,
-    corrupt: bool = typer.Option(False, "--corrupt", help="a bad annotator: every sample gets another's labels"),
+    corrupt: bool = flag("--corrupt", help="a bad annotator: every sample gets another's labels"),
 ) -> None:
     """The scripted annotator (synthetic pools only): submit the generator's true labels through Label Studio's API."""
     from flotilla.active import annotate_round
@@ -86,7 +87,7 @@ def receive_command(
     name: str = typer.Argument(...),
     repo: str = REPO,
     k: int = ROUND,
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="receive even if tasks were deleted in Label Studio"),
+    allow_missing: bool = flag("--allow-missing", help="receive even if tasks were deleted in Label Studio"),
 ) -> None:
     """Read the annotations back and append the labelled samples to the training data on the round branch (gated)."""
     from flotilla.active import receive_round
@@ -134,8 +135,8 @@ def status_command(name: str = typer.Argument(...), repo: str = REPO, k: int = R
 @friendly
 def round_command(
     spec: Path = typer.Argument(..., help="an active-round job spec (e.g. jobs/active_round_demo.yaml)"),
-    wait_for_labels: bool = typer.Option(False, "--wait-for-labels", help="people label in Label Studio: wait for them"),
-    follow: bool = typer.Option(True, "--follow/--no-follow", help="stream the job's logs until it ends"),
+    wait_for_labels: bool = flag("--wait-for-labels", help="people label in Label Studio: wait for them"),
+    follow: bool = flag("--follow/--no-follow", default=True, help="stream the job's logs until it ends"),
 ) -> None:
     """Run a whole round (select → label → receive → retrain → decide) as one Ray job; exit 3 when the old model is kept."""
     import yaml

@@ -19,13 +19,13 @@ from rich.table import Table
 
 from flotilla.cli.al import al_app
 from flotilla.cli.common import friendly
-from flotilla.cli.output import flag, mode, print_json, print_table, progress_view, ray_console, with_output
 from flotilla.cli.data import app as data_app
 from flotilla.cli.infer import infer_command
 from flotilla.cli.jobs import cluster_app, jobs_app
 from flotilla.cli.label import label_app
 from flotilla.cli.models import models_app
 from flotilla.cli.monitor import monitor_command
+from flotilla.cli.output import flag, mode, print_json, print_table, progress_view, ray_console, with_output
 from flotilla.cli.sweep import sweep_app
 from flotilla.errors import SpecError
 from flotilla.hub import Hub, flotilla_branches, local, prune_branches
@@ -58,9 +58,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(
-        False, "--version", is_eager=True, callback=_print_version, help="print flotilla's version and exit"
-    ),
+    version: bool = flag("--version", is_eager=True, callback=_print_version, help="print flotilla's version and exit"),
 ) -> None:
     """Train model families on Ray from zero-copy branches of a lakeFS data hub."""
 
@@ -121,7 +119,7 @@ def hub_status() -> None:
 @friendly
 def hub_logs(
     lines: int = typer.Option(50, "-n", "--lines", help="how many trailing lines"),
-    follow: bool = typer.Option(False, "-f", "--follow", help="keep printing new lines"),
+    follow: bool = flag("-f", "--follow", help="keep printing new lines"),
 ) -> None:
     """Show the local hub's server log."""
     hub = local.attach()  # no binary needed to read a log
@@ -263,7 +261,7 @@ def train_cmd(
     spec: str = typer.Argument(..., help="family spec YAML, e.g. jobs/face_family.yaml"),
     sets: list[str] = typer.Option(None, "--set", help="override a spec field: --set epochs=3 --set optim.lr=0.01"),
     address: str = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)"),
-    check: bool = flag("--check", "validate the spec and exit"),
+    check: bool = flag("--check", help="validate the spec and exit"),
 ) -> None:
     """Train a model family (DDP or DeepSpeed) on a pinned hub commit; each model on its own branch."""
     family = load_family_spec(spec, parse_sets(sets))
@@ -282,7 +280,8 @@ def train_cmd(
     run_id = new_run_id(family)
     log = run_dir(run_id) / "ray.log"
     if not (out.quiet or out.json):
-        console.print(f"run {run_id}: {len(family.tasks)} task(s), {family.epochs} epoch(s); Ray's log: {log}", highlight=False, soft_wrap=True)
+        what = f"{len(family.tasks)} task(s), {family.epochs} epoch(s)"
+        console.print(f"run {run_id}: {what}; Ray's log: {log}", highlight=False, soft_wrap=True)
     view = progress_view()
     try:
         with ray_console(log, err):

@@ -11,6 +11,7 @@ model (:func:`flotilla.audit.audit_dataset`).
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flotilla.cli.common import friendly, parse_data
+from flotilla.cli.output import flag, mode, print_json, print_table, with_output
 from flotilla.data import FaceSpec, Shift
 from flotilla.data.api import generate as generate_dataset
 from flotilla.data.api import import_dataset
@@ -97,8 +99,8 @@ def generate(
     lighting: float = typer.Option(0.0, help="shift: lighting (-1..1)"),
     age_mix: float = typer.Option(0.0, help="shift: blend ages towards older (0..1)"),
     occlusion: float = typer.Option(0.0, help="shift: probability of an unseen occluder (0..1)"),
-    unlabelled: bool = typer.Option(
-        False, "--unlabelled", help="no labels (incoming data to predict on): every label null, 'labelled: false' in the manifest"
+    unlabelled: bool = flag(
+        "--unlabelled", help="no labels (incoming data to predict on): every label null, 'labelled: false' in the manifest"
     ),
     repo: str = REPO,
     report_dir: Path = REPORTS,
@@ -168,7 +170,7 @@ def import_(
 def validate(
     dataset: str = typer.Option(..., "--dataset", help="dataset name"),
     ref: str = typer.Option("main", "--ref", help="branch, tag or commit to validate"),
-    merge: bool = typer.Option(False, "--merge", help="if it passes, record the report and merge REF into main"),
+    merge: bool = flag("--merge", help="if it passes, record the report and merge REF into main"),
     repo: str = REPO,
     report_dir: Path = REPORTS,
     thresholds_file: Path = GATE_FILE,
@@ -208,13 +210,14 @@ def _show_grid(repo: str, ref: str, dataset: str | None, out: Path | None, by: s
 
 
 @app.command("show")
+@with_output
 @friendly
 def show(
     address: str = typer.Argument(None, help="<repo>/<ref>/<dataset> (instead of --repo, --ref, --dataset)"),
     dataset: str = typer.Option(None, "--dataset", help="dataset name (omit to list datasets)"),
     ref: str = typer.Option("main", "--ref"),
     repo: str = REPO,
-    grid: bool = typer.Option(False, "--grid", help="write a PNG grid of thumbnails instead of the manifest"),
+    grid: bool = flag("--grid", help="write a PNG grid of thumbnails instead of the manifest"),
     out: Path = typer.Option(None, "--out", help="the grid's PNG (default: <dataset>-grid.png)"),
     by: str = typer.Option("emotion", "--by", help="grid rows: a label column (emotion, gender, age = age band)"),
     per_group: int = typer.Option(8, "--per-group", min=1, help="thumbnails per grid row"),
@@ -229,10 +232,16 @@ def show(
     r = Hub().repo(repo)
     commit = r.resolve(ref)
     if not dataset:
-        for name in list_datasets(r, commit):
-            console.print(name)
+        names = list_datasets(r, commit)
+        if mode().json:
+            print_json(names)
+        for name in [] if mode().json else names:
+            console.print(name, highlight=False)
         return
     m = read_manifest(r, commit, dataset)
+    if mode().json:
+        print_json({"repo": repo, "ref": ref, "commit": commit, "dataset": dataset, "manifest": json.loads(m.to_json())})
+        return
     t = Table(title=f"lakefs://{repo}/{ref} ({commit[:12]}) — {dataset}")
     t.add_column("field")
     t.add_column("value")
@@ -246,7 +255,7 @@ def show(
     t.add_row("image formats", ", ".join(f"{k}: {v}" for k, v in m.image.get("formats", {}).items()))
     for key, value in m.provenance.items():
         t.add_row(f"provenance.{key}", str(value)[:100])
-    console.print(t)
+    print_table(t, console)
 
 
 @app.command("report")
@@ -268,10 +277,10 @@ def report(
 @friendly
 def review(
     audit: str = typer.Argument(..., help="the audit: its id, or its branch audit-<dataset>-<id>"),
-    send: bool = typer.Option(False, "--send", help="send the flagged samples to Label Studio (flotilla label up first)"),
-    annotate: bool = typer.Option(False, "--annotate", help="the scripted reviewer (synthetic data): decide from the truth"),
-    receive: bool = typer.Option(False, "--receive", help="merge the reviewed decisions into --into, through the gate"),
-    status: bool = typer.Option(False, "--status", help="where the review stands (the default)"),
+    send: bool = flag("--send", help="send the flagged samples to Label Studio (flotilla label up first)"),
+    annotate: bool = flag("--annotate", help="the scripted reviewer (synthetic data): decide from the truth"),
+    receive: bool = flag("--receive", help="merge the reviewed decisions into --into, through the gate"),
+    status: bool = flag("--status", help="where the review stands (the default)"),
     issues: str = typer.Option(None, "--issues", help="only these flags, comma-separated: label, label:<task>, outlier, ..."),
     limit: int = typer.Option(None, "--limit", min=1, help="at most this many samples, worst first"),
     into: str = typer.Option("main", "--into", help="the branch the reviewed change merges into"),
@@ -300,6 +309,7 @@ def review(
 
 
 @app.command("audit")
+@with_output
 @friendly
 def audit(
     data: str = typer.Argument(..., help="<repo>/<ref>/<dataset> to audit"),
@@ -310,7 +320,7 @@ def audit(
     k: int = typer.Option(10, "--k", min=1, help="neighbours in the shared kNN graph"),
     task: list[str] = typer.Option(None, "--task", help="audit only this task (repeatable; default: the model's tasks)"),
     top: int = typer.Option(10, "--top", min=0, help="worst samples to list"),
-    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+    as_json: bool = flag("--json", help="print the summary as JSON"),
 ) -> None:
     """Audit a dataset with a trained model (cleanlab): label issues, outliers, duplicates; commit findings on audit-*."""
     from flotilla.audit import (  # Ray, scikit-learn and cleanlab: only when auditing (as `flotilla infer`)

@@ -8,6 +8,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from flotilla.cli.common import friendly, parse_data
+from flotilla.cli.output import flag
 from flotilla.hub import Hub
 
 console = Console()
@@ -22,8 +23,8 @@ def infer_command(
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="images per predictor call"),
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="predictor actors (each loads the model once)"),
     cpus_per_actor: float = typer.Option(1.0, "--cpus-per-actor", min=0.01, help="CPUs each actor holds"),
-    use_gpu: bool = typer.Option(False, "--use-gpu", help="one GPU per actor"),
-    allow_resize: bool = typer.Option(False, "--allow-resize", help="accept images of another size than the training data's"),
+    use_gpu: bool = flag("--use-gpu", help="one GPU per actor"),
+    allow_resize: bool = flag("--allow-resize", help="accept images of another size than the training data's"),
     merge_into: str = typer.Option(None, "--merge-into", help="merge the predictions into this branch (e.g. main)"),
     address: str = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)"),
 ) -> None:

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flotilla.cli.common import friendly
+from flotilla.cli.output import flag, mode, print_table, with_output
 from flotilla.cluster.files import ClusterError
 from flotilla.cluster.local import LocalCluster, ray_cli_env, status
 from flotilla.lineage import RAY_JOB_NAME, JobLabels
@@ -138,8 +139,8 @@ def cluster_env() -> None:
 def jobs_submit(
     spec: str = typer.Argument(..., help="job spec YAML, e.g. jobs/ingest_synthetic.yaml"),
     address: str = ADDRESS,
-    follow: bool = typer.Option(False, "-f", "--follow", help="stream the job's logs until it ends (exit 1 unless it succeeds)"),
-    check: bool = typer.Option(False, "--check", help="validate and pin the data commit, print the pinned spec, submit nothing"),
+    follow: bool = flag("-f", "--follow", help="stream the job's logs until it ends (exit 1 unless it succeeds)"),
+    check: bool = flag("--check", help="validate and pin the data commit, print the pinned spec, submit nothing"),
 ) -> None:
     """Validate a job spec, pin its data commit and submit it (a bad spec is refused with every problem)."""
     from flotilla.jobs.submission import submit
@@ -199,10 +200,9 @@ def _job_record(j: Any) -> dict[str, Any]:
 
 
 @jobs_app.command("list")
+@with_output
 @friendly
-def jobs_list(
-    address: str = ADDRESS, as_json: bool = typer.Option(False, "--json", help="one JSON list, for scripts (jq, json.tool)")
-) -> None:
+def jobs_list(address: str = ADDRESS, as_json: bool = flag("--json", help="one JSON list, for scripts (jq, json.tool)")) -> None:
     """Jobs the cluster knows, newest first."""
     from flotilla.jobs.handle import list_jobs
 
@@ -211,9 +211,8 @@ def jobs_list(
         print(json.dumps([_job_record(j) for j in jobs], indent=2))
         return
     table = Table()
-    table.add_column("submission id", no_wrap=True)
-    for col in ("status", "kind", "spec", "data commit", "started", "duration"):
-        table.add_column(col, no_wrap=col in ("status", "started"))
+    for col in ("submission id", "status", "kind", "spec", "data commit", "started", "duration"):
+        table.add_column(col)
     for j in jobs:
         labels = JobLabels.from_metadata(j.metadata or {})
         start = time.strftime("%m-%d %H:%M:%S", time.localtime(j.start_time / 1000)) if j.start_time else "-"
@@ -228,10 +227,11 @@ def jobs_list(
             start,
             dur,
         )
-    console.print(table)
+    print_table(table, console)
 
 
 @jobs_app.command("status")
+@with_output
 @friendly
 def jobs_status(submission_id: str = typer.Argument(...), address: str = ADDRESS) -> None:
     """A job's status, message and metadata (and its result once it succeeded)."""
@@ -240,6 +240,22 @@ def jobs_status(submission_id: str = typer.Argument(...), address: str = ADDRESS
     handle = get_job(submission_id, address)
     info = handle.info()
     status = str(info.status)
+    if mode().json:
+        done = status in ("SUCCEEDED", "FAILED")
+        print(
+            json.dumps(
+                {
+                    "submission_id": submission_id,
+                    "status": status,
+                    "message": info.message,
+                    "metadata": dict(info.metadata or {}),
+                    "result": parse_result(handle.logs()) if done else None,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return
     console.print(f"{submission_id}: [{_STYLE.get(status, 'white')}]{status}[/] {info.message or ''}", highlight=False)
     for k, v in sorted((info.metadata or {}).items()):
         console.print(f"  {k}: {v}", highlight=False)
@@ -253,7 +269,7 @@ def jobs_status(submission_id: str = typer.Argument(...), address: str = ADDRESS
 @friendly
 def jobs_logs(
     submission_id: str = typer.Argument(...),
-    follow: bool = typer.Option(False, "-f", "--follow", help="keep streaming until the job ends"),
+    follow: bool = flag("-f", "--follow", help="keep streaming until the job ends"),
     address: str = ADDRESS,
 ) -> None:
     """A job's driver log (what its entrypoint printed, plus Ray's worker output)."""
@@ -270,7 +286,7 @@ def jobs_logs(
 @friendly
 def jobs_stop(
     submission_id: str = typer.Argument(...),
-    wait: bool = typer.Option(True, "--wait/--no-wait", help="wait until the job has ended"),
+    wait: bool = flag("--wait/--no-wait", default=True, help="wait until the job has ended"),
     address: str = ADDRESS,
 ) -> None:
     """Stop a running job (SIGTERM to its driver, SIGKILL a few seconds later)."""

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flotilla.cli.common import friendly
+from flotilla.cli.output import flag, print_table, with_output
 
 models_app = typer.Typer(
     help="The model registry on the hub: list, show, aliases, lineage, reproduce, stale.", no_args_is_help=True
@@ -34,13 +35,14 @@ def _fmt_metrics(metrics: dict[str, float], limit: int = 4) -> str:
 
 
 @models_app.command("list")
+@with_output
 @friendly
 def list_cmd(
     repo: str = REPO,
     ref: str = typer.Option("main", "--ref", help="branch, tag or commit to list the models of"),
     family: str = typer.Option(None, "--family", help="only this family (the spec's name)"),
     task: str = typer.Option(None, "--task", help="only models with this task"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON rows instead of a table"),
+    as_json: bool = flag("--json", help="print JSON rows instead of a table"),
 ) -> None:
     """Every model on a ref: family, tasks, key metrics, data commit, when, parent and aliases."""
     from flotilla.hub.client import Hub
@@ -64,7 +66,7 @@ def list_cmd(
             (e.card.parent.path.split("/")[1] + "/" + e.card.parent.path.split("/")[2]) if e.card.parent else "",
             "[bold green]" + ", ".join(e.aliases) + "[/]" if e.aliases else "",
         )
-    console.print(t)
+    print_table(t, console)
     if not entries:
         console.print("[dim]no models here yet: train with merge_into: main, or a sweep with promote.into: main[/]")
 
@@ -132,17 +134,16 @@ def rollback_cmd(
 
 
 @models_app.command("stale")
+@with_output
 @friendly
 def stale_cmd(
     repo: str = REPO,
     ref: str = typer.Option(None, "--ref", help="compare each model's data with this ref's (default: main)"),
     since: str = typer.Option(None, "--since", help="a commit (e.g. a label fix's merge): the models trained without it"),
-    retrain: bool = typer.Option(False, "--retrain", help="submit a job per stale model: retrain it, warm-started from it"),
-    check: bool = typer.Option(
-        False, "--check", "--dry-run", help="with --retrain: validate and pin each job and show it, submit nothing"
-    ),
+    retrain: bool = flag("--retrain", help="submit a job per stale model: retrain it, warm-started from it"),
+    check: bool = flag("--check", "--dry-run", help="with --retrain: validate and pin each job and show it, submit nothing"),
     address: str = typer.Option(None, "--address", help="with --retrain: the Ray cluster's Jobs API URL"),
-    as_json: bool = typer.Option(False, "--json", help="print the report as JSON instead of a table"),
+    as_json: bool = flag("--json", help="print the report as JSON instead of a table"),
 ) -> None:
     """Which models does a data change make stale: trained on other data than a ref's, or without a commit."""
     from flotilla.errors import SpecError
@@ -171,7 +172,7 @@ def stale_cmd(
             escape(m.describe()) if m.change else f"[dim]stale by inheritance: {escape(m.describe())}[/]",
             escape(", ".join(m.descendants)),
         )
-    console.print(t)
+    print_table(t, console)
     if not report.models:
         console.print("[green]no model is stale[/]")
     for name, why in report.unreadable:
@@ -220,9 +221,7 @@ def lineage_cmd(
 def reproduce_cmd(
     model: str = MODEL,
     repo: str = REPO,
-    allow_code_drift: bool = typer.Option(
-        False, "--allow-code-drift", help="re-run it even though other code than the card's is checked out"
-    ),
+    allow_code_drift: bool = flag("--allow-code-drift", help="re-run it even though other code than the card's is checked out"),
     address: str = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)"),
 ) -> None:
     """Train a model again from its card (its config, exact data commit, seed and parent) and compare the metrics.

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from flotilla.cli.common import friendly
+from flotilla.cli.output import flag, with_output
 from flotilla.hub import Hub
 
 console = Console()
@@ -21,6 +22,7 @@ err = Console(stderr=True)
 ALARM = 3
 
 
+@with_output
 @friendly
 def monitor_command(
     model: str = typer.Argument(..., help="run id, <family>@<alias> or lakefs:// URI of the model"),
@@ -29,18 +31,16 @@ def monitor_command(
     dataset: str = typer.Option(None, "--dataset", help="dataset at --current (default: the model's training dataset)"),
     split: str = typer.Option(None, "--split", help="train | val | test of the current data (default: every sample)"),
     alpha: float = typer.Option(0.05, "--alpha", help="family-wise significance of the drift alarm"),
-    ground_truth: bool = typer.Option(
-        False, "--ground-truth", help="also compare each task's metric on the labelled current samples"
-    ),
+    ground_truth: bool = flag("--ground-truth", help="also compare each task's metric on the labelled current samples"),
     tolerance: float = typer.Option(0.0, "--tolerance", help="degradation (metric units) a task may lose before it is flagged"),
     permutations: int = typer.Option(500, "--permutations", help="MMD permutations (p-values down to 1/(1+this))"),
-    no_infer: bool = typer.Option(False, "--no-infer", help="use committed predictions only; never run inference"),
+    no_infer: bool = flag("--no-infer", help="use committed predictions only; never run inference"),
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="predictor actors when inference is needed"),
-    use_gpu: bool = typer.Option(False, "--use-gpu", help="one GPU per predictor actor"),
+    use_gpu: bool = flag("--use-gpu", help="one GPU per predictor actor"),
     address: str = typer.Option(None, "--address", help="Ray cluster address for inference (default: a local Ray)"),
     merge_into: str = typer.Option(None, "--merge-into", help="merge the report into this branch (e.g. main)"),
     out: Path = typer.Option(Path("artifacts/monitoring"), "--out", help="where the report's files go locally"),
-    as_json: bool = typer.Option(False, "--json", help="print the report's JSON instead of a summary"),
+    as_json: bool = flag("--json", help="print the report's JSON instead of a summary"),
 ) -> None:
     """Compare the data at --current with the model's own training data; exit 3 on drift (with --ground-truth: degradation)."""
     from flotilla.loop import monitor

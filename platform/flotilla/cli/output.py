@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from flotilla.training.progress import NullView, ProgressView, make_view
+from flotilla.progress import NullView, ProgressView, make_view
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -45,17 +45,18 @@ class OutputMode:
     json: bool = False
 
 
-_MODE: contextvars.ContextVar[OutputMode] = contextvars.ContextVar("flotilla_output", default=OutputMode())
+_MODE: contextvars.ContextVar[OutputMode | None] = contextvars.ContextVar("flotilla_output", default=None)
 
 
 def mode() -> OutputMode:
     """The output options of the command running now (defaults outside one)."""
-    return _MODE.get()
+    return _MODE.get() or OutputMode()
 
 
-def flag(names: str, help: str) -> Any:
-    """A bool flag (``--follow``) shown without a ``<bool>`` value it does not take."""
-    return typer.Option(False, *names.split(), help=help, metavar="")
+def flag(*names: str, help: str, default: bool = False, **options: Any) -> Any:
+    """A bool flag (``-f``, ``--follow``, or ``--wait/--no-wait``): Typer's help showed ``<bool>`` after
+    each, as if it took a value (``--follow true`` then failed); a flag takes none, so none is shown."""
+    return typer.Option(default, *names, help=help, metavar="", **options)
 
 
 _OPTIONS = (
@@ -66,18 +67,25 @@ _OPTIONS = (
 
 
 def with_output(fn: Callable[P, R]) -> Callable[..., R]:
-    """Add ``-q``, ``-v`` and ``--json`` to a Typer command; inside it, :func:`mode` says which were given."""
+    """Add ``-q``, ``-v`` and ``--json`` to a Typer command; inside it, :func:`mode` says which were given.
+
+    A command that declares one of them itself (``as_json``, say, to pick its JSON) keeps its own
+    parameter and is passed its value; :func:`mode` still sees it.
+    """
     sig = inspect.signature(fn)
+    own = {name for name, _, _ in _OPTIONS if name in sig.parameters}
     extra = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=flag(names, help), annotation=bool)
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=flag(*names.split(), help=help), annotation=bool)
         for name, names, help in _OPTIONS
+        if name not in own
     ]
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, quiet: bool = False, verbose: bool = False, as_json: bool = False, **kwargs: Any) -> R:
-        if quiet and verbose:
+    def wrapper(*args: Any, **kwargs: Any) -> R:
+        given = {name: bool(kwargs[name] if name in own else kwargs.pop(name, False)) for name, _, _ in _OPTIONS}
+        if given["quiet"] and given["verbose"]:
             raise typer.BadParameter("-q and -v contradict each other: give one", param_hint="'-q'")
-        token = _MODE.set(OutputMode(quiet=quiet, verbose=verbose, json=as_json))
+        token = _MODE.set(OutputMode(quiet=given["quiet"], verbose=given["verbose"], json=given["as_json"]))
         try:
             return fn(*args, **kwargs)
         finally:
@@ -137,6 +145,8 @@ def print_table(table: Table, console: Console | None = None) -> None:
         out.write(Text.from_markup(str(table.title)).plain + "\n")
     for row in [header, *rows]:
         out.write("\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in row) + "\n")
+    if table.caption:
+        out.write(Text.from_markup(str(table.caption)).plain + "\n")
     out.flush()
 
 
@@ -168,7 +178,8 @@ def _retarget(old: set[int], new: IO[str]) -> None:
     for logger in loggers:
         for handler in logger.handlers:
             # Ray's own handler (a StreamHandler subclass) keeps the stderr it was made with
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) and id(handler.stream) in old:
+            plain = isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+            if plain and id(handler.stream) in old:
                 handler.setStream(new)
 
 

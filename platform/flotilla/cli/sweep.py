@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from flotilla.cli.common import friendly
+from flotilla.cli.common import err, friendly
+from flotilla.cli.output import flag, mode, print_json, print_table, progress_view, ray_console, with_output
 from flotilla.errors import ConfigError
 
 console = Console()
@@ -25,7 +27,10 @@ console = Console()
 def _show(result) -> None:
     from flotilla.tune.report import SHORT_SHA, missing_plots_note, trials_table
 
-    console.print(trials_table(result))
+    if mode().json:
+        print_json(json.loads(result.to_json()))
+        return
+    print_table(trials_table(result), console)
     for t in result.trials:
         if getattr(t, "error", ""):
             console.print(f"  [red]✗[/] trial {t.trial_id} errored: {escape(t.error)}", highlight=False)
@@ -82,16 +87,18 @@ sweep_app = typer.Typer(
 
 
 @sweep_app.command("run")
+@with_output
 def run_command(
     spec: str = typer.Argument(..., help="a sweep spec YAML (tuning/face_family.yaml)"),
     address: str = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)"),
-    check: bool = typer.Option(False, "--check", help="validate the spec (keys, space values, objective metrics) and exit"),
+    check: bool = flag("--check", help="validate the spec (keys, space values, objective metrics) and exit"),
 ) -> None:
     """Run a sweep: a branch per trial, ASHA prunes, the winner merged (`flotilla sweep run tuning/face_family.yaml`)."""
     (_check if check else _run)(spec, address)
 
 
 @sweep_app.command("resume")
+@with_output
 def resume_command(
     sweep_id: str = typer.Argument(..., help="the sweep's id (see 'flotilla sweep list')"),
     address: str = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)"),
@@ -101,12 +108,14 @@ def resume_command(
 
 
 @sweep_app.command("show")
+@with_output
 def show_command(sweep_id: str = typer.Argument(..., help="the sweep's id (see 'flotilla sweep list')")) -> None:
     """Show a finished sweep's trials, winner and plots."""
     show(sweep_id)
 
 
 @sweep_app.command("list")
+@with_output
 def list_command() -> None:
     """List sweeps in FLOTILLA_HOME."""
     list_()
@@ -138,29 +147,44 @@ def _check(spec: str, address: str | None = None) -> None:
 
 @friendly
 def _run(spec: str, address: str | None) -> None:
-    from flotilla.tune import sweep
+    from flotilla.tune import load_sweep_spec, sweep
+    from flotilla.tune.run import new_sweep_id
 
-    _show_then_raise(lambda: sweep(spec, address=address))
+    sweep_id = new_sweep_id(load_sweep_spec(spec).name)
+    _show_then_raise(sweep_id, lambda view: sweep(spec, address=address, sweep_id=sweep_id, progress=view))
 
 
 @friendly
 def resume(sweep_id: str, address: str | None = None) -> None:
     """Finish an interrupted sweep without re-running finished trials."""
     from flotilla.tune import resume as run
+    from flotilla.tune.store import require_sweep
 
-    _show_then_raise(lambda: run(sweep_id, address=address))
+    require_sweep(sweep_id)  # before its folder gets a log: an unknown id is an error, not a new folder
+    _show_then_raise(sweep_id, lambda view: run(sweep_id, address=address, progress=view))
 
 
-def _show_then_raise(run) -> None:
-    """A sweep without a winner is an error (exit 1), but its trial table (with each trial's error) still shows."""
+def _show_then_raise(sweep_id: str, run) -> None:
+    """A sweep without a winner is an error (exit 1), but its trial table (with each trial's error) still shows.
+
+    Ray's and Tune's console output goes to ``ray.log`` in the sweep's folder; flotilla shows the trials."""
     from flotilla.tune import NoWinner
+    from flotilla.tune.store import sweep_dir
 
+    log = sweep_dir(sweep_id) / "ray.log"
+    if not (mode().quiet or mode().json):
+        console.print(f"sweep {sweep_id}; Ray's log: {log}", highlight=False, soft_wrap=True)
+    view = progress_view()
     try:
-        result = run()
+        with ray_console(log, err):
+            result = run(view)
     except NoWinner as exc:
+        view.close()
         if exc.result is not None:
             _show(exc.result)
         raise
+    finally:
+        view.close()
     _show(result)
 
 
@@ -177,8 +201,11 @@ def list_() -> None:
     """List sweeps in FLOTILLA_HOME."""
     from flotilla.tune import list_sweeps
 
+    if mode().json:
+        print_json(list_sweeps())
+        return
     for s in list_sweeps():
-        console.print(s)
+        console.print(s, highlight=False)
 
 
 @friendly

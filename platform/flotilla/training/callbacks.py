@@ -20,7 +20,7 @@ import ray.train
 from flotilla.hub.client import repo_for
 from flotilla.hub.repo import Repo
 from flotilla.lineage import CheckpointCommit, FailureCommit
-from flotilla.training.progress import EpochEvent, ProgressView
+from flotilla.progress import EpochEvent, ProgressView
 
 log = logging.getLogger(__name__)
 

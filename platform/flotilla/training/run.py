@@ -40,6 +40,7 @@ from flotilla.hub.client import Hub
 from flotilla.hub.experiment import Retention
 from flotilla.models.tasks import resolve_tasks
 from flotilla.names import branch_id, check_branch_id
+from flotilla.progress import ProgressView
 from flotilla.registry.aliases import move_alias
 from flotilla.registry.lookup import resolve
 from flotilla.settings import Settings
@@ -48,7 +49,6 @@ from flotilla.training.callbacks import HubCommitCallback, ProgressPump
 from flotilla.training.config import ModelRun, WorkerConfig
 from flotilla.training.hooks import WorkerHook
 from flotilla.training.loop import build_model, load_parent, train_loop_per_worker
-from flotilla.training.progress import ProgressView
 from flotilla.training.publish import ModelResult, merge_family, publish_model
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def train(
     """Train ``spec``'s family; return where each model, its card and its metrics live.
 
     ``hooks`` run inside every worker of every model (see :mod:`flotilla.training.hooks`); ``progress``
-    (see :mod:`flotilla.training.progress`) is told each model's epochs, here on the driver.
+    (see :mod:`flotilla.progress`) is told each model's epochs, here on the driver.
     """
     if not isinstance(spec, FamilySpec):
         spec = load_family_spec(spec)

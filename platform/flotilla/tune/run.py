@@ -21,6 +21,7 @@ from flotilla.cluster.connect import ensure_ray
 from flotilla.errors import ConfigError
 from flotilla.hub.client import Hub
 from flotilla.names import branch_id
+from flotilla.progress import ProgressView
 from flotilla.registry.lookup import resolve
 from flotilla.settings import TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, TUNE_GLOBAL_CHECKPOINT_S
 from flotilla.specs import parse_spec
@@ -38,6 +39,7 @@ from flotilla.tune.store import SAVED, STUDY, TUNE, SavedSweep, load_saved, swee
 from flotilla.tune.study import load as load_study
 from flotilla.tune.study import pareto_ids
 from flotilla.tune.trial import TrialContext, run_trial, trial_name
+from flotilla.tune.watch import TrialProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,11 @@ def sweep(
     address: str | None = None,
     sweep_id: str | None = None,
     root: Path | None = None,
+    progress: ProgressView | None = None,
 ) -> SweepResult:
     """Run a sweep: ``spec`` is a SweepSpec, a spec file (``tuning/face_family.yaml``) or the same as a dict.
+
+    ``progress`` (see :mod:`flotilla.progress`) is told each trial's state and the best objective.
 
     Raises :class:`~flotilla.tune.results.NoWinner` (with the trials) when no trial trained to the end,
     :class:`~flotilla.tune.interrupts.SweepInterrupted` after a Ctrl-C; either way ``resume(sweep_id)``
@@ -67,9 +72,9 @@ def sweep(
     spec = checked
     hub = hub or Hub()
     family = spec.check(root)
-    sweep_id = sweep_id or branch_id(f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    sweep_id = sweep_id or new_sweep_id(spec.name)
     d = sweep_dir(sweep_id, hub.settings)
-    if d.exists():
+    if (d / SAVED).exists():  # the folder alone may hold the console log the CLI opened for this sweep
         raise ConfigError(
             f"sweep {sweep_id!r} already exists in {d.parent}",
             hint=f"continue it with 'flotilla sweep resume {sweep_id}', or pass another sweep_id",
@@ -80,12 +85,19 @@ def sweep(
     # resolved once to an immutable commit: every trial warm-starts from the same weights
     parent = resolve(hub, family.transfer.source, family.data.repo) if family.transfer else None
     saved = SavedSweep(spec, family.model_dump(mode="json"), commits, parent)
-    d.mkdir(parents=True)
+    d.mkdir(parents=True, exist_ok=True)
     (d / SAVED).write_text(saved.to_json())
-    return drive(hub, saved, d, sweep_id, address, restore=False)
+    return drive(hub, saved, d, sweep_id, address, restore=False, progress=progress)
 
 
-def resume(sweep_id: str, *, hub: Hub | None = None, address: str | None = None) -> SweepResult:
+def new_sweep_id(name: str) -> str:
+    """A fresh sweep id: the spec's name and the second it started."""
+    return branch_id(f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def resume(
+    sweep_id: str, *, hub: Hub | None = None, address: str | None = None, progress: ProgressView | None = None
+) -> SweepResult:
     """Finish an interrupted sweep: finished trials are kept, unfinished/errored ones run again.
 
     A sweep whose trials all finished but whose promotion did not (a merge conflict, the hub down)
@@ -93,10 +105,19 @@ def resume(sweep_id: str, *, hub: Hub | None = None, address: str | None = None)
     """
     hub = hub or Hub()
     d, saved = load_saved(sweep_id, hub.settings)
-    return drive(hub, saved, d, sweep_id, address, restore=True)
+    return drive(hub, saved, d, sweep_id, address, restore=True, progress=progress)
 
 
-def drive(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, address: str | None, *, restore: bool) -> SweepResult:
+def drive(
+    hub: Hub,
+    saved: SavedSweep,
+    d: Path,
+    sweep_id: str,
+    address: str | None,
+    *,
+    restore: bool,
+    progress: ProgressView | None = None,
+) -> SweepResult:
     """Run (or restore) the Tuner of the sweep pinned in folder ``d``, then finish the sweep."""
     from ray import tune
     from ray.util.client import ray as ray_client
@@ -127,8 +148,10 @@ def drive(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, address: str | No
         for cb in tune_state.restored_callbacks(tuner):  # restored without its credentials (never pickled)
             if isinstance(cb, TrialBranchCallback):
                 cb.attach(hub.credentials)
+            elif isinstance(cb, TrialProgressCallback):
+                cb.attach(progress)
     else:
-        tuner = _new_tuner(hub, saved, d, sweep_id, resourced)
+        tuner = _new_tuner(hub, saved, d, sweep_id, resourced, progress)
     with caller_keeps_ctrl_c() as ctrl_c:  # Tune's graceful-stop handler while the sweep runs, not after
         grid = tuner.fit()
     results = [grid[i] for i in range(len(grid))]
@@ -153,7 +176,7 @@ def _credentials_ref(hub: Hub) -> Any:
     return ray.put(hub.credentials)
 
 
-def _new_tuner(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, trainable: Any) -> Any:
+def _new_tuner(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, trainable: Any, progress: ProgressView | None) -> Any:
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
@@ -168,6 +191,7 @@ def _new_tuner(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, trainable: A
         sweep_id=sweep_id,
         ledger=str(d / LEDGER),
     )
+    watch = TrialProgressCallback(progress, obj.primary[0], obj.primary[1], saved.epochs)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -184,7 +208,7 @@ def _new_tuner(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, trainable: A
         # the JSON logger only (CSV and TensorBoard stay off): without result.json per trial, Tune warns
         # at the end of every sweep that it "failed to fetch metrics" for each trial
         run_config=tune.RunConfig(
-            name=sweep_id, storage_path=str(d / TUNE), callbacks=[callback, JsonLoggerCallback()], verbose=1
+            name=sweep_id, storage_path=str(d / TUNE), callbacks=[callback, watch, JsonLoggerCallback()], verbose=1
         ),
     )
 

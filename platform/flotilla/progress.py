@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+RUNNING = "running"  # a trial's state until it ends: completed, pruned or errored (flotilla.tune.results)
 SHOWN_METRICS = 4  # per line: the loss and the first few validation metrics stay on one terminal line
 
 
@@ -33,7 +34,7 @@ class EpochEvent:
 
 @dataclass(frozen=True)
 class TrialEvent:
-    """A trial changed state or reported; ``state``: running, done, stopped (by the scheduler) or failed."""
+    """A trial changed state or reported; ``state``: running, completed, pruned (by the scheduler) or errored."""
 
     trial: str
     state: str
@@ -77,7 +78,7 @@ def format_epoch(event: EpochEvent) -> str:
 
 
 def format_trial(event: TrialEvent) -> str:
-    """``trial 88bb400d  stopped  epoch 1/4  val/age/mae 22.36  (best 20.1)`` — one line, no markup."""
+    """``trial 88bb400d  pruned  epoch 1/4  val/age/mae 22.36  (best 20.1)`` — one line, no markup."""
     parts = [f"trial {event.trial}", event.state]
     if event.epochs:
         parts.append(f"epoch {event.epoch}/{event.epochs}")
@@ -110,7 +111,7 @@ class PlainView:
         pass
 
 
-_STATE_STYLE = {"running": "cyan", "done": "green", "stopped": "yellow", "failed": "red"}
+_STATE_STYLE = {RUNNING: "cyan", "completed": "green", "pruned": "yellow", "errored": "red"}
 
 
 class LiveView:
