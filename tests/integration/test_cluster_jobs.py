@@ -121,8 +121,10 @@ def test_cli_lists_and_shows_the_job(ingested):
 
     handle = ingested[0]
     runner = CliRunner()
-    out = runner.invoke(app, ["jobs", "list"], env={"COLUMNS": "220"})
-    assert out.exit_code == 0 and handle.submission_id in out.output, out.output
+    out = runner.invoke(app, ["jobs", "list"], env={"COLUMNS": "40"})  # piped and narrow: tab-separated, nothing cut
+    assert out.exit_code == 0, out.output
+    [row] = [line.split("\t") for line in out.output.splitlines() if line.startswith(handle.submission_id + "\t")]
+    assert len(row) == 7 and row[1] == "SUCCEEDED" and row[2] == "ingest" and all(row), row
     out = runner.invoke(app, ["jobs", "list", "--json"], env={"COLUMNS": "40"})  # narrow: JSON does not care
     assert out.exit_code == 0, out.output
     [job] = [j for j in json.loads(out.output) if j["submission_id"] == handle.submission_id]
@@ -130,6 +132,10 @@ def test_cli_lists_and_shows_the_job(ingested):
     assert job["data_commit"] is None or len(job["data_commit"]) > 12  # unabbreviated, unlike the table
     out = runner.invoke(app, ["jobs", "status", handle.submission_id], env={"COLUMNS": "220"})
     assert out.exit_code == 0 and "SUCCEEDED" in out.output and '"merge_commit"' in out.output
+    out = runner.invoke(app, ["jobs", "status", handle.submission_id, "--json"])
+    assert out.exit_code == 0, out.output
+    status = json.loads(out.stdout)
+    assert status["status"] == "SUCCEEDED" and status["result"]["merge_commit"], status
     out = runner.invoke(app, ["cluster", "status"], env={"COLUMNS": "220"})
     assert out.exit_code == 0 and "2 node(s)" in out.output
 

@@ -248,3 +248,28 @@ def test_separate_strategy_trains_one_model_per_task_on_its_own_branch(hub, data
         assert m.merge_commit and data_repo.stat("sep-into", f"models/{result.run_id}/{m.name}/model.pt")
         meta = data_repo.commit_info(m.merge_commit).metadata
         assert meta["flotilla.model"] == m.name and meta["flotilla.data_commit"] == result.data.commit
+
+
+def test_the_cli_shows_its_own_progress_and_keeps_rays_output_in_the_runs_log(data_repo, local_ray, jobs_env, tmp_path):
+    """`flotilla train`: flotilla's epoch lines and result, in a few lines; Ray's output in the run's log."""
+    import re
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from flotilla.cli import app
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny("cli", epochs=1, tracking={"wandb": False}).model_dump(mode="json")))
+    runner = CliRunner()
+    out = runner.invoke(app, ["train", str(spec)], env={"COLUMNS": "100"})
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert len(lines) < 30 and "Traceback" not in out.output, out.output
+    assert not any(s in out.output for s in ("RayTrainWorker", "TrainController", "Started a local Ray", "wandb:")), out.output
+    assert any(line.startswith("family  epoch 1/1  loss ") for line in lines), out.output
+    run_id = re.search(r"^run (\S+):", out.output, re.M)[1]
+    assert any(line.split("\t")[-1] == f"exp-{run_id}" for line in lines)  # piped: whole branch names, tab-separated
+    log = Path(re.search(r"Ray's log: (\S+)", out.output)[1])
+    assert log.parent.name == run_id and "(TrainController" in log.read_text()
+    # -v (streaming the same log) and --json are tested without training: tests/unit/test_cli_output.py

@@ -159,3 +159,22 @@ def test_ray_console_shows_the_logs_tail_and_path_on_failure(tmp_path):
         print("the worker said why")
         raise RuntimeError("boom")
     assert "the worker said why" in err.getvalue() and str(log) in err.getvalue()
+
+
+def test_verbose_streams_rays_output_to_the_terminal_and_still_logs_it(tmp_path):
+    log = tmp_path / "ray.log"
+    app = typer.Typer()
+
+    @app.command()
+    @with_output
+    def run() -> None:
+        with ray_console(log, Console(file=io.StringIO())):
+            print("(TrainController pid=7) Started training worker group")
+        print_json({"log": str(log)})
+
+    quiet = CliRunner().invoke(app, ["--json"])
+    assert json.loads(quiet.stdout) == {"log": str(log)} and "TrainController" not in quiet.output
+    loud = CliRunner().invoke(app, ["-v", "--json"])
+    assert json.loads(loud.stdout) == {"log": str(log)}  # the result alone on stdout
+    assert "(TrainController pid=7)" in loud.stderr
+    assert log.read_text().count("(TrainController pid=7)") == 2

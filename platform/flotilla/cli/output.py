@@ -178,9 +178,11 @@ def _retarget(old: set[int], new: IO[str]) -> None:
     for logger in loggers:
         for handler in logger.handlers:
             # Ray's own handler (a StreamHandler subclass) keeps the stderr it was made with
-            plain = isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
-            if plain and id(handler.stream) in old:
-                handler.setStream(new)
+            if not isinstance(handler, logging.StreamHandler) or isinstance(handler, logging.FileHandler):
+                continue
+            if id(handler.stream) in old:
+                with contextlib.suppress(AttributeError):  # a handler that looks sys.stderr up at each record
+                    handler.setStream(new)
 
 
 def tail(path: Path, lines: int = TAIL_LINES) -> str:
@@ -203,7 +205,7 @@ def ray_console(log: Path, err: Console) -> Iterator[None]:
     real_out, real_err = sys.stdout, sys.stderr
     failed = False
     with open(log, "a", buffering=1, errors="replace") as fh:
-        sink: IO[str] = _Tee(fh, real_err) if verbose else fh
+        sink: IO[str] = _Tee(fh, real_err) if verbose else fh  # type: ignore[assignment]  # a TextIOBase is an IO[str]
         _retarget({id(real_out), id(real_err)}, sink)
         sys.stdout = sys.stderr = sink
         try:
