@@ -80,7 +80,7 @@ def format_epoch(event: EpochEvent) -> str:
 def format_trial(event: TrialEvent) -> str:
     """``trial 88bb400d  pruned  epoch 1/4  val/age/mae 22.36  (best 20.1)`` — one line, no markup."""
     parts = [f"trial {event.trial}", event.state]
-    if event.epochs:
+    if event.epochs and event.epoch:  # a trial just started has reported no epoch yet
         parts.append(f"epoch {event.epoch}/{event.epochs}")
     if event.metric and event.value is not None:
         parts.append(f"{event.metric} {_num(event.value)}")

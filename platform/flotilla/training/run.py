@@ -207,7 +207,8 @@ def train_model(
     except Exception as exc:
         raise FlotillaError(
             f"training {run.name!r} of run {run.run_id!r} failed: {type(exc).__name__}: {str(exc)[:2000]}",
-            hint=f"the checkpoints so far are on branch {branch!r}; see the worker logs above",
+            hint=f"the checkpoints so far are on branch {branch!r}; the workers' output says why "
+            "(the CLI keeps it in the run's ray.log and shows its last lines; -v streams it)",
         ) from None
     return publish_model(repo, run, branch, fit, time.monotonic() - t0)
 
