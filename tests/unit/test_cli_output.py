@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import pickle
 import sys
 
 import pytest
@@ -178,3 +179,35 @@ def test_verbose_streams_rays_output_to_the_terminal_and_still_logs_it(tmp_path)
     assert json.loads(loud.stdout) == {"log": str(log)}  # the result alone on stdout
     assert "(TrainController pid=7)" in loud.stderr
     assert log.read_text().count("(TrainController pid=7)") == 2
+
+
+def test_a_sweeps_trials_are_told_running_done_stopped_or_failed_with_the_best_so_far():
+    from types import SimpleNamespace
+
+    from flotilla.tune.watch import TrialProgressCallback
+
+    events: list[TrialEvent] = []
+
+    class Recorder(NullView):
+        def trial(self, event: TrialEvent) -> None:
+            events.append(event)
+
+    watch = TrialProgressCallback(Recorder(), "val/score", "max", max_epochs=4)
+    full = SimpleNamespace(trial_id="a1", last_result=None)
+    cut = SimpleNamespace(trial_id="b2", last_result={"epochs_done": 1, "val/score": 0.2})
+    watch.on_trial_start(0, [], full)
+    watch.on_trial_result(0, [], full, {"epochs_done": 1, "val/score": 0.3})
+    full.last_result = {"epochs_done": 4, "val/score": 0.5}
+    watch.on_trial_complete(0, [], full)
+    watch.on_trial_complete(0, [], cut)
+    watch.on_trial_error(0, [], SimpleNamespace(trial_id="c3", last_result=None))
+    assert [(e.trial, e.state) for e in events] == [
+        ("a1", "running"),
+        ("a1", "running"),
+        ("a1", "done"),
+        ("b2", "stopped"),
+        ("c3", "failed"),
+    ]
+    assert [e.best for e in events] == [None, 0.3, 0.5, 0.5, 0.5] and events[3].epoch == 1
+    restored = pickle.loads(pickle.dumps(watch))  # Tune keeps its callbacks in its saved state: without the view
+    assert isinstance(restored.view, NullView) and restored.best == 0.5
