@@ -151,9 +151,7 @@ def _age(seconds: float) -> str:
 def hub_branches(
     repo: str = typer.Option(None, "--repo", help="one repository (default: every repository of the hub)"),
     into: str = typer.Option("main", "--into", help="the protected branch the others are compared with"),
-    prune: bool = typer.Option(
-        False, "--prune", help="delete the failed or already-merged ingest-* branches (without it: only list them)"
-    ),
+    prune: bool = flag("--prune", help="delete the failed or already-merged ingest-* branches (without it: only list them)"),
 ) -> None:
     """List the branches flotilla made (kind, age, state); --prune deletes the ingest branches nobody needs."""
     hub = Hub()
@@ -167,7 +165,7 @@ def hub_branches(
             mark = "deleted" if prune else "yes" if b.prunable else ""
             table.add_row(b.repo, b.name, b.kind, _age(b.age_s), b.state, b.why, mark)
         total += len(shown)
-    console.print(table)
+    print_table(table, console)
     if prune:
         console.print(f"[green]✓[/] deleted {total} branch(es)")
     else:

@@ -45,8 +45,7 @@ GATE_FILE = typer.Option(
     None, "--thresholds", help="YAML file of the gate's thresholds: the keys of an ingest job's 'thresholds:' block"
 )
 MIN_PER_GROUP = typer.Option(None, "--min-per-group", min=0, help="samples each group slice needs (min_group_count; default 20)")
-ALLOW_UNDER = typer.Option(
-    False,
+ALLOW_UNDER = flag(
     "--allow-underrepresented",
     help="report under-represented groups as warnings, never errors (representativeness: warning); "
     "without it, groups too small to judge warn and the others fail",
