@@ -129,21 +129,17 @@ def print_table(table: Table, console: Console | None = None) -> None:
     """Print ``table`` so that every cell can be copied whole.
 
     On a terminal: rich's table with cells folded onto more lines rather than cut with "…" (ids and
-    branch names must survive), single-word columns (ids, branches) kept whole while they fit.
-    Piped (or to a file): tab-separated rows with a header, no ANSI, no box — rich sized a piped
-    table to 80 columns and squeezed columns down to nothing.
+    branch names must survive). Piped (or to a file): tab-separated rows with a header, no ANSI, no
+    box — rich sized a piped table to 80 columns and squeezed columns down to nothing.
     """
     console = console or Console()
-    header, rows = table_rows(table)
     if console.is_terminal:
-        for i, column in enumerate(table.columns):
+        for column in table.columns:
             column.overflow = "fold"
             column.no_wrap = False
-            tokens = [row[i] for row in rows]
-            if tokens and not any(" " in t for t in tokens):  # ids, branches: kept on one line while they fit
-                column.min_width = min(max(map(len, tokens)), console.width // 2)
         console.print(table)
         return
+    header, rows = table_rows(table)
     out = console.file
     if table.title:
         out.write(Text.from_markup(str(table.title)).plain + "\n")
