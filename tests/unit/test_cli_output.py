@@ -181,7 +181,7 @@ def test_verbose_streams_rays_output_to_the_terminal_and_still_logs_it(tmp_path)
     assert log.read_text().count("(TrainController pid=7)") == 2
 
 
-def test_a_sweeps_trials_are_told_running_done_stopped_or_failed_with_the_best_so_far():
+def test_a_sweeps_trials_are_told_running_completed_pruned_or_errored_with_the_best_so_far():
     from types import SimpleNamespace
 
     from flotilla.tune.watch import TrialProgressCallback
@@ -204,9 +204,9 @@ def test_a_sweeps_trials_are_told_running_done_stopped_or_failed_with_the_best_s
     assert [(e.trial, e.state) for e in events] == [
         ("a1", "running"),
         ("a1", "running"),
-        ("a1", "done"),
-        ("b2", "stopped"),
-        ("c3", "failed"),
+        ("a1", "completed"),
+        ("b2", "pruned"),
+        ("c3", "errored"),
     ]
     assert [e.best for e in events] == [None, 0.3, 0.5, 0.5, 0.5] and events[3].epoch == 1
     restored = pickle.loads(pickle.dumps(watch))  # Tune keeps its callbacks in its saved state: without the view

@@ -70,7 +70,7 @@ def _say(msg: str) -> None:
 @hub_app.command("install")
 @friendly
 def hub_install(
-    rebuild: bool = typer.Option(False, "--rebuild", help="build the cached binary again (say, after installing Node.js)"),
+    rebuild: bool = flag("--rebuild", help="build the cached binary again (say, after installing Node.js)"),
 ) -> None:
     """Make sure the lakeFS server binary is there (env var, PATH, cache, download or Go build with its web UI)."""
     path = local.install(report=_say, rebuild=rebuild)
