@@ -148,7 +148,10 @@ def test_sweep_promotes_the_winner_and_only_kept_branches_remain(hub, local_ray)
         env=env,
     )
     assert shown.returncode == 0, shown.stderr[-3000:]
-    rows = {line.split()[1]: line for line in shown.stdout.splitlines() if line.startswith("│")}
+    # piped, the table is tab-separated rows under a header: the first cell is the trial (and ★ for the winner)
+    cells = [line.split("\t") for line in shown.stdout.splitlines() if "\t" in line]
+    assert cells[0][0] == "trial" and cells[0][-1] == "branch", shown.stdout
+    rows = {row[0].split()[0]: "\t".join(row) for row in cells[1:]}
     assert set(rows) == ids, shown.stdout
     for t in result.trials:
         assert t.status in rows[t.trial_id] and (t.branch in rows[t.trial_id]) == t.kept
