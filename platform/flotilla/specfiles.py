@@ -88,8 +88,11 @@ def resolve_spec_path(name: str | Path, kind: SpecKind, *, relative_to: Path | N
         return shipped
     siblings = sorted(x.name for x in (where / path).parent.glob("*.y*ml")) if (where / path).parent.is_dir() else []
     close = difflib.get_close_matches(path.name, siblings, n=1)
-    maybe = f" (did you mean {(path.parent / close[0]).as_posix()}?)" if close else ""
     names = ", ".join(p.stem for p in shipped_specs(kind)) or "none"
+    if not close:  # a misspelled shipped spec: offer it by the name that was tried
+        close = difflib.get_close_matches(path.stem, [p.stem for p in shipped_specs(kind)], n=1)
+        close = [f"{close[0]}{path.suffix}"] if close else []
+    maybe = f" (did you mean {(path.parent / close[0]).as_posix()}?)" if close else ""
     context = "the current directory" if relative_to is None else f"{where}, the folder of the spec that names it"
     raise SpecError(
         f"{what or kind + ' spec'} {name} does not exist under {where}{maybe}, nor is it a shipped {kind} spec ({names})",

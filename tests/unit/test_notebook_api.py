@@ -125,8 +125,8 @@ def test_a_spec_found_nowhere_lists_the_shipped_ones(tmp_path, monkeypatch):
     with pytest.raises(SpecError) as info:
         load_family_spec("face_famly")
     assert (
-        info.value.message
-        == f"family spec face_famly does not exist under {tmp_path}, nor is it a shipped family spec (face_family)"
+        info.value.message == f"family spec face_famly does not exist under {tmp_path} (did you mean face_family?), "
+        "nor is it a shipped family spec (face_family)"
     )
     assert info.value.hint == (
         "a relative path is resolved against the current directory, then among the shipped family specs: "
