@@ -51,7 +51,7 @@ class ModelRun:
     rank: CheckpointRank = None
     wandb_group: str | None = None  # the W&B group (default: the run id; a sweep: the sweep's id)
     wandb_name: str | None = None  # the W&B run's name (default: ``<run_id>/<name>``; a sweep: the trial id)
-    folder: Path | None = None  # the run's local folder, W&B's offline runs under it (default: $FLOTILLA_HOME/runs/<run_id>)
+    folder: Path | None = None  # W&B's folder as the caller chose it (default: $WANDB_DIR, else $FLOTILLA_HOME/runs/<run_id>)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks) or tuple(resolve_tasks(self.spec.tasks)))

@@ -63,7 +63,7 @@ def choose_mode() -> tuple[str, str]:
 def plan_tracking(run: ModelRun, branch: str, settings: Settings) -> TrackingPlan:
     """Where rank 0's W&B run goes for ``run`` trained on ``branch``; notes the mode once per process."""
     mode, why = choose_mode()
-    folder = wandb_dir() or str(run.folder or settings.home / "runs" / run.run_id)
+    folder = str(run.folder) if run.folder else wandb_dir() or str(settings.home / "runs" / run.run_id)
     if why not in _NOTED:
         _NOTED.add(why)
         log.warning("%s (under %s)", why, folder)

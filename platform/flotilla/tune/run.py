@@ -22,7 +22,7 @@ from flotilla.errors import ConfigError
 from flotilla.hub.client import Hub
 from flotilla.names import branch_id
 from flotilla.registry.lookup import resolve
-from flotilla.settings import TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, TUNE_GLOBAL_CHECKPOINT_S
+from flotilla.settings import TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, TUNE_GLOBAL_CHECKPOINT_S, wandb_dir
 from flotilla.specs import Overrides
 from flotilla.tune import repair, space, tune_state
 from flotilla.tune.branches import TrialBranches
@@ -109,7 +109,9 @@ def drive(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, address: str | No
     # and few, so it is cheap, and a driver killed with SIGKILL then loses no finished trial.
     os.environ.setdefault(TUNE_GLOBAL_CHECKPOINT_S, "0")
     spec = saved.spec
-    ctx = TrialContext(sweep_id, saved.family, saved.commits, _credentials_ref(hub), spec.objective, saved.parent, str(d))
+    # W&B's folder as the sweep's driver sees it: the trials' processes may carry an older environment
+    folder = wandb_dir() or str(d)
+    ctx = TrialContext(sweep_id, saved.family, saved.commits, _credentials_ref(hub), spec.objective, saved.parent, folder)
 
     def trainable(config: dict[str, Any]) -> None:
         run_trial(config, ctx)

@@ -56,7 +56,7 @@ class TrialContext:
     credentials: Any  # ray.ObjectRef[HubCredentials]
     objective: Objective
     parent: ModelLocation | None = None  # transfer learning: resolved once, when the sweep started
-    folder: str | None = None  # the sweep's folder: W&B's offline trial runs go under it
+    folder: str | None = None  # W&B's folder for the trials: $WANDB_DIR on the driver, else the sweep's folder
 
 
 def epochs_done(result: Mapping[str, Any] | None) -> int:
