@@ -189,6 +189,11 @@ def lakefs_bin() -> str | None:
     return os.environ.get(FLOTILLA_LAKEFS_BIN) or None
 
 
+def wandb_api_key_set() -> bool:
+    """Whether ``WANDB_API_KEY`` is set: one of W&B's own ways to be logged in (the others are its files)."""
+    return bool(os.environ.get(WANDB_API_KEY))
+
+
 def wandb_mode() -> str | None:
     """``WANDB_MODE`` when a person set it (online, offline, disabled): it decides, as it does for W&B itself."""
     return os.environ.get(WANDB_MODE, "").strip().lower() or None

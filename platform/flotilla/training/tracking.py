@@ -20,11 +20,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flotilla.settings import Settings, wandb_dir, wandb_mode
+from flotilla.settings import Settings, wandb_api_key_set, wandb_dir, wandb_mode
 from flotilla.training.config import TrackingPlan
 
 if TYPE_CHECKING:
@@ -34,18 +35,37 @@ log = logging.getLogger(__name__)
 _NOTED: set[str] = set()  # notes already given in this process: one line per process, not per model
 
 
+LOGIN_CHECK_S = 60.0
+"""The longest the login check may take (W&B reads its settings; seconds on a loaded machine): past it, offline."""
+
+
 def logged_in() -> bool:
-    """Whether W&B finds credentials here by its own means (``~/.netrc``, ``WANDB_API_KEY``, its settings)."""
-    try:
-        import wandb
-    except ImportError:  # pragma: no cover - wandb is a dependency
-        return False
-    quiet = io.StringIO()  # W&B announces the key it found; the mode note says it once, in flotilla's words
-    with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
+    """Whether W&B finds credentials here by its own means (``~/.netrc``, ``WANDB_API_KEY``, its settings).
+
+    ``WANDB_API_KEY`` is read directly (it needs no W&B start-up); the rest is W&B's own lookup, in a
+    daemon thread so that a W&B that hangs (a settings file on a dead mount) costs at most
+    :data:`LOGIN_CHECK_S` and never the run.
+    """
+    if wandb_api_key_set():
+        return True
+    found: list[bool] = []
+
+    def check() -> None:
         try:
-            return bool(wandb.login(prompt=False, verify=False))
-        except Exception:  # a broken settings file, say: tracking is never a reason to stop
-            return False
+            import wandb
+        except ImportError:  # pragma: no cover - wandb is a dependency
+            return
+        quiet = io.StringIO()  # W&B announces the key it found; the mode note says it once, in flotilla's words
+        with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
+            try:
+                found.append(bool(wandb.login(prompt=False, verify=False)))
+            except Exception:  # a broken settings file, say: tracking is never a reason to stop
+                found.append(False)
+
+    thread = threading.Thread(target=check, name="wandb-login-check", daemon=True)
+    thread.start()
+    thread.join(LOGIN_CHECK_S)
+    return bool(found and found[0])
 
 
 def choose_mode() -> tuple[str, str]:
