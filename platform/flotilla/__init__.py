@@ -3,7 +3,10 @@
 Every package names its public API in ``__all__`` and re-exports it from its ``__init__``. This top
 level is the one place that defers the imports behind its names (PEP 562, as Optuna defers its heavy
 submodules): ``flotilla.train`` pulls in Ray and ``flotilla.Hub`` the lakeFS SDK, several seconds on
-a small machine, and the CLI (``flotilla --help``) and ``import flotilla`` must not pay for that.
+a small machine, and the CLI (``flotilla --help``) and ``import flotilla`` must not pay for that. The
+public subpackages (``flotilla.jobs``, ``flotilla.tune``, ...) are deferred the same way, so a notebook
+reaches ``flotilla.jobs.submit`` after a bare ``import flotilla``. What comes back is the real
+function or class (its signature and docstring are ``help``'s), never a wrapper.
 """
 
 from __future__ import annotations
@@ -61,13 +64,23 @@ __all__ = [
 ]
 
 
+# the public subpackages: ``flotilla.jobs.submit(...)`` works after a bare ``import flotilla``
+SUBPACKAGES = (
+    "active", "audit", "cli", "cluster", "data", "hub", "jobs", "labelstudio",
+    "loop", "models", "registry", "training", "tune",
+)  # fmt: skip
+
+
 def __getattr__(name: str) -> Any:
-    if name not in _DEFERRED:
+    if name in SUBPACKAGES:
+        value = importlib.import_module(f"flotilla.{name}")  # the import binds it here as well
+    elif name in _DEFERRED:
+        value = getattr(importlib.import_module(_DEFERRED[name]), name)
+    else:
         raise AttributeError(f"module 'flotilla' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_DEFERRED[name]), name)
     globals()[name] = value  # once imported, a plain attribute
     return value
 
 
 def __dir__() -> list[str]:
-    return __all__
+    return sorted({*__all__, *SUBPACKAGES})

@@ -749,6 +749,9 @@ class ModelCard:
     config: Mapping[str, Any]
     parent: ParentModel | None = None
     environment: Mapping[str, Any] = field(default_factory=dict)
+    tracking: Mapping[str, Any] = field(default_factory=dict)
+    """``{"wandb": {"id", "project", "group", "name", "mode", "dir", "url"}}``: the W&B run that logged the
+    model's training (empty when W&B did not track it, and in cards written before this existed)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -773,4 +776,5 @@ class ModelCard:
             config=dict(d.get("config", {})),
             parent=None if not parent else ParentModel(parent["repo"], parent["commit"], parent["path"]),
             environment=dict(d.get("environment") or {}),
+            tracking=dict(d.get("tracking") or {}),
         )

@@ -82,6 +82,7 @@ TUNE_GLOBAL_CHECKPOINT_S = "TUNE_GLOBAL_CHECKPOINT_S"
 TUNE_DISABLE_AUTO_CALLBACK_LOGGERS = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
 WANDB_API_KEY = "WANDB_API_KEY"
 WANDB_DIR = "WANDB_DIR"
+WANDB_MODE = "WANDB_MODE"
 
 
 def int_env(name: str, default: int) -> int:
@@ -189,11 +190,17 @@ def lakefs_bin() -> str | None:
 
 
 def wandb_api_key_set() -> bool:
-    """Whether W&B can log online (else offline runs, synced later)."""
+    """Whether ``WANDB_API_KEY`` is set: one of W&B's own ways to be logged in (the others are its files)."""
     return bool(os.environ.get(WANDB_API_KEY))
 
 
+def wandb_mode() -> str | None:
+    """``WANDB_MODE`` when a person set it (online, offline, disabled): it decides, as it does for W&B itself."""
+    return os.environ.get(WANDB_MODE, "").strip().lower() or None
+
+
 def wandb_dir() -> str | None:
+    """``WANDB_DIR`` when set: W&B's runs go there instead of under the run's own folder."""
     return os.environ.get(WANDB_DIR) or None
 
 

@@ -9,7 +9,7 @@ never raw dicts.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +23,7 @@ from flotilla.errors import InvalidNameError, SpecError
 from flotilla.models.backbone_names import DEFAULT_BACKBONE, check_backbone_name
 from flotilla.models.tasks import TaskSpec, resolve_tasks
 from flotilla.names import check_dataset_name, check_registry_name, check_repo_id
+from flotilla.specfiles import resolve_spec_path
 
 
 class _Spec(BaseModel):
@@ -352,10 +353,13 @@ def load_yaml(path: str | Path) -> dict[str, Any] | None:
     return data
 
 
-def load_family_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> FamilySpec:
-    data = load_yaml(path)
-    if overrides:
-        data = deep_merge(data or {}, overrides)
+def load_family_spec(path: str | Path, overrides: Overrides | None = None) -> FamilySpec:
+    """The family spec file ``path`` names (see :func:`flotilla.specfiles.resolve_spec_path`: the
+    current directory, then the shipped specs), with ``overrides`` (:func:`parse_overrides`) applied."""
+    data = load_yaml(resolve_spec_path(path, "family"))
+    extra = parse_overrides(overrides)
+    if extra:
+        data = deep_merge(data or {}, extra)
     spec: FamilySpec = parse_spec(FamilySpec, data, source=str(path), settable=True)
     return spec
 
@@ -372,6 +376,116 @@ def load_thresholds(path: str | Path | None = None, overrides: dict[str, Any] | 
     source = f"thresholds file {path}" if path is not None else "the gate's thresholds"
     thresholds: Thresholds = parse_spec(Thresholds, data, source=source)
     return thresholds
+
+
+def family_spec(spec: FamilySpec | Mapping[str, Any] | str | Path, overrides: Overrides | None = None) -> FamilySpec:
+    """A family spec from what a person hands ``flotilla.train``: a spec object, a mapping of the YAML's
+    shape, or a file's path or shipped name, each with ``overrides`` applied the way ``--set`` applies them."""
+    if isinstance(spec, (str, Path)):
+        return load_family_spec(spec, overrides)
+    if isinstance(spec, FamilySpec):
+        if not overrides:
+            return spec
+        data: Any = spec.model_dump(mode="json")
+    elif isinstance(spec, Mapping):
+        data = dict(spec)
+    else:
+        raise SpecError(
+            f"a family spec is a FamilySpec, a mapping or a spec file's path, not {kind_of(spec)}",
+            hint="e.g. flotilla.train('jobs/face_family.yaml', overrides={'epochs': 2})",
+        )
+    family: FamilySpec = parse_spec(FamilySpec, deep_merge(data, parse_overrides(overrides)), source="family spec")
+    return family
+
+
+Overrides = Mapping[str, Any] | Sequence[str]
+"""Spec overrides: ``["optim.lr=0.01", "epochs=3"]`` (the CLI's ``--set``, values read as YAML) or
+``{"optim.lr": 0.01, "data": {"ref": "dev"}}`` (Python values; a key may be dotted)."""
+
+
+def parse_sets(sets: Sequence[str] | None) -> dict[str, Any]:
+    """``--set optim.lr=0.01 --set epochs=3`` → nested overrides (values parsed as YAML scalars)."""
+    return parse_overrides(list(sets or []))
+
+
+def parse_overrides(overrides: Overrides | None) -> dict[str, Any]:
+    """Overrides (``--set`` strings, or a mapping from Python) → one nested mapping to merge into a spec.
+
+    One code path for the CLI and the API, so ``overrides={"optim.lr": 0.01}`` means what
+    ``--set optim.lr=0.01`` means. Every bad item is a SpecError naming it, not a yaml ScannerError or a
+    TypeError from deep inside: a value YAML cannot read (``@nightly``, ``[1``, ``*main``: quoting makes
+    it a string), and two items that make one key both a value and a mapping (``epochs=3`` with
+    ``epochs.x=1``).
+    """
+    if not overrides:
+        return {}
+    if isinstance(overrides, str):
+        raise SpecError(
+            f"overrides must be a list of KEY=VALUE strings or a mapping, not the one string {overrides!r}",
+            hint=f"overrides=[{overrides!r}]",
+        )
+    items: list[tuple[str, str, Any]] = []  # (how the item is named in errors, key, value)
+    if isinstance(overrides, Mapping):
+        items = [(f"overrides[{str(k)!r}]", str(k), v) for k, v in overrides.items()]
+    else:
+        for item in overrides:
+            if "=" not in item:
+                raise SpecError(f"--set {item!r} is not KEY=VALUE", hint="e.g. --set optim.lr=0.01")
+            key, text = item.split("=", 1)
+            items.append((f"--set {item!r}", key, _yaml_value(item, key, text)))
+    return _nest(items)
+
+
+def _yaml_value(item: str, key: str, text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        quoted = text.replace("'", "''")  # YAML's own escape inside single quotes
+        dotted = ".".join(part.strip() for part in key.strip().split("."))
+        raise SpecError(
+            f"--set {item!r}: the value {text!r} is not valid YAML ({getattr(exc, 'problem', None) or exc})",
+            hint=f"quote it to pass it as a string: --set \"{dotted}='{quoted}'\"",
+        ) from None
+
+
+def _nest(items: list[tuple[str, str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    origin: dict[tuple[str, ...], str] = {}  # which item wrote each key path, to name it in a conflict
+
+    def setter_of(path: tuple[str, ...]) -> str:
+        return next(origin[path[:n]] for n in range(len(path), 0, -1) if path[:n] in origin)
+
+    def conflict(item: str, other: str, message: str) -> SpecError:
+        return SpecError(
+            f"{item} conflicts with {other}: {message}",
+            hint="keep one of the two: a field is set whole (--set KEY=VALUE) or key by key (--set KEY.SUBKEY=VALUE)",
+        )
+
+    for item, raw_key, value in items:
+        path = tuple(part.strip() for part in raw_key.strip().split("."))
+        if not all(path):
+            raise SpecError(f"{item} has an empty key (or an empty part between dots)", hint="e.g. --set optim.lr=0.01")
+        key = ".".join(path)
+        node = out
+        for depth, part in enumerate(path[:-1], start=1):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                parent = ".".join(path[:depth])
+                raise conflict(
+                    item,
+                    setter_of(path[:depth]),
+                    f"that sets {parent} to {kind_of(node)}, not a mapping, so {key} cannot be set inside it",
+                )
+        inside = [origin[p] for p in origin if len(p) > len(path) and p[: len(path)] == path]
+        if inside:  # an earlier item wrote a key inside this one: keep it (a second KEY=VALUE replaces the first)
+            if not isinstance(value, dict):
+                raise conflict(
+                    item, inside[0], f"that sets a key inside {key}, and this sets {key} to {kind_of(value)}, not a mapping"
+                )
+            value = deep_merge(node[path[-1]], value)
+        node[path[-1]] = value
+        origin[path] = item
+    return out
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

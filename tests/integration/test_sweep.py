@@ -347,7 +347,8 @@ def test_ctrl_c_promotes_nothing_and_resume_finishes_the_cut_short_trial_from_it
     assert result.promotion_commit == hub.repo(REPO).resolve("main") != main_before
 
 
-def test_pareto_search_keeps_the_front_and_promotes_its_best_on_the_first_metric(hub, local_ray):
+def test_pareto_search_keeps_the_front_and_promotes_its_best_on_the_first_metric(hub, local_ray, monkeypatch):
+    monkeypatch.delenv("WANDB_DIR", raising=False)  # W&B's runs go under the sweep's folder, as for a user
     objectives = {"val/age/mae": "min", "val/emotion/accuracy": "max"}
     repo = hub.repo(REPO)
     repo.create_branch("pareto-into", "main")
@@ -359,10 +360,16 @@ def test_pareto_search_keeps_the_front_and_promotes_its_best_on_the_first_metric
         scheduler={"type": "none"},
         retention={"keep": "winner"},
         promote={"into": "pareto-into"},
+        overrides={"tracking": {"wandb": True}},
     )
     result = sweep(spec, hub=hub)
     done = [t for t in result.trials if t.status == "completed"]
     assert len(done) == 4 and result.objectives == objectives
+    # W&B logged each trial as its own run, in the sweep's folder, grouped by the sweep and named by the trial id
+    for t in done:
+        (run,) = [r for r in Path(result.directory).glob("wandb/offline-run-*") if r.name.endswith(f"-{t.branch}")]
+        record = b"".join(f.read_bytes() for f in run.glob("run-*.wandb"))
+        assert result.sweep_id.encode() in record and t.trial_id.encode() in record
 
     def beats(a, b):  # a dominates b: no worse on both, better on one
         pairs = [

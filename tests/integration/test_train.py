@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import os
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -32,7 +31,9 @@ def data_repo(hub):
 
 @pytest.fixture(scope="module")
 def family(hub, data_repo, local_ray):
-    return train(tiny("fam"), hub=hub)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("WANDB_DIR", raising=False)  # W&B's runs go under the run's own folder, as for a user
+        return train(tiny("fam"), hub=hub)
 
 
 def test_shared_family_run_lives_on_its_branch_with_lineage(family, data_repo, hub):
@@ -64,13 +65,14 @@ def test_shared_family_run_lives_on_its_branch_with_lineage(family, data_repo, h
     _, commit, path = parse_lakefs_uri(model.model_uri)
     state = torch.load(__import__("io").BytesIO(data_repo.get(commit, path)), weights_only=True)
     assert set(state) == {"config", "state"} and "heads.emotion.weight" in "".join(state["state"])
-    # W&B ran offline on rank 0 only, with the data commit in its config, and no credential in any of its files
-    run_dirs = [
-        d
-        for d in Path(os.environ["WANDB_DIR"]).glob("wandb/offline-run-*")
-        if any(family.run_id.encode() in f.read_bytes() for f in d.glob("run-*.wandb"))
-    ]
-    assert len(run_dirs) == 1, run_dirs  # one run for the two-worker family: rank 0's
+    # W&B ran offline on rank 0 only, under the run's folder (not Ray's temp dir), and the card names its run
+    tracked = card["tracking"]["wandb"]
+    run_folder = hub.settings.home / "runs" / family.run_id
+    assert tracked["id"] == model.branch == model.wandb_run and tracked["group"] == family.run_id
+    assert tracked["mode"] == "offline" and tracked["url"] is None and Path(tracked["dir"]) == run_folder
+    run_dirs = list(run_folder.glob("wandb/offline-run-*"))
+    assert len(run_dirs) == 1 and run_dirs[0].name.endswith(f"-{model.branch}"), run_dirs  # one run for two workers: rank 0's
+    # ... with the data commit in its config, and no credential in any of its files
     everything = b"".join(f.read_bytes() for f in run_dirs[0].rglob("*") if f.is_file())
     assert family.data.commit.encode() in everything
     creds = hub.credentials

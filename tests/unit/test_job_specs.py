@@ -149,7 +149,7 @@ def test_exactly_one_source_and_a_missing_family_file():
     both = _problems({"kind": "ingest", "name": "x", "synthetic": {"n": 5}, "files": {"format": "utkface", "path": "/d"}})
     assert any("exactly one source" in p for p in both)
     missing = _problems({"kind": "train", "name": "x", "spec": "jobs/nope.yaml"})
-    assert missing == [f"spec: jobs/nope.yaml does not exist under {ROOT}"]
+    assert missing == [f"spec: jobs/nope.yaml does not exist under {ROOT}, nor is it a shipped family spec (face_family)"]
 
 
 def test_a_spec_that_is_a_directory_says_so_and_names_the_spec_files_in_it(tmp_path):

@@ -219,18 +219,25 @@ def test_a_fixed_value_or_a_bare_promote_target_says_how_to_write_it():
     assert _spec(promote={"into": None}).promote.into is None
 
 
-def test_a_missing_base_names_base_and_how_its_path_is_resolved(tmp_path):
+def test_a_base_is_resolved_beside_the_sweep_spec_then_among_the_shipped_ones(tmp_path):
     (tmp_path / "jobs").mkdir()
     (tmp_path / "jobs" / "face_family.yaml").write_text("name: fam\n")
     with pytest.raises(SpecError) as err:
         _spec(base="jobs/face_famly.yaml").check(tmp_path)
     assert err.value.message == (
-        f"base: jobs/face_famly.yaml does not exist under {tmp_path}: a relative base is resolved against the project "
-        "root (for 'flotilla sweep SPEC': the folder above tuning/ when SPEC is in tuning/, else the current directory); "
-        "did you mean jobs/face_family.yaml?"
+        f"base: jobs/face_famly.yaml does not exist under {tmp_path} (did you mean jobs/face_family.yaml?), "
+        "nor is it a shipped family spec (face_family)"
     )
-    assert err.value.hint == f"give base a path relative to {tmp_path}, or an absolute one"
-    _spec(base="jobs/face_family.yaml", overrides={"data": {"repo": "rep", "dataset": "d"}, "epochs": 9}).check(tmp_path)
+    assert err.value.hint == (
+        f"a relative path is resolved against {tmp_path}, the folder of the spec that names it, then among the shipped "
+        "family specs: face_family (jobs/face_family.yaml)"
+    )
+    mine = _spec(base="jobs/face_family.yaml", overrides={"data": {"repo": "rep", "dataset": "d"}, "epochs": 9})
+    assert mine.check(tmp_path).name == "fam"  # the file beside the spec wins over the shipped one ...
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert mine.check(elsewhere).name == "face-family"  # ... and where there is none, the shipped one is found
+    assert Path(mine.anchored(tmp_path).base) == tmp_path / "jobs" / "face_family.yaml"  # absolute once anchored
     with pytest.raises(SpecError) as err:  # an absolute base is not resolved against anything
         _spec(base=str(tmp_path / "jobs" / "nope.yaml")).check(tmp_path)
     assert err.value.message == f"base: {tmp_path / 'jobs' / 'nope.yaml'} does not exist"

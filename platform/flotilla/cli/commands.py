@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -27,10 +26,9 @@ from flotilla.cli.models import models_app
 from flotilla.cli.monitor import monitor_command
 from flotilla.cli.output import flag, mode, print_json, print_table, progress_view, ray_console, with_output
 from flotilla.cli.sweep import sweep_app
-from flotilla.errors import SpecError
 from flotilla.hub import Hub, flotilla_branches, local, prune_branches
 from flotilla.hub.binary import binary_version
-from flotilla.specs import deep_merge, kind_of, load_family_spec
+from flotilla.specs import load_family_spec, parse_sets
 from flotilla.version import __version__
 
 app = typer.Typer(help="Train model families on Ray from zero-copy branches of a lakeFS data hub.", no_args_is_help=True)
@@ -170,63 +168,6 @@ def hub_branches(
         console.print(f"[green]✓[/] deleted {total} branch(es)")
     else:
         console.print("[dim]prune 'yes': what 'flotilla hub branches --prune' would delete[/]")
-
-
-def parse_sets(sets: list[str] | None) -> dict:
-    """``--set optim.lr=0.01 --set epochs=3`` → nested overrides (values parsed as YAML scalars).
-
-    Every bad ``--set`` is a SpecError naming it, not a yaml ScannerError or a TypeError from deep
-    inside: a value YAML cannot read (``@nightly``, ``[1``, ``*main``: quoting makes it a string), and
-    two ``--set`` that make one key both a value and a mapping (``epochs=3`` with ``epochs.x=1``).
-    """
-    out: dict = {}
-    origin: dict[tuple[str, ...], str] = {}  # which --set wrote each key path, to name it in a conflict
-
-    def setter_of(path: tuple[str, ...]) -> str:
-        return next(origin[path[:n]] for n in range(len(path), 0, -1) if path[:n] in origin)
-
-    def conflict(item: str, other: str, message: str) -> SpecError:
-        return SpecError(
-            f"--set {item!r} conflicts with --set {other!r}: {message}",
-            hint="keep one of the two: a field is set whole (--set KEY=VALUE) or key by key (--set KEY.SUBKEY=VALUE)",
-        )
-
-    for item in sets or []:
-        if "=" not in item:
-            raise SpecError(f"--set {item!r} is not KEY=VALUE", hint="e.g. --set optim.lr=0.01")
-        key, text = item.split("=", 1)
-        path = tuple(part.strip() for part in key.strip().split("."))
-        if not all(path):
-            raise SpecError(f"--set {item!r} has an empty key (or an empty part between dots)", hint="e.g. --set optim.lr=0.01")
-        key = ".".join(path)
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            quoted = text.replace("'", "''")  # YAML's own escape inside single quotes
-            raise SpecError(
-                f"--set {item!r}: the value {text!r} is not valid YAML ({getattr(exc, 'problem', None) or exc})",
-                hint=f"quote it to pass it as a string: --set \"{key}='{quoted}'\"",
-            ) from None
-        node = out
-        for depth, part in enumerate(path[:-1], start=1):
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                parent = ".".join(path[:depth])
-                raise conflict(
-                    item,
-                    setter_of(path[:depth]),
-                    f"that sets {parent} to {kind_of(node)}, not a mapping, so {key} cannot be set inside it",
-                )
-        inside = [origin[p] for p in origin if len(p) > len(path) and p[: len(path)] == path]
-        if inside:  # an earlier --set wrote a key inside this one: keep it (a second KEY=VALUE replaces the first)
-            if not isinstance(value, dict):
-                raise conflict(
-                    item, inside[0], f"that sets a key inside {key}, and this sets {key} to {kind_of(value)}, not a mapping"
-                )
-            value = deep_merge(node[path[-1]], value)
-        node[path[-1]] = value
-        origin[path] = item
-    return out
 
 
 def train_record(result: Any, log: Path | None = None) -> dict[str, Any]:

@@ -135,7 +135,7 @@ def _check(spec: str, address: str | None = None) -> None:
     from flotilla.tune.spec import load_sweep_spec
 
     s = load_sweep_spec(spec)  # raises one SpecError listing every problem
-    family = s.family(Path(spec).resolve().parent.parent if Path(spec).parent.name == "tuning" else Path.cwd())
+    family = s.family()  # its base already resolved against the spec file's folder
     obj = s.objective
     what = obj.metrics or obj.weights or {obj.metric: obj.mode}
     console.print(

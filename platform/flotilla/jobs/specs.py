@@ -20,7 +20,8 @@ from flotilla.data.report import Thresholds
 from flotilla.data.synthetic import DEFAULT_SPEC, FaceSpec, Shift
 from flotilla.errors import SpecError
 from flotilla.names import check_branch_id
-from flotilla.specs import FamilySpec, _HubNames, _Spec, deep_merge, hub_name, load_yaml, parse_spec
+from flotilla.specfiles import SpecKind, resolve_spec_path
+from flotilla.specs import FamilySpec, Overrides, _HubNames, _Spec, deep_merge, hub_name, load_yaml, parse_overrides, parse_spec
 from flotilla.tune import SweepSpec
 
 # names Ray would show on its dashboard: credentials never go there
@@ -131,7 +132,7 @@ class IngestJob(_JobBase, _HubNames):
 
 class TrainJob(_JobBase):
     kind: Literal["train"]
-    spec: str | None = None  # a family spec file, relative to the project root (e.g. jobs/face_family.yaml)
+    spec: str | None = None  # a family spec file, relative to this job spec's folder, or a shipped one (face_family)
     family: dict[str, Any] | None = None  # or the family spec inline
     overrides: dict[str, Any] = Field(default_factory=dict)
     pinned: dict[str, str] | None = None  # written by submit(): the data commit the job reads
@@ -145,7 +146,7 @@ class TrainJob(_JobBase):
 
 class SweepJob(_JobBase):
     kind: Literal["sweep"]
-    spec: str | None = None  # a sweep spec file (e.g. tuning/face_family.yaml)
+    spec: str | None = None  # a sweep spec file, relative to this job spec's folder, or a shipped one (tuning/demo.yaml)
     sweep: dict[str, Any] | None = None  # or inline
     overrides: dict[str, Any] = Field(default_factory=dict)
     pinned: dict[str, str] | None = None
@@ -262,34 +263,39 @@ def _problems(fn: Callable[[], object]) -> list[str]:
 
 
 def family_of(job: TrainJob, root: Path) -> FamilySpec:
-    """The family a train job trains: its file or inline spec with the job's overrides applied."""
+    """The family a train job trains: its file or inline spec with the job's overrides applied.
+
+    ``root``: the folder a relative ``spec:`` is resolved against (the job spec file's own folder),
+    then the shipped specs (:func:`flotilla.specfiles.resolve_spec_path`)."""
     return _family(job.spec, job.family, job.overrides, job.name, root)
 
 
 def sweep_of(job: SweepJob, root: Path) -> SweepSpec:
-    """The sweep a sweep job runs: its file or inline spec with the job's overrides applied, checked."""
+    """The sweep a sweep job runs: its file or inline spec with the job's overrides applied, checked,
+    its ``base`` resolved against the sweep file's own folder."""
     return _sweep(job.spec, job.sweep, job.overrides, job.name, root)
 
 
-def _base(spec: str | None, inline: dict[str, Any] | None, root: Path) -> dict[str, Any] | None:
-    """The inline spec, else the file ``spec`` names: a job names exactly one (its validators check)."""
+def _base(spec: str | None, inline: dict[str, Any] | None, root: Path, kind: SpecKind) -> tuple[dict[str, Any] | None, Path]:
+    """The inline spec, else the file ``spec`` names (a job names exactly one: its validators check),
+    and the folder relative paths inside it resolve against."""
     if inline is not None:
-        return inline
+        return inline, root
     assert spec is not None, "a job has a spec file or an inline spec"
-    return load_yaml(root / spec)
+    file = resolve_spec_path(spec, kind, relative_to=root, what="spec:")
+    return load_yaml(file), file.parent
 
 
 def _family(spec: str | None, inline: dict[str, Any] | None, overrides: dict[str, Any], name: object, root: Path) -> FamilySpec:
-    base = _base(spec, inline, root)
+    base, _ = _base(spec, inline, root, "family")
     family: FamilySpec = parse_spec(FamilySpec, deep_merge(base or {}, overrides), source=f"family of job {name!r}")
     return family
 
 
 def _sweep(spec: str | None, inline: dict[str, Any] | None, overrides: dict[str, Any], name: object, root: Path) -> SweepSpec:
-    base = _base(spec, inline, root)
+    base, folder = _base(spec, inline, root, "sweep")
     sweep: SweepSpec = parse_spec(SweepSpec, deep_merge(base or {}, overrides), source=f"sweep of job {name!r}")
-    sweep.check(root)  # its base family, space and objective metrics must be valid too
-    return sweep
+    return sweep.anchored(folder)  # its base family, space and objective metrics must be valid too
 
 
 def _inner_problems(kind: str, data: dict[str, Any], root: Path) -> list[str]:
@@ -301,15 +307,16 @@ def _inner_problems(kind: str, data: dict[str, Any], root: Path) -> list[str]:
     if spec is not None:
         if not isinstance(spec, str):
             return []
-        path = root / spec
+        try:
+            path = resolve_spec_path(spec, "family" if kind == "train" else "sweep", relative_to=root, what="spec:")
+        except SpecError as exc:
+            return [exc.message]
         if path.is_dir():  # is_file() alone called it missing
             inside = [str(p.relative_to(root)) for p in sorted(path.glob("*.y*ml"))[:20] if not _is_job_spec(p)][:5]
             return [
                 f"spec: {spec} is a directory under {root}, not a spec file: name one YAML spec in it"
                 + (f" ({', '.join(inside)})" if inside else "")
             ]
-        if not path.is_file():
-            return [f"spec: {spec} does not exist under {root}"]
     name = data.get("name", "?")
     return [f"{key}: {p}" for p in _problems(lambda: build(spec, inline, overrides, name, root))]
 
@@ -348,5 +355,19 @@ def parse_job_spec(data: Any, source: str = "job spec", root: Path | None = None
     return model.model_validate(data)
 
 
-def load_job_spec(path: str | Path, root: Path | None = None) -> JobSpec:
-    return parse_job_spec(load_yaml(path), source=str(path), root=root)
+def load_job_spec(path: str | Path, root: Path | None = None, overrides: Overrides | None = None) -> JobSpec:
+    """The job spec file ``path`` names (the current directory, then the shipped job specs), checked.
+
+    A relative ``spec:`` in it is resolved against ``root``: by default the job spec file's own folder
+    (then the shipped specs), and made absolute here, so the job means the same from anywhere."""
+    file = resolve_spec_path(path, "job")
+    folder = root or file.parent
+    data = load_yaml(file)
+    extra = parse_overrides(overrides)
+    if extra:
+        data = deep_merge(data or {}, extra)
+    job = parse_job_spec(data, source=str(path), root=folder)
+    if isinstance(job, (TrainJob, SweepJob)) and job.spec is not None and not Path(job.spec).is_absolute():
+        kind: SpecKind = "family" if isinstance(job, TrainJob) else "sweep"
+        job = job.model_copy(update={"spec": str(resolve_spec_path(job.spec, kind, relative_to=folder))})
+    return job

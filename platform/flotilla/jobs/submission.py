@@ -21,6 +21,7 @@ import shlex
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,8 @@ from flotilla.lineage import JobLabels
 from flotilla.loop import plan_inference
 from flotilla.registry import read_card, resolve
 from flotilla.settings import FLOTILLA_HOME, FLOTILLA_HUB_PORT, RAY_TRAIN_ENABLE_PRINT_PATCH, Settings, code_vars
+from flotilla.specfiles import checkout_root
+from flotilla.specs import Overrides, deep_merge, parse_overrides
 from flotilla.training.artifacts import code_version
 from flotilla.version import __version__
 
@@ -87,11 +90,11 @@ __all__ = ["project_root", "stage_job", "submit"]
 def project_root() -> Path:
     """The source checkout flotilla runs from (``<root>/platform/flotilla``), else the current directory.
 
-    Relative spec paths resolve against it. Only a source checkout is shipped to the cluster (see
-    :func:`stage_job`): the current directory of a pip-installed flotilla may be anyone's home.
+    The code a job runs is staged from it (see :func:`stage_job`): only a source checkout is shipped to
+    the cluster, since the current directory of a pip-installed flotilla may be anyone's home. Spec
+    paths do not resolve against it (:mod:`flotilla.specfiles`).
     """
-    here = Path(__file__).resolve().parents[3]
-    return here if _is_checkout(here) else Path.cwd()
+    return checkout_root() or Path.cwd()
 
 
 def _is_checkout(root: Path) -> bool:
@@ -113,7 +116,7 @@ def pin_job(spec: JobSpec, hub: Any = None, root: Path | None = None) -> tuple[J
     Returns the spec to submit (self-contained: the family or sweep inlined,
     ``data.ref`` replaced by the commit) and the lineage for the job metadata.
     """
-    root = root or project_root()
+    root = root or Path.cwd()  # a file's job spec was anchored to its folder when it was loaded
     if isinstance(spec, TrainJob):
         family = family_of(spec, root)
         ref = pin(hub or Hub(), family.data.repo, family.data.dataset, [family.data.ref])[family.data.ref]
@@ -221,21 +224,39 @@ def stage_job(root: Path, settings: Settings, sid: str, pinned: JobSpec, *, code
 
 
 def submit(
-    spec: JobSpec | str | Path | dict[str, Any],
+    spec: JobSpec | str | Path | Mapping[str, Any],
     address: str | None = None,
     *,
+    overrides: Overrides | None = None,
     hub: Any = None,
     settings: Settings | None = None,
     dry_run: bool = False,
 ) -> JobHandle:
-    """Validate, pin and submit a job; return its handle (``dry_run``: validate and pin only, handle has no client)."""
+    """Validate a job spec, pin the commits it reads, and submit it to a Ray cluster as a Ray job.
+
+    Args:
+        spec: a job spec object, a mapping of the YAML's shape, or a job spec file: a path (relative to
+            the current directory) or a shipped job's name (``"train_face_family"``). A relative
+            ``spec:`` inside is resolved against the job file's folder (a mapping's: the current
+            directory), then among the shipped specs.
+        address: the cluster's dashboard address (default: ``RAY_ADDRESS``, else flotilla's local cluster).
+        overrides: applied to the job spec as ``--set`` applies them, e.g. ``{"overrides.epochs": 2}``.
+        hub: the data hub the commits are pinned in (default: ``Hub()``).
+        settings: flotilla's settings (default: from the environment).
+        dry_run: validate and pin only; the handle has no client.
+
+    Returns a :class:`~flotilla.jobs.handle.JobHandle`: ``.status()``, ``.logs()``, ``.wait()``, ``.result()``.
+    """
     settings = settings or Settings.from_env()
-    root = project_root()
+    root = project_root()  # the checkout the job's code is staged from
+    here = Path.cwd()
     if isinstance(spec, (str, Path)):
-        spec = load_job_spec(spec, root=root)
-    elif isinstance(spec, dict):
-        spec = parse_job_spec(spec, "job spec", root=root)
-    pinned, lineage = pin_job(spec, hub, root)
+        spec = load_job_spec(spec, overrides=overrides)
+    elif isinstance(spec, Mapping):
+        spec = parse_job_spec(deep_merge(dict(spec), parse_overrides(overrides)), "job spec", root=here)
+    elif overrides:
+        spec = parse_job_spec(deep_merge(spec.model_dump(mode="json"), parse_overrides(overrides)), "job spec", root=here)
+    pinned, lineage = pin_job(spec, hub, here)
     sid = submission_id(spec)
     if dry_run:
         return JobHandle(sid, None, pinned)

@@ -143,6 +143,7 @@ def model_card(
     code: Mapping[str, Any],
     best_epoch: int,
     environment: Mapping[str, Any],
+    tracking: Mapping[str, Any] | None = None,
 ) -> ModelCard:
     return ModelCard(
         run_id=run_id,
@@ -158,6 +159,7 @@ def model_card(
         config=spec.model_dump(mode="json"),
         parent=None if parent is None else ParentModel(parent.repo, parent.commit, parent.path),
         environment=dict(environment),
+        tracking=dict(tracking or {}),
     )
 
 

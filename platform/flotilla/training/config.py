@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from flotilla.data.pinning import DataRef
@@ -48,6 +49,9 @@ class ModelRun:
     parent: ModelLocation | None = None
     branch: str | None = None
     rank: CheckpointRank = None
+    wandb_group: str | None = None  # the W&B group (default: the run id; a sweep: the sweep's id)
+    wandb_name: str | None = None  # the W&B run's name (default: ``<run_id>/<name>``; a sweep: the trial id)
+    folder: Path | None = None  # W&B's folder as the caller chose it (default: $WANDB_DIR, else $FLOTILLA_HOME/runs/<run_id>)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks) or tuple(resolve_tasks(self.spec.tasks)))
@@ -58,6 +62,22 @@ class ModelRun:
     def branch_name(self) -> str:
         """The name :meth:`Repo.transact` makes the branch from when ``branch`` is None."""
         return self.run_id if self.name == "family" else f"{self.run_id}-{self.name}"
+
+
+@dataclass(frozen=True)
+class TrackingPlan:
+    """Rank 0's W&B run, decided where the model's training starts (:func:`flotilla.training.tracking.plan_tracking`).
+
+    ``id`` is the model's branch: unique in the repository, free of W&B's reserved characters, and the
+    same when Ray Train restarts the run, so the restart goes on logging into the same W&B run.
+    """
+
+    project: str
+    id: str
+    group: str
+    name: str
+    mode: str  # online | offline (| disabled, from WANDB_MODE)
+    dir: str  # W&B writes its ``wandb/`` folder here
 
 
 @dataclass(frozen=True)
@@ -78,3 +98,4 @@ class WorkerConfig:
     branch: str
     parent: ModelLocation | None = None
     hooks: tuple[WorkerHook, ...] = field(default=())
+    tracking: TrackingPlan | None = None  # None: no W&B (spec.tracking.wandb false)

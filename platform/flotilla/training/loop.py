@@ -224,7 +224,8 @@ def train_loop_per_worker(config: WorkerConfig) -> None:
     core = unwrap(net)
     environment = capture_environment(world, spec.backend, device).to_dict() if rank == 0 else None  # for the card
 
-    tracker = start_tracking(config) if rank == 0 and spec.tracking.wandb else None
+    tracker = start_tracking(config) if rank == 0 else None
+    tracked = tracker.record if tracker is not None else None  # for the card, through the checkpoint
     freeze_epochs = spec.transfer.freeze_backbone_epochs if spec.transfer else 0
     for epoch in range(start_epoch, spec.epochs):
         for hook in config.hooks:
@@ -254,7 +255,7 @@ def train_loop_per_worker(config: WorkerConfig) -> None:
         if tracker is not None:
             tracker.log(metrics, step=epoch)
         report_epoch(
-            metrics, history, epoch, core, optimizer if engine is None else None, scheduler, rank, ray.train, environment
+            metrics, history, epoch, core, optimizer if engine is None else None, scheduler, rank, ray.train, environment, tracked
         )
     if tracker is not None:
         tracker.finish()
@@ -384,11 +385,13 @@ def report_epoch(
     rank: int,
     train: Any,
     environment: dict[str, Any] | None = None,
+    tracking: dict[str, Any] | None = None,
 ) -> None:
     """Report the epoch to Ray Train (``train`` is ``ray.train``); rank 0 attaches the checkpoint.
 
     The checkpoint holds the weights, the schedule's position, the optimiser when rank 0 has all of
-    it (``optimizer`` None under DeepSpeed), the history so far and the environment it trained in.
+    it (``optimizer`` None under DeepSpeed), the history so far, the environment it trained in and
+    its W&B run (``tracking``, :attr:`~flotilla.training.tracking.Tracker.record`).
     """
     if rank != 0:
         train.report(metrics)
@@ -400,6 +403,6 @@ def report_epoch(
         state = {"optimizer": None if optimizer is None else optimizer.state_dict(), "scheduler": scheduler.state_dict()}
         torch.save(state, Path(d) / CKPT_STATE)
         (Path(d) / CKPT_META).write_text(
-            json.dumps({"epoch": epoch, "history": history, "environment": environment}, default=float)
+            json.dumps({"epoch": epoch, "history": history, "environment": environment, "tracking": tracking}, default=float)
         )
         train.report(metrics, checkpoint=train.Checkpoint.from_directory(d))

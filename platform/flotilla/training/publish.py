@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flotilla.display import metric_text, short_commit
 from flotilla.errors import FlotillaError
 from flotilla.hub.experiment import SCRATCH
 from flotilla.lineage import FamilyPromotion, ModelCommit
@@ -43,6 +44,15 @@ class ModelResult:
     wall_s: float
     merge_commit: str | None = None
     """The merge that put it on ``merge_into`` (set by :func:`merge_family`; None when not merged)."""
+    wandb_run: str | None = None
+    """The id of its W&B run (in its card too); None when W&B did not track it."""
+
+    def __repr__(self) -> str:
+        merged = f", merged {short_commit(self.merge_commit)}" if self.merge_commit else ""
+        return (
+            f"ModelResult({self.name}: {self.model_uri}, {metric_text(self.metrics)}, "
+            f"branch {self.branch}, commit {short_commit(self.commit)}{merged})"
+        )
 
 
 def best_checkpoint(fit: Any, tasks: Sequence[TaskSpec], rank: CheckpointRank) -> Any:
@@ -97,6 +107,7 @@ def publish_model(repo: Repo, run: ModelRun, branch: str, fit: Any, wall_s: floa
         best_epoch=epoch,
         # rank 0 records where it trained; a checkpoint from before it did gets this process's
         environment=meta.get("environment") or capture_environment(run.spec.scaling.workers, run.spec.backend).to_dict(),
+        tracking=meta.get("tracking") or {},  # rank 0's W&B run, as it started
     )
     base = model_dir(run.run_id, run.name)
     repo.put(branch, base + "model.pt", weights)
@@ -117,6 +128,7 @@ def publish_model(repo: Repo, run: ModelRun, branch: str, fit: Any, wall_s: floa
         best_metrics,
         history,
         wall_s,
+        wandb_run=(meta.get("tracking") or {}).get("wandb", {}).get("id"),
     )
 
 

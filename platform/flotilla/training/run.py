@@ -20,7 +20,7 @@ import contextlib
 import functools
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ from flotilla.cluster.fit import check_fits
 from flotilla.data.gate import require_clean
 from flotilla.data.pinning import DataRef, resolve_data
 from flotilla.data.store import read_manifest
+from flotilla.display import html_table, metric_text, short_commit
 from flotilla.errors import ConflictError, FlotillaError, NotFoundError
 from flotilla.hub.client import Hub
 from flotilla.hub.experiment import Retention
@@ -44,12 +45,13 @@ from flotilla.progress import ProgressView
 from flotilla.registry.aliases import move_alias
 from flotilla.registry.lookup import resolve
 from flotilla.settings import Settings
-from flotilla.specs import FamilySpec, check_tasks_fit, load_family_spec
+from flotilla.specs import FamilySpec, Overrides, check_tasks_fit, family_spec
 from flotilla.training.callbacks import HubCommitCallback, ProgressPump
 from flotilla.training.config import ModelRun, WorkerConfig
 from flotilla.training.hooks import WorkerHook
 from flotilla.training.loop import build_model, load_parent, train_loop_per_worker
 from flotilla.training.publish import ModelResult, merge_family, publish_model
+from flotilla.training.tracking import plan_tracking
 
 if TYPE_CHECKING:
     from ray.train import UserCallback
@@ -72,6 +74,24 @@ class TrainResult:
                 return m.metrics[key]
         raise KeyError(key)
 
+    def __repr__(self) -> str:
+        head = (
+            f"TrainResult(run {self.run_id}, data lakefs://{self.data.repo}/{short_commit(self.data.commit)} "
+            f"({self.data.dataset}), {len(self.models)} model(s), {self.wall_s:.0f}s"
+            + (f", alias {self.alias}" if self.alias else "")
+            + ")"
+        )
+        return "\n".join([head, *(f"  {m!r}" for m in self.models)])
+
+    def _repr_html_(self) -> str:
+        rows = [
+            (m.name, m.model_uri, metric_text(m.metrics, limit=8), m.branch, short_commit(m.commit), m.wandb_run or "")
+            for m in self.models
+        ]
+        notes = [f"promoted: {self.alias}"] if self.alias else []
+        title = f"run {self.run_id} · data lakefs://{self.data.repo}/{short_commit(self.data.commit)} · {self.wall_s:.0f}s"
+        return html_table(title, ("model", "uri", "metrics", "branch", "commit", "W&B run"), rows, notes)
+
 
 def hub_filesystem(credentials: HubCredentials) -> Any:
     """pyarrow S3 filesystem over lakeFS's gateway; bucket = repository, key = ``<ref>/<path>``."""
@@ -82,21 +102,39 @@ def hub_filesystem(credentials: HubCredentials) -> Any:
 
 
 def train(
-    spec: FamilySpec | str | Path,
+    spec: FamilySpec | Mapping[str, Any] | str | Path,
     *,
+    overrides: Overrides | None = None,
     hub: Hub | None = None,
     address: str | None = None,
     run_id: str | None = None,
     hooks: Sequence[WorkerHook] = (),
     progress: ProgressView | None = None,
 ) -> TrainResult:
-    """Train ``spec``'s family; return where each model, its card and its metrics live.
+    """Train a family of models on one pinned data commit; return where each model, card and metric lives.
 
-    ``hooks`` run inside every worker of every model (see :mod:`flotilla.training.hooks`); ``progress``
-    (see :mod:`flotilla.progress`) is told each model's epochs, here on the driver.
+    Args:
+        spec: a :class:`~flotilla.specs.FamilySpec`, a mapping of the YAML's shape
+            (``{"name": "fam", "epochs": 2}``), or a spec file: a path (relative to the current
+            directory) or a shipped spec's name (``"face_family"``, ``"jobs/face_family.yaml"``).
+        overrides: applied on top, as the CLI's ``--set`` applies them: ``["epochs=2", "optim.lr=0.01"]``
+            or ``{"epochs": 2, "optim.lr": 0.01}``.
+        hub: the data hub (default: ``Hub()``, the local one or the one the environment names).
+        address: a Ray cluster to train on (default: a local Ray).
+        run_id: the run's id, which names its branches (default: ``<name>-<time>-<4 hex>``).
+        hooks: run inside every worker of every model (see :mod:`flotilla.training.hooks`).
+        progress: told each model's epochs, here on the driver (see :mod:`flotilla.progress`).
+
+    Each model trains on its own branch ``exp-<run_id>[-<model>]`` of the data commit; with
+    ``merge_into`` set the family is merged there only once every model succeeded. W&B logs each
+    model (online when W&B is logged in, else offline under ``$FLOTILLA_HOME/runs/<run_id>``).
+
+    Example::
+
+        result = flotilla.train("face_family", overrides={"epochs": 2})
+        result.models[0].model_uri, result.metric("age/mae")
     """
-    if not isinstance(spec, FamilySpec):
-        spec = load_family_spec(spec)
+    spec = family_spec(spec, overrides)
     hub = hub or Hub()
     started = time.monotonic()
     data_ref = resolve_data(hub, spec.data.repo, spec.data.ref, spec.data.dataset)
@@ -185,7 +223,10 @@ def train_model(
         ) from None
     branch = run_branch.branch
     creds_ref = ray.put(hub.credentials)
-    config = WorkerConfig(run.spec, run.tasks, run.data, creds_ref, run.run_id, run.name, branch, run.parent, tuple(hooks))
+    tracking = plan_tracking(run, branch, hub.settings) if run.spec.tracking.wandb else None
+    config = WorkerConfig(
+        run.spec, run.tasks, run.data, creds_ref, run.run_id, run.name, branch, run.parent, tuple(hooks), tracking
+    )
     scaling = run.spec.scaling
     ray_callbacks: list[Any] = [HubCommitCallback(creds_ref, run.data.repo, branch, run.name), *callbacks]
     trainer = TorchTrainer(

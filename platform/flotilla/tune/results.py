@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flotilla.display import html_table, metric_text, short_commit
 from flotilla.errors import FlotillaError
 from flotilla.tune.journal import TrialState
 from flotilla.tune.spec import Objective, SweepSpec
@@ -47,6 +48,14 @@ class TrialRecord:
     data_ref: str = ""  # the data ref the trial picked (``data.ref`` in its params, else the base spec's)
     data_commit: str = ""  # the commit that ref was pinned to when the sweep started: the data the trial read
 
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items())
+        error = f", error {self.error[:80]!r}" if self.error else ""
+        return (
+            f"TrialRecord({self.trial_id} {self.status}, {self.epochs} epoch(s), {metric_text(self.metrics)}, "
+            f"params {{{params}}}, branch {self.branch}{error})"
+        )
+
 
 @dataclass
 class SweepResult:
@@ -65,6 +74,33 @@ class SweepResult:
     promotion_error: str | None = None  # why the winner is not merged yet ('resume' retries it)
     promoted_trial: str | None = None  # the trial merged; not the winner when a resume re-ranked after promoting
     alias: str | None = None  # ``<family>@<alias>`` moved to the promoted model (promote.alias)
+
+    def _summary(self) -> str:
+        states = Counter(t.status for t in self.trials)
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        if self.winner is None:
+            outcome = "no winner"
+        else:
+            score = self.winner.metrics.get(self.objective)
+            shown = f" {self.objective}={score:.4g}" if isinstance(score, (int, float)) else ""
+            outcome = f"winner {self.winner.trial_id}{shown} on {self.winner.branch}"
+        if self.promotion_commit:
+            outcome += f", promoted into {self.promoted_into} at {short_commit(self.promotion_commit)}"
+        elif self.promotion_error:
+            outcome += ", not promoted yet (resume retries)"
+        if self.alias:
+            outcome += f", alias {self.alias}"
+        return f"sweep {self.sweep_id}: {len(self.trials)} trial(s) ({counts or 'none'}), {outcome}"
+
+    def __repr__(self) -> str:
+        return f"SweepResult({self._summary()})"
+
+    def _repr_html_(self) -> str:
+        rows = [
+            (t.trial_id, t.status, t.epochs, metric_text(t.metrics, limit=6), t.branch if t.kept else "(deleted)")
+            for t in self.trials
+        ]
+        return html_table(self._summary(), ("trial", "status", "epochs", "metrics", "branch"), rows, [self.directory])
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True, default=float)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ from flotilla.hub.client import Hub
 from flotilla.names import branch_id
 from flotilla.progress import ProgressView
 from flotilla.registry.lookup import resolve
-from flotilla.settings import TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, TUNE_GLOBAL_CHECKPOINT_S
-from flotilla.specs import parse_spec
+from flotilla.settings import TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, TUNE_GLOBAL_CHECKPOINT_S, wandb_dir
+from flotilla.specs import Overrides
 from flotilla.tune import repair, space, tune_state
 from flotilla.tune.branches import TrialBranches
 from flotilla.tune.interrupts import SweepInterrupted, caller_keeps_ctrl_c
@@ -34,7 +34,7 @@ from flotilla.tune.preflight import check_trial_fits, pin_commits
 from flotilla.tune.promotion import promote
 from flotilla.tune.report import write_plots
 from flotilla.tune.results import SweepResult, no_winner, ranked, trial_record
-from flotilla.tune.spec import SweepSpec, load_sweep_spec
+from flotilla.tune.spec import SweepSpec, sweep_spec
 from flotilla.tune.store import SAVED, STUDY, TUNE, SavedSweep, load_saved, sweep_dir
 from flotilla.tune.study import load as load_study
 from flotilla.tune.study import pareto_ids
@@ -45,15 +45,26 @@ log = logging.getLogger(__name__)
 
 
 def sweep(
-    spec: SweepSpec | str | Path | dict[str, Any],
+    spec: SweepSpec | Mapping[str, Any] | str | Path,
     *,
+    overrides: Overrides | None = None,
     hub: Hub | None = None,
     address: str | None = None,
     sweep_id: str | None = None,
-    root: Path | None = None,
     progress: ProgressView | None = None,
 ) -> SweepResult:
-    """Run a sweep: ``spec`` is a SweepSpec, a spec file (``tuning/face_family.yaml``) or the same as a dict.
+    """Run a sweep: a trial per sampled point, each on its own hub branch; promote the winner.
+
+    Args:
+        spec: a :class:`~flotilla.tune.SweepSpec`, a mapping of the YAML's shape, or a spec file: a
+            path (relative to the current directory) or a shipped sweep's name (``"demo"``,
+            ``"tuning/demo.yaml"``). A relative ``base:`` is resolved against the folder of the file
+            that names it, then among the shipped family specs.
+        overrides: applied on top, as ``--set`` applies them: ``{"budget.trials": 2}``.
+        hub: the data hub (default: ``Hub()``).
+        address: a Ray cluster to run on (default: a local Ray).
+        sweep_id: the sweep's id (default: ``<name>-<time>``); it names the trials' branches and the
+            folder ``$FLOTILLA_HOME/sweeps/<id>`` (Tune's state, the report, W&B's offline runs).
 
     ``progress`` (see :mod:`flotilla.progress`) is told each trial's state and the best objective.
 
@@ -61,17 +72,9 @@ def sweep(
     :class:`~flotilla.tune.interrupts.SweepInterrupted` after a Ctrl-C; either way ``resume(sweep_id)``
     goes on from where it stopped.
     """
-    checked: SweepSpec
-    if isinstance(spec, SweepSpec):
-        checked = spec
-    elif isinstance(spec, dict):
-        checked = parse_spec(SweepSpec, spec, "sweep spec")
-    else:
-        root = root or (Path(spec).resolve().parent.parent if Path(spec).parent.name == "tuning" else Path.cwd())
-        checked = load_sweep_spec(spec)
-    spec = checked
+    spec = sweep_spec(spec, overrides)
     hub = hub or Hub()
-    family = spec.check(root)
+    family = spec.check()
     sweep_id = sweep_id or new_sweep_id(spec.name)
     d = sweep_dir(sweep_id, hub.settings)
     if (d / SAVED).exists():  # the folder alone may hold the console log the CLI opened for this sweep
@@ -127,7 +130,9 @@ def drive(
     # and few, so it is cheap, and a driver killed with SIGKILL then loses no finished trial.
     os.environ.setdefault(TUNE_GLOBAL_CHECKPOINT_S, "0")
     spec = saved.spec
-    ctx = TrialContext(sweep_id, saved.family, saved.commits, _credentials_ref(hub), spec.objective, saved.parent)
+    # W&B's folder as the sweep's driver sees it: the trials' processes may carry an older environment
+    folder = wandb_dir() or str(d)
+    ctx = TrialContext(sweep_id, saved.family, saved.commits, _credentials_ref(hub), spec.objective, saved.parent, folder)
 
     def trainable(config: dict[str, Any]) -> None:
         run_trial(config, ctx)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +17,8 @@ from pydantic import Field, model_validator
 
 from flotilla.errors import InvalidNameError, SpecError
 from flotilla.names import check_branch_id, check_registry_name
-from flotilla.specs import FamilySpec, _Spec, deep_merge, kind_of, load_yaml, parse_spec
+from flotilla.specfiles import resolve_spec_path
+from flotilla.specs import FamilySpec, Overrides, _Spec, deep_merge, kind_of, load_yaml, parse_overrides, parse_spec
 
 
 class Param(_Spec):
@@ -184,28 +186,24 @@ class SweepSpec(_Spec):
         return self
 
     def _base(self, root: Path | None) -> dict[str, Any]:
-        """The base family spec: inline, or a file whose relative path is resolved against ``root`` (the
-        project root) or else the current directory; a problem with that file is reported as base's."""
+        """The base family spec: inline, or a file (:func:`~flotilla.specfiles.resolve_spec_path`: a relative
+        path against ``root``, the folder of the sweep spec that names it, then the shipped family specs);
+        a problem with that file is reported as base's."""
         if isinstance(self.base, dict):
             return self.base
-        where = root or Path.cwd()
-        path = where / self.base
-        if not path.exists():
-            siblings = sorted(x.name for x in path.parent.glob("*.y*ml")) if path.parent.is_dir() else []
-            close = difflib.get_close_matches(path.name, siblings, n=1)
-            maybe = f"; did you mean {(Path(self.base).parent / close[0]).as_posix()}?" if close else ""
-            if Path(self.base).is_absolute():
-                raise SpecError(f"base: {self.base} does not exist{maybe}")
-            raise SpecError(
-                f"base: {self.base} does not exist under {where}: a relative base is resolved against the "
-                "project root (for 'flotilla sweep SPEC': the folder above tuning/ when SPEC is in tuning/, "
-                f"else the current directory){maybe}",
-                hint=f"give base a path relative to {where}, or an absolute one",
-            )
         try:
-            return load_yaml(path) or {}
-        except SpecError as exc:  # a directory, a binary file, a list...: the file came from base
-            raise SpecError(f"base: {exc.message}", hint=exc.hint) from None
+            return load_yaml(resolve_spec_path(self.base, "family", relative_to=root, what="base:")) or {}
+        except SpecError as exc:  # missing, a directory, a binary file, a list...: the file came from base
+            message = exc.message if exc.message.startswith("base:") else f"base: {exc.message}"
+            raise SpecError(message, hint=exc.hint) from None
+
+    def anchored(self, folder: Path) -> SweepSpec:
+        """This spec, checked, with a relative ``base`` made absolute against ``folder`` (the folder of the
+        file that holds the spec): once anchored it means the same from any current directory."""
+        self.check(folder)
+        if isinstance(self.base, dict) or Path(self.base).is_absolute():
+            return self
+        return self.model_copy(update={"base": str(resolve_spec_path(self.base, "family", relative_to=folder))})
 
     def _merged(self, root: Path | None) -> dict[str, Any]:
         base = self._base(root)
@@ -368,10 +366,38 @@ def _never_sampled(key: str, dim: Param, value: Any, guarded: str) -> str | None
     )
 
 
-def load_sweep_spec(path: str | Path) -> SweepSpec:
-    spec: SweepSpec = parse_spec(SweepSpec, load_yaml(path), source=str(path))
-    spec.check(Path(path).resolve().parent.parent if Path(path).parent.name == "tuning" else Path.cwd())
-    return spec
+def load_sweep_spec(path: str | Path, overrides: Overrides | None = None) -> SweepSpec:
+    """The sweep spec file ``path`` names (the current directory, then the shipped ``tuning/`` specs),
+    with ``overrides`` (as ``--set`` gives them) applied, checked, and its ``base`` resolved against the
+    file's own folder (then the shipped family specs)."""
+    file = resolve_spec_path(path, "sweep")
+    data = load_yaml(file)
+    extra = parse_overrides(overrides)
+    if extra:
+        data = deep_merge(data or {}, extra)
+    spec: SweepSpec = parse_spec(SweepSpec, data, source=str(path))
+    return spec.anchored(file.parent)
+
+
+def sweep_spec(spec: SweepSpec | Mapping[str, Any] | str | Path, overrides: Overrides | None = None) -> SweepSpec:
+    """A checked sweep spec from a spec object, a mapping of the YAML's shape (a relative ``base`` then
+    resolved against the current directory), or a spec file's path or shipped name; with ``overrides``."""
+    if isinstance(spec, (str, Path)):
+        return load_sweep_spec(spec, overrides)
+    if isinstance(spec, SweepSpec):
+        if not overrides:
+            return spec.anchored(Path.cwd())
+        data: Any = spec.model_dump(mode="json", exclude_none=True)
+        data["promote"] = spec.promote.model_dump(mode="json")  # promote.into: null means "report only"
+    elif isinstance(spec, Mapping):
+        data = dict(spec)
+    else:
+        raise SpecError(
+            f"a sweep spec is a SweepSpec, a mapping or a spec file's path, not {kind_of(spec)}",
+            hint="e.g. flotilla.sweep('tuning/demo.yaml', overrides={'budget.trials': 2})",
+        )
+    checked: SweepSpec = parse_spec(SweepSpec, deep_merge(data, parse_overrides(overrides)), source="sweep spec")
+    return checked.anchored(Path.cwd())
 
 
 def unflatten(params: dict[str, Any]) -> dict[str, Any]:

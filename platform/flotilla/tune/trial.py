@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -55,6 +56,7 @@ class TrialContext:
     credentials: Any  # ray.ObjectRef[HubCredentials]
     objective: Objective
     parent: ModelLocation | None = None  # transfer learning: resolved once, when the sweep started
+    folder: str | None = None  # W&B's folder for the trials: $WANDB_DIR on the driver, else the sweep's folder
 
 
 def epochs_done(result: Mapping[str, Any] | None) -> int:
@@ -155,6 +157,16 @@ def run_trial(config: Mapping[str, Any], ctx: TrialContext) -> None:
     hub = Hub(credentials=ray.get(ctx.credentials), settings=Settings.from_env())
     branch = trial_branch(ctx.sweep_id, trial_id)
     run_id = f"{ctx.sweep_id}-{trial_id}"
-    run = ModelRun(family, data_ref, run_id, parent=ctx.parent, branch=branch, rank=checkpoint_rank(ctx.objective))
+    run = ModelRun(
+        family,
+        data_ref,
+        run_id,
+        parent=ctx.parent,
+        branch=branch,
+        rank=checkpoint_rank(ctx.objective),
+        wandb_group=ctx.sweep_id,  # W&B shows a sweep's trials together, each under its trial id
+        wandb_name=trial_id,
+        folder=Path(ctx.folder) if ctx.folder else None,
+    )
     model_uri = trial_model_uri(family.data.repo, branch, run_id, run.name)
     train_model(hub, run, callbacks=(ObjectiveReportCallback(ctx.objective.weights, branch, run_id, model_uri),))
