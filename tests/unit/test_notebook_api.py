@@ -46,8 +46,8 @@ def _python(code: str, env: dict[str, str] | None = None) -> str:
 
 def test_the_entry_points_show_their_real_signatures_and_docstrings():
     for fn, params in (
-        (flotilla.train, ["spec", "overrides", "hub", "address", "run_id", "hooks"]),
-        (flotilla.sweep, ["spec", "overrides", "hub", "address", "sweep_id"]),
+        (flotilla.train, ["spec", "overrides", "hub", "address", "run_id", "hooks", "progress"]),
+        (flotilla.sweep, ["spec", "overrides", "hub", "address", "sweep_id", "progress"]),
         (flotilla.jobs.submit, ["spec", "address", "overrides", "hub", "settings", "dry_run"]),
     ):
         assert list(inspect.signature(fn).parameters) == params, fn

@@ -65,8 +65,7 @@ def sweep(
         address: a Ray cluster to run on (default: a local Ray).
         sweep_id: the sweep's id (default: ``<name>-<time>``); it names the trials' branches and the
             folder ``$FLOTILLA_HOME/sweeps/<id>`` (Tune's state, the report, W&B's offline runs).
-
-    ``progress`` (see :mod:`flotilla.progress`) is told each trial's state and the best objective.
+        progress: told each trial's state and the best objective (see :mod:`flotilla.progress`).
 
     Raises :class:`~flotilla.tune.results.NoWinner` (with the trials) when no trial trained to the end,
     :class:`~flotilla.tune.interrupts.SweepInterrupted` after a Ctrl-C; either way ``resume(sweep_id)``
