@@ -92,13 +92,14 @@ def format_trial(event: TrialEvent) -> str:
 class PlainView:
     """One line per event on ``stream``: for pipes, logs and ``-v`` (where Ray's lines interleave)."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], prefix: str = "") -> None:
         self.stream = stream
+        self.prefix = prefix  # a job's "[flotilla] ": its lines stand out among Ray's in the job log
         self._lock = threading.Lock()
 
     def _line(self, text: str) -> None:
         with self._lock:
-            self.stream.write(text + "\n")
+            self.stream.write(self.prefix + text + "\n")
             self.stream.flush()
 
     def epoch(self, event: EpochEvent) -> None:

@@ -12,6 +12,7 @@ Hub, cluster and Label Studio stay up for exploring; the summary says how to sto
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,27 +21,33 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flotilla import cluster, labelstudio
+from flotilla.cli.output import ray_console
 from flotilla.data.api import generate
 from flotilla.data.page import data_report
 from flotilla.data.report import Thresholds
 from flotilla.data.store import list_datasets
 from flotilla.errors import FlotillaError
 from flotilla.hub import Hub, local
+from flotilla.jobs.handle import JobHandle
 from flotilla.jobs.submission import submit
 from flotilla.settings import Settings
 from flotilla.tune.report import missing_plots_note
 
 DEMO_JOB = "jobs/sweep_demo.yaml"
 AL_JOB = "jobs/active_round_demo.yaml"
-NOISE = (
-    "FLOTILLA_RESULT",
-    "(TrainController pid",
-    "(RayTrainWorker pid",
-    "TrainingReport(",
-    "Checkpoint successfully created",
-    "PreemptionWatcher",
-    "core_worker.cc",
-)
+OURS = ("[flotilla] ", "error:", "hint:")  # a job's own lines; Ray's and Tune's stay in `flotilla jobs logs <id>`
+
+
+def _stream_ours(console: Console, handle: JobHandle) -> None:
+    """Follow a job's log, showing flotilla's lines (progress, errors) and leaving Ray's console to its log."""
+    pending = ""  # Ray hands the log over in chunks: a line may span two, a chunk may hold many
+    for chunk in handle.tail(follow=True):
+        *lines, pending = (pending + chunk).split("\n")
+        for line in lines:
+            if line.startswith(OURS):
+                console.print(line.rstrip(), markup=False, highlight=False)
+    if pending.startswith(OURS):
+        console.print(pending.rstrip(), markup=False, highlight=False)
 
 
 def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000) -> None:
@@ -73,11 +80,9 @@ def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000)
     handle = submit(DEMO_JOB, settings=settings, hub=hub)
     console.print(
         f"[green]✓[/] submitted sweep job [bold]{handle.submission_id}[/] (data pinned to {data_commit[:12]}); "
-        "streaming its logs:"
+        f"its progress (everything: flotilla jobs logs {handle.submission_id}):"
     )
-    for line in handle.tail(follow=True):
-        if line.strip() and not any(s in line for s in NOISE):
-            console.print(line.rstrip(), markup=False, highlight=False)
+    _stream_ours(console, handle)
     final = handle.wait()
     result = handle.result()
     if final != "SUCCEEDED" or not result or not result.get("ok"):
@@ -87,14 +92,23 @@ def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000)
         )
     _summary(console, hub, repo, cl, data_commit, result, hub_status.ui)
     _active_round(console, hub, repo, settings, say)
-    _audit_and_page(console, hub, repo, say)
+    _audit_and_page(console, hub, repo, say, settings.home / "runs" / "demo-audit" / "ray.log")
 
 
-def _audit_and_page(console: Console, hub: Hub, repo: str, say: Callable[[str], None]) -> None:
-    """The demo's coda: the data audited by the production model, and the page that shows the data and the audit."""
+def _audit_and_page(console: Console, hub: Hub, repo: str, say: Callable[[str], None], log: Path) -> None:
+    """The demo's coda: the data audited by the production model, and the page that shows the data and the audit.
+
+    The audit's batch inference starts a Ray in this process: its console goes to ``log``, as ``flotilla
+    train``'s does; ``say`` still reaches the terminal (the console is bound to it before the redirect).
+    """
     from flotilla.audit import audit_dataset  # cleanlab and scikit-learn: only when auditing
 
-    audit = audit_dataset(hub, "main", "demo", "face-family@production", repo=repo, on_progress=say)
+    here = Console(file=sys.stdout)
+    say(f"auditing the demo data (Ray's console: {log})")
+    with ray_console(log, Console(file=sys.stderr)):
+        audit = audit_dataset(
+            hub, "main", "demo", "face-family@production", repo=repo, on_progress=lambda m: here.print(f"[dim]{m}[/]")
+        )
     s = audit.summary
     flagged = ", ".join(f"{k} {v}" for k, v in s.issues.items() if v) or "nothing flagged"
     console.print(f"[green]✓[/] audit {s.audit_id} of {s.rows} faces: {flagged}; findings on [bold]{audit.branch}[/]")
@@ -115,10 +129,11 @@ def _active_round(console: Console, hub: Hub, repo: str, settings: Settings, say
         ls = labelstudio.up(settings, report=say)
     console.print(f"[green]✓[/] Label Studio {ls.url} (login in {settings.label_dir / 'credentials.json'})")
     handle = submit(AL_JOB, settings=settings, hub=hub)
-    console.print(f"[green]✓[/] submitted active-learning round [bold]{handle.submission_id}[/]; streaming its logs:")
-    for line in handle.tail(follow=True):
-        if line.strip() and not any(s in line for s in NOISE):
-            console.print(line.rstrip(), markup=False, highlight=False)
+    console.print(
+        f"[green]✓[/] submitted active-learning round [bold]{handle.submission_id}[/]; "
+        f"its progress (everything: flotilla jobs logs {handle.submission_id}):"
+    )
+    _stream_ours(console, handle)
     final, result = handle.wait(), handle.result() or {}
     if final != "SUCCEEDED":
         raise FlotillaError(f"the demo's active-learning round ended {final}", hint=f"flotilla jobs logs {handle.submission_id}")

@@ -184,7 +184,7 @@ class LocalCluster:
             private_dir(d, shared_parent=d.parent == Path("/tmp"))
         token = ensure_token(self.settings)
         cluster_id = secrets.token_hex(6)
-        env = self._env(token, cluster_id)
+        env = self._env(token, cluster_id, dashboard_port)
         common = ["--block", "--disable-usage-stats"]
         if object_store_mb:
             common += ["--object-store-memory", str(object_store_mb * 1024 * 1024)]
@@ -258,10 +258,14 @@ class LocalCluster:
             raise
         return self.status()
 
-    def _env(self, token: Path, cluster_id: str) -> dict[str, str]:
+    def _env(self, token: Path, cluster_id: str, dashboard_port: int) -> dict[str, str]:
         env = child_env(drop=(RAY_ADDRESS, RAY_AUTH_TOKEN, RAY_API_SERVER_ADDRESS))
         env.update(
             {
+                # every driver and worker of this cluster finds ITS state API here: Ray Train's placement-group
+                # cleaner otherwise scans the machine and dies with "Found multiple active Ray instances"
+                # when another Ray runs beside it (a test suite, a notebook's ray.init())
+                RAY_API_SERVER_ADDRESS: f"http://127.0.0.1:{dashboard_port}",
                 RAY_TMPDIR: str(self.tmpdir),
                 RAY_AUTH_MODE: "token",
                 RAY_AUTH_TOKEN_PATH: str(token),

@@ -24,6 +24,7 @@ from flotilla.errors import FlotillaError
 from flotilla.hub.client import Hub
 from flotilla.jobs.specs import ActiveRoundJob, InferJob, IngestJob, JobSpec, MonitorJob, SweepJob, TrainJob, load_job_spec
 from flotilla.loop import infer, monitor
+from flotilla.progress import PlainView
 from flotilla.settings import job_ray_address
 from flotilla.specs import FamilySpec, parse_spec
 from flotilla.training import train
@@ -32,8 +33,11 @@ from flotilla.tune import SweepSpec, sweep
 RESULT_MARKER = "FLOTILLA_RESULT "  # the line JobHandle.result parses (submission imports it from here)
 
 
+PREFIX = "[flotilla] "  # flotilla's own lines in a job's log; `flotilla demo` shows only these
+
+
 def say(msg: str) -> None:
-    print(f"[flotilla] {msg}", flush=True)
+    print(f"{PREFIX}{msg}", flush=True)
 
 
 def run_ingest(job: IngestJob) -> dict[str, Any]:
@@ -100,7 +104,7 @@ def run_train(job: TrainJob) -> dict[str, Any]:
     say(
         f"train {family.name!r}: {len(family.tasks)} task(s), {family.epochs} epoch(s), data lakefs://{family.data.repo}/{family.data.ref}"
     )
-    result = train(family, address=_address())
+    result = train(family, address=_address(), progress=PlainView(sys.stdout, prefix=PREFIX))
     say(f"train {family.name!r} finished in {result.wall_s:.0f}s")
     return {
         "run_id": result.run_id,
@@ -125,7 +129,7 @@ def run_train(job: TrainJob) -> dict[str, Any]:
 def run_sweep(job: SweepJob) -> dict[str, Any]:
     spec = parse_spec(SweepSpec, job.sweep, source=f"sweep of job {job.name!r}")
     say(f"sweep {spec.name!r}: {spec.budget.trials} trial(s), data commit {(job.pinned or {}).get('data_commit', '?')}")
-    result = sweep(spec, address=_address())
+    result = sweep(spec, address=_address(), progress=PlainView(sys.stdout, prefix=PREFIX))
     say(f"sweep {spec.name!r} finished: winner {getattr(result.winner, 'trial_id', None)}")
     return json.loads(result.to_json())
 
