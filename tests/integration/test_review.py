@@ -159,7 +159,9 @@ def test_label_studio_down_or_a_refusing_gate_leaves_main_untouched(hub, world, 
     )
     assert reviewed == len(sent.sent)
     with pytest.raises(DataValidationError, match="nothing was merged"):
-        receive_review(hub, repo.name, AUDIT_ID, client=client, thresholds=Thresholds(min_group_count=10**6))
+        receive_review(
+            hub, repo.name, AUDIT_ID, client=client, thresholds=Thresholds(min_group_count=10**6, representativeness="error")
+        )
     assert repo.resolve("main") == head
     assert review_status(hub, repo.name, AUDIT_ID)["step"] == "sent"  # to be received again
     assert not [b for b in repo.branches() if b.startswith(("review-fix-", "receipt-"))]

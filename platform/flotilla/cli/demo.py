@@ -147,7 +147,7 @@ def _summary(console: Console, hub: Hub, repo: str, cl, data_commit: str, result
     winner = result.get("winner") or {}
     t = Table(title="flotilla demo — summary", show_header=False)
     t.add_column("what", style="bold")
-    t.add_column("value")
+    t.add_column("value", overflow="fold")  # URIs and paths to copy: wrapped, never cut with "…"
     t.add_row("Ray dashboard", cl.address)
     t.add_row("lakeFS hub", hub.endpoint)
     t.add_row("lakeFS web UI", ui or f"{hub.endpoint}/")  # where it is and how to log in, or why it was not built
