@@ -2,7 +2,7 @@
 
 ::
 
-    branch ingest-<name>-<time> from main's current commit
+    branch ingest-<name>-<time>-<random> from main's current commit
       → write shards, labels, manifest            (streamed, with progress)
       → validate what the branch holds            (the gate)
       → write validation.json (+ fingerprints), commit with provenance
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -189,8 +190,9 @@ def ingest(
     install_gate(repo, into)
     base = repo.resolve(into)
     # kept on success: a dataset that fails the gate stays there for fixing; deleted on any error before the commit
+    # the second alone is not unique: two imports of one name in the same second collided (CI, stop 28)
     ingest = repo.transact(
-        f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}",
         base,
         prefix="ingest-",
         retention=Retention(on_success="keep", on_failure="delete"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -93,8 +94,8 @@ def sweep(
 
 
 def new_sweep_id(name: str) -> str:
-    """A fresh sweep id: the spec's name and the second it started."""
-    return branch_id(f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    """A fresh sweep id: the spec's name, the second it started and a random tail (two in one second differ)."""
+    return branch_id(f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
 
 
 def resume(
