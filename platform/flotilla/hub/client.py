@@ -48,6 +48,9 @@ class Hub:
 
     @property
     def client(self) -> sdk_types.Client:
+        """The SDK client; the embedded hub's identity is confirmed on every use (remembered for seconds),
+        so a listener that took the port of a stopped hub never receives the key."""
+        self.credentials.confirm_server()
         if self._client is None:
             self._client = lakefs().Client(
                 host=self.credentials.endpoint,

@@ -8,7 +8,9 @@ Resolution order, first complete hit wins:
 4. the lakectl config file (``$LAKECTL_CONFIG_FILE`` or ``~/.lakectl.yaml``).
 
 ``HubCredentials`` never shows its secret in ``repr``/``str``, so logging a
-credentials object or an exception that holds one cannot leak it.
+credentials object or an exception that holds one cannot leak it. The embedded hub's credentials
+carry its pid file: every client built from them first confirms that the port is held by that
+hub (:mod:`flotilla.hub.identity`), so the key never goes to a listener that took the port.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import yaml
 
 from flotilla.errors import AuthError, ConfigError
+from flotilla.hub.identity import PID_FILE, confirm_local_hub
 from flotilla.settings import (
     LAKECTL_CREDENTIALS_ACCESS_KEY_ID,
     LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY,
@@ -39,15 +42,26 @@ class HubCredentials:
     access_key_id: str = field(repr=False)
     secret_access_key: str = field(repr=False)
     source: str = "arguments"
+    pidfile: str | None = None  # the embedded hub's pid file: set only on its own credentials
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "endpoint", _normalise_endpoint(self.endpoint))
+
+    def confirm_server(self) -> None:
+        """Raise, before anything is sent, unless the endpoint is served by the hub these credentials belong to.
+
+        Only the embedded hub's credentials are checked (see :mod:`flotilla.hub.identity`); a remote
+        hub's identity is its TLS certificate's business.
+        """
+        if self.pidfile is not None:
+            confirm_local_hub(self.pidfile, self.endpoint)
 
     def __str__(self) -> str:
         return f"{self.endpoint} (key {self.access_key_id[:4]}…, from {self.source})"
 
     def s3_options(self) -> dict[str, str]:
-        """Options for pyarrow/fsspec S3 clients talking to lakeFS's S3 gateway."""
+        """Options for pyarrow/fsspec S3 clients talking to lakeFS's S3 gateway (the server confirmed first)."""
+        self.confirm_server()
         return {
             "endpoint_override": self.endpoint.split("://", 1)[1],
             "scheme": self.endpoint.split("://", 1)[0],
@@ -100,7 +114,11 @@ def resolve_credentials(
     if local.exists():
         data = read_credentials_file(local)
         return HubCredentials(
-            f"http://127.0.0.1:{settings.hub_port}", data["access_key_id"], data["secret_access_key"], source="local hub"
+            f"http://127.0.0.1:{settings.hub_port}",
+            data["access_key_id"],
+            data["secret_access_key"],
+            source="local hub",
+            pidfile=str(settings.hub_dir / PID_FILE),
         )
     lakectl = lakectl_config_file()
     if lakectl.exists():

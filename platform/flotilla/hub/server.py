@@ -35,6 +35,7 @@ import yaml
 from flotilla.errors import ServerError
 from flotilla.hostio import port_free, service_process, stop_process, write_private
 from flotilla.hub.credentials import HubCredentials, read_credentials_file
+from flotilla.hub.identity import PID_FILE, forget
 from flotilla.settings import LAKEFS_PREFIX, child_env
 
 _KEY_ALPHABET = string.ascii_uppercase + "234567"
@@ -79,7 +80,7 @@ class LocalHub:
         self.config_path = self.state_dir / "config.yaml"
         self.credentials_path = self.state_dir / "credentials.json"
         self.log_path = self.state_dir / "lakefs.log"
-        self.pid_path = self.state_dir / "lakefs.pid"
+        self.pid_path = self.state_dir / PID_FILE
         self.block_dir = self.state_dir / "block"
 
     @property
@@ -98,7 +99,9 @@ class LocalHub:
                 "encrypt_secret": secrets.token_urlsafe(48),
             }
             write_private(self.credentials_path, json.dumps(data, indent=2))
-        return HubCredentials(self.endpoint, data["access_key_id"], data["secret_access_key"], source="local hub")
+        return HubCredentials(
+            self.endpoint, data["access_key_id"], data["secret_access_key"], source="local hub", pidfile=str(self.pid_path)
+        )
 
     def _write_config(self) -> None:
         creds = self.credentials()
@@ -269,6 +272,7 @@ class LocalHub:
             return f"lakeFS hub was not running (removed stale pid file for process {pid})"
         how = self._terminate(pid, timeout)
         self.pid_path.unlink(missing_ok=True)
+        forget()  # this process must not trust the stopped hub's identity for the seconds it is remembered
         return f"lakeFS hub (pid {pid}) stopped {how}"
 
     def _terminate(self, pid: int, timeout: float) -> str:

@@ -1,0 +1,89 @@
+"""Credentials go only to the hub flotilla started: the embedded hub's identity, checked before they are sent.
+
+The embedded hub listens on a fixed loopback port (8770 by default) and its admin key travels as
+HTTP Basic auth on every API call. When the hub is stopped, any local user can bind that port
+first and collect the key from the next ``flotilla data show``. So before a client built from the
+embedded hub's credentials sends anything, it confirms that the port is held by the lakeFS
+process whose pid the hub's own pid file records: that process must be alive, be lakeFS, be ours
+(another user's process is not visible to us) and be the one listening on the endpoint's port.
+Any other answer is an error that says so, and nothing is sent.
+
+The check reads ``/proc`` through psutil (about a millisecond) and is remembered for
+:data:`RECHECK_S` per process, so a busy client does not pay it per request while a hub that died
+and was replaced by a listener is noticed within seconds. Credentials of a remote hub
+(environment, lakectl config, arguments) carry no pid file and are not checked here: there TLS
+and the server's certificate are what prove the server's identity.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+
+from flotilla.errors import HubUnavailableError
+from flotilla.hostio import service_process
+
+PID_FILE = "lakefs.pid"
+"""The embedded hub's pid file, in its state folder (written by :class:`~flotilla.hub.server.LocalHub`)."""
+
+RECHECK_S = 2.0
+"""How long a confirmed identity is trusted in this process before it is checked again."""
+
+_confirmed: dict[tuple[str, str], tuple[int, float]] = {}
+_lock = threading.Lock()
+
+
+def confirm_local_hub(pidfile: str | Path, endpoint: str) -> int:
+    """The pid of the embedded hub serving ``endpoint``; raises before anything is sent when it is not ours."""
+    key = (str(pidfile), endpoint)
+    now = time.monotonic()
+    with _lock:
+        seen = _confirmed.get(key)
+        if seen is not None and now - seen[1] < RECHECK_S:
+            return seen[0]
+    pid = _check(Path(pidfile), endpoint)
+    with _lock:
+        _confirmed[key] = (pid, now)
+    return pid
+
+
+def forget() -> None:
+    """Drop every remembered identity (a hub was stopped or restarted in this process)."""
+    with _lock:
+        _confirmed.clear()
+
+
+def _check(pidfile: Path, endpoint: str) -> int:
+    port = urlsplit(endpoint).port
+    where = f"{urlsplit(endpoint).hostname}:{port}"
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        pid = None
+    proc = service_process(pid, "lakefs") if pid is not None else None
+    if pid is None or proc is None:
+        raise HubUnavailableError(
+            f"the local lakeFS hub is not running (no live lakeFS process in {pidfile}); "
+            f"nothing was sent to {where}, whatever may be listening there",
+            hint="start it with 'flotilla hub up' (see 'flotilla hub status' and 'flotilla hub logs')",
+        )
+    if not _listens_on(proc, port):
+        raise HubUnavailableError(
+            f"{where} is not served by the local lakeFS hub (process {pid}, from {pidfile}, does not listen there); "
+            "the hub's credentials were not sent to it",
+            hint="another program holds the hub's port: stop it, or give the hub another port (FLOTILLA_HUB_PORT) "
+            "and run 'flotilla hub up'; 'flotilla hub status' shows the hub's state",
+        )
+    return pid
+
+
+def _listens_on(proc: psutil.Process, port: int | None) -> bool:
+    try:
+        conns = proc.net_connections(kind="tcp")
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns)
