@@ -10,6 +10,25 @@ Messages must never contain credentials: construct them from names and ids only.
 
 from __future__ import annotations
 
+from typing import Any
+
+BRIEF_CHARS = 80
+
+
+def brief(value: Any, limit: int = BRIEF_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters: what an error message may quote of a user's value.
+
+    A value in a spec can be huge (a 10,000-item list, a YAML alias expanded): an error must stay a
+    paragraph, not print the whole of it (or run out of memory building it).
+    """
+    if isinstance(value, (list, tuple, dict, set)) and len(value) > limit:  # never build the whole repr
+        return f"<{type(value).__name__} of {len(value)} items>"
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    tail = f"… ({len(text)} chars)"
+    return text[: max(0, limit - len(tail))] + tail
+
 
 class FlotillaError(Exception):
     """Base of every error flotilla raises on purpose.

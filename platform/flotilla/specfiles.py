@@ -16,11 +16,19 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 
 from flotilla.errors import SpecError
+
+MAX_YAML_VALUES = 10_000
+"""The most values (scalars, lists, mappings) a YAML document may hold once its aliases are expanded.
+
+The shipped specs hold about 200. An alias bomb (10 nested anchors, each repeating the last ten
+times, in 3 KB) expands to 10**10: ``yaml.safe_load`` builds it, shared, in a blink, but anything
+that walks it — validation, an error message quoting it, a JSON dump — runs out of time or memory.
+"""
 
 SpecKind = Literal["family", "sweep", "job"]
 _FOLDER: dict[SpecKind, str] = {"family": "jobs", "sweep": "tuning", "job": "jobs"}
@@ -45,10 +53,52 @@ def shipped_specs(kind: SpecKind) -> list[Path]:
     return [p for p in found if _is_job(p) == (kind == "job")]
 
 
+def safe_yaml(text: str, source: str = "YAML") -> Any:
+    """``yaml.safe_load(text)``, refusing a document whose aliases expand to more than :data:`MAX_YAML_VALUES`
+    values, or refer to themselves, before anything is built from it (``yaml.YAMLError`` for bad syntax)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded(node, {}, set()) > MAX_YAML_VALUES:
+            raise SpecError(
+                f"{source}: its anchors and aliases (&name / *name) expand to more than {MAX_YAML_VALUES:,} values",
+                hint="a spec needs far fewer: write the values out, or repeat a block with fewer nested aliases",
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    """How many values ``node`` stands for with every alias expanded (each node counted once per use)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise SpecError("YAML: an alias refers to the block it is inside (a recursive structure)", hint="remove the alias")
+    open_.add(key)
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        children: list[yaml.Node] = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    else:
+        children = []
+    for child in children:
+        total += _expanded(child, sizes, open_)
+        if total > MAX_YAML_VALUES:
+            break
+    open_.discard(key)
+    sizes[key] = total
+    return total
+
+
 def _is_job(path: Path) -> bool:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = safe_yaml(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, SpecError):
         return False
     return isinstance(data, dict) and "kind" in data
 

@@ -2,8 +2,9 @@
 
 YAML is a thin layer over these pydantic models: unknown keys are errors (with
 a "did you mean"), every invalid field is listed in one :class:`SpecError`, and
-``yaml.safe_load`` is the only loader. Library code receives these objects,
-never raw dicts.
+``yaml.safe_load`` is the only loader (through :func:`~flotilla.specfiles.safe_yaml`, which
+bounds aliases). Every number is finite, no boolean stands for a number, and every count that
+sizes memory or time has an upper bound. Library code receives these objects, never raw dicts.
 """
 
 from __future__ import annotations
@@ -12,22 +13,50 @@ import difflib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from flotilla.data.report import Thresholds
 from flotilla.data.schema import LabelSchema
-from flotilla.errors import InvalidNameError, SpecError
+from flotilla.errors import InvalidNameError, SpecError, brief
 from flotilla.models.backbone_names import DEFAULT_BACKBONE, check_backbone_name
 from flotilla.models.tasks import TaskSpec, resolve_tasks
 from flotilla.names import check_dataset_name, check_registry_name, check_repo_id
-from flotilla.specfiles import resolve_spec_path
+from flotilla.specfiles import resolve_spec_path, safe_yaml
+
+MAX_EPOCHS = 10_000
+"""More epochs than anyone trains a model of this platform for: a larger number is a typo (``1e30``)."""
+MAX_BATCH = 65_536
+"""The largest batch a worker takes: a batch of 64 px images that size is 800 MB of input alone."""
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Every spec: unknown keys refused, frozen, numbers finite, and no YAML boolean taken for a number.
+
+    Pydantic's lax mode reads ``epochs: yes`` as 1 and ``.inf``/``.nan`` as floats; a NaN learning
+    rate or weight decay then trains a NaN model that used to be promoted with exit 0.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None and _numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError(
+                f"must be a number, not the boolean {str(value).lower()} (YAML reads yes, no, on, off, true, false as booleans)"
+            )
+        return value
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field holds a number (``int``, ``float``, or either or None), and never a boolean."""
+    if annotation in (int, float):
+        return True
+    args = get_args(annotation)
+    return bool(args) and bool not in args and any(a in (int, float) for a in args)
 
 
 class _HubNames(_Spec):
@@ -67,7 +96,7 @@ class ModelSpec(_Spec):
 
     backbone: str = DEFAULT_BACKBONE
     width: int = Field(32, ge=4, le=512)
-    head_hidden: int = Field(0, ge=0)
+    head_hidden: int = Field(0, ge=0, le=4096)  # each head's hidden layer: 1e9 failed in the workers' allocator
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
     @field_validator("backbone")
@@ -82,10 +111,10 @@ class ModelSpec(_Spec):
 class OptimSpec(_Spec):
     name: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(3e-3, gt=0, le=10)
-    weight_decay: float = Field(1e-4, ge=0)
+    weight_decay: float = Field(1e-4, ge=0, le=1)  # decoupled decay past 1 drives every weight to zero
     momentum: float = Field(0.9, ge=0, lt=1)
     schedule: Literal["constant", "cosine", "onecycle"] = "cosine"
-    warmup_epochs: float = Field(0.0, ge=0)
+    warmup_epochs: float = Field(0.0, ge=0, le=MAX_EPOCHS)
 
 
 class DeepSpeedSpec(_Spec):
@@ -118,10 +147,10 @@ class DeepSpeedSpec(_Spec):
 
 
 class ScalingSpec(_Spec):
-    workers: int = Field(2, ge=1)
+    workers: int = Field(2, ge=1, le=1024)
     use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)  # fractional GPUs allowed (e.g. 0.5)
+    cpus_per_worker: float = Field(1.0, gt=0, le=1024)
+    gpus_per_worker: float = Field(0.0, ge=0, le=64)  # fractional GPUs allowed (e.g. 0.5)
 
     @model_validator(mode="after")
     def _gpu_consistency(self) -> ScalingSpec:
@@ -143,7 +172,7 @@ class TransferSpec(_Spec):
 
     source: str
     load_heads: bool = False
-    freeze_backbone_epochs: int = Field(0, ge=0)
+    freeze_backbone_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
 
 
 class TrackingSpec(_Spec):
@@ -152,7 +181,7 @@ class TrackingSpec(_Spec):
 
 
 class FailureSpec(_Spec):
-    max_failures: int = Field(2, ge=0)
+    max_failures: int = Field(2, ge=0, le=100)
 
 
 class FamilySpec(_Spec):
@@ -173,8 +202,8 @@ class FamilySpec(_Spec):
     transfer: TransferSpec | None = None
     tracking: TrackingSpec = TrackingSpec()
     failure: FailureSpec = FailureSpec()
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(5, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)  # a batch of 1e12 images exhausts any memory
     seed: int = Field(0, ge=0, lt=2**32)  # every worker calls np.random.seed(seed), which takes 0 to 2**32 - 1
     merge_into: str | None = None  # e.g. "main": promote the run's branch when it finishes
     alias: str | None = None  # e.g. "production": point <name>@<alias> at the run once it is merged (docs/models.md)
@@ -328,7 +357,7 @@ def load_yaml(path: str | Path) -> dict[str, Any] | None:
     """
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = safe_yaml(p.read_text(encoding="utf-8"), str(p))
     except FileNotFoundError:
         raise SpecError(f"spec file {p} does not exist") from None
     except IsADirectoryError:
@@ -438,7 +467,7 @@ def parse_overrides(overrides: Overrides | None) -> dict[str, Any]:
 
 def _yaml_value(item: str, key: str, text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return safe_yaml(text, f"--set {brief(item)}")
     except yaml.YAMLError as exc:
         quoted = text.replace("'", "''")  # YAML's own escape inside single quotes
         dotted = ".".join(part.strip() for part in key.strip().split("."))

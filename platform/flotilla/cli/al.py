@@ -13,6 +13,7 @@ from flotilla.cli.common import friendly, parse_data
 from flotilla.cli.output import flag
 from flotilla.errors import ActiveLearningError, SpecError
 from flotilla.hub import Hub
+from flotilla.specfiles import safe_yaml
 
 al_app = typer.Typer(
     help="Active learning: select → label in Label Studio → gated append → retrain → promote if better.", no_args_is_help=True
@@ -139,11 +140,9 @@ def round_command(
     follow: bool = flag("--follow/--no-follow", default=True, help="stream the job's logs until it ends"),
 ) -> None:
     """Run a whole round (select → label → receive → retrain → decide) as one Ray job; exit 3 when the old model is kept."""
-    import yaml
-
     from flotilla.jobs.submission import submit
 
-    data = yaml.safe_load(spec.read_text())
+    data = safe_yaml(spec.read_text(), str(spec))
     if not isinstance(data, dict) or data.get("kind") != "active-round":
         raise SpecError(f"{spec} is not an active-round job spec (kind: active-round)", hint="see jobs/active_round_demo.yaml")
     if wait_for_labels:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from flotilla.errors import SpecError
+from flotilla.errors import SpecError, brief
 
 
 def _not_bool(value: Any) -> Any:
@@ -29,7 +29,7 @@ def _not_bool(value: Any) -> Any:
 def _whole(value: Any) -> Any:
     # lax mode would also take 64.0 as 64; an image size or a count is written as an int
     if isinstance(value, (bool, float)):
-        raise ValueError(f"must be an int, got {value!r}")
+        raise ValueError(f"must be an int, got {brief(value)}")
     return value
 
 
@@ -42,7 +42,7 @@ Whole = Annotated[int, BeforeValidator(_whole)]
 class Config(BaseModel):
     """A frozen config that refuses unknown keys; construction errors are one :class:`SpecError`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     if not TYPE_CHECKING:  # type checkers keep pydantic's typed signature of __init__
 
@@ -70,5 +70,5 @@ def _problems(exc: ValidationError, model: type[BaseModel]) -> list[str]:
         elif e["type"] == "value_error":
             out.append(f"{where}: {e['ctx']['error']}")
         else:
-            out.append(f"{where}: {e['msg']} (got {e['input']!r})")
+            out.append(f"{where}: {e['msg']} (got {brief(e['input'])})")
     return out

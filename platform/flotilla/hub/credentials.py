@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from flotilla.errors import AuthError, ConfigError
 from flotilla.hub.identity import PID_FILE, confirm_local_hub
 from flotilla.settings import (
@@ -32,6 +30,7 @@ from flotilla.settings import (
     hub_credentials_env,
     lakectl_config_file,
 )
+from flotilla.specfiles import safe_yaml
 
 _ENV_NAMES = (LAKECTL_SERVER_ENDPOINT_URL, LAKECTL_CREDENTIALS_ACCESS_KEY_ID, LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY)
 
@@ -122,7 +121,7 @@ def resolve_credentials(
         )
     lakectl = lakectl_config_file()
     if lakectl.exists():
-        cfg = yaml.safe_load(lakectl.read_text()) or {}
+        cfg = safe_yaml(lakectl.read_text(), str(lakectl)) or {}
         creds = cfg.get("credentials") or {}
         url = (cfg.get("server") or {}).get("endpoint_url")
         if url and creds.get("access_key_id") and creds.get("secret_access_key"):

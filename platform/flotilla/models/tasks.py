@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from flotilla.data.layout import EMOTIONS, GENDERS
-from flotilla.errors import SpecError
+from flotilla.errors import SpecError, brief
 from flotilla.models.kinds import KINDS, Kind, TaskKind
 
 # Whether bigger is better is a property of the metric, not of the task.
@@ -91,7 +91,7 @@ class TaskSpec:
             v = getattr(self, fname)
             number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
             if not number or v < 0 or (v == 0 and not zero_ok):
-                p.append(f"{fname}: {v!r} must be a finite number {'>=' if zero_ok else '>'} 0")
+                p.append(f"{fname}: {brief(v)} must be a finite number {'>=' if zero_ok else '>'} 0")
             else:
                 _set(self, fname, float(v))
         if not kind.scaled and self.target_scale != 1.0:

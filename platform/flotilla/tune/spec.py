@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from flotilla.errors import InvalidNameError, SpecError
+from flotilla.errors import InvalidNameError, SpecError, brief
 from flotilla.names import check_branch_id, check_registry_name
 from flotilla.specfiles import resolve_spec_path
 from flotilla.specs import FamilySpec, Overrides, _Spec, deep_merge, kind_of, load_yaml, parse_overrides, parse_spec
@@ -38,7 +38,7 @@ class Param(_Spec):
         if isinstance(data, list):
             raise ValueError(
                 f"must be a dimension, not a list: to search these values write "
-                f"{{type: choice, values: {data!r}}}; to fix a value, put it in overrides"
+                f"{{type: choice, values: {brief(data)}}}; to fix a value, put it in overrides"
             )
         if not isinstance(data, dict):
             raise ValueError(
@@ -114,20 +114,20 @@ class Objective(_Spec):
 class Searcher(_Spec):
     type: Literal["tpe", "random"] = "tpe"
     seed: int = Field(default=0, ge=0, lt=2**32)  # Optuna's samplers (numpy) take 0 to 2**32 - 1
-    n_startup_trials: int = Field(default=4, ge=0)
+    n_startup_trials: int = Field(default=4, ge=0, le=100_000)
     multivariate: bool = True
 
 
 class Scheduler(_Spec):
     type: Literal["asha", "none"] = "asha"
-    grace_period: int = Field(default=1, ge=1)
-    reduction_factor: float = Field(default=2.0, gt=1)
+    grace_period: int = Field(default=1, ge=1, le=10_000)
+    reduction_factor: float = Field(default=2.0, gt=1, le=100)
 
 
 class Budget(_Spec):
-    trials: int = Field(default=8, ge=1)
-    concurrency: int = Field(default=2, ge=1)
-    trial_cpus: float = Field(default=0.25, gt=0)  # the trial's own driver; its training workers come from base.scaling
+    trials: int = Field(default=8, ge=1, le=100_000)
+    concurrency: int = Field(default=2, ge=1, le=1024)
+    trial_cpus: float = Field(default=0.25, gt=0, le=1024)  # the trial's own driver; its training workers come from base.scaling
     time_limit_s: float | None = Field(default=None, gt=0)
     # "good enough": once a trial reports an objective at or past this, no new trials start; the
     # running ones finish (so the one that got there publishes its model and can be promoted)
@@ -310,7 +310,7 @@ def _between(p: Param) -> float:
 def _refused(merged: dict[str, Any], name: str, value: Any) -> list[str]:
     """Why the base spec refuses ``name = value`` (nothing when it takes it)."""
     try:
-        parse_spec(FamilySpec, deep_merge(merged, unflatten({name: value})), source=f"space.{name}={value!r}")
+        parse_spec(FamilySpec, deep_merge(merged, unflatten({name: value})), source=f"space.{name}={brief(value)}")
     except SpecError as exc:
         return exc.problems or [exc.message]
     return []
@@ -339,7 +339,7 @@ def _value_problems(merged: dict[str, Any], name: str, p: Param) -> list[str]:
                 f"{why[-1]}; {name} takes whole numbers and a {p.type} dimension draws fractions: "
                 f"use {{type: int, low: {low}, high: {high}}}",
             ]
-        return [f"space.{name} = {value!r}: {x}" for x in why]
+        return [f"space.{name} = {brief(value)}: {x}" for x in why]
     return []
 
 
@@ -348,7 +348,7 @@ def _never_sampled(key: str, dim: Param, value: Any, guarded: str) -> str | None
     compares the value drawn for ``key`` with ``==``, which a continuous draw never meets."""
     if dim.type == "choice":
         if value not in (dim.values or []):
-            return f"{key} = {value!r} is never sampled (its choices: {dim.values}), so {guarded} never would be"
+            return f"{key} = {brief(value)} is never sampled (its choices: {dim.values}), so {guarded} never would be"
         return None
     if dim.type == "int":
         low, high, step = int(dim.low), int(dim.high), dim.step or 1  # type: ignore[arg-type]
@@ -356,12 +356,12 @@ def _never_sampled(key: str, dim: Param, value: Any, guarded: str) -> str | None
         if not whole or not low <= value <= high or (value - low) % step:
             grid = f" in steps of {step}" if step > 1 else ""
             return (
-                f"{key} = {value!r} is never sampled (its values: whole numbers from {low} to {high}{grid}), "
+                f"{key} = {brief(value)} is never sampled (its values: whole numbers from {low} to {high}{grid}), "
                 f"so {guarded} never would be"
             )
         return None
     return (
-        f"{key} is a {dim.type} dimension, whose draws are never exactly {value!r}, so {guarded} would never be "
+        f"{key} is a {dim.type} dimension, whose draws are never exactly {brief(value)}, so {guarded} would never be "
         f"sampled: a condition names a choice (or int) dimension; make {key} a choice of the values you mean"
     )
 

@@ -1,0 +1,87 @@
+"""Bounded input (issue 22): an alias bomb, non-finite numbers, booleans for numbers and absurd sizes are refused
+quickly, by name, and an error never quotes a huge value whole."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from flotilla.errors import SpecError, brief
+from flotilla.specfiles import MAX_YAML_VALUES, safe_yaml
+from flotilla.specs import FamilySpec, load_family_spec, parse_overrides, parse_spec
+from flotilla.tune.spec import SweepSpec
+
+# 10 nested anchors, each repeating the last ten times: 3 KB of YAML, 10**10 values expanded
+BOMB = 'a: &a ["x","x","x","x","x","x","x","x","x","x"]\n' + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(9)
+)
+
+
+def test_an_alias_bomb_is_refused_before_it_is_built(tmp_path):
+    spec = tmp_path / "bomb.yaml"
+    spec.write_text(BOMB + "name: x\ntasks:\n  - {name: age, kind: regression, label: age, weight: *j}\n")
+    t = time.perf_counter()
+    with pytest.raises(SpecError, match="expand to more than") as info:
+        load_family_spec(spec)
+    assert time.perf_counter() - t < 1.0  # refused from the node graph, never expanded
+    assert len(str(info.value)) < 400
+
+
+def test_aliases_a_spec_really_uses_still_work_and_self_reference_is_refused():
+    assert safe_yaml("base: &b {lr: 0.1}\nother: *b\n") == {"base": {"lr": 0.1}, "other": {"lr": 0.1}}
+    assert safe_yaml("") is None
+    with pytest.raises(SpecError, match="recursive"):
+        safe_yaml("a: &a [1, *a]\n")
+    wide = "[" + ",".join(["1"] * (MAX_YAML_VALUES + 5)) + "]"
+    with pytest.raises(SpecError, match="expand to more than"):
+        safe_yaml(wide)
+
+
+def test_a_sweep_space_entry_that_is_a_bomb_is_refused_in_a_short_message():
+    with pytest.raises(SpecError, match="expand to more than"):
+        parse_overrides([f"x={'[' + ','.join(['1'] * (MAX_YAML_VALUES + 1)) + ']'}"])
+    huge = list(range(100_000))
+    with pytest.raises(SpecError) as info:
+        parse_spec(SweepSpec, {"name": "s", "base": {"name": "f"}, "space": {"optim.lr": huge}})
+    assert len(str(info.value)) < 1000 and "list of 100000 items" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        ({"epochs": True}, "not the boolean true"),
+        ({"batch_size": False}, "not the boolean false"),
+        ({"seed": True}, "not the boolean true"),
+        ({"optim": {"weight_decay": float("inf")}}, "finite number"),
+        ({"optim": {"lr": float("nan")}}, "finite number"),
+        ({"model": {"dropout": float("-inf")}}, "finite number"),
+        ({"epochs": 10**30}, "epochs"),
+        ({"batch_size": 10**12}, "less than or equal to 65536"),
+        ({"model": {"head_hidden": 10**9}}, "less than or equal to 4096"),
+        ({"scaling": {"workers": 10**6}}, "less than or equal to 1024"),
+        ({"seed": -1}, "greater than or equal to 0"),
+        ({"seed": 99999999999999999999}, "seed"),
+        ({"optim": {"weight_decay": 5.0}}, "less than or equal to 1"),
+    ],
+)
+def test_a_family_spec_refuses_what_would_train_nonsense(data, words):
+    t = time.perf_counter()
+    with pytest.raises(SpecError, match=words):
+        parse_spec(FamilySpec, {"name": "f", **data})
+    assert time.perf_counter() - t < 1.0
+
+
+def test_sweep_budget_numbers_are_bounded_and_never_booleans():
+    base = {"name": "s", "base": {"name": "f"}, "space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1}}}
+    cases = (({"trials": True}, "boolean"), ({"concurrency": 10**9}, "1024"), ({"time_limit_s": float("inf")}, "finite"))
+    for budget, words in cases:
+        with pytest.raises(SpecError, match=words):
+            parse_spec(SweepSpec, {**base, "budget": budget})
+
+
+def test_brief_never_builds_a_huge_repr():
+    assert brief("short") == "'short'"
+    assert brief(list(range(10**6))) == "<list of 1000000 items>"
+    long = brief("x" * 500)
+    assert len(long) <= 80 and "502 chars" in long
