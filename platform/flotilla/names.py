@@ -36,10 +36,24 @@ BRANCH_RULE = (
 REPO_RULE = "repository ids are 3-63 characters of lowercase a-z, 0-9 and '-', starting with a letter or digit"
 
 
+def _encodable(text: str) -> bool:
+    """Whether ``text`` can be sent as UTF-8: a lone surrogate (Python's stand-in for undecodable bytes) cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def branch_id(name: str, prefix: str = "") -> str:
     """Map a free-form name (plus an optional ``prefix`` such as ``"exp-"``) to a branch id."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidNameError("an experiment or trial name must be a non-empty string", hint="pass a name such as 'lr-sweep-1'")
+    if not _encodable(name):
+        raise InvalidNameError(
+            f"the name {name.encode('utf-8', 'backslashreplace').decode()!r} is not valid Unicode (a lone surrogate)",
+            hint="use a name of ordinary characters, such as 'lr-sweep-1'",
+        )
     candidate = prefix + name
     if BRANCH_RE.match(candidate) and len(candidate) <= MAX_BRANCH_LEN and not _HASHED_TAIL.search(candidate):
         return candidate
@@ -104,6 +118,8 @@ def check_object_path(path: str) -> str:
         problem = "it contains a backslash"
     elif any(ord(c) < 32 or ord(c) == 127 for c in path):
         problem = "it contains a control character"
+    elif not _encodable(path):
+        problem = "it is not valid Unicode (a lone surrogate, e.g. from undecodable file-name bytes)"
     else:
         parts = path.split("/")
         if any(p in ("", ".", "..") for p in parts[:-1]) or parts[-1] in (".", ".."):
@@ -112,7 +128,8 @@ def check_object_path(path: str) -> str:
             problem = "it is longer than 1024 bytes"
     if problem:
         raise InvalidNameError(
-            f"invalid object path {path!r}: {problem}",
+            f"invalid object path {path.encode('utf-8', 'backslashreplace').decode() if isinstance(path, str) else path!r}: "
+            f"{problem}",
             hint="object paths are relative POSIX paths like 'datasets/faces/shard-00000.parquet'",
         )
     return path

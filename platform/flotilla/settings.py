@@ -114,6 +114,12 @@ class Settings:
         cache = Path(
             os.environ.get(FLOTILLA_CACHE) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flotilla"
         ).expanduser()
+        for name, path in ((FLOTILLA_HOME, home), (FLOTILLA_CACHE, cache)):
+            if path.exists() and not path.is_dir():
+                raise ConfigError(
+                    f"{name}={path} is a file, not a folder: flotilla keeps its hub, runs and caches in that folder",
+                    hint=f"point {name} at a folder (it is created if missing), or unset it for the default",
+                )
         return cls(
             home=home.resolve(),
             cache=cache.resolve(),

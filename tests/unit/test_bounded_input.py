@@ -85,3 +85,24 @@ def test_brief_never_builds_a_huge_repr():
     assert brief(list(range(10**6))) == "<list of 1000000 items>"
     long = brief("x" * 500)
     assert len(long) <= 80 and "502 chars" in long
+
+
+def test_a_lone_surrogate_in_a_name_or_key_is_a_clean_error():
+    from flotilla.errors import InvalidNameError
+    from flotilla.names import branch_id, check_object_path
+
+    with pytest.raises(InvalidNameError, match="lone surrogate"):
+        branch_id("a\udc80b")
+    with pytest.raises(InvalidNameError, match="not valid Unicode"):
+        check_object_path("labels/a\udc80b.parquet")
+
+
+def test_flotilla_home_pointing_at_a_file_names_the_variable(tmp_path, monkeypatch):
+    from flotilla.errors import ConfigError
+    from flotilla.settings import Settings
+
+    f = tmp_path / "home"
+    f.write_text("")
+    monkeypatch.setenv("FLOTILLA_HOME", str(f))
+    with pytest.raises(ConfigError, match=r"FLOTILLA_HOME=.* is a file, not a folder"):
+        Settings.from_env()
