@@ -15,6 +15,7 @@ LAKECTL_* variables set on the cluster's nodes).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import shlex
@@ -27,10 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from flotilla.cluster.files import token_path
 from flotilla.data.pinning import pin, resolve_data
+from flotilla.errors import FlotillaError, brief
 from flotilla.hub.client import Hub
 from flotilla.jobs.client import call, connect, quiet_ray
 from flotilla.jobs.handle import JobHandle
+from flotilla.jobs.secretscan import refuse_secrets
 from flotilla.jobs.specs import (
     ActiveRoundJob,
     InferJob,
@@ -102,6 +106,17 @@ def _is_checkout(root: Path) -> bool:
 
 
 # ---- submitting --------------------------------------------------------------------------------------
+def known_secrets(hub: Any, settings: Settings) -> dict[str, str]:
+    """The secrets this machine knows and a job must never carry: the hub's secret key, the local cluster's Ray token."""
+    known: dict[str, str] = {}
+    with contextlib.suppress(FlotillaError):  # no hub credentials here: none to leak
+        known["the hub's secret access key"] = (hub or Hub(settings=settings)).credentials.secret_access_key
+    token = token_path(settings)
+    if token.is_file():
+        known["the local Ray cluster's auth token"] = token.read_text().strip()
+    return known
+
+
 def submission_id(spec: JobSpec) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", spec.name.lower()).strip("-")[:40] or "job"
     return f"{spec.kind}-{slug}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
@@ -257,6 +272,8 @@ def submit(
     elif overrides:
         spec = parse_job_spec(deep_merge(spec.model_dump(mode="json"), parse_overrides(overrides)), "job spec", root=here)
     pinned, lineage = pin_job(spec, hub, here)
+    shown = {"spec": pinned.model_dump(mode="json"), "lineage": lineage}  # env_vars and pip are in the spec
+    refuse_secrets(shown, known_secrets(hub, settings), f"job {brief(spec.name)}")
     sid = submission_id(spec)
     if dry_run:
         return JobHandle(sid, None, pinned)
