@@ -185,5 +185,5 @@ class NullView:
 def make_view(stream: IO[str], *, live: bool, title: str = "") -> ProgressView:
     """A live table when ``live`` (a terminal), else one plain line per event on ``stream``."""
     if live:
-        return LiveView(Console(file=stream), title)
+        return LiveView(Console(file=stream, emoji=False), title)
     return PlainView(stream)

@@ -7,9 +7,11 @@ import traceback
 import pytest
 
 from flotilla.errors import (
+    AuthError,
     ConfigError,
     ConflictError,
     FlotillaError,
+    HubError,
     HubUnavailableError,
     InvalidNameError,
     MergeConflictError,
@@ -283,3 +285,10 @@ def test_experiment_keeps_work_committed_on_its_branch_by_hand_when_the_merge_fa
     assert exp.commit_id is None and exp.branch in repo.branches(), "committed work was deleted with its branch"
     assert repo.get(exp.branch, "models/x/model.pt") == b"weights" and exp.branch in str(err.value)
     repo.commit("main", "the wip")
+
+
+def test_deleting_the_default_branch_is_refused_by_the_hub_not_blamed_on_the_credentials(repo):
+    # lakeFS answers 403 for an operation no key may do; it used to read "the hub rejected the credentials"
+    with pytest.raises(HubError, match="does not allow it") as info:
+        repo.delete_branch("main")
+    assert not isinstance(info.value, AuthError) and "credentials" not in str(info.value)

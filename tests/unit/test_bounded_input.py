@@ -106,3 +106,27 @@ def test_flotilla_home_pointing_at_a_file_names_the_variable(tmp_path, monkeypat
     monkeypatch.setenv("FLOTILLA_HOME", str(f))
     with pytest.raises(ConfigError, match=r"FLOTILLA_HOME=.* is a file, not a folder"):
         Settings.from_env()
+
+
+def test_quoted_text_is_printed_as_written_not_as_emoji():
+    """Rich turned ':x:' in a quoted label file into an emoji: every console of the CLI is made without emoji."""
+    import importlib
+    import io
+    import pkgutil
+
+    from rich.console import Console
+
+    import flotilla.cli
+
+    consoles = []
+    for info in pkgutil.iter_modules(flotilla.cli.__path__):
+        if info.name.startswith("__"):  # __main__ runs the CLI on import
+            continue
+        module = importlib.import_module(f"flotilla.cli.{info.name}")
+        consoles += [v for v in vars(module).values() if isinstance(v, Console)]
+    assert len(consoles) >= 10
+    for console in consoles:
+        out = io.StringIO()
+        console.file = out
+        console.print("label :x: in a file")
+        assert ":x:" in out.getvalue()

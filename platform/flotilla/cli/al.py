@@ -18,8 +18,8 @@ from flotilla.specfiles import safe_yaml
 al_app = typer.Typer(
     help="Active learning: select → label in Label Studio → gated append → retrain → promote if better.", no_args_is_help=True
 )
-console = Console()
-err = Console(stderr=True)
+console = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 REPO = typer.Option("faces", "--repo", help="hub repository of the round")
 ROUND = typer.Option(None, "--round", help="round number (default: the newest)")
 

@@ -44,8 +44,8 @@ app.add_typer(sweep_app, name="sweep")
 app.command("infer")(infer_command)
 app.command("monitor")(monitor_command)
 
-console = Console()
-err = Console(stderr=True)
+console = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 
 def _print_version(value: bool) -> None:

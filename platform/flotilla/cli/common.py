@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from flotilla.errors import FlotillaError, SpecError
 
-err = Console(stderr=True)
+err = Console(stderr=True, emoji=False)
 P = ParamSpec("P")
 R = TypeVar("R")
 

@@ -35,8 +35,8 @@ from flotilla.hub import Hub
 from flotilla.specs import load_thresholds
 
 app = typer.Typer(help="Datasets in the hub: generate, import, validate, show, report, audit, review.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
+console = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 REPO = typer.Option("faces", "--repo", help="hub repository")
 REPORTS = typer.Option(Path("artifacts/reports"), "--report-dir", help="where the JSON report and PNG plot go")

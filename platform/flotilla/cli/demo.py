@@ -51,7 +51,7 @@ def _stream_ours(console: Console, handle: JobHandle) -> None:
 
 
 def run_demo(repo: str = "faces", console: Console | None = None, n: int = 6000) -> None:
-    console = console or Console()
+    console = console or Console(emoji=False)
     settings = Settings.from_env()
     say = lambda m: console.print(f"[dim]{m}[/]")
     hub_status = local.up(settings, report=say)
@@ -103,9 +103,9 @@ def _audit_and_page(console: Console, hub: Hub, repo: str, say: Callable[[str], 
     """
     from flotilla.audit import audit_dataset  # cleanlab and scikit-learn: only when auditing
 
-    here = Console(file=sys.stdout)
+    here = Console(file=sys.stdout, emoji=False)
     say(f"auditing the demo data (Ray's console: {log})")
-    with ray_console(log, Console(file=sys.stderr)):
+    with ray_console(log, Console(file=sys.stderr, emoji=False)):
         audit = audit_dataset(
             hub, "main", "demo", "face-family@production", repo=repo, on_progress=lambda m: here.print(f"[dim]{m}[/]")
         )

@@ -11,8 +11,8 @@ from flotilla.cli.common import friendly, parse_data
 from flotilla.cli.output import flag
 from flotilla.hub import Hub
 
-console = Console()
-err = Console(stderr=True)
+console = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 
 @friendly

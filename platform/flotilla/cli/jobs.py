@@ -30,8 +30,8 @@ cluster_app = typer.Typer(
     help="The local Ray cluster flotilla runs itself (token auth on, dashboard on 127.0.0.1).", no_args_is_help=True
 )
 jobs_app = typer.Typer(help="Ingest, train and sweep jobs on a Ray cluster (Ray Jobs API).", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
+console = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 ADDRESS = typer.Option(
     None, "--address", help="Jobs API URL of a Ray cluster (default: FLOTILLA_RAY_ADDRESS, else the local cluster)"

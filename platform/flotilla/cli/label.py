@@ -9,8 +9,8 @@ from flotilla.cli.common import friendly
 from flotilla.labelstudio import LABEL_STUDIO_VERSION, local
 
 label_app = typer.Typer(help="The local Label Studio flotilla runs for labelling rounds.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
+console = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 
 def _say(msg: str) -> None:

@@ -20,7 +20,7 @@ from flotilla.cli.output import flag, print_table, with_output
 models_app = typer.Typer(
     help="The model registry on the hub: list, show, aliases, lineage, reproduce, stale.", no_args_is_help=True
 )
-console = Console()
+console = Console(emoji=False)
 
 REPO = typer.Option("faces", "--repo", help="hub repository holding the models")
 MODEL = typer.Argument(  # escaped: '[/<model>]' read as a Rich closing tag made every --help a MarkupError

@@ -17,8 +17,8 @@ from flotilla.cli.common import friendly
 from flotilla.cli.output import flag, with_output
 from flotilla.hub import Hub
 
-console = Console()
-err = Console(stderr=True)
+console = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 ALARM = 3
 
 

@@ -132,7 +132,7 @@ def print_table(table: Table, console: Console | None = None) -> None:
     branch names must survive). Piped (or to a file): tab-separated rows with a header, no ANSI, no
     box — rich sized a piped table to 80 columns and squeezed columns down to nothing.
     """
-    console = console or Console()
+    console = console or Console(emoji=False)
     if console.is_terminal:
         for column in table.columns:
             column.overflow = "fold"

@@ -21,7 +21,7 @@ from flotilla.cli.common import err, friendly
 from flotilla.cli.output import flag, mode, print_json, print_table, progress_view, ray_console, with_output
 from flotilla.errors import ConfigError
 
-console = Console(soft_wrap=True)  # paths and branch names stay whole on one line, piped or not
+console = Console(soft_wrap=True, emoji=False)  # paths and branch names stay whole on one line, piped or not
 
 
 def _show(result) -> None:

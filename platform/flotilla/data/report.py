@@ -314,7 +314,7 @@ def rich_table(report: ValidationReport, examples: int = 3):
 def render(report: ValidationReport, console=None) -> None:
     from rich.console import Console
 
-    console = console or Console()
+    console = console or Console(emoji=False)
     console.print(rich_table(report))
     c = report.counts
     console.print(

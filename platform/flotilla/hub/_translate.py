@@ -108,7 +108,13 @@ def translate(
             except Exception:  # listing is a courtesy; never mask the real error
                 extra = ""
         raise NotFoundError(f"cannot {action}: {_server_message(exc)}", hint=extra or None) from None
-    except (lex.NotAuthorizedException, lex.ForbiddenException, lex.NoAuthenticationFound) as exc:
+    except lex.ForbiddenException as exc:  # 403: the key was accepted; this operation is not allowed
+        raise HubError(
+            f"cannot {action}: the hub does not allow it ({_server_message(exc)})",
+            hint="lakeFS forbids this for every key (e.g. deleting a repository's default branch, writing to a protected "
+            "branch) or this key lacks the permission: work on another branch, or ask the hub's admin",
+        ) from None
+    except (lex.NotAuthorizedException, lex.NoAuthenticationFound) as exc:
         raise AuthError(
             f"cannot {action}: the hub rejected the credentials ({_server_message(exc)})",
             hint="check the access key pair (LAKECTL_CREDENTIALS_* or the local hub's credentials file)",

@@ -211,7 +211,7 @@ def _build(settings: Settings, target: Path, report: Reporter) -> BuildRecord:
     }
     from rich.console import Console
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, emoji=False)
     started = time.monotonic()
     with console.status(f"building lakeFS v{version} from its Go module (first time only, several minutes)") as status:
         dl = _run([go, "mod", "download", "-json", f"github.com/treeverse/lakefs@v{version}"], env, work)
