@@ -1,178 +1,169 @@
-"""ASHA + TPE against random search without early stopping: trial-epochs to find a top-5 % model.
+"""How soon does ASHA + TPE find what a full random search finds? Trial-epochs and wall time to that target.
 
-Same family, data, search space and seeds for both arms, one invocation.
+The space is the shipped ``tuning/face_family.yaml`` (six dimensions, one conditional: what users sweep),
+each trial up to ``--epochs`` (9) epochs, 2 trials at a time. Three arms per seed, one invocation:
 
-The question asked: *how much training does each searcher spend before it has
-trained a model as good as the best twentieth of this search space?* The target is
-therefore a property of the space, measured before either arm runs:
+1. **random** — the shipped spec with a random searcher and no scheduler, its whole budget
+   (``--trials``, 24 trials × 9 epochs): no early stop of any kind.
+2. The **target** — the median over seeds of the best objective each random search reached with its
+   whole budget (:func:`hpo_traces.target_of`), computed once every random arm has run.
+3. **tpe** (TPE, no scheduler, ``--trials``) and **asha+tpe** (the shipped searcher and scheduler,
+   ``--asha-trials``, 2 × ``--trials`` by default: its trials are mostly short), each with
+   ``budget.target`` at the target (no new trials once one reaches it: the trace up to the first hit is
+   what it would be without the stop; ``--no-stop`` runs them to their whole budget).
 
-1. **Calibration** — random configurations, spread evenly over the *measured*
-   training seeds (0 .. ``--seeds``-1) but drawn by sampler seeds 1000, 1001, ...
-   (so never the arms' own draws), each trained the full ``--epochs``; the target
-   is the ``--percentile`` (95th) percentile of their best objective. It is
-   printed before any arm runs.
-2. **Measurement** — for each seed, each arm sweeps with ``budget.target`` set to
-   that target (no new trials once a trial reaches it) and at most
-   ``--max-trials`` trials. Every epoch any trial trains is one trial-epoch, in
-   the order Tune received the reports; an arm's cost is the number of
-   trial-epochs until some trial first reports an objective at or past the
-   target. An arm that never gets there is censored at what it spent (shown as
-   ">=N"; counted as infinite in the median).
+Every report of every sweep is traced with its wall time since ``sweep()`` was called and the
+cumulative trial-epochs (:mod:`hpo_traces`); every arm, random included, is scored against the target.
+Seed ``s`` is the training seed (``seed``) and the sampler seed (``searcher.seed``) of all three arms.
 
-Prints per-seed figures, the medians, wall times and the ratio last.
-Run: `.venv/bin/python bench/hpo.py [--seeds 5 --epochs 9 --calib-trials 50 --percentile 95 --max-trials 48]`.
+Prints each sweep as it ends, then the per-seed table, the medians and the ratios LAST; writes the
+anytime curves (PNG) and the raw traces (JSON) to ``--out``.png/.json (the JSON after every sweep).
+Run: ``.venv/bin/python bench/hpo.py`` (the defaults: 5 seeds, 24 trials, 9 epochs, 3,000 faces at 32 px);
+smoke: ``--seeds 1 --trials 3 --epochs 2 --n 600``; score and plot a saved run: ``--replot FILE.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import time
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from flotilla.cluster import ensure_ray
 from flotilla.data.api import generate
+from flotilla.data.synthetic import FaceSpec
 from flotilla.data.validate import Thresholds
+from flotilla.hub.client import Hub
 from flotilla.hub.local import private_hub
-from flotilla.specs import parse_spec
-from flotilla.tune import SweepSpec, sweep
+from flotilla.tune import NoWinner, SweepResult, sweep
+from flotilla.tune.journal import JOURNAL
+from hpo_traces import ARMS, INF, Cost, Trace, cost, load, median, plot, ratio, read_trace, save, shown_ratio, target_of
 
-OBJ = {"weights": {"val/age/mae": -0.02, "val/gender/accuracy": 1.0, "val/emotion/accuracy": 1.0}, "mode": "max"}
-SPACE = {
-    "optim.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-1},
-    "optim.weight_decay": {"type": "loguniform", "low": 1e-6, "high": 1e-2},
-    "model.width": {"type": "choice", "values": [4, 8, 16]},
-}
+SPEC = Path(__file__).resolve().parents[1] / "tuning" / "face_family.yaml"
+GOAL = 0.5
 
 
-def spec(
-    name: str, seed: int, trials: int, epochs: int, asha_tpe: bool, target: float | None, sampler_seed: int | None = None
-) -> SweepSpec:
-    """One arm's sweep: ``seed`` is the training seed (and the sampler's, unless ``sampler_seed`` is given)."""
-    return parse_spec(
-        SweepSpec,
-        {
-            "name": name,
-            "base": {
-                "name": "hpo",
-                "data": {"repo": "faces", "dataset": "synthetic"},
-                "model": {"width": 16},
-                "epochs": epochs,
-                "batch_size": 64,
-                "seed": seed,
-                "scaling": {"workers": 1, "cpus_per_worker": 0.75},
-                "tracking": {"wandb": False},
-            },
-            "space": SPACE,
-            "objective": OBJ,
-            "searcher": {
-                "type": "tpe" if asha_tpe else "random",
-                "seed": seed if sampler_seed is None else sampler_seed,
-                "n_startup_trials": 3,
-            },
-            "scheduler": {"type": "asha" if asha_tpe else "none", "grace_period": 1, "reduction_factor": 3},
-            "budget": {"trials": trials, "concurrency": 2, "trial_cpus": 0.25, "target": target},
-            "retention": {"keep": "winner"},
-            "promote": {"into": None},
-        },
+def overrides(arm: str, seed: int, args: argparse.Namespace, target: float | None) -> dict[str, Any]:
+    """The shipped sweep spec, changed only where the benchmark's design says (nothing about the space)."""
+    o: dict[str, Any] = {
+        "name": f"hpo-{arm.replace('+', '-')}-{seed}",
+        "overrides.epochs": args.epochs,
+        "overrides.seed": seed,
+        "overrides.data.image_size": args.size,
+        "overrides.tracking.wandb": False,
+        "searcher.seed": seed,
+        "budget.trials": (args.asha_trials or 2 * args.trials) if arm == "asha+tpe" else args.trials,
+        "budget.concurrency": 2,
+        "promote.into": None,  # the bench measures the search; merging a winner into main is not part of it
+    }
+    if arm == "random":
+        o |= {"searcher.type": "random", "scheduler.type": "none"}
+    elif arm == "tpe":
+        o["scheduler.type"] = "none"
+    if target is not None and arm != "random" and not args.no_stop:
+        o["budget.target"] = target
+    return o
+
+
+def run_arm(hub: Hub, arm: str, seed: int, args: argparse.Namespace, target: float | None) -> Trace:
+    started = time.time()
+    try:
+        res: SweepResult = sweep(SPEC, overrides=overrides(arm, seed, args, target), hub=hub)
+    except NoWinner as exc:  # every trial stopped early: its reports still count
+        assert exc.result is not None
+        res = exc.result
+    wall = time.time() - started
+    trace = read_trace(Path(res.directory) / JOURNAL, arm, seed, res.sweep_id, started, wall, len(res.trials))
+    print(
+        f"seed {seed} {arm:<9} {trace.trials:>2} trials, {trace.trial_epochs:>3} trial-epochs, best {trace.best:.4f}, "
+        f"{wall:.0f}s (first report {trace.reports[0].wall_s if trace.reports else INF:.0f}s in)",
+        flush=True,
     )
+    return trace
 
 
-def reports(sweep_dir: Path) -> list[dict]:
-    return [r for r in map(json.loads, (sweep_dir / "lifecycle.jsonl").read_text().splitlines()) if r["event"] == "result"]
-
-
-def cost_to_target(sweep_dir: Path, target: float) -> tuple[float, int]:
-    """Trial-epochs (in the order Tune received the reports) until the objective first reaches ``target``."""
-    scores = [r["value"] for r in reports(sweep_dir)]
-    for i, score in enumerate(scores, 1):
-        if score >= target:
-            return i, len(scores)
-    return float("inf"), len(scores)
-
-
-def calibrate(hub, trials: int, epochs: int, percentile: float, seeds: range) -> tuple[float, list[float]]:
-    """The ``percentile`` of random configurations' best objective (full training, no stopping).
-
-    The configurations are spread evenly over the training seeds the arms are measured at (the
-    target must describe the space *as those seeds train it*; run 4 calibrated at other training
-    seeds), and drawn by sampler seeds 1000 + s, disjoint from the arms' own draws.
-    """
-    best: dict[str, float] = {}
-    for i, s in enumerate(seeds):
-        n = trials // len(seeds) + (1 if i < trials % len(seeds) else 0)
-        res = sweep(spec(f"hpo-calibration-{s}", s, n, epochs, asha_tpe=False, target=None, sampler_seed=1000 + s), hub=hub)
-        for r in reports(Path(res.directory)):
-            best[r["trial_id"]] = max(best.get(r["trial_id"], float("-inf")), r["value"])
-    scores = sorted(best.values())
-    return float(np.percentile(scores, percentile)), scores
+def report(traces: dict[str, list[Trace]], target: float) -> None:
+    """Per-seed table, medians, then the ratios (the goal's last)."""
+    seeds = sorted({t.seed for ts in traces.values() for t in ts})
+    by = {(t.arm, t.seed): t for ts in traces.values() for t in ts}
+    costs: dict[str, list[Cost]] = {arm: [cost(by[arm, s], target) for s in seeds if (arm, s) in by] for arm in ARMS}
+    print(f"\ntarget = median over {len(traces.get('random', []))} seeds of random search's best = {target:.4f}")
+    print("random's best per seed: " + ", ".join(f"{t.seed}: {t.best:.4f}" for t in traces.get("random", [])))
+    print("\ntrial-epochs / wall time to the target (>=N: never reached, censored at what it spent)")
+    print(f"{'seed':>4}  " + "  ".join(f"{arm:>22}" for arm in ARMS))
+    for s in seeds:
+        cells = []
+        for arm in ARMS:
+            t = by.get((arm, s))
+            c = cost(t, target) if t else None
+            cells.append(f"{c.shown('epochs'):>6} / {c.shown('wall'):>7} ({t.trials:>2}tr)" if c and t else "-")
+        print(f"{s:>4}  " + "  ".join(f"{x:>22}" for x in cells))
+    med = {arm: (median([c.trial_epochs for c in cs]), median([c.wall_s for c in cs])) for arm, cs in costs.items() if cs}
+    reached = {arm: sum(c.reached for c in cs) for arm, cs in costs.items()}
+    print(
+        "median  "
+        + "  ".join(
+            f"{arm} {m[0]:.0f} / {m[1]:.0f}s ({reached[arm]}/{len(costs[arm])} reached)"
+            if m[0] < INF
+            else f"{arm} never / never ({reached[arm]}/{len(costs[arm])} reached)"
+            for arm, m in med.items()
+        )
+    )
+    if "random" not in med:
+        return
+    for arm in ("tpe", "asha+tpe"):
+        if arm not in med:
+            continue
+        e, w = ratio(med[arm][0], med["random"][0]), ratio(med[arm][1], med["random"][1])
+        ok = e <= GOAL and w <= GOAL
+        verdict = f"  -> {'PASS' if ok else 'FAIL'} (goal <= {GOAL}x on both)" if arm == "asha+tpe" else ""
+        print(f"ratio {arm} / random, median to target: trial-epochs {shown_ratio(e)}, wall time {shown_ratio(w)}{verdict}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=5, help="seeds measured (an odd number: the target is a median)")
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--trials", type=int, default=24, help="random's and TPE's trial budget")
+    ap.add_argument("--asha-trials", type=int, default=None, help="ASHA + TPE's trial budget (default 2 x --trials)")
+    ap.add_argument("--epochs", type=int, default=9, help="a trial's full training")
     ap.add_argument("--n", type=int, default=3000, help="synthetic faces")
-    ap.add_argument("--seeds", type=int, default=5, help="how many seeds (training and sampler) to measure")
-    ap.add_argument(
-        "--first-seed",
-        type=int,
-        default=0,
-        help="measure seeds first-seed .. first-seed+seeds-1 (to add seeds to an earlier run at its target)",
-    )
-    ap.add_argument("--epochs", type=int, default=9, help="full training length of a trial")
-    ap.add_argument("--calib-trials", type=int, default=50, help="random configurations that place the target")
-    ap.add_argument("--percentile", type=float, default=95, help="the target's percentile among them")
-    ap.add_argument("--max-trials", type=int, default=48, help="trial budget of each arm (it stops early at the target)")
-    ap.add_argument("--target", type=float, default=None, help="skip calibration and use this target")
+    ap.add_argument("--size", type=int, default=32, help="image size (px) generated and trained at")
+    ap.add_argument("--no-stop", action="store_true", help="run TPE and ASHA + TPE to their whole budget too")
+    ap.add_argument("--out", type=Path, default=Path("artifacts/bench/hpo"), help="writes OUT.png and OUT.json")
+    ap.add_argument("--replot", type=Path, default=None, help="score and plot a saved JSON of traces; train nothing")
     args = ap.parse_args()
-    seeds = range(args.first_seed, args.first_seed + args.seeds)
-    with private_hub("flotilla-bench-") as (hub, _):
-        generate(hub, "faces", "synthetic", args.n, thresholds=Thresholds(min_group_count=1))
-        ensure_ray()
-        if args.target is None:
-            t = time.perf_counter()
-            target, scores = calibrate(hub, args.calib_trials, args.epochs, args.percentile, seeds)
-            print(
-                f"calibration: {len(scores)} random configurations, best objectives "
-                f"{', '.join(f'{s:.3f}' for s in scores)} ({time.perf_counter() - t:.0f}s)"
-            )
-            print(f"target = {args.percentile:g}th percentile = {target:.4f}", flush=True)
-        else:
-            target = args.target
-        costs: dict[str, list[float]] = {"asha+tpe": [], "random": []}
-        walls: dict[str, list[float]] = {"asha+tpe": [], "random": []}
-        for seed in seeds:
-            for arm in ("asha+tpe", "random"):
-                t = time.perf_counter()
-                name = f"hpo-{arm.replace('+', '-')}-{seed}"
-                res = sweep(spec(name, seed, args.max_trials, args.epochs, arm == "asha+tpe", target), hub=hub)
-                walls[arm].append(time.perf_counter() - t)
-                c, total = cost_to_target(Path(res.directory), target)
-                costs[arm].append(c)
-                shown = f"{c:.0f}" if c != float("inf") else f">={total}"
-                print(
-                    f"seed {seed} {arm:<9} trial-epochs to target: {shown:>5}  "
-                    f"({len(res.trials)} trials, {total} trial-epochs in all; {walls[arm][-1]:.0f}s)",
-                    flush=True,
-                )
-    med = {k: statistics.median(v) for k, v in costs.items()}
-    print(f"median trial-epochs to objective >= {target:.4f}: asha+tpe {med['asha+tpe']}, random {med['random']}")
-    print(
-        f"median wall time: asha+tpe {statistics.median(walls['asha+tpe']):.0f}s, "
-        f"random {statistics.median(walls['random']):.0f}s"
+    png, raw = args.out.with_suffix(".png"), args.out.with_suffix(".json")
+    if args.replot:
+        design, traces, target = load(args.replot)
+        target = target if target is not None else target_of(traces["random"])
+        plot(png, traces, target, f"bench/hpo.py {design}")
+        report(traces, target)
+        print(f"\ncurves: {png}")
+        return
+    t0 = time.perf_counter()
+    design = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    title = (
+        f"bench/hpo.py: tuning/face_family.yaml, {args.trials} trials x {args.epochs} epochs, 2 at a time, "
+        f"{args.n} faces at {args.size} px, seeds {args.first_seed}-{args.first_seed + args.seeds - 1}"
     )
-    # the seeds pair the arms (same data, training seed and first random draws): per-seed ratios show
-    # what the ratio of medians, which may take its two medians from different seeds, can hide
-    both = [(a, r) for a, r in zip(costs["asha+tpe"], costs["random"], strict=True) if max(a, r) < float("inf")]
-    if both:
-        paired = [a / r for a, r in both]
-        print(
-            f"per-seed ratios (seeds both arms reached): {', '.join(f'{x:.2f}' for x in paired)}; "
-            f"median {statistics.median(paired):.2f}x; summed {sum(a for a, _ in both) / sum(r for _, r in both):.2f}x"
-        )
-    print(f"ratio asha+tpe / random trial-epochs to target: {med['asha+tpe'] / med['random']:.2f}x  (goal <= 0.5x)")
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    traces: dict[str, list[Trace]] = {arm: [] for arm in ARMS}
+    with private_hub("flotilla-bench-") as (hub, _):
+        generate(hub, "faces", "synthetic", args.n, spec=FaceSpec(size=args.size), thresholds=Thresholds(min_group_count=1))
+        ensure_ray()
+        for seed in seeds:
+            traces["random"].append(run_arm(hub, "random", seed, args, None))
+            save(raw, design, traces, None)
+        target = target_of(traces["random"])
+        print(f"target = {target:.4f} (median over seeds of random search's best with its whole budget)", flush=True)
+        for seed in seeds:
+            for arm in ("tpe", "asha+tpe"):
+                traces[arm].append(run_arm(hub, arm, seed, args, target))
+                save(raw, design, traces, target)
+    plot(png, traces, target, title)
+    print(f"\ncurves: {png}  traces: {raw}  ({time.perf_counter() - t0:.0f}s in all)")
+    report(traces, target)
 
 
 if __name__ == "__main__":
