@@ -137,9 +137,9 @@ def main() -> None:
     if args.replot:
         design, traces, target = load(args.replot)
         target = target if target is not None else target_of(traces["random"])
-        plot(png, traces, target, f"bench/hpo.py {design}")
+        plot(png, traces, target, f"bench/hpo.py, replotted from {args.replot}")
+        print(f"curves: {png}")
         report(traces, target)
-        print(f"\ncurves: {png}")
         return
     t0 = time.perf_counter()
     design = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}

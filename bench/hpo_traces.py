@@ -162,6 +162,7 @@ def plot(png: Path, traces: dict[str, list[Trace]], target: float, title: str) -
             )
         ax.axhline(target, color="tab:red", ls="--", lw=1.2, label=f"target {target:.4f}")
         ax.set_ylim(low, high)
+        ax.set_xlim(0, end)
         ax.set_xlabel(label)
         ax.set_ylabel("best objective so far")
         ax.grid(alpha=0.3)
