@@ -18,6 +18,7 @@ import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 ARMS = ("asha+tpe", "tpe", "random")
 COLOURS = {"asha+tpe": "tab:blue", "tpe": "tab:orange", "random": "tab:grey"}
@@ -135,6 +136,11 @@ def plot(png: Path, traces: dict[str, list[Trace]], target: float, title: str) -
     import matplotlib.pyplot as plt
 
     png.parent.mkdir(parents=True, exist_ok=True)
+    with plt.style.context("default"):  # the sweeps' own plots, drawn in this process, may leave a style set
+        _draw(plt, png, traces, target, title)
+
+
+def _draw(plt: Any, png: Path, traces: dict[str, list[Trace]], target: float, title: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
     finals = [t.best for ts in traces.values() for t in ts if t.reports]
     low = min([*finals, target]) - 0.15 if finals else target - 0.5
