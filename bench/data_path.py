@@ -5,8 +5,8 @@ epochs (batch 256, every batch materialised with its labels and masks) through f
 ``HubDataset.iter_batches``:
   png warm      - ``decoded=False``: shards from the warm node cache, every PNG decoded each epoch
   decoded cold  - the first epoch with the decoded cache: each verified shard decoded once and written
-  decoded warm  - a fresh HubDataset (a new trial's view) over the same node cache: memory-mapped arrays,
-                  gathered by the prefetch thread
+  decoded fresh - a fresh HubDataset (a new trial's view) over the same node cache: its first epoch
+  decoded warm  - its later epochs: memory-mapped arrays gathered by the prefetch thread
 Warm figures are the median of --epochs epochs. Prints samples/s, the node cache's bytes of PNG shards
 vs decoded arrays, and the ratio last. Run: `.venv/bin/python bench/data_path.py [--n 20000]`.
 """
@@ -64,6 +64,7 @@ def main() -> None:
         cold = HubDataset(ref, hub.credentials, cache_dir=cache, image_size=64)
         cold_rate = show("decoded cold", *epoch(cold, 0))
         fresh = HubDataset(ref, hub.credentials, cache_dir=cache, image_size=64)
+        show("decoded fresh", *epoch(fresh, 0))  # a new trial's first epoch: its manifest + labels reads, its maps
         dec_rate = warm("decoded warm", fresh, args.epochs)
         assert fresh.decoded_cache.stats.builds == 0 and fresh.cache.stats.misses <= 2  # manifest + labels only
 
