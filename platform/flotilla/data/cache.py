@@ -13,8 +13,10 @@ So each entry carries a small header (magic, payload length, payload SHA-256)
 and every hit is checked against it — length first, then the hash — and,
 where the caller knows it (a shard's manifest records both), against the
 expected length and SHA-256 too. A bad entry is deleted and fetched again.
-Hashing on every hit is deliberate: shards are read about once per epoch, and
-SHA-256 runs at GB/s, well below decoding the images in them.
+Hashing on every hit is deliberate: a shard is read here once per node and image
+size when training (its decoded images, :mod:`flotilla.data.decoded`, are what
+epochs read, from entries in this same folder, under this cap) and otherwise once
+per pass by tools that need the Parquet itself.
 """
 
 from __future__ import annotations

@@ -184,7 +184,8 @@ class HubDataset:
             rows = []
             for i in range(len(self.manifest.shards)):
                 lab = self._label_rows(i)
-                rows.append(np.flatnonzero((lab >= 0) & (code[np.maximum(lab, 0)] == want)).astype(np.int64))
+                known = lab >= 0
+                rows.append(np.flatnonzero(known)[code[lab[known]] == want].astype(np.int64))
             cache[split] = rows
         return cache[split]
 
