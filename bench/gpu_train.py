@@ -17,11 +17,20 @@ What a GPU check has to show, measured side by side in one process on one machin
 3. **A bf16 checkpoint serves on CPU**: the engine's weights, saved as the loop saves them and
    loaded into a fresh fp32 model on CPU, predict what the engine predicts (to bf16 rounding).
 
+4. **The data path keeps the GPU busy** (``--ray-train``, issue 21): N faces ingested into a private
+   hub, then one Ray Train worker with one GPU trains the resnet (width 64, batch 512, 64 px) through
+   flotilla's own loader (``HubDataset``: decoded cache, prefetch thread, pinned batches) and step
+   (``device_batches``, ``train_step``, ``add_batch``), and reports each epoch's samples/s and the GPU
+   busy fraction (``nvidia-smi``'s utilization, sampled every 50 ms over the epoch). Epoch 0 builds
+   the decoded cache; later epochs are warm. Goal: busy >= 90 %.
+
 Not part of the test suite (CI has no GPU). Prints a table and the ratios last; ``--out`` also
 writes the figures as JSON.
 
     python bench/gpu_train.py --out gpu.json                       # on a GPU machine
+    python bench/gpu_train.py --ray-train --n 32768                # on a GPU machine: the data path
     python bench/gpu_train.py --device cpu --n 1024 --steps 3 --epochs 1   # dry run, no GPU
+    python bench/gpu_train.py --ray-train --device cpu --n 2048 --epochs 2  # dry run of the data path
 """
 
 from __future__ import annotations
@@ -236,9 +245,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6, help="epochs of the fp32 vs bf16 learning check")
     ap.add_argument("--learn-seeds", type=int, default=2, help="seeds of the learning check")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--ray-train", action="store_true", help="the data path: flotilla's loader + Ray Train, one GPU worker")
     args = ap.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here; for a dry run use --device cpu")
+    if args.ray_train:
+        ray_train_busy(args)
+        return
     _one_process_group_env()
     torch.set_num_threads(os.cpu_count() or 1)
     info = {
@@ -327,6 +340,117 @@ def main() -> None:
                 indent=2,
             )
         )
+
+
+class BusySampler:
+    """The GPU's utilization (percent of time a kernel ran), sampled by ``nvidia-smi`` every 50 ms."""
+
+    def __init__(self) -> None:
+        import subprocess
+
+        cmd = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "50", "-i", "0"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+
+    def stop(self) -> float:
+        """Mean utilization over the samples, as a fraction; the first sample (before the epoch) is dropped."""
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=10)
+        samples = [float(x) for x in out.split() if x.strip().replace(".", "", 1).isdigit()][1:]
+        return sum(samples) / len(samples) / 100 if samples else float("nan")
+
+
+def _data_path_worker(cfg: dict[str, Any], creds_ref: Any) -> None:
+    """One Ray Train worker: the loop's own loader, feed, step and loss sums, epoch by epoch."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    from flotilla.data.loader import HubDataset
+    from flotilla.training.feed import device_batches
+    from flotilla.training.loop import add_batch, all_ranks
+
+    spec = load_family_spec(ROOT / "jobs/face_family.yaml", cfg["spec"])
+    data = HubDataset(cfg["ref"], ray.get(creds_ref), cache_dir=cfg["cache"], image_size=spec.data.image_size)
+    model = ray.train.torch.prepare_model(build_model(spec, spec.task_specs()))
+    device = ray.train.torch.get_device()
+    optimizer, tasks, core = build_optimizer(spec, model), spec.task_specs(), unwrap(model)
+    history: list[dict[str, float]] = []
+    for epoch in range(spec.epochs):
+        model.train()
+        sampler = BusySampler() if device.type == "cuda" else None
+        t0, sums, counts = time.perf_counter(), {}, {}
+        for batch in device_batches(data, device, "train", spec.batch_size, seed=spec.seed, epoch=epoch, drop_last=True):
+            loss, per_task, labelled = train_step(model, None, optimizer, core, batch, tasks, device)
+            add_batch(sums, counts, loss, per_task, labelled, len(batch["image"]))
+        totals, n = all_ranks(sums, counts, ["loss"], 1, device)  # the epoch's one sync: the GPU is done
+        seconds = time.perf_counter() - t0
+        busy = sampler.stop() if sampler is not None else float("nan")
+        n_seen = n["loss"]
+        history.append({"epoch": epoch, "samples_per_s": n_seen / seconds, "gpu_busy": busy, "loss": totals["loss"] / n_seen})
+        ray.train.report({"history": history})
+        Path(cfg["history"]).write_text(json.dumps(history))  # Ray Train v2 keeps metrics only with checkpoints
+
+
+def ray_train_busy(args: argparse.Namespace) -> None:
+    """Train the resnet through flotilla's data path in one Ray Train GPU worker; print samples/s and GPU busy."""
+    import functools
+    import tempfile
+
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from flotilla.data.api import generate as ingest
+    from flotilla.data.pinning import resolve_data
+    from flotilla.data.validate import Thresholds
+    from flotilla.hub.local import private_hub
+
+    gpu = args.device == "cuda"
+    over = {
+        "model": {"backbone": "resnet", "width": 64},
+        "batch_size": 512,
+        "epochs": max(2, args.epochs),
+        "data": {"image_size": 64},
+        "tracking": {"wandb": False},
+        "scaling": {"workers": 1, "use_gpu": gpu},
+    }
+    with private_hub("flotilla-gpu-bench-") as (hub, _), tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        ingest(hub, "bench", "faces", args.n, thresholds=Thresholds(min_group_count=1))
+        print(f"ingest {args.n} faces: {time.perf_counter() - t:.1f}s", flush=True)
+        ref = resolve_data(hub, "bench", "main", "faces")
+        ray.init(
+            num_cpus=os.cpu_count(),
+            num_gpus=1 if gpu else 0,
+            include_dashboard=False,
+            runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "platform")}},  # this checkout's flotilla in the worker
+        )
+        try:
+            creds_ref = ray.put(hub.credentials)
+            trainer = TorchTrainer(
+                functools.partial(
+                    _data_path_worker,
+                    {"spec": over, "ref": ref, "cache": f"{tmp}/cache", "history": f"{tmp}/history.json"},
+                    creds_ref,
+                ),
+                scaling_config=ScalingConfig(
+                    num_workers=1, use_gpu=gpu, resources_per_worker={"CPU": max(1, (os.cpu_count() or 2) - 1)}
+                ),
+                run_config=RunConfig(storage_path=f"{tmp}/ray", name="data-path"),
+            )
+            trainer.fit()
+        finally:
+            ray.shutdown()
+        epochs = json.loads(Path(f"{tmp}/history.json").read_text())
+    print(f"\nresnet w64 b512 at 64 px, one Ray Train worker ({'GPU' if gpu else 'CPU dry run'}), flotilla's loader:")
+    for m in epochs:
+        note = "  (builds the decoded cache)" if m["epoch"] == 0 else ""
+        rate, busy = f"{m['samples_per_s']:9.0f} samples/s", f"GPU busy {m['gpu_busy']:6.1%}"
+        print(f"  epoch {m['epoch']}: {rate}   {busy}   loss {m['loss']:.3f}{note}")
+    warm = [m["gpu_busy"] for m in epochs if m["epoch"] > 0]
+    print(f"GPU busy over the warm epochs (median): {float(np.median(warm)):.1%}  (goal >= 90 %)")
+    if args.out:
+        args.out.write_text(json.dumps({"data_path": epochs}, indent=2, default=float))
 
 
 if __name__ == "__main__":

@@ -241,7 +241,8 @@ def test_loader_is_pinned_balanced_across_ranks_and_cached(faces, hub, repo, tmp
     assert sum(per_rank) == n_val  # evaluation: every sample on exactly one rank, none dropped
     misses = ds.cache.stats.misses
     list(ds.iter_batches("val", 64, epoch=2))
-    assert ds.cache.stats.misses == misses and ds.cache.stats.hits > 0  # later epochs never re-read
+    # later epochs never re-read the hub nor decode again: each shard was decoded once, into the node cache
+    assert ds.cache.stats.misses == misses and ds.decoded_cache.stats.builds == len(ds.manifest.shards)
     # main moves on: the pinned ref still reads the old commit
     repo.put("main", "unrelated.txt", "x")
     repo.commit("main", "unrelated")
@@ -394,3 +395,38 @@ def test_a_damaged_cache_entry_is_never_served_to_training(hub, repo, tmp_path):
     assert second.manifest.name == "tiny"
     assert second.read_shard(shard).equals(want)
     assert second.cache.stats.corrupt == 2 and second.cache.stats.misses == 2
+
+
+def test_decoded_batches_are_the_png_loaders_batches_and_shared_by_a_second_reader(hub, repo, tmp_path):
+    """Same order, images, labels and masks as decoding PNGs every epoch, for any rank, epoch and batching;
+    a second reader on the node (a new trial) maps the decoded shards without the hub or a decode."""
+    import dataclasses
+
+    from flotilla.data.store import write_dataset
+
+    # some samples without an age: masks must travel with their rows
+    samples = [dataclasses.replace(s, age=None) if i % 7 == 0 else s for i, s in enumerate(synthetic_samples(150, seed=4))]
+    write_dataset(repo, "main", "multi", samples, {"source": "test"}, shard_rows=16)  # 10 shards: batches span shards
+    repo.commit("main", "a many-shard dataset")
+    ref = resolve_data(hub, repo.name, "main", "multi")
+    cache = tmp_path / "cache"
+    png = HubDataset(ref, hub.credentials, cache_dir=cache, image_size=32, decoded=False)
+    dec = HubDataset(ref, hub.credentials, cache_dir=cache, image_size=32, prefetch=3)
+    cases = [
+        dict(split="train", batch_size=20, seed=3, epoch=1),
+        dict(split="train", batch_size=7, seed=3, epoch=2, rank=1, world_size=3, drop_last=True),
+        dict(split="val", batch_size=16, shuffle=False, rank=0, world_size=2, equal=False),
+    ]
+    for kw in cases:
+        want, got = list(png.iter_batches(**kw)), list(dec.iter_batches(**kw))
+        assert len(want) == len(got) > 0
+        for w, g in zip(want, got, strict=True):
+            assert list(w) == list(g)
+            for k in w:
+                assert w[k].dtype == g[k].dtype and np.array_equal(w[k], g[k]), (kw, k)
+    assert not all(b["mask_age"].all() for b in dec.iter_batches("train", 20))
+    assert dec.decoded_cache.stats.builds == len(dec.manifest.shards) == 10
+    second = HubDataset(ref, hub.credentials, cache_dir=cache, image_size=32)
+    assert sum(len(b["image"]) for b in second.iter_batches("train", 32)) == second.split_size("train")
+    assert second.decoded_cache.stats.builds == 0 and second.decoded_cache.stats.hits == 10
+    assert second.cache.stats.bytes_fetched < sum(s.bytes for s in second.manifest.shards) / 10  # no image shard

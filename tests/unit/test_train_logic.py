@@ -171,6 +171,42 @@ def test_a_task_labelled_on_some_samples_reads_its_labelled_sample_mean() -> Non
     assert metrics["train/samples_per_s"] == pytest.approx(4.0)
 
 
+def test_sums_kept_on_the_device_give_the_metrics_the_per_step_floats_gave() -> None:
+    """The loop adds device tensors (no host sync per step); the epoch's metrics equal the float path's."""
+    import numpy as np
+    import torch
+
+    from flotilla.models import MultiTaskModel
+    from flotilla.models.family import compute_losses, device_losses
+    from flotilla.models.tasks import resolve_tasks
+    from flotilla.training.loop import add_batch, all_ranks, train_metrics
+
+    torch.manual_seed(0)
+    model = MultiTaskModel(resolve_tasks(["age", "emotion"]), "small_cnn", width=4).eval()
+    rng = np.random.default_rng(1)
+    on_device: tuple[dict, dict] = ({}, {})
+    as_floats: tuple[dict, dict] = ({}, {})
+    for n in (5, 3, 6):
+        batch = {
+            "image": rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+            "age": rng.uniform(1, 90, n).astype(np.float32),
+            "mask_age": rng.random(n) < 0.6,
+            "emotion": rng.integers(0, 7, n).astype(np.int64),
+        }
+        with torch.no_grad():
+            out = model(torch.as_tensor(batch["image"]))
+            loss, per_task, labelled = device_losses(out, batch, model.tasks)
+            assert all(isinstance(v, torch.Tensor) for v in [*per_task.values(), *labelled.values()])
+            add_batch(*on_device, loss, per_task, labelled, n)
+            add_batch(*as_floats, *compute_losses(out, batch, model.tasks, return_counts=True), n)  # type: ignore[call-arg]
+    assert isinstance(on_device[0]["age"], torch.Tensor)  # nothing read back yet
+    keys = ["loss", "age", "emotion"]
+    got = train_metrics(*all_ranks(*on_device, keys, 1, "cpu"), train_time=1.0)
+    want = train_metrics(*all_ranks(*as_floats, keys, 1, "cpu"), train_time=1.0)
+    assert got.keys() == want.keys() and all(isinstance(v, float) for v in got.values())
+    assert got == pytest.approx(want, rel=1e-12)
+
+
 def test_a_resumed_optimiser_without_its_state_runs_at_the_schedules_lr() -> None:
     """DeepSpeed's case: the checkpoint holds the schedule but no optimiser; step 25 of a cosine
     schedule must not restart at the peak lr of step 0."""

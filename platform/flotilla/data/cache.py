@@ -13,8 +13,10 @@ So each entry carries a small header (magic, payload length, payload SHA-256)
 and every hit is checked against it — length first, then the hash — and,
 where the caller knows it (a shard's manifest records both), against the
 expected length and SHA-256 too. A bad entry is deleted and fetched again.
-Hashing on every hit is deliberate: shards are read about once per epoch, and
-SHA-256 runs at GB/s, well below decoding the images in them.
+Hashing on every hit is deliberate: a shard is read here once per node and image
+size when training (its decoded images, :mod:`flotilla.data.decoded`, are what
+epochs read, from entries in this same folder, under this cap) and otherwise once
+per pass by tools that need the Parquet itself.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from flotilla.errors import ConfigError, DataValidationError
 
@@ -114,12 +117,28 @@ class BlobCache:
         return None
 
     def _put(self, p: Path, data: bytes, digest: bytes) -> None:
+        def write(fh: BinaryIO) -> None:
+            fh.write(_MAGIC + len(data).to_bytes(8, "big") + digest)
+            fh.write(data)
+
+        self._write_file(p, write)
+
+    def write_atomic(self, key: str, write: Callable[[BinaryIO], None]) -> Path:
+        """Write the entry ``key`` with ``write(fh)``, atomically, then evict down to the cap.
+
+        For derived entries another module formats (:mod:`flotilla.data.decoded`): they share the
+        folder, the cap and the eviction order, but not the blob header, so :meth:`get` never reads them.
+        """
+        p = self.path(key)
+        self._write_file(p, write)
+        return p
+
+    def _write_file(self, p: Path, write: Callable[[BinaryIO], None]) -> None:
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(_MAGIC + len(data).to_bytes(8, "big") + digest)
-                fh.write(data)
+                write(fh)
                 fh.flush()
                 # on disk before the rename makes it visible: else a crash can leave a named but empty file
                 os.fsync(fh.fileno())

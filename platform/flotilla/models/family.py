@@ -344,23 +344,16 @@ def elementwise_loss(task: TaskSpec, output: torch.Tensor, target: torch.Tensor)
     return task.behaviour.elementwise_loss(task, output, target)
 
 
-def compute_losses(
+def device_losses(
     outputs: Mapping[str, torch.Tensor],
     batch: Mapping[str, Any],
     tasks: Sequence[TaskSpec],
     weighting: LossWeighting | None = None,
-    *,
-    return_counts: bool = False,
-) -> tuple[torch.Tensor, dict[str, float]] | tuple[torch.Tensor, dict[str, float], dict[str, int]]:
-    """Total loss to backpropagate and each task's (unweighted, masked-mean) loss for logging.
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Total loss, each task's masked-mean loss (detached) and labelled count, all still on the device.
 
-    Per-worker masked means: under DDP each worker averages over its own labelled samples before
-    gradients are averaged, a negligible bias at realistic batch sizes that avoids a collective per step.
-    Costs one device sync (for the logged floats).
-
-    ``return_counts`` adds each task's number of labelled samples: a per-task mean over an epoch must
-    weight each batch's masked mean by how many samples carried that label, not by the batch size, or
-    a task labelled on a fraction of the data reads that fraction too low. The counts ride the same sync.
+    What the training step uses: reading them as floats every step would wait for the GPU to finish
+    the step (a host sync), so the loop adds them up on the device and reads the epoch's sums once.
     """
     if weighting is None:
         weighting = LossWeighting(tasks, "fixed")
@@ -376,8 +369,30 @@ def compute_losses(
         present[task.name] = n > 0
         counts[task.name] = n
     total = weighting.to(next(iter(losses.values())).device)(losses, present)
+    return total, {k: v.detach() for k, v in losses.items()}, counts
+
+
+def compute_losses(
+    outputs: Mapping[str, torch.Tensor],
+    batch: Mapping[str, Any],
+    tasks: Sequence[TaskSpec],
+    weighting: LossWeighting | None = None,
+    *,
+    return_counts: bool = False,
+) -> tuple[torch.Tensor, dict[str, float]] | tuple[torch.Tensor, dict[str, float], dict[str, int]]:
+    """Total loss to backpropagate and each task's (unweighted, masked-mean) loss for logging.
+
+    Per-worker masked means: under DDP each worker averages over its own labelled samples before
+    gradients are averaged, a negligible bias at realistic batch sizes that avoids a collective per step.
+    Costs one device sync (for the logged floats); the training loop uses :func:`device_losses`, which does not.
+
+    ``return_counts`` adds each task's number of labelled samples: a per-task mean over an epoch must
+    weight each batch's masked mean by how many samples carried that label, not by the batch size, or
+    a task labelled on a fraction of the data reads that fraction too low. The counts ride the same sync.
+    """
+    total, losses, counts = device_losses(outputs, batch, tasks, weighting)
     k = len(losses)
-    values = torch.stack([v.detach().float() for v in losses.values()] + [c.float() for c in counts.values()]).tolist()
+    values = torch.stack([v.float() for v in losses.values()] + [c.float() for c in counts.values()]).tolist()
     per_task = dict(zip(losses, values[:k], strict=True))
     if not return_counts:
         return total, per_task

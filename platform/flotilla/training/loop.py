@@ -14,20 +14,21 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from flotilla.data.loader import HubDataset
 from flotilla.errors import SpecError
-from flotilla.models.family import MultiTaskModel, compute_losses
+from flotilla.models.family import MultiTaskModel, device_losses
 from flotilla.models.metrics import MetricAccumulator
 from flotilla.registry.address import ModelLocation
 from flotilla.training.artifacts import read_model_bytes
 from flotilla.training.environment import capture_environment
+from flotilla.training.feed import device_batches
 from flotilla.training.hooks import EpochStart
 from flotilla.training.tracking import start_tracking
 
@@ -145,15 +146,15 @@ def build_model(spec: Any, tasks: Any) -> Any:
 
 def train_step(
     net: Any, engine: Any, optimizer: Any, core: Any, batch: dict[str, Any], tasks: Any, device: Any, frozen: bool = False
-) -> tuple[torch.Tensor, dict[str, float], dict[str, int]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """One optimisation step on one batch, under DDP/plain torch (``engine`` None) or DeepSpeed.
 
     Its own function so that ``bench/gpu_train.py`` times the very step the workers run. Returns the
-    loss, each task's masked-mean loss and each task's labelled count (see :func:`add_batch`).
+    loss, each task's masked-mean loss and each task's labelled count, all on the device, unread: the
+    step never waits for the GPU (see :func:`add_batch`).
     """
     out = net(torch.as_tensor(batch["image"], device=device))
-    counted = compute_losses(out, batch, tasks, core.loss_weighting, return_counts=True)
-    loss, per_task, labelled = cast(tuple[torch.Tensor, dict[str, float], dict[str, int]], counted)
+    loss, per_task, labelled = device_losses(out, batch, tasks, core.loss_weighting)
     if engine is not None:
         engine.backward(loss)
         engine.step()
@@ -235,9 +236,11 @@ def train_loop_per_worker(config: WorkerConfig) -> None:
         if frozen:  # BN statistics of a frozen backbone stay as the parent left them
             core.backbone.eval()
         t0 = time.perf_counter()
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        for batch in data.iter_batches("train", spec.batch_size, seed=spec.seed, epoch=epoch, rank=rank, world_size=world):
+        sums: dict[str, Any] = {}
+        counts: dict[str, Any] = {}
+        for batch in device_batches(
+            data, device, "train", spec.batch_size, seed=spec.seed, epoch=epoch, rank=rank, world_size=world
+        ):
             loss, per_task, labelled = train_step(net, engine, optimizer, core, batch, tasks, device, frozen=frozen)
             scheduler.step()
             add_batch(sums, counts, loss, per_task, labelled, len(batch["image"]))
@@ -296,24 +299,26 @@ def sync_buffers(module: torch.nn.Module, world: int) -> None:
 
 
 def add_batch(
-    sums: dict[str, float],
-    counts: dict[str, int],
+    sums: dict[str, Any],
+    counts: dict[str, Any],
     loss: torch.Tensor,
-    per_task: dict[str, float],
-    labelled: dict[str, int],
+    per_task: Mapping[str, torch.Tensor | float],
+    labelled: Mapping[str, torch.Tensor | int],
     n: int,
 ) -> None:
-    """Add one batch to the epoch's training sums, in place.
+    """Add one batch to the epoch's training sums, in place, on the loss's device (no host sync).
 
     The total loss is weighted by the batch's samples, each task's masked-mean loss by that task's
     labelled samples in the batch: with mixed-label data (emotion-only images with no age) a batch-size
-    weight would scale ``train/age_loss`` down by the labelled fraction.
+    weight would scale ``train/age_loss`` down by the labelled fraction. Sums are float64 tensors
+    (as the Python floats they replace), read once per epoch by :func:`all_ranks`.
     """
-    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
+    sums["loss"] = sums.get("loss", 0.0) + loss.detach().double() * n
     counts["loss"] = counts.get("loss", 0) + n
     for k, v in per_task.items():
-        sums[k] = sums.get(k, 0.0) + v * labelled[k]
-        counts[k] = counts.get(k, 0) + labelled[k]
+        c = labelled[k]
+        sums[k] = sums.get(k, 0.0) + (v.double() * c if isinstance(v, torch.Tensor) else v * c)
+        counts[k] = counts.get(k, 0) + c
 
 
 def train_metrics(sums: dict[str, float], counts: dict[str, int], train_time: float) -> dict[str, float]:
@@ -327,22 +332,26 @@ def train_metrics(sums: dict[str, float], counts: dict[str, int], train_time: fl
 
 
 def all_ranks(
-    sums: dict[str, float], counts: dict[str, int], keys: list[str], world: int, device: Any
+    sums: Mapping[str, Any], counts: Mapping[str, Any], keys: list[str], world: int, device: Any
 ) -> tuple[dict[str, float], dict[str, int]]:
-    """Every rank's weighted training sums added up, and the samples each covers.
+    """Every rank's weighted training sums added up, and the samples each covers, as numbers.
 
     Only rank 0's report reaches Ray, so without this ``train/*`` described rank 0's shard alone.
     One all-reduce per epoch over a fixed key list, sums and counts in one tensor (every rank sends
-    the same shape even if it saw no batch).
+    the same shape even if it saw no batch); reading it is the epoch's one wait for the device.
     """
     import torch.distributed as dist
 
-    if world <= 1 or not dist.is_initialized():
-        return {k: sums.get(k, 0.0) for k in keys}, {k: counts.get(k, 0) for k in keys}
-    t = torch.tensor(
-        [sums.get(k, 0.0) for k in keys] + [float(counts.get(k, 0)) for k in keys], dtype=torch.float64, device=device
-    )
-    dist.all_reduce(t)
+    def as64(x: Any) -> torch.Tensor:
+        return (
+            x.to(device=device, dtype=torch.float64)
+            if isinstance(x, torch.Tensor)
+            else torch.tensor(float(x), dtype=torch.float64, device=device)
+        )
+
+    t = torch.stack([as64(sums.get(k, 0.0)) for k in keys] + [as64(counts.get(k, 0)) for k in keys])
+    if world > 1 and dist.is_initialized():
+        dist.all_reduce(t)
     values = t.tolist()
     return dict(zip(keys, values[: len(keys)], strict=True)), {
         k: round(v) for k, v in zip(keys, values[len(keys) :], strict=True)
