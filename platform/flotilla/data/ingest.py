@@ -3,8 +3,9 @@
 ::
 
     branch ingest-<name>-<time>-<random> from main's current commit
-      → write shards, labels, manifest            (streamed, with progress)
-      → validate what the branch holds            (the gate)
+      → build shards in worker processes           (generate, encode, and the gate's look at every image)
+      → upload them as they come, labels, manifest (streamed, with progress per shard)
+      → validate: labels + the workers' shard facts (the gate; the same report as from the hub)
       → write validation.json (+ fingerprints), commit with provenance
       → passed: merge into main, delete the branch
         failed: main untouched, branch kept for fixing, DataValidationError
@@ -37,6 +38,7 @@ from flotilla.data.gate import install_gate, require_clean
 from flotilla.data.layout import Manifest, Sample
 from flotilla.data.report import failure_hint, failure_message
 from flotilla.data.schema import FACE_SCHEMA, LabelSchema
+from flotilla.data.shardwork import SyntheticPlan
 from flotilla.data.store import read_dataset, read_manifest, write_dataset
 from flotilla.data.validate import Thresholds, ValidationReport, validate
 from flotilla.errors import ConfigError, ConflictError, DataValidationError, MergeConflictError, NotFoundError
@@ -172,7 +174,7 @@ def ingest(
     hub: Hub,
     repo_name: str,
     name: str,
-    samples: Iterable[Sample],
+    samples: Iterable[Sample] | SyntheticPlan,
     *,
     provenance: dict[str, Any],
     into: str = "main",
@@ -182,8 +184,15 @@ def ingest(
     on_progress: Callable[[int], None] | None = None,
     labelled: bool = True,
     schema: LabelSchema = FACE_SCHEMA,
+    workers: int | None = None,
 ) -> IngestResult:
-    """Write ``samples`` (labels per ``schema``, declared in the manifest) on an ingest branch, gate them, merge."""
+    """Write ``samples`` (labels per ``schema``, declared in the manifest) on an ingest branch, gate them, merge.
+
+    ``workers`` processes build the shards (None: one per core; 1: in this process), each inspecting its
+    shard's images for the gate while it holds the bytes; the gate then judges the labels as stored plus
+    those facts, which is what :func:`validate_ref` computes from the branch, without a second download
+    and decode. The data written is the same whatever ``workers`` is.
+    """
     repo = hub.ensure_repo(repo_name)
     if merge:  # lakeFS refuses a merge into a dirty branch: say so before the data is written, not after
         require_clean(repo, into, f"ingest {name!r} into {into!r}")
@@ -199,8 +208,13 @@ def ingest(
     )
     with ingest:
         branch = ingest.branch
-        written = write_dataset(repo, branch, name, samples, provenance, on_shard=on_progress, labelled=labelled, schema=schema)
-        report = validate_ref(repo, branch, name, thresholds)
+        written = write_dataset(
+            repo, branch, name, samples, provenance, on_shard=on_progress, labelled=labelled, schema=schema, workers=workers
+        )
+        # write_dataset removed any deltas of an older version: labels and shards are all there is to judge
+        report = validate(
+            written.labels, written.shard_facts, thresholds or Thresholds(), name=name, labelled=labelled, schema=schema
+        )
         # the local report first: if it cannot be written, fail while the branch is still ours to
         # delete, rather than after the commit with an orphaned ingest branch nobody was told about
         paths = _save_before_commit(report, report_dir, name, branch) if report_dir else {}

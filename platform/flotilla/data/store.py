@@ -1,23 +1,26 @@
 """Writing a dataset into a hub branch and reading it back at a commit (base and deltas folded).
 
-Writing streams: samples are grouped into shards of ``SHARD_ROWS`` and each
-shard is uploaded as soon as it is full, so memory stays bounded by one shard.
+Writing streams: samples are grouped into shards of ``SHARD_ROWS``, each built (encoded, hashed and
+inspected by the gate) by one worker (:mod:`flotilla.data.shardwork`) and uploaded as soon as it is
+built, in shard order, so memory stays bounded by the few shards in flight.
 Shards a previous version of the dataset had beyond the new count are deleted,
 so a branch never holds a stale mix.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from contextlib import closing
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
 from flotilla.data import deltas, layout
+from flotilla.data.imagecheck import ShardFacts
 from flotilla.data.layout import Manifest, Sample, ShardInfo
 from flotilla.data.schema import FACE_SCHEMA, LabelSchema
+from flotilla.data.shardwork import SyntheticPlan, build_shards, shard_tasks
 from flotilla.errors import NotFoundError
 from flotilla.hub.repo import Repo
 from flotilla.version import __version__
@@ -25,45 +28,56 @@ from flotilla.version import __version__
 
 @dataclass
 class WriteResult:
+    """What was written: the manifest, the labels table as stored (decoded from the bytes uploaded) and,
+    per shard in order, what the gate inspected in its bytes (:func:`flotilla.data.validate.validate` takes them)."""
+
     manifest: Manifest
     labels: pa.Table
+    shard_facts: list[ShardFacts] = field(default_factory=list)
 
 
 def write_dataset(
     repo: Repo,
     branch: str,
     name: str,
-    samples: Iterable[Sample],
+    samples: Iterable[Sample] | SyntheticPlan,
     provenance: dict[str, Any],
     *,
     shard_rows: int = layout.SHARD_ROWS,
     on_shard: Callable[[int], None] | None = None,
     labelled: bool = True,
     schema: LabelSchema = FACE_SCHEMA,
+    workers: int | None = 1,
 ) -> WriteResult:
     """Upload shards, labels and manifest for ``name`` on ``branch`` (uncommitted); ``labelled`` and the label
-    ``schema`` (the columns the samples' labels fill) go in the manifest."""
+    ``schema`` (the columns the samples' labels fill) go in the manifest.
+
+    ``workers``: processes building shards (None: one per core; 1: all in this process). The bytes
+    written are the same whatever their number; ``on_shard(rows)`` is called per shard, in shard order.
+    """
     label_rows: list[Sample] = []
     shards: list[ShardInfo] = []
+    facts: list[ShardFacts] = []
     formats: dict[str, int] = {}
-    for index, chunk in enumerate(layout.chunked(samples, shard_rows)):
-        data = layout.encode_shard(chunk)
-        path = layout.shard_path(name, index)
-        repo.put(branch, path, data)
-        shards.append(ShardInfo(path=path, rows=len(chunk), bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
-        for s in chunk:
-            formats[s.format] = formats.get(s.format, 0) + 1
-            s.image = b""  # labels only from here on: keep memory bounded by one shard
-        label_rows.extend(chunk)
-        if on_shard:
-            on_shard(len(chunk))
+    with closing(build_shards(shard_tasks(samples, shard_rows), workers)) as built:
+        for shard in built:
+            path = layout.shard_path(name, shard.index)
+            repo.put(branch, path, shard.data)
+            shards.append(ShardInfo(path=path, rows=len(shard.rows), bytes=len(shard.data), sha256=shard.sha256))
+            facts.append(shard.facts)
+            for s in shard.rows:
+                formats[s.format] = formats.get(s.format, 0) + 1
+            label_rows.extend(shard.rows)
+            if on_shard:
+                on_shard(len(shard.rows))
     stale = {o.path for o in repo.list(branch, f"{layout.dataset_prefix(name)}images/")} - {s.path for s in shards}
     # a new version replaces the dataset whole: the deltas and claims of the old one go with it
     stale |= {o.path for p in (deltas.deltas_prefix(name), deltas.claims_prefix(name)) for o in repo.list(branch, p)}
     if stale:
         repo.delete(branch, sorted(stale))
-    labels = layout.labels_table(label_rows, schema)
-    repo.put(branch, layout.labels_path(name), layout.encode_labels(labels, schema))
+    encoded = layout.encode_labels(layout.labels_table(label_rows, schema), schema)
+    repo.put(branch, layout.labels_path(name), encoded)
+    labels = layout.decode_table(encoded)
     manifest = Manifest(
         name=name,
         counts=_counts(labels),
@@ -75,7 +89,7 @@ def write_dataset(
         labels=layout.labels_entry(schema),
     )
     repo.put(branch, layout.manifest_path(name), manifest.to_json())
-    return WriteResult(manifest, labels)
+    return WriteResult(manifest, labels, facts)
 
 
 def _counts(labels: pa.Table) -> dict[str, int]:

@@ -40,9 +40,6 @@ would either decode every image once per module or thread the same accumulators 
 
 from __future__ import annotations
 
-import hashlib
-import io
-import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -51,9 +48,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from PIL import Image, ImageFile
 
 from flotilla.data import layout
+from flotilla.data.imagecheck import ImageFacts, ShardFacts, compatible, inspect_shard, usable
 from flotilla.data.report import CHECKS, SEVERITIES, Affected, Issue, Thresholds, ValidationReport, issue_order
 from flotilla.data.schema import FACE_SCHEMA, LabelSchema
 from flotilla.errors import SpecError
@@ -62,53 +59,6 @@ __all__ = ["AGE_BANDS", "CHECKS", "FORMATS", "SEVERITIES", "Issue", "Thresholds"
 
 FORMATS = ("png", "jpeg")
 AGE_BANDS = (*(f"{10 * i}-{10 * i + 9}" for i in range(8)), "80+")
-_PIL_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg"}
-_PNG_SIG = b"\x89PNG\r\n\x1a\n"
-
-
-def _stringlike(t: pa.DataType) -> bool:
-    if pa.types.is_dictionary(t):
-        t = t.value_type
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
-
-
-def _compatible(have: pa.DataType, want: pa.DataType) -> bool:
-    if pa.types.is_string(want):
-        return _stringlike(have)
-    if pa.types.is_binary(want):
-        return pa.types.is_binary(have) or pa.types.is_large_binary(have) or pa.types.is_binary_view(have)
-    return have == want
-
-
-def _usable(col: pa.ChunkedArray, want: pa.DataType) -> pa.ChunkedArray | None:
-    """The column cast to a type the checks can read, or None when its values cannot be checked."""
-    t = col.type
-    if pa.types.is_integer(want) or pa.types.is_floating(want):
-        ok = pa.types.is_integer(t) or pa.types.is_floating(t)
-        return pc.cast(col, pa.float64()) if ok else None
-    if pa.types.is_binary(want):
-        return col if _compatible(t, want) else None
-    try:
-        return pc.cast(col, pa.string())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-
-
-def _png_problem(data: bytes) -> tuple[str, str] | None:
-    """Walk the PNG chunks: ('truncated' | 'decode', why) or None. Pillow skips IDAT CRCs and a missing end."""
-    view, pos, n = memoryview(data), 8, len(data)
-    while pos + 8 <= n:
-        length = int.from_bytes(view[pos : pos + 4], "big")
-        ctype = bytes(view[pos + 4 : pos + 8])
-        end = pos + 12 + length
-        if end > n:
-            return "truncated", f"{ctype.decode('latin-1')!r} chunk runs past the end of the file"
-        if zlib.crc32(view[pos + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
-            return "decode", f"CRC mismatch in the {ctype.decode('latin-1')!r} chunk (corrupt bytes)"
-        if ctype == b"IEND":
-            return None
-        pos = end
-    return "truncated", "the file ends before the IEND chunk"
 
 
 def _fmt(v: float) -> str:
@@ -150,7 +100,7 @@ class _Gate:
                 self.issue("schema.missing_column", "error", f"labels table has no {f.name!r} column", n)
                 continue
             col = table.column(names.index(f.name))
-            if not _compatible(col.type, f.type):
+            if not compatible(col.type, f.type):
                 self.issue(
                     "schema.type",
                     "error",
@@ -158,8 +108,8 @@ class _Gate:
                     " (write labels with layout.labels_table / encode_labels)",
                     n,
                 )
-            if (usable := _usable(col, f.type)) is not None:
-                cols[f.name] = usable
+            if (cast := usable(col, f.type)) is not None:
+                cols[f.name] = cast
         for c, k in sorted(Counter(names).items()):
             if c not in self.schema.arrow.names:
                 self.issue("schema.unknown_column", "error", f"labels table has an unknown column {c!r}", n)
@@ -200,86 +150,45 @@ class _Gate:
 
     # -- images ------------------------------------------------------------
     def shard(self, k: int, table: Any) -> None:
+        """Shard ``k``: its :class:`ShardFacts` (inspected where its bytes were in hand) or the shard itself."""
+        facts = table if isinstance(table, ShardFacts) else inspect_shard(k, table)
         self.shards += 1
-        try:
-            if isinstance(table, (bytes, bytearray, memoryview)):
-                table = layout.decode_table(bytes(table))
-            if isinstance(table, pa.RecordBatch):
-                table = pa.Table.from_batches([table])
-        except Exception as e:  # an unreadable shard is a finding, not a crash
-            table = f"unreadable Parquet ({type(e).__name__}: {e})"
-        if not isinstance(table, pa.Table):
-            self.shard_problems[
-                ("schema.shard", str(table) if isinstance(table, str) else f"not a pyarrow Table but {type(table).__name__}")
-            ].append(k)
-            self.skipped_shard = True
-            return
-        names, cols = table.column_names, {}
-        for f in layout.IMAGE_SCHEMA:
-            if f.name not in names:
-                self.shard_problems[("schema.missing_column", f"no {f.name!r} column")].append(k)
-                continue
-            col = table.column(names.index(f.name))
-            if not _compatible(col.type, f.type):
-                self.shard_problems[("schema.type", f"{f.name!r} is {col.type}, expected {f.type}")].append(k)
-            if (usable := _usable(col, f.type)) is not None:
-                cols[f.name] = usable.to_pylist()
-        for c in sorted(set(names) - set(layout.IMAGE_SCHEMA.names)):
-            self.shard_problems[("schema.unknown_column", f"unknown column {c!r}")].append(k)
-        if "sample_id" not in cols or "image" not in cols:
-            self.skipped_shard = True
-            return
-        fmts, shas = cols.get("format"), cols.get("sha256")
-        for i, sid in enumerate(cols["sample_id"]):
-            self.image(
-                sid if sid and sid.strip() else f"<shard {k} row {i}>",
-                cols["image"][i],
-                fmts[i] if fmts else None,
-                shas[i] if shas else None,
-                fmts is not None,
-                shas is not None,
-            )
+        for problem in facts.problems:
+            self.shard_problems[problem].append(k)
+        self.skipped_shard |= facts.skipped
+        for image in facts.images:
+            self.image(image, facts.has_fmt, facts.has_sha)
 
-    def image(self, sid: str, data: bytes | None, fmt: str | None, sha: str | None, has_fmt: bool, has_sha: bool) -> None:
-        ids, self.n_images = self.ids, self.n_images + 1
+    def image(self, f: ImageFacts, has_fmt: bool, has_sha: bool) -> None:
+        ids, self.n_images, sid = self.ids, self.n_images + 1, f.sample_id
         if sid.startswith("<shard "):
             ids["schema.empty_sample_id"].add(sid, "image row with an empty sample_id")
         elif sid in self.image_ids:
             ids["schema.duplicate_sample_id"].add(sid, "more than one image row")
         self.image_ids.add(sid)
-        want = fmt.lower() if isinstance(fmt, str) else None
+        want = f.fmt.lower() if isinstance(f.fmt, str) else None
         if has_fmt and want not in FORMATS:
-            ids["schema.format"].add(sid, f"format={fmt!r}")
-        if not data:
+            ids["schema.format"].add(sid, f"format={f.fmt!r}")
+        if not f.n_bytes:
             ids["images.empty"].add(sid, "no image bytes")
             return
-        self.n_bytes += len(data)
-        digest = hashlib.sha256(data)
-        if has_sha and (sha or "").lower() != (hexd := digest.hexdigest()):
-            ids["images.sha256"].add(sid, f"column {str(sha)[:12]}.. != bytes {hexd[:12]}..")
-        key = digest.digest()
-        if (first := self.first_of_hash.setdefault(key, sid)) != sid:
-            self.dup_groups.setdefault(key, [first]).append(sid)
-        problem = _png_problem(data) if data[:8] == _PNG_SIG else None
-        if problem is None:
-            try:
-                with Image.open(io.BytesIO(data)) as im:
-                    im.load()
-                    size, mode, got = im.size, im.mode, _PIL_FORMATS.get(im.format or "", str(im.format).lower())
-            except Exception as e:  # Pillow raises many types for bad bytes
-                msg = f"{type(e).__name__}: {e}".replace(" <_io.BytesIO object", "")
-                problem = ("truncated" if "truncat" in msg or isinstance(e, EOFError) else "decode", msg)
-        if problem is not None:
-            ids[f"images.{problem[0]}"].add(sid, problem[1])
+        self.n_bytes += f.n_bytes
+        if has_sha and (f.sha or "").lower() != f.hexdigest:
+            ids["images.sha256"].add(sid, f"column {str(f.sha)[:12]}.. != bytes {f.hexdigest[:12]}..")
+        if (first := self.first_of_hash.setdefault(f.digest, sid)) != sid:
+            self.dup_groups.setdefault(f.digest, [first]).append(sid)
+        if f.problem is not None:
+            ids[f"images.{f.problem[0]}"].add(sid, f.problem[1])
             return
+        size = f.size or (0, 0)
         if 0 in size:
             ids["images.empty"].add(sid, f"size {size[0]}x{size[1]}")
             return
         self.sizes[f"{size[0]}x{size[1]}"].add(sid, f"{size[0]}x{size[1]}")
-        self.modes[mode].add(sid, f"mode {mode}")
-        self.formats[got] += 1
-        if want in FORMATS and got != want:
-            ids["images.format_mismatch"].add(sid, f"format column says {want}, bytes are {got}")
+        self.modes[f.mode].add(sid, f"mode {f.mode}")
+        self.formats[f.got] += 1
+        if want in FORMATS and f.got != want:
+            ids["images.format_mismatch"].add(sid, f"format column says {want}, bytes are {f.got}")
 
     # -- checks that need everything ----------------------------------------
     def finish(self, name: str) -> ValidationReport:
@@ -479,7 +388,7 @@ def age_histogram(v: np.ndarray, null: np.ndarray, valid: tuple[float, float] | 
 
 def validate(
     labels: pa.Table,
-    image_shards: Iterable[pa.Table | pa.RecordBatch | bytes] | pa.Table,
+    image_shards: Iterable[pa.Table | pa.RecordBatch | bytes | ShardFacts] | pa.Table,
     thresholds: Thresholds | None = None,
     *,
     name: str = "",
@@ -492,8 +401,9 @@ def validate(
     ``labelled=False``: the dataset is unlabelled on purpose, so rows without any label pass.
     ``schema``: the label columns the dataset declares (its ``Manifest.label_schema``).
 
-    Shards are ``pyarrow`` tables/batches with ``layout.IMAGE_SCHEMA`` columns (or
-    their Parquet bytes); ``on_shard(index, images_so_far)`` reports progress.
+    Shards are ``pyarrow`` tables/batches with ``layout.IMAGE_SCHEMA`` columns, their Parquet bytes, or
+    the :class:`~flotilla.data.imagecheck.ShardFacts` an ingest worker took from them while it had the
+    bytes (the same report, without decoding twice); ``on_shard(index, images_so_far)`` reports progress.
     """
     t = thresholds or Thresholds()
     if isinstance(t.max_missing, Mapping) and (unknown := sorted(set(t.max_missing) - set(schema.names))):
@@ -505,12 +415,8 @@ def validate(
     gate.labels(labels)
     if isinstance(image_shards, (pa.Table, pa.RecordBatch, bytes)):
         image_shards = [image_shards]
-    strict, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
-    try:
-        for k, shard in enumerate(image_shards):
-            gate.shard(k, shard)
-            if on_shard is not None:
-                on_shard(k, gate.n_images)
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = strict
+    for k, shard in enumerate(image_shards):
+        gate.shard(k, shard)
+        if on_shard is not None:
+            on_shard(k, gate.n_images)
     return gate.finish(name)
