@@ -10,7 +10,9 @@ Why a process pool, not Ray tasks: the work is CPU-bound pure Python/numpy (the 
 encoder and decoder hold the GIL for much of it), so it needs processes; a local ``flotilla data
 generate`` never needed a Ray cluster and should not start one to ingest; and an ingest job on a
 cluster runs on one node, whose cores the pool uses. Workers are started with ``spawn``: forking a
-process that holds a Ray or lakeFS client's threads is not safe.
+process that holds a Ray or lakeFS client's threads (or pyarrow's pools) is not safe. The price: like any
+spawned worker, they import the caller's main script, so a script that ingests keeps its top level under
+``if __name__ == "__main__":``; and each pays ~1 s of imports, so one shard is built inline, without a pool.
 
 Determinism: sample ``i`` of a synthetic dataset depends only on ``(seed, i, spec)``
 (:mod:`flotilla.data.synthetic`) and shard ``k`` holds samples ``k * shard_rows ..``, so the bytes of
@@ -169,5 +171,7 @@ def _result(future: Future[BuiltShard]) -> BuiltShard:
     except BrokenProcessPool as exc:
         raise ConfigError(
             f"an ingest worker process died while building a shard ({exc})",
-            hint="it was most likely killed for memory: ingest with fewer workers (workers=1 builds in this process)",
+            hint="workers are spawned and import the main script: a script that ingests must keep its top level under "
+            "'if __name__ == \"__main__\":'; otherwise it was most likely killed for memory: "
+            "ingest with fewer workers (workers=1 builds in this process)",
         ) from None
