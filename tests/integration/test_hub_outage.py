@@ -111,3 +111,21 @@ def test_a_command_with_the_hub_not_running_fails_at_once(isolated_settings, lak
         assert time.monotonic() - t < 2.0
     finally:
         server.down()
+
+
+def test_a_hub_down_for_longer_than_the_budget_is_reported_with_how_long(isolated_settings, lakefs_binary, monkeypatch):
+    monkeypatch.setenv("FLOTILLA_HUB_RETRY_S", "3")
+    settings = isolated_settings()
+    server = LocalHub(settings.hub_dir, settings.hub_port, lakefs_binary)
+    server.up(timeout=60)
+    try:
+        hub = Hub(credentials=server.credentials(), settings=settings)
+        assert hub.repos() == []  # seen alive: worth waiting for
+        kill_hard(server)
+        started = time.monotonic()
+        with pytest.raises(HubUnavailableError, match=r"was down for \d+ s.*FLOTILLA_HUB_RETRY_S=3 s.*not running") as err:
+            hub.repos()
+        assert 3 <= time.monotonic() - started < 3 + 6
+        assert "flotilla hub up" in str(err.value)
+    finally:
+        server.down()
