@@ -35,6 +35,8 @@ FLOTILLA_HUB_PORT = "FLOTILLA_HUB_PORT"
 FLOTILLA_LABEL_PORT = "FLOTILLA_LABEL_PORT"
 FLOTILLA_LAKEFS_VERSION = "FLOTILLA_LAKEFS_VERSION"
 FLOTILLA_LAKEFS_BIN = "FLOTILLA_LAKEFS_BIN"
+FLOTILLA_HUB_RETRY_S = "FLOTILLA_HUB_RETRY_S"  # how long hub calls ride out an outage (docs/hub.md, "Outages")
+DEFAULT_HUB_RETRY_S = 120.0
 FLOTILLA_RAY_PORT = "FLOTILLA_RAY_PORT"
 FLOTILLA_DASHBOARD_PORT = "FLOTILLA_DASHBOARD_PORT"
 FLOTILLA_RAY_ADDRESS = "FLOTILLA_RAY_ADDRESS"  # the cluster `flotilla jobs` and `cluster status` talk to
@@ -83,6 +85,23 @@ TUNE_DISABLE_AUTO_CALLBACK_LOGGERS = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
 WANDB_API_KEY = "WANDB_API_KEY"
 WANDB_DIR = "WANDB_DIR"
 WANDB_MODE = "WANDB_MODE"
+
+
+def hub_retry_budget_s() -> float:
+    """Seconds a hub call keeps retrying transient failures (:mod:`flotilla.hub.retry`); 0 turns retries off."""
+    raw = os.environ.get(FLOTILLA_HUB_RETRY_S)
+    if raw is None or raw == "":
+        return DEFAULT_HUB_RETRY_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:  # NaN fails this too
+        raise ConfigError(
+            f"{FLOTILLA_HUB_RETRY_S}={raw!r} is not a number of seconds between 0 and 3600",
+            hint=f"unset it for the default ({DEFAULT_HUB_RETRY_S:.0f} s) or set e.g. {FLOTILLA_HUB_RETRY_S}=120",
+        )
+    return value
 
 
 def int_env(name: str, default: int) -> int:

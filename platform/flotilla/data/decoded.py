@@ -110,17 +110,19 @@ class DecodedCache:
         shard = self._open(p, sha256, image_size)
         if shard is not None:
             self.stats.hits += 1
-            with contextlib.suppress(FileNotFoundError):  # evicted by another process meanwhile: still mapped
+            with contextlib.suppress(OSError):  # evicted by another process meanwhile (still mapped); a read-only cache
                 os.utime(p)  # LRU by mtime, as for blobs
             return shard
         t = table()
         ids = tuple(t.column("sample_id").to_pylist())
         images = decode_images(t.column("image").to_pylist(), image_size, what or f"shard {sha256[:12]}")
         header = {"format": FORMAT, "sha256": sha256, "image_size": image_size, "shape": list(images.shape), "dtype": "uint8"}
-        self.blobs.write_atomic(decoded_key(sha256, image_size), lambda fh: _write(fh, header | {"ids": list(ids)}, images))
+        written = self.blobs.write_atomic(
+            decoded_key(sha256, image_size), lambda fh: _write(fh, header | {"ids": list(ids)}, images), size=images.nbytes
+        )
         self.stats.builds += 1
-        shard = self._open(p, sha256, image_size)
-        if shard is None:  # evicted at once (a cap smaller than one entry): serve what we decoded
+        shard = self._open(p, sha256, image_size) if written else None
+        if shard is None:  # not written (no room, see BlobCache.unwritable) or evicted at once: serve what we decoded
             return DecodedShard(ids, images, p)
         return shard
 
@@ -151,7 +153,8 @@ class DecodedCache:
         )
         if not good:
             self.stats.corrupt += 1
-            p.unlink(missing_ok=True)  # if a good copy replaced it meanwhile, it is only built once more
+            with contextlib.suppress(OSError):  # if a good copy replaced it meanwhile, it is only built once more
+                p.unlink(missing_ok=True)
             return None
         assert isinstance(meta, dict)
         return DecodedShard(tuple(meta["ids"]), _map(p, offset, shape), p)

@@ -163,11 +163,16 @@ class HubDataset:
             )
         return memo[index]
 
+    def _decoded_for(self, index: int) -> bool:
+        """Whether shard ``index`` is read from its decoded images: not once the node cache cannot be written
+        (:attr:`BlobCache.unwritable`): held in memory they could exhaust it, so PNGs are decoded per epoch instead."""
+        return self.decoded and (index in self.__dict__.get("_decoded_memo", ()) or self.cache.unwritable is None)
+
     def _label_rows(self, index: int) -> np.ndarray:
         """Per row of shard ``index``, its row in the labels table (-1: removed, in no split); read once."""
         memo = self.__dict__.setdefault("_label_rows_memo", {})
         if index not in memo:
-            if self.decoded:
+            if self._decoded_for(index):
                 ids: Sequence[str] = self.decoded_shard(index).sample_ids
             else:
                 ids = self.read_shard(self.manifest.shards[index]).column("sample_id").to_pylist()
@@ -273,7 +278,7 @@ class HubDataset:
     def _chunks(self, plan: list[tuple[int, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
         """Per planned shard, its chosen rows in order as one batch-shaped dict (images gathered once)."""
         for i, mine in plan:
-            if self.decoded:
+            if self._decoded_for(i):
                 images = self.decoded_shard(i).images[mine]  # fancy indexing: a copy of these rows only
             else:
                 table = self.read_shard(self.manifest.shards[i]).take(pa.array(mine))

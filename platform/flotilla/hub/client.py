@@ -15,9 +15,10 @@ from flotilla.errors import ConfigError
 from flotilla.hub._translate import translate
 from flotilla.hub.credentials import HubCredentials, resolve_credentials
 from flotilla.hub.repo import Repo
+from flotilla.hub.retry import install_sdk_retry, sdk_retry
 from flotilla.hub.sdk import lakefs
 from flotilla.names import check_repo_id
-from flotilla.settings import Settings
+from flotilla.settings import Settings, hub_retry_budget_s
 
 if TYPE_CHECKING:
     import lakefs as sdk_types
@@ -49,14 +50,19 @@ class Hub:
     @property
     def client(self) -> sdk_types.Client:
         """The SDK client; the embedded hub's identity is confirmed on every use (remembered for seconds),
-        so a listener that took the port of a stopped hub never receives the key."""
+        so a listener that took the port of a stopped hub never receives the key. Its requests retry
+        transient failures for the hub retry budget (:mod:`flotilla.hub.retry`), confirming the
+        embedded hub again before each re-send."""
         self.credentials.confirm_server()
         if self._client is None:
-            self._client = lakefs().Client(
+            client = lakefs().Client(
                 host=self.credentials.endpoint,
                 username=self.credentials.access_key_id,
                 password=self.credentials.secret_access_key,
             )
+            resend = self.credentials.before_resend if self.credentials.pidfile is not None else None
+            install_sdk_retry(client, sdk_retry(hub_retry_budget_s(), resend))
+            self._client = client
         return self._client
 
     def version(self) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 from flotilla.errors import AuthError, ConfigError
 from flotilla.hub.identity import PID_FILE, confirm_local_hub
+from flotilla.hub.retry import s3_retry_strategy
 from flotilla.settings import (
     LAKECTL_CREDENTIALS_ACCESS_KEY_ID,
     LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY,
@@ -46,22 +47,28 @@ class HubCredentials:
     def __post_init__(self) -> None:
         object.__setattr__(self, "endpoint", _normalise_endpoint(self.endpoint))
 
-    def confirm_server(self) -> None:
+    def confirm_server(self, *, fresh: bool = False, deadline: float | None = None) -> None:
         """Raise, before anything is sent, unless the endpoint is served by the hub these credentials belong to.
 
-        Only the embedded hub's credentials are checked (see :mod:`flotilla.hub.identity`); a remote
-        hub's identity is its TLS certificate's business.
+        Only the embedded hub's credentials are checked (see :mod:`flotilla.hub.identity`, which also
+        says when it waits for a hub being restarted); a remote hub's identity is its TLS certificate's business.
         """
         if self.pidfile is not None:
-            confirm_local_hub(self.pidfile, self.endpoint)
+            confirm_local_hub(self.pidfile, self.endpoint, fresh=fresh, deadline=deadline)
+
+    def before_resend(self, deadline: float) -> None:
+        """Run before a hub call is re-sent after a failure (:mod:`flotilla.hub.retry`): the server again."""
+        self.confirm_server(fresh=True, deadline=deadline)
 
     def __str__(self) -> str:
         return f"{self.endpoint} (key {self.access_key_id[:4]}…, from {self.source})"
 
-    def s3_options(self) -> dict[str, str]:
-        """Options for pyarrow/fsspec S3 clients talking to lakeFS's S3 gateway (the server confirmed first)."""
+    def s3_options(self) -> dict[str, Any]:
+        """Options for pyarrow's S3FileSystem talking to lakeFS's S3 gateway (the server confirmed first),
+        retrying transient failures for the hub retry budget (:mod:`flotilla.hub.retry`)."""
         self.confirm_server()
         return {
+            "retry_strategy": s3_retry_strategy(),
             "endpoint_override": self.endpoint.split("://", 1)[1],
             "scheme": self.endpoint.split("://", 1)[0],
             "access_key": self.access_key_id,

@@ -10,7 +10,15 @@ Any other answer is an error that says so, and nothing is sent.
 
 The check reads ``/proc`` through psutil (about a millisecond) and is remembered for
 :data:`RECHECK_S` per process, so a busy client does not pay it per request while a hub that died
-and was replaced by a listener is noticed within seconds. Credentials of a remote hub
+and was replaced by a listener is noticed within seconds.
+
+A hub being restarted (a crash, then ``flotilla hub up``) fails this check for a while: its pid
+file names a dead process, or the new one is not listening yet. Where this process has already
+confirmed the hub, the check waits for it (reading ``/proc`` only, sending nothing) for the hub
+retry budget (:mod:`flotilla.hub.retry`), then says for how long the hub was down. Where it has
+not (a hub that was never started: a forgotten ``hub up``, the common case), it fails at once, as a
+hub that is simply not there should; ``LocalHub.down`` in this process forgets the hub too, so a
+hub stopped on purpose fails fast as well. Credentials of a remote hub
 (environment, lakectl config, arguments) carry no pid file and are not checked here: there TLS
 and the server's certificate are what prove the server's identity.
 """
@@ -26,6 +34,7 @@ import psutil
 
 from flotilla.errors import HubUnavailableError
 from flotilla.hostio import service_process
+from flotilla.settings import FLOTILLA_HUB_RETRY_S, hub_retry_budget_s
 
 PID_FILE = "lakefs.pid"
 """The embedded hub's pid file, in its state folder (written by :class:`~flotilla.hub.server.LocalHub`)."""
@@ -33,28 +42,62 @@ PID_FILE = "lakefs.pid"
 RECHECK_S = 2.0
 """How long a confirmed identity is trusted in this process before it is checked again."""
 
+POLL_S = 0.5
+"""How often a hub seen alive before is looked for again while it is down."""
+
 _confirmed: dict[tuple[str, str], tuple[int, float]] = {}
+_seen: set[tuple[str, str]] = set()  # hubs confirmed at least once in this process: worth waiting for
 _lock = threading.Lock()
 
 
-def confirm_local_hub(pidfile: str | Path, endpoint: str) -> int:
-    """The pid of the embedded hub serving ``endpoint``; raises before anything is sent when it is not ours."""
+def confirm_local_hub(pidfile: str | Path, endpoint: str, *, fresh: bool = False, deadline: float | None = None) -> int:
+    """The pid of the embedded hub serving ``endpoint``; raises before anything is sent when it is not ours.
+
+    ``fresh`` skips the remembered answer (a retry after a failure: something changed); a hub seen
+    alive before in this process is waited for until ``deadline`` (``time.monotonic()``; default:
+    now plus the retry budget).
+    """
     key = (str(pidfile), endpoint)
     now = time.monotonic()
     with _lock:
-        seen = _confirmed.get(key)
-        if seen is not None and now - seen[1] < RECHECK_S:
-            return seen[0]
-    pid = _check(Path(pidfile), endpoint)
+        known = _confirmed.get(key)
+        if not fresh and known is not None and now - known[1] < RECHECK_S:
+            return known[0]
+        seen = key in _seen
+    try:
+        pid = _check(Path(pidfile), endpoint)
+    except HubUnavailableError as exc:
+        if not seen:
+            raise
+        pid = _wait(Path(pidfile), endpoint, deadline if deadline is not None else now + hub_retry_budget_s(), exc)
     with _lock:
-        _confirmed[key] = (pid, now)
+        _confirmed[key] = (pid, time.monotonic())
+        _seen.add(key)
     return pid
+
+
+def _wait(pidfile: Path, endpoint: str, deadline: float, first: HubUnavailableError) -> int:
+    """Look for the hub every :data:`POLL_S` until ``deadline``; nothing is sent meanwhile."""
+    since = time.monotonic()
+    last = first
+    while time.monotonic() < deadline:
+        time.sleep(max(0.0, min(POLL_S, deadline - time.monotonic())))
+        try:
+            return _check(pidfile, endpoint)
+        except HubUnavailableError as exc:
+            last = exc
+    raise HubUnavailableError(
+        f"the local lakeFS hub was down for {time.monotonic() - since:.0f} s, longer than flotilla waits for it "
+        f"({FLOTILLA_HUB_RETRY_S}={hub_retry_budget_s():.0f} s): {last.message}",
+        hint=last.hint,
+    )
 
 
 def forget() -> None:
     """Drop every remembered identity (a hub was stopped or restarted in this process)."""
     with _lock:
         _confirmed.clear()
+        _seen.clear()
 
 
 def _check(pidfile: Path, endpoint: str) -> int:

@@ -269,6 +269,7 @@ class LocalHub:
             return "lakeFS hub was not running"
         if not self._alive(pid):
             self.pid_path.unlink(missing_ok=True)
+            forget()  # stopped on purpose: commands in this process fail fast rather than wait for it
             return f"lakeFS hub was not running (removed stale pid file for process {pid})"
         how = self._terminate(pid, timeout)
         self.pid_path.unlink(missing_ok=True)

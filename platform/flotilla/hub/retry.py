@@ -1,0 +1,129 @@
+"""Riding out a short hub outage: what hub calls retry, for how long, and what they never re-send.
+
+A lakeFS restart (a crash and ``flotilla hub up``, a host reboot) takes seconds to a minute. Without
+retries every hub call made meanwhile fails at once, and Ray Train restarts its worker group just
+as fast, so ``failure.max_failures`` is spent before the hub is back. So every hub call keeps
+trying for a **budget** of :func:`~flotilla.settings.hub_retry_budget_s` seconds (120 by default,
+``FLOTILLA_HUB_RETRY_S``; 0 turns retries off), with exponential backoff capped at
+:data:`BACKOFF_MAX_S`, and only where a second try cannot do a thing twice:
+
+- a connection that was refused or timed out while connecting: the request never reached the
+  server, so it is re-sent whatever it is (a commit, a merge, a branch creation too);
+- a read timeout, a dropped connection or a 502/503/504 answer: only for reads (GET, HEAD,
+  OPTIONS). A write (commit, merge, create or delete a branch, upload) may have been done by the
+  server before its answer was lost; re-sending it could commit twice or report a branch it just
+  created as a conflict, so it fails at once, as before, and the caller's own recovery applies
+  (the one branch lifecycle, :meth:`~flotilla.hub.repo.Repo.transact`).
+
+The embedded hub's admin key travels as HTTP Basic auth, so before any re-send its identity is
+confirmed again (:mod:`flotilla.hub.identity`): while lakeFS is down its port is free, and a
+listener that took it must not receive the key from a retry. Until the hub's own process listens
+again nothing is sent; when the budget runs out the error says for how long the hub was down.
+
+The S3 gateway path (pyarrow's ``S3FileSystem``, shards and checkpoints) retries inside the AWS
+SDK with :func:`s3_retry_strategy`: ``max_attempts`` chosen so that its backoff (25 ms doubling
+per attempt) waits out the budget. That SDK re-sends S3 requests on any connection error or 5xx;
+S3 GETs and PUTs of a whole object are idempotent, and a SigV4-signed request carries a signature,
+never the secret, so a listener on the port during an outage learns no key from it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from urllib3.util.retry import Retry
+
+from flotilla.settings import hub_retry_budget_s
+
+if TYPE_CHECKING:
+    import lakefs as sdk_types
+    import pyarrow.fs as pafs
+
+BACKOFF_FACTOR_S = 0.5
+"""Waits between tries: 0, 1, 2, 4, 4, ... seconds (urllib3 doubles ``factor * 2**(n-1)`` up to the cap)."""
+BACKOFF_MAX_S = 4.0
+"""The longest wait between two tries, so a hub that is back is noticed within seconds."""
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+"""Methods re-sent after the server may have received them (read timeouts, dropped connections, 5xx)."""
+RETRIED_STATUSES = frozenset({502, 503, 504})
+"""Answers of a hub (or a proxy in front of it) that is starting, overloaded or gone; 500 is a real error."""
+S3_BACKOFF_SCALE_S = 0.025
+"""The AWS SDK's default retry strategy waits ``2**n * 25 ms`` before retry ``n`` (n >= 1)."""
+
+
+class HubRetry(Retry):
+    """urllib3's retry policy bounded by time, not by count, that can check the server before every re-send.
+
+    urllib3 builds a fresh instance per try with :meth:`new`; the first failure of a request starts
+    its clock, and ``before_resend(deadline)`` runs after each backoff (it may wait, up to the
+    deadline, or raise).
+    """
+
+    budget_s: float = 0.0
+    before_resend: Callable[[float], None] | None = None
+    started: float | None = None
+
+    def new(self, **kw: Any) -> HubRetry:
+        nxt = super().new(**kw)
+        nxt.budget_s, nxt.before_resend = self.budget_s, self.before_resend
+        nxt.started = self.started if self.started is not None else time.monotonic()
+        return nxt
+
+    @property
+    def deadline(self) -> float:
+        return (self.started if self.started is not None else time.monotonic()) + self.budget_s
+
+    def is_exhausted(self) -> bool:
+        return super().is_exhausted() or (self.started is not None and time.monotonic() > self.deadline)
+
+    def sleep(self, response: Any = None) -> None:
+        super().sleep(response)
+        if self.before_resend is not None:
+            self.before_resend(self.deadline)
+
+
+def sdk_retry(budget_s: float, before_resend: Callable[[float], None] | None = None) -> Retry:
+    """The lakeFS SDK's retry policy for a budget (see the module docstring for what it re-sends)."""
+    if budget_s <= 0:
+        return Retry(0, read=False, raise_on_status=False)
+    retry = HubRetry(
+        total=None,
+        connect=None,  # connection refused or connect timeout: any method, until the deadline
+        read=None,  # read timeout or dropped connection: IDEMPOTENT_METHODS only (urllib3's rule)
+        status=None,
+        other=0,  # TLS and other errors are not an outage
+        allowed_methods=IDEMPOTENT_METHODS,
+        status_forcelist=RETRIED_STATUSES,
+        backoff_factor=BACKOFF_FACTOR_S,
+        backoff_max=BACKOFF_MAX_S,
+        raise_on_status=False,  # the last 5xx answer reaches the SDK, which raises its usual error
+        respect_retry_after_header=False,
+    )
+    retry.budget_s, retry.before_resend = budget_s, before_resend
+    return retry
+
+
+def install_sdk_retry(client: sdk_types.Client, retry: Retry) -> None:
+    """Make every request of ``client`` use ``retry`` (the SDK's Configuration takes it only before the
+    client exists, and ``lakefs.Client`` builds both at once; its pools are made on first request)."""
+    pool_manager = client.sdk_client.auth_api.api_client.rest_client.pool_manager
+    pool_manager.connection_pool_kw["retries"] = retry
+    pool_manager.clear()
+
+
+def s3_attempts(budget_s: float) -> int:
+    """The fewest AWS SDK retries whose backoffs add up to ``budget_s`` (at least 1)."""
+    n = 1
+    while S3_BACKOFF_SCALE_S * (2**n - 2) < budget_s and n < 30:  # retry k waits 2**k * scale, k = 1..n-1
+        n += 1
+    return n
+
+
+def s3_retry_strategy(budget_s: float | None = None) -> pafs.S3RetryStrategy:
+    """pyarrow's S3 retry strategy for the budget (default: the configured one)."""
+    import pyarrow.fs as pafs
+
+    budget = hub_retry_budget_s() if budget_s is None else budget_s
+    return pafs.AwsDefaultS3RetryStrategy(max_attempts=s3_attempts(budget) if budget > 0 else 0)
