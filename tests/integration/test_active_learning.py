@@ -22,10 +22,9 @@ from flotilla.data import generate, read_labels, read_manifest
 from flotilla.data.report import Thresholds
 from flotilla.errors import ActiveLearningError, LabelStudioError, LabelStudioNotFoundError, SpecError
 from flotilla.hub.server import free_port
-from flotilla.labelstudio import LABEL_STUDIO_VERSION, LabelStudioClient, LabelStudioServer, ensure_installed, local_client
+from flotilla.labelstudio import LabelStudioClient
 from flotilla.lineage import ActiveRound, read_commit
 from flotilla.registry import get_alias
-from flotilla.settings import Settings
 from flotilla.specs import FamilySpec, parse_spec
 from flotilla.training import train
 
@@ -34,18 +33,9 @@ LAX = Thresholds(min_group_count=2)
 
 
 @pytest.fixture(scope="module")
-def label_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(home=tmp_path_factory.mktemp("al-label-home"), cache=Settings.from_env().cache, label_port=free_port())
-
-
-@pytest.fixture(scope="module")
-def client(label_settings: Settings):
-    srv = LabelStudioServer(
-        label_settings.label_dir, label_settings.label_port, ensure_installed(label_settings), LABEL_STUDIO_VERSION
-    )
-    srv.up(timeout=240)
-    yield local_client(label_settings)
-    srv.down()
+def client(label_client):
+    """The session's Label Studio (its start costs ~30 s): every round makes its own project, so nothing is shared."""
+    return label_client
 
 
 @pytest.fixture(scope="module")
