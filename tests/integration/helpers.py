@@ -107,10 +107,11 @@ def local_ray(num_cpus: int, *, dashboard: bool = False, **env: str) -> Iterator
 class RayKeeper:
     """One local Ray at a time for the session, kept from one module to the next while they ask for the same one.
 
-    A Ray start and stop costs 5-30 s on a 2-core machine, and seven modules train on the same 4-CPU Ray. Each
-    module's training leaves no actor or placement group behind (Ray Train and Ray Data clean up their own), so the
-    next module meets a Ray as clean as a fresh one; a module that needs another Ray (a sweep's, a cluster's, its
-    own) has the kept one released first."""
+    A Ray start and stop costs 5-30 s on a 2-core machine, and seven modules train on the same 4-CPU Ray. Ray Train
+    and Ray Data remove their actors when a run ends, so the next module meets only idle workers (checked in runs
+    of them one after another); a module that left an actor holding CPUs would make the next one's training wait, the
+    first thing to look at if a test here hangs. A module that needs another Ray (a sweep's, a cluster's, its own)
+    has the kept one released first."""
 
     def __init__(self) -> None:
         self.key: str | None = None
