@@ -171,6 +171,35 @@ def test_sweep_promotes_the_winner_and_only_kept_branches_remain(hub, local_ray)
     assert not leaked, leaked
 
 
+def test_a_single_worker_trial_trains_in_its_trainables_own_process_and_leaves_the_same_branch(hub, local_ray):
+    """No Ray Train controller or worker group for a one-worker trial: every epoch was trained by the process
+    Tune ran the trial in (Tune's ``pid``), and its branch holds what a Ray Train trial leaves there."""
+    result = sweep(sweep_spec("inproc", trials=2, concurrency=1, scheduler={"type": "none"}), hub=hub)
+    repo = hub.repo(REPO)
+    assert [t.status for t in result.trials] == ["completed", "completed"]
+    trial_pids = set()
+    for t in result.trials:
+        results = Path(result.directory) / "tune" / result.sweep_id / t.trial_id / "result.json"
+        reports = [json.loads(x) for x in results.read_text().splitlines()]
+        assert [r["epoch"] for r in reports] == [0, 1, 2]
+        assert all(r["worker_pid"] == r["pid"] for r in reports), [(r["worker_pid"], r["pid"]) for r in reports]
+        assert all(r["placement_group"] == "" for r in reports)
+        trial_pids.add(reports[0]["pid"])
+        base = f"models/{t.run_id}/family/"
+        card = json.loads(repo.get(t.branch, base + "card.json"))
+        log = repo.log(t.branch, limit=10)
+        assert log[0].message == f"Model family of run {t.run_id} (best epoch {card['best_epoch']})"
+        assert [c.message for c in log[1:4]] == [f"family: checkpoint epoch {e}" for e in (2, 1, 0)], log
+        assert all(float(c.metadata["val/age/mae"]) > 0 for c in log[1:4]), [c.metadata for c in log[1:4]]
+        assert repo.get(log[0].id, base + "model.pt")
+        # each checkpoint whole on the branch, where a restarted trial looks for it
+        ckpts = {o.path.split("/")[3] for o in repo.list(t.branch, f"runs/{t.run_id}/family/")}
+        assert ckpts == {f"checkpoint_epoch{e:06d}" for e in range(3)}, ckpts
+        history = json.loads(repo.get(t.branch, base + "metrics.json"))
+        assert [h["epoch"] for h in history] == [0, 1, 2] and {h["worker_pid"] for h in history} == {reports[0]["pid"]}
+    assert len(trial_pids) == 2 and os.getpid() not in trial_pids  # Tune's two trial actors, not this driver
+
+
 def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_settings, sweep_env, tmp_path):
     spec_path = tmp_path / "sweep.json"
     spec_path.write_text(sweep_spec("resume", trials=5, concurrency=1).model_dump_json())

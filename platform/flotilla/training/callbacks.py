@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue as stdqueue
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import ray.train
@@ -56,33 +57,46 @@ class HubCommitCallback(ray.train.UserCallback):
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         if checkpoint is None or not metrics:
             return
-        m = metrics[0]
-        resumed = m.get("resumed_from_epoch", -1)
-        meta = CheckpointCommit(
-            self.model,
-            m.get("epoch"),
-            {k: v for k, v in m.items() if isinstance(v, float)},
-            resumed if resumed >= 0 else None,
-        ).to_metadata()
+        message, meta = checkpoint_commit(self.model, metrics[0])
         try:
-            self.repo.commit(self.branch, f"{self.model}: checkpoint epoch {m.get('epoch')}", meta)
+            self.repo.commit(self.branch, message, meta)
         except Exception as exc:  # never fail training because a commit failed; the files stay on the branch
             log.warning("could not commit checkpoint to %s: %s", self.branch, exc)
 
     def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
-        ranks = ", ".join(str(r) for r in sorted(worker_exceptions))
-        why = "; ".join(f"rank {r}: {type(e).__name__}" for r, e in sorted(worker_exceptions.items()))
+        message, meta = failure_commit(self.model, worker_exceptions)
         try:
-            self.repo.commit(
-                self.branch,
-                # Ray calls this for the last, fatal failure too: whether a restart follows is failure.max_failures'
-                f"{self.model}: worker failure on rank(s) {ranks} (Ray Train restarts from the last checkpoint "
-                "while failure.max_failures allows)",
-                FailureCommit(self.model, why).to_metadata(),
-                allow_empty=True,
-            )
+            self.repo.commit(self.branch, message, meta, allow_empty=True)
         except Exception as exc:
             log.warning("could not record the failure on %s: %s", self.branch, exc)
+
+
+def checkpoint_commit(model: str, metrics: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The message and metadata of the commit that records one epoch's checkpoint on the run's branch.
+
+    One place for both ways a model trains (the Ray Train callback above, the in-process session of
+    :mod:`flotilla.training.inprocess`), so a branch tells the same story whichever ran it.
+    """
+    resumed = metrics.get("resumed_from_epoch", -1)
+    meta = CheckpointCommit(
+        model,
+        metrics.get("epoch"),
+        {k: v for k, v in metrics.items() if isinstance(v, float)},
+        resumed if resumed >= 0 else None,
+    ).to_metadata()
+    return f"{model}: checkpoint epoch {metrics.get('epoch')}", meta
+
+
+def failure_commit(model: str, errors: Mapping[int, BaseException]) -> tuple[str, dict[str, Any]]:
+    """The message and metadata of the empty commit that records a failure of the model's workers (rank -> error)."""
+    ranks = ", ".join(str(r) for r in sorted(errors))
+    why = "; ".join(f"rank {r}: {type(e).__name__}" for r, e in sorted(errors.items()))
+    # Ray calls this for the last, fatal failure too: whether a restart follows is failure.max_failures'
+    message = (
+        f"{model}: worker failure on rank(s) {ranks} (Ray Train restarts from the last checkpoint "
+        "while failure.max_failures allows)"
+    )
+    return message, FailureCommit(model, why).to_metadata()
 
 
 class ProgressCallback(ray.train.UserCallback):

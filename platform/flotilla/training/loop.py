@@ -1,4 +1,4 @@
-"""The per-worker training loop Ray Train runs (DDP or DeepSpeed, CPU or GPU).
+"""The per-worker training loop Ray Train runs (DDP or DeepSpeed, CPU or GPU), or a single-worker model's in-process run.
 
 Everything a worker needs arrives in one :class:`~flotilla.training.config.WorkerConfig`: the
 validated spec and tasks, the pinned :class:`DataRef`, the transfer parent, the worker hooks, and an
@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -30,11 +31,13 @@ from flotilla.training.artifacts import read_model_bytes
 from flotilla.training.environment import capture_environment
 from flotilla.training.feed import device_batches
 from flotilla.training.hooks import EpochStart
+from flotilla.training.session import RayTrainSession
 from flotilla.training.tracking import start_tracking
 
 if TYPE_CHECKING:
     from flotilla.specs import FamilySpec
     from flotilla.training.config import WorkerConfig
+    from flotilla.training.session import Session
 
 CKPT_MODEL = "model.pt"
 CKPT_STATE = "train_state.pt"
@@ -168,18 +171,18 @@ def train_step(
     return loss, per_task, labelled
 
 
-def train_loop_per_worker(config: WorkerConfig) -> None:
+def train_loop_per_worker(config: WorkerConfig, session: Session | None = None) -> None:
     """One worker's share of the run: ``train_model`` binds ``config`` to it (``functools.partial``).
 
     Bound rather than passed as Ray's ``train_loop_config``: Ray Train copies that dict, made JSON-safe,
-    into the run state its dashboard and exports show; the typed config never enters it.
+    into the run state its dashboard and exports show; the typed config never enters it. ``session``
+    is where it runs: a Ray Train worker (the default) or the calling process
+    (:mod:`flotilla.training.inprocess`).
     """
     import ray
-    import ray.train
-    import ray.train.torch
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    session = session or RayTrainSession()
+    rank, world = session.rank, session.world
     spec, tasks = config.spec, list(config.tasks)
     torch.manual_seed(spec.seed)
     np.random.seed(spec.seed)
@@ -191,7 +194,7 @@ def train_loop_per_worker(config: WorkerConfig) -> None:
     load_parent(model, config.parent, creds, heads=bool(spec.transfer and spec.transfer.load_heads))
     start_epoch, history = 0, []
     resumed_from = None
-    ckpt = ray.train.get_checkpoint()
+    ckpt = session.get_checkpoint()
     train_state = None
     if ckpt:
         with ckpt.as_directory() as d:
@@ -219,8 +222,8 @@ def train_loop_per_worker(config: WorkerConfig) -> None:
         )
         net, device = engine, engine.device
     else:
-        net = ray.train.torch.prepare_model(model)
-        device = ray.train.torch.get_device()
+        net = session.prepare_model(model)
+        device = session.device()
         engine = None
     core = unwrap(net)
     environment = capture_environment(world, spec.backend, device).to_dict() if rank == 0 else None  # for the card
@@ -252,13 +255,15 @@ def train_loop_per_worker(config: WorkerConfig) -> None:
         # DDP's wrapper may broadcast buffers on a forward: ranks with different numbers of validation
         # batches must not call it, so they evaluate the plain module (DeepSpeed's ZeRO <= 2 forward is local)
         metrics.update(evaluate(core if engine is None else net, data, tasks, spec.batch_size, rank, world, device))
+        metrics["epoch_s"] = time.perf_counter() - t0  # train + validation: what a trial's overhead is measured against
         metrics["resumed_from_epoch"] = -1 if resumed_from is None else resumed_from
-        metrics["placement_group"] = _placement_group_id()
+        metrics["placement_group"] = session.placement_group()
+        metrics["worker_pid"] = os.getpid()  # which process trained it: a sweep's trial, or a Ray Train worker
         history.append(metrics)
         if tracker is not None:
             tracker.log(metrics, step=epoch)
         report_epoch(
-            metrics, history, epoch, core, optimizer if engine is None else None, scheduler, rank, ray.train, environment, tracked
+            metrics, history, epoch, core, optimizer if engine is None else None, scheduler, rank, session, environment, tracked
         )
     if tracker is not None:
         tracker.finish()
@@ -358,14 +363,6 @@ def all_ranks(
     }
 
 
-def _placement_group_id() -> str:
-    """The worker group's placement group, so a sweep can free it if Tune kills this trial (see tune.lifecycle)."""
-    import ray.util
-
-    pg = ray.util.get_current_placement_group()
-    return pg.id.hex() if pg is not None else ""
-
-
 def evaluate(net: Any, data: Any, tasks: Any, batch_size: int, rank: int, world: int, device: Any) -> dict[str, float]:
     """``val/*``: every validation sample scored on exactly one rank, the ranks' tallies merged."""
     import torch.distributed as dist
@@ -396,7 +393,8 @@ def report_epoch(
     environment: dict[str, Any] | None = None,
     tracking: dict[str, Any] | None = None,
 ) -> None:
-    """Report the epoch to Ray Train (``train`` is ``ray.train``); rank 0 attaches the checkpoint.
+    """Report the epoch to the session (``train``: a :class:`~flotilla.training.session.Session`); rank 0
+    attaches the checkpoint.
 
     The checkpoint holds the weights, the schedule's position, the optimiser when rank 0 has all of
     it (``optimizer`` None under DeepSpeed), the history so far, the environment it trained in and

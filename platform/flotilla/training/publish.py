@@ -56,7 +56,8 @@ class ModelResult:
 
 
 def best_checkpoint(fit: Any, tasks: Sequence[TaskSpec], rank: CheckpointRank) -> Any:
-    """The checkpoint of ``fit`` (a Ray Train ``Result``) to publish, as ``rank`` says (see :data:`CheckpointRank`).
+    """The checkpoint of ``fit`` (Ray Train's ``Result``, or an in-process ``LocalFit``) to publish, as ``rank``
+    says (see :data:`CheckpointRank`).
 
     The last checkpoint when no epoch kept one as best, or when no epoch can be scored.
     """
@@ -74,11 +75,18 @@ def best_checkpoint(fit: Any, tasks: Sequence[TaskSpec], rank: CheckpointRank) -
 
 
 def final_history(fit: Any, meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every epoch's metrics: the chosen checkpoint's history, plus the epochs that ran after it."""
+    """Every epoch's metrics: the chosen checkpoint's history, plus the epochs that ran after it.
+
+    ``fit`` is Ray Train's ``Result`` (its ``metrics_dataframe``) or an in-process
+    :class:`~flotilla.training.inprocess.LocalFit` (its ``history``).
+    """
     history: list[dict[str, Any]] = meta["history"]
     df = getattr(fit, "metrics_dataframe", None)
     if df is not None and len(df) > len(history):
         history = [{k: v for k, v in row.items() if not str(k).startswith("_")} for row in df.to_dict("records")]
+    full = getattr(fit, "history", None)
+    if isinstance(full, list) and len(full) > len(history):
+        history = full
     return history
 
 

@@ -49,6 +49,7 @@ from flotilla.specs import FamilySpec, Overrides, check_tasks_fit, family_spec
 from flotilla.training.callbacks import HubCommitCallback, ProgressPump
 from flotilla.training.config import ModelRun, WorkerConfig
 from flotilla.training.hooks import WorkerHook
+from flotilla.training.inprocess import Report, fit_in_process, runs_in_process
 from flotilla.training.loop import build_model, load_parent, train_loop_per_worker
 from flotilla.training.publish import ModelResult, merge_family, publish_model
 from flotilla.training.tracking import plan_tracking
@@ -195,6 +196,7 @@ def train_model(
     *,
     callbacks: Sequence[UserCallback] = (),
     hooks: Sequence[WorkerHook] = (),
+    report_to: Report | None = None,
 ) -> ModelResult:
     """Fit ``run``'s model on its branch with Ray Train, then publish its chosen checkpoint there.
 
@@ -202,6 +204,11 @@ def train_model(
     Ray Train callbacks, run on the controller beside the one that commits each checkpoint to the
     branch; ``hooks`` run inside every worker (see :mod:`flotilla.training.hooks`). The branch is
     kept whatever happens: it holds the model, or the checkpoints a failure left.
+
+    With ``report_to`` a model that trains on one worker (:func:`~flotilla.training.inprocess.runs_in_process`)
+    trains in this very process instead, with the same loop, checkpoints and commits, and each epoch's
+    metrics go to ``report_to`` once its checkpoint is on the branch (``callbacks`` are then unused):
+    a sweep's trial, where a controller and a worker group per trial cost far more than its epochs.
     """
     repo = hub.repo(run.data.repo)
     run_branch = repo.transact(
@@ -227,6 +234,13 @@ def train_model(
     config = WorkerConfig(
         run.spec, run.tasks, run.data, creds_ref, run.run_id, run.name, branch, run.parent, tuple(hooks), tracking
     )
+    if report_to is not None and runs_in_process(run.spec):
+        t0 = time.monotonic()
+        try:
+            local = fit_in_process(repo, config, report_to)
+        except Exception as exc:
+            raise training_failed(run, branch, exc) from None
+        return publish_model(repo, run, branch, local, time.monotonic() - t0)
     scaling = run.spec.scaling
     ray_callbacks: list[Any] = [HubCommitCallback(creds_ref, run.data.repo, branch, run.name), *callbacks]
     trainer = TorchTrainer(
@@ -246,12 +260,16 @@ def train_model(
     try:
         fit = trainer.fit()
     except Exception as exc:
-        raise FlotillaError(
-            f"training {run.name!r} of run {run.run_id!r} failed: {type(exc).__name__}: {str(exc)[:2000]}",
-            hint=f"the checkpoints so far are on branch {branch!r}; the workers' output says why "
-            "(the CLI keeps it in the run's ray.log and shows its last lines; -v streams it)",
-        ) from None
+        raise training_failed(run, branch, exc) from None
     return publish_model(repo, run, branch, fit, time.monotonic() - t0)
+
+
+def training_failed(run: ModelRun, branch: str, exc: Exception) -> FlotillaError:
+    return FlotillaError(
+        f"training {run.name!r} of run {run.run_id!r} failed: {type(exc).__name__}: {str(exc)[:2000]}",
+        hint=f"the checkpoints so far are on branch {branch!r}; the workers' output says why "
+        "(the CLI keeps it in the run's ray.log and shows its last lines; -v streams it)",
+    )
 
 
 def worker_resources(spec: FamilySpec) -> dict[str, float]:

@@ -39,10 +39,12 @@ from flotilla.tune.spec import SweepSpec, sweep_spec
 from flotilla.tune.store import SAVED, STUDY, TUNE, SavedSweep, load_saved, sweep_dir
 from flotilla.tune.study import load as load_study
 from flotilla.tune.study import pareto_ids
-from flotilla.tune.trial import TrialContext, run_trial, trial_name
+from flotilla.tune.trial import TrialContext, run_trial, trial_name, trial_resources
 from flotilla.tune.watch import TrialProgressCallback
 
 log = logging.getLogger(__name__)
+
+TUNE_STATE_PERIOD_S = "5"
 
 
 def sweep(
@@ -126,9 +128,10 @@ def drive(
     from ray.util.client import ray as ray_client
 
     ensure_ray(address)
-    # Save Tune's experiment state on every controller step (not every few minutes): trials here are long
-    # and few, so it is cheap, and a driver killed with SIGKILL then loses no finished trial.
-    os.environ.setdefault(TUNE_GLOBAL_CHECKPOINT_S, "0")
+    # Save Tune's experiment state every few seconds, not on every controller step (about 8 times a second,
+    # which the driver paid for all sweep long): what a SIGKILL lands between, the trial journal (written
+    # on every trial event) repairs on resume (see tune.repair).
+    os.environ.setdefault(TUNE_GLOBAL_CHECKPOINT_S, TUNE_STATE_PERIOD_S)
     spec = saved.spec
     # W&B's folder as the sweep's driver sees it: the trials' processes may carry an older environment
     folder = wandb_dir() or str(d)
@@ -137,7 +140,10 @@ def drive(
     def trainable(config: dict[str, Any]) -> None:
         run_trial(config, ctx)
 
-    resourced = tune.with_resources(trainable, {"CPU": spec.budget.trial_cpus})
+    def resources(config: dict[str, Any]) -> Any:
+        return trial_resources(config, ctx, spec.budget.trial_cpus)
+
+    resourced = tune.with_resources(trainable, resources)
     exp_dir = d / TUNE / sweep_id
     if restore:
         repair.journal_lost_starts(exp_dir, d, sweep_id)

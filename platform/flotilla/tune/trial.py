@@ -1,16 +1,19 @@
-"""One sweep trial: a zero-copy branch from the sweep's pinned commit, a Ray Train run on it.
+"""One sweep trial: a zero-copy branch from the sweep's pinned commit, the model trained on it.
 
-The Tune function trainable (the Train-v2 pattern: Tune drives a function that
-builds and fits a ``TorchTrainer``) creates ``trial-<sweep>-<trial>`` from the
-pinned data commit, trains there, and reports every epoch to Tune through
-:class:`ObjectiveReportCallback`, which adds the combined objective and the
-trial's branch. The model it publishes is its best epoch *by the sweep's
-objective* (not by the first task's metric, as a standalone run chooses), so
-the checkpoint promoted is the one the sweep ranked.
+The Tune function trainable creates ``trial-<sweep>-<trial>`` from the pinned data
+commit and trains there: a single-worker model in the trainable's own process
+(:mod:`flotilla.training.inprocess`, reporting through :func:`report_to_tune`), any
+other with Ray Train (the Train-v2 pattern: Tune drives a function that builds and
+fits a ``TorchTrainer``, reporting through :class:`ObjectiveReportCallback`). Both
+add the combined objective and the trial's branch to every epoch's report. The
+model it publishes is its best epoch *by the sweep's objective* (not by the first
+task's metric, as a standalone run chooses), so the checkpoint promoted is the one
+the sweep ranked.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from flotilla.registry.address import ModelLocation, model_dir
 from flotilla.settings import Settings
 from flotilla.specs import FamilySpec, deep_merge, parse_spec
 from flotilla.training import ModelRun, train_model
+from flotilla.training.inprocess import runs_in_process
 from flotilla.tune.spec import Objective, unflatten
 
 EPOCHS_DONE = "epochs_done"
@@ -146,12 +150,47 @@ def with_trial_keys(
     return {**metrics, **extra}
 
 
-def run_trial(config: Mapping[str, Any], ctx: TrialContext) -> None:
-    """The Tune trainable's body: this trial's params merged into the family, trained on its branch."""
-    trial_id = ray.tune.get_context().get_trial_id()
+def trial_family(config: Mapping[str, Any], ctx: TrialContext, trial_id: str = "") -> FamilySpec:
+    """The family spec a trial trains: its params merged into the sweep's base family (never merged anywhere)."""
     params = {k: v for k, v in config.items() if v is not None}
     merged = {**deep_merge(dict(ctx.family), unflatten(params)), "merge_into": None}  # only the sweep promotes
-    family: FamilySpec = parse_spec(FamilySpec, merged, source=f"trial {trial_id}")
+    family: FamilySpec = parse_spec(FamilySpec, merged, source=f"trial {trial_id}" if trial_id else "trial")
+    return family
+
+
+def trial_resources(config: Mapping[str, Any], ctx: TrialContext, trial_cpus: float) -> Any:
+    """What Tune reserves for a trial (a ``PlacementGroupFactory``): ``trial_cpus`` for its function, and
+    the worker's CPUs (and GPU) too when it trains in that function's own process (:func:`runs_in_process`).
+
+    The total is what :func:`~flotilla.tune.preflight.check_trial_fits` checked; a trial that keeps Ray
+    Train (several workers, DeepSpeed) reserves its workers through Ray Train itself.
+    """
+    from ray.tune import PlacementGroupFactory
+
+    family = trial_family(config, ctx)
+    bundle: dict[str, float] = {"CPU": trial_cpus}
+    if runs_in_process(family):
+        bundle["CPU"] += family.scaling.cpus_per_worker
+        if family.scaling.use_gpu:
+            bundle["GPU"] = family.scaling.gpus_per_worker or 1.0
+    return PlacementGroupFactory([bundle])
+
+
+def report_to_tune(
+    weights: Mapping[str, float] | None, branch: str, run_id: str, model_uri: str, metrics: Mapping[str, Any]
+) -> None:
+    """An in-process trial's epoch, as :class:`ObjectiveReportCallback` reports a Ray Train trial's."""
+    ray.tune.report(with_trial_keys(metrics, weights, branch, run_id, model_uri))
+
+
+def run_trial(config: Mapping[str, Any], ctx: TrialContext) -> None:
+    """The Tune trainable's body: this trial's params merged into the family, trained on its branch.
+
+    A single-worker trial trains right here, in the trainable's process (see
+    :mod:`flotilla.training.inprocess`); any other builds a Ray Train run.
+    """
+    trial_id = ray.tune.get_context().get_trial_id()
+    family = trial_family(config, ctx, trial_id)
     ref = family.data.ref
     data_ref = DataRef(family.data.repo, ctx.commits[ref], family.data.dataset, ref)
     hub = Hub(credentials=ray.get(ctx.credentials), settings=Settings.from_env())
@@ -169,4 +208,10 @@ def run_trial(config: Mapping[str, Any], ctx: TrialContext) -> None:
         folder=Path(ctx.folder) if ctx.folder else None,
     )
     model_uri = trial_model_uri(family.data.repo, branch, run_id, run.name)
-    train_model(hub, run, callbacks=(ObjectiveReportCallback(ctx.objective.weights, branch, run_id, model_uri),))
+    weights = ctx.objective.weights
+    train_model(
+        hub,
+        run,
+        callbacks=(ObjectiveReportCallback(weights, branch, run_id, model_uri),),
+        report_to=functools.partial(report_to_tune, weights, branch, run_id, model_uri),
+    )

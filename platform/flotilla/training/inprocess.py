@@ -1,0 +1,223 @@
+"""A single-worker model trained in the calling process: no Ray Train controller, no worker group.
+
+A sweep's trial used to build a ``TorchTrainer`` for every trial: a controller and a worker group,
+two more Python processes importing torch, about 20 s of start-up and Ray Train's polling beyond
+the epochs of a small trial (``bench/trial_overhead.py``). A trial that trains on one worker with
+DDP/plain torch (``scaling.workers == 1``, not DeepSpeed) runs the very same loop
+(:func:`~flotilla.training.loop.train_loop_per_worker`) here, through :class:`InProcessSession`:
+
+- checkpoints go to the same place on the run's branch (``runs/<run>/<model>/checkpoint_*/``) and
+  each is committed with the same message and metadata as Ray Train's callback writes
+  (:func:`~flotilla.training.callbacks.checkpoint_commit`); a failure too, and the loop restarts
+  from the last checkpoint while ``failure.max_failures`` allows, as Ray Train would;
+- a checkpoint is uploaded and committed on a background thread while the next epoch trains; each
+  report waits for the previous one, and the fit for the last, so nothing is published or reported
+  before its checkpoint is on the branch;
+- a trial started again (its driver was killed) resumes from the newest checkpoint on its branch,
+  whichever way it was written.
+
+:class:`LocalFit` is what :func:`~flotilla.training.publish.publish_model` reads from such a fit:
+the part of Ray Train's ``Result`` it uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flotilla.training.callbacks import checkpoint_commit, failure_commit
+from flotilla.training.loop import CKPT_META, train_loop_per_worker
+
+if TYPE_CHECKING:
+    from flotilla.hub.repo import Repo
+    from flotilla.specs import FamilySpec
+    from flotilla.training.config import WorkerConfig
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[dict[str, Any]], None]
+"""Where an in-process run's epochs go once their checkpoint is on the branch (a sweep: Tune)."""
+
+
+def runs_in_process(spec: FamilySpec) -> bool:
+    """Whether a model of ``spec`` can train in the calling process: one worker, DDP/plain torch.
+
+    Several workers need a process group, and DeepSpeed its launcher: those keep Ray Train.
+    """
+    return spec.scaling.workers == 1 and spec.backend != "deepspeed"
+
+
+class LocalDir:
+    """A checkpoint folder as the loop hands it to :meth:`InProcessSession.report` (``Checkpoint.from_directory``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def from_directory(cls, path: str | Path) -> LocalDir:
+        return cls(path)
+
+
+@dataclass(frozen=True)
+class HubCheckpoint:
+    """A checkpoint folder on a branch, downloaded into a temporary folder when opened."""
+
+    repo: Repo
+    ref: str
+    prefix: str  # ends with "/"
+
+    @contextlib.contextmanager
+    def as_directory(self) -> Iterator[str]:
+        with tempfile.TemporaryDirectory(prefix="flotilla-ckpt-") as d:
+            for obj in self.repo.list(self.ref, self.prefix):
+                dest = Path(d) / obj.path[len(self.prefix) :]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(self.repo.get(self.ref, obj.path))
+            yield d
+
+
+@dataclass(frozen=True)
+class LocalFit:
+    """An in-process fit as publishing reads it: every checkpoint with its epoch's metrics, in epoch order.
+
+    The attributes are those of Ray Train's ``Result`` that :func:`~flotilla.training.publish.best_checkpoint`
+    and :func:`~flotilla.training.publish.final_history` use, so either kind of fit publishes the same way.
+    """
+
+    best_checkpoints: list[tuple[HubCheckpoint, dict[str, Any]]]
+    history: list[dict[str, Any]] = field(default_factory=list)  # every epoch's metrics, across restarts
+
+    @property
+    def checkpoint(self) -> HubCheckpoint | None:
+        return self.best_checkpoints[-1][0] if self.best_checkpoints else None
+
+    def get_best_checkpoint(self, metric: str, mode: str) -> HubCheckpoint | None:
+        """The checkpoint whose ``metric`` is best (ties: the earlier epoch); the last when none has it."""
+        scored = [
+            (float(m[metric]), i, c) for i, (c, m) in enumerate(self.best_checkpoints) if isinstance(m.get(metric), (int, float))
+        ]
+        if not scored:
+            return self.checkpoint
+        sign = 1.0 if mode == "max" else -1.0
+        return max(scored, key=lambda x: (sign * x[0], -x[1]))[2]
+
+
+class InProcessSession:
+    """The loop's session when it runs in this process (rank 0 of a world of 1); see the module's docstring."""
+
+    rank = 0
+    world = 1
+    Checkpoint = LocalDir
+
+    def __init__(self, repo: Repo, branch: str, run_id: str, model: str, report_to: Report, *, use_gpu: bool) -> None:
+        self.repo = repo
+        self.branch = branch
+        self.model = model
+        self.prefix = f"runs/{run_id}/{model}/"
+        self.report_to = report_to
+        self.use_gpu = use_gpu
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flotilla-checkpoint")
+        self._pending: Future[None] | None = None
+        self.history: list[dict[str, Any]] = []  # the newest checkpoint's: every epoch, those before a restart too
+        self.checkpoints: list[tuple[int, HubCheckpoint, dict[str, Any]]] = self._on_branch()
+
+    def _on_branch(self) -> list[tuple[int, HubCheckpoint, dict[str, Any]]]:
+        """Every whole checkpoint already on the branch (a restarted trial's), by epoch; Ray Train's too."""
+        found: dict[int, tuple[int, HubCheckpoint, dict[str, Any]]] = {}
+        histories: dict[int, list[dict[str, Any]]] = {}
+        for obj in self.repo.list(self.branch, self.prefix):
+            if not obj.path.endswith("/" + CKPT_META):
+                continue
+            meta = json.loads(self.repo.get(self.branch, obj.path))
+            epoch, history = int(meta["epoch"]), meta.get("history") or []
+            metrics = history[epoch] if len(history) > epoch else {"epoch": epoch}
+            found[epoch] = (epoch, HubCheckpoint(self.repo, self.branch, obj.path[: -len(CKPT_META)]), metrics)
+            histories[epoch] = history
+        if histories:
+            self.history = histories[max(histories)]
+        return [found[e] for e in sorted(found)]
+
+    def get_checkpoint(self) -> HubCheckpoint | None:
+        self.wait()
+        return self.checkpoints[-1][1] if self.checkpoints else None
+
+    def prepare_model(self, model: Any) -> Any:
+        return model.to(self.device())
+
+    def device(self) -> Any:
+        import torch
+
+        return torch.device("cuda:0" if self.use_gpu and torch.cuda.is_available() else "cpu")
+
+    def placement_group(self) -> str:
+        return ""  # the trial's own: Tune frees it
+
+    def report(self, metrics: dict[str, Any], checkpoint: LocalDir | None = None) -> None:
+        """Hand the epoch to the background thread: upload and commit its checkpoint, then report it."""
+        self.wait()
+        files = {p.name: p.read_bytes() for p in checkpoint.path.iterdir()} if checkpoint is not None else None
+        self._pending = self._pool.submit(self._persist, dict(metrics), files)
+
+    def _persist(self, metrics: dict[str, Any], files: dict[str, bytes] | None) -> None:
+        if files is not None:
+            epoch = int(metrics["epoch"])
+            prefix = f"{self.prefix}checkpoint_epoch{epoch:06d}/"
+            for name in sorted(files, key=lambda n: n == CKPT_META):  # meta.json last: it marks the checkpoint whole
+                self.repo.put(self.branch, prefix + name, files[name])
+            message, meta = checkpoint_commit(self.model, metrics)
+            try:
+                self.repo.commit(self.branch, message, meta)
+            except Exception as exc:  # never fail training because a commit failed; the files stay on the branch
+                log.warning("could not commit checkpoint to %s: %s", self.branch, exc)
+            self.checkpoints = [c for c in self.checkpoints if c[0] < epoch]
+            self.checkpoints.append((epoch, HubCheckpoint(self.repo, self.branch, prefix), metrics))
+            self.history = json.loads(files[CKPT_META]).get("history") or self.history
+        self.report_to(metrics)
+
+    def wait(self) -> None:
+        """Until the last report is on the branch and reported (its error, if it failed, raised here)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.wait()
+        self._pool.shutdown(wait=True)
+
+    def fit(self) -> LocalFit:
+        self.wait()
+        return LocalFit([(c, m) for _, c, m in self.checkpoints], self.history)
+
+
+def fit_in_process(repo: Repo, config: WorkerConfig, report_to: Report) -> LocalFit:
+    """Train ``config``'s model here, restarting from its last checkpoint after a failure while
+    ``failure.max_failures`` allows; each failure is an empty commit on the branch, as under Ray Train."""
+    spec = config.spec
+    failures = 0
+    while True:
+        session = InProcessSession(repo, config.branch, config.run_id, config.model_name, report_to, use_gpu=spec.scaling.use_gpu)
+        try:
+            train_loop_per_worker(config, session)
+            return session.fit()
+        except Exception as exc:
+            message, meta = failure_commit(config.model_name, {0: exc})
+            try:
+                repo.commit(config.branch, message, meta, allow_empty=True)
+            except Exception as err:
+                log.warning("could not record the failure on %s: %s", config.branch, err)
+            failures += 1
+            if failures > spec.failure.max_failures:
+                raise
+            log.warning(
+                "training %s failed (%s: %s); restarting from its last checkpoint", config.model_name, type(exc).__name__, exc
+            )
+        finally:
+            session.close()
