@@ -14,7 +14,11 @@ DDP/plain torch (``scaling.workers == 1``, not DeepSpeed) runs the very same loo
   report waits for the previous one, and the fit for the last, so nothing is published or reported
   before its checkpoint is on the branch;
 - a trial started again (its driver was killed) resumes from the newest checkpoint on its branch,
-  whichever way it was written.
+  whichever way it was written;
+- nothing on the way to the first batch waits for the lakeFS SDK, whose first use in a process
+  costs seconds: the branch is created on the background thread (the first checkpoint's upload
+  waits for it), and the checkpoints a restarted trial left are found through the S3 gateway, with
+  pyarrow, which the data loader has loaded already.
 
 :class:`LocalFit` is what :func:`~flotilla.training.publish.publish_model` reads from such a fit:
 the part of Ray Train's ``Result`` it uses.
@@ -116,7 +120,20 @@ class InProcessSession:
     world = 1
     Checkpoint = LocalDir
 
-    def __init__(self, repo: Repo, branch: str, run_id: str, model: str, report_to: Report, *, use_gpu: bool) -> None:
+    def __init__(
+        self,
+        repo: Repo,
+        branch: str,
+        run_id: str,
+        model: str,
+        report_to: Report,
+        *,
+        use_gpu: bool,
+        start: Callable[[], object] | None = None,
+        fs: Any = None,
+    ) -> None:
+        """``start`` (creating the branch) runs first on the background thread; ``fs`` is a pyarrow S3
+        filesystem over the hub's gateway to find earlier checkpoints with (None: the SDK finds them)."""
         self.repo = repo
         self.branch = branch
         self.model = model
@@ -124,21 +141,42 @@ class InProcessSession:
         self.report_to = report_to
         self.use_gpu = use_gpu
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flotilla-checkpoint")
-        self._pending: Future[None] | None = None
+        self._pending: Future[Any] | None = self._pool.submit(start) if start is not None else None
         self.history: list[dict[str, Any]] = []  # the newest checkpoint's: every epoch, those before a restart too
-        self.checkpoints: list[tuple[int, HubCheckpoint, dict[str, Any]]] = self._on_branch()
+        self.reported = False
+        self.checkpoints: list[tuple[int, HubCheckpoint, dict[str, Any]]] = self._on_branch(fs)
 
-    def _on_branch(self) -> list[tuple[int, HubCheckpoint, dict[str, Any]]]:
+    def _metas(self, fs: Any) -> list[tuple[str, bytes]]:
+        """Every checkpoint folder (its path on the branch) under the model's, with its ``meta.json`` (none
+        before the branch exists)."""
+        if fs is not None:
+            import pyarrow.fs as pafs
+
+            ref = f"{self.repo.name}/{self.branch}/"
+            try:
+                infos = fs.get_file_info(pafs.FileSelector(ref + self.prefix, recursive=True, allow_not_found=True))
+                metas = [i.path for i in infos if i.path.endswith("/" + CKPT_META)]
+                return [(p[len(ref) : -len(CKPT_META)], fs.open_input_stream(p).readall()) for p in metas]
+            except OSError as exc:
+                # a branch that does not exist yet (a fresh trial's) is a 400 from lakeFS's gateway; anything
+                # else (the hub unreachable, a timeout) is asked of the hub itself, once the branch is made
+                if "HTTP status 400" in str(exc) or "HTTP status 404" in str(exc):
+                    return []
+                log.debug("listing %s through the S3 gateway: %s", ref + self.prefix, exc)
+        self.wait()  # the branch exists once start has run
+        listed = self.repo.list(self.branch, self.prefix)
+        metas = [o.path for o in listed if o.path.endswith("/" + CKPT_META)]
+        return [(p[: -len(CKPT_META)], self.repo.get(self.branch, p)) for p in metas]
+
+    def _on_branch(self, fs: Any) -> list[tuple[int, HubCheckpoint, dict[str, Any]]]:
         """Every whole checkpoint already on the branch (a restarted trial's), by epoch; Ray Train's too."""
         found: dict[int, tuple[int, HubCheckpoint, dict[str, Any]]] = {}
         histories: dict[int, list[dict[str, Any]]] = {}
-        for obj in self.repo.list(self.branch, self.prefix):
-            if not obj.path.endswith("/" + CKPT_META):
-                continue
-            meta = json.loads(self.repo.get(self.branch, obj.path))
+        for folder, blob in self._metas(fs):
+            meta = json.loads(blob)
             epoch, history = int(meta["epoch"]), meta.get("history") or []
             metrics = history[epoch] if len(history) > epoch else {"epoch": epoch}
-            found[epoch] = (epoch, HubCheckpoint(self.repo, self.branch, obj.path[: -len(CKPT_META)]), metrics)
+            found[epoch] = (epoch, HubCheckpoint(self.repo, self.branch, folder), metrics)
             histories[epoch] = history
         if histories:
             self.history = histories[max(histories)]
@@ -180,6 +218,7 @@ class InProcessSession:
             self.checkpoints.append((epoch, HubCheckpoint(self.repo, self.branch, prefix), metrics))
             self.history = json.loads(files[CKPT_META]).get("history") or self.history
         self.report_to(metrics)
+        self.reported = True
 
     def wait(self) -> None:
         """Until the last report is on the branch and reported (its error, if it failed, raised here)."""
@@ -193,17 +232,41 @@ class InProcessSession:
         self._pool.shutdown(wait=True)
 
     def fit(self) -> LocalFit:
+        """The fit to publish, once everything is on the branch.
+
+        A trial cut short after its last checkpoint was committed but before Tune heard of that epoch
+        resumes with nothing left to train: its last epoch is reported again, or Tune would end it on
+        the epoch it heard of last, as one stopped early.
+        """
         self.wait()
+        if not self.reported and self.checkpoints:
+            self.report_to(self.checkpoints[-1][2])
+            self.reported = True
         return LocalFit([(c, m) for _, c, m in self.checkpoints], self.history)
 
 
-def fit_in_process(repo: Repo, config: WorkerConfig, report_to: Report) -> LocalFit:
+def fit_in_process(
+    repo: Repo, config: WorkerConfig, report_to: Report, *, start: Callable[[], object] | None = None, fs: Any = None
+) -> LocalFit:
     """Train ``config``'s model here, restarting from its last checkpoint after a failure while
-    ``failure.max_failures`` allows; each failure is an empty commit on the branch, as under Ray Train."""
+    ``failure.max_failures`` allows; each failure is an empty commit on the branch, as under Ray Train.
+
+    ``start`` creates the branch (on the background thread, see the module's docstring); ``fs``, a
+    pyarrow S3 filesystem over the hub's gateway, finds the checkpoints a restarted trial left.
+    """
     spec = config.spec
     failures = 0
     while True:
-        session = InProcessSession(repo, config.branch, config.run_id, config.model_name, report_to, use_gpu=spec.scaling.use_gpu)
+        session = InProcessSession(
+            repo,
+            config.branch,
+            config.run_id,
+            config.model_name,
+            report_to,
+            use_gpu=spec.scaling.use_gpu,
+            start=start if failures == 0 else None,
+            fs=fs,
+        )
         try:
             train_loop_per_worker(config, session)
             return session.fit()

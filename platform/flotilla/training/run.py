@@ -38,7 +38,7 @@ from flotilla.data.store import read_manifest
 from flotilla.display import html_table, metric_text, short_commit
 from flotilla.errors import ConflictError, FlotillaError, NotFoundError
 from flotilla.hub.client import Hub
-from flotilla.hub.experiment import Retention
+from flotilla.hub.experiment import Experiment, Retention
 from flotilla.models.tasks import resolve_tasks
 from flotilla.names import branch_id, check_branch_id
 from flotilla.progress import ProgressView
@@ -218,26 +218,19 @@ def train_model(
         resume=run.branch is not None,
         retention=Retention(on_success="keep", on_failure="keep"),
     )
-    try:
-        run_branch.start()
-    except ConflictError:
-        # Ray Train would find the earlier run's checkpoints under the same path and "resume" it: its old
-        # weights would be published with this run's data commit and config in their card
-        raise ConflictError(
-            f"run {run.run_id!r} already exists (branch {run_branch.branch!r} in {run.data.repo!r}); a second run under the "
-            "same id would pick up the first one's checkpoints",
-            hint="leave run_id out (a fresh one is made), or pick another; delete the old branch to reuse the id",
-        ) from None
+    in_process = report_to is not None and run.branch is not None and runs_in_process(run.spec)
+    if not in_process:  # in process, the branch is created off the way to the first batch (see training.inprocess)
+        start_branch(run, run_branch)
     branch = run_branch.branch
     creds_ref = ray.put(hub.credentials)
     tracking = plan_tracking(run, branch, hub.settings) if run.spec.tracking.wandb else None
     config = WorkerConfig(
         run.spec, run.tasks, run.data, creds_ref, run.run_id, run.name, branch, run.parent, tuple(hooks), tracking
     )
-    if report_to is not None and runs_in_process(run.spec):
+    if in_process and report_to is not None:  # (report_to again: for the type checker)
         t0 = time.monotonic()
         try:
-            local = fit_in_process(repo, config, report_to)
+            local = fit_in_process(repo, config, report_to, start=run_branch.start, fs=hub_filesystem(hub.credentials))
         except Exception as exc:
             raise training_failed(run, branch, exc) from None
         return publish_model(repo, run, branch, local, time.monotonic() - t0)
@@ -262,6 +255,20 @@ def train_model(
     except Exception as exc:
         raise training_failed(run, branch, exc) from None
     return publish_model(repo, run, branch, fit, time.monotonic() - t0)
+
+
+def start_branch(run: ModelRun, run_branch: Experiment) -> None:
+    """Create the model's branch; a fresh run (no branch named) refuses one that exists."""
+    try:
+        run_branch.start()
+    except ConflictError:
+        # Ray Train would find the earlier run's checkpoints under the same path and "resume" it: its old
+        # weights would be published with this run's data commit and config in their card
+        raise ConflictError(
+            f"run {run.run_id!r} already exists (branch {run_branch.branch!r} in {run.data.repo!r}); a second run under the "
+            "same id would pick up the first one's checkpoints",
+            hint="leave run_id out (a fresh one is made), or pick another; delete the old branch to reuse the id",
+        ) from None
 
 
 def training_failed(run: ModelRun, branch: str, exc: Exception) -> FlotillaError:
