@@ -24,6 +24,7 @@ from flotilla.errors import (
     InvalidNameError,
     NotFoundError,
 )
+from flotilla.hub.retry import mark_answered
 from flotilla.hub.sdk import lakefs_exceptions
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ def translate(
     lex = lakefs_exceptions()
     try:
         yield
+        mark_answered(endpoint)  # from now on, an outage of this hub is waited out (flotilla.hub.retry)
     except lex.NotFoundException as exc:
         extra = ""
         if not_found is not None:

@@ -61,7 +61,7 @@ class Hub:
                 password=self.credentials.secret_access_key,
             )
             resend = self.credentials.before_resend if self.credentials.pidfile is not None else None
-            install_sdk_retry(client, sdk_retry(hub_retry_budget_s(), resend))
+            install_sdk_retry(client, sdk_retry(hub_retry_budget_s(), resend, self.credentials.endpoint))
             self._client = client
         return self._client
 

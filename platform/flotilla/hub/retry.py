@@ -20,6 +20,11 @@ confirmed again (:mod:`flotilla.hub.identity`): while lakeFS is down its port is
 listener that took it must not receive the key from a retry. Until the hub's own process listens
 again nothing is sent; when the budget runs out the error says for how long the hub was down.
 
+A hub this process has never heard from is not waited for: a command run before ``flotilla hub up``,
+or pointed at a wrong endpoint, fails at once with the usual "does not answer" instead of after the
+whole budget. Retries start once the endpoint has answered a call in this process
+(:func:`mark_answered`, from :func:`~flotilla.hub._translate.translate`), i.e. for an outage.
+
 The S3 gateway path (pyarrow's ``S3FileSystem``, shards and checkpoints) retries inside the AWS
 SDK with :func:`s3_retry_strategy`: ``max_attempts`` chosen so that its backoff (25 ms doubling
 per attempt) waits out the budget. That SDK re-sends S3 requests on any connection error or 5xx;
@@ -53,6 +58,18 @@ S3_BACKOFF_SCALE_S = 0.025
 """The AWS SDK's default retry strategy waits ``2**n * 25 ms`` before retry ``n`` (n >= 1)."""
 
 
+_answered: set[str] = set()
+
+
+def mark_answered(endpoint: str) -> None:
+    """Remember that ``endpoint`` answered a call in this process: from now on its outages are waited out."""
+    _answered.add(endpoint)
+
+
+def has_answered(endpoint: str) -> bool:
+    return endpoint in _answered
+
+
 class HubRetry(Retry):
     """urllib3's retry policy bounded by time, not by count, that can check the server before every re-send.
 
@@ -64,10 +81,11 @@ class HubRetry(Retry):
     budget_s: float = 0.0
     before_resend: Callable[[float], None] | None = None
     started: float | None = None
+    endpoint: str = ""  # retries only once it has answered in this process (see the module docstring)
 
     def new(self, **kw: Any) -> HubRetry:
         nxt = super().new(**kw)
-        nxt.budget_s, nxt.before_resend = self.budget_s, self.before_resend
+        nxt.budget_s, nxt.before_resend, nxt.endpoint = self.budget_s, self.before_resend, self.endpoint
         nxt.started = self.started if self.started is not None else time.monotonic()
         return nxt
 
@@ -76,6 +94,8 @@ class HubRetry(Retry):
         return (self.started if self.started is not None else time.monotonic()) + self.budget_s
 
     def is_exhausted(self) -> bool:
+        if self.started is not None and self.endpoint and not has_answered(self.endpoint):
+            return True  # never heard from: not an outage to wait out, but a hub not started or a wrong address
         return super().is_exhausted() or (self.started is not None and time.monotonic() > self.deadline)
 
     def sleep(self, response: Any = None) -> None:
@@ -84,8 +104,9 @@ class HubRetry(Retry):
             self.before_resend(self.deadline)
 
 
-def sdk_retry(budget_s: float, before_resend: Callable[[float], None] | None = None) -> Retry:
-    """The lakeFS SDK's retry policy for a budget (see the module docstring for what it re-sends)."""
+def sdk_retry(budget_s: float, before_resend: Callable[[float], None] | None = None, endpoint: str = "") -> Retry:
+    """The lakeFS SDK's retry policy for a budget (see the module docstring for what it re-sends); with
+    ``endpoint``, only once that endpoint has answered in this process."""
     if budget_s <= 0:
         return Retry(0, read=False, raise_on_status=False)
     retry = HubRetry(
@@ -101,7 +122,7 @@ def sdk_retry(budget_s: float, before_resend: Callable[[float], None] | None = N
         raise_on_status=False,  # the last 5xx answer reaches the SDK, which raises its usual error
         respect_retry_after_header=False,
     )
-    retry.budget_s, retry.before_resend = budget_s, before_resend
+    retry.budget_s, retry.before_resend, retry.endpoint = budget_s, before_resend, endpoint
     return retry
 
 
