@@ -147,6 +147,10 @@ class DataValidationError(FlotillaError):
         super().__init__(message, hint=hint)
 
 
+class DivergedError(FlotillaError):
+    """A run's model is not finite (NaN or infinite metrics or weights): nothing is published or promoted."""
+
+
 class LineageError(FlotillaError):
     """A model's recorded lineage does not hold: its card disagrees with the commit that published it,
     or names data the hub does not have. Re-running it would reproduce something else than the model."""

@@ -14,7 +14,7 @@ from tests.integration.helpers import TRAIN_REPO, tiny
 
 from flotilla.data.api import generate
 from flotilla.data.validate import Thresholds
-from flotilla.errors import ConflictError, MergeConflictError, NotFoundError, SpecError
+from flotilla.errors import ConflictError, DivergedError, MergeConflictError, NotFoundError, SpecError
 from flotilla.registry import parse_lakefs_uri
 from flotilla.training import ModelResult, merge_family, train
 
@@ -275,3 +275,19 @@ def test_the_cli_shows_its_own_progress_and_keeps_rays_output_in_the_runs_log(da
     log = Path(re.search(r"Ray's log: (\S+)", out.output)[1])
     assert log.parent.name == run_id and "(TrainController" in log.read_text()
     # -v (streaming the same log) and --json are tested without training: tests/unit/test_cli_output.py
+
+
+def test_a_diverged_run_is_refused_and_never_reaches_main(hub, data_repo, local_ray):
+    # SGD at the largest learning rate a spec takes, no schedule: the regression head blows up to inf/NaN.
+    # Such a model used to be published and merged with exit 0 (NaN in its metadata, card.json invalid JSON).
+    before = data_repo.resolve("main")
+    spec = tiny(
+        "diverge",
+        optim={"name": "sgd", "lr": 10.0, "momentum": 0.9, "schedule": "constant"},
+        scaling={"workers": 1, "cpus_per_worker": 1},
+        merge_into="main",
+        tracking={"wandb": False},
+    )
+    with pytest.raises(DivergedError, match=r"not finite at its chosen epoch .*nothing was published and nothing merged"):
+        train(spec, hub=hub)
+    assert data_repo.resolve("main") == before

@@ -24,6 +24,7 @@ from typing import Any
 from flotilla.lineage import DataLineage, ModelCard, ParentModel
 from flotilla.registry.address import ModelLocation
 from flotilla.settings import ShippedCode, shipped_code
+from flotilla.training.finite import json_safe
 from flotilla.version import __version__
 
 CHECKOUT = Path(__file__).resolve().parents[3]
@@ -164,4 +165,5 @@ def model_card(
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=float)
+    """JSON as flotilla writes it to the hub: always valid (a NaN or an infinity becomes null; see training.finite)."""
+    return json.dumps(json_safe(json.loads(json.dumps(obj, default=float))), indent=2, sort_keys=True, allow_nan=False)

@@ -24,6 +24,7 @@ from flotilla.registry.address import model_dir
 from flotilla.training import artifacts
 from flotilla.training.config import CheckpointRank, ModelRun
 from flotilla.training.environment import capture_environment
+from flotilla.training.finite import refuse_nonfinite
 from flotilla.training.loop import CKPT_META, CKPT_MODEL
 
 if TYPE_CHECKING:
@@ -96,8 +97,18 @@ def publish_model(repo: Repo, run: ModelRun, branch: str, fit: Any, wall_s: floa
     with best.as_directory() as d:
         weights = (Path(d) / CKPT_MODEL).read_bytes()
         meta = json.loads((Path(d) / CKPT_META).read_text())
-    history = json.loads(artifacts.dumps(final_history(fit, meta)))
+    raw = final_history(fit, meta)
     epoch = meta["epoch"]
+    chosen = raw[epoch] if len(raw) > epoch else {}
+    refuse_nonfinite(
+        f"model {run.name!r} of run {run.run_id!r}",
+        branch,
+        epoch,
+        {k: v for k, v in chosen.items() if k.startswith(("val/", "train/"))},
+        weights,
+        run.spec.optim.lr,
+    )
+    history = json.loads(artifacts.dumps(raw))
     best_metrics = {k[4:]: v for k, v in history[epoch].items() if k.startswith("val/")} if len(history) > epoch else {}
     code = artifacts.code_version()
     diff = code.storable_diff(repo.hub.credentials.secret_access_key)
