@@ -87,34 +87,46 @@ WANDB_DIR = "WANDB_DIR"
 WANDB_MODE = "WANDB_MODE"
 
 
-def hub_retry_budget_s() -> float:
-    """Seconds a hub call keeps retrying transient failures (:mod:`flotilla.hub.retry`); 0 turns retries off."""
-    raw = os.environ.get(FLOTILLA_HUB_RETRY_S)
-    if raw is None or raw == "":
-        return DEFAULT_HUB_RETRY_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 3600:  # NaN fails this too
-        raise ConfigError(
-            f"{FLOTILLA_HUB_RETRY_S}={raw!r} is not a number of seconds between 0 and 3600",
-            hint=f"unset it for the default ({DEFAULT_HUB_RETRY_S:.0f} s) or set e.g. {FLOTILLA_HUB_RETRY_S}=120",
-        )
-    return value
+def _number_env(
+    name: str, default: float, parse: type[int] | type[float], low: float, high: float, *, wanted: str, hint: str
+) -> float:
+    """``name``'s value read by ``parse`` and checked to lie in [low, high]; ``default`` when unset or empty.
 
-
-def int_env(name: str, default: int) -> int:
+    One reader for every numeric setting, so each refuses a bad value the same way: a ConfigError naming the
+    variable, the value and what it should be (a NaN fails the range check too).
+    """
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer", hint=f"unset {name} or set it to a port number") from None
-    if not 1 <= value <= 65535:
-        raise ConfigError(f"{name}={value} is not a valid port", hint="use a port between 1024 and 65535")
+        raise ConfigError(f"{name}={raw!r} is not {'an integer' if parse is int else 'a number'}", hint=hint) from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={raw!r} is not {wanted}", hint=hint)
     return value
+
+
+def hub_retry_budget_s() -> float:
+    """Seconds a hub call keeps retrying transient failures (:mod:`flotilla.hub.retry`); 0 turns retries off."""
+    return _number_env(
+        FLOTILLA_HUB_RETRY_S,
+        DEFAULT_HUB_RETRY_S,
+        float,
+        0,
+        3600,
+        wanted="a number of seconds between 0 and 3600",
+        hint=f"unset it for the default ({DEFAULT_HUB_RETRY_S:.0f} s) or set e.g. {FLOTILLA_HUB_RETRY_S}=120",
+    )
+
+
+def int_env(name: str, default: int) -> int:
+    """A port number from ``name`` (``default`` when unset)."""
+    return int(
+        _number_env(
+            name, default, int, 1, 65535, wanted="a valid port", hint=f"unset {name} or set it to a port between 1024 and 65535"
+        )
+    )
 
 
 @dataclass(frozen=True)
