@@ -200,7 +200,11 @@ def plain_trainable(config: dict[str, Any]) -> None:
         tune.report({**metrics, "epoch": epoch, "epoch_s": time.perf_counter() - t0})
 
 
-def plain_arm(hub: Any, params: list[dict[str, Any]], epochs: int, concurrency: int) -> tuple[list[Trial], float]:
+def plain_arm(
+    hub: Any, params: list[dict[str, Any]], epochs: int, concurrency: int, *, reuse: bool = False
+) -> tuple[list[Trial], float]:
+    """The plain Tune trainable over the same parameter sets; ``reuse``: Tune's ``reuse_actors`` (off by default,
+    on in flotilla's sweeps), so a trial's process takes the next trial with its imports warm."""
     import ray
     from ray import tune
 
@@ -224,9 +228,12 @@ def plain_arm(hub: Any, params: list[dict[str, Any]], epochs: int, concurrency: 
     tuner = tune.Tuner(
         tune.with_resources(plain_trainable, {"CPU": TRIAL_CPUS + BASE["scaling"]["cpus_per_worker"]}),
         param_space={"params": tune.grid_search(params), "family": family, "data": data, "creds": creds},
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency),
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=reuse),
         run_config=tune.RunConfig(
-            name=f"plain-{int(time.time())}", storage_path=str(hub.settings.home / "plain"), callbacks=[Watch()], verbose=0
+            name=f"plain{'-reuse' * reuse}-{int(time.time())}",
+            storage_path=str(hub.settings.home / "plain"),
+            callbacks=[Watch()],
+            verbose=0,
         ),
     )
     t = time.time()
@@ -251,7 +258,7 @@ def summary(name: str, trials: list[Trial], wall: float) -> dict[str, float]:
         "wall": wall,
     }
     print(
-        f"{name:<9} trial {s['trial']:6.2f}s = epochs {s['epochs']:5.2f}s + overhead {s['overhead']:5.2f}s "
+        f"{name:<11} trial {s['trial']:6.2f}s = epochs {s['epochs']:5.2f}s + overhead {s['overhead']:5.2f}s "
         f"[start-up {s['startup']:5.2f}, between epochs {s['between']:5.2f}, finish {s['finish']:5.2f}; "
         f"gap to next {s['gap']:5.2f}]  peak RSS {s['rss']:.2f} GiB (max {s['rss_max']:.2f}; "
         f"trial's own processes {s['trial_rss']:.2f})  "
@@ -279,16 +286,19 @@ def main() -> None:
         with RssSampler() as rss:
             flo, params, flo_wall = flotilla_arm(hub, args.trials, args.epochs, args.concurrency)
             plain, plain_wall = plain_arm(hub, params, args.epochs, args.concurrency)
-        for t in flo + plain:
+            warm, warm_wall = plain_arm(hub, params, args.epochs, args.concurrency, reuse=True)
+        for t in flo + plain + warm:
             t.peak_rss = rss.peak(t.start, t.end)
             t.trial_rss = rss.peak(t.start, t.end, trial=True)
     f = summary("flotilla", flo, flo_wall)
     p = summary("plain", plain, plain_wall)
+    r = summary("plain+reuse", warm, warm_wall)
     print(f"flotilla overhead {f['overhead']:.2f}s per trial (goal <= 3 s: 5 % of a one-minute trial)")
     print(
         f"flotilla peak RSS per trial {f['rss']:.2f} GiB, of the trial's own processes {f['trial_rss']:.2f} GiB (goal <= 1.2 GiB)"
     )
     print(f"whole run flotilla / plain: {f['wall'] / p['wall']:.2f}x")
+    print(f"ratio flotilla / plain Tune with reuse_actors per-trial overhead: {f['overhead'] / r['overhead']:.2f}x")
     print(f"ratio flotilla / plain-Tune per-trial overhead: {f['overhead'] / p['overhead']:.2f}x  (goal <= 1.5x)")
 
 
