@@ -220,6 +220,12 @@ class InProcessSession:
         self.report_to(metrics)
         self.reported = True
 
+    def stop_requested(self) -> bool:
+        """Tune's stop reaches the report the background thread is blocked in: it ends that thread with
+        ``SystemExit``, which :meth:`wait` raises here, on the training thread, so the trial ends as Tune asked."""
+        pending = self._pending
+        return pending is not None and pending.done() and isinstance(pending.exception(), SystemExit)
+
     def wait(self) -> None:
         """Until the last report is on the branch and reported (its error, if it failed, raised here)."""
         pending, self._pending = self._pending, None

@@ -244,6 +244,8 @@ def train_loop_per_worker(config: WorkerConfig, session: Session | None = None) 
         for batch in device_batches(
             data, device, "train", spec.batch_size, seed=spec.seed, epoch=epoch, rank=rank, world_size=world
         ):
+            if session.stop_requested():
+                return  # the session raises its stop where the run waits for it next (the fit)
             loss, per_task, labelled = train_step(net, engine, optimizer, core, batch, tasks, device, frozen=frozen)
             scheduler.step()
             add_batch(sums, counts, loss, per_task, labelled, len(batch["image"]))

@@ -34,6 +34,15 @@ class Session(Protocol):
         """The id of the placement group the workers hold ("" if none): a sweep frees it when Tune kills the trial."""
         ...
 
+    def stop_requested(self) -> bool:
+        """Whether whoever drives the run has stopped it (Tune ended the trial): the loop leaves at the next batch.
+
+        Tune reuses a trial's process for the next trial only if the training thread ends within
+        seconds of the stop; a loop that finished its epoch first would cost the process, and with it
+        the warm imports the next trial would have had.
+        """
+        ...
+
 
 class RayTrainSession:
     """A Ray Train worker's session: its context, checkpoint, reports and DDP preparation."""
@@ -71,3 +80,6 @@ class RayTrainSession:
 
         pg = ray.util.get_current_placement_group()
         return pg.id.hex() if pg is not None else ""
+
+    def stop_requested(self) -> bool:
+        return False  # Ray Train stops its workers itself
