@@ -123,7 +123,7 @@ def test_sweep_promotes_the_winner_and_only_kept_branches_remain(hub, local_ray)
     assert float(head.metadata["metric.score"]) == pytest.approx(max(scores)) == w.metrics["val/score"]
     assert float(head.metadata["metric.age/mae"]) == pytest.approx(card["metrics"]["age/mae"])
     assert max(t.metrics["val/score"] for t in result.trials if t.status == "completed") == w.metrics["val/score"]
-    assert {"history", "curves", "curves.html", "tradeoff"} <= set(result.plots)
+    assert {"history", "curves", "curves.html", "tradeoff"} <= set(result.wait_for_plots(timeout=120))
     assert all(Path(p).stat().st_size > 0 for p in result.plots.values())
     adamw = [t for t in result.trials if t.params["optim.name"] == "adamw"]
     sgd = [t for t in result.trials if t.params["optim.name"] == "sgd"]
@@ -432,7 +432,7 @@ def test_pareto_search_keeps_the_front_and_promotes_its_best_on_the_first_metric
     kept = set(repo.branches()) - before
     assert kept == {t.branch for t in done if t.trial_id in front}, "the whole front is kept, the rest deleted"
     assert repo.commit_info("pareto-into").id == result.promotion_commit
-    assert "pareto" in result.plots and Path(result.plots["pareto"]).stat().st_size > 0
+    assert "pareto" in result.wait_for_plots(timeout=120) and Path(result.plots["pareto"]).stat().st_size > 0
     page = Path(result.plots["pareto.html"])  # interactive twin, its plotly.js shared and local (no CDN)
     src = re.search(r'<script[^>]* src="([^"]+)"', page.read_text()).group(1)
     assert not src.startswith("http") and (page.parent / src).resolve().stat().st_size > 1_000_000

@@ -57,7 +57,7 @@ def _show(result) -> None:
             )
     if getattr(result, "pareto", None):
         console.print(f"  Pareto front (◆, branches kept): {', '.join(result.pareto)}")
-    for name, path in result.plots.items():
+    for name, path in result.wait_for_plots().items():
         console.print(f"  plot ({name}): {path}")
     if note := missing_plots_note(result.plots, [t.status for t in result.trials]):
         console.print(f"  [dim]{note}[/]")

@@ -131,6 +131,7 @@ def run_sweep(job: SweepJob) -> dict[str, Any]:
     say(f"sweep {spec.name!r}: {spec.budget.trials} trial(s), data commit {(job.pinned or {}).get('data_commit', '?')}")
     result = sweep(spec, address=_address(), progress=PlainView(sys.stdout, prefix=PREFIX))
     say(f"sweep {spec.name!r} finished: winner {getattr(result.winner, 'trial_id', None)}")
+    result.wait_for_plots()  # the job's result names them
     return json.loads(result.to_json())
 
 

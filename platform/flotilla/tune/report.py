@@ -10,12 +10,15 @@ multi-objective search — each as PNG and as interactive HTML — and a per-tas
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flotilla.tune.results import COMPLETED
+from flotilla.tune.store import write_result
 from flotilla.tune.study import PRUNED, names_by_number
 from flotilla.tune.study import load as load_study
 
@@ -23,6 +26,8 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from flotilla.tune.results import SweepResult, TrialRecord
+
+log = logging.getLogger(__name__)
 
 
 SHORT_SHA = 12
@@ -133,6 +138,26 @@ def _whole_epochs(fig_or_ax: Any) -> None:
     from matplotlib.ticker import MaxNLocator
 
     fig_or_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def draw_in_background(d: Path, sweep_id: str, result: SweepResult) -> threading.Thread:
+    """Draw the sweep's plots into ``result.plots`` on a (non-daemon) thread, off the sweep's critical path.
+
+    Drawing imports matplotlib and plotly and renders a dozen figures: seconds that every sweep used to
+    spend between its last trial and its result. A plot that cannot be drawn is a warning, not a failed
+    sweep: the trials, the branches and the promotion are the result.
+    """
+
+    def draw() -> None:
+        try:
+            result.plots.update(write_plots(d, sweep_id, result))
+            write_result(result)  # `sweep show` lists them
+        except Exception as exc:
+            log.warning("the plots of sweep %s could not be drawn: %s", sweep_id, exc)
+
+    thread = threading.Thread(target=draw, name=f"flotilla-plots-{sweep_id}", daemon=False)
+    thread.start()
+    return thread
 
 
 def write_plots(d: Path, sweep_id: str, result: SweepResult) -> dict[str, str]:

@@ -9,11 +9,12 @@ report; the journal holds every one, so the record takes its metrics from there.
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from flotilla.display import html_table, metric_text, short_commit
 from flotilla.errors import FlotillaError
@@ -74,6 +75,18 @@ class SweepResult:
     promotion_error: str | None = None  # why the winner is not merged yet ('resume' retries it)
     promoted_trial: str | None = None  # the trial merged; not the winner when a resume re-ranked after promoting
     alias: str | None = None  # ``<family>@<alias>`` moved to the promoted model (promote.alias)
+    _drawing: ClassVar[threading.Thread | None] = None  # per result once drawing starts (see drawn_by)
+
+    def drawn_by(self, thread: threading.Thread) -> None:
+        """The thread drawing :attr:`plots`: an attribute of this result, not a field (``to_json`` stays whole)."""
+        object.__setattr__(self, "_drawing", thread)  # a ClassVar's per-instance value, out of asdict's way
+
+    def wait_for_plots(self, timeout: float | None = None) -> dict[str, str]:
+        """The plots, once drawn. A sweep returns its result (winner, promotion) before its plots are drawn,
+        which takes seconds; :attr:`plots` fills in when they are, and the process waits for them at exit."""
+        if self._drawing is not None:
+            self._drawing.join(timeout)
+        return self.plots
 
     def _summary(self) -> str:
         states = Counter(t.status for t in self.trials)

@@ -33,7 +33,7 @@ from flotilla.tune.journal import JOURNAL, LEDGER, Journal
 from flotilla.tune.lifecycle import TrialBranchCallback
 from flotilla.tune.preflight import check_trial_fits, pin_commits
 from flotilla.tune.promotion import promote
-from flotilla.tune.report import write_plots
+from flotilla.tune.report import draw_in_background
 from flotilla.tune.results import SweepResult, no_winner, ranked, trial_record
 from flotilla.tune.spec import SweepSpec, sweep_spec
 from flotilla.tune.store import SAVED, STUDY, TUNE, SavedSweep, load_saved, sweep_dir
@@ -231,7 +231,8 @@ def _new_tuner(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, trainable: A
 
 def finish(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, results: Iterable[Any]) -> SweepResult:
     """End a sweep from Tune's results (a ``ResultGrid``'s ``Result`` items): rank the trials, delete the
-    branches the retention policy does not keep, draw the plots, promote the winner.
+    branches the retention policy does not keep, promote the winner, then draw the plots on a
+    thread (:meth:`SweepResult.wait_for_plots`): the result does not wait for them.
 
     Raises :class:`~flotilla.tune.results.NoWinner`, with the result, when no trial trained to the end.
     """
@@ -248,8 +249,8 @@ def finish(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, results: Iterabl
     result = ranked(sweep_id, d, saved.commits, obj, records, front=front)
     repo = hub.repo(saved.data_repo)
     TrialBranches(repo, journal, sweep_id, spec.retention.keep).at_sweep_end(result, states)
-    result.plots = write_plots(d, sweep_id, result)
     promote(repo, saved, result)
+    result.drawn_by(draw_in_background(d, sweep_id, result))
     if result.winner is None:
         raise no_winner(result, spec)
     return result
