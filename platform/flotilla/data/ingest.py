@@ -41,11 +41,24 @@ from flotilla.data.schema import FACE_SCHEMA, LabelSchema
 from flotilla.data.shardwork import SyntheticPlan
 from flotilla.data.store import read_dataset, read_manifest, write_dataset
 from flotilla.data.validate import Thresholds, ValidationReport, validate
-from flotilla.errors import ConfigError, ConflictError, DataValidationError, MergeConflictError, NotFoundError
+from flotilla.errors import (
+    ConfigError,
+    ConflictError,
+    DataValidationError,
+    FlotillaError,
+    MergeConflictError,
+    NotFoundError,
+)
 from flotilla.hub.client import Hub
 from flotilla.hub.experiment import SCRATCH, Retention
 from flotilla.hub.repo import Repo
 from flotilla.lineage import IngestCommit, ValidatedMerge, ValidationReceipt
+from flotilla.settings import DEFAULT_REPO
+
+CREATE_REPO_HINT = (
+    "check the name; to create a new repository pass --create-repo (flotilla data generate / import), "
+    "create_repo=True (Python) or 'create_repo: true' (an ingest job spec)"
+)
 
 
 @dataclass
@@ -170,6 +183,19 @@ def _save_before_commit(report: ValidationReport, report_dir: Path, name: str, b
         raise exc.reword(f"{exc.message}; nothing was ingested (the ingest branch {branch!r} was deleted)") from exc.__cause__
 
 
+def target_repo(hub: Hub, name: str, *, create: bool = False) -> Repo:
+    """The repository an ingest writes into: created only when asked (``create``), or when it is the default one.
+
+    A named repository must exist, so a typo (``--repo facse``) is an error listing the existing ones, not a
+    new empty repository. The default repository (``faces``) is created on first use: a user who never named
+    one (``flotilla data generate`` on a fresh hub, the quickstart, ``make demo``) asked for no particular
+    repository, so there is nothing to mistype.
+    """
+    if create or name == DEFAULT_REPO:
+        return hub.ensure_repo(name)
+    return hub.existing_repo(name, hint=CREATE_REPO_HINT)
+
+
 def ingest(
     hub: Hub,
     repo_name: str,
@@ -185,15 +211,17 @@ def ingest(
     labelled: bool = True,
     schema: LabelSchema = FACE_SCHEMA,
     workers: int | None = None,
+    create_repo: bool = False,
 ) -> IngestResult:
     """Write ``samples`` (labels per ``schema``, declared in the manifest) on an ingest branch, gate them, merge.
 
     ``workers`` processes build the shards (None: one per core; 1: in this process), each inspecting its
     shard's images for the gate while it holds the bytes; the gate then judges the labels as stored plus
     those facts, which is what :func:`validate_ref` computes from the branch, without a second download
-    and decode. The data written is the same whatever ``workers`` is.
+    and decode. The data written is the same whatever ``workers`` is. ``create_repo``: create ``repo_name``
+    if it does not exist (:func:`target_repo`; without it only the default repository is created).
     """
-    repo = hub.ensure_repo(repo_name)
+    repo = target_repo(hub, repo_name, create=create_repo)
     if merge:  # lakeFS refuses a merge into a dirty branch: say so before the data is written, not after
         require_clean(repo, into, f"ingest {name!r} into {into!r}")
     install_gate(repo, into)
