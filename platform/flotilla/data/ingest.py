@@ -331,17 +331,23 @@ def validate_and_merge(
         receipt = repo.commit(
             receipt_branch.branch, f"Validation passed for {name}", ValidationReceipt(validated).to_metadata(), allow_empty=True
         )  # empty when the validated commit already held this very receipt
-        merged = merge_validated(repo, receipt.id, into, name, metadata)
+        merged = merge_validated(repo, receipt.id, into, name, metadata, ref=ref)
     return report, merged
 
 
-def merge_validated(repo: Repo, source: str, into: str, name: str, metadata: Mapping[str, Any] | None = None) -> str:
+def merge_validated(
+    repo: Repo, source: str, into: str, name: str, metadata: Mapping[str, Any] | None = None, *, ref: str | None = None
+) -> str:
     """Merge a validated change of dataset ``name``; concurrent changes of *other* samples merge beside it.
 
     Two deltas (:mod:`flotilla.data.deltas`) made at once on two branches add different objects and
     merge cleanly, except for the receipt: both rewrote ``validation.json``. When that is the only
     conflict, the newer receipt stands (``source-wins`` for that one path: every other path was
     conflict-free). A conflict on a sample's claim means both changed that sample: refused, naming it.
+    Any other conflict means a change of the same files (e.g. two fixes that each rewrote the labels
+    table on a branch) landed on ``into`` first: refused as that (:func:`landed_first`), never with advice
+    to force the merge, which would drop the change that landed first. ``ref``: the user's branch the
+    change came from (``source`` is the receipt commit on it), named in the messages.
     """
     message, md = f"Merge validated dataset {name}", {**(metadata or {}), **ValidatedMerge(name).to_metadata()}
     try:
@@ -356,6 +362,29 @@ def merge_validated(repo: Repo, source: str, into: str, name: str, metadata: Map
                 f"{shown}; {into!r} was not changed",
                 hint=f"read the labels of {into!r} again (flotilla.data.read_labels) and redo the change for those samples",
             ) from None
-        if exc.paths == [validation_path(name)]:
-            return repo.merge(source, into, message, md, strategy="source-wins")
-        raise
+        if exc.paths != [validation_path(name)]:
+            raise landed_first(repo, into, name, [p for p in exc.paths if p != validation_path(name)], ref) from None
+    return repo.merge(source, into, message, md, strategy="source-wins")
+
+
+def landed_first(repo: Repo, into: str, name: str, paths: list[str], ref: str | None) -> ConflictError:
+    """The error for a validated change of ``name`` that another change, merged into ``into`` first, overtook.
+
+    Names that change (the newest commit on ``into`` that touched the first conflicting path) and says to
+    redo this one on the new ``into``: forcing the merge (``source-wins``) would silently undo the other.
+    """
+    try:
+        last = repo.log(into, 1, prefix=paths[0] if paths else layout.dataset_prefix(name))
+    except FlotillaError:  # the error being built matters more than naming the commit
+        last = []
+    what = f"commit {last[0].id[:12]} ({last[0].message!r})" if last else "another change"
+    both = f"; both changed {', '.join(paths[:5])}" + (f" and {len(paths) - 5} more" if len(paths) > 5 else "") if paths else ""
+    mine = f"the change on {ref!r}" if ref else "this change"
+    return ConflictError(
+        f"another change to dataset {name!r} landed on {into!r} first: {what}{both}. "
+        f"{mine[0].upper()}{mine[1:]} was cut from {into!r} before it and was not merged; {into!r} was not changed",
+        hint=f"redo the change on the new {into!r}: for label fixes call relabel again (flotilla.data.relabel; "
+        "it reads the labels as they are now and writes a delta, which merges beside fixes of other samples), "
+        f"or cut a new branch from {into!r}, apply the change there and run 'flotilla data validate --repo {repo.name} "
+        f"--ref <that branch> --dataset {name} --merge'",
+    )
