@@ -53,7 +53,7 @@ def main() -> None:
     with private_hub("flotilla-bench-") as (hub, _):
         home = hub.settings.home
         t = time.perf_counter()
-        generate(hub, "bench", "faces", args.n, thresholds=Thresholds(min_group_count=1))
+        generate(hub, "bench", "faces", args.n, thresholds=Thresholds(min_group_count=1), create_repo=True)
         print(f"ingest    {args.n:>7} samples in {time.perf_counter() - t:6.2f}s (generate + encode + upload + validate + merge)")
         ref = resolve_data(hub, "bench", "main", "faces")
         ds = HubDataset(ref, hub.credentials, cache_dir=home / "node-cache")

@@ -53,7 +53,7 @@ def main() -> None:
     with private_hub("flotilla-bench-") as (hub, _):
         cache = Path(hub.settings.home) / "node-cache"
         t = time.perf_counter()
-        generate(hub, "bench", "faces", args.n, thresholds=Thresholds(min_group_count=1))
+        generate(hub, "bench", "faces", args.n, thresholds=Thresholds(min_group_count=1), create_repo=True)
         print(f"ingest         {args.n:>7} samples in {time.perf_counter() - t:7.2f}s", flush=True)
         ref = resolve_data(hub, "bench", "main", "faces")
 

@@ -46,6 +46,7 @@ def main() -> None:
                 seed=args.seed,
                 thresholds=Thresholds(min_group_count=1),
                 workers=workers,
+                create_repo=True,
             )
             walls[workers] = wall = time.perf_counter() - t
             cpu, kids = time.process_time() - cpu, _children_cpu() - kids

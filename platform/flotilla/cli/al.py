@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from flotilla.cli.common import friendly, parse_data
 from flotilla.cli.output import flag
+from flotilla.data.synthetic import MAX_SEED
 from flotilla.errors import ActiveLearningError, SpecError
 from flotilla.hub import Hub
 from flotilla.specfiles import safe_yaml
@@ -39,7 +40,7 @@ def select_command(
     quotas: bool = flag("--quotas", help="split the budget across tasks instead of one combined score"),
     cold_start: bool = flag("--cold-start", help="the model has seen no labels: random or typicality only"),
     eval_dataset: str = typer.Option(None, "--eval", help="the fixed evaluation set, never selected from"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="seed of the selection's random draws, 0 to 2**32 - 1"),
 ) -> None:
     """Score every unlabelled pool sample with the model and commit the chosen ones on a round branch."""
     from flotilla.active import select_round

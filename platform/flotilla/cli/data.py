@@ -30,15 +30,22 @@ from flotilla.data.ingest import save_report_files, validate_and_merge
 from flotilla.data.page import data_grid, data_report
 from flotilla.data.report import Thresholds
 from flotilla.data.store import list_datasets, read_manifest
+from flotilla.data.synthetic import MAX_SEED
 from flotilla.errors import DataValidationError, SpecError
 from flotilla.hub import Hub
+from flotilla.settings import DEFAULT_REPO
 from flotilla.specs import load_thresholds
 
 app = typer.Typer(help="Datasets in the hub: generate, import, validate, show, report, audit, review.", no_args_is_help=True)
 console = Console(emoji=False)
 err = Console(stderr=True, emoji=False)
 
-REPO = typer.Option("faces", "--repo", help="hub repository")
+REPO = typer.Option(DEFAULT_REPO, "--repo", help="hub repository")
+CREATE_REPO = flag(
+    "--create-repo",
+    help=f"create --repo if the hub does not have it (without it, a name not on the hub is an error; "
+    f"the default repository {DEFAULT_REPO!r} is created on first use)",
+)
 REPORTS = typer.Option(Path("artifacts/reports"), "--report-dir", help="where the JSON report and PNG plot go")
 # the validation gate's thresholds (docs/data.md, "The gate on small and real datasets"): a file, then flags on top
 GATE_FILE = typer.Option(
@@ -93,7 +100,7 @@ def _summarise(result) -> None:
 def generate(
     n: int = typer.Option(20_000, "--n", min=1, help="number of images"),
     name: str = typer.Option("synthetic", "--name", help="dataset name in the hub"),
-    seed: int = typer.Option(0, help="generator seed (same seed, same images)"),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="generator seed (same seed, same images), 0 to 2**32 - 1"),
     size: int = typer.Option(64, help="image side in pixels"),
     lighting: float = typer.Option(0.0, help="shift: lighting (-1..1)"),
     age_mix: float = typer.Option(0.0, help="shift: blend ages towards older (0..1)"),
@@ -102,6 +109,7 @@ def generate(
         "--unlabelled", help="no labels (incoming data to predict on): every label null, 'labelled: false' in the manifest"
     ),
     repo: str = REPO,
+    create_repo: bool = CREATE_REPO,
     report_dir: Path = REPORTS,
     thresholds_file: Path = GATE_FILE,
     min_per_group: int = MIN_PER_GROUP,
@@ -129,6 +137,7 @@ def generate(
             thresholds=thresholds,
             on_progress=advance,
             labelled=not unlabelled,
+            create_repo=create_repo,
         )
     _summarise(result)
 
@@ -141,6 +150,7 @@ def import_(
     name: str = typer.Option(..., "--name", help="dataset name in the hub"),
     labels: Path = typer.Option(None, "--labels", help="labels CSV (format 'folder')"),
     repo: str = REPO,
+    create_repo: bool = CREATE_REPO,
     report_dir: Path = REPORTS,
     thresholds_file: Path = GATE_FILE,
     min_per_group: int = MIN_PER_GROUP,
@@ -155,7 +165,16 @@ def import_(
     thresholds = _thresholds(thresholds_file, min_per_group, allow_underrepresented, max_missing)
     with _bar(f"importing {name}", None) as advance:
         result, problems = import_dataset(
-            Hub(), repo, name, fmt, path, labels_csv=labels, report_dir=report_dir, thresholds=thresholds, on_progress=advance
+            Hub(),
+            repo,
+            name,
+            fmt,
+            path,
+            labels_csv=labels,
+            report_dir=report_dir,
+            thresholds=thresholds,
+            on_progress=advance,
+            create_repo=create_repo,
         )
     for p in problems[:20]:
         err.print(f"[yellow]skipped[/] {p}")

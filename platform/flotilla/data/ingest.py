@@ -41,11 +41,24 @@ from flotilla.data.schema import FACE_SCHEMA, LabelSchema
 from flotilla.data.shardwork import SyntheticPlan
 from flotilla.data.store import read_dataset, read_manifest, write_dataset
 from flotilla.data.validate import Thresholds, ValidationReport, validate
-from flotilla.errors import ConfigError, ConflictError, DataValidationError, MergeConflictError, NotFoundError
+from flotilla.errors import (
+    ConfigError,
+    ConflictError,
+    DataValidationError,
+    FlotillaError,
+    MergeConflictError,
+    NotFoundError,
+)
 from flotilla.hub.client import Hub
 from flotilla.hub.experiment import SCRATCH, Retention
 from flotilla.hub.repo import Repo
 from flotilla.lineage import IngestCommit, ValidatedMerge, ValidationReceipt
+from flotilla.settings import DEFAULT_REPO
+
+CREATE_REPO_HINT = (
+    "check the name; to create a new repository pass --create-repo (flotilla data generate / import), "
+    "create_repo=True (Python) or 'create_repo: true' (an ingest job spec)"
+)
 
 
 @dataclass
@@ -170,6 +183,19 @@ def _save_before_commit(report: ValidationReport, report_dir: Path, name: str, b
         raise exc.reword(f"{exc.message}; nothing was ingested (the ingest branch {branch!r} was deleted)") from exc.__cause__
 
 
+def target_repo(hub: Hub, name: str, *, create: bool = False) -> Repo:
+    """The repository an ingest writes into: created only when asked (``create``), or when it is the default one.
+
+    A named repository must exist, so a typo (``--repo facse``) is an error listing the existing ones, not a
+    new empty repository. The default repository (``faces``) is created on first use: a user who never named
+    one (``flotilla data generate`` on a fresh hub, the quickstart, ``make demo``) asked for no particular
+    repository, so there is nothing to mistype.
+    """
+    if create or name == DEFAULT_REPO:
+        return hub.ensure_repo(name)
+    return hub.existing_repo(name, hint=CREATE_REPO_HINT)
+
+
 def ingest(
     hub: Hub,
     repo_name: str,
@@ -185,15 +211,17 @@ def ingest(
     labelled: bool = True,
     schema: LabelSchema = FACE_SCHEMA,
     workers: int | None = None,
+    create_repo: bool = False,
 ) -> IngestResult:
     """Write ``samples`` (labels per ``schema``, declared in the manifest) on an ingest branch, gate them, merge.
 
     ``workers`` processes build the shards (None: one per core; 1: in this process), each inspecting its
     shard's images for the gate while it holds the bytes; the gate then judges the labels as stored plus
     those facts, which is what :func:`validate_ref` computes from the branch, without a second download
-    and decode. The data written is the same whatever ``workers`` is.
+    and decode. The data written is the same whatever ``workers`` is. ``create_repo``: create ``repo_name``
+    if it does not exist (:func:`target_repo`; without it only the default repository is created).
     """
-    repo = hub.ensure_repo(repo_name)
+    repo = target_repo(hub, repo_name, create=create_repo)
     if merge:  # lakeFS refuses a merge into a dirty branch: say so before the data is written, not after
         require_clean(repo, into, f"ingest {name!r} into {into!r}")
     install_gate(repo, into)
@@ -303,17 +331,23 @@ def validate_and_merge(
         receipt = repo.commit(
             receipt_branch.branch, f"Validation passed for {name}", ValidationReceipt(validated).to_metadata(), allow_empty=True
         )  # empty when the validated commit already held this very receipt
-        merged = merge_validated(repo, receipt.id, into, name, metadata)
+        merged = merge_validated(repo, receipt.id, into, name, metadata, ref=ref)
     return report, merged
 
 
-def merge_validated(repo: Repo, source: str, into: str, name: str, metadata: Mapping[str, Any] | None = None) -> str:
+def merge_validated(
+    repo: Repo, source: str, into: str, name: str, metadata: Mapping[str, Any] | None = None, *, ref: str | None = None
+) -> str:
     """Merge a validated change of dataset ``name``; concurrent changes of *other* samples merge beside it.
 
     Two deltas (:mod:`flotilla.data.deltas`) made at once on two branches add different objects and
     merge cleanly, except for the receipt: both rewrote ``validation.json``. When that is the only
     conflict, the newer receipt stands (``source-wins`` for that one path: every other path was
     conflict-free). A conflict on a sample's claim means both changed that sample: refused, naming it.
+    Any other conflict means a change of the same files (e.g. two fixes that each rewrote the labels
+    table on a branch) landed on ``into`` first: refused as that (:func:`landed_first`), never with advice
+    to force the merge, which would drop the change that landed first. ``ref``: the user's branch the
+    change came from (``source`` is the receipt commit on it), named in the messages.
     """
     message, md = f"Merge validated dataset {name}", {**(metadata or {}), **ValidatedMerge(name).to_metadata()}
     try:
@@ -328,6 +362,29 @@ def merge_validated(repo: Repo, source: str, into: str, name: str, metadata: Map
                 f"{shown}; {into!r} was not changed",
                 hint=f"read the labels of {into!r} again (flotilla.data.read_labels) and redo the change for those samples",
             ) from None
-        if exc.paths == [validation_path(name)]:
-            return repo.merge(source, into, message, md, strategy="source-wins")
-        raise
+        if exc.paths != [validation_path(name)]:
+            raise landed_first(repo, into, name, [p for p in exc.paths if p != validation_path(name)], ref) from None
+    return repo.merge(source, into, message, md, strategy="source-wins")
+
+
+def landed_first(repo: Repo, into: str, name: str, paths: list[str], ref: str | None) -> ConflictError:
+    """The error for a validated change of ``name`` that another change, merged into ``into`` first, overtook.
+
+    Names that change (the newest commit on ``into`` that touched the first conflicting path) and says to
+    redo this one on the new ``into``: forcing the merge (``source-wins``) would silently undo the other.
+    """
+    try:
+        last = repo.log(into, 1, prefix=paths[0] if paths else layout.dataset_prefix(name))
+    except FlotillaError:  # the error being built matters more than naming the commit
+        last = []
+    what = f"commit {last[0].id[:12]} ({last[0].message!r})" if last else "another change"
+    both = f"; both changed {', '.join(paths[:5])}" + (f" and {len(paths) - 5} more" if len(paths) > 5 else "") if paths else ""
+    mine = f"the change on {ref!r}" if ref else "this change"
+    return ConflictError(
+        f"another change to dataset {name!r} landed on {into!r} first: {what}{both}. "
+        f"{mine[0].upper()}{mine[1:]} was cut from {into!r} before it and was not merged; {into!r} was not changed",
+        hint=f"redo the change on the new {into!r}: for label fixes call relabel again (flotilla.data.relabel; "
+        "it reads the labels as they are now and writes a delta, which merges beside fixes of other samples), "
+        f"or cut a new branch from {into!r}, apply the change there and run 'flotilla data validate --repo {repo.name} "
+        f"--ref <that branch> --dataset {name} --merge'",
+    )

@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from flotilla.data import layout
 from flotilla.data.imagecheck import ShardFacts, inspect_shard
 from flotilla.data.layout import Sample
-from flotilla.data.synthetic import DEFAULT_SPEC, FaceSpec, iter_batches
+from flotilla.data.synthetic import DEFAULT_SPEC, FaceSpec, check_request, iter_batches
 from flotilla.errors import ConfigError
 
 
@@ -74,6 +74,9 @@ class SyntheticPlan:
     seed: int = 0
     spec: FaceSpec = DEFAULT_SPEC
     labelled: bool = True
+
+    def __post_init__(self) -> None:
+        check_request(self.n, self.seed)  # before any branch is cut: n=-3 ingested an empty dataset
 
     def __iter__(self) -> Iterator[Sample]:
         return synthetic_samples(self.n, self.seed, self.spec, labelled=self.labelled)

@@ -34,10 +34,30 @@ from pydantic import Field, ValidationInfo, field_validator
 from flotilla.data import _draw
 from flotilla.data._draw import normal, uniforms
 from flotilla.data.config import Config, Number, Whole
+from flotilla.errors import SpecError, brief
 
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 GENDERS: tuple[str, ...] = ("female", "male")
 LABELS: tuple[str, ...] = ("age", "gender", "emotion")
+# One seed range everywhere (data generation, training's ``seed``, a sweep's ``searcher.seed``): what numpy's
+# np.random.seed takes. The generator's own hash would fold any integer modulo 2**64, so -1 and 2**64 - 1
+# would silently draw the same faces; a seed valid for one command is valid for every other.
+MAX_SEED = 2**32 - 1
+
+
+def check_request(n: object, seed: object) -> None:
+    """Refuse a request for synthetic faces that cannot be what the caller meant, before anything is written.
+
+    ``n`` below 1 would ingest an empty dataset; a seed outside 0..:data:`MAX_SEED` (or a bool, a float)
+    would alias another seed. One SpecError names every problem.
+    """
+    problems = []
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        problems.append(f"n: {brief(n)} is not a number of images (a whole number, at least 1)")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        problems.append(f"seed: {brief(seed)} is not a seed (a whole number from 0 to {MAX_SEED}, i.e. 2**32 - 1)")
+    if problems:
+        raise SpecError("invalid request for synthetic faces; nothing was written:", problems)
 
 
 def _check(cond: bool, name: str, allowed: str, value: object) -> None:

@@ -9,9 +9,10 @@ handles from :meth:`Hub.repo` / :meth:`Hub.ensure_repo`.
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING
 
-from flotilla.errors import ConfigError
+from flotilla.errors import ConfigError, NotFoundError
 from flotilla.hub._translate import translate
 from flotilla.hub.credentials import HubCredentials, resolve_credentials
 from flotilla.hub.repo import Repo
@@ -78,6 +79,17 @@ class Hub:
         with translate("list repositories", self.endpoint):
             return [r.id for r in lakefs().repositories(client=self.client)]
 
+    def existing_repo(self, name: str, *, hint: str | None = None) -> Repo:
+        """The handle of ``name``, checked to exist now: a writer that must not create a repository by a typo
+        (``facse`` for ``faces``) calls this rather than :meth:`ensure_repo`. ``hint``: how the caller creates one."""
+        check_repo_id(name)
+        existing = self.repos()
+        if name not in existing:
+            raise NotFoundError(
+                missing_repo_message(name, existing, self.endpoint), hint=hint or f"create it with Hub.ensure_repo({name!r})"
+            )
+        return Repo(self, name)
+
     def ensure_repo(self, name: str, *, default_branch: str = "main", storage_namespace: str | None = None) -> Repo:
         """Create the repository if it does not exist; return its handle either way.
 
@@ -103,6 +115,14 @@ class Hub:
     def delete_repo(self, name: str) -> None:
         with translate(f"delete repository {name!r}", self.endpoint, not_found=lambda: f"repositories: {self.repos()}"):
             lakefs().Repository(check_repo_id(name), client=self.client).delete()
+
+
+def missing_repo_message(name: str, existing: list[str], endpoint: str) -> str:
+    """``repository 'facse' does not exist on the hub at ...; did you mean 'faces'? existing repositories: ...``."""
+    close = difflib.get_close_matches(name, existing, n=1)
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    listing = ", ".join(existing) or "(none)"
+    return f"repository {name!r} does not exist on the hub at {endpoint}{guess}; existing repositories: {listing}"
 
 
 def repo_for(credentials: HubCredentials, name: str) -> Repo:

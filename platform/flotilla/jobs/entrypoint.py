@@ -64,6 +64,7 @@ def run_ingest(job: IngestJob) -> dict[str, Any]:
             thresholds=job.thresholds,
             on_progress=progress,
             labelled=s.labelled,
+            create_repo=job.create_repo,
         )
         problems: list[ImportProblem] = []
     else:
@@ -79,6 +80,7 @@ def run_ingest(job: IngestJob) -> dict[str, Any]:
             into=job.into,
             thresholds=job.thresholds,
             on_progress=progress,
+            create_repo=job.create_repo,
         )
     counts = result.manifest.counts
     say(f"ingest {job.dataset}: {counts['samples']} samples, validation {'passed' if result.passed else 'FAILED'}")

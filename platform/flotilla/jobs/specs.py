@@ -17,9 +17,10 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from flotilla.data.report import Thresholds
-from flotilla.data.synthetic import DEFAULT_SPEC, FaceSpec, Shift
+from flotilla.data.synthetic import DEFAULT_SPEC, MAX_SEED, FaceSpec, Shift
 from flotilla.errors import SpecError
 from flotilla.names import check_branch_id
+from flotilla.settings import DEFAULT_REPO
 from flotilla.specfiles import SpecKind, resolve_spec_path
 from flotilla.specs import FamilySpec, Overrides, _HubNames, _Spec, deep_merge, hub_name, load_yaml, parse_overrides, parse_spec
 from flotilla.tune import SweepSpec
@@ -79,7 +80,7 @@ class SyntheticSource(_Spec):
     :class:`~flotilla.data.synthetic.FaceSpec` (image size, label distributions, ``shift``)."""
 
     n: int = Field(20_000, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # one seed range everywhere (flotilla.data.synthetic.MAX_SEED)
     spec: FaceSpec = DEFAULT_SPEC
     labelled: bool = True  # False: every label null, an unlabelled dataset (incoming data to predict on)
 
@@ -111,7 +112,8 @@ class FilesSource(_Spec):
 
 class IngestJob(_JobBase, _HubNames):
     kind: Literal["ingest"]
-    repo: str = "faces"
+    repo: str = DEFAULT_REPO
+    create_repo: bool = False  # create ``repo`` if the hub lacks it; else only the default repository is created
     dataset: str = "synthetic"
     into: str = "main"
     synthetic: SyntheticSource | None = None
