@@ -132,6 +132,7 @@ def main() -> None:
     ap.add_argument("--no-stop", action="store_true", help="run TPE and ASHA + TPE to their whole budget too")
     ap.add_argument("--out", type=Path, default=Path("artifacts/bench/hpo"), help="writes OUT.png and OUT.json")
     ap.add_argument("--replot", type=Path, default=None, help="score and plot a saved JSON of traces; train nothing")
+    ap.add_argument("--resume", type=Path, default=None, help="go on with a saved JSON of an unfinished run of the same design")
     args = ap.parse_args()
     png, raw = args.out.with_suffix(".png"), args.out.with_suffix(".json")
     if args.replot:
@@ -142,25 +143,34 @@ def main() -> None:
         report(traces, target)
         return
     t0 = time.perf_counter()
-    design = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    design = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "resume"}
     title = (
         f"bench/hpo.py: tuning/face_family.yaml, {args.trials} trials x {args.epochs} epochs, 2 at a time, "
         f"{args.n} faces at {args.size} px, seeds {args.first_seed}-{args.first_seed + args.seeds - 1}"
     )
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     traces: dict[str, list[Trace]] = {arm: [] for arm in ARMS}
+    if args.resume:  # each sweep's figures are its own: a run stopped between sweeps goes on where it stopped
+        saved, traces, _ = load(args.resume)
+        traces = {arm: traces.get(arm, []) for arm in ARMS}
+        if saved != design:
+            raise SystemExit(f"{args.resume} is a run of another design: {saved} != {design}")
+        print(f"resuming {args.resume}: " + ", ".join(f"{a} seeds {[t.seed for t in ts]}" for a, ts in traces.items()))
+    done = {(t.arm, t.seed) for ts in traces.values() for t in ts}
     with private_hub("flotilla-bench-") as (hub, _):
         generate(hub, "faces", "synthetic", args.n, spec=FaceSpec(size=args.size), thresholds=Thresholds(min_group_count=1))
         ensure_ray()
         for seed in seeds:
-            traces["random"].append(run_arm(hub, "random", seed, args, None))
-            save(raw, design, traces, None)
+            if ("random", seed) not in done:
+                traces["random"].append(run_arm(hub, "random", seed, args, None))
+                save(raw, design, traces, None)
         target = target_of(traces["random"])
         print(f"target = {target:.4f} (median over seeds of random search's best with its whole budget)", flush=True)
         for seed in seeds:
             for arm in ("tpe", "asha+tpe"):
-                traces[arm].append(run_arm(hub, arm, seed, args, target))
-                save(raw, design, traces, target)
+                if (arm, seed) not in done:
+                    traces[arm].append(run_arm(hub, arm, seed, args, target))
+                    save(raw, design, traces, target)
     plot(png, traces, target, title)
     print(f"\ncurves: {png}  traces: {raw}  ({time.perf_counter() - t0:.0f}s in all)")
     report(traces, target)
