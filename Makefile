@@ -50,7 +50,7 @@ test-fast: venv
 	$(BIN)/python -m pytest -m "not integration" tests/unit
 
 # cluster.yaml's node types under Ray's own autoscaler (fake multi-node provider, no cloud): a train job adds a
-# worker node, succeeds, and the idle node is removed; ~4 min on a 2-core machine. `make test` runs it too.
+# worker node, succeeds, and the idle node is removed; 2.5-4.5 min on a 2-core machine. `make test` runs it too.
 test-autoscale: lakefs
 	$(BIN)/python -m pytest -m autoscale tests/integration/test_autoscaling.py
 
