@@ -58,6 +58,7 @@ def test_shipped_job_specs_are_valid():
     assert shipped == {
         "ingest_synthetic.yaml",
         "train_face_family.yaml",
+        "train_face_family_gpu.yaml",
         "sweep_demo.yaml",
         "sweep_face_family.yaml",
         "infer_production.yaml",
