@@ -298,7 +298,9 @@ def parse_spec(model: type[BaseModel], data: Any, source: str = "spec", *, setta
     ``settable``: the spec comes from ``flotilla train`` (:func:`load_family_spec`), whose ``--set`` the
     quoting advice then covers too; a sweep's base or a job's family has no ``--set``."""
     if not isinstance(data, dict):
-        raise SpecError(f"{source} must be a mapping of keys to values, got {type(data).__name__}")
+        if data is None:  # an empty file: "got NoneType" named Python's type, not what is wrong with the file
+            raise SpecError(f"{source} is empty", hint="a spec is a YAML mapping of keys to values: 'name: ...' lines")
+        raise SpecError(f"{source} must be a mapping of keys to values, not {kind_of(data)}")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
