@@ -59,12 +59,27 @@ class ConfigError(FlotillaError):
     """Settings, environment or on-disk state of flotilla itself are wrong."""
 
 
+SHOWN_PROBLEMS = 20
+"""How many of a SpecError's problems its message lists; ``problems`` keeps them all."""
+PROBLEM_CHARS = 400
+"""How long one listed problem may be: it may quote a user's value (a 1 MB name, a key of a huge mapping)."""
+
+
 class SpecError(FlotillaError):
-    """A YAML/typed spec is invalid; ``problems`` lists every problem found at once."""
+    """A YAML/typed spec is invalid; ``problems`` lists every problem found at once.
+
+    The message lists the first :data:`SHOWN_PROBLEMS`, each cut to :data:`PROBLEM_CHARS`: a section
+    that is a mapping of 100,000 unknown keys (or a 1 MB string) made a message of megabytes.
+    """
 
     def __init__(self, message: str, problems: list[str] | None = None, *, hint: str | None = None) -> None:
         self.problems = list(problems or [])
-        body = message + "".join(f"\n  - {p}" for p in self.problems)
+        shown = [
+            p if len(p) <= PROBLEM_CHARS else f"{p[: PROBLEM_CHARS - 20]}… ({len(p)} chars)"
+            for p in self.problems[:SHOWN_PROBLEMS]
+        ]
+        more = len(self.problems) - len(shown)
+        body = message + "".join(f"\n  - {p}" for p in shown) + (f"\n  ... and {more} more" if more else "")
         super().__init__(body, hint=hint)
 
 

@@ -21,7 +21,7 @@ from pydantic import Field, field_validator
 from flotilla.data import gateplot, layout
 from flotilla.data.config import Config, Number, Whole
 from flotilla.data.schema import FACE_SCHEMA
-from flotilla.errors import DataValidationError
+from flotilla.errors import DataValidationError, brief
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -201,10 +201,10 @@ class Thresholds(Config):
         # checked whole, before pydantic tries each member of the union: one problem in our words, not one per member
         # the columns are the dataset's (its label schema): validate() refuses a key the dataset does not declare
         if isinstance(mm, Mapping) and not all(isinstance(k, str) and k.isidentifier() for k in mm):
-            raise ValueError(f"keys must be label column names, got {sorted(map(str, mm))}")
+            raise ValueError(f"keys must be label column names, got {brief(sorted(map(str, mm)))}")
         fracs = mm.values() if isinstance(mm, Mapping) else [] if mm is None else [mm]
         if not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f <= 1 for f in fracs):
-            raise ValueError(f"must be a fraction in [0, 1] or {{column: fraction}}, got {mm!r}")
+            raise ValueError(f"must be a fraction in [0, 1] or {{column: fraction}}, got {brief(mm)}")
         return mm
 
     @field_validator("target", mode="before")
@@ -213,13 +213,15 @@ class Thresholds(Config):
         if target is None:
             return target
         if not isinstance(target, Mapping) or not all(isinstance(v, Mapping) and v for v in target.values()):
-            raise ValueError(f"must be {{group: {{slice: share}}}}, e.g. {{gender: {{female: 0.5, male: 0.5}}}}, got {target!r}")
+            raise ValueError(
+                f"must be {{group: {{slice: share}}}}, e.g. {{gender: {{female: 0.5, male: 0.5}}}}, got {brief(target)}"
+            )
         for group, shares in target.items():
             values = list(shares.values())
             if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1 for x in values):
-                raise ValueError(f"{group}: shares must be fractions in [0, 1], got {dict(shares)!r}")
+                raise ValueError(f"{str(group)[:80]}: shares must be fractions in [0, 1], got {brief(dict(shares))}")
             if abs(sum(values) - 1) > 0.01:
-                raise ValueError(f"{group}: shares must sum to 1, they sum to {sum(values):g}")
+                raise ValueError(f"{str(group)[:80]}: shares must sum to 1, they sum to {sum(values):g}")
         return target
 
     def representativeness_severity(self, samples: int, slices: int) -> Literal["error", "warning"]:
