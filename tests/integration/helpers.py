@@ -1,4 +1,5 @@
-"""Builders the integration tests share: a tiny family spec, a model folder on main, a local Ray, a cluster's teardown.
+"""Builders the integration tests share: a tiny family spec, a model folder on main, a local Ray, a cluster's teardown,
+a scan of files for a secret.
 
 A plain module, not test code: the tests import it as ``tests.integration.helpers`` (as they import
 ``tests.chaos``), since no test module may import another. Fixtures built on these live in ``conftest.py``.
@@ -6,11 +7,14 @@ A plain module, not test code: the tests import it as ``tests.integration.helper
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -134,3 +138,32 @@ def stop_cluster(cluster: LocalCluster) -> None:
     cluster.down()
     if str(cluster.tmpdir).startswith("/tmp/flotilla-ray-"):
         shutil.rmtree(cluster.tmpdir, ignore_errors=True)
+
+
+def secret_forms(secret: str, key_id: str | None = None) -> dict[str, bytes]:
+    """How a secret shows in a file: as written, URL-encoded, and (with its key id) inside HTTP Basic auth."""
+    forms = {"as written": secret.encode(), "URL-encoded": urllib.parse.quote(secret, safe="").encode()}
+    if key_id:
+        forms["HTTP Basic auth"] = base64.b64encode(f"{key_id}:{secret}".encode())
+    return forms
+
+
+def files_holding(roots: Iterable[Path], forms: dict[str, bytes]) -> tuple[dict[Path, list[str]], int]:
+    """Every regular file under ``roots`` that holds one of ``forms``, with which; and how many files were read.
+
+    Each file is read whole (a secret split across two reads would be missed); sockets, pipes and links are skipped."""
+    found: dict[Path, list[str]] = {}
+    scanned = 0
+    for root in roots:
+        for path in [root] if root.is_file() else root.rglob("*"):
+            if path.is_symlink() or not path.is_file():
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:  # removed while we walked (a Ray log rotated, a temp file)
+                continue
+            scanned += 1
+            hits = [name for name, form in forms.items() if form in data]
+            if hits:
+                found[path] = hits
+    return found, scanned

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from tests.integration.helpers import stop_cluster
+from tests.integration.helpers import files_holding, secret_forms, stop_cluster
 
 from flotilla.cluster.files import ray_tmpdir
 from flotilla.cluster.local import LocalCluster
@@ -263,6 +264,25 @@ def test_a_driver_outside_the_cluster_joins_by_its_gcs_or_ray_client_address(clu
         out = subprocess.run([sys.executable, "-c", code, address], env=clean, capture_output=True, text=True, timeout=180)
         if out.returncode != 0 or "CPUS 2.0" not in out.stdout:  # pytest.fail: an assert's message is cut short
             pytest.fail(f"the driver could not join at {address}: {out.stderr[-3000:]}")
+
+
+def test_no_file_or_job_record_holds_the_token_or_the_hub_secret_but_their_own(cluster, jobs_env, ingested, hub):
+    """After real jobs (an ingest followed to its end, trainings started, stopped and refused), the cluster's token
+    and the hub's secret key are, in any of their forms, only in the 0600 files meant to hold them: not in the
+    home's state and logs, Ray's session folder (its logs, the jobs' driver logs) or what the Jobs API keeps."""
+    creds = hub.credentials
+    forms = {f"the Ray token {how}": f for how, f in secret_forms(cluster.token_path.read_text().strip()).items()}
+    forms |= {f"the hub's secret {how}": f for how, f in secret_forms(creds.secret_access_key, creds.access_key_id).items()}
+    roots = [jobs_env.home, Path(cluster.state()["ray_tmpdir"])]
+    found, scanned = files_holding(roots, forms)
+    print(f"\n{scanned} files read under {', '.join(map(str, roots))}; found in {sorted(map(str, found))}")
+    meant = {cluster.token_path: "the Ray token", jobs_env.hub_dir / "credentials.json": "the hub's secret"}
+    meant[jobs_env.hub_dir / "config.yaml"] = "the hub's secret"  # lakeFS makes its admin user from it
+    assert scanned > 50 and set(found) <= set(meant), {str(p): h for p, h in found.items() if p not in meant}
+    assert all(h.startswith(meant[p]) for p, hits in found.items() for h in hits), found
+    assert cluster.token_path in found and stat.S_IMODE(cluster.token_path.stat().st_mode) == 0o600
+    records = json.dumps([j.dict() if hasattr(j, "dict") else vars(j) for j in list_jobs()], default=str)
+    assert "long-train" in records and not any(f.decode() in records for f in forms.values())
 
 
 def test_down_stops_only_this_cluster(cluster, jobs_env, tmp_path_factory):
