@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import make_settings
 from typer.testing import CliRunner
 
 import flotilla
@@ -28,6 +27,7 @@ from flotilla.cli import app
 from flotilla.data import Thresholds, generate, synthetic_samples
 from flotilla.errors import FlotillaError
 from flotilla.hub import Hub, LocalHub
+from flotilla.hub.server import free_port
 from flotilla.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -690,7 +690,9 @@ def _fill(text: str, values: dict[str, str]) -> str:
 @pytest.fixture(scope="module")
 def stopped_hub(tmp_path_factory: pytest.TempPathFactory, lakefs_binary: Path) -> Settings:
     """The home of a hub that was started once (its credentials written) and stopped."""
-    settings = make_settings(tmp_path_factory.mktemp("stopped-home"))
+    settings = Settings(
+        home=tmp_path_factory.mktemp("stopped-home"), cache=Settings.from_env().cache, hub_port=free_port()
+    )  # as conftest's
     server = LocalHub(settings.hub_dir, settings.hub_port, lakefs_binary)
     server.up(timeout=60)
     server.down()
@@ -701,8 +703,9 @@ def stopped_hub(tmp_path_factory: pytest.TempPathFactory, lakefs_binary: Path) -
     "case", [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=c.xfail)] if c.xfail else []) for c in CASES]
 )
 def test_a_bad_input_is_a_clean_error_and_main_is_untouched(
-    case: Case, hub: Hub, corpus_repo: str, cli_env, warm: Path, stopped_hub: Settings, tmp_path: Path
+    case: Case, hub: Hub, corpus_repo: str, cli_env, warm: Path, stopped_hub: Settings, tmp_path: Path, monkeypatch
 ):
+    monkeypatch.chdir(tmp_path)  # a failed gate's report goes to ./artifacts/reports by default: not into the checkout
     values = {
         "repo": corpus_repo,
         "dir": str(tmp_path),
