@@ -108,7 +108,6 @@ REPO_MISSING = r"{typo}.*(not found|does not exist|--create-repo)"
 """What an error about a misspelled repository says: its name, and that there is no such repository."""
 NOT_CREATED = r"{typo}.*(not found|does not exist).*create.repo"
 """What an ingest into a misspelled repository says: that too, and how to ask for a new one (it is never made)."""
-LR = "optim: {lr: 0.01}"
 
 FAMILY_CASES = [
     # the issue's named cases
@@ -126,7 +125,7 @@ FAMILY_CASES = [
     family("optim: {lr: -.inf}", says=r"optim\.lr.*finite", id="lr-minus-inf"),
     family("model: {dropout: .nan}", says=r"model\.dropout.*finite", id="dropout-nan"),
     family("optim: {weight_decay: 5}", says="less than or equal to 1", id="weight-decay-5"),
-    family("epochs: 1.0e30", says="epochs", id="epochs-1e30"),
+    family("epochs: 1.0e+30", says=r"epochs: .*integer", id="epochs-1e30"),
     family("epochs: 0", says="greater than or equal to 1", id="epochs-0"),
     family("epochs: -3", says="greater than or equal to 1", id="epochs-negative"),
     family("epochs: '3 epochs'", says="epochs", id="epochs-string"),
