@@ -113,6 +113,8 @@ def test_ingest_job_succeeds_and_its_logs_stream(ingested, data_repo, hub):
     assert hub.credentials.secret_access_key not in shown and hub.credentials.access_key_id not in shown
     assert LocalCluster().token_path.read_text().strip() not in shown
     assert "LAKECTL" not in json.dumps(info.runtime_env)
+    # Ray Train's controller hears its workers every quarter second, not every 2 s (issue 21)
+    assert info.runtime_env["env_vars"]["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.25"
 
 
 def test_cli_lists_and_shows_the_job(ingested):

@@ -23,7 +23,7 @@ from flotilla.settings import (
     RAY_API_SERVER_ADDRESS,
     RAY_AUTH_MODE,
     RAY_AUTH_TOKEN_PATH,
-    RAY_TRAIN_ENABLE_PRINT_PATCH,
+    RAY_TRAIN_ENV,
     Settings,
     in_flotilla_cluster,
     ray_auth_chosen,
@@ -160,7 +160,8 @@ class RayConnector:
         """
         import ray
 
-        os.environ.setdefault(RAY_TRAIN_ENABLE_PRINT_PATCH, "0")
+        for name, value in RAY_TRAIN_ENV.items():  # a local Ray started below passes them on to its workers
+            os.environ.setdefault(name, value)
         inside_ours = in_flotilla_cluster()
         if ray.is_initialized():
             return inside_ours or (self.fixed_gcs is not None and _gcs_address() == self.fixed_gcs)

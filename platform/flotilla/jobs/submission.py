@@ -50,7 +50,7 @@ from flotilla.jobs.specs import (
 from flotilla.lineage import JobLabels
 from flotilla.loop import plan_inference
 from flotilla.registry import read_card, resolve
-from flotilla.settings import FLOTILLA_HOME, FLOTILLA_HUB_PORT, RAY_TRAIN_ENABLE_PRINT_PATCH, Settings, code_vars
+from flotilla.settings import FLOTILLA_HOME, FLOTILLA_HUB_PORT, RAY_TRAIN_ENV, Settings, code_vars
 from flotilla.specfiles import checkout_root
 from flotilla.specs import Overrides, deep_merge, parse_overrides
 from flotilla.training.artifacts import code_version
@@ -278,7 +278,7 @@ def submit(
     if dry_run:
         return JobHandle(sid, None, pinned)
     client, target = connect(address, settings)
-    env_vars = {RAY_TRAIN_ENABLE_PRINT_PATCH: "0", "PYTHONUNBUFFERED": "1", **spec.runtime_env.env_vars}
+    env_vars = {**RAY_TRAIN_ENV, "PYTHONUNBUFFERED": "1", **spec.runtime_env.env_vars}
     # the job runs from a staged copy without .git: hand it the code version (and a dirty tree's diff, staged
     # beside the pinned spec), for model cards' lineage
     code = code_version()
