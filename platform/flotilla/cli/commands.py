@@ -149,9 +149,13 @@ def _age(seconds: float) -> str:
 def hub_branches(
     repo: str = typer.Option(None, "--repo", help="one repository (default: every repository of the hub)"),
     into: str = typer.Option("main", "--into", help="the protected branch the others are compared with"),
-    prune: bool = flag("--prune", help="delete the failed or already-merged ingest-* branches (without it: only list them)"),
+    prune: bool = flag(
+        "--prune",
+        help="delete the failed or already-merged ingest-* branches and the orphaned ones (a killed writer's) "
+        "not kept on failure (without it: only list them)",
+    ),
 ) -> None:
-    """List the branches flotilla made (kind, age, state); --prune deletes the ingest branches nobody needs."""
+    """List the branches flotilla made (kind, age, state); --prune deletes the ones nobody needs or will finish."""
     hub = Hub()
     table = Table(title=("branches deleted" if prune else "flotilla branches") + f" on {hub.endpoint}")
     for col in ("repo", "branch", "kind", "age", "state", "why", "prune"):

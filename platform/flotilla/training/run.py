@@ -221,6 +221,22 @@ def train_model(
     in_process = report_to is not None and run.branch is not None and runs_in_process(run.spec)
     if not in_process:  # in process, the branch is created off the way to the first batch (see training.inprocess)
         start_branch(run, run_branch)
+    try:
+        return _fit_and_publish(hub, run, run_branch, in_process, callbacks, hooks, report_to)
+    finally:  # published or failed, this process is done with the branch (a kill leaves it claimed: orphaned)
+        run_branch.release()
+
+
+def _fit_and_publish(
+    hub: Hub,
+    run: ModelRun,
+    run_branch: Experiment,
+    in_process: bool,
+    callbacks: Sequence[UserCallback],
+    hooks: Sequence[WorkerHook],
+    report_to: Report | None,
+) -> ModelResult:
+    repo = hub.repo(run.data.repo)
     branch = run_branch.branch
     creds_ref = ray.put(hub.credentials)
     tracking = plan_tracking(run, branch, hub.settings) if run.spec.tracking.wandb else None
