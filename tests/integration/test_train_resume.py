@@ -19,7 +19,7 @@ import time
 import pytest
 import ray
 import yaml
-from tests.integration.helpers import TRAIN_REPO, tiny
+from tests.integration.helpers import tiny
 from typer.testing import CliRunner
 
 from flotilla.cli import app
@@ -31,6 +31,10 @@ from flotilla.training import resume
 from flotilla.training.record import RunRecord
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+# its own repository: test_train's module deletes the shared one at its end, and a repository deleted and made
+# again under one name at once is not reliably there for the next module
+TRAIN_REPO = "train-resume-tests"
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +74,11 @@ def _ray_idle(cpus: float, timeout: float = 120.0) -> None:
 
 def test_a_killed_training_run_resumes_to_the_same_branch_and_one_merge(data_repo, local_ray, jobs_env, tmp_path):
     spec = tmp_path / "resumed.yaml"
-    spec.write_text(yaml.safe_dump(tiny("resumed", merge_into="main", tracking={"wandb": False}).model_dump(mode="json")))
+    spec.write_text(
+        yaml.safe_dump(
+            tiny("resumed", data={"repo": TRAIN_REPO}, merge_into="main", tracking={"wandb": False}).model_dump(mode="json")
+        )
+    )
     address = ray.get_runtime_context().gcs_address
     cpus = ray.cluster_resources()["CPU"]
     proc = subprocess.Popen(
