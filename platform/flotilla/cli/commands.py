@@ -149,9 +149,13 @@ def _age(seconds: float) -> str:
 def hub_branches(
     repo: str = typer.Option(None, "--repo", help="one repository (default: every repository of the hub)"),
     into: str = typer.Option("main", "--into", help="the protected branch the others are compared with"),
-    prune: bool = flag("--prune", help="delete the failed or already-merged ingest-* branches (without it: only list them)"),
+    prune: bool = flag(
+        "--prune",
+        help="delete the failed or already-merged ingest-* branches and the orphaned ones (a killed writer's) "
+        "not kept on failure (without it: only list them)",
+    ),
 ) -> None:
-    """List the branches flotilla made (kind, age, state); --prune deletes the ingest branches nobody needs."""
+    """List the branches flotilla made (kind, age, state); --prune deletes the ones nobody needs or will finish."""
     hub = Hub()
     table = Table(title=("branches deleted" if prune else "flotilla branches") + f" on {hub.endpoint}")
     for col in ("repo", "branch", "kind", "age", "state", "why", "prune"):
@@ -197,12 +201,25 @@ def train_record(result: Any, log: Path | None = None) -> dict[str, Any]:
 @with_output
 @friendly
 def train_cmd(
-    spec: str = typer.Argument(..., help="family spec YAML, e.g. jobs/face_family.yaml"),
+    spec: str = typer.Argument(..., help="family spec YAML, e.g. jobs/face_family.yaml; or 'resume' and a run id"),
+    run: str = typer.Argument(None, help="with 'resume': the id of the killed run to continue", show_default=False),
     sets: list[str] = typer.Option(None, "--set", help="override a spec field: --set epochs=3 --set optim.lr=0.01"),
     address: str = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)"),
     check: bool = flag("--check", help="validate the spec and exit"),
 ) -> None:
-    """Train a model family (DDP or DeepSpeed) on a pinned hub commit; each model on its own branch."""
+    """Train a model family (DDP or DeepSpeed) on a pinned hub commit; each model on its own branch.
+
+    'flotilla train resume <run>' continues a run whose driver was killed, from the last committed
+    checkpoint on its branches, with the spec and data commit it recorded.
+    """
+    if spec == "resume":
+        if run is None or sets or check:
+            raise typer.BadParameter(
+                "'flotilla train resume <run>' takes a run id and nothing else: the run's spec and data are the recorded ones"
+            )
+        return _resume(run, address)
+    if run is not None:
+        raise typer.BadParameter(f"unexpected argument {run!r}: one spec file (or 'resume <run>')")
     family = load_family_spec(spec, parse_sets(sets))
     out = mode()
     if check:
@@ -214,7 +231,8 @@ def train_cmd(
             )
         return
     from flotilla.training import train
-    from flotilla.training.run import new_run_id, run_dir
+    from flotilla.training.record import run_dir
+    from flotilla.training.run import new_run_id
 
     run_id = new_run_id(family)
     log = run_dir(run_id) / "ray.log"
@@ -227,7 +245,28 @@ def train_cmd(
             result = train(family, address=address, run_id=run_id, progress=view)
     finally:
         view.close()
-    if out.json:
+    _show_trained(result, log)
+
+
+def _resume(run_id: str, address: str | None) -> None:
+    from flotilla.training import resume
+    from flotilla.training.record import run_dir
+
+    out = mode()
+    log = run_dir(run_id) / "ray.log"  # appended to: the run's one log, before and after the kill
+    if not (out.quiet or out.json):
+        console.print(f"resuming run {run_id}; Ray's log: {log}", highlight=False, soft_wrap=True)
+    view = progress_view()
+    try:
+        with ray_console(log, err):
+            result = resume(run_id, address=address, progress=view)
+    finally:
+        view.close()
+    _show_trained(result, log)
+
+
+def _show_trained(result: Any, log: Path) -> None:
+    if mode().json:
         print_json(train_record(result, log))
         return
     table = Table(

@@ -21,16 +21,23 @@ reaches the destination. A failed merge is the exception: the experiment's work
 is already committed, so whatever stopped the merge (a conflict, the data gate,
 uncommitted changes on the destination, the hub going down), its branch is
 kept and the error names it and says how to merge it again.
+
+While it runs, the branch is *claimed* by this process (:mod:`flotilla.hub.owners`): a branch left
+with staged data by a killed process, or one an abort could not delete because the hub was down,
+is then listed as orphaned by ``flotilla hub branches`` (and pruned by ``--prune`` unless its
+retention keeps it on failure); the error of such an abort names the branch and that command.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from flotilla.errors import FlotillaError, MergeConflictError
+from flotilla.hub import owners
 from flotilla.lineage import ExperimentStamp
 from flotilla.names import branch_id, check_branch_id
 
@@ -98,10 +105,29 @@ class Experiment:
 
         ``resume``: the branch may exist already (a sweep trial restarted after a kill goes on where
         its checkpoints are); otherwise an existing branch is a :class:`~flotilla.errors.ConflictError`.
+        The branch is claimed for this process before it exists (see :mod:`flotilla.hub.owners`).
         """
         self.base_commit = self.repo.resolve(self.source)
-        self.repo.create_branch(self.branch, self.base_commit, exist_ok=self.resume)
+        before = owners.owner_of(self._home, self.repo.name, self.branch)
+        owners.claim(self._home, self.repo.name, self.branch, keep=self.retention.on_failure == "keep")
+        try:
+            self.repo.create_branch(self.branch, self.base_commit, exist_ok=self.resume)
+        except BaseException:  # not ours after all (e.g. it exists): the record goes back to what it was
+            if before is None:
+                self.release()
+            else:
+                owners.write(self._home, self.repo.name, self.branch, before)
+            raise
         return self
+
+    @property
+    def _home(self) -> Path:
+        return self.repo.hub.settings.home
+
+    def release(self) -> None:
+        """This process is done with the branch, whatever it holds (a caller that ends the work itself, not by
+        :meth:`finish`/:meth:`abort`: a training run's branch after publishing or failing)."""
+        owners.release(self._home, self.repo.name, self.branch)
 
     def __enter__(self) -> Experiment:
         return self.start()
@@ -112,7 +138,7 @@ class Experiment:
         if exc_type is None:
             self.finish()
         else:
-            self.abort()
+            self.abort(exc)
         return False
 
     def finish(self) -> str | None:
@@ -143,10 +169,12 @@ class Experiment:
                 if self.commit_id is None and not self._committed_elsewhere():  # nothing of its own committed
                     self.abort()
                     raise
+                self.release()
                 self._explain_kept(exc)
                 raise
         if self.retention.on_success == "delete":
             self.delete()
+        self.release()
         return self.merge_commit or self.commit_id
 
     def _committed_elsewhere(self) -> bool:
@@ -170,14 +198,36 @@ class Experiment:
         else:  # not ours (e.g. KeyboardInterrupt): leave it as it is, with a note for the traceback
             exc.add_note(f"{kept}; {retry}")
 
-    def abort(self) -> None:
-        if self.retention.on_failure == "delete":
+    def abort(self, exc: BaseException | None = None) -> None:
+        """The work failed (``exc``, when the caller has it): delete the branch unless retention keeps it.
+
+        When the delete fails too (the hub is down), the branch is marked abandoned, so it reads as
+        orphaned, and ``exc`` (which stays the error raised) names it and how to remove it; without
+        ``exc`` the delete's own error is raised.
+        """
+        if self.retention.on_failure != "delete":
+            self.release()
+            return
+        try:
             self.delete()
+        except Exception as gone_wrong:
+            owners.abandon(self._home, self.repo.name, self.branch)
+            if exc is None:
+                raise
+            left = (
+                f"its branch {self.branch!r} could not be deleted ({type(gone_wrong).__name__}) and may hold staged data; "
+                "'flotilla hub branches --prune' deletes it once the hub answers"
+            )
+            if isinstance(exc, FlotillaError):
+                exc.reword(f"{exc.message}\n  ({left})")
+            else:
+                exc.add_note(left)
 
     def delete(self) -> None:
         """Delete the branch now (idempotent): for a caller that decides after the experiment ended."""
         self.repo.delete_branch(self.branch, missing_ok=True)
         self.deleted = True
+        self.release()
 
     # ---- work on the branch -------------------------------------------------------
     def put(self, path: str, data: bytes | str | IO[bytes]) -> ObjectInfo:

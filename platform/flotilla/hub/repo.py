@@ -242,6 +242,11 @@ class Repo:
             changes = self._sdk.branch(check_branch_id(branch)).uncommitted(prefix=prefix or None)
             return [Change(c.type, c.path, c.size_bytes) for c in changes]
 
+    def discard_uncommitted(self, branch: str) -> None:
+        """Drop every staged change on ``branch``: it is its last commit again (a killed writer's half-done work)."""
+        with self._t(f"discard the uncommitted changes on {branch!r}", not_found=self._what_exists):
+            self._sdk.branch(check_branch_id(branch)).reset_changes("reset")
+
     def commit(
         self, branch: str, message: str, metadata: Mapping[str, Any] | None = None, *, allow_empty: bool = False
     ) -> CommitInfo:

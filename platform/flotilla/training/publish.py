@@ -151,6 +151,29 @@ def publish_model(repo: Repo, run: ModelRun, branch: str, fit: Any, wall_s: floa
     )
 
 
+def published_model(repo: Repo, run: ModelRun, branch: str) -> ModelResult | None:
+    """The model :func:`publish_model` already committed on ``branch`` (a run killed after publishing it), or None.
+
+    Read back from its card and metrics on the branch, so that a resumed run merges it instead of training again.
+    """
+    base = model_dir(run.run_id, run.name)
+    if not repo.exists(branch, base + "model.pt"):
+        return None
+    commit = repo.log(branch, 1, prefix=base + "model.pt")[0].id  # the commit that published it
+    card = json.loads(repo.get(commit, base + "card.json"))
+    return ModelResult(
+        run.name,
+        [t.name for t in run.tasks],
+        branch,
+        commit,
+        f"lakefs://{run.data.repo}/{commit}/{base}model.pt",
+        dict(card.get("metrics") or {}),
+        json.loads(repo.get(commit, base + "metrics.json")),
+        0.0,
+        wandb_run=((card.get("tracking") or {}).get("wandb") or {}).get("id"),
+    )
+
+
 def merge_family(repo: Repo, models: Sequence[ModelResult], target: str, run_id: str) -> None:
     """Merge every model of the family into ``target`` in one merge, or none of them; sets each ``merge_commit``.
 

@@ -44,7 +44,6 @@ from flotilla.names import branch_id, check_branch_id
 from flotilla.progress import ProgressView
 from flotilla.registry.aliases import move_alias
 from flotilla.registry.lookup import resolve
-from flotilla.settings import Settings
 from flotilla.specs import FamilySpec, Overrides, check_tasks_fit, family_spec
 from flotilla.training.callbacks import HubCommitCallback, ProgressPump
 from flotilla.training.config import ModelRun, WorkerConfig
@@ -52,12 +51,14 @@ from flotilla.training.hooks import WorkerHook
 from flotilla.training.inprocess import Report, fit_in_process, runs_in_process
 from flotilla.training.loop import build_model, load_parent, train_loop_per_worker
 from flotilla.training.publish import ModelResult, merge_family, publish_model
+from flotilla.training.record import RunRecord
 from flotilla.training.tracking import plan_tracking
 
 if TYPE_CHECKING:
     from ray.train import UserCallback
 
     from flotilla.hub.credentials import HubCredentials
+    from flotilla.registry.address import ModelLocation
 
 
 @dataclass
@@ -146,12 +147,62 @@ def train(
     if spec.merge_into:  # before any training: a typo here used to surface only after hours, as a raw hub error
         check_merge_target(hub, spec.data.repo, spec.merge_into)
     parent = resolve(hub, spec.transfer.source, spec.data.repo) if spec.transfer else None
-    if spec.strategy == "shared":
-        runs = [ModelRun(spec, data_ref, run_id, parent=parent)]
-    else:
-        runs = [ModelRun(spec, data_ref, run_id, name=t.name, tasks=(t,), parent=parent) for t in resolve_tasks(spec.tasks)]
+    runs = model_runs(spec, data_ref, run_id, parent)
     if parent:
         check_parent_fits(hub, runs)
+    existing = set(hub.repo(data_ref.repo).branches())
+    for run in runs:  # before the record is written: it must not overwrite the earlier run's
+        if branch_of(run) in existing:
+            raise run_exists(run, branch_of(run))
+    record = RunRecord(
+        run_id,
+        spec.model_dump(mode="json"),
+        data_ref,
+        parent,
+        {r.name: branch_of(r) for r in runs},
+        time.time(),
+        merge_into=spec.merge_into,
+    )
+    return train_family(hub, spec, runs, record, address=address, hooks=hooks, progress=progress, started=started)
+
+
+def model_runs(
+    spec: FamilySpec, data_ref: DataRef, run_id: str, parent: ModelLocation | None, branches: Mapping[str, str] | None = None
+) -> list[ModelRun]:
+    """The models of a run: one for ``shared``, one per task for ``separate``; on ``branches`` (a resumed run's) if given."""
+    names = ["family"] if spec.strategy == "shared" else [t.name for t in resolve_tasks(spec.tasks)]
+    tasks = [()] if spec.strategy == "shared" else [(t,) for t in resolve_tasks(spec.tasks)]
+    return [
+        ModelRun(spec, data_ref, run_id, name=n, tasks=t, parent=parent, branch=(branches or {}).get(n))
+        for n, t in zip(names, tasks, strict=True)
+    ]
+
+
+def branch_of(run: ModelRun) -> str:
+    """The branch a model of a run trains on (what :meth:`Repo.transact` makes of its name)."""
+    return run.branch or branch_id(run.branch_name, prefix="exp-")
+
+
+def train_family(
+    hub: Hub,
+    spec: FamilySpec,
+    runs: Sequence[ModelRun],
+    record: RunRecord,
+    *,
+    address: str | None = None,
+    hooks: Sequence[WorkerHook] = (),
+    progress: ProgressView | None = None,
+    started: float | None = None,
+    done: Mapping[str, ModelResult] | None = None,
+) -> TrainResult:
+    """Fit every model of ``runs`` (concurrently), then merge the family into ``merge_into`` and move its alias.
+
+    The run's record is saved first (:mod:`flotilla.training.record`: what ``train resume`` continues
+    from) and marked finished at the end. A fresh run and a resumed one go through here alike; ``done``: the models
+    a resumed run had published already (by name), not trained again.
+    """
+    started = time.monotonic() if started is None else started
+    run_id, data_ref = record.run_id, record.data
     fixed_size = ensure_ray(address)
     check_fits(
         {k: v * spec.scaling.workers for k, v in worker_resources(spec).items()},
@@ -159,11 +210,14 @@ def train(
         what="a model of this run (scaling.workers x scaling.cpus_per_worker/gpus_per_worker)",
         hint="lower scaling.workers or scaling.cpus_per_worker, or use a bigger cluster (--address)",
     )
+    record.save(hub.settings)
     result = TrainResult(run_id, data_ref)
     pump = ProgressPump(progress) if progress else None
     with pump or contextlib.nullcontext(), ThreadPoolExecutor(max_workers=len(runs)) as pool:
         # separate models train concurrently; each tells the progress view its epochs
         def one(run: ModelRun) -> ModelResult:
+            if done and run.name in done:
+                return done[run.name]
             told = (pump.callback(run.name, spec.epochs),) if pump else ()
             return train_model(hub, run, callbacks=told, hooks=hooks)
 
@@ -174,14 +228,9 @@ def train(
             result.alias = move_alias(
                 hub.repo(data_ref.repo), spec.name, spec.alias, run_id, into=spec.merge_into, reason=f"train run {run_id}"
             ).address
+    record.done(hub.settings)
     result.wall_s = time.monotonic() - started
     return result
-
-
-def run_dir(run_id: str, settings: Settings | None = None) -> Path:
-    """A run's folder on this machine (``FLOTILLA_HOME/runs/<run id>``): its console log lives there; the
-    run itself (checkpoints, model, card) lives on its hub branch."""
-    return (settings or Settings.from_env()).home / "runs" / run_id
 
 
 def new_run_id(spec: FamilySpec) -> str:
@@ -221,6 +270,22 @@ def train_model(
     in_process = report_to is not None and run.branch is not None and runs_in_process(run.spec)
     if not in_process:  # in process, the branch is created off the way to the first batch (see training.inprocess)
         start_branch(run, run_branch)
+    try:
+        return _fit_and_publish(hub, run, run_branch, in_process, callbacks, hooks, report_to)
+    finally:  # published or failed, this process is done with the branch (a kill leaves it claimed: orphaned)
+        run_branch.release()
+
+
+def _fit_and_publish(
+    hub: Hub,
+    run: ModelRun,
+    run_branch: Experiment,
+    in_process: bool,
+    callbacks: Sequence[UserCallback],
+    hooks: Sequence[WorkerHook],
+    report_to: Report | None,
+) -> ModelResult:
+    repo = hub.repo(run.data.repo)
     branch = run_branch.branch
     creds_ref = ray.put(hub.credentials)
     tracking = plan_tracking(run, branch, hub.settings) if run.spec.tracking.wandb else None
@@ -262,13 +327,18 @@ def start_branch(run: ModelRun, run_branch: Experiment) -> None:
     try:
         run_branch.start()
     except ConflictError:
-        # Ray Train would find the earlier run's checkpoints under the same path and "resume" it: its old
-        # weights would be published with this run's data commit and config in their card
-        raise ConflictError(
-            f"run {run.run_id!r} already exists (branch {run_branch.branch!r} in {run.data.repo!r}); a second run under the "
-            "same id would pick up the first one's checkpoints",
-            hint="leave run_id out (a fresh one is made), or pick another; delete the old branch to reuse the id",
-        ) from None
+        raise run_exists(run, run_branch.branch) from None
+
+
+def run_exists(run: ModelRun, branch: str) -> ConflictError:
+    # Ray Train would find the earlier run's checkpoints under the same path and "resume" it: its old
+    # weights would be published with this run's data commit and config in their card
+    return ConflictError(
+        f"run {run.run_id!r} already exists (branch {branch!r} in {run.data.repo!r}); a second run under the "
+        "same id would pick up the first one's checkpoints",
+        hint=f"leave run_id out (a fresh one is made), or pick another; 'flotilla train resume {run.run_id}' continues "
+        "a killed run; delete the old branch to reuse the id",
+    )
 
 
 def training_failed(run: ModelRun, branch: str, exc: Exception) -> FlotillaError:
