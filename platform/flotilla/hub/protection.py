@@ -16,9 +16,11 @@ retried if another writer changed the rules meanwhile.
 from __future__ import annotations
 
 import fnmatch
+import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
-from flotilla.errors import ConflictError
+from flotilla.errors import ConflictError, HubError, ProtectedBranchError
 from flotilla.hub._translate import translate
 from flotilla.hub.sdk import lakefs_exceptions
 from flotilla.names import check_branch_id
@@ -27,6 +29,9 @@ if TYPE_CHECKING:
     from flotilla.hub.repo import Repo
 
 _TRIES = 5
+ENFORCED_WITHIN_S = 30.0
+"""How long :func:`protect` waits for the server to enforce a new rule (lakeFS caches a repository's settings
+for a few seconds: writes were still let through ~4 s after the rule was stored, on lakeFS 1.84)."""
 
 
 def protection_rules(repo: Repo) -> list[str]:
@@ -42,17 +47,51 @@ def is_protected(repo: Repo, branch: str) -> bool:
 def protect(repo: Repo, branch: str = "main") -> bool:
     """Protect ``branch`` in ``repo`` (commits and uploads refused, merges allowed); False if it already was.
 
-    ``branch`` may be a glob (``release-*``). Needs a key allowed to change the repository's settings
-    (an admin's, on a hub with RBAC).
+    ``branch`` may be a glob (``release-*``). When ``branch`` is an existing branch, this returns once the
+    server refuses writes to it (:data:`ENFORCED_WITHIN_S`). Needs a key allowed to change the
+    repository's settings (an admin's, on a hub with RBAC).
     """
     _check_pattern(branch)
-    return _change(repo, branch, add=True)
+    changed = _change(repo, branch, add=True)
+    _await(repo, branch, refused=True)
+    return changed
 
 
 def unprotect(repo: Repo, branch: str = "main") -> bool:
-    """Remove the rule that is exactly ``branch``; False if there was none (another rule matching it stays)."""
+    """Remove the rule that is exactly ``branch``; False if there was none (another rule matching it stays).
+
+    Returns once the server lets writes to ``branch`` through, unless another rule still matches it.
+    """
     _check_pattern(branch)
-    return _change(repo, branch, add=False)
+    changed = _change(repo, branch, add=False)
+    if not is_protected(repo, branch):
+        _await(repo, branch, refused=False)
+    return changed
+
+
+def _refuses_writes(repo: Repo, branch: str) -> bool:
+    """Whether the server refuses writes to ``branch`` now: deleting a path that does not exist changes nothing
+    on an open branch (no staged change, no commit) and is refused on a protected one."""
+    try:
+        repo.delete(branch, f"_flotilla/protection-probe-{uuid.uuid4().hex}")
+    except ProtectedBranchError:
+        return True
+    return False
+
+
+def _await(repo: Repo, branch: str, *, refused: bool) -> None:
+    if any(c in branch for c in "*?") or branch not in repo.branches():
+        return  # nothing to probe: the rule is stored, and lakeFS applies it within seconds
+    deadline = time.monotonic() + ENFORCED_WITHIN_S
+    while _refuses_writes(repo, branch) != refused:
+        if time.monotonic() > deadline:
+            raise HubError(
+                f"the branch protection rule change for {branch!r} in {repo.name!r} is stored, but after "
+                f"{ENFORCED_WITHIN_S:.0f} s the hub still {'accepts' if refused else 'refuses'} direct writes to it",
+                hint="lakeFS caches repository settings per server: check the rules in the repository's Settings > "
+                "Branches page of the lakeFS UI, and try again in a minute",
+            )
+        time.sleep(0.5)
 
 
 class _RulesChanged(Exception):
