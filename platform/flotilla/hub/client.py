@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     import lakefs as sdk_types
 
 
+class _RepoExists(ConflictError):
+    """The repository ``ensure_repo`` would create exists already: its handle is the answer."""
+
+
 class Hub:
     """A lakeFS endpoint plus credentials; the entry point of the data API."""
 
@@ -117,11 +121,11 @@ class Hub:
                 )
             storage_namespace = f"local://{name}"
         try:
-            with translate(f"create repository {name!r}", self.endpoint):
+            with translate(f"create repository {name!r}", self.endpoint, conflict=_RepoExists):
                 lakefs().Repository(name, client=self.client).create(
                     storage_namespace=storage_namespace, default_branch=default_branch
                 )
-        except ConflictError:  # it exists already (lakeFS's 409 on create)
+        except _RepoExists:  # lakeFS's 409 on create; a namespace in use (a 400) is still an error
             return Repo(self, name)
         repo = Repo(self, name)
         if protect_new_repos() if protect is None else protect:
