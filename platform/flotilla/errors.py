@@ -115,6 +115,10 @@ class ConflictError(HubError):
     """A write clashed with existing state (branch exists, merge conflict, ...)."""
 
 
+class ProtectedBranchError(HubError):
+    """lakeFS refused a direct write (upload, delete, commit, reset) to a protected branch: only merges change it."""
+
+
 class MergeConflictError(ConflictError):
     """A merge found conflicting paths; the destination was left untouched."""
 

@@ -35,6 +35,7 @@ FLOTILLA_HUB_PORT = "FLOTILLA_HUB_PORT"
 FLOTILLA_LABEL_PORT = "FLOTILLA_LABEL_PORT"
 FLOTILLA_LAKEFS_VERSION = "FLOTILLA_LAKEFS_VERSION"
 FLOTILLA_LAKEFS_BIN = "FLOTILLA_LAKEFS_BIN"
+FLOTILLA_PROTECT_MAIN = "FLOTILLA_PROTECT_MAIN"  # a repository flotilla creates gets its main protected (docs/hub.md)
 FLOTILLA_HUB_RETRY_S = "FLOTILLA_HUB_RETRY_S"  # how long hub calls ride out an outage (docs/hub.md, "Outages")
 DEFAULT_HUB_RETRY_S = 120.0
 FLOTILLA_RAY_PORT = "FLOTILLA_RAY_PORT"
@@ -251,6 +252,12 @@ def wandb_mode() -> str | None:
 def wandb_dir() -> str | None:
     """``WANDB_DIR`` when set: W&B's runs go there instead of under the run's own folder."""
     return os.environ.get(WANDB_DIR) or None
+
+
+def protect_new_repos() -> bool:
+    """``FLOTILLA_PROTECT_MAIN`` set to 1/true/yes: a repository flotilla creates gets a branch protection rule on its
+    default branch at once, so nothing but a merge ever changes it (docs/hub.md, "Branch protection")."""
+    return os.environ.get(FLOTILLA_PROTECT_MAIN, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def tune_handles_sigint() -> bool:

@@ -74,3 +74,13 @@ def test_a_child_inherits_the_environment_less_what_is_dropped(monkeypatch):
     monkeypatch.setenv(settings.RAY_ADDRESS, "auto")
     env = settings.child_env(drop=(settings.RAY_ADDRESS,), drop_prefix=settings.LAKEFS_PREFIX)
     assert settings.RAY_ADDRESS not in env and "LAKEFS_DATABASE_TYPE" not in env and "PATH" in env
+
+
+@pytest.mark.parametrize(
+    ("value", "protect"), [("1", True), ("true", True), (" Yes ", True), ("0", False), ("", False), ("no", False)]
+)
+def test_new_repositories_are_protected_only_when_asked(monkeypatch, value, protect):
+    monkeypatch.setenv(settings.FLOTILLA_PROTECT_MAIN, value)
+    assert settings.protect_new_repos() is protect
+    monkeypatch.delenv(settings.FLOTILLA_PROTECT_MAIN)
+    assert settings.protect_new_repos() is False

@@ -26,7 +26,7 @@ from flotilla.cli.models import models_app
 from flotilla.cli.monitor import monitor_command
 from flotilla.cli.output import flag, mode, print_json, print_table, progress_view, ray_console, with_output
 from flotilla.cli.sweep import sweep_app
-from flotilla.hub import Hub, flotilla_branches, local, prune_branches
+from flotilla.hub import Hub, flotilla_branches, local, protection, prune_branches
 from flotilla.hub.binary import binary_version
 from flotilla.specs import load_family_spec, parse_sets
 from flotilla.version import __version__
@@ -172,6 +172,27 @@ def hub_branches(
         console.print(f"[green]✓[/] deleted {total} branch(es)")
     else:
         console.print("[dim]prune 'yes': what 'flotilla hub branches --prune' would delete[/]")
+
+
+@hub_app.command("protect")
+@with_output
+@friendly
+def hub_protect(
+    repo: str = typer.Argument(..., help="the repository"),
+    branch: str = typer.Option("main", "--branch", help="the branch (or a glob such as 'release-*') to protect"),
+    off: bool = flag("--off", help="remove the rule instead (direct commits are allowed again)"),
+) -> None:
+    """Protect a branch: lakeFS then refuses direct writes and commits to it; only merges (gated) change it."""
+    hub = Hub()
+    handle = hub.repo(repo)
+    changed = protection.unprotect(handle, branch) if off else protection.protect(handle, branch)
+    rules = protection.protection_rules(handle)
+    if mode().json:
+        print_json({"repo": repo, "branch": branch, "protected": not off, "changed": changed, "rules": rules})
+        return
+    done, already = ("no longer protected", "was not protected") if off else ("protected", "already protected")
+    console.print(f"[green]✓[/] {repo}/{branch}: {done if changed else already}", highlight=False)
+    console.print(f"[dim]protected in {repo}: {', '.join(rules) or '(nothing)'}[/]", highlight=False)
 
 
 def train_record(result: Any, log: Path | None = None) -> dict[str, Any]:

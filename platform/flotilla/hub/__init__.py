@@ -5,6 +5,7 @@ from flotilla.hub.client import Hub
 from flotilla.hub.credentials import HubCredentials
 from flotilla.hub.experiment import SCRATCH, Experiment, Retention
 from flotilla.hub.local import down, install, local_hub, logs, status, up
+from flotilla.hub.protection import is_protected, protect, protection_rules, unprotect
 from flotilla.hub.repo import Change, CommitInfo, ObjectInfo, Repo
 from flotilla.hub.server import HubStatus, LocalHub
 
@@ -24,9 +25,13 @@ __all__ = [
     "down",
     "flotilla_branches",
     "install",
+    "is_protected",
     "local_hub",
     "logs",
+    "protect",
+    "protection_rules",
     "prune_branches",
     "status",
+    "unprotect",
     "up",
 ]

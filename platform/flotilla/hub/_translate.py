@@ -23,6 +23,7 @@ from flotilla.errors import (
     HubUnavailableError,
     InvalidNameError,
     NotFoundError,
+    ProtectedBranchError,
 )
 from flotilla.hub.retry import mark_answered
 from flotilla.hub.sdk import lakefs_exceptions
@@ -85,6 +86,16 @@ def bad_request(action: str, msg: str) -> HubError:
     )
 
 
+def protected(action: str, msg: str) -> ProtectedBranchError:
+    """A direct write to a branch with a lakeFS branch protection rule: name the rule and the way in (a merge)."""
+    return ProtectedBranchError(
+        f"cannot {action}: the branch is protected by a lakeFS branch protection rule ({msg}); only merges may change it",
+        hint="write on a short-lived branch and merge it (Repo.transact(name, merge_into=<branch>) does both; every "
+        "flotilla command already does); to allow direct writes, remove the rule: "
+        "'flotilla hub protect <repo> --branch <branch> --off' (or the repository's Settings > Branches in the lakeFS UI)",
+    )
+
+
 @contextmanager
 def translate(
     action: str,
@@ -111,10 +122,13 @@ def translate(
                 extra = ""
         raise NotFoundError(f"cannot {action}: {_server_message(exc)}", hint=extra or None) from None
     except lex.ForbiddenException as exc:  # 403: the key was accepted; this operation is not allowed
+        msg = _server_message(exc)
+        if "protected branch" in msg.lower():  # graveler's ErrWriteToProtectedBranch / ErrCommitToProtectedBranch
+            raise protected(action, msg) from None
         raise HubError(
-            f"cannot {action}: the hub does not allow it ({_server_message(exc)})",
-            hint="lakeFS forbids this for every key (e.g. deleting a repository's default branch, writing to a protected "
-            "branch) or this key lacks the permission: work on another branch, or ask the hub's admin",
+            f"cannot {action}: the hub does not allow it ({msg})",
+            hint="lakeFS forbids this for every key (e.g. deleting a repository's default branch) "
+            "or this key lacks the permission: work on another branch, or ask the hub's admin",
         ) from None
     except (lex.NotAuthorizedException, lex.NoAuthenticationFound) as exc:
         raise AuthError(

@@ -12,17 +12,22 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING
 
-from flotilla.errors import ConfigError, NotFoundError
+from flotilla.errors import ConfigError, ConflictError, NotFoundError
+from flotilla.hub import protection
 from flotilla.hub._translate import translate
 from flotilla.hub.credentials import HubCredentials, resolve_credentials
 from flotilla.hub.repo import Repo
 from flotilla.hub.retry import install_sdk_retry, sdk_retry
 from flotilla.hub.sdk import lakefs
 from flotilla.names import check_repo_id
-from flotilla.settings import Settings, hub_retry_budget_s
+from flotilla.settings import Settings, hub_retry_budget_s, protect_new_repos
 
 if TYPE_CHECKING:
     import lakefs as sdk_types
+
+
+class _RepoExists(ConflictError):
+    """The repository ``ensure_repo`` would create exists already: its handle is the answer."""
 
 
 class Hub:
@@ -90,11 +95,20 @@ class Hub:
             )
         return Repo(self, name)
 
-    def ensure_repo(self, name: str, *, default_branch: str = "main", storage_namespace: str | None = None) -> Repo:
+    def ensure_repo(
+        self,
+        name: str,
+        *,
+        default_branch: str = "main",
+        storage_namespace: str | None = None,
+        protect: bool | None = None,
+    ) -> Repo:
         """Create the repository if it does not exist; return its handle either way.
 
         On a local blockstore the namespace defaults to ``local://<name>``; on a
         cloud blockstore pass ``storage_namespace`` (e.g. ``s3://bucket/faces``).
+        ``protect``: give a repository created now a branch protection rule on its default branch
+        (default: ``FLOTILLA_PROTECT_MAIN``); an existing repository's rules are left as they are.
         """
         check_repo_id(name)
         if storage_namespace is None:
@@ -106,11 +120,17 @@ class Hub:
                     hint=f"pass storage_namespace, e.g. {cfg.blockstore_namespace_example}",
                 )
             storage_namespace = f"local://{name}"
-        with translate(f"create repository {name!r}", self.endpoint):
-            lakefs().Repository(name, client=self.client).create(
-                storage_namespace=storage_namespace, default_branch=default_branch, exist_ok=True
-            )
-        return Repo(self, name)
+        try:
+            with translate(f"create repository {name!r}", self.endpoint, conflict=_RepoExists):
+                lakefs().Repository(name, client=self.client).create(
+                    storage_namespace=storage_namespace, default_branch=default_branch
+                )
+        except _RepoExists:  # lakeFS's 409 on create; a namespace in use (a 400) is still an error
+            return Repo(self, name)
+        repo = Repo(self, name)
+        if protect_new_repos() if protect is None else protect:
+            protection.protect(repo, default_branch)
+        return repo
 
     def delete_repo(self, name: str) -> None:
         with translate(f"delete repository {name!r}", self.endpoint, not_found=lambda: f"repositories: {self.repos()}"):

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from flotilla.errors import ConfigError, ConflictError, MergeConflictError, NotFoundError
-from flotilla.hub._translate import translate
+from flotilla.errors import ConfigError, ConflictError, HubError, MergeConflictError, NotFoundError
+from flotilla.hub._translate import protected, translate
 from flotilla.hub.experiment import Experiment, Retention
 from flotilla.hub.sdk import lakefs
 from flotilla.names import check_branch_id, check_object_path, check_prefix
@@ -202,8 +202,18 @@ class Repo:
         items = [paths] if isinstance(paths, str) else list(paths)
         for p in items:
             check_object_path(p)
-        with self._t(f"delete {len(items)} object(s) on {branch!r}", not_found=self._what_exists):
-            self._sdk.branch(check_branch_id(branch)).delete_objects(items)
+        action = f"delete {len(items)} object(s) on {branch!r}"
+        with self._t(action, not_found=self._what_exists):
+            # annotated "-> None", yet it returns the server's ObjectErrorList
+            answer = self._sdk.branch(check_branch_id(branch)).delete_objects(items)  # type: ignore[func-returns-value]
+        # lakeFS answers a bulk delete 200 with a per-object error list (a protected branch refuses each one there)
+        failed = list(getattr(answer, "errors", None) or [])
+        if failed:
+            first = str(failed[0].message)
+            if "protected branch" in first.lower():
+                raise protected(f"{action} in repository {self.name!r}", first)
+            shown = "; ".join(f"{e.path!r}: {e.message} (HTTP {e.status_code})" for e in failed[:10])
+            raise HubError(f"cannot {action} in repository {self.name!r}: {len(failed)} refused: {shown}")
 
     def import_prefix(
         self, branch: str, source_uri: str, destination: str, message: str, metadata: Mapping[str, Any] | None = None
