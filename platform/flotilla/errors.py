@@ -83,6 +83,12 @@ class SpecError(FlotillaError):
         super().__init__(body, hint=hint)
 
 
+class InfrastructureError(FlotillaError):
+    """Work stopped because something it runs on was unavailable (the hub down past the retry budget,
+    a connection lost, a node gone), not because of its own input: the same work, resumed from what
+    it left, can succeed once the service is back. See :func:`is_infrastructure`."""
+
+
 class HubError(FlotillaError):
     """Anything that went wrong talking to (or running) the lakeFS data hub."""
 
@@ -95,7 +101,7 @@ class ServerError(HubError):
     """The local lakeFS server failed to start, crashed, or is in a bad state."""
 
 
-class HubUnavailableError(HubError):
+class HubUnavailableError(HubError, InfrastructureError):
     """The hub's endpoint does not answer (server down, wrong port)."""
 
 
@@ -190,3 +196,68 @@ class ActiveLearningError(FlotillaError):
 
 class AuditError(FlotillaError):
     """A data audit or its review cannot go on: no such audit, nothing flagged, a review out of order."""
+
+
+INFRASTRUCTURE_FAULTS = frozenset(
+    {
+        # Ray: the process, its node or an object it needed went away (not an exception the code raised)
+        "RayActorError",
+        "ActorDiedError",
+        "ActorUnavailableError",
+        "WorkerCrashedError",
+        "NodeDiedError",
+        "ObjectLostError",
+        "OwnerDiedError",
+        "RaySystemError",
+        # urllib3 (the lakeFS SDK's transport) once its own retries are spent
+        "MaxRetryError",
+        "NewConnectionError",
+        "ProtocolError",
+    }
+)
+"""Third-party exception classes, by name, that say a service was unreachable: matched by name, so
+this module imports neither Ray nor urllib3."""
+
+NETWORK_MARKERS = ("NETWORK_CONNECTION", "Connection refused", "Couldn't connect to server", "curlCode: 7")
+"""What pyarrow's S3 filesystem (the hub's gateway: shards, checkpoints) puts in the ``OSError`` it
+raises when its AWS SDK retries could not reach the server."""
+
+
+def is_infrastructure(exc: BaseException) -> bool:
+    """Whether ``exc`` means the infrastructure failed (the hub, a connection, a node), not the work itself.
+
+    A sweep keeps an infrastructure-errored trial's branch and checkpoints, and ``sweep resume``
+    continues it from them; a trial that failed by its own fault (:class:`DivergedError`, a
+    :class:`SpecError`, a bug) loses its branch like any other, as re-running it as it is would fail
+    the same way. The first flotilla error found decides (an :class:`InfrastructureError` or not: a
+    flotilla error states its cause); for others the chain is followed (``__cause__``,
+    ``__context__``, Ray's ``cause``, Ray Train's worker and controller failures) looking for a
+    refused or lost connection or a dead Ray process. Anything unrecognised is the work's own fault:
+    keeping a branch nobody resumes costs less than retraining, but re-running a bug changes nothing.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, InfrastructureError):
+            return True
+        if isinstance(e, FlotillaError):
+            return False
+        if isinstance(e, ConnectionError) or type(e).__name__ in INFRASTRUCTURE_FAULTS:
+            return True
+        if isinstance(e, OSError) and any(m in str(e) for m in NETWORK_MARKERS):
+            return True
+        todo.extend(_causes(e))
+    return False
+
+
+def _causes(e: BaseException) -> list[BaseException]:
+    """The exceptions ``e`` was raised from or carries."""
+    found: list[Any] = [e.__cause__, e.__context__, getattr(e, "cause", None), getattr(e, "controller_failure", None)]
+    failures = getattr(e, "worker_failures", None)
+    if isinstance(failures, dict):
+        found += list(failures.values())
+    return [c for c in found if isinstance(c, BaseException)]

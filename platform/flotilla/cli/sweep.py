@@ -25,6 +25,7 @@ console = Console(soft_wrap=True, emoji=False)  # paths and branch names stay wh
 
 
 def _show(result) -> None:
+    from flotilla.tune.journal import INFRASTRUCTURE
     from flotilla.tune.report import SHORT_SHA, missing_plots_note, trials_table
 
     if mode().json:
@@ -34,6 +35,12 @@ def _show(result) -> None:
     for t in result.trials:
         if getattr(t, "error", ""):
             console.print(f"  [red]✗[/] trial {t.trial_id} errored: {escape(t.error)}", highlight=False)
+            if getattr(t, "cause", "") == INFRASTRUCTURE and t.kept:
+                console.print(
+                    f"    the hub or a connection failed it, not its own fault: its checkpoints are kept on branch {t.branch}; "
+                    f"'flotilla sweep resume {result.sweep_id}' continues it from them",
+                    highlight=False,
+                )
     if result.winner:
         w = result.winner
         score = w.metrics.get(result.objective, float("nan"))

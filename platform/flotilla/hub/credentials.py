@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.errors import AuthError, ConfigError
-from flotilla.hub.identity import PID_FILE, confirm_local_hub
-from flotilla.hub.retry import s3_retry_strategy
+from flotilla.hub.identity import PID_FILE, confirm_local_hub, vouch
+from flotilla.hub.retry import mark_answered, s3_retry_strategy
 from flotilla.settings import (
     LAKECTL_CREDENTIALS_ACCESS_KEY_ID,
     LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY,
@@ -55,6 +55,14 @@ class HubCredentials:
         """
         if self.pidfile is not None:
             confirm_local_hub(self.pidfile, self.endpoint, fresh=fresh, deadline=deadline)
+
+    def vouch(self) -> None:
+        """Wait out this hub's outages in this process from its first call, as if it had answered here:
+        for a process started by one that confirmed the hub (a sweep's trial, see
+        :func:`flotilla.hub.identity.vouch` and :func:`flotilla.hub.retry.mark_answered`)."""
+        mark_answered(self.endpoint)
+        if self.pidfile is not None:
+            vouch(self.pidfile, self.endpoint)
 
     def before_resend(self, deadline: float) -> None:
         """Run before a hub call is re-sent after a failure (:mod:`flotilla.hub.retry`): the server again."""

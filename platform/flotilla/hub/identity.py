@@ -93,6 +93,17 @@ def _wait(pidfile: Path, endpoint: str, deadline: float, first: HubUnavailableEr
     )
 
 
+def vouch(pidfile: str | Path, endpoint: str) -> None:
+    """Treat the hub as seen alive in this process: its outages are waited out from the first call.
+
+    For a process that another one, which did confirm the hub, started to work on it (a sweep's
+    trial): a restart that falls on its first call is the outage of a hub that was running, not a
+    hub never started. The identity itself is still checked before anything is sent.
+    """
+    with _lock:
+        _seen.add((str(pidfile), endpoint))
+
+
 def forget() -> None:
     """Drop every remembered identity (a hub was stopped or restarted in this process)."""
     with _lock:

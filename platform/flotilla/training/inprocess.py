@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flotilla.errors import HubUnavailableError
 from flotilla.training.callbacks import checkpoint_commit, failure_commit
 from flotilla.training.loop import CKPT_META, train_loop_per_worker
 
@@ -277,11 +278,12 @@ def fit_in_process(
             train_loop_per_worker(config, session)
             return session.fit()
         except Exception as exc:
-            message, meta = failure_commit(config.model_name, {0: exc})
-            try:
-                repo.commit(config.branch, message, meta, allow_empty=True)
-            except Exception as err:
-                log.warning("could not record the failure on %s: %s", config.branch, err)
+            if not isinstance(exc, HubUnavailableError):  # the hub just outlasted its retry budget: no second wait
+                message, meta = failure_commit(config.model_name, {0: exc})
+                try:
+                    repo.commit(config.branch, message, meta, allow_empty=True)
+                except Exception as err:
+                    log.warning("could not record the failure on %s: %s", config.branch, err)
             failures += 1
             if failures > spec.failure.max_failures:
                 raise

@@ -36,7 +36,7 @@ from flotilla.data.gate import require_clean
 from flotilla.data.pinning import DataRef, resolve_data
 from flotilla.data.store import read_manifest
 from flotilla.display import html_table, metric_text, short_commit
-from flotilla.errors import ConflictError, FlotillaError, NotFoundError
+from flotilla.errors import ConflictError, FlotillaError, InfrastructureError, NotFoundError, is_infrastructure
 from flotilla.hub.client import Hub
 from flotilla.hub.experiment import Experiment, Retention
 from flotilla.models.tasks import resolve_tasks
@@ -342,7 +342,10 @@ def run_exists(run: ModelRun, branch: str) -> ConflictError:
 
 
 def training_failed(run: ModelRun, branch: str, exc: Exception) -> FlotillaError:
-    return FlotillaError(
+    """The error a failed fit raises: an :class:`InfrastructureError` when the hub, a connection or a node
+    failed it (a sweep keeps such a trial's branch for ``sweep resume``, see :func:`is_infrastructure`)."""
+    kind = InfrastructureError if is_infrastructure(exc) else FlotillaError
+    return kind(
         f"training {run.name!r} of run {run.run_id!r} failed: {type(exc).__name__}: {str(exc)[:2000]}",
         hint=f"the checkpoints so far are on branch {branch!r}; the workers' output says why "
         "(the CLI keeps it in the run's ray.log and shows its last lines; -v streams it)",

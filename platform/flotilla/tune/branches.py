@@ -8,6 +8,10 @@ that failed loses its branch as soon as Tune ends it (unless everything is kept)
 never piles up dead branches; at its end, every trial the policy does not keep, and every start
 lost in a kill. Both go through this class, and every deletion is journalled (``branch_deleted``).
 
+A trial that errored because of the infrastructure (the hub down past its retry budget, a lost
+connection, a dead node: :func:`~flotilla.errors.is_infrastructure`) is not a loser: it keeps its
+branch and checkpoints whatever the policy, and ``sweep resume`` continues it from them.
+
 Deletion is cleanup: a hub that does not answer is logged, never allowed to end the sweep, and the
 branch is deleted at the end of the sweep, or by the next ``resume``.
 """
@@ -19,8 +23,8 @@ from collections.abc import Iterable, Mapping
 
 from flotilla.errors import FlotillaError
 from flotilla.hub.repo import Repo
-from flotilla.tune.journal import BranchDeleted, Event, Journal, TrialState
-from flotilla.tune.results import SweepResult
+from flotilla.tune.journal import INFRASTRUCTURE, BranchDeleted, Event, Journal, TrialState
+from flotilla.tune.results import ERRORED, SweepResult
 from flotilla.tune.trial import trial_branch
 
 log = logging.getLogger(__name__)
@@ -46,17 +50,21 @@ class TrialBranches:
         self.journal.append(BranchDeleted(trial_id, branch))
         return True
 
-    def on_end(self, trial_id: str, branch: str | None, how: Event) -> None:
-        """Tune ended a trial: a stopped or errored one loses its branch at once, unless all are kept."""
+    def on_end(self, trial_id: str, branch: str | None, how: Event, *, infrastructure: bool = False) -> None:
+        """Tune ended a trial: a stopped or errored one loses its branch at once, unless all are kept or
+        the infrastructure, not the trial, failed it."""
+        if infrastructure and how is Event.ERRORED:
+            return
         if branch and how in (Event.STOPPED, Event.ERRORED) and self.keep != "all":
             self.delete(trial_id, branch)
 
     def at_sweep_end(self, result: SweepResult, states: Mapping[str, TrialState]) -> None:
         """Delete the branches the policy does not keep and set each record's ``kept``.
 
-        The winner and, for a Pareto search, the whole front are always kept; ``keep: completed`` keeps
-        every trial trained to the end, ``keep: all`` everything. A start lost in a kill (``lost`` in the
-        journal, unknown to Tune) has nothing worth keeping and no record: its branch goes too.
+        The winner and, for a Pareto search, the whole front are always kept, and so is a trial the
+        infrastructure failed (for ``resume``); ``keep: completed`` keeps every trial trained to the end,
+        ``keep: all`` everything. A start lost in a kill (``lost`` in the journal, unknown to Tune) has
+        nothing worth keeping and no record: its branch goes too.
         """
         existing = self._existing()
         for t in result.trials:
@@ -65,6 +73,7 @@ class TrialBranches:
                 or t.trial_id in result.pareto
                 or self.keep == "all"
                 or (self.keep == "completed" and t.status == "completed")
+                or (t.status == ERRORED and t.cause == INFRASTRUCTURE)
             )
             there = existing is None or t.branch in existing  # unknown while the hub does not answer: assume so
             if not keep and existing is not None and there:

@@ -46,6 +46,9 @@ class Event(StrEnum):
     PLACEMENT_GROUP_FREED = "placement_group_freed"
 
 
+INFRASTRUCTURE, OWN_FAULT = "infrastructure", "trial"
+"""Why a trial errored (an errored end's ``cause``): the hub, a connection or a node; or the trial itself."""
+
 ENDS = (Event.COMPLETE, Event.STOPPED, Event.ERRORED)
 FINISHES = (Event.COMPLETE, Event.STOPPED)
 
@@ -83,13 +86,18 @@ class Running:
 
 @dataclass(frozen=True)
 class Ended:
-    """Tune ended the trial: ``how`` is complete (every epoch trained), stopped or errored."""
+    """Tune ended the trial: ``how`` is complete (every epoch trained), stopped or errored.
+
+    ``infrastructure``: an error of the hub, a connection or a node, not of the trial itself
+    (:func:`flotilla.errors.is_infrastructure`); such a trial keeps its branch for ``sweep resume``.
+    """
 
     how: Event
     trial_id: str
     branch: str | None
     epochs: int
     t: float = field(default_factory=_now)
+    infrastructure: bool = False
 
     def __post_init__(self) -> None:
         if self.how not in ENDS:
@@ -100,7 +108,8 @@ class Ended:
         return self.how
 
     def fields(self) -> dict[str, Any]:
-        return {"branch": self.branch, "epochs": self.epochs}
+        cause = {"cause": INFRASTRUCTURE if self.infrastructure else OWN_FAULT} if self.how is Event.ERRORED else {}
+        return {"branch": self.branch, "epochs": self.epochs, **cause}
 
 
 @dataclass(frozen=True)
@@ -158,7 +167,8 @@ def from_line(line: Mapping[str, Any]) -> Record | None:
         seen = line.get("seen_live")
         return Running(trial_id, str(line["branch"]), None if seen is None else bool(seen), t)
     if kind in ENDS:
-        return Ended(kind, trial_id, line.get("branch"), int(line.get("epochs") or 0), t)
+        infra = line.get("cause") == INFRASTRUCTURE  # older journals: no cause, as every error then was
+        return Ended(kind, trial_id, line.get("branch"), int(line.get("epochs") or 0), t, infrastructure=infra)
     if kind is Event.BRANCH_DELETED:
         return BranchDeleted(trial_id, str(line["branch"]), t)
     if kind is Event.LOST:
@@ -177,6 +187,7 @@ class TrialState:
     ends: tuple[Event, ...] = ()  # each time Tune ended it (a resume may run an errored trial again)
     branch_deleted: bool = False
     lost: bool = False
+    infrastructure: bool = False  # its last end is an error of the hub, a connection or a node
 
     @property
     def finished(self) -> bool:
@@ -210,7 +221,7 @@ class TrialState:
         if isinstance(record, Running):
             return replace(self, branch=branch, seen_live=self.seen_live or bool(record.seen_live))
         if isinstance(record, Ended):
-            return replace(self, branch=branch, ends=(*self.ends, record.how))
+            return replace(self, branch=branch, ends=(*self.ends, record.how), infrastructure=record.infrastructure)
         if isinstance(record, BranchDeleted):
             return replace(self, branch=branch, branch_deleted=True)
         if isinstance(record, Lost):

@@ -20,7 +20,18 @@ from ray.tune import Callback
 from flotilla.hub.client import repo_for
 from flotilla.hub.credentials import HubCredentials
 from flotilla.tune.branches import TrialBranches
-from flotilla.tune.journal import Ended, Event, Journal, Ledger, PlacementGroupFreed, Reported, Running, TrialStart
+from flotilla.tune.journal import (
+    INFRASTRUCTURE,
+    Ended,
+    Event,
+    Journal,
+    Ledger,
+    PlacementGroupFreed,
+    Reported,
+    Running,
+    TrialStart,
+)
+from flotilla.tune.results import error_cause
 from flotilla.tune.trial import epochs_done, trial_branch
 
 if TYPE_CHECKING:
@@ -105,11 +116,12 @@ class TrialBranchCallback(Callback):
         epochs = epochs_done(trial.last_result)
         if how is Event.COMPLETE and epochs < self.max_epochs:
             how = Event.STOPPED
-        Journal(self.journal).append(Ended(how, trial.trial_id, branch, epochs))
+        infra = how is Event.ERRORED and _failed_by_infrastructure(trial)
+        Journal(self.journal).append(Ended(how, trial.trial_id, branch, epochs, infrastructure=infra))
         if how is not Event.COMPLETE:
             self._free_placement_group((trial.last_result or {}).get("placement_group"))
         try:
-            self.branches.on_end(trial.trial_id, branch, how)
+            self.branches.on_end(trial.trial_id, branch, how, infrastructure=infra)
         except Exception as exc:  # no hub handle (say, no credentials): cleanup is retried at the end of the sweep
             log.warning("could not clean up the branch of trial %s: %s", trial.trial_id, exc)
 
@@ -137,3 +149,13 @@ class TrialBranchCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._end(trial, Event.ERRORED)
+
+
+def _failed_by_infrastructure(trial: Trial) -> bool:
+    """Whether the error Tune recorded for ``trial`` (before telling callbacks) is the infrastructure's."""
+    try:
+        error: Any = trial.get_pickled_error() or trial.get_error()
+    except Exception as exc:  # an error that does not unpickle here: the trial's own, as before
+        log.warning("could not read the error of trial %s: %s", trial.trial_id, exc)
+        return False
+    return bool(error) and error_cause(error) == INFRASTRUCTURE

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from flotilla.display import html_table, metric_text, short_commit
-from flotilla.errors import FlotillaError
-from flotilla.tune.journal import TrialState
+from flotilla.errors import FlotillaError, is_infrastructure
+from flotilla.tune.journal import INFRASTRUCTURE, OWN_FAULT, TrialState
 from flotilla.tune.spec import Objective, SweepSpec
 from flotilla.tune.study import PRUNED
 from flotilla.tune.trial import epochs_done, trial_branch, trial_id_of_dir
@@ -46,6 +46,7 @@ class TrialRecord:
     kept: bool = False
     seen_live: bool = False
     error: str = ""  # an errored trial's exception, its last line (the rest is in the trial's Ray log)
+    cause: str = ""  # an errored trial's: INFRASTRUCTURE (branch kept, resume continues it) or OWN_FAULT
     data_ref: str = ""  # the data ref the trial picked (``data.ref`` in its params, else the base spec's)
     data_commit: str = ""  # the commit that ref was pinned to when the sweep started: the data the trial read
 
@@ -175,17 +176,37 @@ def trial_record(
         run_id=m.get("run_id", ""),
         seen_live=bool(state and state.seen_live),
         error=last_line(r.error),
+        cause=error_cause(r.error) if r.error else "",
         data_ref=data_ref,
         data_commit=(commits or {}).get(data_ref, ""),
     )
 
 
 def last_line(error: Any) -> str:
-    """What a trial died of, in one line: Tune wraps the trial's exception in a multi-line traceback."""
+    """What a trial died of, in one line: Tune wraps the trial's exception in a multi-line traceback.
+
+    A flotilla error's hint, its last line, is left out: written for a standalone run, it names the
+    trial's branch, which the sweep may delete (see :class:`~flotilla.tune.branches.TrialBranches`).
+    """
     if not error:
         return ""
     lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:500]
+    said = [ln for ln in lines if not ln.startswith("hint:")] or lines
+    return (said[-1] if said else type(error).__name__)[:500]
+
+
+INFRASTRUCTURE_ERRORS = ("InfrastructureError", "HubUnavailableError")
+"""The classes a trial raises when the infrastructure failed it, as the text of Tune's error file names them."""
+
+
+def error_cause(error: Any) -> str:
+    """Why a trial errored, from what Tune kept of its error: the exception (:func:`is_infrastructure`),
+    or the text Tune saved when it could not pickle it."""
+    if isinstance(error, BaseException):
+        infra = is_infrastructure(error)
+    else:
+        infra = any(f"{name}:" in str(error) for name in INFRASTRUCTURE_ERRORS)
+    return INFRASTRUCTURE if infra else OWN_FAULT
 
 
 def ranked(
@@ -221,12 +242,28 @@ def no_winner(result: SweepResult, spec: SweepSpec) -> NoWinner:
     counts = Counter(t.status for t in result.trials)
     how = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no trial ran"
     errored = [t for t in result.trials if t.status == "errored"]
-    why = f"; trial {errored[0].trial_id} failed with: {errored[0].error or 'see its log'}" if errored else ""
-    if errored:
+    own = [t for t in errored if t.cause != INFRASTRUCTURE]
+    infra = [t for t in errored if t.cause == INFRASTRUCTURE]
+    first = (own or errored)[0] if errored else None
+    why = f"; trial {first.trial_id} failed with: {first.error or 'see its log'}" if first else ""
+    kept = [t for t in infra if t.kept]
+    went_on = (
+        f"{len(kept)} trial(s) failed by the infrastructure (the hub or a connection), not their own fault: "
+        f"their branches ({', '.join(t.branch for t in kept)}) and checkpoints are kept, and "
+        f"'flotilla sweep resume {sweep_id}' continues them from their last checkpoints once the hub is back"
+        if kept
+        else ""
+    )
+    if own:
         hint = (
             f"fix the cause (all trials failing alike usually means the spec: try 'flotilla sweep <spec> --check'), "
-            f"then 'flotilla sweep resume {sweep_id}' re-runs the errored trials; the full tracebacks are in the Ray logs"
+            f"then 'flotilla sweep resume {sweep_id}' runs the errored trials again; the full tracebacks are in the Ray logs"
+            + (f"; {went_on}" if went_on else "")
         )
+    elif went_on:
+        hint = went_on + " ('flotilla hub status' says whether it is up)"
+    elif errored:
+        hint = f"'flotilla sweep resume {sweep_id}' runs the errored trials again once the hub is back"
     elif spec.budget.time_limit_s:
         hint = (
             f"budget.time_limit_s ({spec.budget.time_limit_s:g} s) ran out before a trial finished: raise it, "

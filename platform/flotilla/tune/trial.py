@@ -194,6 +194,7 @@ def run_trial(config: Mapping[str, Any], ctx: TrialContext) -> None:
     ref = family.data.ref
     data_ref = DataRef(family.data.repo, ctx.commits[ref], family.data.dataset, ref)
     hub = Hub(credentials=ray.get(ctx.credentials), settings=Settings.from_env())
+    hub.credentials.vouch()  # the driver confirmed the hub: a restart during this trial's first call is waited out
     branch = trial_branch(ctx.sweep_id, trial_id)
     run_id = f"{ctx.sweep_id}-{trial_id}"
     run = ModelRun(
