@@ -13,6 +13,7 @@ never go with them; ``attach`` gives a restored callback its credentials back.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
@@ -152,9 +153,20 @@ class TrialBranchCallback(Callback):
 
 
 def _failed_by_infrastructure(trial: Trial) -> bool:
-    """Whether the error Tune recorded for ``trial`` (before telling callbacks) is the infrastructure's."""
+    """Whether the error Tune recorded for ``trial`` is the infrastructure's.
+
+    Tune writes the error (pickled, and as text) into the trial's local folder before it tells the
+    callbacks, and copies it to the sweep's storage only later: it is read from the local files.
+    """
+    from ray import cloudpickle
+
     try:
-        error: Any = trial.get_pickled_error() or trial.get_error()
+        pickled, text = trial.pickled_error_file, trial.error_file
+        error: Any = None
+        if pickled and Path(pickled).exists():
+            error = cloudpickle.loads(Path(pickled).read_bytes())
+        elif text and Path(text).exists():
+            error = Path(text).read_text()
     except Exception as exc:  # an error that does not unpickle here: the trial's own, as before
         log.warning("could not read the error of trial %s: %s", trial.trial_id, exc)
         return False
