@@ -7,6 +7,7 @@ own fault (diverged, a bad spec, a bug) loses its branch as before, and no messa
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,11 @@ from flotilla.errors import (
     SpecError,
     is_infrastructure,
 )
+from flotilla.hub import identity
 from flotilla.hub.client import Hub
 from flotilla.hub.credentials import HubCredentials
 from flotilla.hub.repo import Repo
+from flotilla.hub.retry import has_answered
 from flotilla.settings import Settings
 from flotilla.specs import parse_spec
 from flotilla.tune.branches import TrialBranches
@@ -163,3 +166,23 @@ def test_an_infrastructure_error_keeps_the_trials_branch_and_the_messages_name_o
     only_hub = SweepResult("s", str(tmp_path), {}, "val/score", "max", trials=[hub])
     err = no_winner(only_hub, _spec())
     assert "trial-s-hub" in err.hint and "fix the cause" not in err.hint
+
+
+def test_a_trial_vouches_for_the_hub_its_driver_confirmed_so_a_restart_at_its_first_call_is_waited_out(tmp_path):
+    """A process that never saw the hub fails at once; a sweep's trial, vouched for, waits for a hub being restarted."""
+    creds = HubCredentials("http://127.0.0.1:2", "AKIAEXAMPLE", "secret", pidfile=str(tmp_path / "lakefs.pid"))
+    identity.forget()
+    try:
+        t = time.monotonic()
+        with pytest.raises(HubUnavailableError, match="not running"):
+            creds.confirm_server(deadline=t + 5)
+        assert time.monotonic() - t < 1.0, "a hub never seen was waited for"
+        assert not has_answered(creds.endpoint)
+        creds.vouch()
+        t = time.monotonic()
+        with pytest.raises(HubUnavailableError, match="was down for"):
+            creds.confirm_server(deadline=t + 1.0)
+        assert time.monotonic() - t >= 0.9, "a vouched-for hub was not waited for"
+        assert has_answered(creds.endpoint)  # the SDK's retries wait for it too (flotilla.hub.retry)
+    finally:
+        identity.forget()
