@@ -14,11 +14,12 @@ CLI through ``flotilla cluster env``), and two places that the mode alone does n
 127.0.0.1 by :func:`keep_loopback`: a worker node's ``ray start`` (Ray refuses to add a node in
 single-host mode; :func:`main` starts it with the mode off for the node's own start-up and
 127.0.0.1 kept) and a driver that imported Ray before the mode was set (``ensure_ray`` in a
-notebook). Both are patches of one private Ray function, checked by the loopback test of each Ray
-version (tests/integration/test_cluster_loopback.py): a Ray that stops honouring them fails it.
+notebook). Both patch Ray internals (its resolver; for a worker node's start also its multi-node
+switch), so the loopback test (tests/integration/test_cluster_loopback.py) checks them against the
+Ray installed: a Ray that stops honouring them fails it.
 
-:data:`NOT_LOOPBACK` lists what still listens beyond loopback (docs/cluster.md names it; the test
-allows exactly that).
+:data:`NOT_LOOPBACK` lists what still listens beyond loopback (docs/jobs.md, "Loopback only", names
+it; the test allows exactly that).
 """
 
 from __future__ import annotations
