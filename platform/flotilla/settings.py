@@ -15,7 +15,8 @@ so that one grep finds every variable flotilla reads or writes.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +82,7 @@ RAY_USAGE_STATS_ENABLED = "RAY_USAGE_STATS_ENABLED"
 RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S = "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"
 RAY_TRAIN_ENABLE_PRINT_PATCH = "RAY_TRAIN_ENABLE_PRINT_PATCH"
 RAY_TRAIN_HEALTH_CHECK_INTERVAL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-host mode (cluster/loopback.py)
 TUNE_DISABLE_SIGINT_HANDLER = "TUNE_DISABLE_SIGINT_HANDLER"
 TUNE_GLOBAL_CHECKPOINT_S = "TUNE_GLOBAL_CHECKPOINT_S"
 TUNE_DISABLE_AUTO_CALLBACK_LOGGERS = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
@@ -306,3 +308,19 @@ def child_env(*, drop: Iterable[str] = (), drop_prefix: str | tuple[str, ...] | 
     (one prefix or several)."""
     gone = set(drop)
     return {k: v for k, v in os.environ.items() if k not in gone and not (drop_prefix and k.startswith(drop_prefix))}
+
+
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment while within (processes started there inherit them); afterwards
+    each variable is as it was, set or unset."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -144,7 +144,8 @@ def test_cli_lists_and_shows_the_job(ingested):
 
 
 def test_rays_own_cli_reaches_the_cluster_through_flotilla_cluster_env(cluster):
-    """`eval "$(flotilla cluster env)"` is all `ray job list` and `ray get-auth-token` need, and the
+    """`eval "$(flotilla cluster env)"` is all `ray job list`, `ray status` (the GCS on 127.0.0.1, which Ray's CLI
+    would rewrite to the routable IP without the single-host setting) and `ray get-auth-token` need, and the
     token Ray prints is the one `flotilla cluster token` prints (what the dashboard's dialog asks for)."""
     from typer.testing import CliRunner
 
@@ -160,6 +161,8 @@ def test_rays_own_cli_reaches_the_cluster_through_flotilla_cluster_env(cluster):
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     listed = subprocess.run([ray, "job", "list"], env={**clean, **env}, capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr[-2000:]
+    ray_status = subprocess.run([ray, "status"], env={**clean, **env}, capture_output=True, text=True, timeout=60)
+    assert ray_status.returncode == 0 and "Active:" in ray_status.stdout, ray_status.stdout[-1000:] + ray_status.stderr[-2000:]
     printed = subprocess.run([ray, "get-auth-token"], env={**clean, **env}, capture_output=True, text=True, timeout=60)
     assert printed.returncode == 0 and printed.stdout == token
     out = runner.invoke(app, ["cluster", "token"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,14 @@ def test_new_repositories_are_protected_only_when_asked(monkeypatch, value, prot
     assert settings.protect_new_repos() is protect
     monkeypatch.delenv(settings.FLOTILLA_PROTECT_MAIN)
     assert settings.protect_new_repos() is False
+
+
+def test_environment_sets_for_a_while_and_puts_back_what_was_there(monkeypatch):
+    monkeypatch.setenv("FLOTILLA_T_SET", "before")
+    monkeypatch.delenv("FLOTILLA_T_UNSET", raising=False)
+    with settings.environment({"FLOTILLA_T_SET": "during", "FLOTILLA_T_UNSET": "during"}):
+        assert os.environ["FLOTILLA_T_SET"] == os.environ["FLOTILLA_T_UNSET"] == "during"
+    assert os.environ["FLOTILLA_T_SET"] == "before" and "FLOTILLA_T_UNSET" not in os.environ
+    with pytest.raises(RuntimeError), settings.environment({"FLOTILLA_T_UNSET": "during"}):
+        raise RuntimeError("a failed ray.init")
+    assert "FLOTILLA_T_UNSET" not in os.environ

@@ -17,6 +17,7 @@ from typing import Any
 
 from flotilla.cluster.files import token_path
 from flotilla.cluster.local import LocalCluster
+from flotilla.cluster.loopback import LOOPBACK, keep_loopback
 from flotilla.errors import FlotillaError
 from flotilla.hub.server import free_port
 from flotilla.settings import (
@@ -117,9 +118,11 @@ def local_ray_options(dashboard_port: int) -> dict[str, Any]:
     second Ray on the machine (flotilla's own cluster, another user's) the scan found both and the
     cleaner died with a "Found multiple active Ray instances" traceback on the console. Choosing the
     dashboard port here lets every worker of this job be told, through the job's runtime environment.
+    The node runs on 127.0.0.1, so all of it listens on loopback only (:mod:`flotilla.cluster.loopback`).
     """
     return {
         "address": "local",
+        "_node_ip_address": LOOPBACK,
         "include_dashboard": True,
         "dashboard_host": "127.0.0.1",
         "dashboard_port": dashboard_port,
@@ -176,7 +179,8 @@ class RayConnector:
             self.init_remote(address)
             fixed = inside_ours or is_own_cluster(address)
         else:
-            ray.init(**local_ray_options(free_port()))
+            with keep_loopback():
+                ray.init(**local_ray_options(free_port()))
             fixed = True
         self.fixed_gcs = _gcs_address() if fixed else None
         return fixed
@@ -195,7 +199,8 @@ class RayConnector:
         attempts = CLIENT_ATTEMPTS if address.startswith("ray://") else 1
         for attempt in range(1, attempts + 1):
             try:
-                ray.init(address=address)
+                with keep_loopback():  # flotilla's own cluster listens on 127.0.0.1 only: Ray must not rewrite it
+                    ray.init(address=address)
                 return
             except (ConnectionError, ValueError) as exc:  # ValueError: an address Ray cannot parse
                 if isinstance(exc, ValueError) or attempt == attempts:

@@ -15,10 +15,9 @@ of the user). Token authentication stays on (Ray 2.60's default): the nodes read
 the token through ``RAY_AUTH_TOKEN_PATH``; flotilla's clients send it as a Bearer
 header. The token is never printed, logged or put on a command line.
 
-Ray rewrites ``--node-ip-address 127.0.0.1`` to the machine's routable IP
-(``services.resolve_ip_for_localhost``), so it is not passed; GCS and raylets
-listen on all interfaces and are protected by the token, the dashboard (and the
-Jobs API) binds 127.0.0.1 only.
+Every node runs on 127.0.0.1 (:mod:`flotilla.cluster.loopback`): its GCS, raylet, workers,
+agents, metrics and dashboard (with the Jobs API) listen on loopback only, so nothing of it
+is reachable from another machine, token or not.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from typing import Any
 
 from flotilla.cluster.files import ClusterError, auth_headers, ensure_token, private_dir, ray_dir, ray_tmpdir, token_path
 from flotilla.cluster.health import ClusterStatus, alive_nodes, http_get, normalise_address
+from flotilla.cluster.loopback import LOOPBACK, SINGLE_HOST_ENV
 from flotilla.cluster.procs import alive, descendants, marked_processes, reap, send, wait_gone
 from flotilla.errors import ConfigError
 from flotilla.hostio import port_free, write_private
@@ -69,12 +69,11 @@ def _noop(_: str) -> None:
     pass
 
 
-def ray_binary() -> Path:
-    """The ``ray`` CLI of this interpreter's environment (the venv), not whatever is on PATH."""
-    path = Path(sys.executable).parent / "ray"
-    if not path.exists():
+def ray_start() -> list[str]:
+    """``ray start`` of this interpreter's environment (the venv, not whatever is on PATH), on 127.0.0.1."""
+    if not (Path(sys.executable).parent / "ray").exists():
         raise ConfigError(f"no 'ray' next to {sys.executable}", hint="install flotilla's dependencies: make venv")
-    return path
+    return [sys.executable, "-m", "flotilla.cluster.loopback", "start", "--node-ip-address", LOOPBACK]
 
 
 class LocalCluster:
@@ -191,8 +190,7 @@ class LocalCluster:
         head_tmp = self.tmpdir / "ray"
         client_port = free_port()
         head_cmd = [
-            str(ray_binary()),
-            "start",
+            *ray_start(),
             "--head",
             *common,
             "--port",
@@ -237,8 +235,7 @@ class LocalCluster:
                 report(f"starting worker node {i}/{workers}")
                 wtmp = self.tmpdir / f"w{i}"
                 cmd = [
-                    str(ray_binary()),
-                    "start",
+                    *ray_start(),
                     "--address",
                     state["gcs_address"],
                     *common,
@@ -270,6 +267,7 @@ class LocalCluster:
                 RAY_AUTH_MODE: "token",
                 RAY_AUTH_TOKEN_PATH: str(token),
                 RAY_USAGE_STATS_ENABLED: "0",
+                **SINGLE_HOST_ENV,  # 127.0.0.1 stays 127.0.0.1 in every process: nodes, workers, job drivers
                 FLOTILLA_RAY_CLUSTER: cluster_id,
                 # Ray 2.60 drains a node for up to 30 s on SIGTERM (for Serve on Kubernetes); `down` means now
                 RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S: "0",
@@ -381,6 +379,7 @@ def ray_cli_env(cluster: LocalCluster) -> dict[str, str]:
         RAY_API_SERVER_ADDRESS: st.address,
         RAY_AUTH_MODE: "token",
         RAY_AUTH_TOKEN_PATH: str(cluster.token_path),
+        **SINGLE_HOST_ENV,  # else Ray's CLI turns the GCS's 127.0.0.1 into the routable IP, where nothing listens
     }
 
 

@@ -97,8 +97,15 @@ def run_ingest(job: IngestJob) -> dict[str, Any]:
 
 
 def _address() -> str:
-    # inside a Ray job RAY_ADDRESS points at the job's own cluster; "local" would start a second Ray
-    return job_ray_address() or "auto"
+    """The cluster this job runs on, as Ray gave it (``RAY_ADDRESS``): "local" would start a second Ray,
+    and "auto" picks whichever Ray it finds on the machine (the newest of two, seen in issue 22)."""
+    address = job_ray_address()
+    if not address:
+        raise FlotillaError(
+            "RAY_ADDRESS is not set: this entry point runs as a Ray job, which Ray starts with its cluster's address",
+            hint="submit it with 'flotilla jobs submit <spec>' instead of running it by hand",
+        )
+    return address
 
 
 def run_train(job: TrainJob) -> dict[str, Any]:
