@@ -216,6 +216,49 @@ def test_a_single_worker_trial_trains_in_its_trainables_own_process_and_leaves_t
     assert len(trial_pids) == 1 and os.getpid() not in trial_pids, trial_pids
 
 
+def test_a_separate_family_sweep_trains_a_model_per_task_and_promotes_the_winners_family_in_one_merge(hub, local_ray):
+    """``strategy: separate``: each trial trains one model per task side by side on its branch, reports one
+    result per epoch that the objective combines, and the winner's models reach main in one merge."""
+    repo = hub.repo(REPO)
+    tasks = ("age", "gender", "emotion")
+    spec = sweep_spec(
+        "separate",
+        trials=3,
+        overrides={"strategy": "separate", "epochs": 2, "scaling": {"workers": 1, "cpus_per_worker": 0.25}},
+        space={"optim.lr": {"type": "loguniform", "low": 1e-3, "high": 3e-2}, "model.width": {"type": "choice", "values": [4]}},
+        scheduler={"type": "none"},
+        promote={"into": "main"},
+    )
+    main_before = repo.commit_info("main").id
+    result = sweep(spec, hub=hub)
+    assert [t.status for t in result.trials] == ["completed"] * 3
+    weights = {"val/age/mae": -0.02, "val/gender/accuracy": 1.0, "val/emotion/accuracy": 1.0}
+    for t in result.trials:
+        told = reports(result, t.trial_id)
+        assert [r["epoch"] for r in told] == [0, 1]  # one result per epoch for the whole family
+        for r in told:
+            assert r["val/score"] == pytest.approx(sum(w * r[k] for k, w in weights.items()))
+            assert {r[f"{task}/worker_pid"] for task in tasks} == {r["pid"]}  # all trained in the trial's process
+        assert t.metrics["val/score"] == pytest.approx(sum(w * t.metrics[k] for k, w in weights.items()))
+        assert t.metrics["val/score"] == max(r["val/score"] for r in told)
+        for task in tasks:  # one model per task on the trial's one branch, each with its checkpoints
+            card = json.loads(repo.get(t.branch, f"models/{t.run_id}/{task}/card.json"))
+            assert [x["name"] for x in card["tasks"]] == [task]
+            ckpts = {o.path.split("/")[3] for o in repo.list(t.branch, f"runs/{t.run_id}/{task}/")}
+            assert ckpts == {"checkpoint_epoch000000", "checkpoint_epoch000001"}, ckpts
+        assert repo.list(t.branch, f"models/{t.run_id}/family/") == []
+    w = result.winner
+    assert w and w.metrics["val/score"] == max(t.metrics["val/score"] for t in result.trials)
+    # ONE merge brought the whole family: main before it had none of the winner's models, after it all of them
+    promotion = repo.commit_info(result.promotion_commit)
+    assert promotion.parents[0] == main_before and promotion.metadata["flotilla.sweep_id"] == result.sweep_id
+    landed = {c.path for c in repo.diff(main_before, result.promotion_commit) if c.path.startswith(f"models/{w.run_id}/")}
+    assert {f"models/{w.run_id}/{task}/model.pt" for task in tasks} <= landed
+    assert repo.commit_info("main").id == result.promotion_commit  # and nothing else landed on main
+    for task in tasks:
+        assert repo.get("main", f"models/{w.run_id}/{task}/model.pt") == repo.get(w.branch, f"models/{w.run_id}/{task}/model.pt")
+
+
 def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_settings, sweep_env, tmp_path):
     spec_path = tmp_path / "sweep.json"
     spec_path.write_text(sweep_spec("resume", trials=5, concurrency=1).model_dump_json())
