@@ -32,7 +32,7 @@ from flotilla.registry.address import MODELS_PREFIX, ModelLocation, model_dir
 from flotilla.settings import Settings
 from flotilla.specs import FamilySpec, deep_merge, parse_spec
 from flotilla.training import ModelRun, train_model
-from flotilla.training.inprocess import runs_in_process
+from flotilla.training.inprocess import Report, runs_in_process
 from flotilla.tune.separate import EpochGather, model_rank
 from flotilla.tune.spec import Objective, unflatten
 
@@ -225,9 +225,13 @@ def run_trial(config: Mapping[str, Any], ctx: TrialContext) -> None:
     )
 
 
-def run_separate(hub: Hub, family_run: ModelRun, objective: Objective, branch: str) -> None:
+def run_separate(hub: Hub, family_run: ModelRun, objective: Objective, branch: str, report: Report | None = None) -> None:
     """A separate family's trial: each task's model on a thread of its own, all on the trial's branch,
-    their epochs reported to Tune as one (see :mod:`flotilla.tune.separate`)."""
+    their epochs reported as one (see :mod:`flotilla.tune.separate`) to ``report`` (default: Tune).
+
+    A trial started again goes on from each model's own checkpoints on the branch
+    (``runs/<run>/<task>/checkpoint_*``), as a shared model's does from its one.
+    """
     tasks = family_run.spec.task_specs()
     runs = [
         dataclasses.replace(
@@ -241,8 +245,11 @@ def run_separate(hub: Hub, family_run: ModelRun, objective: Objective, branch: s
     ]
     run_id, repo = family_run.run_id, family_run.data.repo
     model_uri = f"lakefs://{repo}/{branch}/{MODELS_PREFIX}{run_id}/"  # the family: one folder per task's model
-    report = functools.partial(report_to_tune, objective.weights, branch, run_id, model_uri)
-    gather = EpochGather([t.name for t in tasks], report)
+
+    def tell(metrics: dict[str, Any]) -> None:
+        (report or ray.tune.report)(with_trial_keys(metrics, objective.weights, branch, run_id, model_uri))
+
+    gather = EpochGather([t.name for t in tasks], tell)
 
     def one(run: ModelRun) -> None:
         try:
