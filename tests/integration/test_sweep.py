@@ -17,11 +17,14 @@ import ray
 
 from flotilla import registry
 from flotilla.data.api import generate
+from flotilla.data.pinning import resolve_data
 from flotilla.data.validate import Thresholds
-from flotilla.specs import parse_spec
+from flotilla.specs import FamilySpec, parse_spec
+from flotilla.training import ModelRun
 from flotilla.tune import SweepSpec, resume, sweep
+from flotilla.tune.spec import Objective
 from flotilla.tune.store import sweeps_dir
-from flotilla.tune.trial import trial_branch, trial_model_uri
+from flotilla.tune.trial import run_separate, trial_branch, trial_model_uri
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 REPO = "sweep-tests"
@@ -214,6 +217,81 @@ def test_a_single_worker_trial_trains_in_its_trainables_own_process_and_leaves_t
         assert [h["epoch"] for h in history] == [0, 1, 2] and {h["worker_pid"] for h in history} == {reports[0]["pid"]}
     # Tune's trial actor, not this driver; and one of them: the second trial took the first's warm process
     assert len(trial_pids) == 1 and os.getpid() not in trial_pids, trial_pids
+
+
+def test_a_separate_family_sweep_trains_a_model_per_task_and_promotes_the_winners_family_in_one_merge(hub, local_ray):
+    """``strategy: separate``: each trial trains one model per task side by side on its branch, reports one
+    result per epoch that the objective combines, and the winner's models reach main in one merge."""
+    repo = hub.repo(REPO)
+    tasks = ("age", "gender", "emotion")
+    spec = sweep_spec(
+        "separate",
+        trials=3,
+        overrides={"strategy": "separate", "epochs": 2, "scaling": {"workers": 1, "cpus_per_worker": 0.25}},
+        space={"optim.lr": {"type": "loguniform", "low": 1e-3, "high": 3e-2}, "model.width": {"type": "choice", "values": [4]}},
+        scheduler={"type": "none"},
+        promote={"into": "main"},
+    )
+    main_before = repo.commit_info("main").id
+    result = sweep(spec, hub=hub)
+    assert [t.status for t in result.trials] == ["completed"] * 3
+    weights = {"val/age/mae": -0.02, "val/gender/accuracy": 1.0, "val/emotion/accuracy": 1.0}
+    for t in result.trials:
+        told = reports(result, t.trial_id)
+        assert [r["epoch"] for r in told] == [0, 1]  # one result per epoch for the whole family
+        for r in told:
+            assert r["val/score"] == pytest.approx(sum(w * r[k] for k, w in weights.items()))
+            assert {r[f"{task}/worker_pid"] for task in tasks} == {r["pid"]}  # all trained in the trial's process
+        assert t.metrics["val/score"] == pytest.approx(sum(w * t.metrics[k] for k, w in weights.items()))
+        assert t.metrics["val/score"] == max(r["val/score"] for r in told)
+        for task in tasks:  # one model per task on the trial's one branch, each with its checkpoints
+            card = json.loads(repo.get(t.branch, f"models/{t.run_id}/{task}/card.json"))
+            assert [x["name"] for x in card["tasks"]] == [task]
+            ckpts = {o.path.split("/")[3] for o in repo.list(t.branch, f"runs/{t.run_id}/{task}/")}
+            assert ckpts == {"checkpoint_epoch000000", "checkpoint_epoch000001"}, ckpts
+        assert repo.list(t.branch, f"models/{t.run_id}/family/") == []
+    w = result.winner
+    assert w and w.metrics["val/score"] == max(t.metrics["val/score"] for t in result.trials)
+    # ONE merge brought the whole family: main before it had none of the winner's models, after it all of them
+    promotion = repo.commit_info(result.promotion_commit)
+    assert promotion.parents[0] == main_before and promotion.metadata["flotilla.sweep_id"] == result.sweep_id
+    landed = {c.path for c in repo.diff(main_before, result.promotion_commit) if c.path.startswith(f"models/{w.run_id}/")}
+    assert {f"models/{w.run_id}/{task}/model.pt" for task in tasks} <= landed
+    assert repo.commit_info("main").id == result.promotion_commit  # and nothing else landed on main
+    for task in tasks:
+        assert repo.get("main", f"models/{w.run_id}/{task}/model.pt") == repo.get(w.branch, f"models/{w.run_id}/{task}/model.pt")
+
+
+def test_a_separate_trial_started_again_resumes_each_model_from_its_own_checkpoints(hub, local_ray):
+    """A trial Tune starts again (its driver was killed) finds every model's checkpoints on its one branch."""
+    base = {
+        "name": "fam",
+        "data": {"repo": REPO, "dataset": "faces"},
+        "strategy": "separate",
+        "tasks": ["age", "gender"],
+        "model": {"width": 4},
+        "batch_size": 64,
+        "scaling": {"workers": 1, "cpus_per_worker": 0.25},
+        "tracking": {"wandb": False},
+        "failure": {"max_failures": 0},
+    }
+    objective = parse_spec(Objective, {"weights": {"val/age/mae": -0.02, "val/gender/accuracy": 1.0}})
+    data = resolve_data(hub, REPO, "main", "faces")
+    run_id = f"sep-resume-{os.getpid()}-{int(time.time())}"
+    branch = trial_branch("sep-resume", run_id)
+    told: list[dict] = []
+    for epochs in (1, 2):  # the first attempt ends after epoch 0; the second goes on to epoch 1
+        spec = parse_spec(FamilySpec, {**base, "epochs": epochs})
+        run_separate(hub, ModelRun(spec, data, run_id, branch=branch), objective, branch, report=told.append)
+    assert [r["epoch"] for r in told] == [0, 1]
+    assert told[1]["age/resumed_from_epoch"] == told[1]["gender/resumed_from_epoch"] == 0, told[1]
+    repo = hub.repo(REPO)
+    for task in ("age", "gender"):
+        history = json.loads(repo.get(branch, f"models/{run_id}/{task}/metrics.json"))
+        assert [h["epoch"] for h in history] == [0, 1]
+        ckpts = {o.path.split("/")[3] for o in repo.list(branch, f"runs/{run_id}/{task}/")}
+        assert ckpts == {"checkpoint_epoch000000", "checkpoint_epoch000001"}, ckpts
+    assert told[1]["val/score"] == pytest.approx(-0.02 * told[1]["val/age/mae"] + told[1]["val/gender/accuracy"])
 
 
 def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_settings, sweep_env, tmp_path):

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flotilla.errors import HubUnavailableError
+from flotilla.training.branchlock import branch_lock
 from flotilla.training.callbacks import checkpoint_commit, failure_commit
 from flotilla.training.loop import CKPT_META, train_loop_per_worker
 
@@ -208,13 +209,14 @@ class InProcessSession:
         if files is not None:
             epoch = int(metrics["epoch"])
             prefix = f"{self.prefix}checkpoint_epoch{epoch:06d}/"
-            for name in sorted(files, key=lambda n: n == CKPT_META):  # meta.json last: it marks the checkpoint whole
-                self.repo.put(self.branch, prefix + name, files[name])
             message, meta = checkpoint_commit(self.model, metrics)
-            try:
-                self.repo.commit(self.branch, message, meta)
-            except Exception as exc:  # never fail training because a commit failed; the files stay on the branch
-                log.warning("could not commit checkpoint to %s: %s", self.branch, exc)
+            with branch_lock(self.repo.name, self.branch):  # the branch's other models commit only their own files
+                for name in sorted(files, key=lambda n: n == CKPT_META):  # meta.json last: it marks the checkpoint whole
+                    self.repo.put(self.branch, prefix + name, files[name])
+                try:
+                    self.repo.commit(self.branch, message, meta)
+                except Exception as exc:  # never fail training because a commit failed; the files stay on the branch
+                    log.warning("could not commit checkpoint to %s: %s", self.branch, exc)
             self.checkpoints = [c for c in self.checkpoints if c[0] < epoch]
             self.checkpoints.append((epoch, HubCheckpoint(self.repo, self.branch, prefix), metrics))
             self.history = json.loads(files[CKPT_META]).get("history") or self.history
@@ -281,7 +283,8 @@ def fit_in_process(
             if not isinstance(exc, HubUnavailableError):  # the hub just outlasted its retry budget: no second wait
                 message, meta = failure_commit(config.model_name, {0: exc})
                 try:
-                    repo.commit(config.branch, message, meta, allow_empty=True)
+                    with branch_lock(repo.name, config.branch):
+                        repo.commit(config.branch, message, meta, allow_empty=True)
                 except Exception as err:
                     log.warning("could not record the failure on %s: %s", config.branch, err)
             failures += 1

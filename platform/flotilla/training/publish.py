@@ -22,6 +22,7 @@ from flotilla.lineage import FamilyPromotion, ModelCommit
 from flotilla.models.tasks import TaskSpec
 from flotilla.registry.address import model_dir
 from flotilla.training import artifacts
+from flotilla.training.branchlock import branch_lock
 from flotilla.training.config import CheckpointRank, ModelRun
 from flotilla.training.environment import capture_environment
 from flotilla.training.finite import refuse_nonfinite
@@ -129,15 +130,16 @@ def publish_model(repo: Repo, run: ModelRun, branch: str, fit: Any, wall_s: floa
         tracking=meta.get("tracking") or {},  # rank 0's W&B run, as it started
     )
     base = model_dir(run.run_id, run.name)
-    repo.put(branch, base + "model.pt", weights)
-    repo.put(branch, base + "card.json", artifacts.dumps(card.to_dict()))
-    repo.put(branch, base + "metrics.json", artifacts.dumps(history))
-    if diff is not None:
-        repo.put(branch, base + artifacts.CODE_DIFF, diff)
     record = ModelCommit(
         run.run_id, run.name, run.data.commit, code.git_sha, run.parent.uri if run.parent else None, best_metrics
     )
-    commit = repo.commit(branch, f"Model {run.name} of run {run.run_id} (best epoch {epoch})", record.to_metadata())
+    with branch_lock(repo.name, branch):  # a separate family's trial: its other models share the branch
+        repo.put(branch, base + "model.pt", weights)
+        repo.put(branch, base + "card.json", artifacts.dumps(card.to_dict()))
+        repo.put(branch, base + "metrics.json", artifacts.dumps(history))
+        if diff is not None:
+            repo.put(branch, base + artifacts.CODE_DIFF, diff)
+        commit = repo.commit(branch, f"Model {run.name} of run {run.run_id} (best epoch {epoch})", record.to_metadata())
     return ModelResult(
         run.name,
         [t.name for t in run.tasks],

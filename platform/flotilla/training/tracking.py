@@ -89,7 +89,8 @@ def plan_tracking(run: ModelRun, branch: str, settings: Settings) -> TrackingPla
         log.warning("%s (under %s)", why, folder)
     return TrackingPlan(
         project=run.spec.tracking.project,
-        id=branch,
+        # a separate family's sweep trial trains all its models on one branch: each its own W&B run
+        id=branch if run.branch is None or run.name == "family" else f"{branch}-{run.name}",
         group=run.wandb_group or run.run_id,
         name=run.wandb_name or f"{run.run_id}/{run.name}",
         mode=mode,

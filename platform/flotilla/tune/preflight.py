@@ -66,9 +66,13 @@ def check_trial_fits(spec: SweepSpec, family: FamilySpec, *, local: bool) -> Non
         return [float(v) for v in p.values or []] if p.type == "choice" else [float(p.high or 0)]
 
     workers = max(values("scaling.workers", family.scaling.workers))
-    need = {"CPU": spec.budget.trial_cpus + workers * max(values("scaling.cpus_per_worker", family.scaling.cpus_per_worker))}
+    # a separate family's trial: one worker per task's model, side by side, sharing one device (trial_resources)
+    models = len(family.task_specs()) if family.strategy == "separate" else 1
+    cpus = max(values("scaling.cpus_per_worker", family.scaling.cpus_per_worker))
+    need = {"CPU": spec.budget.trial_cpus + models * workers * cpus}
     if family.scaling.use_gpu or "scaling.use_gpu" in spec.space:  # 0 GPUs per worker means one whole GPU
-        need["GPU"] = workers * max(g or 1.0 for g in values("scaling.gpus_per_worker", family.scaling.gpus_per_worker))
+        gpus = max(g or 1.0 for g in values("scaling.gpus_per_worker", family.scaling.gpus_per_worker))
+        need["GPU"] = workers * gpus if models == 1 else min(1.0, models * gpus)
     check_fits(
         need,
         local=local,

@@ -259,7 +259,7 @@ class SweepSpec(_Spec):
                     "the winner are measured against it (set epochs in base or overrides; ASHA stops trials early)",
                     "merge_into": "trials never merge; the sweep promotes its winner (promote.into)",
                     "transfer": "the parent model is resolved once, when the sweep starts (set transfer in base or overrides)",
-                    "strategy": "a sweep trains one shared model per trial",
+                    "strategy": "every trial trains the family the same way (set strategy in base or overrides)",
                     "data": "only data.ref can vary per trial (each variant is pinned when the sweep starts)",
                 }[root]
                 problems.append(f"space.{name}: cannot be a search dimension: {why}")
@@ -268,11 +268,17 @@ class SweepSpec(_Spec):
                 f"scheduler.grace_period: {self.scheduler.grace_period} leaves ASHA nothing to stop: trials "
                 f"train {family.epochs} epochs; set it below {family.epochs}, or scheduler.type: none"
             )
-        if family.strategy != "shared":
-            problems.append(
-                "strategy: separate: a sweep tunes one shared model per trial; set strategy: shared in "
-                "'overrides' (or sweep each task's model with a spec of its own)"
-            )
+        if family.strategy == "separate":
+            # a trial trains its per-task models side by side in its own process (flotilla.tune.separate):
+            # the in-process path's condition (flotilla.training.inprocess.runs_in_process), for every trial
+            varied = [f"space.{k}" for k in ("scaling.workers", "backend") if k in self.space]
+            if family.scaling.workers != 1 or family.backend == "deepspeed" or varied:
+                problems.append(
+                    "strategy: separate: a trial trains each task's model in its own process, on one worker "
+                    "without DeepSpeed; set scaling.workers: 1 (and no DeepSpeed backend)"
+                    + (f", and drop {' and '.join(varied)} from the space" if varied else "")
+                    + ", or strategy: shared in 'overrides'"
+                )
         names = list(self.space)
         for i, (name, p) in enumerate(self.space.items()):
             for key, value in (p.when or {}).items():

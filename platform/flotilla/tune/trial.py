@@ -13,8 +13,10 @@ the sweep ranked.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,12 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from flotilla.data.pinning import DataRef
 from flotilla.hub.client import Hub
 from flotilla.names import branch_id
-from flotilla.registry.address import ModelLocation, model_dir
+from flotilla.registry.address import MODELS_PREFIX, ModelLocation, model_dir
 from flotilla.settings import Settings
 from flotilla.specs import FamilySpec, deep_merge, parse_spec
 from flotilla.training import ModelRun, train_model
-from flotilla.training.inprocess import runs_in_process
+from flotilla.training.inprocess import Report, runs_in_process
+from flotilla.tune.separate import EpochGather, model_rank
 from flotilla.tune.spec import Objective, unflatten
 
 EPOCHS_DONE = "epochs_done"
@@ -170,9 +173,11 @@ def trial_resources(config: Mapping[str, Any], ctx: TrialContext, trial_cpus: fl
     family = trial_family(config, ctx)
     bundle: dict[str, float] = {"CPU": trial_cpus}
     if runs_in_process(family):
-        bundle["CPU"] += family.scaling.cpus_per_worker
-        if family.scaling.use_gpu:
-            bundle["GPU"] = family.scaling.gpus_per_worker or 1.0
+        models = len(family.task_specs()) if family.strategy == "separate" else 1  # side by side, each its CPUs
+        bundle["CPU"] += models * family.scaling.cpus_per_worker
+        if family.scaling.use_gpu:  # the models of a separate family share the trial's one device
+            gpus = family.scaling.gpus_per_worker or 1.0
+            bundle["GPU"] = gpus if models == 1 else min(1.0, models * gpus)
     return PlacementGroupFactory([bundle])
 
 
@@ -208,6 +213,9 @@ def run_trial(config: Mapping[str, Any], ctx: TrialContext) -> None:
         wandb_name=trial_id,
         folder=Path(ctx.folder) if ctx.folder else None,
     )
+    if family.strategy == "separate":
+        run_separate(hub, run, ctx.objective, branch)
+        return
     model_uri = trial_model_uri(family.data.repo, branch, run_id, run.name)
     weights = ctx.objective.weights
     train_model(
@@ -216,3 +224,47 @@ def run_trial(config: Mapping[str, Any], ctx: TrialContext) -> None:
         callbacks=(ObjectiveReportCallback(weights, branch, run_id, model_uri),),
         report_to=functools.partial(report_to_tune, weights, branch, run_id, model_uri),
     )
+
+
+def run_separate(hub: Hub, family_run: ModelRun, objective: Objective, branch: str, report: Report | None = None) -> None:
+    """A separate family's trial: each task's model on a thread of its own, all on the trial's branch,
+    their epochs reported as one (see :mod:`flotilla.tune.separate`) to ``report`` (default: Tune).
+
+    A trial started again goes on from each model's own checkpoints on the branch
+    (``runs/<run>/<task>/checkpoint_*``), as a shared model's does from its one.
+    """
+    tasks = family_run.spec.task_specs()
+    runs = [
+        dataclasses.replace(
+            family_run,
+            name=t.name,
+            tasks=(t,),
+            rank=model_rank(objective, t.name),
+            wandb_name=f"{family_run.wandb_name}/{t.name}",
+        )
+        for t in tasks
+    ]
+    run_id, repo = family_run.run_id, family_run.data.repo
+    model_uri = f"lakefs://{repo}/{branch}/{MODELS_PREFIX}{run_id}/"  # the family: one folder per task's model
+
+    def tell(metrics: dict[str, Any]) -> None:
+        (report or ray.tune.report)(with_trial_keys(metrics, objective.weights, branch, run_id, model_uri))
+
+    gather = EpochGather([t.name for t in tasks], tell)
+
+    def one(run: ModelRun) -> None:
+        try:
+            train_model(hub, run, report_to=gather.reporter(run.name))
+        except BaseException as exc:
+            gather.stop(exc)
+            raise
+
+    # the branch first, once: the models' own start would race to create it
+    hub.repo(repo).transact(run_id, family_run.data.commit, branch=branch, resume=True).start()
+    with ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="flotilla-model") as pool:
+        futures = [pool.submit(one, r) for r in runs]
+    errors = [e for f in futures if (e := f.exception()) is not None]
+    # the model that failed, not the stop it passed to the others
+    raise_first = next((e for e in errors if not isinstance(e, SystemExit)), errors[0] if errors else None)
+    if raise_first is not None:
+        raise raise_first
