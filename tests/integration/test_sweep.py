@@ -1,5 +1,6 @@
 """Sweeps on a real local Ray + real lakeFS: branch per trial, ASHA cleanup, promotion, resume after a kill."""
 
+import gc
 import json
 import os
 import re
@@ -8,7 +9,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import optuna
@@ -17,10 +20,11 @@ import ray
 
 from flotilla import registry
 from flotilla.data.api import generate
+from flotilla.data.loader import HubDataset, default_cache_dir
 from flotilla.data.pinning import resolve_data
 from flotilla.data.validate import Thresholds
 from flotilla.specs import FamilySpec, parse_spec
-from flotilla.training import ModelRun
+from flotilla.training import ModelRun, train_model
 from flotilla.tune import SweepSpec, resume, sweep
 from flotilla.tune.spec import Objective
 from flotilla.tune.store import sweeps_dir
@@ -292,6 +296,24 @@ def test_a_separate_trial_started_again_resumes_each_model_from_its_own_checkpoi
         ckpts = {o.path.split("/")[3] for o in repo.list(branch, f"runs/{run_id}/{task}/")}
         assert ckpts == {"checkpoint_epoch000000", "checkpoint_epoch000001"}, ckpts
     assert told[1]["val/score"] == pytest.approx(-0.02 * told[1]["val/age/mae"] + told[1]["val/gender/accuracy"])
+
+
+def test_a_model_trained_in_process_leaves_nothing_of_itself_in_the_process(hub, local_ray):
+    """A sweep's trial process takes the next trial: once an in-process fit returns, its dataset, its
+    decoded-image maps and its checkpoint thread are gone, or every trial would add its own to the process."""
+    base = {"name": "fam", "data": {"repo": REPO, "dataset": "faces"}, "model": {"width": 4}, "epochs": 1}
+    family = parse_spec(FamilySpec, {**base, "scaling": {"workers": 1, "cpus_per_worker": 0.5}, "tracking": {"wandb": False}})
+    branch = f"trial-leak-{uuid.uuid4().hex[:8]}"
+    run = ModelRun(family, resolve_data(hub, REPO, "main", "faces"), branch[6:], branch=branch)
+    reports: list[dict] = []
+    result = train_model(hub, run, report_to=reports.append)
+    assert result.branch == branch and [r["epoch"] for r in reports] == [0]
+    assert reports[0]["worker_pid"] == os.getpid()  # trained here, not by Ray Train
+    gc.collect()
+    assert not [o for o in gc.get_objects() if type(o) is HubDataset]
+    cache = str(default_cache_dir())
+    assert not [line for line in Path("/proc/self/maps").read_text().splitlines() if cache in line]
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("flotilla-checkpoint")]
 
 
 def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_settings, sweep_env, tmp_path):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import platform
+import weakref
+
 import pytest
 
 from flotilla.specs import FamilySpec, parse_spec
 from flotilla.training import best_checkpoint
-from flotilla.training.inprocess import LocalFit, runs_in_process
+from flotilla.training.inprocess import LocalFit, release_memory, runs_in_process
 from flotilla.training.publish import final_history
 from flotilla.tune.spec import Objective
 from flotilla.tune.trial import TrialContext, trial_resources
@@ -56,3 +60,22 @@ def test_a_local_fit_publishes_like_ray_trains_result() -> None:
 def test_a_checkpoints_own_history_is_kept_when_the_fit_knows_no_more(history) -> None:
     meta = {"history": [{"epoch": 0}, {"epoch": 1}]}
     assert final_history(LocalFit([("e1", {})], history=history), meta) == meta["history"]
+
+
+class _Held:
+    me: _Held
+
+
+def test_releasing_a_finished_trials_memory_collects_its_cycles_and_trims_glibcs_heap() -> None:
+    held = _Held()
+    held.me = held  # a cycle: only a collection frees it
+    gone = weakref.ref(held)
+    del held
+    gc.disable()  # no automatic collection in between: release_memory's own must free it
+    try:
+        assert gone() is not None
+        trimmed = release_memory()
+    finally:
+        gc.enable()
+    assert gone() is None
+    assert trimmed == (platform.libc_ver()[0] == "glibc")

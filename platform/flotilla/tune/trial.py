@@ -32,7 +32,7 @@ from flotilla.registry.address import MODELS_PREFIX, ModelLocation, model_dir
 from flotilla.settings import Settings
 from flotilla.specs import FamilySpec, deep_merge, parse_spec
 from flotilla.training import ModelRun, train_model
-from flotilla.training.inprocess import Report, runs_in_process
+from flotilla.training.inprocess import Report, release_memory, runs_in_process
 from flotilla.tune.separate import EpochGather, model_rank
 from flotilla.tune.spec import Objective, unflatten
 
@@ -215,15 +215,19 @@ def run_trial(config: Mapping[str, Any], ctx: TrialContext) -> None:
     )
     if family.strategy == "separate":
         run_separate(hub, run, ctx.objective, branch)
-        return
-    model_uri = trial_model_uri(family.data.repo, branch, run_id, run.name)
-    weights = ctx.objective.weights
-    train_model(
-        hub,
-        run,
-        callbacks=(ObjectiveReportCallback(weights, branch, run_id, model_uri),),
-        report_to=functools.partial(report_to_tune, weights, branch, run_id, model_uri),
-    )
+    else:
+        model_uri = trial_model_uri(family.data.repo, branch, run_id, run.name)
+        weights = ctx.objective.weights
+        train_model(
+            hub,
+            run,
+            callbacks=(ObjectiveReportCallback(weights, branch, run_id, model_uri),),
+            report_to=functools.partial(report_to_tune, weights, branch, run_id, model_uri),
+        )
+    # this process takes the next trial: give back the heap this trial freed (see release_memory). Not on
+    # a stop (it raises past here): a stopped trial must leave within Tune's 2 s or its process is not
+    # reused, and what it freed is trimmed when a later trial ends
+    release_memory()
 
 
 def run_separate(hub: Hub, family_run: ModelRun, objective: Objective, branch: str, report: Report | None = None) -> None:
