@@ -45,6 +45,9 @@ class JobHandle:
             return
         import aiohttp
 
+        # a known id first: Ray's dashboard logs a refused log-tail handshake with its request headers, our
+        # bearer token among them (dashboard.log), and an unknown id is refused that way
+        self.info()
         loop = asyncio.new_event_loop()
         agen = self.client.tail_job_logs(self.submission_id)
         pending = None
