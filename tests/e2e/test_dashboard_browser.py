@@ -79,6 +79,7 @@ def test_dashboard_shows_the_submitted_job(chromium, cluster, tmp_path):
             "kind": "ingest",
             "name": "dashboard-check",
             "repo": repo,
+            "create_repo": True,  # a fresh repository per run: made only when asked
             "dataset": "faces",
             "synthetic": {"n": 200, "seed": 5},
             "thresholds": {"min_group_count": 1},

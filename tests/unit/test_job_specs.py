@@ -287,7 +287,7 @@ def test_ctrl_c_while_following_logs_is_a_keyboard_interrupt_and_closes_the_stre
     """Ctrl-C arrives while the log stream waits for the next chunk; the caller must see KeyboardInterrupt
     (the CLI turns it into "stopped following"), not RuntimeError from closing a running generator.
 
-    The stand-in client only supplies ``tail_job_logs``: what is under test is the asyncio wrapper.
+    The stand-in client only supplies ``get_job_info`` and ``tail_job_logs``: what is under test is the asyncio wrapper.
     """
     import asyncio
     import os
@@ -299,6 +299,9 @@ def test_ctrl_c_while_following_logs_is_a_keyboard_interrupt_and_closes_the_stre
     closed = []
 
     class Client:
+        def get_job_info(self, sid):  # the id is known (tail asks first)
+            return {"submission_id": sid}
+
         async def tail_job_logs(self, _sid):
             try:
                 yield "first chunk\n"
