@@ -110,6 +110,13 @@ def actor_options(*, use_gpu: bool, cpus_per_actor: float) -> dict[str, float]:
 
 READ_CPUS = 0.25
 
+# A killed worker is retried, not fatal (tests/integration/test_inference_faults.py): a Predictor actor is
+# recreated and the batches it held resubmitted, a read task run again. Ray Data's defaults today; pinned so an
+# upgrade cannot turn a killed worker into a failed inference. No row can arrive twice: Ray returns each task's
+# output once, and only the driver writes parts, numbered as the rows reach it.
+PREDICTOR_RETRIES: dict[str, int] = {"max_restarts": -1, "max_task_retries": -1}
+READ_RETRIES: dict[str, int] = {"max_retries": 3}
+
 
 def read_cpus(cpus_per_actor: float) -> float:
     """What one shard read asks for: a quarter CPU, and never more than an actor.
@@ -318,7 +325,11 @@ def _run(
     try:
         ds: Any = ray.data.from_items([{"shard": i} for i in range(shards)], override_num_blocks=shards)
         ds = ds.map_batches(
-            read_shards, batch_size=1, fn_kwargs={"data": data, "split": plan.split}, num_cpus=read_cpus(cpus_per_actor)
+            read_shards,
+            batch_size=1,
+            fn_kwargs={"data": data, "split": plan.split},
+            num_cpus=read_cpus(cpus_per_actor),
+            **READ_RETRIES,
         )
         ds = ds.map_batches(
             Predictor,
@@ -333,6 +344,7 @@ def _run(
             batch_format="numpy",
             num_cpus=resources["num_cpus"],
             num_gpus=resources.get("num_gpus"),  # None: no GPU asked for
+            **PREDICTOR_RETRIES,
         )
         files: list[str] = []
         pending: list[pa.Table] = []
