@@ -26,6 +26,7 @@ from flotilla.data.validate import Thresholds
 from flotilla.specs import FamilySpec, parse_spec
 from flotilla.training import ModelRun, train_model
 from flotilla.tune import SweepSpec, resume, sweep
+from flotilla.tune.run import TUNE_STATE_PERIOD_S
 from flotilla.tune.spec import Objective
 from flotilla.tune.store import sweeps_dir
 from flotilla.tune.trial import run_separate, trial_branch, trial_model_uri
@@ -333,6 +334,10 @@ def test_killed_driver_resumes_and_no_finished_trial_runs_twice(hub, hub_setting
             ended = [json.loads(x) for x in journal.read_text().splitlines() if json.loads(x)["event"] in ("complete", "stopped")]
         assert proc.poll() is None, "the sweep ended before it could be killed"
     assert len(ended) >= 2, "no trial finished in time"
+    # Tune saves its state every TUNE_STATE_PERIOD_S: a trial that starts and ends between two saves is unknown
+    # to it (a known gap, docs/reliability.md). What is shown here: trials Tune had saved as finished are kept
+    time.sleep(float(TUNE_STATE_PERIOD_S) + 2)
+    assert proc.poll() is None, "the sweep ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started die at once
     proc.wait()
     time.sleep(2)
@@ -483,8 +488,11 @@ def test_ctrl_c_promotes_nothing_and_resume_finishes_the_cut_short_trial_from_it
         if e["event"] == "result" and e["trial_id"] == cut
     ]
     # counted in epochs, not reports: after the resume it goes on past what it reported before (from the
-    # checkpoint Train last registered, which may be an epoch Tune never heard of), never from 1 again
-    assert epochs_seen[-1] == 3 and epochs_seen == sorted(set(epochs_seen)), epochs_seen
+    # checkpoint Train last registered, which may be an epoch Tune never heard of), never from 1 again. A
+    # trial cut after its last report but before it ended reports that epoch once more on resume (Tune's
+    # saved state may predate the report): the one repeat allowed
+    repeats = [e for i, e in enumerate(epochs_seen) if e in epochs_seen[:i]]
+    assert epochs_seen[-1] == 3 and epochs_seen == sorted(epochs_seen) and repeats in ([], [3]), epochs_seen
     assert result.promotion_commit == hub.repo(REPO).resolve("main") != main_before
 
 
