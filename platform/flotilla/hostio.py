@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,10 +27,12 @@ import psutil
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` with mode 0600 from the first byte (no window where it is world-readable).
 
-    Written beside the target and renamed over it, so a reader never sees half a credentials file.
+    Written beside the target and renamed over it, so a reader never sees half a credentials file. The
+    temporary name is the writer's own (process and thread): two writers of one file at once (the models
+    of a separate-strategy trial claiming their shared branch) each rename a whole file, the last one wins.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
