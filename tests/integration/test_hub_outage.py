@@ -9,7 +9,9 @@ every write done exactly once.
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +23,7 @@ import pytest
 
 from flotilla.errors import HubUnavailableError
 from flotilla.hub.client import Hub
+from flotilla.hub.credentials import HubCredentials
 from flotilla.hub.server import LocalHub
 
 pytestmark = pytest.mark.integration
@@ -128,4 +131,109 @@ def test_a_hub_down_for_longer_than_the_budget_is_reported_with_how_long(isolate
         assert 3 <= time.monotonic() - started < 3 + 6
         assert "flotilla hub up" in str(err.value)
     finally:
+        server.down()
+
+
+class AnswerDropper:
+    """A TCP proxy in front of lakeFS that lets a matching request through, waits for lakeFS's answer and
+    then cuts the connection instead of passing that answer on: the server did the write, the client
+    never heard. What a hub that dies between doing a request and answering it does, deterministically."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.drop: re.Pattern[bytes] | None = None
+        self.dropped: list[bytes] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def drop_next(self, request_line: str) -> None:
+        self.drop = re.compile(request_line.encode())
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(self.upstream)
+        cut = threading.Event()
+
+        def answers() -> None:
+            try:
+                while (data := upstream.recv(65536)) and not cut.is_set():
+                    client.sendall(data)
+                client.shutdown(socket.SHUT_RDWR)  # a FIN the client sees at once, even mid-request
+            except OSError:
+                pass
+            client.close()
+
+        threading.Thread(target=answers, daemon=True).start()
+        try:
+            while data := client.recv(65536):
+                first = data.split(b"\r\n", 1)[0]
+                if self.drop is not None and self.drop.match(first):
+                    self.drop, cut_now = None, True
+                    self.dropped.append(first)
+                else:
+                    cut_now = False
+                if cut_now:
+                    cut.set()  # the answer of this request goes nowhere, and the connection with it
+                upstream.sendall(data)
+        except OSError:
+            pass
+        finally:
+            upstream.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_write_whose_answer_was_lost_is_checked_or_re_sent_and_lands_once(isolated_settings, lakefs_binary):
+    """The hub did the write, the answer never came (a crash between the two): each write lands exactly once.
+
+    An object written whole is simply sent again; a commit (even an empty one, which a re-send would
+    make twice), a branch creation and a branch deletion are checked first and not sent again when done.
+    """
+    settings = isolated_settings()
+    server = LocalHub(settings.hub_dir, settings.hub_port, lakefs_binary)
+    server.up(timeout=60)
+    proxy = AnswerDropper(settings.hub_port)
+    try:
+        direct = server.credentials()
+        creds = HubCredentials(f"http://127.0.0.1:{proxy.port}", direct.access_key_id, direct.secret_access_key)
+        hub = Hub(credentials=creds, settings=settings)
+        repo = hub.ensure_repo("lost")
+        base = repo.resolve("main")
+
+        proxy.drop_next(r"POST /api/v1/repositories/lost/branches/main/objects")
+        info = repo.put("main", "a.bin", b"x" * 1_000_000)
+        assert proxy.dropped and info.size == 1_000_000 and repo.get("main", "a.bin") == b"x" * 1_000_000
+
+        proxy.drop_next(r"POST /api/v1/repositories/lost/branches/main/commits")
+        commit = repo.commit("main", "write a", {"epoch": 1})
+        assert len(proxy.dropped) == 2
+        proxy.drop_next(r"POST /api/v1/repositories/lost/branches/main/commits")
+        empty = repo.commit("main", "mark", {"epoch": 2}, allow_empty=True)  # a re-send would commit it twice
+        assert len(proxy.dropped) == 3
+        assert [c.message for c in repo.log("main", limit=10)][:3] == ["mark", "write a", repo.log(base, limit=1)[0].message]
+        assert repo.resolve("main") == empty.id and commit.id in empty.parents
+
+        proxy.drop_next(r"POST /api/v1/repositories/lost/branches ")
+        assert repo.create_branch("exp-1", "main") == "exp-1"  # not "already exists": it was made once
+        assert len(proxy.dropped) == 4 and repo.resolve("exp-1") == empty.id
+
+        proxy.drop_next(r"DELETE /api/v1/repositories/lost/branches/exp-1 ")
+        repo.delete_branch("exp-1")  # not "not found": it was deleted once
+        assert len(proxy.dropped) == 5 and "exp-1" not in repo.branches()
+
+        proxy.drop_next(r"POST /api/v1/repositories/lost/branches/main/objects/delete")
+        repo.delete("main", ["a.bin"])
+        assert len(proxy.dropped) == 6 and not repo.exists("main", "a.bin")
+    finally:
+        proxy.close()
         server.down()

@@ -1,5 +1,7 @@
 """What hub calls re-send during an outage, against real sockets: everything the server never received,
-reads after anything, writes never after the server may have done them; all within a time budget."""
+reads after anything, writes never after the server may have done them; all within a time budget. Above
+the HTTP layer, :func:`resend_when_back` re-sends a write whose answer was lost only when it is safe or
+checked to have not landed (``tests/integration/test_hub_outage.py`` does it against lakeFS)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 import urllib3
 
 from flotilla.errors import HubUnavailableError
-from flotilla.hub.retry import BACKOFF_MAX_S, S3_BACKOFF_SCALE_S, s3_attempts, sdk_retry
+from flotilla.hub.retry import BACKOFF_MAX_S, S3_BACKOFF_SCALE_S, mark_answered, resend_when_back, s3_attempts, sdk_retry
 
 
 def closed_port() -> int:
@@ -117,3 +119,41 @@ def test_the_s3_attempts_are_the_fewest_whose_backoff_covers_the_budget(budget):
 
     n = s3_attempts(budget)
     assert waited(n) >= budget > waited(n - 1)
+
+
+def _lost_then(result: str, losses: int = 1):
+    """A write whose first ``losses`` answers are lost (the hub died after doing it), then answered."""
+    calls = []
+
+    def call() -> str:
+        calls.append(1)
+        if len(calls) <= losses:
+            raise HubUnavailableError("the lakeFS hub at x does not answer")
+        return result
+
+    return call, calls
+
+
+def test_a_lost_answer_is_checked_first_and_not_sent_again_when_the_write_landed():
+    mark_answered("http://hub-a")
+    call, calls = _lost_then("sent again")
+    assert resend_when_back(call, "http://hub-a", "commit", landed=lambda: "landed", budget_s=10) == "landed"
+    assert len(calls) == 1
+
+
+def test_a_lost_answer_is_sent_again_when_the_check_finds_it_did_not_land():
+    mark_answered("http://hub-a")
+    call, calls = _lost_then("sent again")
+    assert resend_when_back(call, "http://hub-a", "write", landed=lambda: None, budget_s=10) == "sent again"
+    assert len(calls) == 2
+
+
+def test_a_hub_never_heard_from_or_a_zero_budget_is_not_waited_for():
+    call, calls = _lost_then("sent again")
+    with pytest.raises(HubUnavailableError):
+        resend_when_back(call, "http://never-answered", "write", budget_s=10)
+    mark_answered("http://hub-a")
+    call2, calls2 = _lost_then("sent again")
+    with pytest.raises(HubUnavailableError):
+        resend_when_back(call2, "http://hub-a", "write", budget_s=0)
+    assert len(calls) == len(calls2) == 1

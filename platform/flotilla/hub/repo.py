@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 from flotilla.errors import ConfigError, ConflictError, HubError, MergeConflictError, NotFoundError
 from flotilla.hub._translate import protected, translate
 from flotilla.hub.experiment import Experiment, Retention
+from flotilla.hub.retry import resend_when_back
 from flotilla.hub.sdk import lakefs
 from flotilla.names import check_branch_id, check_object_path, check_prefix
 
@@ -111,15 +112,30 @@ class Repo:
                 hint="pick another name, delete it first, or pass exist_ok=True",
             )
 
-        with self._t(f"create branch {branch!r} from {source!r}", not_found=self._what_exists, conflict=conflict):
-            self._sdk.branch(branch).create(source, exist_ok=exist_ok)
-        return branch
+        action = f"create branch {branch!r} from {source!r}"
+
+        def create() -> str:
+            with self._t(action, not_found=self._what_exists, conflict=conflict):
+                self._sdk.branch(branch).create(source, exist_ok=exist_ok)
+            return branch
+
+        def landed() -> str | None:  # made before the hub's answer was lost: there, at the source's commit
+            return branch if branch in self.branches() and self.resolve(branch) == self.resolve(source) else None
+
+        return resend_when_back(create, self.hub.endpoint, action, landed=landed)
 
     def delete_branch(self, branch: str, *, missing_ok: bool = False) -> None:
         check_branch_id(branch)
-        try:
+
+        def delete() -> bool:
             with self._t(f"delete branch {branch!r}", not_found=self._what_exists):
                 self._sdk.branch(branch).delete()
+            return True
+
+        try:
+            resend_when_back(
+                delete, self.hub.endpoint, f"delete branch {branch!r}", landed=lambda: None if branch in self.branches() else True
+            )
         except NotFoundError:
             if not missing_ok:
                 raise
@@ -168,9 +184,14 @@ class Repo:
         check_object_path(path)
         if hasattr(data, "read"):
             data = data.read()
-        with self._t(f"write {path!r} on {branch!r}", not_found=self._what_exists):
-            obj = self._sdk.branch(branch).object(path).upload(data, mode="wb" if isinstance(data, bytes) else "w")
-            return self._info(obj.stat())
+        action = f"write {path!r} on {branch!r}"
+
+        def upload() -> ObjectInfo:  # the whole object to one path: sending it twice leaves it as once
+            with self._t(action, not_found=self._what_exists):
+                obj = self._sdk.branch(branch).object(path).upload(data, mode="wb" if isinstance(data, bytes) else "w")
+                return self._info(obj.stat())
+
+        return resend_when_back(upload, self.hub.endpoint, action)
 
     def put_file(self, branch: str, path: str, local: str | Path) -> ObjectInfo:
         with open(local, "rb") as fh:
@@ -203,9 +224,13 @@ class Repo:
         for p in items:
             check_object_path(p)
         action = f"delete {len(items)} object(s) on {branch!r}"
-        with self._t(action, not_found=self._what_exists):
-            # annotated "-> None", yet it returns the server's ObjectErrorList
-            answer = self._sdk.branch(check_branch_id(branch)).delete_objects(items)  # type: ignore[func-returns-value]
+
+        def delete() -> Any:  # deleting what is already gone is no error: sending it twice is safe
+            with self._t(action, not_found=self._what_exists):
+                # annotated "-> None", yet it returns the server's ObjectErrorList
+                return self._sdk.branch(check_branch_id(branch)).delete_objects(items)  # type: ignore[func-returns-value]
+
+        answer = resend_when_back(delete, self.hub.endpoint, action)
         # lakeFS answers a bulk delete 200 with a per-object error list (a protected branch refuses each one there)
         failed = list(getattr(answer, "errors", None) or [])
         if failed:
@@ -263,9 +288,18 @@ class Repo:
         """Commit what is staged on ``branch``; metadata values become strings (JSON for non-strings)."""
         meta = self._metadata(metadata)
         self._message(message)
-        with self._t(f"commit on {branch!r}", not_found=self._what_exists):
-            ref = self._sdk.branch(check_branch_id(branch)).commit(message, metadata=meta, allow_empty=allow_empty)
-            return _commit_info(ref.get_commit())
+        action = f"commit on {branch!r}"
+
+        def commit() -> CommitInfo:
+            with self._t(action, not_found=self._what_exists):
+                ref = self._sdk.branch(check_branch_id(branch)).commit(message, metadata=meta, allow_empty=allow_empty)
+                return _commit_info(ref.get_commit())
+
+        def landed() -> CommitInfo | None:  # the branch's head is this very commit: it was made before the answer was lost
+            head = self.commit_info(branch)
+            return head if head.message == message and head.metadata == meta else None
+
+        return resend_when_back(commit, self.hub.endpoint, action, landed=landed)
 
     def diff(self, left: str, right: str, prefix: str = "", *, two_dot: bool = True) -> builtins.list[Change]:
         """Changes that turn ``left`` into ``right`` (two-dot: the plain difference of the two snapshots)."""

@@ -15,6 +15,13 @@ trying for a **budget** of :func:`~flotilla.settings.hub_retry_budget_s` seconds
   created as a conflict, so it fails at once, as before, and the caller's own recovery applies
   (the one branch lifecycle, :meth:`~flotilla.hub.repo.Repo.transact`).
 
+A write whose answer was lost is re-sent only where flotilla can make that safe
+(:func:`resend_when_back`): writing a whole object to a path is idempotent (the same bytes land
+again), and a commit, a branch creation or a branch deletion is first *checked* once the hub is back
+(is the branch's head the commit just asked for, with its message and metadata; does the branch
+exist at the source's commit; is it gone) and re-sent only if it did not land. A merge is not
+re-sent: the sweep's and ``train``'s promotion already resume from a failed merge.
+
 The embedded hub's admin key travels as HTTP Basic auth, so before any re-send its identity is
 confirmed again (:mod:`flotilla.hub.identity`): while lakeFS is down its port is free, and a
 listener that took it must not receive the key from a retry. Until the hub's own process listens
@@ -34,12 +41,14 @@ never the secret, so a listener on the port during an outage learns no key from 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from urllib3.util.retry import Retry
 
+from flotilla.errors import HubUnavailableError
 from flotilla.settings import hub_retry_budget_s
 
 if TYPE_CHECKING:
@@ -57,6 +66,9 @@ RETRIED_STATUSES = frozenset({502, 503, 504})
 S3_BACKOFF_SCALE_S = 0.025
 """The AWS SDK's default retry strategy waits ``2**n * 25 ms`` before retry ``n`` (n >= 1)."""
 
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _answered: set[str] = set()
 
@@ -148,3 +160,36 @@ def s3_retry_strategy(budget_s: float | None = None) -> pafs.S3RetryStrategy:
 
     budget = hub_retry_budget_s() if budget_s is None else budget_s
     return pafs.AwsDefaultS3RetryStrategy(max_attempts=s3_attempts(budget) if budget > 0 else 0)
+
+
+def resend_when_back(
+    call: Callable[[], T],
+    endpoint: str,
+    action: str,
+    *,
+    landed: Callable[[], T | None] | None = None,
+    budget_s: float | None = None,
+) -> T:
+    """Run a write ``call``; if the hub's answer was lost (it died mid-request), check and re-send it.
+
+    Only for writes whose repetition is safe (an object written whole to a path) or can be checked
+    first: ``landed`` runs once the hub answers again (it is a read, so it waits out the outage
+    itself) and returns the write's result when the first try had in fact been done, else None, and
+    the write is sent again. The whole thing stays within the retry budget; a hub this process never
+    heard from, or a budget of 0, fails at once as before.
+    """
+    budget = hub_retry_budget_s() if budget_s is None else budget_s
+    started = time.monotonic()
+    while True:
+        try:
+            return call()
+        except HubUnavailableError:
+            if budget <= 0 or not has_answered(endpoint) or time.monotonic() - started > budget:
+                raise
+            log.info("the hub's answer to %s was lost (it stopped mid-request): sending it again once it is back", action)
+            time.sleep(BACKOFF_FACTOR_S)
+            if landed is not None:
+                done = landed()
+                if done is not None:
+                    log.info("%s had been done before the hub stopped: not sent again", action)
+                    return done
