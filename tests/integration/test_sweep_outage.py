@@ -174,10 +174,6 @@ def checkpoint_commits(hub: Hub, branch: str, base: str) -> list[str]:
     return [c.message for c in repo.log(branch, limit=500) if c.id not in earlier and ": checkpoint epoch" in c.message]
 
 
-@pytest.mark.skip(
-    reason="flaky in the full suite (2026-12-07: one trial errored as infrastructure during the 60 s outage; "
-    "passed alone): to be found and fixed before issue 22 is called done"
-)
 def test_a_minute_long_hub_outage_is_ridden_out_with_a_winner_and_no_errored_or_retrained_trial(outage_hub):
     server, hub = outage_hub
     sweep_id = "ride-out"

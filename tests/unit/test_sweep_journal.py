@@ -29,7 +29,7 @@ from flotilla.tune.journal import (
     fold,
     reached_target,
 )
-from flotilla.tune.results import SweepResult, TrialRecord
+from flotilla.tune.results import SweepResult, TrialRecord, journal_record
 
 
 def test_every_record_reads_back_as_written_and_as_an_older_flotilla_wrote_it(tmp_path):
@@ -176,3 +176,23 @@ def test_trial_branches_are_deleted_by_one_owner_while_the_sweep_runs_and_at_its
         SweepResult("s", str(tmp_path), {}, "val/score", "max", trials=[x]), {}
     )
     assert x.kept is False and down.held == {"trial-s-x"}
+
+
+def test_a_trial_that_finished_before_tune_saved_it_is_ranked_from_the_journal():
+    """Killed within Tune's save period of the trial's start: Tune's results lack it, the journal has its
+    reports and its end, the ledger its params; the record ranks it by its best epoch, as the trial
+    published that epoch's checkpoint."""
+    records = [
+        Reported("t1", 1, 0.4, {"val/score": 0.4}),
+        Reported("t1", 2, 0.7, {"val/score": 0.7}),
+        Reported("t1", 3, 0.6, {"val/score": 0.6}),
+        Ended(Event.COMPLETE, "t1", "trial-s-t1", 3),
+    ]
+    state = fold(records)["t1"]
+    rec = journal_record(
+        state, {"optim.lr": 0.01, "data.ref": "v2"}, "s", 3, "max", commits={"v2": "c2", "main": "c1"}, base_ref="main"
+    )
+    assert (rec.trial_id, rec.status, rec.epochs, rec.metrics) == ("t1", "completed", 3, {"val/score": 0.7})
+    assert rec.branch == "trial-s-t1" and (rec.data_ref, rec.data_commit) == ("v2", "c2")
+    stopped = journal_record(fold([records[0], Ended(Event.STOPPED, "t1", None, 1)])["t1"], {}, "s", 3, "max", base_ref="main")
+    assert (stopped.status, stopped.epochs, stopped.data_ref) == ("pruned", 1, "main")

@@ -156,6 +156,20 @@ def test_the_searcher_state_learns_what_the_journal_saw_before_the_kill(tmp_path
     tune_state.fix_searcher_state(tmp_path, {"done"}, "done")
 
 
+def test_trials_that_finished_before_tune_saved_them_count_against_the_budget(tmp_path):
+    """A trial created and finished between two saves is not in what Tune restores: counting it keeps the
+    resumed sweep within num_samples (it would otherwise run one trial more in its place)."""
+    searchers = _searchers(concurrency=2)
+    searchers._total_samples, searchers._counter = 3, 1  # num_samples 3; one trial created before the save
+    _save(tmp_path, [], searchers)
+    tune_state.count_created(tmp_path, 2)  # two more created, run and finished before the kill
+    fresh = _searchers(concurrency=2)
+    fresh.restore_from_dir(str(tmp_path))
+    assert fresh._counter == 3 and fresh.is_finished()  # no trial past budget.trials
+    (tmp_path / "search_gen_state-x.json").write_bytes(b"not a pickle")  # another format: a warning, no error
+    tune_state.count_created(tmp_path, 1)
+
+
 def test_a_cut_short_state_is_set_aside_so_tune_restores_the_one_before_it(tmp_path):
     _save(tmp_path, [_trial("a0000001", Trial.TERMINATED, {})], _searchers())
     newest = tmp_path / TuneController.CKPT_FILE_TMPL.format("2026-11-27_16-00-00")

@@ -11,7 +11,11 @@ A SIGKILL can land inside one of Tune's controller steps, between what Tune has 
   again, so the sweep went on to ``budget.trials``): it is told which trial reached it;
 - a trial started (the ledger has it) but never saved by Tune is forgotten: its Optuna trial would
   stay RUNNING for ever (and count, for TPE's constant liar, as a bad point) and its branch would
-  outlive the sweep. It is journalled ``lost``, failed in the study, and its branch deleted at the end.
+  outlive the sweep. It is journalled ``lost``, failed in the study, and its branch deleted at the end;
+- unless the journal saw it finish: then its model is on its branch. Tune's trial count is moved on
+  by it (the sweep runs no trial past ``budget.trials``) and the sweep's end ranks it from the
+  journal (:func:`flotilla.tune.run.unsaved_finished`). The restored searcher does not learn its
+  point (TPE goes on without that one observation).
 
 The edits of Tune's files themselves are in :mod:`flotilla.tune.tune_state`.
 """
@@ -43,7 +47,17 @@ def journal_lost_starts(exp_dir: Path, d: Path, sweep_id: str) -> set[str]:
         return set()
     journal = Journal(d / JOURNAL)
     states = journal.trials()
-    lost = {t for t in started - saved if not (t in states and (states[t].lost or states[t].ever_finished))}
+    unsaved = started - saved
+    done = {t for t in unsaved if t in states and states[t].ever_finished and not states[t].lost}
+    if done:  # finished before Tune saved them: they count against budget.trials, and finish() ranks them
+        tune_state.count_created(exp_dir, len(done))
+        log.warning(
+            "sweep %s: trial(s) %s finished just before the driver died, before Tune saved them; they are "
+            "ranked from the trial journal and not run again",
+            sweep_id,
+            ", ".join(sorted(done)),
+        )
+    lost = {t for t in unsaved if not (t in states and (states[t].lost or states[t].ever_finished))}
     if not lost:
         return lost
     for t in sorted(lost):

@@ -182,6 +182,39 @@ def trial_record(
     )
 
 
+def journal_record(
+    state: TrialState,
+    params: Mapping[str, Any],
+    sweep_id: str,
+    full_epochs: int,
+    mode: str,
+    *,
+    commits: Mapping[str, str] | None = None,
+    base_ref: str = "",
+) -> TrialRecord:
+    """A trial that finished but that Tune's saved state never held, as the journal and the ledger tell it.
+
+    A driver killed within Tune's save period of a trial's start loses the trial from what Tune
+    restores, though the trial may have trained to the end and published its model on its branch
+    before the kill: the resume adds it back from here, so it is ranked (and may win) like the others.
+    """
+    last = state.curve[-1] if state.curve else None
+    epochs = last.epochs if last else 0
+    best = state.best(mode) or last
+    data_ref = str(params.get("data.ref", base_ref))
+    return TrialRecord(
+        state.trial_id,
+        {k: v for k, v in params.items() if v is not None},
+        COMPLETED if epochs >= full_epochs else PRUNED,
+        epochs,
+        dict(best.metrics) if best else {},
+        state.branch or trial_branch(sweep_id, state.trial_id),
+        seen_live=state.seen_live,
+        data_ref=data_ref,
+        data_commit=(commits or {}).get(data_ref, ""),
+    )
+
+
 def last_line(error: Any) -> str:
     """What a trial died of, in one line: Tune wraps the trial's exception in a multi-line traceback.
 

@@ -29,12 +29,12 @@ from flotilla.specs import Overrides
 from flotilla.tune import repair, space, tune_state
 from flotilla.tune.branches import TrialBranches
 from flotilla.tune.interrupts import SweepInterrupted, caller_keeps_ctrl_c
-from flotilla.tune.journal import JOURNAL, LEDGER, Journal
+from flotilla.tune.journal import JOURNAL, LEDGER, Journal, Ledger, TrialState
 from flotilla.tune.lifecycle import TrialBranchCallback
 from flotilla.tune.preflight import check_trial_fits, pin_commits
 from flotilla.tune.promotion import promote
 from flotilla.tune.report import draw_in_background
-from flotilla.tune.results import SweepResult, no_winner, ranked, trial_record
+from flotilla.tune.results import SweepResult, TrialRecord, journal_record, no_winner, ranked, trial_record
 from flotilla.tune.spec import SweepSpec, sweep_spec
 from flotilla.tune.store import SAVED, STUDY, TUNE, SavedSweep, load_saved, sweep_dir
 from flotilla.tune.study import load as load_study
@@ -245,6 +245,7 @@ def finish(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, results: Iterabl
         )
         for r in results
     ]
+    records += unsaved_finished(d, states, {r.trial_id for r in records}, sweep_id, saved)
     front = pareto_ids(load_study(d, sweep_id)) if obj.multi else None  # Optuna's front: study.best_trials
     result = ranked(sweep_id, d, saved.commits, obj, records, front=front)
     repo = hub.repo(saved.data_repo)
@@ -254,6 +255,20 @@ def finish(hub: Hub, saved: SavedSweep, d: Path, sweep_id: str, results: Iterabl
     if result.winner is None:
         raise no_winner(result, spec)
     return result
+
+
+def unsaved_finished(
+    d: Path, states: Mapping[str, TrialState], known: set[str], sweep_id: str, saved: SavedSweep
+) -> list[TrialRecord]:
+    """The trials the journal saw finish that Tune's results lack (the driver died before Tune saved
+    them; see :func:`flotilla.tune.repair.journal_lost_starts`), as records built from the journal."""
+    params = {s.trial_id: s.params for s in Ledger(d / LEDGER).starts()}
+    mode = saved.spec.objective.primary[1]
+    return [
+        journal_record(s, params[t], sweep_id, saved.epochs, mode, commits=saved.commits, base_ref=saved.base_ref)
+        for t, s in sorted(states.items())
+        if s.finished and not s.lost and t not in known and t in params
+    ]
 
 
 os.environ.setdefault(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, "1")  # no CSV/JSON/TensorBoard loggers per trial

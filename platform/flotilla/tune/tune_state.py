@@ -10,7 +10,8 @@ trial journal saw before Tune restores it (see :mod:`flotilla.tune.repair` for w
   Tune restores the newest file (by name) with ``Trial.from_json_state`` / ``restore_run_metadata``.
 - ``<experiment>/search_gen_state-<session>.json`` (``SearchGenerator.CKPT_FILE_TMPL``), a cloudpickled
   dict holding each searcher wrapper's ``get_state()`` under ``name:<class>``: the
-  ``ConcurrencyLimiter``'s ``live_trials`` and ``num_unfinished_live_trials``, and our
+  ``ConcurrencyLimiter``'s ``live_trials`` and ``num_unfinished_live_trials``, the generator's own
+  ``counter`` (trials created, against ``num_samples``), and our
   :class:`~flotilla.tune.until.UntilTarget`'s ``reached_by``.
 - ``tuner.pkl`` and the searcher's own pickle name the classes they hold by module; a restored
   ``Tuner`` keeps its run config (with our callback) on ``Tuner._local_tuner`` (None over Ray client).
@@ -39,6 +40,7 @@ RAY_VERSION = "2.60"
 
 EXPERIMENT_STATES = "experiment_state-*.json"  # TuneController.CKPT_FILE_TMPL.format("*")
 SEARCHER_STATES = "search_gen_state-*.json"  # SearchGenerator.CKPT_FILE_TMPL.format("*"); a cloudpickle despite the name
+COUNTER = "counter"  # SearchGenerator.get_state(): trials created so far, against num_samples
 LIMITER = "name:ConcurrencyLimiter"
 UNTIL_TARGET = "name:UntilTarget"
 TERMINATED, ERROR = "TERMINATED", "ERROR"  # Trial.TERMINATED, Trial.ERROR
@@ -161,6 +163,26 @@ def fix_searcher_state(exp_dir: Path, gone: Set[str], reached_by: str | None) ->
             log.warning("searcher state %s: %s; now it knows", path.name, "; ".join(said))
         except Exception as exc:  # Tune's format changed: resume as before, and say so
             log.warning("could not check the searcher state %s against the journal: %s", path.name, exc)
+
+
+def count_created(exp_dir: Path, n: int) -> None:
+    """Move the saved SearchGenerator's trial counter (``counter``) on by ``n``: trials it created after
+    its last save that finished, so the restored sweep creates no more than ``num_samples`` in all."""
+    import ray.cloudpickle as cloudpickle
+
+    for path in exp_dir.glob(SEARCHER_STATES):
+        try:
+            with open(path, "rb") as fh:
+                state: Any = cloudpickle.load(fh)
+            if not isinstance(state, dict) or not isinstance(state.get(COUNTER), int):
+                continue
+            state[COUNTER] += n
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "wb") as fh:
+                cloudpickle.dump(state, fh)
+            os.replace(tmp, path)
+        except Exception as exc:  # Tune's format changed: the sweep may run a trial more, and says so
+            log.warning("could not count %d finished trial(s) in the searcher state %s: %s", n, path.name, exc)
 
 
 def restored_callbacks(tuner: Any) -> list[Any]:
