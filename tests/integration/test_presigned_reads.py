@@ -14,6 +14,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import pickle
+import subprocess
+import sys
 import threading
 import uuid
 import warnings
@@ -111,6 +114,23 @@ def test_auto_reads_straight_from_the_object_store_the_same_bytes_the_gateway_gi
     gateway = {path: ds._read_gateway(path) for path in direct}
     assert gateway == direct
     assert gateway_reads(hub.endpoint) >= gateway_before + len(direct)
+
+
+def test_a_worker_process_reads_presigned_without_loading_the_lakefs_sdk(s3_data, s3_hub, tmp_path):
+    """What a Ray worker gets: the pickled dataset. Its reads go to the bucket, and the lakeFS SDK (seconds to import)
+    stays off the way to the first batch, as docs/training.md promises."""
+    hub, _ = s3_hub
+    pickled = tmp_path / "dataset.pkl"
+    pickled.write_bytes(pickle.dumps(HubDataset(s3_data, hub.credentials, cache_dir=tmp_path / "cache")))
+    pickled.chmod(0o600)  # it holds the hub's key, as Ray's object store would
+    code = (
+        "import pickle, sys; from flotilla.hub import presign\n"
+        f"ds = pickle.loads(open({str(pickled)!r}, 'rb').read())\n"
+        "ds.read_shard(ds.manifest.shards[0])\n"
+        "print(presign.stats(ds.credentials.endpoint).direct, 'lakefs' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split() == ["3", "False"], out.stderr[-2000:]  # manifest, labels, shard: all direct; no SDK
 
 
 def test_a_range_of_an_object_is_read_straight_from_the_store(s3_data, s3_hub):

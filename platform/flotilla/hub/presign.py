@@ -21,21 +21,23 @@ bearer token until it expires: flotilla never logs one whole, only its host and 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
 
 import urllib3
 
-from flotilla.hub._translate import translate
-from flotilla.hub.client import Hub
+from flotilla.errors import AuthError, HubError, NotFoundError
+from flotilla.hub._translate import unavailable
 from flotilla.hub.credentials import HubCredentials
-from flotilla.hub.sdk import lakefs_exceptions
-from flotilla.settings import FLOTILLA_PRESIGN, Settings, presign_mode
+from flotilla.hub.retry import mark_answered, sdk_retry
+from flotilla.settings import FLOTILLA_PRESIGN, hub_retry_budget_s, presign_mode
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +126,6 @@ class PresignedReads:
     def __init__(self, credentials: HubCredentials, *, mode: str | None = None) -> None:
         self.credentials = credentials
         self.mode = mode if mode is not None else presign_mode()
-        self._hub: Hub | None = None
-
-    @property
-    def hub(self) -> Hub:
-        if self._hub is None:
-            self._hub = Hub(credentials=self.credentials, settings=Settings.from_env())
-        return self._hub
 
     @property
     def stats(self) -> PresignStats:
@@ -143,8 +138,8 @@ class PresignedReads:
         with _state_lock:
             known = _supported.get(endpoint)
         if known is None:
-            with translate("read the server's storage config", endpoint):
-                known = bool(self.hub.client.storage_config.pre_sign_support)
+            config = self._api("/config", "read the server's storage config")
+            known = bool((config.get("storage_config") or {}).get("pre_sign_support"))
             with _state_lock:
                 _supported[endpoint] = known
         return known
@@ -180,11 +175,44 @@ class PresignedReads:
         return data
 
     def _presign(self, repo: str, ref: str, path: str) -> tuple[str, int | None]:
-        api = self.hub.client.sdk_client.objects_api
-        with translate(f"presign {path!r} at {ref!r} in {repo!r}", self.credentials.endpoint):
-            with lakefs_exceptions().api_exception_handler():
-                st = api.stat_object(repo, ref, path, presign=True)
-        return str(st.physical_address), st.size_bytes
+        query = urlencode({"path": path, "presign": "true"})
+        st = self._api(
+            f"/repositories/{quote(repo)}/refs/{quote(ref)}/objects/stat?{query}", f"presign {path!r} at {ref!r} in {repo!r}"
+        )
+        return str(st.get("physical_address") or ""), st.get("size_bytes")
+
+    def _api(self, route: str, action: str) -> dict[str, Any]:
+        """A GET of lakeFS's API ``/api/v1<route>``, as JSON: over urllib3, not the lakeFS SDK, whose first import in a
+        process costs seconds on the way to a trial's first batch (docs/training.md). The embedded hub is confirmed
+        before the key is sent, outages are retried for the hub retry budget, as the SDK client's calls are."""
+        creds = self.credentials
+        creds.confirm_server()
+        resend = creds.before_resend if creds.pidfile is not None else None
+        try:
+            resp = _http().request(
+                "GET",
+                f"{creds.endpoint}/api/v1{route}",
+                headers=urllib3.make_headers(basic_auth=f"{creds.access_key_id}:{creds.secret_access_key}"),
+                retries=sdk_retry(hub_retry_budget_s(), resend, creds.endpoint),
+            )
+        except urllib3.exceptions.HTTPError:
+            raise unavailable(creds.endpoint) from None
+        try:
+            body: dict[str, Any] = json.loads(resp.data or b"{}")
+        except ValueError:
+            body = {}
+        if resp.status == 200:
+            mark_answered(creds.endpoint)
+            return body
+        msg = str(body.get("message") or resp.reason or "")
+        if resp.status == 401:
+            raise AuthError(
+                f"cannot {action}: the hub rejected the credentials ({msg})",
+                hint="check the access key pair (LAKECTL_CREDENTIALS_* or the local hub's credentials file)",
+            )
+        if resp.status == 404:
+            raise NotFoundError(f"cannot {action}: {msg}")
+        raise HubError(f"cannot {action}: {msg} (HTTP {resp.status})")
 
     def _get(self, url: str, size: int | None, byte_range: tuple[int, int] | None) -> bytes:
         headers = {}
