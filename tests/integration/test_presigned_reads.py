@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import logging
 import pickle
+import secrets
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from tests.integration.helpers import tiny
 from tests.s3store import MotoServer, lakefs_counter, moto_server
 
 from flotilla.data.api import generate
@@ -34,6 +36,7 @@ from flotilla.data.validate import Thresholds
 from flotilla.hub import Hub, LocalHub, presign
 from flotilla.hub.server import free_port
 from flotilla.settings import FLOTILLA_PRESIGN, Settings
+from flotilla.training import train
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +68,8 @@ def s3_data(s3_hub: tuple[Hub, LocalHub], moto: MotoServer) -> DataRef:
     hub, server = s3_hub
     assert server.blockstore is not None
     hub.ensure_repo("presign", storage_namespace=server.blockstore.namespace("presign"))
-    generate(hub, "presign", "faces", N, thresholds=Thresholds(min_group_count=1))
+    # a seed of its own: the node cache (keyed by the shards' SHA-256) must not already hold these shards
+    generate(hub, "presign", "faces", N, seed=secrets.randbelow(2**32), thresholds=Thresholds(min_group_count=1))
     return resolve_data(hub, "presign", "main", "faces")
 
 
@@ -223,3 +227,18 @@ def test_a_failing_direct_read_falls_back_to_the_gateway_with_one_warning(
     finally:
         restarted.down()
         server.up(timeout=90)
+
+
+def test_a_short_train_reads_its_data_presigned(s3_data, s3_hub, moto, local_ray, monkeypatch):
+    """A real run (two Ray Train workers, one epoch): the workers read the commit from the bucket, and its
+    checkpoints and model go onto the run's branch through the gateway, into the same bucket."""
+    hub, _ = s3_hub
+    monkeypatch.delenv(FLOTILLA_PRESIGN, raising=False)
+    before = moto.presigned_gets()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", presign.PresignedReadFailed)
+        result = train(tiny("psg", data={"repo": "presign"}, epochs=1, tracking={"wandb": False}), hub=hub)
+    shards = len(HubDataset(s3_data, hub.credentials).manifest.shards)
+    # the node's cache is shared by its workers: at least the manifest, the labels and every shard once each
+    assert moto.presigned_gets() - before >= 2 + shards
+    assert result.models and all(m.commit for m in result.models)
