@@ -39,6 +39,8 @@ FLOTILLA_LAKEFS_BIN = "FLOTILLA_LAKEFS_BIN"
 FLOTILLA_PROTECT_MAIN = "FLOTILLA_PROTECT_MAIN"  # a repository flotilla creates gets its main protected (docs/hub.md)
 FLOTILLA_HUB_RETRY_S = "FLOTILLA_HUB_RETRY_S"  # how long hub calls ride out an outage (docs/hub.md, "Outages")
 DEFAULT_HUB_RETRY_S = 120.0
+FLOTILLA_PRESIGN = "FLOTILLA_PRESIGN"  # training data read straight from the object store when it can (docs/scale-out.md)
+PRESIGN_MODES = ("auto", "off")
 FLOTILLA_RAY_PORT = "FLOTILLA_RAY_PORT"
 FLOTILLA_DASHBOARD_PORT = "FLOTILLA_DASHBOARD_PORT"
 FLOTILLA_RAY_ADDRESS = "FLOTILLA_RAY_ADDRESS"  # the cluster `flotilla jobs` and `cluster status` talk to
@@ -260,6 +262,20 @@ def protect_new_repos() -> bool:
     """``FLOTILLA_PROTECT_MAIN`` set to 1/true/yes: a repository flotilla creates gets a branch protection rule on its
     default branch at once, so nothing but a merge ever changes it (docs/hub.md, "Branch protection")."""
     return os.environ.get(FLOTILLA_PROTECT_MAIN, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def presign_mode() -> str:
+    """``FLOTILLA_PRESIGN``: ``auto`` (the default) reads training data through URLs lakeFS presigns, straight from the
+    object store, where the hub's blockstore can presign (S3, GCS, Azure); ``off`` reads everything through the hub's
+    S3 gateway. Read where the data is read (a Ray node's own environment): whether a node reaches the bucket is its fact."""
+    raw = os.environ.get(FLOTILLA_PRESIGN, "").strip().lower() or "auto"
+    if raw not in PRESIGN_MODES:
+        raise ConfigError(
+            f"{FLOTILLA_PRESIGN}={os.environ[FLOTILLA_PRESIGN]!r} is not one of {', '.join(PRESIGN_MODES)}",
+            hint=f"unset it (auto: presigned reads where the hub's blockstore supports them) or set {FLOTILLA_PRESIGN}=off "
+            "to read everything through the hub's S3 gateway",
+        )
+    return raw
 
 
 def tune_handles_sigint() -> bool:

@@ -4,8 +4,9 @@
 dataset) once; everything downstream reads that commit, so every worker of a
 run sees the same bytes even if ``main`` moves. :class:`HubDataset` is
 picklable (it carries the ref and the hub credentials, never a local path), reads
-shards through lakeFS's S3 gateway, so it works on any node of a cluster, and
-keeps them in the node's :class:`~flotilla.data.cache.BlobCache` keyed by the
+objects straight from the object store through URLs lakeFS presigns where the hub's blockstore can
+(:mod:`flotilla.hub.presign`, ``FLOTILLA_PRESIGN``), else through lakeFS's S3 gateway, so it works on
+any node of a cluster, and keeps them in the node's :class:`~flotilla.data.cache.BlobCache` keyed by the
 shard's SHA-256 from the manifest (length and hash verified on every read, hit or miss;
 manifest and labels against the hash the cache recorded when it fetched them). Training batches
 come from each shard's decoded images (:mod:`flotilla.data.decoded`: decoded once per node, memory-mapped,
@@ -33,6 +34,7 @@ from flotilla.data.pinning import DataRef
 from flotilla.data.prefetch import prefetched
 from flotilla.errors import HubError
 from flotilla.hub.credentials import HubCredentials
+from flotilla.hub.presign import PresignedReads
 from flotilla.settings import Settings
 
 
@@ -90,7 +92,16 @@ class HubDataset:
     def decoded_cache(self) -> DecodedCache:
         return DecodedCache(self.cache)
 
+    @cached_property
+    def _presigned(self) -> PresignedReads:
+        return PresignedReads(self.credentials)
+
     def _read(self, path: str) -> bytes:
+        """``path``'s bytes at the pinned commit: presigned where the hub allows it, the gateway otherwise and for
+        any object whose direct read fails (:mod:`flotilla.hub.presign`)."""
+        return self._presigned.read(self.ref.repo, self.ref.commit, path, lambda: self._read_gateway(path))
+
+    def _read_gateway(self, path: str) -> bytes:
         key = f"{self.ref.repo}/{self.ref.commit}/{path}"
         try:
             with self._fs.open_input_stream(key) as fh:

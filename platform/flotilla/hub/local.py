@@ -14,6 +14,7 @@ from pathlib import Path
 
 from flotilla.errors import ConfigError
 from flotilla.hub.binary import Reporter, _noop, build_record, ensure_binary, find_binary
+from flotilla.hub.blockstore import S3Blockstore
 from flotilla.hub.client import Hub
 from flotilla.hub.credentials import HubCredentials
 from flotilla.hub.server import HubStatus, LocalHub, free_port
@@ -75,11 +76,12 @@ def logs(settings: Settings | None = None, lines: int = 50) -> str:
 
 
 @contextmanager
-def private_hub(prefix: str = "flotilla-") -> Iterator[tuple[Hub, LocalHub]]:
-    """A throwaway local hub in a temp home on a free port (benchmarks, notebooks); removed on exit."""
+def private_hub(prefix: str = "flotilla-", *, blockstore: S3Blockstore | None = None) -> Iterator[tuple[Hub, LocalHub]]:
+    """A throwaway local hub in a temp home on a free port (benchmarks, notebooks); removed on exit.
+    ``blockstore``: keep its objects in that S3-compatible bucket instead of the temp home."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         settings = Settings(home=Path(tmp), cache=Settings.from_env().cache, hub_port=free_port())
-        server = LocalHub(settings.hub_dir, settings.hub_port, ensure_binary(settings))
+        server = LocalHub(settings.hub_dir, settings.hub_port, ensure_binary(settings), blockstore=blockstore)
         server.up()
         try:
             yield Hub(credentials=server.credentials(), settings=settings), server

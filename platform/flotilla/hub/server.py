@@ -4,7 +4,7 @@ State lives under ``<FLOTILLA_HOME>/hub``::
 
     config.yaml        lakeFS config (0600: holds the encryption secret)
     credentials.json   admin key pair + endpoint (0600), generated once
-    metadata/          local KV store (badger)     block/   local blockstore
+    metadata/          local KV store (badger)     block/   local blockstore (unless an S3 one is given)
     cache/             committed-data cache        lakefs.log, lakefs.pid
     lifecycle.lock     held while ``up``/``down`` run, so concurrent calls take turns
 
@@ -34,6 +34,7 @@ import yaml
 
 from flotilla.errors import ServerError
 from flotilla.hostio import port_free, service_process, stop_process, write_private
+from flotilla.hub.blockstore import S3Blockstore
 from flotilla.hub.credentials import HubCredentials, read_credentials_file
 from flotilla.hub.identity import PID_FILE, forget
 from flotilla.settings import LAKEFS_PREFIX, child_env
@@ -71,12 +72,16 @@ def free_port() -> int:
 
 
 class LocalHub:
-    """Lifecycle of one local lakeFS server bound to one state directory."""
+    """Lifecycle of one local lakeFS server bound to one state directory.
 
-    def __init__(self, state_dir: Path, port: int, binary: Path | None = None) -> None:
+    ``blockstore``: an S3-compatible bucket to keep objects in instead of ``block/`` (tests and benchmarks of
+    presigned reads, :mod:`flotilla.hub.blockstore`); it is written into the config at each ``up``."""
+
+    def __init__(self, state_dir: Path, port: int, binary: Path | None = None, *, blockstore: S3Blockstore | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.port = port
         self.binary = binary
+        self.blockstore = blockstore
         self.config_path = self.state_dir / "config.yaml"
         self.credentials_path = self.state_dir / "credentials.json"
         self.log_path = self.state_dir / "lakefs.log"
@@ -111,7 +116,9 @@ class LocalHub:
             "listen_address": f"127.0.0.1:{self.port}",
             "logging": {"format": "text", "level": "INFO", "output": "-"},
             "database": {"type": "local", "local": {"path": str(self.state_dir / "metadata")}},
-            "blockstore": {
+            "blockstore": self.blockstore.config()
+            if self.blockstore
+            else {
                 "type": "local",
                 "local": {
                     "path": str(self.block_dir),
