@@ -178,3 +178,25 @@ def test_a_state_that_names_a_module_flotilla_no_longer_has_is_refused_with_the_
     assert "flotilla.tune.space" in err.value.message
     (tmp_path / "tuner.pkl").write_bytes(cloudpickle.dumps(_space()))
     tune_state.check_restorable(tmp_path, "new")
+
+
+def test_a_moved_experiments_saved_searcher_points_new_trials_at_the_new_folder(tmp_path):
+    """A sweep pulled from its hub mirror into another home: Tune moves the restored trials to the new folder,
+    but SearchGenerator.set_state puts back the Experiment it saved, still naming the old one."""
+    from ray.tune.experiment import Experiment
+
+    old, new = tmp_path / "home-a" / "tune", tmp_path / "home-b" / "tune"
+    searchers = _searchers()
+    searchers.add_configurations([Experiment("e", lambda config: None, storage_path=str(old))])
+    (new / "e").mkdir(parents=True)
+    _save(new / "e", [], searchers)
+    fresh = _searchers()
+    fresh.restore_from_dir(str(new / "e"))
+    assert fresh._experiment.storage.storage_fs_path == old.as_posix()  # what Tune alone would create trials in
+
+    tune_state.relocate_experiment(new / "e")
+    fresh = _searchers()
+    fresh.restore_from_dir(str(new / "e"))
+    assert fresh._experiment.storage.storage_fs_path == new.as_posix()
+    assert fresh._experiment.spec["storage"].storage_fs_path == new.as_posix()
+    assert fresh.searcher.max_concurrent == 1, "the rest of the state is kept"

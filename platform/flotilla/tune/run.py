@@ -169,6 +169,7 @@ def drive(
     if restore:
         tune_state.check_restorable(exp_dir, sweep_id)
         repair.bring_up_to_journal(exp_dir, d, spec)
+        tune_state.relocate_experiment(exp_dir)  # the folder may have moved (pulled from its hub mirror)
         tuner = tune.Tuner.restore(str(exp_dir), resourced, resume_unfinished=True, resume_errored=True)
         for cb in tune_state.restored_callbacks(tuner):  # restored without its credentials (never pickled)
             if isinstance(cb, TrialBranchCallback):
