@@ -131,3 +131,11 @@ def test_a_sweep_job_resumes_by_id_and_names_exactly_one_sweep():
         with pytest.raises(SpecError) as err:
             parse_job_spec({"kind": "sweep", "name": "x", **bad})
         assert says in str(err.value.problems) + err.value.message, (bad, err.value.problems)
+
+
+def test_a_resume_job_pins_nothing_it_runs_what_the_sweep_pinned_when_it_started():
+    from flotilla.jobs.submission import pin_job
+
+    job = parse_job_spec({"kind": "sweep", "name": "again", "resume": "s1"})
+    pinned, lineage = pin_job(job, hub=object())  # no hub call: a resume job reads no ref
+    assert pinned == job and lineage == {"sweep_id": "s1"}
