@@ -160,7 +160,7 @@ def check_resumed(hub: Hub, sweep_id: str, d: Path, finished_before_kill: set[st
     assert not leaked, f"the hub's secret is in mirrored object(s) {leaked}"
 
 
-def test_a_killed_sweep_resumes_under_another_home_without_rerunning_finished_trials(hub, data, tmp_path):
+def test_a_killed_sweep_resumes_under_another_home_without_rerunning_finished_trials(hub, data, tmp_path, capfd):
     sweep_id = f"anywhere-{os.getpid()}"
     home_a, home_b = tmp_path / "home-a", tmp_path / "home-b"
     finished_before_kill = start_and_kill(hub, sweep_id, home_a, tmp_path)
@@ -184,6 +184,8 @@ def test_a_killed_sweep_resumes_under_another_home_without_rerunning_finished_tr
     assert finished_before_kill <= {t.trial_id for t in result.trials}, "restored, not started over"
     assert not (home_a / "sweeps" / sweep_id / "optuna.db").exists(), "Tune's pickled searcher wrote to the lost home"
     check_resumed(hub, sweep_id, d, finished_before_kill)
+    # the trials created after the resume live in the new folder too (Tune 2.60 alone looked for them in the old)
+    assert "Failed to fetch metrics" not in capfd.readouterr().err
 
 
 def test_a_sweep_job_resumes_a_killed_sweep_from_the_hub(hub, data, tmp_path, monkeypatch, capsys):

@@ -192,8 +192,9 @@ class Mirror:
         self.repo.create_branch(self.branch, self.source, exist_ok=True)
         self._opened = True
 
-    def push(self) -> int:
-        """Upload what changed since the last push, the marker and the lease; the number of files uploaded."""
+    def push(self, *, lease: bool = True) -> int:
+        """Upload what changed since the last push, the marker and (``lease``) the lease, else drop the lease
+        (this driver is done with the sweep); the number of files uploaded."""
         with self._lock:
             if not self._opened:
                 self.open()
@@ -216,13 +217,16 @@ class Mirror:
                 self._pushed[rel] = files[rel]
             now = Holder.me(self.home)
             self.repo.put(self.branch, PREFIX + MARKER, json.dumps(asdict(now)))
-            self.repo.put(self.branch, PREFIX + LEASE, json.dumps(asdict(now)))
+            if lease:
+                self.repo.put(self.branch, PREFIX + LEASE, json.dumps(asdict(now)))
+            elif self.repo.exists(self.branch, PREFIX + LEASE):
+                self.repo.delete(self.branch, PREFIX + LEASE)
             return len(todo)
 
-    def try_push(self) -> None:
+    def try_push(self, *, lease: bool = True) -> None:
         """:meth:`push`, a failure logged once (until a push succeeds again), never raised."""
         try:
-            self.push()
+            self.push(lease=lease)
         except Exception as exc:  # the hub down, a file gone: the sweep goes on, the next period retries
             if not self._failing:
                 log.warning(
@@ -236,7 +240,8 @@ class Mirror:
 
     @contextlib.contextmanager
     def running(self, period_s: float = PERIOD_S) -> Iterator[None]:
-        """Push every ``period_s`` on a background thread while the block runs, and once when it ends."""
+        """Push every ``period_s`` on a background thread while the block runs, and once when it ends (the
+        lease dropped then: a resume elsewhere right after a Ctrl-C is not refused)."""
         stop = threading.Event()
 
         def loop() -> None:
@@ -251,13 +256,12 @@ class Mirror:
         finally:
             stop.set()
             thread.join()
-            self.try_push()
+            self.try_push(lease=False)
 
     def commit_end(self) -> None:
         """The final push, the lease dropped, and one commit: the finished sweep's state, versioned on the hub."""
         try:
-            self.push()
-            self.repo.delete(self.branch, PREFIX + LEASE)
+            self.push(lease=False)
             if self.repo.uncommitted(self.branch, PREFIX):
                 self.repo.commit(self.branch, f"sweep {self.sweep_id} state at its end", {"flotilla.sweep_id": self.sweep_id})
             owners.release(self.home, self.repo.name, self.branch)
