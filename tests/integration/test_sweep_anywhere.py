@@ -178,6 +178,7 @@ def test_a_killed_sweep_resumes_under_another_home_without_rerunning_finished_tr
 
     with helpers.local_ray(2, dashboard=True):
         result = resume(sweep_id, hub=hub_b, repo=REPO, force=True)  # that driver is known to be dead
+        result.wait_for_plots()
     d = home_b / "sweeps" / sweep_id
     assert Path(result.directory) == d and (d / "results.json").exists()
     assert result.winner is not None and len(result.trials) == 4
@@ -207,3 +208,19 @@ def test_a_sweep_job_resumes_a_killed_sweep_from_the_hub(hub, data, tmp_path, mo
     summary = json.loads(line[len(entrypoint.RESULT_MARKER) :])
     assert summary["ok"] and summary["winner"], summary
     check_resumed(hub, sweep_id, home_c / "sweeps" / sweep_id, finished_before_kill)
+
+
+def test_a_resume_job_submitted_to_a_local_cluster_finishes_the_sweep(hub, data, cluster, jobs_env, tmp_path):
+    """The same through Ray's job server: flotilla's own two-node local cluster, whose jobs run under the
+    session hub's home, which never saw the sweep (started under home A, lost with it)."""
+    from flotilla.jobs.submission import submit
+
+    sweep_id = f"anywhere-cluster-{os.getpid()}"
+    finished_before_kill = start_and_kill(hub, sweep_id, tmp_path / "home-a", tmp_path)
+    assert not (jobs_env.home / "sweeps" / sweep_id).exists()
+    handle = submit({"kind": "sweep", "name": "resume-on-cluster", "resume": sweep_id, "repo": REPO})
+    final = handle.wait(timeout=900)
+    logs = handle.logs()
+    assert final == "SUCCEEDED", logs[-4000:]
+    assert handle.result()["winner"], logs[-3000:]
+    check_resumed(hub, sweep_id, jobs_env.home / "sweeps" / sweep_id, finished_before_kill)
