@@ -179,7 +179,6 @@ class Mirror:
         self.repo, self.sweep_id, self.d, self.home, self.source = repo, sweep_id, d, home, source
         self.branch = mirror_branch(sweep_id)
         self._opened = False
-        self.me = Holder.me(home)
         self._pushed: dict[str, Stamp] = {}
         self._warned: set[str] = set()
         self._failing = False
