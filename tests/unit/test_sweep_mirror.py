@@ -139,3 +139,26 @@ def test_a_resume_job_pins_nothing_it_runs_what_the_sweep_pinned_when_it_started
     job = parse_job_spec({"kind": "sweep", "name": "again", "resume": "s1"})
     pinned, lineage = pin_job(job, hub=object())  # no hub call: a resume job reads no ref
     assert pinned == job and lineage == {"sweep_id": "s1"}
+
+
+def test_a_push_while_the_hub_is_down_warns_once_and_never_fails_the_sweep(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from flotilla.errors import HubUnavailableError
+    from flotilla.hub.repo import Repo
+
+    class DownRepo(Repo):
+        """The real interface, every call refused as an unreachable hub refuses it."""
+
+        def create_branch(self, branch, source="main", *, exist_ok=False):
+            raise HubUnavailableError("the hub at http://127.0.0.1:1 is not answering")
+
+    d = tmp_path / "sweeps" / "s"
+    d.mkdir(parents=True)
+    (d / "sweep.json").write_text("{}")
+    m = mirror.Mirror(DownRepo(SimpleNamespace(), "faces"), "s", d, tmp_path, "c0ffee")
+    with caplog.at_level("WARNING", logger="flotilla.tune.mirror"):
+        m.try_push()
+        m.try_push()
+    warned = [r for r in caplog.records if "could not mirror" in r.getMessage()]
+    assert len(warned) == 1 and "not answering" in warned[0].getMessage()
