@@ -112,9 +112,7 @@ def resume_command(
     repo: str = typer.Option(
         None, "--repo", help="the hub repository of the sweep's mirror (its data repository; default: searched for)"
     ),
-    force: bool = typer.Option(
-        False, "--force", help="take the sweep over from another driver whose lease is fresh (confirm it is dead first)"
-    ),
+    force: bool = flag("--force", help="take the sweep over from another driver whose lease is fresh (confirm it is dead first)"),
 ) -> None:
     """Finish an interrupted sweep without re-running finished trials; from any machine (its state is on the hub)."""
     resume(sweep_id, address, repo=repo, force=force)

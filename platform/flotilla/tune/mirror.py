@@ -45,7 +45,7 @@ from pathlib import Path
 
 import psutil
 
-from flotilla.errors import ConfigError, ConflictError, FlotillaError, NotFoundError
+from flotilla.errors import ConfigError, ConflictError, FlotillaError, HubError, NotFoundError
 from flotilla.hub import owners
 from flotilla.hub.client import Hub
 from flotilla.hub.repo import Repo
@@ -271,11 +271,19 @@ class Mirror:
 def find(hub: Hub, sweep_id: str, repo: str | None = None) -> Repo:
     """The repository holding sweep ``sweep_id``'s mirror: ``repo`` when given, else the first of the hub's that has it."""
     branch = mirror_branch(sweep_id)
-    names = [repo] if repo else hub.repos()
-    for name in names:
-        r = hub.repo(name)
-        if branch in r.branches():
-            return r
+    try:
+        for name in [repo] if repo else hub.repos():
+            r = hub.repo(name)
+            if branch in r.branches():
+                return r
+    except NotFoundError:
+        pass  # no such repository: said below
+    except HubError as exc:  # the hub unreachable: the sweep is not here, and its mirror cannot be looked for
+        raise NotFoundError(
+            f"no sweep {sweep_id!r} in {hub.settings.home / 'sweeps'}, and its mirror on the hub could not be looked for: "
+            f"{exc.message}",
+            hint=exc.hint,
+        ) from None
     where = f"repository {repo!r}" if repo else f"any repository of the hub at {hub.endpoint}"
     raise NotFoundError(
         f"no sweep {sweep_id!r} here ({hub.settings.home / 'sweeps'}) nor in {where} (no branch {branch!r})",
