@@ -162,3 +162,48 @@ def test_a_push_while_the_hub_is_down_warns_once_and_never_fails_the_sweep(tmp_p
         m.try_push()
     warned = [r for r in caplog.records if "could not mirror" in r.getMessage()]
     assert len(warned) == 1 and "not answering" in warned[0].getMessage()
+
+
+def test_the_mirror_never_holds_an_experiment_state_newer_than_the_searcher_state_beside_it(tmp_path):
+    """Tune 2.60 writes its experiment state, then its searcher state. A push that lands between the two must
+    not send the new experiment state (a trial the searcher never heard of: a KeyError in Tune on resume)."""
+    from types import SimpleNamespace
+
+    from flotilla.hub.repo import ObjectInfo, Repo
+
+    d = tmp_path / "sweeps" / "s"
+    exp = d / "tune" / "s"
+    exp.mkdir(parents=True)
+    state, searcher = exp / "experiment_state-S1.json", exp / "searcher-state-S1.pkl"
+    uploads: dict[str, bytes] = {}
+
+    class RecordingRepo(Repo):
+        def create_branch(self, branch, source="main", *, exist_ok=False):
+            return branch
+
+        def exists(self, ref, path):
+            return False
+
+        def put(self, branch, path, data):
+            uploads[path] = data if isinstance(data, bytes) else data.encode()
+            return ObjectInfo(path, 0, "", 0)
+
+    def save(v: str, *, searcher_too: bool = True) -> None:  # as TuneController.save_to_dir: state, then searcher
+        state.write_text(f"experiment {v}")
+        time.sleep(0.01)
+        if searcher_too:
+            searcher.write_text(f"searcher {v}")
+
+    m = mirror.Mirror(RecordingRepo(SimpleNamespace(), "faces"), "s", d, tmp_path, "c0ffee")
+    save("v1")
+    m.push()
+    assert uploads["_sweep/tune/s/experiment_state-S1.json"] == b"experiment v1"
+    assert uploads["_sweep/tune/s/searcher-state-S1.pkl"] == b"searcher v1"
+    save("v2", searcher_too=False)  # the push lands in the middle of Tune's save
+    m.push()
+    assert uploads["_sweep/tune/s/experiment_state-S1.json"] == b"experiment v1", "an experiment state ahead of its searcher"
+    searcher.write_text("searcher v2")  # the save completes
+    m.push()
+    assert uploads["_sweep/tune/s/experiment_state-S1.json"] == b"experiment v2"
+    assert uploads["_sweep/tune/s/searcher-state-S1.pkl"] == b"searcher v2"
+    assert mirror.is_experiment_state("tune/s/experiment_state-S1.json") and not mirror.is_experiment_state("sweep.json")

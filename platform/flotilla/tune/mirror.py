@@ -101,6 +101,37 @@ def local_files(d: Path, cap: int = SIZE_CAP) -> tuple[dict[str, Stamp], list[st
     return files, big
 
 
+def is_experiment_state(rel: str) -> bool:
+    """Whether ``rel`` is one of Tune's experiment state files (``tune/<id>/experiment_state-<session>.json``)."""
+    name = rel.rsplit("/", 1)[-1]
+    return name.startswith("experiment_state-") and name.endswith(".json")
+
+
+def _stamp(p: Path) -> Stamp:
+    st = p.stat()
+    return (st.st_size, st.st_mtime_ns)
+
+
+def consistent_save(d: Path, rel: str, tries: int = 3) -> dict[str, tuple[Stamp, bytes]]:
+    """Tune's experiment state ``rel`` and the searcher states of its session, read as one save: the experiment
+    state unchanged while they were read, each searcher state written after it (Tune writes them in that
+    order). Empty when Tune was saving each time (the next push tries again)."""
+    exp = d / rel
+    session = exp.name[len("experiment_state-") : -len(".json")]
+    searchers = [exp.parent / f"searcher-state-{session}.pkl", exp.parent / f"search_gen_state-{session}.json"]
+    for _ in range(tries):
+        try:
+            before = _stamp(exp)
+            got = {p.relative_to(d).as_posix(): (_stamp(p), p.read_bytes()) for p in searchers if p.exists()}
+            blob = exp.read_bytes()
+            if _stamp(exp) == before and all(st[1] >= before[1] for st, _ in got.values()):
+                return {**got, rel: (before, blob)}
+        except FileNotFoundError:
+            pass
+        time.sleep(0.2)
+    return {}
+
+
 def key_to_path(key: str, d: Path) -> Path:
     """The local file of mirror object ``key`` (``_sweep/<rel>``) in folder ``d``; never outside it."""
     check_object_path(key)
@@ -197,12 +228,20 @@ class Mirror:
         with self._lock:
             if not self._opened:
                 self.open()
+            # Tune 2.60 saves its experiment state, then its searcher state (neither atomically with the other):
+            # an experiment state is sent only with the searcher state of the same save or a later one, searcher
+            # first, so the hub never holds a trial Tune knows and the searcher does not (a KeyError on resume)
+            first, _ = local_files(self.d)
+            held: dict[str, tuple[Stamp, bytes]] = {}
+            for rel in changed(first, self._pushed):
+                if is_experiment_state(rel):
+                    held.update(consistent_save(self.d, rel))
             files, big = local_files(self.d)
             for rel in big:
                 if rel not in self._warned:
                     self._warned.add(rel)
                     log.warning("sweep %s: %s is over %d MiB: not mirrored to the hub", self.sweep_id, rel, SIZE_CAP >> 20)
-            todo = changed(files, self._pushed)
+            todo = [rel for rel in changed(files, self._pushed) if not is_experiment_state(rel) and rel not in held]
             for rel in todo:
                 if rel == STUDY:
                     with tempfile.TemporaryDirectory(prefix="flotilla-study-") as tmp:
@@ -214,13 +253,16 @@ class Mirror:
                     except FileNotFoundError:  # replaced or removed since the listing: next push
                         continue
                 self._pushed[rel] = files[rel]
+            for rel, (stamp, blob) in sorted(held.items(), key=lambda kv: is_experiment_state(kv[0])):  # searcher first
+                self.repo.put(self.branch, PREFIX + rel, blob)
+                self._pushed[rel] = stamp
             now = Holder.me(self.home)
             self.repo.put(self.branch, PREFIX + MARKER, json.dumps(asdict(now)))
             if lease:
                 self.repo.put(self.branch, PREFIX + LEASE, json.dumps(asdict(now)))
             elif self.repo.exists(self.branch, PREFIX + LEASE):
                 self.repo.delete(self.branch, PREFIX + LEASE)
-            return len(todo)
+            return len(todo) + len(held)
 
     def try_push(self, *, lease: bool = True) -> None:
         """:meth:`push`, a failure logged once (until a push succeeds again), never raised."""
