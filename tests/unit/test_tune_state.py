@@ -162,12 +162,12 @@ def test_trials_that_finished_before_tune_saved_them_count_against_the_budget(tm
     searchers = _searchers(concurrency=2)
     searchers._total_samples, searchers._counter = 3, 1  # num_samples 3; one trial created before the save
     _save(tmp_path, [], searchers)
-    tune_state.count_created(tmp_path, 2)  # two more created, run and finished before the kill
+    tune_state.set_created(tmp_path, 3)  # two more created, run and finished before the kill
     fresh = _searchers(concurrency=2)
     fresh.restore_from_dir(str(tmp_path))
     assert fresh._counter == 3 and fresh.is_finished()  # no trial past budget.trials
     (tmp_path / "search_gen_state-x.json").write_bytes(b"not a pickle")  # another format: a warning, no error
-    tune_state.count_created(tmp_path, 1)
+    tune_state.set_created(tmp_path, 1)
 
 
 def test_a_cut_short_state_is_set_aside_so_tune_restores_the_one_before_it(tmp_path):
@@ -192,3 +192,25 @@ def test_a_state_that_names_a_module_flotilla_no_longer_has_is_refused_with_the_
     assert "flotilla.tune.space" in err.value.message
     (tmp_path / "tuner.pkl").write_bytes(cloudpickle.dumps(_space()))
     tune_state.check_restorable(tmp_path, "new")
+
+
+def test_a_moved_experiments_saved_searcher_points_new_trials_at_the_new_folder(tmp_path):
+    """A sweep pulled from its hub mirror into another home: Tune moves the restored trials to the new folder,
+    but SearchGenerator.set_state puts back the Experiment it saved, still naming the old one."""
+    from ray.tune.experiment import Experiment
+
+    old, new = tmp_path / "home-a" / "tune", tmp_path / "home-b" / "tune"
+    searchers = _searchers()
+    searchers.add_configurations([Experiment("e", lambda config: None, storage_path=str(old))])
+    (new / "e").mkdir(parents=True)
+    _save(new / "e", [], searchers)
+    fresh = _searchers()
+    fresh.restore_from_dir(str(new / "e"))
+    assert fresh._experiment.storage.storage_fs_path == old.as_posix()  # what Tune alone would create trials in
+
+    tune_state.relocate_experiment(new / "e")
+    fresh = _searchers()
+    fresh.restore_from_dir(str(new / "e"))
+    assert fresh._experiment.storage.storage_fs_path == new.as_posix()
+    assert fresh._experiment.spec["storage"].storage_fs_path == new.as_posix()
+    assert fresh.searcher.max_concurrent == 1, "the rest of the state is kept"

@@ -109,9 +109,13 @@ def run_command(
 def resume_command(
     sweep_id: str = typer.Argument(..., help="the sweep's id (see 'flotilla sweep list')"),
     address: str = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)"),
+    repo: str = typer.Option(
+        None, "--repo", help="the hub repository of the sweep's mirror (its data repository; default: searched for)"
+    ),
+    force: bool = flag("--force", help="take the sweep over from another driver whose lease is fresh (confirm it is dead first)"),
 ) -> None:
-    """Finish an interrupted sweep without re-running finished trials."""
-    resume(sweep_id, address)
+    """Finish an interrupted sweep without re-running finished trials; from any machine (its state is on the hub)."""
+    resume(sweep_id, address, repo=repo, force=force)
 
 
 @sweep_app.command("show")
@@ -162,13 +166,17 @@ def _run(spec: str, address: str | None) -> None:
 
 
 @friendly
-def resume(sweep_id: str, address: str | None = None) -> None:
-    """Finish an interrupted sweep without re-running finished trials."""
+def resume(sweep_id: str, address: str | None = None, *, repo: str | None = None, force: bool = False) -> None:
+    """Finish an interrupted sweep without re-running finished trials (pulled from its hub mirror if need be)."""
+    from flotilla.hub import Hub
     from flotilla.tune import resume as run
-    from flotilla.tune.store import require_sweep
+    from flotilla.tune.mirror import find
+    from flotilla.tune.store import SAVED, sweep_dir
 
-    require_sweep(sweep_id)  # before its folder gets a log: an unknown id is an error, not a new folder
-    _show_then_raise(sweep_id, lambda view: run(sweep_id, address=address, progress=view))
+    hub = Hub()
+    if not (sweep_dir(sweep_id, hub.settings) / SAVED).exists():
+        find(hub, sweep_id, repo)  # before its folder gets a log: an unknown id is an error, not a new folder
+    _show_then_raise(sweep_id, lambda view: run(sweep_id, hub=hub, address=address, progress=view, repo=repo, force=force))
 
 
 def _show_then_raise(sweep_id: str, run) -> None:

@@ -39,6 +39,7 @@ KINDS: dict[str, str] = {
     "ingest-": "ingest",
     "append-": "append",
     "audit-": "audit",
+    "sweep-": "sweep",  # a sweep's state mirrored to the hub (tune/mirror.py): kept, its owner record says so
     "trial-": "trial",
     "alias-": "alias",
     "infer-": "infer",

@@ -28,7 +28,7 @@ from flotilla.progress import PlainView
 from flotilla.settings import job_ray_address
 from flotilla.specs import FamilySpec, parse_spec
 from flotilla.training import train
-from flotilla.tune import SweepSpec, sweep
+from flotilla.tune import SweepSpec, resume, sweep
 
 RESULT_MARKER = "FLOTILLA_RESULT "  # the line JobHandle.result parses (submission imports it from here)
 
@@ -136,6 +136,14 @@ def run_train(job: TrainJob) -> dict[str, Any]:
 
 
 def run_sweep(job: SweepJob) -> dict[str, Any]:
+    if job.resume is not None:  # from the sweep's mirror on the hub: this node's FLOTILLA_HOME need not have it
+        say(f"sweep {job.resume!r}: resumed")
+        result = resume(
+            job.resume, address=_address(), progress=PlainView(sys.stdout, prefix=PREFIX), repo=job.repo, force=job.force
+        )
+        say(f"sweep {job.resume!r} finished: winner {getattr(result.winner, 'trial_id', None)}")
+        result.wait_for_plots()
+        return json.loads(result.to_json())
     spec = parse_spec(SweepSpec, job.sweep, source=f"sweep of job {job.name!r}")
     say(f"sweep {spec.name!r}: {spec.budget.trials} trial(s), data commit {(job.pinned or {}).get('data_commit', '?')}")
     result = sweep(spec, address=_address(), progress=PlainView(sys.stdout, prefix=PREFIX))

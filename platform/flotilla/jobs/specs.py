@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from flotilla.data.report import Thresholds
 from flotilla.data.synthetic import DEFAULT_SPEC, MAX_SEED, FaceSpec, Shift
 from flotilla.errors import SpecError
-from flotilla.names import check_branch_id
+from flotilla.names import check_branch_id, check_repo_id
 from flotilla.settings import DEFAULT_REPO
 from flotilla.specfiles import SpecKind, resolve_spec_path
 from flotilla.specs import FamilySpec, Overrides, _HubNames, _Spec, deep_merge, hub_name, load_yaml, parse_overrides, parse_spec
@@ -147,17 +147,43 @@ class TrainJob(_JobBase):
 
 
 class SweepJob(_JobBase):
+    """A sweep: a new one (``spec``, or ``sweep`` inline), or ``resume: <id>``, an interrupted one finished
+    on the cluster from its mirror on the hub (:mod:`flotilla.tune.mirror`): the job's driver may run
+    on any node, with any ``FLOTILLA_HOME``. ``repo``: where the mirror is (the sweep's data repository;
+    default: searched for among the hub's repositories)."""
+
     kind: Literal["sweep"]
     spec: str | None = None  # a sweep spec file, relative to this job spec's folder, or a shipped one (tuning/demo.yaml)
     sweep: dict[str, Any] | None = None  # or inline
+    resume: str | None = None  # or the id of a sweep to finish
+    repo: str | None = None  # with resume: the repository of the sweep's mirror
+    force: bool = False  # with resume: take the sweep over from a driver whose lease is fresh (known to be dead)
     overrides: dict[str, Any] = Field(default_factory=dict)
     pinned: dict[str, str] | None = None
 
     @model_validator(mode="after")
     def _one_sweep(self) -> SweepJob:
-        if (self.spec is None) == (self.sweep is None):
-            raise ValueError("give exactly one of 'spec' (a sweep spec file) or 'sweep' (inline)")
+        if sum(x is not None for x in (self.spec, self.sweep, self.resume)) != 1:
+            raise ValueError(
+                "give exactly one of 'spec' (a sweep spec file), 'sweep' (inline) or 'resume' (the id of a sweep to finish)"
+            )
+        if self.resume is None and (self.repo is not None or self.force):
+            raise ValueError("'repo' and 'force' go with 'resume' only (a new sweep's repository is its data's)")
+        if self.resume is not None and self.overrides:
+            raise ValueError("'overrides' cannot change a resumed sweep: it runs as it was pinned when it started")
         return self
+
+    @field_validator("resume")
+    @classmethod
+    def _sweep_id(cls, resume: str | None) -> str | None:
+        return (
+            None if resume is None else hub_name(check_branch_id, resume, example="a sweep id, e.g. 'demo-20260101-120000-ab12'")
+        )
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_id(cls, repo: str | None) -> str | None:
+        return None if repo is None else hub_name(check_repo_id, repo)
 
 
 class InferJob(_JobBase, _HubNames):

@@ -139,6 +139,8 @@ def pin_job(spec: JobSpec, hub: Any = None, root: Path | None = None) -> tuple[J
         pinned["data"]["ref"] = ref.commit
         lineage = {"data_repo": ref.repo, "data_ref": family.data.ref, "data_commit": ref.commit, "dataset": ref.dataset}
         return spec.model_copy(update={"spec": None, "family": pinned, "overrides": {}, "pinned": lineage}), lineage
+    if isinstance(spec, SweepJob) and spec.resume is not None:
+        return spec, {"sweep_id": spec.resume}  # pinned when the sweep started (its sweep.json, in its mirror)
     if isinstance(spec, SweepJob):
         sweep = sweep_of(spec, root)
         family = sweep.family(root)

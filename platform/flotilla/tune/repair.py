@@ -49,8 +49,10 @@ def journal_lost_starts(exp_dir: Path, d: Path, sweep_id: str) -> set[str]:
     states = journal.trials()
     unsaved = started - saved
     done = {t for t in unsaved if t in states and states[t].ever_finished and not states[t].lost}
-    if done:  # finished before Tune saved them: they count against budget.trials, and finish() ranks them
-        tune_state.count_created(exp_dir, len(done))
+    # finished before Tune saved them, they count against budget.trials (and finish() ranks them); a lost
+    # start does not, though a searcher state newer than the experiment's counts it (tune_state.set_created)
+    tune_state.set_created(exp_dir, len(saved) + len(done))
+    if done:
         log.warning(
             "sweep %s: trial(s) %s finished just before the driver died, before Tune saved them; they are "
             "ranked from the trial journal and not run again",

@@ -26,7 +26,7 @@ from flotilla.progress import ProgressView
 from flotilla.registry.lookup import resolve
 from flotilla.settings import TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, TUNE_GLOBAL_CHECKPOINT_S, wandb_dir
 from flotilla.specs import Overrides
-from flotilla.tune import repair, space, tune_state
+from flotilla.tune import mirror, repair, space, tune_state
 from flotilla.tune.branches import TrialBranches
 from flotilla.tune.interrupts import SweepInterrupted, caller_keeps_ctrl_c
 from flotilla.tune.journal import JOURNAL, LEDGER, Journal, Ledger, TrialState
@@ -35,6 +35,7 @@ from flotilla.tune.preflight import check_trial_fits, pin_commits
 from flotilla.tune.promotion import promote
 from flotilla.tune.report import draw_in_background
 from flotilla.tune.results import SweepResult, TrialRecord, journal_record, no_winner, ranked, trial_record
+from flotilla.tune.searcher import open_study_at
 from flotilla.tune.spec import SweepSpec, sweep_spec
 from flotilla.tune.store import SAVED, STUDY, TUNE, SavedSweep, load_saved, sweep_dir
 from flotilla.tune.study import load as load_study
@@ -101,14 +102,26 @@ def new_sweep_id(name: str) -> str:
 
 
 def resume(
-    sweep_id: str, *, hub: Hub | None = None, address: str | None = None, progress: ProgressView | None = None
+    sweep_id: str,
+    *,
+    hub: Hub | None = None,
+    address: str | None = None,
+    progress: ProgressView | None = None,
+    repo: str | None = None,
+    force: bool = False,
 ) -> SweepResult:
     """Finish an interrupted sweep: finished trials are kept, unfinished/errored ones run again.
 
     A sweep whose trials all finished but whose promotion did not (a merge conflict, the hub down)
     runs no trial: it retries the promotion.
+
+    From any machine: a sweep this ``FLOTILLA_HOME`` lacks (or holds an older copy of) is pulled from
+    its mirror on the hub (:mod:`flotilla.tune.mirror`), found in ``repo`` (the sweep's data
+    repository) or, without it, in whichever of the hub's repositories has it. Refused while another
+    driver's lease on the sweep is fresh, unless ``force`` (that driver is known to be dead).
     """
     hub = hub or Hub()
+    mirror.bring_here(hub, sweep_id, sweep_dir(sweep_id, hub.settings), repo=repo, force=force)
     d, saved = load_saved(sweep_id, hub.settings)
     return drive(hub, saved, d, sweep_id, address, restore=True, progress=progress)
 
@@ -145,6 +158,7 @@ def drive(
 
     resourced = tune.with_resources(trainable, resources)
     exp_dir = d / TUNE / sweep_id
+    open_study_at(sweep_id, d / STUDY)  # Tune's pickled searcher opens this folder's study (pulled from the hub?)
     if restore:
         repair.journal_lost_starts(exp_dir, d, sweep_id)
     if restore and not tune.Tuner.can_restore(str(exp_dir)):
@@ -155,15 +169,19 @@ def drive(
     if restore:
         tune_state.check_restorable(exp_dir, sweep_id)
         repair.bring_up_to_journal(exp_dir, d, spec)
+        tune_state.relocate_experiment(exp_dir)  # the folder may have moved (pulled from its hub mirror)
         tuner = tune.Tuner.restore(str(exp_dir), resourced, resume_unfinished=True, resume_errored=True)
         for cb in tune_state.restored_callbacks(tuner):  # restored without its credentials (never pickled)
             if isinstance(cb, TrialBranchCallback):
                 cb.attach(hub.credentials)
+                cb.journal, cb.ledger = str(d / JOURNAL), str(d / LEDGER)  # this home's folder (pulled from the hub?)
             elif isinstance(cb, TrialProgressCallback):
                 cb.attach(progress)
     else:
         tuner = _new_tuner(hub, saved, d, sweep_id, resourced, progress)
-    with caller_keeps_ctrl_c() as ctrl_c:  # Tune's graceful-stop handler while the sweep runs, not after
+    # the folder mirrored to the hub every few seconds while Tune runs: another machine can resume it
+    hub_copy = mirror.Mirror(hub.repo(saved.data_repo), sweep_id, d, hub.settings.home, saved.data_commit({}))
+    with caller_keeps_ctrl_c() as ctrl_c, hub_copy.running():  # Tune's graceful-stop handler while the sweep runs
         grid = tuner.fit()
     results = [grid[i] for i in range(len(grid))]
     # over Ray client (ray://) fit() runs in a remote actor: the local SIGINT handler says nothing about it
@@ -177,7 +195,10 @@ def drive(
             hint=f"'flotilla sweep resume {sweep_id}' finishes it (finished trials do not run again; cut-short "
             "ones go on from their last checkpoint)",
         )
-    return finish(hub, saved, d, sweep_id, results)
+    try:
+        return finish(hub, saved, d, sweep_id, results)
+    finally:
+        hub_copy.commit_end()  # the finished sweep's state: one commit on its mirror branch
 
 
 def _credentials_ref(hub: Hub) -> Any:

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -59,6 +60,40 @@ from flotilla.tune.study import BRANCH_ATTR, MODEL_ATTR, TRIAL_ATTR
 from flotilla.tune.trial import epochs_done, trial_branch
 
 log = logging.getLogger(__name__)
+
+
+_STUDY_AT: dict[str, Path] = {}  # sweep id -> its study in the folder this process drives it from
+
+
+def open_study_at(sweep_id: str, path: Path) -> None:
+    """Where an unpickled :class:`SweepStudyStorage` of sweep ``sweep_id`` opens its study: the driver
+    says so before Tune unpickles its saved searcher (``resume``)."""
+    _STUDY_AT[sweep_id] = path
+
+
+class SweepStudyStorage(optuna.storages.RDBStorage):
+    """The searcher's SQLite storage of sweep ``sweep_id``'s study, which follows the sweep's folder.
+
+    Tune pickles the searcher (``tuner.pkl``, ``searcher-state-*.pkl``) with its storage, and an
+    unpickled ``RDBStorage`` opens the URL it was made with: the path on the machine that started
+    the sweep. A sweep pulled from its hub mirror into another ``FLOTILLA_HOME`` (:mod:`flotilla.tune.mirror`)
+    would then fail to open that path (another machine), or write a new, empty study there (another
+    home on this one). Unpickled, this one opens the study where :func:`open_study_at` says (the
+    resuming driver's folder), else at the recorded path, as before.
+    """
+
+    def __init__(self, path: Path, sweep_id: str) -> None:
+        super().__init__(f"sqlite:///{path}")
+        self.flotilla_sweep_id = sweep_id
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        here = _STUDY_AT.get(str(state.get("flotilla_sweep_id")))
+        if here is not None and state.get("url") != f"sqlite:///{here}":
+            log.info(
+                "sweep %s: its Optuna study is opened at %s (saved at %s)", state["flotilla_sweep_id"], here, state.get("url")
+            )
+            state = {**state, "url": f"sqlite:///{here}"}
+        super().__setstate__(state)
 
 
 class StoppedAsPrunedOptunaSearch(OptunaSearch):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.errors import ConfigError
-from flotilla.tune.searcher import StoppedAsPrunedOptunaSearch
+from flotilla.tune.searcher import StoppedAsPrunedOptunaSearch, SweepStudyStorage
 from flotilla.tune.spec import Param, SweepSpec
 from flotilla.tune.study import set_metric_names
 from flotilla.tune.trial import EPOCHS_DONE
@@ -60,7 +60,7 @@ def searcher(spec: SweepSpec, epochs: int, study: Path, study_name: str) -> Any:
         full_iterations=epochs,
         metric=metric,
         mode=mode,
-        storage=optuna.storages.RDBStorage(f"sqlite:///{study}"),
+        storage=SweepStudyStorage(study, study_name),  # unpickled in another home, it opens the study there
         study_name=study_name,
     )
     set_metric_names(search.study, [metric] if isinstance(metric, str) else metric)  # not "Objective 0"

@@ -165,24 +165,64 @@ def fix_searcher_state(exp_dir: Path, gone: Set[str], reached_by: str | None) ->
             log.warning("could not check the searcher state %s against the journal: %s", path.name, exc)
 
 
-def count_created(exp_dir: Path, n: int) -> None:
-    """Move the saved SearchGenerator's trial counter (``counter``) on by ``n``: trials it created after
-    its last save that finished, so the restored sweep creates no more than ``num_samples`` in all."""
+def set_created(exp_dir: Path, n: int) -> None:
+    """Set the saved SearchGenerator's trial counter (``counter``, trials created against ``num_samples``)
+    to ``n``: the trials the saved experiment holds plus those that finished before Tune saved them.
+
+    Saved together, the counter equals the experiment's trial count. It does not when a trial finished
+    between two saves (the counter is behind: the sweep would run a trial past ``budget.trials``) or when
+    the searcher state is a newer save than the experiment state (it counts a start the experiment lost:
+    the sweep would run a trial fewer); the sweep's mirror can pair them so (:mod:`flotilla.tune.mirror`).
+    """
     import ray.cloudpickle as cloudpickle
 
     for path in exp_dir.glob(SEARCHER_STATES):
         try:
             with open(path, "rb") as fh:
                 state: Any = cloudpickle.load(fh)
-            if not isinstance(state, dict) or not isinstance(state.get(COUNTER), int):
+            if not isinstance(state, dict) or not isinstance(state.get(COUNTER), int) or state[COUNTER] == n:
                 continue
-            state[COUNTER] += n
+            was, state[COUNTER] = state[COUNTER], n
             tmp = path.with_name(f".{path.name}.tmp")
             with open(tmp, "wb") as fh:
                 cloudpickle.dump(state, fh)
             os.replace(tmp, path)
-        except Exception as exc:  # Tune's format changed: the sweep may run a trial more, and says so
-            log.warning("could not count %d finished trial(s) in the searcher state %s: %s", n, path.name, exc)
+            log.warning("searcher state %s counted %d trial(s) created, the journal %d; now it knows", path.name, was, n)
+        except Exception as exc:  # Tune's format changed: the sweep may run a trial more or fewer, and says so
+            log.warning("could not check the trial count of the searcher state %s: %s", path.name, exc)
+
+
+def relocate_experiment(exp_dir: Path) -> None:
+    """Point the experiment the saved ``SearchGenerator`` holds at ``exp_dir``'s storage (a folder moved:
+    pulled from the hub into another ``FLOTILLA_HOME``, see :mod:`flotilla.tune.mirror`).
+
+    Tune restores a moved experiment's *trials* into the new folder, but ``SearchGenerator.set_state``
+    puts back the ``Experiment`` it saved, whose ``storage`` names the old folder: the trials created
+    after the resume then had their results looked for there ("Failed to fetch metrics"). Here the saved
+    experiment's storage (one object, also ``spec["storage"]``) gets the new ``storage_fs_path``, as
+    Tune's own restore does for the trials (``TuneController._restore_trials``)."""
+    import ray.cloudpickle as cloudpickle
+
+    here = exp_dir.parent.as_posix()
+    for path in exp_dir.glob(SEARCHER_STATES):
+        try:
+            with open(path, "rb") as fh:
+                state: Any = cloudpickle.load(fh)
+            storage = getattr(state.get("experiment"), "storage", None) if isinstance(state, dict) else None
+            if storage is None or getattr(storage, "storage_fs_path", here) == here:
+                continue
+            was = storage.storage_fs_path
+            storage.storage_fs_path = here
+            spec = getattr(state["experiment"], "spec", None)
+            if isinstance(spec, dict) and spec.get("storage") is not None:
+                spec["storage"].storage_fs_path = here
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "wb") as fh:
+                cloudpickle.dump(state, fh)
+            os.replace(tmp, path)
+            log.info("searcher state %s: the experiment moved from %s to %s", path.name, was, here)
+        except Exception as exc:  # Tune's format changed: resume as before (new trials' results looked for there), say so
+            log.warning("could not point the searcher state %s at the moved experiment: %s", path.name, exc)
 
 
 def restored_callbacks(tuner: Any) -> list[Any]:
