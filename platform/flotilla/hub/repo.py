@@ -227,8 +227,8 @@ class Repo:
 
         def delete() -> Any:  # deleting what is already gone is no error: sending it twice is safe
             with self._t(action, not_found=self._what_exists):
-                # annotated "-> None", yet it returns the server's ObjectErrorList
-                return self._sdk.branch(check_branch_id(branch)).delete_objects(items)  # type: ignore[func-returns-value]
+                # the SDK annotates it "-> None", yet it returns the server's ObjectErrorList
+                return self._sdk.branch(check_branch_id(branch)).delete_objects(items)
 
         answer = resend_when_back(delete, self.hub.endpoint, action)
         # lakeFS answers a bulk delete 200 with a per-object error list (a protected branch refuses each one there)
