@@ -28,7 +28,10 @@ SMALL = Thresholds(representativeness="warning")  # 60 faces: too few to judge g
 
 
 def _typo(name: str) -> str:
-    return name[:-2] + name[-1] + name[-2]  # two letters swapped, as 'facse' for 'faces'
+    """Two neighbouring letters swapped, as 'facse' for 'faces': the last two that differ (a random name may end
+    in two alike, and swapping those would give the name itself)."""
+    i = max(k for k in range(len(name) - 1) if name[k] != name[k + 1])
+    return name[:i] + name[i + 1] + name[i] + name[i + 2 :]
 
 
 def test_a_named_repository_that_does_not_exist_is_an_error_not_a_new_repository(hub, repo, tmp_path):

@@ -26,6 +26,7 @@ from flotilla.data.validate import Thresholds
 from flotilla.specs import FamilySpec, parse_spec
 from flotilla.training import ModelRun, train_model
 from flotilla.tune import SweepSpec, resume, sweep
+from flotilla.tune.mirror import mirror_branch
 from flotilla.tune.run import TUNE_STATE_PERIOD_S
 from flotilla.tune.spec import Objective
 from flotilla.tune.store import sweeps_dir
@@ -90,8 +91,10 @@ def test_sweep_promotes_the_winner_and_only_kept_branches_remain(hub, local_ray)
     stopped = [t for t in result.trials if t.status == "pruned"]
     assert stopped, "ASHA stopped nobody"
     after = set(repo.branches()) - before
-    # retention "completed" (the default): the policy, not the trials' own `kept` flags, says what must remain
-    assert after == {t.branch for t in result.trials if t.status == "completed"}
+    # retention "completed" (the default): the policy, not the trials' own `kept` flags, says what must remain,
+    # beside the sweep's own state on the hub (tune.mirror), committed at its end
+    assert after == {t.branch for t in result.trials if t.status == "completed"} | {mirror_branch(result.sweep_id)}
+    assert repo.log(mirror_branch(result.sweep_id), limit=1)[0].message == f"sweep {result.sweep_id} state at its end"
     assert all(t.kept == (t.status == "completed") for t in result.trials)
     # ... and ASHA's stops lost their branches when Tune stopped them (the callback), not only at the end
     events = [json.loads(x) for x in (Path(result.directory) / "lifecycle.jsonl").read_text().splitlines()]
@@ -533,7 +536,7 @@ def test_pareto_search_keeps_the_front_and_promotes_its_best_on_the_first_metric
     assert len(study.directions) == 2 and len(study.best_trials) == len(front)  # Optuna's own front agrees
     assert result.winner.trial_id in front
     assert result.winner.metrics["val/age/mae"] == min(t.metrics["val/age/mae"] for t in done)
-    kept = set(repo.branches()) - before
+    kept = set(repo.branches()) - before - {mirror_branch(result.sweep_id)}
     assert kept == {t.branch for t in done if t.trial_id in front}, "the whole front is kept, the rest deleted"
     assert repo.commit_info("pareto-into").id == result.promotion_commit
     assert "pareto" in result.wait_for_plots(timeout=120) and Path(result.plots["pareto"]).stat().st_size > 0

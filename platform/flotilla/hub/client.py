@@ -112,8 +112,14 @@ class Hub:
         """
         check_repo_id(name)
         if storage_namespace is None:
+            # this server's config, asked of it: the SDK's Client.storage_config keeps every server's in one dict
+            # shared by the whole process (a class attribute of lakefs.client.ServerConfiguration in lakefs 0.16), so a
+            # second hub in one process (a test's, a migration's) would answer for the first
             with translate("read the server's storage config", self.endpoint):
-                cfg = self.client.storage_config
+                conf = self.client.sdk_client.config_api.get_config()
+            cfg = conf.storage_config or (conf.storage_config_list or [None])[0]
+            if cfg is None:
+                raise ConfigError("the hub's config names no storage", hint="pass storage_namespace (e.g. s3://bucket/name)")
             if cfg.blockstore_type != "local":
                 raise ConfigError(
                     f"the hub stores data on {cfg.blockstore_type}; flotilla cannot guess a storage namespace",

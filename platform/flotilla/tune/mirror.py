@@ -49,6 +49,7 @@ from flotilla.errors import ConfigError, ConflictError, FlotillaError, HubError,
 from flotilla.hub import owners
 from flotilla.hub.client import Hub
 from flotilla.hub.repo import Repo
+from flotilla.lineage import Key
 from flotilla.names import branch_id, check_object_path
 from flotilla.tune.store import SAVED, SavedSweep, list_sweeps
 
@@ -304,7 +305,7 @@ class Mirror:
         try:
             self.push(lease=False)
             if self.repo.uncommitted(self.branch, PREFIX):
-                self.repo.commit(self.branch, f"sweep {self.sweep_id} state at its end", {"flotilla.sweep_id": self.sweep_id})
+                self.repo.commit(self.branch, f"sweep {self.sweep_id} state at its end", {Key.SWEEP_ID: self.sweep_id})
             owners.release(self.home, self.repo.name, self.branch)
         except FlotillaError as exc:
             log.warning("sweep %s: could not commit its state on the hub (branch %s): %s", self.sweep_id, self.branch, exc)
