@@ -112,9 +112,8 @@ class Hub:
         """
         check_repo_id(name)
         if storage_namespace is None:
-            # this server's config, asked of it: the SDK's Client.storage_config keeps every server's in one dict
-            # shared by the whole process (a class attribute of lakefs.client.ServerConfiguration in lakefs 0.16), so a
-            # second hub in one process (a test's, a migration's) would answer for the first
+            # this server's config, asked of it: lakefs 0.16's Client.storage_config kept every server's in one dict
+            # shared by the whole process (patched in flotilla.hub.sdk), so a second hub in one process answered for the first
             with translate("read the server's storage config", self.endpoint):
                 conf = self.client.sdk_client.config_api.get_config()
             cfg = conf.storage_config or (conf.storage_config_list or [None])[0]
